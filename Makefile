@@ -1,0 +1,31 @@
+# pgmarket: the server extension (PGXS).
+#
+#   make                 build the extension
+#   make install         install it into the server found by pg_config
+#   make installcheck    pg_regress, isolation and TAP tests against a
+#                        running server (PGHOST/PGPORT) plus TAP clusters
+#
+# scripts/test.sh does all of this on a fresh machine; see README.md.
+
+EXTENSION    = pgmarket
+MODULE_big   = pgmarket
+OBJS         = extension/pgmarket.o extension/money.o extension/accounts.o \
+               extension/ledger.o extension/batch.o
+DATA         = $(wildcard extension/pgmarket--*.sql)
+PGFILEDESC   = "pgmarket - database core of an API marketplace"
+
+PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter \
+               -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK   = -lsodium
+
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=pgmarket --dbname=pgmarket_regress
+ISOLATION    = $(patsubst tests/isolation/specs/%.spec,%,$(sort $(wildcard tests/isolation/specs/*.spec)))
+ISOLATION_OPTS = --load-extension=pgmarket --inputdir=tests/isolation --outputdir=tests/isolation/output_iso
+TAP_TESTS    = 1
+PROVE_TESTS  = $(sort $(wildcard tests/t/*.pl))
+EXTRA_CLEAN  = tests/isolation/output_iso tests/t/tmp_check
+
+PG_CONFIG   ?= pg_config
+PGXS        := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

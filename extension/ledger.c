@@ -1,0 +1,1189 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.c
+ *	  The credit ledger: add_funds, deduct_balance, refund, get_balance,
+ *	  ledger_entries, and the two-phase reserve / settle / release.
+ *
+ * Concurrency rules
+ * -----------------
+ * Every change to a user's money goes through that user's row in
+ * pgmarket.balances, and every operation takes that row's lock (by UPDATE
+ * or SELECT ... FOR UPDATE) before it writes anything else of the user.  So:
+ *
+ *  - charges of one user serialize on one row lock and see each other's
+ *	  committed result (READ COMMITTED re-checks the WHERE clause of the
+ *	  UPDATE on the newest row version), which keeps available >= 0 without
+ *	  retries; charges of different users never wait on each other;
+ *  - every insert of an idempotency key for a user happens under that user's
+ *	  lock.  A call that looked a key up before it got the lock may still
+ *	  meet a concurrent twin; its INSERT ... ON CONFLICT DO NOTHING then finds
+ *	  the committed twin, the call undoes its balance change and replays the
+ *	  twin's result.  Every caller succeeds, the charge applies once;
+ *  - reservations of a user change only under the user's lock, so settle,
+ *	  release and the expiry sweep cannot interleave;
+ *  - operations that lock several users (deduct_batch, expire_reservations)
+ *	  lock them in uuid order, so they cannot deadlock with each other.
+ *
+ * Expired holds stop counting without a background job: balances.next_expiry
+ * says when the earliest hold of the user runs out, and any operation that
+ * sees it passed sweeps the user's expired holds under the lock it already
+ * holds before it decides anything.
+ *
+ * Each SQL statement is prepared once per backend (SPI_keepplan).  Scalars are
+ * copied out of SPI results before SPI_finish; result tuples are built in the
+ * caller's memory context after it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(pgm_add_funds);
+PG_FUNCTION_INFO_V1(pgm_deduct_balance);
+PG_FUNCTION_INFO_V1(pgm_refund);
+PG_FUNCTION_INFO_V1(pgm_get_balance);
+PG_FUNCTION_INFO_V1(pgm_ledger_entries);
+PG_FUNCTION_INFO_V1(pgm_reserve);
+PG_FUNCTION_INFO_V1(pgm_settle);
+PG_FUNCTION_INFO_V1(pgm_release);
+PG_FUNCTION_INFO_V1(pgm_expire_reservations);
+
+/* A reservation lives at least this long and at most this long. */
+#define PGM_MAX_TTL_USEC	(INT64CONST(7) * USECS_PER_DAY)
+
+/* What one ledger operation produced, before it becomes a ledger_result. */
+typedef struct LedgerOutcome
+{
+	int64		entry_id;
+	const char *kind;
+	int64		amount;
+	int64		available;
+	bool		replayed;
+} LedgerOutcome;
+
+/* What an earlier entry with the same idempotency key recorded. */
+typedef struct PriorEntry
+{
+	int64		entry_id;
+	char	   *kind;
+	int64		amount;
+	int64		available;
+	char	   *model_id;
+	int64		tokens_used;
+	char	   *note;
+	int64		refund_of;
+	bool		refund_of_null;
+} PriorEntry;
+
+/* ----------------------------------------------------------------
+ * Prepared statements
+ * ----------------------------------------------------------------
+ */
+static SPIPlanPtr plan_state;
+static SPIPlanPtr plan_lock;
+static SPIPlanPtr plan_find_key;
+static SPIPlanPtr plan_credit;
+static SPIPlanPtr plan_debit;
+static SPIPlanPtr plan_adjust;
+static SPIPlanPtr plan_insert;
+static SPIPlanPtr plan_insert_keyed;
+static SPIPlanPtr plan_sweep;
+static SPIPlanPtr plan_charge_of;
+static SPIPlanPtr plan_reserve;
+static SPIPlanPtr plan_insert_hold;
+static SPIPlanPtr plan_find_hold_key;
+static SPIPlanPtr plan_hold;
+static SPIPlanPtr plan_close_hold;
+static SPIPlanPtr plan_live_holds;
+static SPIPlanPtr plan_balance;
+static SPIPlanPtr plan_entries;
+static SPIPlanPtr plan_entries_before;
+static SPIPlanPtr plan_expired_users;
+
+static void
+prepare_plans(void)
+{
+	Oid			u_i8[] = {UUIDOID, INT8OID};
+	Oid			u_t[] = {UUIDOID, TEXTOID};
+	Oid			u[] = {UUIDOID};
+	Oid			ins[] = {UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID,
+	TEXTOID, TEXTOID, INT8OID, INT8OID};
+	Oid			adj[] = {UUIDOID, INT8OID, INT8OID, INT8OID};
+	Oid			res[] = {UUIDOID, INT8OID, INTERVALOID};
+	Oid			hold[] = {UUIDOID, INT8OID, INTERVALOID, TEXTOID};
+	Oid			close[] = {INT8OID, TEXTOID, INT8OID, INT8OID};
+	Oid			ent[] = {UUIDOID, INT4OID, INT8OID};
+
+	if (plan_expired_users != NULL)
+		return;
+
+	/* the state of a balance row, without locking it */
+	plan_state = pgm_prepare(
+		"SELECT active, total - spent - reserved, total,"
+		"       coalesce(next_expiry <= now(), false)"
+		"  FROM pgmarket.balances WHERE user_id = $1", 1, u);
+
+	/* lock a balance row */
+	plan_lock = pgm_prepare(
+		"SELECT active, coalesce(next_expiry <= now(), false)"
+		"  FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE", 1, u);
+
+	plan_find_key = pgm_prepare(
+		"SELECT entry_id, kind, amount, available, model_id, tokens_used,"
+		"       note, refund_of"
+		"  FROM pgmarket.ledger"
+		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+
+	/* add_funds: the new total stays below the limit */
+	plan_credit = pgm_prepare(
+		"UPDATE pgmarket.balances SET total = total + $2, updated_at = now()"
+		" WHERE user_id = $1 AND active"
+		"   AND total <= 8999999999999999999 - $2"
+		" RETURNING total - spent - reserved,"
+		"           coalesce(next_expiry <= now(), false)", 2, u_i8);
+
+	/* deduct_balance: only if the charge fits in what is available */
+	plan_debit = pgm_prepare(
+		"UPDATE pgmarket.balances SET spent = spent + $2, updated_at = now()"
+		" WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
+		" RETURNING total - spent - reserved,"
+		"           coalesce(next_expiry <= now(), false)", 2, u_i8);
+
+	/* a change of a locked row: total, spent and reserved deltas */
+	plan_adjust = pgm_prepare(
+		"UPDATE pgmarket.balances"
+		"   SET total = total + $2, spent = spent + $3,"
+		"       reserved = reserved + $4, updated_at = now()"
+		" WHERE user_id = $1"
+		" RETURNING total - spent - reserved", 4, adj);
+
+	plan_insert = pgm_prepare(
+		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
+		"       available, model_id, tokens_used, idempotency_key, note,"
+		"       refund_of, reservation_id)"
+		" VALUES (nextval('pgmarket.ledger_entry_id_seq'), $1, $2, $3, $4,"
+		"         $5, $6, $7, $8, $9, $10)"
+		" RETURNING entry_id", 10, ins);
+
+	plan_insert_keyed = pgm_prepare(
+		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
+		"       available, model_id, tokens_used, idempotency_key, note,"
+		"       refund_of, reservation_id)"
+		" VALUES (nextval('pgmarket.ledger_entry_id_seq'), $1, $2, $3, $4,"
+		"         $5, $6, $7, $8, $9, $10)"
+		" ON CONFLICT (user_id, idempotency_key)"
+		"   WHERE idempotency_key IS NOT NULL DO NOTHING"
+		" RETURNING entry_id", 10, ins);
+
+	/*
+	 * Sweep a locked user's expired holds and recompute the hint.  The
+	 * subquery for next_expiry reads the holds as they were before this
+	 * statement, so it leaves out the swept ones by their expiry time.
+	 */
+	plan_sweep = pgm_prepare(
+		"WITH swept AS ("
+		"  UPDATE pgmarket.reservations SET state = 'expired', closed_at = now()"
+		"   WHERE user_id = $1 AND state = 'held' AND expires_at <= now()"
+		"  RETURNING amount)"
+		"UPDATE pgmarket.balances b"
+		"   SET reserved = b.reserved - (SELECT coalesce(sum(amount), 0) FROM swept),"
+		"       next_expiry = (SELECT min(r.expires_at)"
+		"                        FROM pgmarket.reservations r"
+		"                       WHERE r.user_id = $1 AND r.state = 'held'"
+		"                         AND r.expires_at > now()),"
+		"       updated_at = now()"
+		" WHERE b.user_id = $1"
+		" RETURNING (SELECT count(*) FROM swept),"
+		"           b.total - b.spent - b.reserved", 1, u);
+
+	/* the charge a refund refers to, and what has been refunded of it */
+	plan_charge_of = pgm_prepare(
+		"SELECT c.kind, c.amount, c.model_id,"
+		"       (SELECT coalesce(sum(r.amount), 0)::bigint FROM pgmarket.ledger r"
+		"         WHERE r.user_id = $1 AND r.refund_of = $2"
+		"           AND r.kind = 'refund')"
+		"  FROM pgmarket.ledger c WHERE c.user_id = $1 AND c.entry_id = $2",
+		2, u_i8);
+
+	plan_reserve = pgm_prepare(
+		"UPDATE pgmarket.balances SET reserved = reserved + $2,"
+		"       next_expiry = least(next_expiry, now() + $3),"
+		"       updated_at = now()"
+		" WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
+		" RETURNING coalesce(next_expiry <= now(), false)", 3, res);
+
+	plan_insert_hold = pgm_prepare(
+		"INSERT INTO pgmarket.reservations (user_id, amount, expires_at, ttl,"
+		"       idempotency_key)"
+		" VALUES ($1, $2, now() + $3, $3, $4)"
+		" ON CONFLICT (user_id, idempotency_key)"
+		"   WHERE idempotency_key IS NOT NULL DO NOTHING"
+		" RETURNING reservation_id", 4, hold);
+
+	plan_find_hold_key = pgm_prepare(
+		"SELECT reservation_id, amount, ttl FROM pgmarket.reservations"
+		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+
+	plan_hold = pgm_prepare(
+		"SELECT amount, state, expires_at, expires_at <= now()"
+		"  FROM pgmarket.reservations"
+		" WHERE user_id = $1 AND reservation_id = $2", 2, u_i8);
+
+	plan_close_hold = pgm_prepare(
+		"UPDATE pgmarket.reservations"
+		"   SET state = $2, settled_amount = $3, entry_id = $4,"
+		"       closed_at = now()"
+		" WHERE reservation_id = $1", 4, close);
+
+	plan_live_holds = pgm_prepare(
+		"SELECT coalesce(sum(amount), 0)::bigint FROM pgmarket.reservations"
+		" WHERE user_id = $1 AND state = 'held' AND expires_at > now()", 1, u);
+
+	plan_balance = pgm_prepare(
+		"SELECT active, total, spent, reserved, updated_at,"
+		"       coalesce(next_expiry <= now(), false)"
+		"  FROM pgmarket.balances WHERE user_id = $1", 1, u);
+
+	plan_entries = pgm_prepare(
+		"SELECT entry_id, kind, amount, available, model_id, tokens_used,"
+		"       idempotency_key, note, refund_of, created_at"
+		"  FROM pgmarket.ledger WHERE user_id = $1"
+		" ORDER BY entry_id DESC LIMIT $2", 2, ent);
+
+	plan_entries_before = pgm_prepare(
+		"SELECT entry_id, kind, amount, available, model_id, tokens_used,"
+		"       idempotency_key, note, refund_of, created_at"
+		"  FROM pgmarket.ledger WHERE user_id = $1 AND entry_id < $3"
+		" ORDER BY entry_id DESC LIMIT $2", 3, ent);
+
+	plan_expired_users = pgm_prepare(
+		"SELECT DISTINCT user_id FROM pgmarket.reservations"
+		" WHERE state = 'held' AND expires_at <= now()"
+		" ORDER BY user_id", 0, NULL);
+}
+
+/* ----------------------------------------------------------------
+ * Small helpers
+ * ----------------------------------------------------------------
+ */
+
+static int
+exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+static Datum
+col(int row, int colno, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 colno, isnull);
+}
+
+static int64
+col_int64(int row, int colno)
+{
+	bool		isnull;
+	Datum		d = col(row, colno, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static bool
+col_bool(int row, int colno)
+{
+	bool		isnull;
+	Datum		d = col(row, colno, &isnull);
+
+	return !isnull && DatumGetBool(d);
+}
+
+/* A text column copied into the upper (caller's) memory context, or NULL. */
+static char *
+col_text(int row, int colno)
+{
+	bool		isnull;
+	Datum		d = col(row, colno, &isnull);
+	char	   *s;
+	char	   *copy;
+
+	if (isnull)
+		return NULL;
+	s = TextDatumGetCString(d);
+	copy = SPI_palloc(strlen(s) + 1);
+	strcpy(copy, s);
+	return copy;
+}
+
+static char *
+uuid_cstring(Datum user_id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, user_id));
+}
+
+void
+pgm_raise_unknown_account(Datum user_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PGM_UNKNOWN_ACCOUNT),
+			 errmsg("user %s does not exist or is deactivated",
+					uuid_cstring(user_id))));
+}
+
+static inline bool
+str_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/*
+ * Sweep the expired holds of a user whose balance row this transaction has
+ * locked; returns how many holds expired, and the available balance after
+ * the sweep in *available when that is not NULL.
+ */
+int64
+pgm_sweep_expired_holds(Datum user_id, int64 *available)
+{
+	Datum		values[1] = {user_id};
+
+	prepare_plans();
+	exec_plan(plan_sweep, values, NULL, false);
+	if (SPI_processed != 1)
+		return 0;
+	if (available)
+		*available = col_int64(0, 2);
+	return col_int64(0, 1);
+}
+
+/*
+ * Lock a user's balance row; raise PM002 for an unknown or deactivated user.
+ * Sweeps expired holds first when the row says there are any.
+ */
+static void
+lock_account(Datum user_id)
+{
+	Datum		values[1] = {user_id};
+
+	exec_plan(plan_lock, values, NULL, false);
+	if (SPI_processed != 1 || !col_bool(0, 1))
+		pgm_raise_unknown_account(user_id);
+	if (col_bool(0, 2))
+		pgm_sweep_expired_holds(user_id, NULL);
+}
+
+/* Raise PM002 unless the user exists and is active (no lock taken). */
+static void
+check_account(Datum user_id)
+{
+	Datum		values[1] = {user_id};
+
+	exec_plan(plan_state, values, NULL, false);
+	if (SPI_processed != 1 || !col_bool(0, 1))
+		pgm_raise_unknown_account(user_id);
+}
+
+/* The entry an idempotency key was used for, if any. */
+static bool
+find_key(Datum user_id, text *key, PriorEntry *prior)
+{
+	Datum		values[2] = {user_id, PointerGetDatum(key)};
+	bool		isnull;
+
+	exec_plan(plan_find_key, values, NULL, false);
+	if (SPI_processed == 0)
+		return false;
+	prior->entry_id = col_int64(0, 1);
+	prior->kind = col_text(0, 2);
+	prior->amount = col_int64(0, 3);
+	prior->available = col_int64(0, 4);
+	prior->model_id = col_text(0, 5);
+	prior->tokens_used = col_int64(0, 6);
+	prior->note = col_text(0, 7);
+	prior->refund_of = col_int64(0, 8);
+	(void) col(0, 8, &isnull);
+	prior->refund_of_null = isnull;
+	return true;
+}
+
+/*
+ * A key was used before: the result of the first call if the arguments are
+ * the same, else PM003.  same_args is decided by the caller.
+ */
+static void
+replay(Datum user_id, text *key, const PriorEntry *prior, bool same_args,
+	   LedgerOutcome *out)
+{
+	if (!same_args)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("idempotency key \"%s\" was already used with other arguments",
+						text_to_cstring(key)),
+				 errdetail("It was used by the %s of %s credits recorded as entry %lld for user %s.",
+						   prior->kind, pgm_micro_to_cstring(prior->amount),
+						   (long long) prior->entry_id, uuid_cstring(user_id))));
+	out->entry_id = prior->entry_id;
+	out->kind = prior->kind;
+	out->amount = prior->amount;
+	out->available = prior->available;
+	out->replayed = true;
+}
+
+/*
+ * Insert a ledger entry for a user whose balance row is locked and already
+ * changed.  Returns false when a concurrent call committed the same key
+ * first (only possible when key is not NULL).
+ */
+static bool
+insert_entry(Datum user_id, const char *kind, int64 amount, int64 available,
+			 text *model_id, int64 tokens, text *key, text *note,
+			 int64 refund_of, bool has_refund_of, int64 reservation_id,
+			 bool has_reservation, int64 *entry_id)
+{
+	Datum		values[10];
+	char		nulls[10];
+
+	values[0] = user_id;
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = Int64GetDatum(amount);
+	values[3] = Int64GetDatum(available);
+	values[4] = PointerGetDatum(model_id);
+	values[5] = Int64GetDatum(tokens);
+	values[6] = PointerGetDatum(key);
+	values[7] = PointerGetDatum(note);
+	values[8] = Int64GetDatum(refund_of);
+	values[9] = Int64GetDatum(reservation_id);
+	memset(nulls, ' ', sizeof(nulls));
+	if (model_id == NULL)
+		nulls[4] = 'n';
+	if (key == NULL)
+		nulls[6] = 'n';
+	if (note == NULL)
+		nulls[7] = 'n';
+	if (!has_refund_of)
+		nulls[8] = 'n';
+	if (!has_reservation)
+		nulls[9] = 'n';
+
+	exec_plan(key ? plan_insert_keyed : plan_insert, values, nulls, false);
+	if (SPI_processed != 1)
+		return false;
+	*entry_id = col_int64(0, 1);
+	return true;
+}
+
+/* Change a locked balance row by deltas; returns the new available. */
+static int64
+adjust_balance(Datum user_id, int64 d_total, int64 d_spent, int64 d_reserved)
+{
+	Datum		values[4] = {user_id, Int64GetDatum(d_total),
+	Int64GetDatum(d_spent), Int64GetDatum(d_reserved)};
+
+	exec_plan(plan_adjust, values, NULL, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "balance row of user %s vanished", uuid_cstring(user_id));
+	return col_int64(0, 1);
+}
+
+/* Build a ledger_result datum in the caller's context (after SPI_finish). */
+static Datum
+ledger_result_datum(FunctionCallInfo fcinfo, Datum user_id,
+					const LedgerOutcome *out)
+{
+	TupleDesc	tupdesc;
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	values[0] = Int64GetDatum(out->entry_id);
+	values[1] = user_id;
+	values[2] = CStringGetTextDatum(out->kind);
+	values[3] = pgm_micro_to_numeric(out->amount);
+	values[4] = pgm_micro_to_numeric(out->available);
+	values[5] = BoolGetDatum(out->replayed);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/* Validate the common charge arguments: model_id and tokens_used. */
+static void
+check_model_and_tokens(FunctionCallInfo fcinfo, int model_arg, int tokens_arg,
+					   text **model_id, int64 *tokens)
+{
+	pgm_require_arg(fcinfo, model_arg, "model_id");
+	*model_id = pgm_optional_text(fcinfo, model_arg, "model_id",
+								  PGM_MAX_MODEL_ID_LEN);
+	pgm_require_arg(fcinfo, tokens_arg, "tokens_used");
+	*tokens = PG_GETARG_INT64(tokens_arg);
+	if (*tokens < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tokens_used %lld must not be negative",
+						(long long) *tokens)));
+}
+
+/* ----------------------------------------------------------------
+ * add_funds(user_id, amount, idempotency_key, note)
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_add_funds(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	int64		amount;
+	text	   *key;
+	text	   *note;
+	LedgerOutcome out = {0, "deposit", 0, 0, false};
+	PriorEntry	prior;
+	Datum		values[2];
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "amount");
+	user_id = PG_GETARG_DATUM(0);
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+	key = pgm_optional_text(fcinfo, 2, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+	note = pgm_optional_text(fcinfo, 3, "note", PGM_MAX_NOTE_LEN);
+	out.amount = amount;
+
+	pgm_spi_connect();
+	prepare_plans();
+
+	if (key && find_key(user_id, key, &prior))
+	{
+		check_account(user_id);
+		replay(user_id, key, &prior,
+			   str_eq(prior.kind, "deposit") && prior.amount == amount &&
+			   str_eq(prior.note, note ? text_to_cstring(note) : NULL),
+			   &out);
+	}
+	else
+	{
+		values[0] = user_id;
+		values[1] = Int64GetDatum(amount);
+		exec_plan(plan_credit, values, NULL, false);
+		if (SPI_processed != 1)
+		{
+			exec_plan(plan_state, values, NULL, false);
+			if (SPI_processed != 1 || !col_bool(0, 1))
+				pgm_raise_unknown_account(user_id);
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("adding %s credits to user %s would take the balance past its limit",
+							pgm_micro_to_cstring(amount), uuid_cstring(user_id)),
+					 errdetail("The total is %s credits; balances stay below 9000000000000 credits.",
+							   pgm_micro_to_cstring(col_int64(0, 3)))));
+		}
+		out.available = col_int64(0, 1);
+		if (col_bool(0, 2))
+			pgm_sweep_expired_holds(user_id, &out.available);
+
+		if (!insert_entry(user_id, "deposit", amount, out.available, NULL, 0,
+						  key, note, 0, false, 0, false, &out.entry_id))
+		{
+			/* a concurrent call with this key committed first */
+			adjust_balance(user_id, -amount, 0, 0);
+			if (!find_key(user_id, key, &prior))
+				elog(ERROR, "idempotency key conflict without a visible entry");
+			replay(user_id, key, &prior,
+				   str_eq(prior.kind, "deposit") && prior.amount == amount &&
+				   str_eq(prior.note, note ? text_to_cstring(note) : NULL),
+				   &out);
+		}
+	}
+
+	SPI_finish();
+	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+}
+
+/* ----------------------------------------------------------------
+ * deduct_balance(user_id, amount, model_id, tokens_used, idempotency_key)
+ * ----------------------------------------------------------------
+ */
+static inline bool
+same_charge(const PriorEntry *prior, int64 amount, text *model_id, int64 tokens)
+{
+	return str_eq(prior->kind, "charge") && prior->amount == amount &&
+		str_eq(prior->model_id, text_to_cstring(model_id)) &&
+		prior->tokens_used == tokens;
+}
+
+/* PM001 with the numbers that explain it. */
+static void
+raise_insufficient(Datum user_id, int64 amount, int64 available,
+				   const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PGM_INSUFFICIENT_FUNDS),
+			 errmsg("insufficient funds: %s of %s credits exceeds the available balance of %s credits",
+					what, pgm_micro_to_cstring(amount),
+					pgm_micro_to_cstring(available)),
+			 errdetail("User %s.", uuid_cstring(user_id))));
+}
+
+/*
+ * Take amount out of a user's available balance (spent or reserved, as the
+ * plan says): run the conditional UPDATE; if it finds no row, tell an unknown
+ * user from a short balance, sweeping expired holds once and trying again
+ * when they are what stands in the way.  Returns with the row locked.
+ */
+static void
+take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
+			   const char *what)
+{
+	Datum		state_args[1] = {user_id};
+	int			attempt;
+
+	for (attempt = 0;; attempt++)
+	{
+		exec_plan(plan, values, NULL, false);
+		if (SPI_processed == 1)
+			return;
+
+		exec_plan(plan_state, state_args, NULL, false);
+		if (SPI_processed != 1 || !col_bool(0, 1))
+			pgm_raise_unknown_account(user_id);
+		if (attempt > 0 || !col_bool(0, 4))
+			raise_insufficient(user_id, amount, col_int64(0, 2), what);
+		lock_account(user_id);	/* sweeps the expired holds */
+	}
+}
+
+Datum
+pgm_deduct_balance(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	int64		amount;
+	text	   *model_id;
+	int64		tokens;
+	text	   *key;
+	LedgerOutcome out = {0, "charge", 0, 0, false};
+	PriorEntry	prior;
+	Datum		values[2];
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "amount");
+	user_id = PG_GETARG_DATUM(0);
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+	check_model_and_tokens(fcinfo, 2, 3, &model_id, &tokens);
+	key = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+	out.amount = amount;
+
+	pgm_spi_connect();
+	prepare_plans();
+
+	if (key && find_key(user_id, key, &prior))
+	{
+		check_account(user_id);
+		replay(user_id, key, &prior,
+			   same_charge(&prior, amount, model_id, tokens), &out);
+	}
+	else
+	{
+		values[0] = user_id;
+		values[1] = Int64GetDatum(amount);
+		take_available(plan_debit, values, user_id, amount, "a charge");
+		out.available = col_int64(0, 1);
+		if (col_bool(0, 2))
+			pgm_sweep_expired_holds(user_id, &out.available);
+
+		if (!insert_entry(user_id, "charge", amount, out.available, model_id,
+						  tokens, key, NULL, 0, false, 0, false, &out.entry_id))
+		{
+			adjust_balance(user_id, 0, -amount, 0);
+			if (!find_key(user_id, key, &prior))
+				elog(ERROR, "idempotency key conflict without a visible entry");
+			replay(user_id, key, &prior,
+				   same_charge(&prior, amount, model_id, tokens), &out);
+		}
+	}
+
+	SPI_finish();
+	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+}
+
+/* ----------------------------------------------------------------
+ * refund(user_id, entry_id, amount, idempotency_key)
+ *
+ * Locks the user first, so refunds of one charge serialize and their sum
+ * never exceeds it.  spent goes down by the refund.
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_refund(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	int64		charge_id;
+	int64		amount = 0;
+	bool		whole = PG_ARGISNULL(2);
+	text	   *key;
+	LedgerOutcome out = {0, "refund", 0, 0, false};
+	PriorEntry	prior;
+	Datum		values[2];
+	char	   *kind;
+	int64		charged;
+	int64		refunded;
+	int64		left;
+	char	   *model;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "entry_id");
+	user_id = PG_GETARG_DATUM(0);
+	charge_id = PG_GETARG_INT64(1);
+	if (!whole)
+		amount = pgm_numeric_to_micro(PG_GETARG_DATUM(2), "amount");
+	key = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+
+	pgm_spi_connect();
+	prepare_plans();
+	lock_account(user_id);
+
+	if (key && find_key(user_id, key, &prior))
+	{
+		replay(user_id, key, &prior,
+			   str_eq(prior.kind, "refund") && !prior.refund_of_null &&
+			   prior.refund_of == charge_id &&
+			   (whole || prior.amount == amount), &out);
+		SPI_finish();
+		PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+	}
+
+	values[0] = user_id;
+	values[1] = Int64GetDatum(charge_id);
+	exec_plan(plan_charge_of, values, NULL, false);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("entry %lld is not a charge of user %s",
+						(long long) charge_id, uuid_cstring(user_id))));
+	kind = col_text(0, 1);
+	charged = col_int64(0, 2);
+	model = col_text(0, 3);
+	refunded = col_int64(0, 4);
+	if (strcmp(kind, "charge") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("entry %lld is a %s, not a charge",
+						(long long) charge_id, kind)));
+	left = charged - refunded;
+	if (whole)
+	{
+		if (left == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("charge %lld is already refunded in full",
+							(long long) charge_id)));
+		amount = left;
+	}
+	else if (amount > left)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("refund of %s credits exceeds the %s credits left of charge %lld",
+						pgm_micro_to_cstring(amount), pgm_micro_to_cstring(left),
+						(long long) charge_id),
+				 errdetail("The charge was %s credits; %s credits are refunded already.",
+						   pgm_micro_to_cstring(charged),
+						   pgm_micro_to_cstring(refunded))));
+
+	out.amount = amount;
+	out.available = adjust_balance(user_id, 0, -amount, 0);
+	if (!insert_entry(user_id, "refund", amount, out.available,
+					  model ? cstring_to_text(model) : NULL, 0, key, NULL,
+					  charge_id, true, 0, false, &out.entry_id))
+		elog(ERROR, "idempotency key \"%s\" was inserted under a held lock",
+			 text_to_cstring(key));
+
+	SPI_finish();
+	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+}
+
+/* ----------------------------------------------------------------
+ * get_balance(user_id) and release(), which returns the same shape
+ * ----------------------------------------------------------------
+ */
+
+typedef struct BalanceRow
+{
+	int64		total;
+	int64		spent;
+	int64		reserved;
+	TimestampTz updated_at;
+} BalanceRow;
+
+/*
+ * Read a balance.  Holds that expired but are not swept yet are left out of
+ * reserved, so the figure is right without a write.
+ */
+static void
+read_balance(Datum user_id, bool read_only, BalanceRow *row)
+{
+	Datum		values[1] = {user_id};
+	bool		isnull;
+
+	exec_plan(plan_balance, values, NULL, read_only);
+	if (SPI_processed != 1 || !col_bool(0, 1))
+		pgm_raise_unknown_account(user_id);
+	row->total = col_int64(0, 2);
+	row->spent = col_int64(0, 3);
+	row->reserved = col_int64(0, 4);
+	row->updated_at = DatumGetTimestampTz(col(0, 5, &isnull));
+	if (col_bool(0, 6))
+	{
+		exec_plan(plan_live_holds, values, NULL, read_only);
+		row->reserved = col_int64(0, 1);
+	}
+}
+
+static Datum
+balance_datum(FunctionCallInfo fcinfo, Datum user_id, const BalanceRow *row)
+{
+	TupleDesc	tupdesc;
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	values[0] = user_id;
+	values[1] = pgm_micro_to_numeric(row->total);
+	values[2] = pgm_micro_to_numeric(row->spent);
+	values[3] = pgm_micro_to_numeric(row->reserved);
+	values[4] = pgm_micro_to_numeric(row->total - row->spent - row->reserved);
+	values[5] = TimestampTzGetDatum(row->updated_at);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+Datum
+pgm_get_balance(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	BalanceRow	row;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_DATUM(0);
+
+	pgm_spi_connect();
+	prepare_plans();
+	read_balance(user_id, true, &row);
+	SPI_finish();
+	PG_RETURN_DATUM(balance_datum(fcinfo, user_id, &row));
+}
+
+/* ----------------------------------------------------------------
+ * ledger_entries(user_id, max_rows, before_id): newest first, keyset pages
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_ledger_entries(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		user_id;
+	int32		max_rows;
+	Datum		args[3];
+	uint64		i;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "max_rows");
+	user_id = PG_GETARG_DATUM(0);
+	max_rows = PG_GETARG_INT32(1);
+	if (max_rows < 1 || max_rows > 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows %d is out of range", max_rows),
+				 errdetail("A page holds 1 to 1000 entries.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	pgm_spi_connect();
+	prepare_plans();
+	check_account(user_id);
+
+	args[0] = user_id;
+	args[1] = Int32GetDatum(max_rows);
+	args[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	exec_plan(PG_ARGISNULL(2) ? plan_entries : plan_entries_before, args,
+			  NULL, true);
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[10];
+		bool		nulls[10];
+		int			c;
+
+		for (c = 0; c < 10; c++)
+			values[c] = col(i, c + 1, &nulls[c]);
+		values[2] = pgm_micro_to_numeric(DatumGetInt64(values[2]));
+		values[3] = pgm_micro_to_numeric(DatumGetInt64(values[3]));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ----------------------------------------------------------------
+ * reserve(user_id, amount, ttl, idempotency_key) RETURNS bigint
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_reserve(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	int64		amount;
+	Interval   *ttl;
+	int64		ttl_usec;
+	text	   *key;
+	int64		reservation_id = 0;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		found = false;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "amount");
+	pgm_require_arg(fcinfo, 2, "ttl");
+	user_id = PG_GETARG_DATUM(0);
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+	ttl = PG_GETARG_INTERVAL_P(2);
+	ttl_usec = ttl->time + (int64) ttl->day * USECS_PER_DAY +
+		(int64) ttl->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	if (ttl->month != 0 || ttl_usec <= 0 || ttl_usec > PGM_MAX_TTL_USEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl %s is out of range",
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(ttl)))),
+				 errdetail("A reservation lives for more than zero and at most 7 days.")));
+	key = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+
+	pgm_spi_connect();
+	prepare_plans();
+
+	values[0] = user_id;
+	values[1] = PointerGetDatum(key);
+	if (key)
+	{
+		exec_plan(plan_find_hold_key, values, NULL, false);
+		found = SPI_processed == 1;
+	}
+
+	if (!found)
+	{
+		values[1] = Int64GetDatum(amount);
+		values[2] = IntervalPGetDatum(ttl);
+		take_available(plan_reserve, values, user_id, amount, "a reservation");
+		if (col_bool(0, 1))
+			pgm_sweep_expired_holds(user_id, NULL);
+
+		values[3] = PointerGetDatum(key);
+		if (key == NULL)
+			nulls[3] = 'n';
+		exec_plan(plan_insert_hold, values, nulls, false);
+		if (SPI_processed == 1)
+			reservation_id = col_int64(0, 1);
+		else
+		{
+			/* a concurrent call with this key committed first */
+			adjust_balance(user_id, 0, 0, -amount);
+			values[1] = PointerGetDatum(key);
+			exec_plan(plan_find_hold_key, values, NULL, false);
+			found = SPI_processed == 1;
+			if (!found)
+				elog(ERROR, "idempotency key conflict without a visible reservation");
+		}
+	}
+
+	if (found)
+	{
+		Interval   *prior_ttl;
+		bool		isnull;
+
+		check_account(user_id);
+		exec_plan(plan_find_hold_key, values, NULL, false);
+		reservation_id = col_int64(0, 1);
+		prior_ttl = DatumGetIntervalP(col(0, 3, &isnull));
+		if (col_int64(0, 2) != amount ||
+			DatumGetInt32(DirectFunctionCall2(interval_cmp,
+											  IntervalPGetDatum(prior_ttl),
+											  IntervalPGetDatum(ttl))) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+					 errmsg("idempotency key \"%s\" was already used with other arguments",
+							text_to_cstring(key)),
+					 errdetail("It made reservation %lld of %s credits for user %s.",
+							   (long long) reservation_id,
+							   pgm_micro_to_cstring(col_int64(0, 2)),
+							   uuid_cstring(user_id))));
+	}
+
+	SPI_finish();
+	PG_RETURN_INT64(reservation_id);
+}
+
+/*
+ * Look up a held, unexpired reservation of a locked user or raise PM004;
+ * returns its amount.
+ */
+static int64
+live_hold(Datum user_id, int64 reservation_id, const char *verb)
+{
+	Datum		values[2] = {user_id, Int64GetDatum(reservation_id)};
+	char	   *state;
+	bool		isnull;
+
+	exec_plan(plan_hold, values, NULL, false);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_RESERVATION_STATE),
+				 errmsg("cannot %s reservation %lld: no such reservation for user %s",
+						verb, (long long) reservation_id, uuid_cstring(user_id))));
+	state = col_text(0, 2);
+	if (strcmp(state, "held") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_RESERVATION_STATE),
+				 errmsg("cannot %s reservation %lld: it is %s",
+						verb, (long long) reservation_id, state)));
+	if (col_bool(0, 4))
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_RESERVATION_STATE),
+				 errmsg("cannot %s reservation %lld: it expired at %s",
+						verb, (long long) reservation_id,
+						timestamptz_to_str(DatumGetTimestampTz(col(0, 3, &isnull))))));
+	return col_int64(0, 1);
+}
+
+static void
+close_hold(int64 reservation_id, const char *state, int64 settled,
+		   int64 entry_id, bool has_entry)
+{
+	Datum		values[4] = {Int64GetDatum(reservation_id),
+		CStringGetTextDatum(state), Int64GetDatum(settled),
+	Int64GetDatum(entry_id)};
+	char		nulls[4] = {' ', ' ', has_entry ? ' ' : 'n', has_entry ? ' ' : 'n'};
+
+	exec_plan(plan_close_hold, values, nulls, false);
+}
+
+/* ----------------------------------------------------------------
+ * settle(user_id, reservation_id, amount, model_id, tokens_used)
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_settle(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	int64		reservation_id;
+	int64		amount;
+	text	   *model_id;
+	int64		tokens;
+	int64		held;
+	LedgerOutcome out = {0, "charge", 0, 0, false};
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "reservation_id");
+	pgm_require_arg(fcinfo, 2, "amount");
+	user_id = PG_GETARG_DATUM(0);
+	reservation_id = PG_GETARG_INT64(1);
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(2), "amount");
+	check_model_and_tokens(fcinfo, 3, 4, &model_id, &tokens);
+	out.amount = amount;
+
+	pgm_spi_connect();
+	prepare_plans();
+	lock_account(user_id);
+	held = live_hold(user_id, reservation_id, "settle");
+	if (amount > held)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_RESERVATION_STATE),
+				 errmsg("cannot settle reservation %lld for %s credits: only %s credits are reserved",
+						(long long) reservation_id, pgm_micro_to_cstring(amount),
+						pgm_micro_to_cstring(held))));
+
+	out.available = adjust_balance(user_id, 0, amount, -held);
+	insert_entry(user_id, "charge", amount, out.available, model_id, tokens,
+				 NULL, NULL, 0, false, reservation_id, true, &out.entry_id);
+	close_hold(reservation_id, "settled", amount, out.entry_id, true);
+
+	SPI_finish();
+	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+}
+
+/* ----------------------------------------------------------------
+ * release(user_id, reservation_id) RETURNS balance
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_release(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	int64		reservation_id;
+	int64		held;
+	BalanceRow	row;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "reservation_id");
+	user_id = PG_GETARG_DATUM(0);
+	reservation_id = PG_GETARG_INT64(1);
+
+	pgm_spi_connect();
+	prepare_plans();
+	lock_account(user_id);
+	held = live_hold(user_id, reservation_id, "release");
+	adjust_balance(user_id, 0, 0, -held);
+	close_hold(reservation_id, "released", 0, 0, false);
+	read_balance(user_id, false, &row);
+
+	SPI_finish();
+	PG_RETURN_DATUM(balance_datum(fcinfo, user_id, &row));
+}
+
+/* ----------------------------------------------------------------
+ * expire_reservations(): sweep every user's expired holds, in uuid order
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_expire_reservations(PG_FUNCTION_ARGS)
+{
+	int64		swept = 0;
+	uint64		nusers;
+	Datum	   *users;
+	uint64		i;
+
+	pgm_spi_connect();
+	prepare_plans();
+
+	exec_plan(plan_expired_users, NULL, NULL, false);
+	nusers = SPI_processed;
+	users = palloc(sizeof(Datum) * (nusers + 1));
+	for (i = 0; i < nusers; i++)
+	{
+		bool		isnull;
+		pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+		memcpy(copy, DatumGetUUIDP(col(i, 1, &isnull)), sizeof(pg_uuid_t));
+		users[i] = UUIDPGetDatum(copy);
+	}
+	for (i = 0; i < nusers; i++)
+	{
+		Datum		values[1] = {users[i]};
+
+		exec_plan(plan_lock, values, NULL, false);
+		if (SPI_processed == 1)
+			swept += pgm_sweep_expired_holds(users[i], NULL);
+	}
+
+	SPI_finish();
+	if (swept > PG_INT32_MAX)
+		swept = PG_INT32_MAX;
+	PG_RETURN_INT32((int32) swept);
+}

@@ -1,0 +1,161 @@
+/*-------------------------------------------------------------------------
+ *
+ * money.c
+ *	  Exact conversion between numeric credits and int64 micro-credits.
+ *
+ * An amount is accepted only when it is a finite, positive, whole number of
+ * micro-credits below 9,000,000,000,000 credits: 1.0000001 is refused, never
+ * rounded, while 1.0000000 is fine.  The check reads numeric's own text form
+ * digit by digit, so no floating point is ever involved.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/numeric.h"
+
+PG_FUNCTION_INFO_V1(pgm_credits);
+
+/*
+ * Parse a numeric into micro-credits without raising an error; the caller
+ * decides how to report a failure (deduct_batch reports it per charge).
+ */
+PgmAmountError
+pgm_numeric_to_micro_noerror(Datum num, int64 *micro)
+{
+	Numeric		n = DatumGetNumeric(num);
+	char	   *s;
+	const char *p;
+	int64		whole = 0;
+	int64		frac = 0;
+	int			digits = 0;
+	int			fdigits = 0;
+	PgmAmountError result = PGM_AMOUNT_OK;
+
+	if (numeric_is_nan(n) || numeric_is_inf(n))
+		return PGM_AMOUNT_NOT_FINITE;
+
+	s = DatumGetCString(DirectFunctionCall1(numeric_out, num));
+	p = s;
+	if (*p == '-')
+	{
+		pfree(s);
+		return PGM_AMOUNT_NOT_POSITIVE;
+	}
+
+	/* whole part: 13 digits at most (9e12 credits) */
+	for (; *p >= '0' && *p <= '9'; p++)
+	{
+		if (digits == 0 && *p == '0')
+			continue;			/* leading zeros */
+		if (++digits > 13)
+		{
+			result = PGM_AMOUNT_TOO_LARGE;
+			break;
+		}
+		whole = whole * 10 + (*p - '0');
+	}
+	if (result == PGM_AMOUNT_OK && *p == '.')
+	{
+		for (p++; *p >= '0' && *p <= '9'; p++)
+		{
+			if (fdigits < 6)
+				frac = frac * 10 + (*p - '0');
+			else if (*p != '0')
+				result = PGM_AMOUNT_TOO_PRECISE;
+			fdigits++;
+		}
+		for (; fdigits < 6; fdigits++)
+			frac *= 10;
+	}
+	pfree(s);
+	if (result != PGM_AMOUNT_OK)
+		return result;
+
+	*micro = whole * PGM_MICRO_PER_CREDIT + frac;
+	if (*micro == 0)
+		return PGM_AMOUNT_NOT_POSITIVE;
+	if (*micro >= PGM_MAX_MICRO)
+		return PGM_AMOUNT_TOO_LARGE;
+	return PGM_AMOUNT_OK;
+}
+
+/* The SQLSTATE that an amount error maps to (for deduct_batch's results). */
+int
+pgm_amount_error_sqlstate(PgmAmountError err)
+{
+	return err == PGM_AMOUNT_TOO_LARGE ? ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+		: ERRCODE_INVALID_PARAMETER_VALUE;
+}
+
+/*
+ * Parse a numeric argument into micro-credits, raising 22023 or 22003 with a
+ * message that names the argument and its value.
+ */
+int64
+pgm_numeric_to_micro(Datum num, const char *argname)
+{
+	int64		micro = 0;
+	PgmAmountError err = pgm_numeric_to_micro_noerror(num, &micro);
+	char	   *shown;
+
+	if (err == PGM_AMOUNT_OK)
+		return micro;
+
+	shown = DatumGetCString(DirectFunctionCall1(numeric_out, num));
+	switch (err)
+	{
+		case PGM_AMOUNT_NOT_FINITE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s %s is not a finite number", argname, shown)));
+			break;
+		case PGM_AMOUNT_NOT_POSITIVE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s %s must be greater than zero", argname, shown)));
+			break;
+		case PGM_AMOUNT_TOO_PRECISE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s %s is not a whole number of micro-credits",
+							argname, shown),
+					 errdetail("Amounts are exact to six fractional digits and are never rounded.")));
+			break;
+		case PGM_AMOUNT_TOO_LARGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("%s %s is out of range", argname, shown),
+					 errdetail("Amounts and balances stay below 9000000000000 credits.")));
+			break;
+		case PGM_AMOUNT_OK:
+			break;
+	}
+	return 0;					/* keep compiler quiet */
+}
+
+/* Micro-credits as numeric credits, always with six fractional digits. */
+Datum
+pgm_micro_to_numeric(int64 micro)
+{
+	return NumericGetDatum(int64_div_fast_to_numeric(micro, 6));
+}
+
+/* Micro-credits as text, for messages. */
+char *
+pgm_micro_to_cstring(int64 micro)
+{
+	return DatumGetCString(DirectFunctionCall1(numeric_out,
+											   pgm_micro_to_numeric(micro)));
+}
+
+/*
+ * credits(bigint): the SQL face of pgm_micro_to_numeric, used by the views.
+ */
+Datum
+pgm_credits(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(pgm_micro_to_numeric(PG_GETARG_INT64(0)));
+}

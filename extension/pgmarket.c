@@ -1,0 +1,160 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgmarket.c
+ *	  Module entry point and the helpers every pgmarket C file uses:
+ *	  argument checks, SPI plan preparation, the append-only trigger.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include <sodium.h>
+
+#include "commands/trigger.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(pgm_forbid_change);
+
+void		_PG_init(void);
+
+/*
+ * Module load: libsodium must be initialised once per process before any of
+ * its functions is used (it picks implementations and seeds its RNG).
+ */
+void
+_PG_init(void)
+{
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("pgmarket could not initialise libsodium")));
+}
+
+/*
+ * A required argument must not be NULL: raise 22004 naming it.  Functions are
+ * not STRICT, so that a NULL is an error rather than a silent NULL result.
+ */
+void
+pgm_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", argname)));
+}
+
+/*
+ * Is a short identifier-like text acceptable: not empty, at most maxlen
+ * characters, no control characters?
+ */
+bool
+pgm_text_ok(const char *value, int maxlen)
+{
+	const char *p;
+	int			len = pg_mbstrlen(value);
+
+	if (len == 0 || len > maxlen)
+		return false;
+	for (p = value; *p; p++)
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* The same check, raising 22023 with a message that says what is wrong. */
+void
+pgm_check_text(const char *argname, const char *value, int maxlen)
+{
+	if (pgm_text_ok(value, maxlen))
+		return;
+	if (*value == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", argname)));
+	if (pg_mbstrlen(value) > maxlen)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%.40s...\" is longer than %d characters",
+						argname, value, maxlen)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s \"%s\" contains a control character",
+					argname, value)));
+}
+
+/* An optional text argument (NULL allowed), checked when present. */
+text *
+pgm_optional_text(FunctionCallInfo fcinfo, int argno, const char *argname,
+				  int maxlen)
+{
+	text	   *t;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	t = PG_GETARG_TEXT_PP(argno);
+	pgm_check_text(argname, text_to_cstring(t), maxlen);
+	return t;
+}
+
+void
+pgm_spi_connect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Prepare a statement once per backend and keep its plan.  The plan cache
+ * revalidates it when a table it uses changes, so a cached plan survives
+ * DROP and CREATE EXTENSION in the same session.
+ */
+SPIPlanPtr
+pgm_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Trigger that makes a table append-only: any UPDATE, DELETE or TRUNCATE
+ * raises 55000, whoever runs it (the owner too; only a superuser who disables
+ * the trigger can get past it, and that is what sealing is for).
+ */
+Datum
+pgm_forbid_change(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "forbid_change must be called as a trigger");
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		op = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		op = "DELETE";
+	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		op = "TRUNCATE";
+	else
+		op = "INSERT";
+
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("table %s is append-only: %s is not allowed",
+					RelationGetRelationName(trigdata->tg_relation), op),
+			 errdetail("Entries are never updated or deleted."),
+			 errhint("Record a correction as a new entry.")));
+	PG_RETURN_NULL();
+}

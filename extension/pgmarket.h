@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgmarket.h
+ *	  Internal declarations shared by the C files of the pgmarket extension.
+ *
+ * Money is carried in C as int64 micro-credits (1 credit = 1,000,000) and
+ * converted to and from numeric only at the SQL surface (money.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGMARKET_H
+#define PGMARKET_H
+
+#include "postgres.h"
+#include "fmgr.h"
+#include "executor/spi.h"
+#include "utils/uuid.h"
+
+/* SQLSTATEs of the contract (SPEC, "Error codes") */
+#define ERRCODE_PGM_INSUFFICIENT_FUNDS		MAKE_SQLSTATE('P','M','0','0','1')
+#define ERRCODE_PGM_UNKNOWN_ACCOUNT			MAKE_SQLSTATE('P','M','0','0','2')
+#define ERRCODE_PGM_IDEMPOTENCY_CONFLICT	MAKE_SQLSTATE('P','M','0','0','3')
+#define ERRCODE_PGM_RESERVATION_STATE		MAKE_SQLSTATE('P','M','0','0','4')
+
+/* Every amount and balance stays below 9e12 credits = 9e18 micro-credits. */
+#define PGM_MICRO_PER_CREDIT	INT64CONST(1000000)
+#define PGM_MAX_MICRO			INT64CONST(9000000000000000000)
+
+#define PGM_MAX_MODEL_ID_LEN	200
+#define PGM_MAX_IDEM_KEY_LEN	200
+#define PGM_MAX_NOTE_LEN		2000
+
+/* money.c */
+typedef enum PgmAmountError
+{
+	PGM_AMOUNT_OK = 0,
+	PGM_AMOUNT_NOT_FINITE,
+	PGM_AMOUNT_NOT_POSITIVE,
+	PGM_AMOUNT_TOO_PRECISE,
+	PGM_AMOUNT_TOO_LARGE
+} PgmAmountError;
+
+extern PgmAmountError pgm_numeric_to_micro_noerror(Datum num, int64 *micro);
+extern int64 pgm_numeric_to_micro(Datum num, const char *argname);
+extern int	pgm_amount_error_sqlstate(PgmAmountError err);
+extern Datum pgm_micro_to_numeric(int64 micro);
+extern char *pgm_micro_to_cstring(int64 micro);
+
+/* pgmarket.c: argument checks */
+extern void pgm_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern text *pgm_optional_text(FunctionCallInfo fcinfo, int argno,
+							   const char *argname, int maxlen);
+extern void pgm_check_text(const char *argname, const char *value, int maxlen);
+extern bool pgm_text_ok(const char *value, int maxlen);
+extern void pgm_spi_connect(void);
+extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
+
+/* ledger.c, shared with batch.c */
+extern void pgm_raise_unknown_account(Datum user_id);
+extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
+
+#endif							/* PGMARKET_H */
