@@ -182,12 +182,14 @@ CREATE TRIGGER ledger_no_truncate
 
 CREATE FUNCTION @extschema@.hash_password(password text) RETURNS text
     AS 'MODULE_PATHNAME', 'pgm_hash_password'
-    LANGUAGE C VOLATILE PARALLEL SAFE;
+    LANGUAGE C VOLATILE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION @extschema@.verify_password(password text, hash text)
     RETURNS boolean
     AS 'MODULE_PATHNAME', 'pgm_verify_password'
-    LANGUAGE C VOLATILE PARALLEL SAFE;
+    LANGUAGE C VOLATILE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION @extschema@.create_user(email text, username text,
         password text DEFAULT NULL, roles text[] DEFAULT '{user}',
