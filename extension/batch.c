@@ -122,10 +122,11 @@ prepare_batch_plans(void)
 		return;
 
 	plan_lock_users = pgm_prepare(
-		"SELECT user_id, active, total - spent - reserved,"
-		"       coalesce(next_expiry <= now(), false)"
-		"  FROM pgmarket.balances WHERE user_id = ANY ($1)"
-		" ORDER BY user_id FOR UPDATE", 1, lock_args);
+		"SELECT b.user_id, b.active, b.total - b.spent - b.reserved,"
+		"       coalesce(b.next_expiry <= now(), false)"
+		"  FROM unnest($1) AS u (id)"
+		"  JOIN pgmarket.balances b ON b.user_id = u.id"
+		" ORDER BY b.user_id FOR UPDATE OF b", 1, lock_args);
 
 	plan_find_keys = pgm_prepare(
 		"SELECT l.user_id, l.idempotency_key, l.kind, l.amount, l.model_id,"
