@@ -8,7 +8,9 @@
  * -----------------
  * Every change to a user's money goes through that user's row in
  * pgmarket.balances, and every operation takes that row's lock (by UPDATE
- * or SELECT ... FOR UPDATE) before it writes anything else of the user.  So:
+ * or SELECT ... FOR UPDATE) before it writes anything else of the user.
+ * The single-user operations queue on a transaction-scoped lock of the user
+ * first (pgm_queue_for_user), which only makes waiting cheaper.  So:
  *
  *  - charges of one user serialize on one row lock and see each other's
  *	  committed result (READ COMMITTED re-checks the WHERE clause of the
@@ -39,7 +41,11 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -375,6 +381,7 @@ lock_account(Datum user_id)
 {
 	Datum		values[1] = {user_id};
 
+	pgm_queue_for_user(user_id);
 	exec_plan(plan_lock, values, NULL, false);
 	if (SPI_processed != 1 || !col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
@@ -572,6 +579,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 	{
 		values[0] = user_id;
 		values[1] = Int64GetDatum(amount);
+		pgm_queue_for_user(user_id);
 		exec_plan(plan_credit, values, NULL, false);
 		if (SPI_processed != 1)
 		{
@@ -638,12 +646,35 @@ raise_insufficient(Datum user_id, int64 amount, int64 available,
  * user from a short balance, sweeping expired holds once and trying again
  * when they are what stands in the way.  Returns with the row locked.
  */
+/*
+ * Queue for a user before touching the user's balance row.
+ *
+ * Correctness comes from the row lock alone; this transaction-scoped lock
+ * on the user (an advisory lock tag, in pgmarket's own key space) only makes
+ * the queue cheap when one user is hot.  Without it, every waiter on the
+ * row queues on the tuple lock, then on the holder's transaction id, and
+ * re-checks the row on wake-up; with it, the lock manager hands the user
+ * directly to the next waiter, who then finds the row free.
+ */
+void
+pgm_queue_for_user(Datum user_id)
+{
+	LOCKTAG		tag;
+	pg_uuid_t  *u = DatumGetUUIDP(user_id);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x706d6b74,
+						 hash_bytes(u->data, UUID_LEN), 2);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
 static void
 take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 			   const char *what)
 {
 	Datum		state_args[1] = {user_id};
 	int			attempt;
+
+	pgm_queue_for_user(user_id);
 
 	for (attempt = 0;; attempt++)
 	{

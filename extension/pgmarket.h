@@ -57,6 +57,7 @@ extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
 
 /* ledger.c, shared with batch.c */
 extern void pgm_raise_unknown_account(Datum user_id);
+extern void pgm_queue_for_user(Datum user_id);
 extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
 
 #endif							/* PGMARKET_H */
