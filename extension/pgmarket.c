@@ -13,6 +13,7 @@
 #include "commands/trigger.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 
 PG_MODULE_MAGIC;
@@ -21,9 +22,14 @@ PG_FUNCTION_INFO_V1(pgm_forbid_change);
 
 void		_PG_init(void);
 
+/* pgmarket.actor: the application-level user the transaction acts for */
+char	   *pgm_actor = NULL;
+
 /*
  * Module load: libsodium must be initialised once per process before any of
- * its functions is used (it picks implementations and seeds its RNG).
+ * its functions is used (it picks implementations and seeds its RNG).  Then
+ * the settings; the prefix is reserved last, so that values already set in
+ * the configuration for the settings defined here are kept.
  */
 void
 _PG_init(void)
@@ -32,6 +38,17 @@ _PG_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("pgmarket could not initialise libsodium")));
+
+	DefineCustomStringVariable("pgmarket.actor",
+							   "The application-level user on whose behalf the transaction acts.",
+							   "Usually set with SET LOCAL by the trusted back end.",
+							   &pgm_actor,
+							   NULL,
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+	pgm_vault_init();
+	MarkGUCPrefixReserved("pgmarket");
 }
 
 /*

@@ -21,6 +21,9 @@
 #define ERRCODE_PGM_UNKNOWN_ACCOUNT			MAKE_SQLSTATE('P','M','0','0','2')
 #define ERRCODE_PGM_IDEMPOTENCY_CONFLICT	MAKE_SQLSTATE('P','M','0','0','3')
 #define ERRCODE_PGM_RESERVATION_STATE		MAKE_SQLSTATE('P','M','0','0','4')
+#define ERRCODE_PGM_VAULT_UNAVAILABLE		MAKE_SQLSTATE('P','M','0','1','0')
+#define ERRCODE_PGM_DECRYPTION_FAILED		MAKE_SQLSTATE('P','M','0','1','1')
+#define ERRCODE_PGM_KEY_NOT_FOUND			MAKE_SQLSTATE('P','M','0','1','2')
 
 /* Every amount and balance stays below 9e12 credits = 9e18 micro-credits. */
 #define PGM_MICRO_PER_CREDIT	INT64CONST(1000000)
@@ -59,5 +62,22 @@ extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void pgm_raise_unknown_account(Datum user_id);
 extern void pgm_queue_for_user(Datum user_id);
 extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
+
+/* pgmarket.c: settings */
+extern char *pgm_actor;
+
+/* vault.c: the master key file and the keys derived from it */
+#define PGM_SUBKEY_BYTES		32
+#define PGM_KDF_CONTEXT_VAULT	"pgmvault"	/* provider key encryption */
+#define PGM_KDF_CONTEXT_APIKEY	"pgmapkey"	/* platform API key hashes */
+#define PGM_KDF_CONTEXT_AUDIT	"pgmaudit"	/* the audit hash chain */
+#define PGM_KDF_CONTEXT_BOX		"pgmboxky"	/* the sealing key pair */
+extern void pgm_vault_init(void);
+extern int32 pgm_vault_newest_version(void);
+extern bool pgm_vault_subkey(int32 version, const char *context,
+							 uint64 subkey_id, unsigned char *out);
+extern void pgm_random_uuid(pg_uuid_t *uuid);
+extern void *pgm_secret_alloc(Size len);
+extern void pgm_secret_register(void *ptr, Size len);
 
 #endif							/* PGMARKET_H */

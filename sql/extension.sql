@@ -21,7 +21,9 @@ SELECT c.relname
 
 -- every API function is SECURITY DEFINER with a fixed search_path, and none
 -- is STRICT (a NULL argument is an error, not a silent NULL); credits() is
--- the views' display helper
+-- the views' display helper, api_key_partition() a pure routing helper, and
+-- rotate_all_keys() a procedure that commits, which PostgreSQL does not allow
+-- to be SECURITY DEFINER
 SELECT p.proname, p.prosecdef, p.proisstrict, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'pgmarket' AND p.prorettype <> 'trigger'::regtype
@@ -83,3 +85,53 @@ CREATE EXTENSION pgmarket;
 SELECT count(*) AS fresh_users FROM pgmarket.users;
 SELECT pgmarket.create_user('x1@example.com', 'ext1', id => 'f0000000-0000-4000-8000-000000000001');
 SELECT available_balance FROM pgmarket.add_funds('f0000000-0000-4000-8000-000000000001', 3);
+
+-- an upgrade from every released version yields the schema of a fresh install
+CREATE FUNCTION pg_temp.schema_signature() RETURNS SETOF text LANGUAGE sql AS $$
+    SELECT 'member ' || pg_describe_object(classid, objid, objsubid)
+      FROM pg_depend
+     WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+       AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgmarket')
+    UNION ALL
+    SELECT format('column %s.%s %s %s %s', c.relname, a.attname,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                  pg_get_expr(d.adbin, d.adrelid))
+      FROM pg_attribute a
+      JOIN pg_class c ON c.oid = a.attrelid
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE c.relnamespace = 'pgmarket'::regnamespace AND a.attnum > 0
+       AND NOT a.attisdropped
+    UNION ALL
+    SELECT format('index %s', pg_get_indexdef(i.indexrelid))
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+     WHERE c.relnamespace = 'pgmarket'::regnamespace
+    UNION ALL
+    SELECT format('constraint %s %s', conname, pg_get_constraintdef(oid))
+      FROM pg_constraint WHERE connamespace = 'pgmarket'::regnamespace
+    UNION ALL
+    SELECT format('function %s(%s) %s %s %s %s', p.proname,
+                  pg_get_function_identity_arguments(p.oid),
+                  pg_get_function_result(p.oid), p.prosecdef, p.proconfig,
+                  md5(p.prosrc))
+      FROM pg_proc p WHERE p.pronamespace = 'pgmarket'::regnamespace
+    UNION ALL
+    SELECT format('grant %s %s', c.relname, c.relacl)
+      FROM pg_class c WHERE c.relnamespace = 'pgmarket'::regnamespace
+    UNION ALL
+    SELECT format('grant %s %s', p.proname, p.proacl)
+      FROM pg_proc p WHERE p.pronamespace = 'pgmarket'::regnamespace
+    UNION ALL
+    SELECT format('trigger %s', pg_get_triggerdef(t.oid))
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = 'pgmarket'::regnamespace AND NOT t.tgisinternal
+$$;
+CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.schema_signature() AS s(line);
+DROP EXTENSION pgmarket;
+CREATE EXTENSION pgmarket VERSION '0.1.0';
+ALTER EXTENSION pgmarket UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pgmarket';
+CREATE TEMP TABLE upgraded AS SELECT * FROM pg_temp.schema_signature() AS s(line);
+SELECT count(*) > 100 AS signature_has_content FROM fresh;
+(SELECT 'only fresh: ' || line FROM fresh EXCEPT ALL SELECT 'only fresh: ' || line FROM upgraded)
+UNION ALL
+(SELECT 'only upgraded: ' || line FROM upgraded EXCEPT ALL SELECT 'only upgraded: ' || line FROM fresh);

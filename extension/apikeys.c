@@ -1,0 +1,883 @@
+/*-------------------------------------------------------------------------
+ *
+ * apikeys.c
+ *	  Platform API keys, the keys the marketplace issues: create_api_key,
+ *	  verify_api_key, charge_api_key, reserve_api_key, revoke_api_key,
+ *	  list_api_keys.
+ *
+ * The raw key
+ * -----------
+ *	  sk_live_PPPPIIIIIIIIIIII_SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+ *
+ * "sk_live_" or "sk_test_"; PPPP, the owner's partition: four lower-case hex
+ * digits of hashtext(user_id::text) & 65535, the hash PL/Proxy's
+ * "RUN ON hashtext(user_id::text)" routes by, so a proxy with up to 65536
+ * partitions finds the owner's node from the key alone (partition =
+ * PPPP & (partitions - 1)) and learns nothing but that partition; IIII...,
+ * 12 random hex digits that make the prefix unique; then "_" and 32 random
+ * bytes in URL-safe base64 without padding (43 characters).  68 characters
+ * in all.  The prefix (the first 24 characters) is stored for display and
+ * lookup; the whole key only as a BLAKE2b-256 hash keyed with a subkey of the
+ * master key (version stored with the hash, so rotating the master key does
+ * not invalidate issued keys; a version removed from the key file does).
+ *
+ * Concurrency rules
+ * -----------------
+ * charge_api_key and reserve_api_key lock the owner's balance row first (the
+ * lock every ledger operation takes first, see ledger.c) and then the key's
+ * row, FOR UPDATE; nothing locks them in the other order (revoke and the
+ * last_used_at stamp of verify_api_key lock the key row only).  Under the
+ * key row lock the call re-reads revoked_at and expires_at, so a revocation
+ * committed before the lock takes effect at once, and checks and updates the
+ * key's spend in its period, so concurrent charges through one key never
+ * take it past its limit.  The charge itself is deduct_balance (reserve for
+ * reserve_api_key) in the same transaction.
+ *
+ * A replay of an idempotency key returns the first result even when the
+ * key's limit is now reached, and does not count twice.  A reservation
+ * counts in full against the key's limit when it is made (settling for less
+ * or releasing does not give the difference back); refunds do not either.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include <sodium.h>
+
+#include "access/xact.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(pgm_create_api_key);
+PG_FUNCTION_INFO_V1(pgm_verify_api_key);
+PG_FUNCTION_INFO_V1(pgm_charge_api_key);
+PG_FUNCTION_INFO_V1(pgm_reserve_api_key);
+PG_FUNCTION_INFO_V1(pgm_revoke_api_key);
+PG_FUNCTION_INFO_V1(pgm_list_api_keys);
+
+#define APIKEY_ENV_LEN			8	/* "sk_live_" */
+#define APIKEY_PUBLIC_HEX		16	/* partition (4) and random id (12) */
+#define APIKEY_PREFIX_LEN		(APIKEY_ENV_LEN + APIKEY_PUBLIC_HEX)
+#define APIKEY_SECRET_BYTES		32
+#define APIKEY_SECRET_CHARS		43	/* base64url, no padding */
+#define APIKEY_LEN				(APIKEY_PREFIX_LEN + 1 + APIKEY_SECRET_CHARS)
+#define APIKEY_HASH_BYTES		32
+#define APIKEY_SUBKEY_ID		1
+#define APIKEY_NAME_MAX			200
+#define APIKEY_TIER_MAX			32
+
+/* ----------------------------------------------------------------
+ * Prepared statements
+ * ----------------------------------------------------------------
+ */
+static SPIPlanPtr plan_user_state;
+static SPIPlanPtr plan_insert;
+static SPIPlanPtr plan_lookup;
+static SPIPlanPtr plan_stamp;
+static SPIPlanPtr plan_lock_user;
+static SPIPlanPtr plan_lock_key;
+static SPIPlanPtr plan_spend;
+static SPIPlanPtr plan_ledger_key;
+static SPIPlanPtr plan_hold_key;
+static SPIPlanPtr plan_deduct;
+static SPIPlanPtr plan_reserve;
+static SPIPlanPtr plan_revoke;
+static SPIPlanPtr plan_list;
+
+/* The start of the current spend period of a key (NULL: lifetime). */
+#define PERIOD_START_SQL \
+	"CASE k.spend_period" \
+	" WHEN 'day' THEN date_trunc('day', now(), 'UTC')" \
+	" WHEN 'month' THEN date_trunc('month', now(), 'UTC') END"
+
+static void
+prepare_plans(void)
+{
+	Oid			u[] = {UUIDOID};
+	Oid			t[] = {TEXTOID};
+	Oid			u_u[] = {UUIDOID, UUIDOID};
+	Oid			u_t[] = {UUIDOID, TEXTOID};
+	Oid			ins[] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID,
+		TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID};
+	Oid			spend[] = {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID};
+	Oid			deduct[] = {UUIDOID, NUMERICOID, TEXTOID, INT8OID, TEXTOID};
+	Oid			reserve[] = {UUIDOID, NUMERICOID, INTERVALOID, TEXTOID};
+
+	if (plan_list != NULL)
+		return;
+
+	plan_user_state = pgm_prepare(
+		"SELECT active FROM pgmarket.balances WHERE user_id = $1", 1, u);
+	plan_insert = pgm_prepare(
+		"INSERT INTO pgmarket.api_keys (key_id, user_id, name, prefix, hash,"
+		"       hash_version, scopes, rate_limit_tier, environment,"
+		"       expires_at, spend_limit, spend_period)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+		" ON CONFLICT (prefix) DO NOTHING RETURNING key_id", 12, ins);
+
+	/* a key by its prefix, with whether it is usable now */
+	plan_lookup = pgm_prepare(
+		"SELECT k.key_id, k.user_id, k.scopes, k.rate_limit_tier, k.hash,"
+		"       k.hash_version,"
+		"       k.revoked_at IS NULL AND"
+		"       (k.expires_at IS NULL OR k.expires_at > now()) AND b.active,"
+		"       k.last_used_at IS NULL OR"
+		"       k.last_used_at < date_trunc('minute', now())"
+		"  FROM pgmarket.api_keys k"
+		"  JOIN pgmarket.balances b ON b.user_id = k.user_id"
+		" WHERE k.prefix = $1", 1, t);
+
+	/* last_used_at to the minute: at most one write per key and minute */
+	plan_stamp = pgm_prepare(
+		"UPDATE pgmarket.api_keys SET last_used_at = date_trunc('minute', now())"
+		" WHERE key_id = $1 AND (last_used_at IS NULL OR"
+		"       last_used_at < date_trunc('minute', now()))", 1, u);
+
+	plan_lock_user = pgm_prepare(
+		"SELECT active FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE",
+		1, u);
+
+	/* under the key's row lock: still usable? what has it spent? */
+	plan_lock_key = pgm_prepare(
+		"SELECT k.revoked_at IS NULL AND"
+		"       (k.expires_at IS NULL OR k.expires_at > now()),"
+		"       k.spend_limit, k.spend_period, p.start,"
+		"       CASE WHEN k.period_start IS NOT DISTINCT FROM p.start"
+		"            THEN k.period_spent ELSE 0 END"
+		"  FROM pgmarket.api_keys k,"
+		"       LATERAL (SELECT " PERIOD_START_SQL " AS start) p"
+		" WHERE k.key_id = $1 FOR UPDATE OF k", 1, u);
+
+	plan_spend = pgm_prepare(
+		"UPDATE pgmarket.api_keys"
+		"   SET period_start = $2, period_spent = $3,"
+		"       total_spent = least(total_spent, 9223372036854775807 - $4) + $4,"
+		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
+		"                last_used_at < date_trunc('minute', now())"
+		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
+		" WHERE key_id = $1", 4, spend);
+
+	plan_ledger_key = pgm_prepare(
+		"SELECT 1 FROM pgmarket.ledger"
+		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+	plan_hold_key = pgm_prepare(
+		"SELECT 1 FROM pgmarket.reservations"
+		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+
+	plan_deduct = pgm_prepare(
+		"SELECT d, d.replayed"
+		"  FROM pgmarket.deduct_balance($1, $2, $3, $4, $5) d", 5, deduct);
+	plan_reserve = pgm_prepare(
+		"SELECT pgmarket.reserve($1, $2, $3, $4)", 4, reserve);
+
+	plan_revoke = pgm_prepare(
+		"UPDATE pgmarket.api_keys SET revoked_at = now()"
+		" WHERE user_id = $1 AND key_id = $2 AND revoked_at IS NULL"
+		" RETURNING key_id", 2, u_u);
+
+	plan_list = pgm_prepare(
+		"SELECT k.key_id, k.name, k.prefix, k.scopes, k.rate_limit_tier,"
+		"       k.environment, k.spend_limit, k.spend_period,"
+		"       CASE WHEN k.period_start IS NOT DISTINCT FROM " PERIOD_START_SQL
+		"            THEN k.period_spent ELSE 0 END,"
+		"       k.total_spent, k.created_at, k.expires_at, k.last_used_at,"
+		"       k.revoked_at"
+		"  FROM pgmarket.api_keys k WHERE k.user_id = $1"
+		" ORDER BY k.created_at, k.key_id", 1, u);
+}
+
+static void
+exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+}
+
+static Datum
+col(uint64 row, int colno, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 colno, isnull);
+}
+
+static void
+check_user(Datum user_id, bool lock)
+{
+	Datum		values[1] = {user_id};
+	bool		isnull;
+
+	exec_plan(lock ? plan_lock_user : plan_user_state, values, NULL, false);
+	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
+		pgm_raise_unknown_account(user_id);
+}
+
+/* The keyed hash of a raw key under a master key version; false if absent. */
+static bool
+key_hash(int32 version, const char *raw, size_t len, unsigned char *out)
+{
+	unsigned char subkey[PGM_SUBKEY_BYTES];
+
+	if (!pgm_vault_subkey(version, PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID,
+						  subkey))
+		return false;
+	crypto_generichash(out, APIKEY_HASH_BYTES, (const unsigned char *) raw, len,
+					   subkey, sizeof(subkey));
+	sodium_memzero(subkey, sizeof(subkey));
+	return true;
+}
+
+/* The routing partition of a user: hashtext(user_id::text) & 65535. */
+static int
+user_partition(Datum user_id)
+{
+	char	   *s = DatumGetCString(DirectFunctionCall1(uuid_out, user_id));
+	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
+														  CStringGetTextDatum(s)));
+
+	return h & 0xffff;
+}
+
+static bool
+is_lower_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static bool
+is_base64url(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		(c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+/* Does a text look like a raw key at all? */
+static bool
+well_formed(const char *raw, size_t len)
+{
+	size_t		i;
+
+	if (len != APIKEY_LEN)
+		return false;
+	if (memcmp(raw, "sk_live_", APIKEY_ENV_LEN) != 0 &&
+		memcmp(raw, "sk_test_", APIKEY_ENV_LEN) != 0)
+		return false;
+	for (i = APIKEY_ENV_LEN; i < APIKEY_PREFIX_LEN; i++)
+		if (!is_lower_hex(raw[i]))
+			return false;
+	if (raw[APIKEY_PREFIX_LEN] != '_')
+		return false;
+	for (i = APIKEY_PREFIX_LEN + 1; i < APIKEY_LEN; i++)
+		if (!is_base64url(raw[i]))
+			return false;
+	return true;
+}
+
+/* A key that verified, copied out of SPI. */
+typedef struct VerifiedKey
+{
+	pg_uuid_t	key_id;
+	pg_uuid_t	user_id;
+	Datum		scopes;			/* text[] in the upper context */
+	Datum		tier;			/* text in the upper context */
+	bool		stale_stamp;	/* last_used_at is older than this minute */
+	char		prefix[APIKEY_PREFIX_LEN + 1];
+} VerifiedKey;
+
+/*
+ * Look a raw key up by its prefix and compare its keyed hash in constant
+ * time; true when it is known, not revoked, not expired and its user is
+ * active.  A malformed or unknown key costs one hash too.  Needs SPI.
+ */
+static bool
+verify_key(text *api_key, VerifiedKey *out)
+{
+	const char *raw = VARDATA_ANY(api_key);
+	size_t		len = VARSIZE_ANY_EXHDR(api_key);
+	unsigned char expected[APIKEY_HASH_BYTES];
+	unsigned char actual[APIKEY_HASH_BYTES];
+	int32		version = pgm_vault_newest_version();	/* PM010 */
+	bool		found = false;
+	bool		usable = false;
+	bool		match;
+	bool		isnull;
+	Datum		values[1];
+
+	memset(expected, 0xa5, sizeof(expected));
+	memset(actual, 0, sizeof(actual));
+	if (well_formed(raw, len))
+	{
+		memcpy(out->prefix, raw, APIKEY_PREFIX_LEN);
+		out->prefix[APIKEY_PREFIX_LEN] = '\0';
+		values[0] = CStringGetTextDatum(out->prefix);
+		exec_plan(plan_lookup, values, NULL, false);
+		if (SPI_processed == 1)
+		{
+			bytea	   *h = DatumGetByteaPP(col(0, 5, &isnull));
+
+			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
+			if (found)
+				memcpy(expected, VARDATA_ANY(h), APIKEY_HASH_BYTES);
+			version = DatumGetInt32(col(0, 6, &isnull));
+			usable = DatumGetBool(col(0, 7, &isnull));
+			memcpy(&out->key_id, DatumGetUUIDP(col(0, 1, &isnull)), UUID_LEN);
+			memcpy(&out->user_id, DatumGetUUIDP(col(0, 2, &isnull)), UUID_LEN);
+			out->scopes = SPI_datumTransfer(col(0, 3, &isnull), false, -1);
+			out->tier = SPI_datumTransfer(col(0, 4, &isnull), false, -1);
+			out->stale_stamp = DatumGetBool(col(0, 8, &isnull));
+		}
+	}
+	/* hash whatever came, so that every path costs about the same */
+	if (!key_hash(version, raw, len, actual))
+		found = false;
+	match = sodium_memcmp(expected, actual, APIKEY_HASH_BYTES) == 0;
+	return found && match && usable;
+}
+
+/* Does a text[] hold a scope? */
+static bool
+has_scope(Datum scopes, const char *scope)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(scopes);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		if (!nulls[i] && strcmp(TextDatumGetCString(elems[i]), scope) == 0)
+			return true;
+	return false;
+}
+
+static void
+raise_invalid_key(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("invalid API key")));
+}
+
+/* ----------------------------------------------------------------
+ * create_api_key(user_id, name, scopes, rate_limit_tier, expires_at,
+ *				  environment, spend_limit, spend_period)
+ *	 RETURNS TABLE(key_id uuid, api_key text)
+ * ----------------------------------------------------------------
+ */
+
+static const char *const known_scopes[] = {"read", "write", "admin"};
+
+/* Check scopes and return them in canonical order without duplicates. */
+static Datum
+scopes_arg(FunctionCallInfo fcinfo, int argno)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	bool		want[lengthof(known_scopes)] = {false, false, false};
+	Datum		out[lengthof(known_scopes)];
+	int			nout = 0;
+
+	pgm_require_arg(fcinfo, argno, "scopes");
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("scopes must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("scopes must not be empty"),
+				 errdetail("The scopes are read, write and admin.")));
+	for (i = 0; i < n; i++)
+	{
+		char	   *s;
+		int			k;
+		bool		known = false;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("scopes must not contain null")));
+		s = TextDatumGetCString(elems[i]);
+		for (k = 0; k < lengthof(known_scopes); k++)
+			if (strcmp(s, known_scopes[k]) == 0)
+				want[k] = known = true;
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("scope \"%s\" is not valid", s),
+					 errdetail("The scopes are read, write and admin.")));
+	}
+	for (i = 0; i < lengthof(known_scopes); i++)
+		if (want[i])
+			out[nout++] = CStringGetTextDatum(known_scopes[i]);
+	return PointerGetDatum(construct_array(out, nout, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+/* A rate limit tier: 1 to 32 of [a-z0-9_-]. */
+static text *
+tier_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *s;
+	char	   *p;
+	bool		ok;
+
+	pgm_require_arg(fcinfo, argno, "rate_limit_tier");
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	ok = s[0] != '\0' && strlen(s) <= APIKEY_TIER_MAX;
+	for (p = s; ok && *p; p++)
+		ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			*p == '_' || *p == '-';
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rate_limit_tier \"%s\" is not valid", s),
+				 errdetail("A tier is 1 to 32 of the characters a-z, 0-9, underscore and hyphen.")));
+	return PG_GETARG_TEXT_PP(argno);
+}
+
+Datum
+pgm_create_api_key(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		user_id;
+	text	   *name;
+	Datum		scopes;
+	text	   *tier;
+	char	   *env;
+	bool		has_limit = !PG_ARGISNULL(6);
+	int64		limit = 0;
+	char	   *period = NULL;
+	pg_uuid_t  *key_id = palloc(sizeof(pg_uuid_t));
+	char	   *raw = pgm_secret_alloc(APIKEY_LEN + 1);
+	unsigned char secret[APIKEY_SECRET_BYTES];
+	unsigned char hash[APIKEY_HASH_BYTES];
+	bytea	   *hash_datum;
+	int32		version;
+	int			partition;
+	int			attempt;
+	bool		inserted = false;
+	Datum		values[12];
+	char		nulls[12];
+	Datum		result[2];
+	bool		result_nulls[2] = {false, false};
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_DATUM(0);
+	pgm_require_arg(fcinfo, 1, "name");
+	name = pgm_optional_text(fcinfo, 1, "name", APIKEY_NAME_MAX);
+	scopes = scopes_arg(fcinfo, 2);
+	tier = tier_arg(fcinfo, 3);
+	if (!PG_ARGISNULL(4) &&
+		PG_GETARG_TIMESTAMPTZ(4) <= GetCurrentTransactionStartTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expires_at %s is not in the future",
+						timestamptz_to_str(PG_GETARG_TIMESTAMPTZ(4)))));
+	pgm_require_arg(fcinfo, 5, "environment");
+	env = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("environment \"%s\" is not valid", env),
+				 errdetail("The environment is live or test.")));
+	if (has_limit)
+		limit = pgm_numeric_to_micro(PG_GETARG_DATUM(6), "spend_limit");
+	if (!PG_ARGISNULL(7))
+	{
+		period = text_to_cstring(PG_GETARG_TEXT_PP(7));
+		if (strcmp(period, "day") != 0 && strcmp(period, "month") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("spend_period \"%s\" is not valid", period),
+					 errdetail("The period is day or month, or null for the key's lifetime.")));
+		if (!has_limit)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("spend_period \"%s\" needs a spend_limit", period)));
+	}
+
+	version = pgm_vault_newest_version();	/* PM010 */
+	InitMaterializedSRF(fcinfo, 0);
+
+	pgm_spi_connect();
+	prepare_plans();
+	check_user(user_id, false);
+	partition = user_partition(user_id);
+
+	for (attempt = 0; attempt < 5 && !inserted; attempt++)
+	{
+		unsigned char id[(APIKEY_PUBLIC_HEX - 4) / 2];
+		char		idhex[APIKEY_PUBLIC_HEX - 4 + 1];
+
+		pgm_random_uuid(key_id);
+		randombytes_buf(id, sizeof(id));
+		sodium_bin2hex(idhex, sizeof(idhex), id, sizeof(id));
+		snprintf(raw, APIKEY_PREFIX_LEN + 2, "sk_%s_%04x%s_", env, partition, idhex);
+		randombytes_buf(secret, sizeof(secret));
+		sodium_bin2base64(raw + APIKEY_PREFIX_LEN + 1, APIKEY_SECRET_CHARS + 1,
+						  secret, sizeof(secret),
+						  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		sodium_memzero(secret, sizeof(secret));
+		Assert(strlen(raw) == APIKEY_LEN);
+
+		if (!key_hash(version, raw, APIKEY_LEN, hash))
+			elog(ERROR, "newest master key version is not loaded");
+		hash_datum = palloc(VARHDRSZ + APIKEY_HASH_BYTES);
+		SET_VARSIZE(hash_datum, VARHDRSZ + APIKEY_HASH_BYTES);
+		memcpy(VARDATA(hash_datum), hash, APIKEY_HASH_BYTES);
+
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = UUIDPGetDatum(key_id);
+		values[1] = user_id;
+		values[2] = PointerGetDatum(name);
+		values[3] = PointerGetDatum(cstring_to_text_with_len(raw, APIKEY_PREFIX_LEN));
+		values[4] = PointerGetDatum(hash_datum);
+		values[5] = Int32GetDatum(version);
+		values[6] = scopes;
+		values[7] = PointerGetDatum(tier);
+		values[8] = CStringGetTextDatum(env);
+		values[9] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+		values[10] = Int64GetDatum(limit);
+		values[11] = period ? CStringGetTextDatum(period) : (Datum) 0;
+		if (PG_ARGISNULL(4))
+			nulls[9] = 'n';
+		if (!has_limit)
+			nulls[10] = 'n';
+		if (period == NULL)
+			nulls[11] = 'n';
+		exec_plan(plan_insert, values, nulls, false);
+		inserted = SPI_processed == 1;
+	}
+	if (!inserted)
+		elog(ERROR, "could not find a free API key prefix");
+	SPI_finish();
+
+	result[0] = UUIDPGetDatum(key_id);
+	result[1] = PointerGetDatum(cstring_to_text_with_len(raw, APIKEY_LEN));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, result, result_nulls);
+	sodium_memzero(raw, APIKEY_LEN + 1);
+	return (Datum) 0;
+}
+
+/* ----------------------------------------------------------------
+ * verify_api_key(api_key text)
+ *	 RETURNS TABLE(key_id uuid, user_id uuid, scopes text[], rate_limit_tier text)
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_verify_api_key(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	VerifiedKey key;
+	bool		ok;
+
+	pgm_require_arg(fcinfo, 0, "api_key");
+	InitMaterializedSRF(fcinfo, 0);
+
+	pgm_spi_connect();
+	prepare_plans();
+	ok = verify_key(PG_GETARG_TEXT_PP(0), &key);
+	if (ok && key.stale_stamp && !XactReadOnly)
+	{
+		Datum		values[1] = {UUIDPGetDatum(&key.key_id)};
+
+		exec_plan(plan_stamp, values, NULL, false);
+	}
+	SPI_finish();
+
+	if (ok)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		pg_uuid_t  *kid = palloc(sizeof(pg_uuid_t));
+		pg_uuid_t  *uid = palloc(sizeof(pg_uuid_t));
+
+		memcpy(kid, &key.key_id, sizeof(pg_uuid_t));
+		memcpy(uid, &key.user_id, sizeof(pg_uuid_t));
+		values[0] = UUIDPGetDatum(kid);
+		values[1] = UUIDPGetDatum(uid);
+		values[2] = key.scopes;
+		values[3] = key.tier;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* ----------------------------------------------------------------
+ * charge_api_key and reserve_api_key
+ * ----------------------------------------------------------------
+ */
+
+/* What the key's row said under its lock. */
+typedef struct KeySpend
+{
+	bool		has_limit;
+	int64		limit;
+	char	   *period;			/* "day", "month" or NULL */
+	bool		has_start;
+	TimestampTz start;
+	int64		spent;			/* in the current period */
+} KeySpend;
+
+/*
+ * Verify the key, check its write scope, lock its user's balance row and
+ * then its own row, and read its spend.  Raises 28000 or 42501.
+ */
+static void
+lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
+
+	if (!verify_key(api_key, key))
+		raise_invalid_key();
+	if (!has_scope(key->scopes, "write"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("API key %s does not have the write scope", key->prefix)));
+
+	values[0] = UUIDPGetDatum(&key->user_id);
+	exec_plan(plan_lock_user, values, NULL, false);
+	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
+		raise_invalid_key();	/* the user was deactivated meanwhile */
+
+	values[0] = UUIDPGetDatum(&key->key_id);
+	exec_plan(plan_lock_key, values, NULL, false);
+	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
+		raise_invalid_key();	/* revoked or expired meanwhile */
+
+	d = col(0, 2, &isnull);
+	spend->has_limit = !isnull;
+	spend->limit = isnull ? 0 : DatumGetInt64(d);
+	d = col(0, 3, &isnull);
+	spend->period = isnull ? NULL : TextDatumGetCString(d);
+	d = col(0, 4, &isnull);
+	spend->has_start = !isnull;
+	spend->start = isnull ? 0 : DatumGetTimestampTz(d);
+	spend->spent = DatumGetInt64(col(0, 5, &isnull));
+}
+
+/* PM001 unless amount fits in what is left of the key's limit. */
+static void
+check_limit(const VerifiedKey *key, const KeySpend *spend, int64 amount,
+			const char *what)
+{
+	if (!spend->has_limit || amount <= spend->limit - spend->spent)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PGM_INSUFFICIENT_FUNDS),
+			 errmsg("spend limit reached: %s of %s credits would take API key %s past its limit of %s credits%s%s",
+					what, pgm_micro_to_cstring(amount), key->prefix,
+					pgm_micro_to_cstring(spend->limit),
+					spend->period ? " per " : "",
+					spend->period ? spend->period : ""),
+			 errdetail("The key has spent %s credits %s.",
+					   pgm_micro_to_cstring(spend->spent),
+					   spend->period == NULL ? "so far" :
+					   strcmp(spend->period, "day") == 0 ? "today (UTC)" :
+					   "this month (UTC)")));
+}
+
+/* Count amount against the key's spend (under its row lock). */
+static void
+record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int64		spent;
+
+	if (pg_add_s64_overflow(spend->spent, amount, &spent))
+		spent = PG_INT64_MAX;
+	values[0] = UUIDPGetDatum(&key->key_id);
+	values[1] = TimestampTzGetDatum(spend->start);
+	values[2] = Int64GetDatum(spent);
+	values[3] = Int64GetDatum(amount);
+	if (!spend->has_start)
+		nulls[1] = 'n';
+	exec_plan(plan_spend, values, nulls, false);
+}
+
+/* Was an idempotency key used before by this user (ledger or holds)? */
+static bool
+idempotency_key_used(SPIPlanPtr plan, const VerifiedKey *key, Datum idem)
+{
+	Datum		values[2] = {UUIDPGetDatum(&key->user_id), idem};
+
+	exec_plan(plan, values, NULL, false);
+	return SPI_processed > 0;
+}
+
+/*
+ * charge_api_key(api_key text, amount numeric, model_id text,
+ *				  tokens_used bigint, idempotency_key text) RETURNS ledger_result
+ */
+Datum
+pgm_charge_api_key(PG_FUNCTION_ARGS)
+{
+	VerifiedKey key;
+	KeySpend	spend;
+	int64		amount;
+	bool		replay = false;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		result;
+	bool		isnull;
+	int			i;
+
+	pgm_require_arg(fcinfo, 0, "api_key");
+	pgm_require_arg(fcinfo, 1, "amount");
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+
+	pgm_spi_connect();
+	prepare_plans();
+	lock_key_for_spending(PG_GETARG_TEXT_PP(0), &key, &spend);
+
+	/* a repeat of an applied charge replays (or conflicts) in deduct_balance */
+	if (!PG_ARGISNULL(4))
+		replay = idempotency_key_used(plan_ledger_key, &key, PG_GETARG_DATUM(4));
+	if (!replay)
+		check_limit(&key, &spend, amount, "a charge");
+
+	values[0] = UUIDPGetDatum(&key.user_id);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = PG_GETARG_DATUM(3);
+	values[4] = PG_GETARG_DATUM(4);
+	for (i = 2; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			nulls[i] = 'n';
+	exec_plan(plan_deduct, values, nulls, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "deduct_balance returned no row");
+	result = SPI_datumTransfer(col(0, 1, &isnull), false, -1);
+	if (!DatumGetBool(col(0, 2, &isnull)))
+		record_spend(&key, &spend, amount);
+
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * reserve_api_key(api_key text, amount numeric, ttl interval,
+ *				   idempotency_key text) RETURNS bigint
+ */
+Datum
+pgm_reserve_api_key(PG_FUNCTION_ARGS)
+{
+	VerifiedKey key;
+	KeySpend	spend;
+	int64		amount;
+	bool		replay = false;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int64		reservation_id;
+	bool		isnull;
+	int			i;
+
+	pgm_require_arg(fcinfo, 0, "api_key");
+	pgm_require_arg(fcinfo, 1, "amount");
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+
+	pgm_spi_connect();
+	prepare_plans();
+	lock_key_for_spending(PG_GETARG_TEXT_PP(0), &key, &spend);
+
+	if (!PG_ARGISNULL(3))
+		replay = idempotency_key_used(plan_hold_key, &key, PG_GETARG_DATUM(3));
+	if (!replay)
+		check_limit(&key, &spend, amount, "a reservation");
+
+	values[0] = UUIDPGetDatum(&key.user_id);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = PG_GETARG_DATUM(3);
+	for (i = 2; i < 4; i++)
+		if (PG_ARGISNULL(i))
+			nulls[i] = 'n';
+	exec_plan(plan_reserve, values, nulls, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "reserve returned no row");
+	reservation_id = DatumGetInt64(col(0, 1, &isnull));
+	if (!replay)
+		record_spend(&key, &spend, amount);
+
+	SPI_finish();
+	PG_RETURN_INT64(reservation_id);
+}
+
+/* ----------------------------------------------------------------
+ * revoke_api_key(user_id uuid, key_id uuid) RETURNS boolean
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_revoke_api_key(PG_FUNCTION_ARGS)
+{
+	Datum		values[2];
+	bool		revoked;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_require_arg(fcinfo, 1, "key_id");
+
+	pgm_spi_connect();
+	prepare_plans();
+	check_user(PG_GETARG_DATUM(0), false);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	exec_plan(plan_revoke, values, NULL, false);
+	revoked = SPI_processed == 1;
+	SPI_finish();
+	PG_RETURN_BOOL(revoked);
+}
+
+/* ----------------------------------------------------------------
+ * list_api_keys(user_id uuid): every key of the user, never the hash,
+ * with its spend in the current period and over its lifetime
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_list_api_keys(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[14];
+	bool		nulls[14];
+	uint64		i;
+
+	pgm_require_arg(fcinfo, 0, "user_id");
+	InitMaterializedSRF(fcinfo, 0);
+
+	pgm_spi_connect();
+	prepare_plans();
+	check_user(PG_GETARG_DATUM(0), false);
+
+	values[0] = PG_GETARG_DATUM(0);
+	exec_plan(plan_list, values, NULL, true);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		int			c;
+
+		for (c = 0; c < 14; c++)
+			values[c] = col(i, c + 1, &nulls[c]);
+		if (!nulls[6])
+			values[6] = pgm_micro_to_numeric(DatumGetInt64(values[6]));
+		values[8] = pgm_micro_to_numeric(DatumGetInt64(values[8]));
+		values[9] = pgm_micro_to_numeric(DatumGetInt64(values[9]));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	SPI_finish();
+	return (Datum) 0;
+}
