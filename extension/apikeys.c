@@ -213,6 +213,8 @@ check_user(Datum user_id, bool lock)
 	Datum		values[1] = {user_id};
 	bool		isnull;
 
+	if (lock)
+		pgm_queue_for_user(user_id);	/* in the order ledger.c takes them */
 	exec_plan(lock ? plan_lock_user : plan_user_state, values, NULL, false);
 	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
 		pgm_raise_unknown_account(user_id);
@@ -651,6 +653,7 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 				 errmsg("API key %s does not have the write scope", key->prefix)));
 
 	values[0] = UUIDPGetDatum(&key->user_id);
+	pgm_queue_for_user(values[0]);	/* in the order ledger.c takes them */
 	exec_plan(plan_lock_user, values, NULL, false);
 	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
 		raise_invalid_key();	/* the user was deactivated meanwhile */

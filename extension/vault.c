@@ -779,6 +779,8 @@ check_user(Datum user_id, bool lock)
 	Datum		values[1] = {user_id};
 	bool		isnull;
 
+	if (lock)
+		pgm_queue_for_user(user_id);	/* in the order ledger.c takes them */
 	exec_plan(lock ? plan_lock_user : plan_user_state, values, NULL, false);
 	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
 		pgm_raise_unknown_account(user_id);
