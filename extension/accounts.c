@@ -555,6 +555,7 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 			"   WHERE user_id = $1 AND active RETURNING user_id)"
 			"UPDATE pgmarket.accounts a SET deleted_at = now()"
 			"  FROM b WHERE a.id = b.user_id", 1, types);
+	pgm_queue_for_user(user_id);
 	rc = SPI_execute_plan(plan, &user_id, NULL, false, 0);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));

@@ -41,6 +41,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "access/xact.h"
 #include "common/hashfn.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -110,6 +111,7 @@ static SPIPlanPtr plan_balance;
 static SPIPlanPtr plan_entries;
 static SPIPlanPtr plan_entries_before;
 static SPIPlanPtr plan_expired_users;
+static SPIPlanPtr plan_row_owner;
 
 static void
 prepare_plans(void)
@@ -125,7 +127,7 @@ prepare_plans(void)
 	Oid			close[] = {INT8OID, TEXTOID, INT8OID, INT8OID};
 	Oid			ent[] = {UUIDOID, INT4OID, INT8OID};
 
-	if (plan_expired_users != NULL)
+	if (plan_row_owner != NULL)
 		return;
 
 	/* the state of a balance row, without locking it */
@@ -271,6 +273,10 @@ prepare_plans(void)
 		"SELECT DISTINCT user_id FROM pgmarket.reservations"
 		" WHERE state = 'held' AND expires_at <= now()"
 		" ORDER BY user_id", 0, NULL);
+
+	/* who last wrote or locked a balance row (see pgm_queue_for_user) */
+	plan_row_owner = pgm_prepare(
+		"SELECT xmin, xmax FROM pgmarket.balances WHERE user_id = $1", 1, u);
 }
 
 /* ----------------------------------------------------------------
@@ -641,35 +647,63 @@ raise_insufficient(Datum user_id, int64 amount, int64 available,
 }
 
 /*
- * Take amount out of a user's available balance (spent or reserved, as the
- * plan says): run the conditional UPDATE; if it finds no row, tell an unknown
- * user from a short balance, sweeping expired holds once and trying again
- * when they are what stands in the way.  Returns with the row locked.
- */
-/*
  * Queue for a user before touching the user's balance row.
  *
  * Correctness comes from the row lock alone; this transaction-scoped lock
- * on the user (an advisory lock tag, in pgmarket's own key space) only makes
- * the queue cheap when one user is hot.  Without it, every waiter on the
- * row queues on the tuple lock, then on the holder's transaction id, and
- * re-checks the row on wake-up; with it, the lock manager hands the user
- * directly to the next waiter, who then finds the row free.
+ * on the user (an advisory lock tag in a key space of pgmarket's own, which
+ * SQL's pg_advisory_* functions cannot reach) only makes the queue cheap
+ * when one user is hot.  Without it, every waiter on the row queues on the
+ * tuple lock, then on the holder's transaction id, and re-checks the row on
+ * wake-up; with it, the lock manager hands the user directly to the next
+ * waiter, who then finds the row free.
+ *
+ * The multi-user operations (deduct_batch, expire_reservations) lock rows
+ * without this lock, so that a batch of many users does not fill the shared
+ * lock table.  A transaction that already holds a user's row (from such an
+ * operation, earlier in the same transaction) must therefore not queue
+ * behind a waiter for that very row: when the user lock is busy, we look at
+ * the row, and skip the queue if this transaction has locked or written it.
  */
 void
 pgm_queue_for_user(Datum user_id)
 {
 	LOCKTAG		tag;
 	pg_uuid_t  *u = DatumGetUUIDP(user_id);
+	Datum		values[1] = {user_id};
+	bool		isnull;
+	TransactionId xmin;
+	TransactionId xmax;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x706d6b74,
-						 hash_bytes(u->data, UUID_LEN), 2);
+						 hash_bytes(u->data, UUID_LEN), PGM_LOCKTAG_FIELD4);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+		return;
+
+	prepare_plans();
+	exec_plan(plan_row_owner, values, NULL, false);
+	if (SPI_processed == 1)
+	{
+		xmin = DatumGetTransactionId(col(0, 1, &isnull));
+		xmax = DatumGetTransactionId(col(0, 2, &isnull));
+		if (TransactionIdIsCurrentTransactionId(xmin) ||
+			(TransactionIdIsValid(xmax) &&
+			 TransactionIdIsCurrentTransactionId(xmax)))
+			return;
+	}
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-static void
+/*
+ * Take amount out of a user's available balance (spent or reserved, as the
+ * plan says): run the conditional UPDATE; if it finds no row, tell an unknown
+ * user from a short balance, sweeping expired holds once and trying again
+ * when they are what stands in the way.  Returns true with the row locked,
+ * or false when the money is short because a concurrent call with the same
+ * idempotency key (found by key_plan) committed first.
+ */
+static bool
 take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
-			   const char *what)
+			   const char *what, SPIPlanPtr key_plan, text *key)
 {
 	Datum		state_args[1] = {user_id};
 	int			attempt;
@@ -680,13 +714,30 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 	{
 		exec_plan(plan, values, NULL, false);
 		if (SPI_processed == 1)
-			return;
+			return true;
 
 		exec_plan(plan_state, state_args, NULL, false);
 		if (SPI_processed != 1 || !col_bool(0, 1))
 			pgm_raise_unknown_account(user_id);
 		if (attempt > 0 || !col_bool(0, 4))
-			raise_insufficient(user_id, amount, col_int64(0, 2), what);
+		{
+			int64		available = col_int64(0, 2);
+
+			/*
+			 * A concurrent call with the same key may have committed while
+			 * this one waited, taking the money this one was looking for:
+			 * then this call is a repeat, not a charge that does not fit.
+			 */
+			if (key != NULL)
+			{
+				Datum		key_args[2] = {user_id, PointerGetDatum(key)};
+
+				exec_plan(key_plan, key_args, NULL, false);
+				if (SPI_processed > 0)
+					return false;
+			}
+			raise_insufficient(user_id, amount, available, what);
+		}
 		lock_account(user_id);	/* sweeps the expired holds */
 	}
 }
@@ -724,7 +775,16 @@ pgm_deduct_balance(PG_FUNCTION_ARGS)
 	{
 		values[0] = user_id;
 		values[1] = Int64GetDatum(amount);
-		take_available(plan_debit, values, user_id, amount, "a charge");
+		if (!take_available(plan_debit, values, user_id, amount, "a charge",
+							plan_find_key, key))
+		{
+			if (!find_key(user_id, key, &prior))
+				elog(ERROR, "idempotency key conflict without a visible entry");
+			replay(user_id, key, &prior,
+				   same_charge(&prior, amount, model_id, tokens), &out);
+			SPI_finish();
+			PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+		}
 		out.available = col_int64(0, 1);
 		if (col_bool(0, 2))
 			pgm_sweep_expired_holds(user_id, &out.available);
@@ -1012,26 +1072,27 @@ pgm_reserve(PG_FUNCTION_ARGS)
 	{
 		values[1] = Int64GetDatum(amount);
 		values[2] = IntervalPGetDatum(ttl);
-		take_available(plan_reserve, values, user_id, amount, "a reservation");
-		if (col_bool(0, 1))
-			pgm_sweep_expired_holds(user_id, NULL);
-
 		values[3] = PointerGetDatum(key);
 		if (key == NULL)
 			nulls[3] = 'n';
-		exec_plan(plan_insert_hold, values, nulls, false);
-		if (SPI_processed == 1)
-			reservation_id = col_int64(0, 1);
+		if (!take_available(plan_reserve, values, user_id, amount,
+							"a reservation", plan_find_hold_key, key))
+			found = true;		/* a concurrent call with this key came first */
 		else
 		{
-			/* a concurrent call with this key committed first */
-			adjust_balance(user_id, 0, 0, -amount);
-			values[1] = PointerGetDatum(key);
-			exec_plan(plan_find_hold_key, values, NULL, false);
-			found = SPI_processed == 1;
-			if (!found)
-				elog(ERROR, "idempotency key conflict without a visible reservation");
+			if (col_bool(0, 1))
+				pgm_sweep_expired_holds(user_id, NULL);
+			exec_plan(plan_insert_hold, values, nulls, false);
+			if (SPI_processed == 1)
+				reservation_id = col_int64(0, 1);
+			else
+			{
+				/* a concurrent call with this key committed first */
+				adjust_balance(user_id, 0, 0, -amount);
+				found = true;
+			}
 		}
+		values[1] = PointerGetDatum(key);
 	}
 
 	if (found)
@@ -1041,6 +1102,8 @@ pgm_reserve(PG_FUNCTION_ARGS)
 
 		check_account(user_id);
 		exec_plan(plan_find_hold_key, values, NULL, false);
+		if (SPI_processed != 1)
+			elog(ERROR, "idempotency key conflict without a visible reservation");
 		reservation_id = col_int64(0, 1);
 		prior_ttl = DatumGetIntervalP(col(0, 3, &isnull));
 		if (col_int64(0, 2) != amount ||

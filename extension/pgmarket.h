@@ -29,6 +29,9 @@
 #define PGM_MICRO_PER_CREDIT	INT64CONST(1000000)
 #define PGM_MAX_MICRO			INT64CONST(9000000000000000000)
 
+/* field4 of pgmarket's advisory lock tags: SQL uses 1 and 2 */
+#define PGM_LOCKTAG_FIELD4		0x504d
+
 #define PGM_MAX_MODEL_ID_LEN	200
 #define PGM_MAX_IDEM_KEY_LEN	200
 #define PGM_MAX_NOTE_LEN		2000

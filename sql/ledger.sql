@@ -16,7 +16,7 @@ SELECT pgmarket.create_user('l2@example.com', 'ledger2', id => 'b0000000-0000-40
 
 -- a view of the state that every failed call below must leave unchanged
 CREATE TEMP VIEW state AS
-    SELECT (SELECT count(*) FROM pgmarket.ledger) AS entries,
+    SELECT (SELECT count(*) FROM pgmarket.ledger l WHERE l.user_id = b.user_id) AS entries,
            b.total, b.spent, b.reserved
       FROM pgmarket.balances b
      WHERE b.user_id = 'b0000000-0000-4000-8000-000000000001';
@@ -32,7 +32,8 @@ SELECT :'b_total_balance' AS total, :'b_available_balance' AS available;
 SELECT kind, amount, available_balance, replayed FROM pgmarket.deduct_balance(:u1, 0.123456, 'gpt-4', 1000);
 SELECT kind, amount, available_balance, replayed FROM pgmarket.deduct_balance(:u1, 1, 'claude-3', 20);
 -- 10 x 0.1 is exactly 1, with no floating point anywhere
-SELECT count(*) FROM generate_series(1, 10) i, pgmarket.deduct_balance(:u1, 0.1, 'gpt-4') d;
+SELECT count(*) FROM generate_series(1, 10) i,
+       LATERAL pgmarket.deduct_balance(:u1, 0.1, 'gpt-4', i - i) d;
 SELECT total_balance, spent_balance, available_balance FROM pgmarket.get_balance(:u1);
 
 -- bad amounts: 22023 or 22003, never rounded, and nothing changes
@@ -57,10 +58,10 @@ SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-000
 SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-000000000001', 1, 'gpt-4', NULL)$$);
 SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-0000000000ff', 1, 'gpt-4')$$);
 -- insufficient funds: PM001, and the balance is untouched
-SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-000000000001', 99.776546, 'gpt-4')$$);
+SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-000000000001', 98.876546, 'gpt-4')$$);
 SELECT * FROM state;
 -- exactly the available balance is fine
-SELECT kind, amount, available_balance FROM pgmarket.deduct_balance(:u1, 99.776545, 'gpt-4');
+SELECT kind, amount, available_balance FROM pgmarket.deduct_balance(:u1, 98.876545, 'gpt-4');
 SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-000000000001', 0.000001, 'gpt-4')$$);
 
 -- the largest balance: just below 9e12 credits; one micro-credit more is 22003
