@@ -20,12 +20,12 @@ PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter \
 SHLIB_LINK   = -lsodium
 
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
-REGRESS_OPTS = --load-extension=pgmarket --dbname=pgmarket_regress
+REGRESS_OPTS = --load-extension=pgmarket
 ISOLATION    = $(patsubst tests/isolation/specs/%.spec,%,$(sort $(wildcard tests/isolation/specs/*.spec)))
 ISOLATION_OPTS = --load-extension=pgmarket --inputdir=tests/isolation --outputdir=tests/isolation/output_iso
 TAP_TESTS    = 1
 PROVE_TESTS  = $(sort $(wildcard tests/t/*.pl))
-EXTRA_CLEAN  = tests/isolation/output_iso tests/t/tmp_check
+EXTRA_CLEAN  = tests/isolation/output_iso tmp_check
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
