@@ -106,7 +106,52 @@ SELECT u.username, d.day = (now() AT TIME ZONE 'UTC')::date AS today,
  ORDER BY u.username, d.model_id;
 
 \echo
-\echo '== 9. Checks ======================================================'
+\echo '== 9. The vault: keys users bring ================================='
+\echo 'Alice stores her OpenAI key; the table holds only a ciphertext bound to its row.'
+SELECT put_provider_key(:'alice', 'OpenAI', 'sk-demo-alice-0123456789abcdef', 'work account') AS alice_key \gset
+SELECT provider, label, hint, key_version, revoked_at IS NULL AS active
+  FROM list_provider_keys(:'alice');
+SELECT length(ciphertext) AS ciphertext_bytes,
+       position(convert_to('sk-demo', 'UTF8') IN ciphertext) = 0 AS no_plaintext_in_table
+  FROM provider_keys WHERE key_id = :'alice_key';
+\echo 'The gateway decrypts it when it calls the provider (a pgmarket_keyreader grant):'
+SELECT get_provider_key(:'alice', 'openai') AS decrypted;
+\echo 'Every decryption is recorded, never the secret:'
+SELECT provider, session_role FROM key_access_log ORDER BY id;
+\echo 'A new key for the same provider revokes the old one:'
+SELECT put_provider_key(:'alice', 'openai', 'sk-demo-alice-rotated-99999999') IS NOT NULL AS stored;
+SELECT hint, revoked_at IS NULL AS active FROM list_provider_keys(:'alice') ORDER BY created_at;
+
+\echo
+\echo '== 10. Platform API keys =========================================='
+\echo 'Alice gets a key with a monthly spend limit of 1 credit; the raw key is shown once.'
+SELECT key_id AS alice_api_key_id, api_key AS alice_api_key
+  FROM create_api_key(:'alice', 'my bot', spend_limit => 1, spend_period => 'month') \gset
+SELECT left(:'alice_api_key', 24) || '...' AS shown_once_prefix;
+SELECT set_config('tour.api_key', :'alice_api_key', false) IS NOT NULL AS remembered;
+SELECT user_id = :'alice' AS belongs_to_alice, scopes, rate_limit_tier
+  FROM verify_api_key(:'alice_api_key');
+\echo 'The gateway checks the key and charges in one call:'
+SELECT kind, amount, available_balance FROM charge_api_key(:'alice_api_key', 0.6, 'gpt-4o', 800);
+\echo 'A charge past the key''s monthly limit is refused (PM001), whatever the balance:'
+DO $$
+BEGIN
+    PERFORM pgmarket.charge_api_key(current_setting('tour.api_key'), 0.5, 'gpt-4o', 500);
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE '% %', SQLSTATE, SQLERRM;
+END $$;
+SELECT name, spend_limit, spent FROM list_api_keys(:'alice');
+\echo 'Revocation takes effect on the next call (28000):'
+SELECT revoke_api_key(:'alice', :'alice_api_key_id');
+DO $$
+BEGIN
+    PERFORM pgmarket.charge_api_key(current_setting('tour.api_key'), 0.1, 'gpt-4o', 100);
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE '% %', SQLSTATE, SQLERRM;
+END $$;
+
+\echo
+\echo '== 11. Checks ====================================================='
 \echo 'verify_ledger() lists broken invariants: none.'
 SELECT count(*) AS problems FROM verify_ledger();
 SELECT * FROM verify_ledger();
