@@ -112,6 +112,7 @@ static SPIPlanPtr plan_entries;
 static SPIPlanPtr plan_entries_before;
 static SPIPlanPtr plan_expired_users;
 static SPIPlanPtr plan_row_owner;
+static SPIPlanPtr plan_charge;
 
 static void
 prepare_plans(void)
@@ -126,8 +127,9 @@ prepare_plans(void)
 	Oid			hold[] = {UUIDOID, INT8OID, INTERVALOID, TEXTOID};
 	Oid			close[] = {INT8OID, TEXTOID, INT8OID, INT8OID};
 	Oid			ent[] = {UUIDOID, INT4OID, INT8OID};
+	Oid			charge[] = {UUIDOID, INT8OID, TEXTOID, INT8OID};
 
-	if (plan_row_owner != NULL)
+	if (plan_charge != NULL)
 		return;
 
 	/* the state of a balance row, without locking it */
@@ -277,6 +279,19 @@ prepare_plans(void)
 	/* who last wrote or locked a balance row (see pgm_queue_for_user) */
 	plan_row_owner = pgm_prepare(
 		"SELECT xmin, xmax FROM pgmarket.balances WHERE user_id = $1", 1, u);
+
+	/* deduct_balance without a key, when nothing stands in the way */
+	plan_charge = pgm_prepare(
+		"WITH b AS ("
+		"  UPDATE pgmarket.balances SET spent = spent + $2, updated_at = now()"
+		"   WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
+		"     AND (next_expiry IS NULL OR next_expiry > now())"
+		"  RETURNING total - spent - reserved AS available)"
+		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
+		"       available, model_id, tokens_used)"
+		"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2,"
+		"       b.available, $3, $4 FROM b"
+		" RETURNING entry_id, available", 4, charge);
 }
 
 /* ----------------------------------------------------------------
@@ -742,6 +757,29 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 	}
 }
 
+/*
+ * A charge without an idempotency key, in one statement: the conditional
+ * UPDATE of the balance and the INSERT of its entry.  Returns false, having
+ * changed nothing, when the user is unknown or short of money or has holds
+ * that may have expired; the caller then takes the general path, which
+ * tells those cases apart.
+ */
+static bool
+charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
+			   LedgerOutcome *out)
+{
+	Datum		values[4] = {user_id, Int64GetDatum(amount),
+	PointerGetDatum(model_id), Int64GetDatum(tokens)};
+
+	pgm_queue_for_user(user_id);
+	exec_plan(plan_charge, values, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	out->entry_id = col_int64(0, 1);
+	out->available = col_int64(0, 2);
+	return true;
+}
+
 Datum
 pgm_deduct_balance(PG_FUNCTION_ARGS)
 {
@@ -765,7 +803,11 @@ pgm_deduct_balance(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 
-	if (key && find_key(user_id, key, &prior))
+	if (key == NULL && charge_at_once(user_id, amount, model_id, tokens, &out))
+	{
+		/* the common case: done in one statement */
+	}
+	else if (key && find_key(user_id, key, &prior))
 	{
 		check_account(user_id);
 		replay(user_id, key, &prior,
