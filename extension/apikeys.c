@@ -75,7 +75,6 @@ PG_FUNCTION_INFO_V1(pgm_list_api_keys);
  * Prepared statements
  * ----------------------------------------------------------------
  */
-static SPIPlanPtr plan_user_state;
 static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_lookup;
 static SPIPlanPtr plan_stamp;
@@ -111,8 +110,6 @@ prepare_plans(void)
 	if (plan_list != NULL)
 		return;
 
-	plan_user_state = pgm_prepare(
-		"SELECT active FROM pgmarket.balances WHERE user_id = $1", 1, u);
 	plan_insert = pgm_prepare(
 		"INSERT INTO pgmarket.api_keys (key_id, user_id, name, prefix, hash,"
 		"       hash_version, scopes, rate_limit_tier, environment,"
@@ -189,35 +186,6 @@ prepare_plans(void)
 		"       k.revoked_at"
 		"  FROM pgmarket.api_keys k WHERE k.user_id = $1"
 		" ORDER BY k.created_at, k.key_id", 1, u);
-}
-
-static void
-exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
-{
-	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
-
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-}
-
-static Datum
-col(uint64 row, int colno, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-						 colno, isnull);
-}
-
-static void
-check_user(Datum user_id, bool lock)
-{
-	Datum		values[1] = {user_id};
-	bool		isnull;
-
-	if (lock)
-		pgm_queue_for_user(user_id);	/* in the order ledger.c takes them */
-	exec_plan(lock ? plan_lock_user : plan_user_state, values, NULL, false);
-	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
-		pgm_raise_unknown_account(user_id);
 }
 
 /* The keyed hash of a raw key under a master key version; false if absent. */
@@ -318,21 +286,21 @@ verify_key(text *api_key, VerifiedKey *out)
 		memcpy(out->prefix, raw, APIKEY_PREFIX_LEN);
 		out->prefix[APIKEY_PREFIX_LEN] = '\0';
 		values[0] = CStringGetTextDatum(out->prefix);
-		exec_plan(plan_lookup, values, NULL, false);
+		pgm_exec(plan_lookup, values, NULL, false);
 		if (SPI_processed == 1)
 		{
-			bytea	   *h = DatumGetByteaPP(col(0, 5, &isnull));
+			bytea	   *h = DatumGetByteaPP(pgm_col(0, 5, &isnull));
 
 			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
 			if (found)
 				memcpy(expected, VARDATA_ANY(h), APIKEY_HASH_BYTES);
-			version = DatumGetInt32(col(0, 6, &isnull));
-			usable = DatumGetBool(col(0, 7, &isnull));
-			memcpy(&out->key_id, DatumGetUUIDP(col(0, 1, &isnull)), UUID_LEN);
-			memcpy(&out->user_id, DatumGetUUIDP(col(0, 2, &isnull)), UUID_LEN);
-			out->scopes = SPI_datumTransfer(col(0, 3, &isnull), false, -1);
-			out->tier = SPI_datumTransfer(col(0, 4, &isnull), false, -1);
-			out->stale_stamp = DatumGetBool(col(0, 8, &isnull));
+			version = DatumGetInt32(pgm_col(0, 6, &isnull));
+			usable = DatumGetBool(pgm_col(0, 7, &isnull));
+			memcpy(&out->key_id, DatumGetUUIDP(pgm_col(0, 1, &isnull)), UUID_LEN);
+			memcpy(&out->user_id, DatumGetUUIDP(pgm_col(0, 2, &isnull)), UUID_LEN);
+			out->scopes = SPI_datumTransfer(pgm_col(0, 3, &isnull), false, -1);
+			out->tier = SPI_datumTransfer(pgm_col(0, 4, &isnull), false, -1);
+			out->stale_stamp = DatumGetBool(pgm_col(0, 8, &isnull));
 		}
 	}
 	/* hash whatever came, so that every path costs about the same */
@@ -516,7 +484,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(user_id, false);
+	pgm_check_user(user_id, false);
 	partition = user_partition(user_id);
 
 	for (attempt = 0; attempt < 5 && !inserted; attempt++)
@@ -560,7 +528,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 			nulls[10] = 'n';
 		if (period == NULL)
 			nulls[11] = 'n';
-		exec_plan(plan_insert, values, nulls, false);
+		pgm_exec(plan_insert, values, nulls, false);
 		inserted = SPI_processed == 1;
 	}
 	if (!inserted)
@@ -596,7 +564,7 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 	{
 		Datum		values[1] = {UUIDPGetDatum(&key.key_id)};
 
-		exec_plan(plan_stamp, values, NULL, false);
+		pgm_exec(plan_stamp, values, NULL, false);
 	}
 	SPI_finish();
 
@@ -654,24 +622,24 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 
 	values[0] = UUIDPGetDatum(&key->user_id);
 	pgm_queue_for_user(values[0]);	/* in the order ledger.c takes them */
-	exec_plan(plan_lock_user, values, NULL, false);
-	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
+	pgm_exec(plan_lock_user, values, NULL, false);
+	if (SPI_processed != 1 || !DatumGetBool(pgm_col(0, 1, &isnull)))
 		raise_invalid_key();	/* the user was deactivated meanwhile */
 
 	values[0] = UUIDPGetDatum(&key->key_id);
-	exec_plan(plan_lock_key, values, NULL, false);
-	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
+	pgm_exec(plan_lock_key, values, NULL, false);
+	if (SPI_processed != 1 || !DatumGetBool(pgm_col(0, 1, &isnull)))
 		raise_invalid_key();	/* revoked or expired meanwhile */
 
-	d = col(0, 2, &isnull);
+	d = pgm_col(0, 2, &isnull);
 	spend->has_limit = !isnull;
 	spend->limit = isnull ? 0 : DatumGetInt64(d);
-	d = col(0, 3, &isnull);
+	d = pgm_col(0, 3, &isnull);
 	spend->period = isnull ? NULL : TextDatumGetCString(d);
-	d = col(0, 4, &isnull);
+	d = pgm_col(0, 4, &isnull);
 	spend->has_start = !isnull;
 	spend->start = isnull ? 0 : DatumGetTimestampTz(d);
-	spend->spent = DatumGetInt64(col(0, 5, &isnull));
+	spend->spent = DatumGetInt64(pgm_col(0, 5, &isnull));
 }
 
 /* PM001 unless amount fits in what is left of the key's limit. */
@@ -711,7 +679,7 @@ record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
 	values[3] = Int64GetDatum(amount);
 	if (!spend->has_start)
 		nulls[1] = 'n';
-	exec_plan(plan_spend, values, nulls, false);
+	pgm_exec(plan_spend, values, nulls, false);
 }
 
 /* Was an idempotency key used before by this user (ledger or holds)? */
@@ -720,7 +688,7 @@ idempotency_key_used(SPIPlanPtr plan, const VerifiedKey *key, Datum idem)
 {
 	Datum		values[2] = {UUIDPGetDatum(&key->user_id), idem};
 
-	exec_plan(plan, values, NULL, false);
+	pgm_exec(plan, values, NULL, false);
 	return SPI_processed > 0;
 }
 
@@ -763,11 +731,11 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	for (i = 2; i < 5; i++)
 		if (PG_ARGISNULL(i))
 			nulls[i] = 'n';
-	exec_plan(plan_deduct, values, nulls, false);
+	pgm_exec(plan_deduct, values, nulls, false);
 	if (SPI_processed != 1)
 		elog(ERROR, "deduct_balance returned no row");
-	result = SPI_datumTransfer(col(0, 1, &isnull), false, -1);
-	if (!DatumGetBool(col(0, 2, &isnull)))
+	result = SPI_datumTransfer(pgm_col(0, 1, &isnull), false, -1);
+	if (!DatumGetBool(pgm_col(0, 2, &isnull)))
 		record_spend(&key, &spend, amount);
 
 	SPI_finish();
@@ -811,10 +779,10 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 	for (i = 2; i < 4; i++)
 		if (PG_ARGISNULL(i))
 			nulls[i] = 'n';
-	exec_plan(plan_reserve, values, nulls, false);
+	pgm_exec(plan_reserve, values, nulls, false);
 	if (SPI_processed != 1)
 		elog(ERROR, "reserve returned no row");
-	reservation_id = DatumGetInt64(col(0, 1, &isnull));
+	reservation_id = DatumGetInt64(pgm_col(0, 1, &isnull));
 	if (!replay)
 		record_spend(&key, &spend, amount);
 
@@ -837,10 +805,10 @@ pgm_revoke_api_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(PG_GETARG_DATUM(0), false);
+	pgm_check_user(PG_GETARG_DATUM(0), false);
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
-	exec_plan(plan_revoke, values, NULL, false);
+	pgm_exec(plan_revoke, values, NULL, false);
 	revoked = SPI_processed == 1;
 	SPI_finish();
 	PG_RETURN_BOOL(revoked);
@@ -864,16 +832,16 @@ pgm_list_api_keys(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(PG_GETARG_DATUM(0), false);
+	pgm_check_user(PG_GETARG_DATUM(0), false);
 
 	values[0] = PG_GETARG_DATUM(0);
-	exec_plan(plan_list, values, NULL, true);
+	pgm_exec(plan_list, values, NULL, true);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		int			c;
 
 		for (c = 0; c < 14; c++)
-			values[c] = col(i, c + 1, &nulls[c]);
+			values[c] = pgm_col(i, c + 1, &nulls[c]);
 		if (!nulls[6])
 			values[6] = pgm_micro_to_numeric(DatumGetInt64(values[6]));
 		values[8] = pgm_micro_to_numeric(DatumGetInt64(values[8]));

@@ -150,15 +150,6 @@ prepare_batch_plans(void)
 		" WHERE b.user_id = x.u", 2, upd_args);
 }
 
-static void
-exec_batch_plan(SPIPlanPtr plan, Datum *values)
-{
-	int			rc = SPI_execute_plan(plan, values, NULL, false, 0);
-
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-}
-
 /* Step 1: read and check one element of the input array. */
 static void
 read_charge(Datum elem, bool elem_null, TupleDesc chargedesc, BatchCharge *c)
@@ -312,7 +303,7 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		while ((u = hash_seq_search(&scan)) != NULL)
 			arr_a[k++] = UUIDPGetDatum(&u->id);
 		args[0] = make_array(arr_a, NULL, k, UUIDOID);
-		exec_batch_plan(plan_lock_users, args);
+		pgm_exec(plan_lock_users, args, NULL, false);
 
 		for (r = 0; r < SPI_processed; r++)
 		{
@@ -359,7 +350,7 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		}
 		args[0] = make_array(arr_a, NULL, k, UUIDOID);
 		args[1] = make_array(arr_b, NULL, k, TEXTOID);
-		exec_batch_plan(plan_find_keys, args);
+		pgm_exec(plan_find_keys, args, NULL, false);
 
 		for (r = 0; r < SPI_processed; r++)
 		{
@@ -479,7 +470,7 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		args[4] = make_array(models, NULL, k, TEXTOID);
 		args[5] = make_array(tokens, NULL, k, INT8OID);
 		args[6] = make_array(arr_b, arr_null, k, TEXTOID);
-		exec_batch_plan(plan_insert_many, args);
+		pgm_exec(plan_insert_many, args, NULL, false);
 
 		k = 0;
 		hash_seq_init(&scan, users);
@@ -493,7 +484,7 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		}
 		args[0] = make_array(arr_a, NULL, k, UUIDOID);
 		args[1] = make_array(arr_b, NULL, k, INT8OID);
-		exec_batch_plan(plan_update_many, args);
+		pgm_exec(plan_update_many, args, NULL, false);
 	}
 
 	/* the result, one row per input charge */

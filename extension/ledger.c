@@ -299,47 +299,30 @@ prepare_plans(void)
  * ----------------------------------------------------------------
  */
 
-static int
-exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
-{
-	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
-
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return rc;
-}
-
-static Datum
-col(int row, int colno, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-						 colno, isnull);
-}
-
 static int64
-col_int64(int row, int colno)
+col_int64(uint64 row, int colno)
 {
 	bool		isnull;
-	Datum		d = col(row, colno, &isnull);
+	Datum		d = pgm_col(row, colno, &isnull);
 
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
 static bool
-col_bool(int row, int colno)
+col_bool(uint64 row, int colno)
 {
 	bool		isnull;
-	Datum		d = col(row, colno, &isnull);
+	Datum		d = pgm_col(row, colno, &isnull);
 
 	return !isnull && DatumGetBool(d);
 }
 
 /* A text column copied into the upper (caller's) memory context, or NULL. */
 static char *
-col_text(int row, int colno)
+col_text(uint64 row, int colno)
 {
 	bool		isnull;
-	Datum		d = col(row, colno, &isnull);
+	Datum		d = pgm_col(row, colno, &isnull);
 	char	   *s;
 	char	   *copy;
 
@@ -385,7 +368,7 @@ pgm_sweep_expired_holds(Datum user_id, int64 *available)
 	Datum		values[1] = {user_id};
 
 	prepare_plans();
-	exec_plan(plan_sweep, values, NULL, false);
+	pgm_exec(plan_sweep, values, NULL, false);
 	if (SPI_processed != 1)
 		return 0;
 	if (available)
@@ -403,7 +386,7 @@ lock_account(Datum user_id)
 	Datum		values[1] = {user_id};
 
 	pgm_queue_for_user(user_id);
-	exec_plan(plan_lock, values, NULL, false);
+	pgm_exec(plan_lock, values, NULL, false);
 	if (SPI_processed != 1 || !col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
 	if (col_bool(0, 2))
@@ -416,9 +399,24 @@ check_account(Datum user_id)
 {
 	Datum		values[1] = {user_id};
 
-	exec_plan(plan_state, values, NULL, false);
+	pgm_exec(plan_state, values, NULL, false);
 	if (SPI_processed != 1 || !col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
+}
+
+/*
+ * Raise PM002 unless the user exists and is active; with lock, queue for the
+ * user and lock the balance row as every ledger operation does.  For the
+ * other C files that act on one user's rows.
+ */
+void
+pgm_check_user(Datum user_id, bool lock)
+{
+	prepare_plans();
+	if (lock)
+		lock_account(user_id);
+	else
+		check_account(user_id);
 }
 
 /* The entry an idempotency key was used for, if any. */
@@ -428,7 +426,7 @@ find_key(Datum user_id, text *key, PriorEntry *prior)
 	Datum		values[2] = {user_id, PointerGetDatum(key)};
 	bool		isnull;
 
-	exec_plan(plan_find_key, values, NULL, false);
+	pgm_exec(plan_find_key, values, NULL, false);
 	if (SPI_processed == 0)
 		return false;
 	prior->entry_id = col_int64(0, 1);
@@ -439,7 +437,7 @@ find_key(Datum user_id, text *key, PriorEntry *prior)
 	prior->tokens_used = col_int64(0, 6);
 	prior->note = col_text(0, 7);
 	prior->refund_of = col_int64(0, 8);
-	(void) col(0, 8, &isnull);
+	(void) pgm_col(0, 8, &isnull);
 	prior->refund_of_null = isnull;
 	return true;
 }
@@ -503,7 +501,7 @@ insert_entry(Datum user_id, const char *kind, int64 amount, int64 available,
 	if (!has_reservation)
 		nulls[9] = 'n';
 
-	exec_plan(key ? plan_insert_keyed : plan_insert, values, nulls, false);
+	pgm_exec(key ? plan_insert_keyed : plan_insert, values, nulls, false);
 	if (SPI_processed != 1)
 		return false;
 	*entry_id = col_int64(0, 1);
@@ -517,7 +515,7 @@ adjust_balance(Datum user_id, int64 d_total, int64 d_spent, int64 d_reserved)
 	Datum		values[4] = {user_id, Int64GetDatum(d_total),
 	Int64GetDatum(d_spent), Int64GetDatum(d_reserved)};
 
-	exec_plan(plan_adjust, values, NULL, false);
+	pgm_exec(plan_adjust, values, NULL, false);
 	if (SPI_processed != 1)
 		elog(ERROR, "balance row of user %s vanished", uuid_cstring(user_id));
 	return col_int64(0, 1);
@@ -601,10 +599,10 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 		values[0] = user_id;
 		values[1] = Int64GetDatum(amount);
 		pgm_queue_for_user(user_id);
-		exec_plan(plan_credit, values, NULL, false);
+		pgm_exec(plan_credit, values, NULL, false);
 		if (SPI_processed != 1)
 		{
-			exec_plan(plan_state, values, NULL, false);
+			pgm_exec(plan_state, values, NULL, false);
 			if (SPI_processed != 1 || !col_bool(0, 1))
 				pgm_raise_unknown_account(user_id);
 			ereport(ERROR,
@@ -695,11 +693,11 @@ pgm_queue_for_user(Datum user_id)
 		return;
 
 	prepare_plans();
-	exec_plan(plan_row_owner, values, NULL, false);
+	pgm_exec(plan_row_owner, values, NULL, false);
 	if (SPI_processed == 1)
 	{
-		xmin = DatumGetTransactionId(col(0, 1, &isnull));
-		xmax = DatumGetTransactionId(col(0, 2, &isnull));
+		xmin = DatumGetTransactionId(pgm_col(0, 1, &isnull));
+		xmax = DatumGetTransactionId(pgm_col(0, 2, &isnull));
 		if (TransactionIdIsCurrentTransactionId(xmin) ||
 			(TransactionIdIsValid(xmax) &&
 			 TransactionIdIsCurrentTransactionId(xmax)))
@@ -727,11 +725,11 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 
 	for (attempt = 0;; attempt++)
 	{
-		exec_plan(plan, values, NULL, false);
+		pgm_exec(plan, values, NULL, false);
 		if (SPI_processed == 1)
 			return true;
 
-		exec_plan(plan_state, state_args, NULL, false);
+		pgm_exec(plan_state, state_args, NULL, false);
 		if (SPI_processed != 1 || !col_bool(0, 1))
 			pgm_raise_unknown_account(user_id);
 		if (attempt > 0 || !col_bool(0, 4))
@@ -747,7 +745,7 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 			{
 				Datum		key_args[2] = {user_id, PointerGetDatum(key)};
 
-				exec_plan(key_plan, key_args, NULL, false);
+				pgm_exec(key_plan, key_args, NULL, false);
 				if (SPI_processed > 0)
 					return false;
 			}
@@ -772,7 +770,7 @@ charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
 	pgm_queue_for_user(user_id);
-	exec_plan(plan_charge, values, NULL, false);
+	pgm_exec(plan_charge, values, NULL, false);
 	if (SPI_processed != 1)
 		return false;
 	out->entry_id = col_int64(0, 1);
@@ -894,7 +892,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 
 	values[0] = user_id;
 	values[1] = Int64GetDatum(charge_id);
-	exec_plan(plan_charge_of, values, NULL, false);
+	pgm_exec(plan_charge_of, values, NULL, false);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -964,16 +962,16 @@ read_balance(Datum user_id, bool read_only, BalanceRow *row)
 	Datum		values[1] = {user_id};
 	bool		isnull;
 
-	exec_plan(plan_balance, values, NULL, read_only);
+	pgm_exec(plan_balance, values, NULL, read_only);
 	if (SPI_processed != 1 || !col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
 	row->total = col_int64(0, 2);
 	row->spent = col_int64(0, 3);
 	row->reserved = col_int64(0, 4);
-	row->updated_at = DatumGetTimestampTz(col(0, 5, &isnull));
+	row->updated_at = DatumGetTimestampTz(pgm_col(0, 5, &isnull));
 	if (col_bool(0, 6))
 	{
-		exec_plan(plan_live_holds, values, NULL, read_only);
+		pgm_exec(plan_live_holds, values, NULL, read_only);
 		row->reserved = col_int64(0, 1);
 	}
 }
@@ -1045,7 +1043,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 	args[0] = user_id;
 	args[1] = Int32GetDatum(max_rows);
 	args[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	exec_plan(PG_ARGISNULL(2) ? plan_entries : plan_entries_before, args,
+	pgm_exec(PG_ARGISNULL(2) ? plan_entries : plan_entries_before, args,
 			  NULL, true);
 
 	for (i = 0; i < SPI_processed; i++)
@@ -1055,7 +1053,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 		int			c;
 
 		for (c = 0; c < 10; c++)
-			values[c] = col(i, c + 1, &nulls[c]);
+			values[c] = pgm_col(i, c + 1, &nulls[c]);
 		values[2] = pgm_micro_to_numeric(DatumGetInt64(values[2]));
 		values[3] = pgm_micro_to_numeric(DatumGetInt64(values[3]));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -1106,7 +1104,7 @@ pgm_reserve(PG_FUNCTION_ARGS)
 	values[1] = PointerGetDatum(key);
 	if (key)
 	{
-		exec_plan(plan_find_hold_key, values, NULL, false);
+		pgm_exec(plan_find_hold_key, values, NULL, false);
 		found = SPI_processed == 1;
 	}
 
@@ -1124,7 +1122,7 @@ pgm_reserve(PG_FUNCTION_ARGS)
 		{
 			if (col_bool(0, 1))
 				pgm_sweep_expired_holds(user_id, NULL);
-			exec_plan(plan_insert_hold, values, nulls, false);
+			pgm_exec(plan_insert_hold, values, nulls, false);
 			if (SPI_processed == 1)
 				reservation_id = col_int64(0, 1);
 			else
@@ -1143,11 +1141,11 @@ pgm_reserve(PG_FUNCTION_ARGS)
 		bool		isnull;
 
 		check_account(user_id);
-		exec_plan(plan_find_hold_key, values, NULL, false);
+		pgm_exec(plan_find_hold_key, values, NULL, false);
 		if (SPI_processed != 1)
 			elog(ERROR, "idempotency key conflict without a visible reservation");
 		reservation_id = col_int64(0, 1);
-		prior_ttl = DatumGetIntervalP(col(0, 3, &isnull));
+		prior_ttl = DatumGetIntervalP(pgm_col(0, 3, &isnull));
 		if (col_int64(0, 2) != amount ||
 			DatumGetInt32(DirectFunctionCall2(interval_cmp,
 											  IntervalPGetDatum(prior_ttl),
@@ -1177,7 +1175,7 @@ live_hold(Datum user_id, int64 reservation_id, const char *verb)
 	char	   *state;
 	bool		isnull;
 
-	exec_plan(plan_hold, values, NULL, false);
+	pgm_exec(plan_hold, values, NULL, false);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_RESERVATION_STATE),
@@ -1194,7 +1192,7 @@ live_hold(Datum user_id, int64 reservation_id, const char *verb)
 				(errcode(ERRCODE_PGM_RESERVATION_STATE),
 				 errmsg("cannot %s reservation %lld: it expired at %s",
 						verb, (long long) reservation_id,
-						timestamptz_to_str(DatumGetTimestampTz(col(0, 3, &isnull))))));
+						timestamptz_to_str(DatumGetTimestampTz(pgm_col(0, 3, &isnull))))));
 	return col_int64(0, 1);
 }
 
@@ -1207,7 +1205,7 @@ close_hold(int64 reservation_id, const char *state, int64 settled,
 	Int64GetDatum(entry_id)};
 	char		nulls[4] = {' ', ' ', has_entry ? ' ' : 'n', has_entry ? ' ' : 'n'};
 
-	exec_plan(plan_close_hold, values, nulls, false);
+	pgm_exec(plan_close_hold, values, nulls, false);
 }
 
 /* ----------------------------------------------------------------
@@ -1298,7 +1296,7 @@ pgm_expire_reservations(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 
-	exec_plan(plan_expired_users, NULL, NULL, false);
+	pgm_exec(plan_expired_users, NULL, NULL, false);
 	nusers = SPI_processed;
 	users = palloc(sizeof(Datum) * (nusers + 1));
 	for (i = 0; i < nusers; i++)
@@ -1306,14 +1304,14 @@ pgm_expire_reservations(PG_FUNCTION_ARGS)
 		bool		isnull;
 		pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
 
-		memcpy(copy, DatumGetUUIDP(col(i, 1, &isnull)), sizeof(pg_uuid_t));
+		memcpy(copy, DatumGetUUIDP(pgm_col(i, 1, &isnull)), sizeof(pg_uuid_t));
 		users[i] = UUIDPGetDatum(copy);
 	}
 	for (i = 0; i < nusers; i++)
 	{
 		Datum		values[1] = {users[i]};
 
-		exec_plan(plan_lock, values, NULL, false);
+		pgm_exec(plan_lock, values, NULL, false);
 		if (SPI_processed == 1)
 			swept += pgm_sweep_expired_holds(users[i], NULL);
 	}

@@ -144,6 +144,25 @@ pgm_prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* Run a kept plan; any SPI failure is an internal error. */
+int
+pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+/* A column of a row of the last SPI result (valid until the next query). */
+Datum
+pgm_col(uint64 row, int colno, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 colno, isnull);
+}
+
 /*
  * Trigger that makes a table append-only: any UPDATE, DELETE or TRUNCATE
  * raises 55000, whoever runs it (the owner too; only a superuser who disables

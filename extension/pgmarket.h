@@ -60,10 +60,14 @@ extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_spi_connect(void);
 extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
+extern int	pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
+					 bool read_only);
+extern Datum pgm_col(uint64 row, int colno, bool *isnull);
 
 /* ledger.c, shared with batch.c */
 extern void pgm_raise_unknown_account(Datum user_id);
 extern void pgm_queue_for_user(Datum user_id);
+extern void pgm_check_user(Datum user_id, bool lock);
 extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
 
 /* pgmarket.c: settings */

@@ -657,8 +657,6 @@ decrypt_secret(int32 version, const pg_uuid_t *key_id, const pg_uuid_t *user_id,
  * Prepared statements
  * ----------------------------------------------------------------
  */
-static SPIPlanPtr plan_lock_user;
-static SPIPlanPtr plan_user_state;
 static SPIPlanPtr plan_revoke_active;
 static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_get;
@@ -685,12 +683,6 @@ prepare_plans(void)
 	if (plan_rekey != NULL)
 		return;
 
-	/* the lock every operation of a user takes first (see ledger.c) */
-	plan_lock_user = pgm_prepare(
-		"SELECT active FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE",
-		1, u);
-	plan_user_state = pgm_prepare(
-		"SELECT active FROM pgmarket.balances WHERE user_id = $1", 1, u);
 	plan_revoke_active = pgm_prepare(
 		"UPDATE pgmarket.provider_keys SET revoked_at = now()"
 		" WHERE user_id = $1 AND provider = $2 AND revoked_at IS NULL",
@@ -735,22 +727,6 @@ prepare_plans(void)
 		" WHERE key_id = $1", 4, rekey);
 }
 
-static void
-exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
-{
-	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
-
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-}
-
-static Datum
-col(uint64 row, int colno, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-						 colno, isnull);
-}
-
 /* A uuid column copied into the current memory context. */
 static pg_uuid_t *
 col_uuid(uint64 row, int colno)
@@ -758,7 +734,7 @@ col_uuid(uint64 row, int colno)
 	bool		isnull;
 	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
 
-	memcpy(copy, DatumGetUUIDP(col(row, colno, &isnull)), sizeof(pg_uuid_t));
+	memcpy(copy, DatumGetUUIDP(pgm_col(row, colno, &isnull)), sizeof(pg_uuid_t));
 	return copy;
 }
 
@@ -767,23 +743,9 @@ static struct varlena *
 col_varlena(uint64 row, int colno)
 {
 	bool		isnull;
-	Datum		d = col(row, colno, &isnull);
+	Datum		d = pgm_col(row, colno, &isnull);
 
 	return (struct varlena *) DatumGetPointer(SPI_datumTransfer(d, false, -1));
-}
-
-/* Raise PM002 unless the user exists and is active; lock the row if asked. */
-static void
-check_user(Datum user_id, bool lock)
-{
-	Datum		values[1] = {user_id};
-	bool		isnull;
-
-	if (lock)
-		pgm_queue_for_user(user_id);	/* in the order ledger.c takes them */
-	exec_plan(lock ? plan_lock_user : plan_user_state, values, NULL, false);
-	if (SPI_processed != 1 || !DatumGetBool(col(0, 1, &isnull)))
-		pgm_raise_unknown_account(user_id);
 }
 
 /* ----------------------------------------------------------------
@@ -878,11 +840,11 @@ put_secret(Datum user_id, const char *provider, text *label,
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(user_id, true);
+	pgm_check_user(user_id, true);
 
 	values[0] = user_id;
 	values[1] = CStringGetTextDatum(provider);
-	exec_plan(plan_revoke_active, values, NULL, false);
+	pgm_exec(plan_revoke_active, values, NULL, false);
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = UUIDPGetDatum(key_id);
@@ -897,7 +859,7 @@ put_secret(Datum user_id, const char *provider, text *label,
 		nulls[3] = 'n';
 	if (hint == NULL)
 		nulls[4] = 'n';
-	exec_plan(plan_insert, values, nulls, false);
+	pgm_exec(plan_insert, values, nulls, false);
 
 	SPI_finish();
 	return key_id;
@@ -1084,11 +1046,11 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(user_id, false);
+	pgm_check_user(user_id, false);
 
 	values[0] = user_id;
 	values[1] = CStringGetTextDatum(provider);
-	exec_plan(plan_get, values, NULL, false);
+	pgm_exec(plan_get, values, NULL, false);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_KEY_NOT_FOUND),
@@ -1098,10 +1060,10 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(caller);
 	key_id = col_uuid(0, 1);
 	MemoryContextSwitchTo(old);
-	version = DatumGetInt32(col(0, 2, &isnull));
+	version = DatumGetInt32(pgm_col(0, 2, &isnull));
 	nonce = (bytea *) col_varlena(0, 3);
 	ct = (bytea *) col_varlena(0, 4);
-	touch = DatumGetBool(col(0, 5, &isnull));
+	touch = DatumGetBool(pgm_col(0, 5, &isnull));
 
 	/* decrypt into the caller's memory, wiped when that is reset */
 	old = MemoryContextSwitchTo(caller);
@@ -1112,7 +1074,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	if (touch)
 	{
 		values[0] = UUIDPGetDatum(key_id);
-		exec_plan(plan_touch, values, NULL, false);
+		pgm_exec(plan_touch, values, NULL, false);
 	}
 
 	/* who read which key, when; never the secret */
@@ -1131,7 +1093,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 		values[5] = CStringGetTextDatum(actor);
 	else
 		nulls[5] = 'n';
-	exec_plan(plan_log, values, nulls, false);
+	pgm_exec(plan_log, values, nulls, false);
 
 	SPI_finish();
 	PG_RETURN_TEXT_P(secret);
@@ -1154,16 +1116,16 @@ pgm_list_provider_keys(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(PG_GETARG_DATUM(0), false);
+	pgm_check_user(PG_GETARG_DATUM(0), false);
 
 	values[0] = PG_GETARG_DATUM(0);
-	exec_plan(plan_list, values, NULL, true);
+	pgm_exec(plan_list, values, NULL, true);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		int			c;
 
 		for (c = 0; c < 8; c++)
-			values[c] = col(i, c + 1, &nulls[c]);
+			values[c] = pgm_col(i, c + 1, &nulls[c]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 
@@ -1189,10 +1151,10 @@ pgm_revoke_provider_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_user(PG_GETARG_DATUM(0), false);
+	pgm_check_user(PG_GETARG_DATUM(0), false);
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
-	exec_plan(plan_revoke, values, NULL, false);
+	pgm_exec(plan_revoke, values, NULL, false);
 	revoked = SPI_processed == 1;
 	SPI_finish();
 	PG_RETURN_BOOL(revoked);
@@ -1232,9 +1194,9 @@ pgm_rotate_master_key(PG_FUNCTION_ARGS)
 
 	values[0] = Int32GetDatum(newest);
 	values[1] = Int32GetDatum(batch);
-	exec_plan(plan_rotate_skip, values, NULL, false);
+	pgm_exec(plan_rotate_skip, values, NULL, false);
 	if (SPI_processed == 0)
-		exec_plan(plan_rotate_wait, values, NULL, false);
+		pgm_exec(plan_rotate_wait, values, NULL, false);
 
 	/* the batch stays in SPI_tuptable; each row's work in its own context */
 	{
@@ -1270,7 +1232,7 @@ pgm_rotate_master_key(PG_FUNCTION_ARGS)
 			args[1] = Int32GetDatum(newest);
 			args[2] = PointerGetDatum(new_nonce);
 			args[3] = PointerGetDatum(new_ct);
-			exec_plan(plan_rekey, args, NULL, false);
+			pgm_exec(plan_rekey, args, NULL, false);
 			if (SPI_processed != 1)
 				elog(ERROR, "provider key row vanished during rotation");
 
