@@ -24,6 +24,7 @@
 #define ERRCODE_PGM_VAULT_UNAVAILABLE		MAKE_SQLSTATE('P','M','0','1','0')
 #define ERRCODE_PGM_DECRYPTION_FAILED		MAKE_SQLSTATE('P','M','0','1','1')
 #define ERRCODE_PGM_KEY_NOT_FOUND			MAKE_SQLSTATE('P','M','0','1','2')
+#define ERRCODE_PGM_AUDIT_CHAIN_BROKEN		MAKE_SQLSTATE('P','M','0','1','3')
 
 /* Every amount and balance stays below 9e12 credits = 9e18 micro-credits. */
 #define PGM_MICRO_PER_CREDIT	INT64CONST(1000000)
