@@ -676,7 +676,22 @@ raise_insufficient(Datum user_id, int64 amount, int64 available,
  * operation, earlier in the same transaction) must therefore not queue
  * behind a waiter for that very row: when the user lock is busy, we look at
  * the row, and skip the queue if this transaction has locked or written it.
+ *
+ * A transaction takes at most PGM_MAX_QUEUE_LOCKS of these locks: a bulk
+ * job that funds ten thousand users in one transaction would otherwise fill
+ * the shared lock table.  Past that, its calls rely on the row lock alone.
  */
+#define PGM_MAX_QUEUE_LOCKS	32
+
+static int	queue_locks_taken = 0;
+static bool queue_callback_registered = false;
+
+static void
+reset_queue_locks(XactEvent event, void *arg)
+{
+	queue_locks_taken = 0;
+}
+
 void
 pgm_queue_for_user(Datum user_id)
 {
@@ -686,10 +701,22 @@ pgm_queue_for_user(Datum user_id)
 	bool		isnull;
 	TransactionId xmin;
 	TransactionId xmax;
+	LockAcquireResult got;
+
+	if (!queue_callback_registered)
+	{
+		RegisterXactCallback(reset_queue_locks, NULL);
+		queue_callback_registered = true;
+	}
+	if (queue_locks_taken >= PGM_MAX_QUEUE_LOCKS)
+		return;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x706d6b74,
 						 hash_bytes(u->data, UUID_LEN), PGM_LOCKTAG_FIELD4);
-	if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+	got = LockAcquire(&tag, ExclusiveLock, false, true);
+	if (got == LOCKACQUIRE_OK)
+		queue_locks_taken++;
+	if (got != LOCKACQUIRE_NOT_AVAIL)
 		return;
 
 	prepare_plans();
@@ -704,6 +731,7 @@ pgm_queue_for_user(Datum user_id)
 			return;
 	}
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	queue_locks_taken++;
 }
 
 /*

@@ -168,6 +168,12 @@ BEGIN;
 UPDATE pgmarket.balances SET total = total + 1 WHERE user_id = :u1;
 SELECT user_id = :u1 AS is_u1, problem FROM pgmarket.verify_ledger();
 ROLLBACK;
+-- and an entry written behind the C functions' back
+BEGIN;
+INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount, available)
+VALUES (-1, :u2, 'gift', 0, -5);
+SELECT user_id = :u2 AS is_u2, problem FROM pgmarket.verify_ledger() WHERE problem LIKE 'entry -1 %';
+ROLLBACK;
 -- and a balance row that went missing
 BEGIN;
 DELETE FROM pgmarket.balances WHERE user_id = :u2;
