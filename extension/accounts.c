@@ -545,6 +545,7 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 	int			rc;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	user_id = PG_GETARG_DATUM(0);
 
 	pgm_spi_connect();

@@ -445,6 +445,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	bool		result_nulls[2] = {false, false};
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	user_id = PG_GETARG_DATUM(0);
 	pgm_require_arg(fcinfo, 1, "name");
 	name = pgm_optional_text(fcinfo, 1, "name", APIKEY_NAME_MAX);
@@ -615,6 +616,7 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 
 	if (!verify_key(api_key, key))
 		raise_invalid_key();
+	pgm_check_actor(UUIDPGetDatum(&key->user_id));
 	if (!has_scope(key->scopes, "write"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -801,6 +803,7 @@ pgm_revoke_api_key(PG_FUNCTION_ARGS)
 	bool		revoked;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "key_id");
 
 	pgm_spi_connect();
@@ -828,6 +831,7 @@ pgm_list_api_keys(PG_FUNCTION_ARGS)
 	uint64		i;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();

@@ -271,6 +271,8 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		bool		found;
 
 		read_charge(elems[i], elem_nulls[i], chargedesc, c);
+		if (c->sqlstate == 0 && !pgm_actor_allows(&c->user_id))
+			c->sqlstate = ERRCODE_INSUFFICIENT_PRIVILEGE;
 		if (c->sqlstate != 0)
 			continue;
 		c->user = hash_search(users, &c->user_id, HASH_ENTER, &found);

@@ -576,6 +576,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 	Datum		values[2];
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "amount");
 	user_id = PG_GETARG_DATUM(0);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
@@ -819,6 +820,7 @@ pgm_deduct_balance(PG_FUNCTION_ARGS)
 	Datum		values[2];
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "amount");
 	user_id = PG_GETARG_DATUM(0);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
@@ -897,6 +899,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 	char	   *model;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "entry_id");
 	user_id = PG_GETARG_DATUM(0);
 	charge_id = PG_GETARG_INT64(1);
@@ -1030,6 +1033,7 @@ pgm_get_balance(PG_FUNCTION_ARGS)
 	BalanceRow	row;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	user_id = PG_GETARG_DATUM(0);
 
 	pgm_spi_connect();
@@ -1053,6 +1057,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 	uint64		i;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "max_rows");
 	user_id = PG_GETARG_DATUM(0);
 	max_rows = PG_GETARG_INT32(1);
@@ -1109,6 +1114,7 @@ pgm_reserve(PG_FUNCTION_ARGS)
 	bool		found = false;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "amount");
 	pgm_require_arg(fcinfo, 2, "ttl");
 	user_id = PG_GETARG_DATUM(0);
@@ -1252,6 +1258,7 @@ pgm_settle(PG_FUNCTION_ARGS)
 	LedgerOutcome out = {0, "charge", 0, 0, false};
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "reservation_id");
 	pgm_require_arg(fcinfo, 2, "amount");
 	user_id = PG_GETARG_DATUM(0);
@@ -1293,6 +1300,7 @@ pgm_release(PG_FUNCTION_ARGS)
 	BalanceRow	row;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "reservation_id");
 	user_id = PG_GETARG_DATUM(0);
 	reservation_id = PG_GETARG_INT64(1);

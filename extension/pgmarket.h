@@ -74,6 +74,10 @@ extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
 /* pgmarket.c: settings */
 extern char *pgm_actor;
 
+/* chat.c: the pgmarket.actor rule */
+extern void pgm_check_actor(Datum user_id);
+extern bool pgm_actor_allows(const pg_uuid_t *user);
+
 /* vault.c: the master key file and the keys derived from it */
 #define PGM_SUBKEY_BYTES		32
 #define PGM_KDF_CONTEXT_VAULT	"pgmvault"	/* provider key encryption */

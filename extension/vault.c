@@ -892,6 +892,7 @@ pgm_put_provider_key(PG_FUNCTION_ARGS)
 	text	   *label;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	provider = provider_arg(fcinfo, 1);
 	pgm_require_arg(fcinfo, 2, "secret");
 	secret = secret_arg(fcinfo, 2);
@@ -955,6 +956,7 @@ pgm_put_provider_key_sealed(PG_FUNCTION_ARGS)
 	int			i;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	provider = provider_arg(fcinfo, 1);
 	pgm_require_arg(fcinfo, 2, "sealed");
 	sealed = PG_GETARG_BYTEA_PP(2);
@@ -1040,6 +1042,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	MemoryContext old;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	user_id = PG_GETARG_DATUM(0);
 	provider = provider_arg(fcinfo, 1);
 	(void) pgm_vault_newest_version();	/* PM010 before anything else */
@@ -1112,6 +1115,7 @@ pgm_list_provider_keys(PG_FUNCTION_ARGS)
 	uint64		i;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();
@@ -1147,6 +1151,7 @@ pgm_revoke_provider_key(PG_FUNCTION_ARGS)
 	bool		revoked;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(0));
 	pgm_require_arg(fcinfo, 1, "key_id");
 
 	pgm_spi_connect();

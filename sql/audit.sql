@@ -51,7 +51,7 @@ SELECT tgrelid::regclass AS audited, tgargs <> '' AS has_redactions
 SELECT pgmarket.create_user('Audit1@Example.com', 'audit1', 'correct horse',
                             id => '5c000000-0000-4000-8000-000000000001');
 SELECT pgmarket.authenticate('audit1', 'correct horse') IS NOT NULL AS logged_in;
-SET pgmarket.actor = 'support-7';
+SET pgmarket.actor = '5c000000-0000-4000-8000-000000000001';  -- the user closes the account
 SELECT pgmarket.deactivate_user('5c000000-0000-4000-8000-000000000001');
 RESET pgmarket.actor;
 INSERT INTO pgmarket.roles VALUES ('auditing', 'a role for the audit test');

@@ -154,6 +154,21 @@ SELECT user_id = :u1 AS is_u1, day = (now() AT TIME ZONE 'UTC')::date AS today,
        model_id, requests, tokens, cost
   FROM pgmarket.usage_daily ORDER BY user_id, model_id;
 
+-- a transaction that acts for a user (pgmarket.actor) may touch only that user
+BEGIN;
+SET LOCAL pgmarket.actor = 'b0000000-0000-4000-8000-000000000002';
+SELECT available_balance FROM pgmarket.get_balance(:u2);
+SELECT pg_temp.err($$SELECT pgmarket.get_balance('b0000000-0000-4000-8000-000000000001')$$);
+SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('b0000000-0000-4000-8000-000000000001', 1, 'gpt-4')$$);
+SELECT pg_temp.err($$SELECT pgmarket.add_funds('b0000000-0000-4000-8000-000000000001', 1)$$);
+SELECT ordinal, sqlstate FROM pgmarket.deduct_batch(ARRAY[
+    ('b0000000-0000-4000-8000-000000000001', 1, 'gpt-4', 0, NULL),
+    ('b0000000-0000-4000-8000-000000000002', 100, 'gpt-4', 0, NULL)]::pgmarket.charge[]);
+-- an actor that is not a user id acts for nobody
+SET LOCAL pgmarket.actor = 'support-7';
+SELECT pg_temp.err($$SELECT pgmarket.get_balance('b0000000-0000-4000-8000-000000000002')$$);
+ROLLBACK;
+
 -- the invariants hold
 SELECT * FROM pgmarket.verify_ledger();
 

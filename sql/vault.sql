@@ -125,7 +125,7 @@ SELECT key_id = :'k1' AS same_key, user_id, provider,
        actor, at IS NOT NULL AS stamped
   FROM pgmarket.key_access_log ORDER BY id;
 BEGIN;
-SET LOCAL pgmarket.actor = 'web-user-42';
+SET LOCAL pgmarket.actor = '5a000000-0000-4000-8000-000000000001';
 SELECT pgmarket.get_provider_key(:u1, 'openai');
 COMMIT;
 SELECT actor FROM pgmarket.key_access_log ORDER BY id DESC LIMIT 1;
