@@ -1,0 +1,77 @@
+/*
+ * platform_key.c: the marketplace issues an API key, the gateway checks it
+ * and charges through it in one round trip, and the owner revokes it.
+ */
+#include <pgmarket.h>
+
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+int
+main(int argc, char **argv)
+{
+	pgm_conn   *conn = pgm_connect(argc > 1 ? argv[1] : "");
+	char		email[96],
+				username[64],
+				user_id[PGM_UUID_LEN],
+				key_id[PGM_UUID_LEN];
+	char	   *api_key = NULL;
+	pgm_api_key_options opts = {0};
+	pgm_api_key_check check;
+	pgm_ledger_result r;
+	int			valid = 0,
+				revoked = 0,
+				rc = 1;
+
+	if (conn == NULL || pgm_conn_status(conn) != PGM_OK)
+	{
+		fprintf(stderr, "connection failed: %s\n", pgm_errmsg(conn));
+		goto out;
+	}
+	snprintf(email, sizeof(email), "erin.%ld.%d@example.com", (long) time(NULL), (int) getpid());
+	snprintf(username, sizeof(username), "erin_%ld_%d", (long) time(NULL), (int) getpid());
+	if (pgm_create_user(conn, email, username, NULL, NULL, NULL, user_id) != PGM_OK ||
+		pgm_add_funds(conn, user_id, "5", NULL, NULL, NULL) != PGM_OK)
+	{
+		fprintf(stderr, "setup: %s\n", pgm_errmsg(conn));
+		goto out;
+	}
+	/* issue: at most 1 credit a day through this key */
+	opts.spend_limit = "1.00";
+	opts.spend_period = "day";
+	if (pgm_create_api_key(conn, user_id, "gateway", &opts, key_id, &api_key) != PGM_OK)
+	{
+		fprintf(stderr, "create_api_key: %s\n", pgm_errmsg(conn));
+		goto out;
+	}
+	printf("issued key %s (%.24s...)\n", key_id, api_key);
+	/* check */
+	if (pgm_verify_api_key(conn, api_key, &valid, &check) != PGM_OK || !valid)
+	{
+		fprintf(stderr, "verify_api_key failed\n");
+		goto out;
+	}
+	printf("key of user %s, scopes %s, tier %s\n", check.user_id, check.scopes,
+		   check.rate_limit_tier);
+	/* charge: key check, scope, spend limit and the charge in one call */
+	if (pgm_charge_api_key(conn, api_key, "0.75", "gpt-4o", 900, "req-1", &r) != PGM_OK)
+	{
+		fprintf(stderr, "charge_api_key: %s\n", pgm_errmsg(conn));
+		goto out;
+	}
+	printf("charged %s, available %s\n", r.amount, r.available_balance);
+	if (pgm_charge_api_key(conn, api_key, "0.75", "gpt-4o", 900, "req-2", &r) ==
+		PGM_INSUFFICIENT_FUNDS)
+		printf("over the daily limit: %s\n", pgm_errmsg(conn));
+	/* revoke: the very next call is refused */
+	if (pgm_revoke_api_key(conn, user_id, key_id, &revoked) != PGM_OK || !revoked)
+		goto out;
+	if (pgm_charge_api_key(conn, api_key, "0.01", "gpt-4o", 1, NULL, &r) == PGM_INVALID_API_KEY)
+		printf("after revocation: %s\n", pgm_errmsg(conn));
+	rc = 0;
+out:
+	pgm_free_secret(api_key);
+	pgm_finish(conn);
+	return rc;
+}

@@ -1,0 +1,1731 @@
+/*
+ * pgmarket.c: libpgmarket, the C client of the pgmarket extension.
+ *
+ * Every call is one statement of a fixed table (queries[] below), sent with
+ * text parameters through PQexecParams (unnamed statement) or, after
+ * pgm_set_prepared(conn, 1), through a named statement prepared once per
+ * connection.  With an actor set, the statement is sent in pipeline mode
+ * behind SELECT set_config('pgmarket.actor', $1, true), both before one
+ * Sync: the extended protocol runs everything before a Sync in one implicit
+ * transaction, so the actor is in force for the call and gone at its
+ * commit, and a pooler in transaction mode keeps the two on one server
+ * connection.  The outcome of the last call (status, SQLSTATE, message,
+ * detail, hint) is kept on the connection.
+ */
+#include "pgmarket.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+struct pgm_conn
+{
+	PGconn	   *pg;
+	int			owned;			/* pgm_finish closes pg */
+	char	   *actor;
+	int			prepared;		/* use named statements */
+	uint64_t	prepared_mask;	/* which of queries[] are prepared */
+	int			have_pk;
+	unsigned char pk[PGM_PUBLICKEY_BYTES];
+	/* the last call's outcome */
+	pgm_status	status;
+	char		sqlstate[PGM_SQLSTATE_LEN];
+	char	   *msg;
+	char	   *detail;
+	char	   *hint;
+};
+
+struct pgm_result
+{
+	PGresult   *res;
+};
+
+typedef enum
+{
+	Q_CREATE_USER,
+	Q_AUTHENTICATE,
+	Q_DEACTIVATE_USER,
+	Q_HASH_PASSWORD,
+	Q_VERIFY_PASSWORD,
+	Q_ADD_FUNDS,
+	Q_DEDUCT_BALANCE,
+	Q_REFUND,
+	Q_GET_BALANCE,
+	Q_LEDGER_ENTRIES,
+	Q_RESERVE,
+	Q_SETTLE,
+	Q_RELEASE,
+	Q_EXPIRE,
+	Q_VERIFY_LEDGER,
+	Q_DEDUCT_BATCH,
+	Q_PUBLIC_KEY,
+	Q_PUT_SEALED,
+	Q_GET_PROVIDER_KEY,
+	Q_LIST_PROVIDER_KEYS,
+	Q_REVOKE_PROVIDER_KEY,
+	Q_ROTATE,
+	Q_CREATE_API_KEY,
+	Q_VERIFY_API_KEY,
+	Q_CHARGE_API_KEY,
+	Q_RESERVE_API_KEY,
+	Q_REVOKE_API_KEY,
+	Q_LIST_API_KEYS,
+	Q_SEAL_AUDIT,
+	Q_VERIFY_AUDIT,
+	Q_COUNT
+} query_id;
+
+/* Every name schema-qualified; casts give the parameters their types. */
+static const char *const queries[Q_COUNT] = {
+	[Q_CREATE_USER] = "SELECT pgmarket.create_user($1, $2, $3, "
+	"COALESCE($4::text[], '{user}'::text[]), "
+	"COALESCE($5::uuid, pg_catalog.gen_random_uuid()))",
+	[Q_AUTHENTICATE] = "SELECT pgmarket.authenticate($1, $2)",
+	[Q_DEACTIVATE_USER] = "SELECT pgmarket.deactivate_user($1::uuid)",
+	[Q_HASH_PASSWORD] = "SELECT pgmarket.hash_password($1)",
+	[Q_VERIFY_PASSWORD] = "SELECT pgmarket.verify_password($1, $2)",
+	[Q_ADD_FUNDS] = "SELECT * FROM pgmarket.add_funds($1::uuid, $2::numeric, $3, $4)",
+	[Q_DEDUCT_BALANCE] = "SELECT * FROM pgmarket.deduct_balance($1::uuid, "
+	"$2::numeric, $3, $4::bigint, $5)",
+	[Q_REFUND] = "SELECT * FROM pgmarket.refund($1::uuid, $2::bigint, $3::numeric, $4)",
+	[Q_GET_BALANCE] = "SELECT * FROM pgmarket.get_balance($1::uuid)",
+	[Q_LEDGER_ENTRIES] = "SELECT * FROM pgmarket.ledger_entries($1::uuid, $2::int, $3::bigint)",
+	[Q_RESERVE] = "SELECT pgmarket.reserve($1::uuid, $2::numeric, "
+	"COALESCE($3::interval, '15 minutes'::interval), $4)",
+	[Q_SETTLE] = "SELECT * FROM pgmarket.settle($1::uuid, $2::bigint, "
+	"$3::numeric, $4, $5::bigint)",
+	[Q_RELEASE] = "SELECT * FROM pgmarket.release($1::uuid, $2::bigint)",
+	[Q_EXPIRE] = "SELECT pgmarket.expire_reservations()",
+	[Q_VERIFY_LEDGER] = "SELECT * FROM pgmarket.verify_ledger()",
+	[Q_DEDUCT_BATCH] = "SELECT * FROM pgmarket.deduct_batch(ARRAY("
+	"SELECT ROW(u, a, m, t, k)::pgmarket.charge "
+	"FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), "
+	"pg_catalog.unnest($2::numeric[]), pg_catalog.unnest($3::text[]), "
+	"pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[])) "
+	"WITH ORDINALITY AS x(u, a, m, t, k, o) ORDER BY o))",
+	[Q_PUBLIC_KEY] = "SELECT pgmarket.vault_public_key()",
+	[Q_PUT_SEALED] = "SELECT pgmarket.put_provider_key_sealed($1::uuid, $2, $3::bytea, $4)",
+	[Q_GET_PROVIDER_KEY] = "SELECT pgmarket.get_provider_key($1::uuid, $2)",
+	[Q_LIST_PROVIDER_KEYS] = "SELECT * FROM pgmarket.list_provider_keys($1::uuid)",
+	[Q_REVOKE_PROVIDER_KEY] = "SELECT pgmarket.revoke_provider_key($1::uuid, $2::uuid)",
+	[Q_ROTATE] = "SELECT pgmarket.rotate_master_key(COALESCE($1::int, 1000))",
+	[Q_CREATE_API_KEY] = "SELECT * FROM pgmarket.create_api_key($1::uuid, $2, "
+	"COALESCE($3::text[], '{read,write}'::text[]), COALESCE($4, 'free'), "
+	"$5::timestamptz, COALESCE($6, 'live'), $7::numeric, $8)",
+	[Q_VERIFY_API_KEY] = "SELECT * FROM pgmarket.verify_api_key($1)",
+	[Q_CHARGE_API_KEY] = "SELECT * FROM pgmarket.charge_api_key($1, $2::numeric, "
+	"$3, $4::bigint, $5)",
+	[Q_RESERVE_API_KEY] = "SELECT pgmarket.reserve_api_key($1, $2::numeric, "
+	"COALESCE($3::interval, '15 minutes'::interval), $4)",
+	[Q_REVOKE_API_KEY] = "SELECT pgmarket.revoke_api_key($1::uuid, $2::uuid)",
+	[Q_LIST_API_KEYS] = "SELECT * FROM pgmarket.list_api_keys($1::uuid)",
+	[Q_SEAL_AUDIT] = "SELECT pgmarket.seal_audit()",
+	[Q_VERIFY_AUDIT] = "SELECT * FROM pgmarket.verify_audit($1::boolean)",
+};
+
+static const char actor_sql[] =
+	"SELECT pg_catalog.set_config('pgmarket.actor', $1, true)";
+
+/* Rows per round trip of pgm_deduct_batch: bounds what either side buffers. */
+#define BATCH_CHUNK 256
+
+/* ------------------------------------------------------------------------
+ * Status names and the SQLSTATE map
+ * ------------------------------------------------------------------------ */
+
+static const struct
+{
+	const char *sqlstate;
+	pgm_status	status;
+}			state_map[] = {
+	{"PM001", PGM_INSUFFICIENT_FUNDS},
+	{"PM002", PGM_UNKNOWN_ACCOUNT},
+	{"PM003", PGM_IDEMPOTENCY_CONFLICT},
+	{"PM004", PGM_RESERVATION_STATE},
+	{"PM010", PGM_VAULT_UNAVAILABLE},
+	{"PM011", PGM_DECRYPTION_FAILED},
+	{"PM012", PGM_KEY_NOT_FOUND},
+	{"PM013", PGM_AUDIT_CHAIN_BROKEN},
+	{"28000", PGM_INVALID_API_KEY},
+	{"22004", PGM_NULL_VALUE},
+	{"22023", PGM_INVALID_PARAMETER},
+	{"22003", PGM_OUT_OF_RANGE},
+	{"23505", PGM_DUPLICATE},
+	{"42501", PGM_PERMISSION_DENIED},
+	{"55000", PGM_APPEND_ONLY},
+};
+
+const char *
+pgm_status_name(pgm_status status)
+{
+	switch (status)
+	{
+		case PGM_OK: return "PGM_OK";
+		case PGM_INSUFFICIENT_FUNDS: return "PGM_INSUFFICIENT_FUNDS";
+		case PGM_UNKNOWN_ACCOUNT: return "PGM_UNKNOWN_ACCOUNT";
+		case PGM_IDEMPOTENCY_CONFLICT: return "PGM_IDEMPOTENCY_CONFLICT";
+		case PGM_RESERVATION_STATE: return "PGM_RESERVATION_STATE";
+		case PGM_VAULT_UNAVAILABLE: return "PGM_VAULT_UNAVAILABLE";
+		case PGM_DECRYPTION_FAILED: return "PGM_DECRYPTION_FAILED";
+		case PGM_KEY_NOT_FOUND: return "PGM_KEY_NOT_FOUND";
+		case PGM_AUDIT_CHAIN_BROKEN: return "PGM_AUDIT_CHAIN_BROKEN";
+		case PGM_INVALID_API_KEY: return "PGM_INVALID_API_KEY";
+		case PGM_NULL_VALUE: return "PGM_NULL_VALUE";
+		case PGM_INVALID_PARAMETER: return "PGM_INVALID_PARAMETER";
+		case PGM_OUT_OF_RANGE: return "PGM_OUT_OF_RANGE";
+		case PGM_DUPLICATE: return "PGM_DUPLICATE";
+		case PGM_PERMISSION_DENIED: return "PGM_PERMISSION_DENIED";
+		case PGM_APPEND_ONLY: return "PGM_APPEND_ONLY";
+		case PGM_CONNECTION_ERROR: return "PGM_CONNECTION_ERROR";
+		case PGM_SERVER_ERROR: return "PGM_SERVER_ERROR";
+		case PGM_CLIENT_ERROR: return "PGM_CLIENT_ERROR";
+	}
+	return "PGM_UNKNOWN_STATUS";
+}
+
+pgm_status
+pgm_status_from_sqlstate(const char *sqlstate)
+{
+	size_t		i;
+
+	if (sqlstate == NULL || strcmp(sqlstate, "00000") == 0)
+		return PGM_OK;
+	for (i = 0; i < sizeof(state_map) / sizeof(state_map[0]); i++)
+		if (strcmp(sqlstate, state_map[i].sqlstate) == 0)
+			return state_map[i].status;
+	if (strncmp(sqlstate, "08", 2) == 0)
+		return PGM_CONNECTION_ERROR;
+	return PGM_SERVER_ERROR;
+}
+
+/* ------------------------------------------------------------------------
+ * The last call's outcome
+ * ------------------------------------------------------------------------ */
+
+static void
+clear_error(pgm_conn *c)
+{
+	free(c->msg);
+	free(c->detail);
+	free(c->hint);
+	c->msg = c->detail = c->hint = NULL;
+	c->sqlstate[0] = '\0';
+	c->status = PGM_OK;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* A message of the library's own; returns status. */
+static pgm_status
+set_error(pgm_conn *c, pgm_status status, const char *fmt,...)
+{
+	char		buf[512];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	clear_error(c);
+	c->status = status;
+	c->msg = strdup(buf);
+	return status;
+}
+
+/* The error of a failed PGresult (or of the connection when res is NULL). */
+static pgm_status
+set_result_error(pgm_conn *c, const PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	size_t		len;
+	char	   *p;
+
+	clear_error(c);
+	if (state != NULL)
+	{
+		snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state);
+		c->status = pgm_status_from_sqlstate(state);
+		c->msg = dup_or_null(msg);
+		c->detail = dup_or_null(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+		c->hint = dup_or_null(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+		return c->status;
+	}
+	/* no SQLSTATE: libpq's own error, usually the connection */
+	c->status = (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK)
+		? PGM_CONNECTION_ERROR : PGM_SERVER_ERROR;
+	if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && PQresultErrorMessage(res)[0])
+		c->msg = strdup(PQresultErrorMessage(res));
+	else if (c->pg)
+		c->msg = strdup(PQerrorMessage(c->pg));
+	else
+		c->msg = strdup("no connection");
+	/* libpq's messages end in a newline */
+	if (c->msg && (len = strlen(c->msg)) > 0)
+		for (p = c->msg + len - 1; p >= c->msg && (*p == '\n' || *p == ' '); p--)
+			*p = '\0';
+	return c->status;
+}
+
+pgm_status
+pgm_last_status(const pgm_conn *c)
+{
+	return c ? c->status : PGM_CLIENT_ERROR;
+}
+
+const char *
+pgm_errmsg(const pgm_conn *c)
+{
+	return c && c->msg ? c->msg : "";
+}
+
+const char *
+pgm_errdetail(const pgm_conn *c)
+{
+	return c && c->detail ? c->detail : "";
+}
+
+const char *
+pgm_errhint(const pgm_conn *c)
+{
+	return c && c->hint ? c->hint : "";
+}
+
+const char *
+pgm_sqlstate(const pgm_conn *c)
+{
+	return c ? c->sqlstate : "";
+}
+
+/* ------------------------------------------------------------------------
+ * Connections
+ * ------------------------------------------------------------------------ */
+
+static pgm_conn *
+new_conn(PGconn *pg, int owned)
+{
+	pgm_conn   *c;
+
+	if (sodium_init() < 0)
+		return NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->pg = pg;
+	c->owned = owned;
+	return c;
+}
+
+pgm_conn *
+pgm_connect(const char *conninfo)
+{
+	PGconn	   *pg = PQconnectdb(conninfo ? conninfo : "");
+	pgm_conn   *c;
+
+	if (pg == NULL)
+		return NULL;
+	c = new_conn(pg, 1);
+	if (c == NULL)
+	{
+		PQfinish(pg);
+		return NULL;
+	}
+	if (PQstatus(pg) != CONNECTION_OK)
+		set_result_error(c, NULL);
+	return c;
+}
+
+pgm_conn *
+pgm_wrap(PGconn *pgconn)
+{
+	pgm_conn   *c;
+
+	if (pgconn == NULL)
+		return NULL;
+	c = new_conn(pgconn, 0);
+	if (c && PQstatus(pgconn) != CONNECTION_OK)
+		set_result_error(c, NULL);
+	return c;
+}
+
+void
+pgm_finish(pgm_conn *c)
+{
+	if (c == NULL)
+		return;
+	clear_error(c);
+	if (c->owned && c->pg)
+		PQfinish(c->pg);
+	free(c->actor);
+	sodium_memzero(c, sizeof(*c));
+	free(c);
+}
+
+pgm_status
+pgm_conn_status(const pgm_conn *c)
+{
+	if (c == NULL || c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK)
+		return PGM_CONNECTION_ERROR;
+	return PGM_OK;
+}
+
+PGconn *
+pgm_pgconn(pgm_conn *c)
+{
+	return c ? c->pg : NULL;
+}
+
+pgm_status
+pgm_set_actor(pgm_conn *c, const char *actor)
+{
+	char	   *copy = NULL;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (actor != NULL && (copy = strdup(actor)) == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	free(c->actor);
+	c->actor = copy;
+	clear_error(c);
+	return PGM_OK;
+}
+
+void
+pgm_set_prepared(pgm_conn *c, int on)
+{
+	if (c)
+		c->prepared = on != 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Running a statement
+ * ------------------------------------------------------------------------ */
+
+/* Named statements: prepare query q once per connection (own round trip). */
+static pgm_status
+ensure_prepared(pgm_conn *c, query_id q, int nparams, char *name, size_t namesize)
+{
+	PGresult   *res;
+
+	snprintf(name, namesize, "pgmarket_q%d", (int) q);
+	if (c->prepared_mask & (UINT64_C(1) << q))
+		return PGM_OK;
+	res = PQprepare(c->pg, name, queries[q], nparams, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		pgm_status	st = set_result_error(c, res);
+
+		PQclear(res);
+		return st;
+	}
+	PQclear(res);
+	c->prepared_mask |= UINT64_C(1) << q;
+	return PGM_OK;
+}
+
+/* Queues one statement in pipeline mode; 1 on success. */
+static int
+send_one(pgm_conn *c, query_id q, const char *sql, const char *name,
+		 int n, const char *const *vals, const int *lens, const int *fmts)
+{
+	if (name != NULL)
+		return PQsendQueryPrepared(c->pg, name, n, vals, lens, fmts, 0);
+	return PQsendQueryParams(c->pg, q == Q_COUNT ? sql : queries[q], n, NULL,
+							 vals, lens, fmts, 0);
+}
+
+/* Reads one statement's result in pipeline mode and the NULL after it. */
+static PGresult *
+read_one(pgm_conn *c)
+{
+	PGresult   *res = PQgetResult(c->pg);
+	PGresult   *extra;
+
+	if (res == NULL)
+		return NULL;
+	while ((extra = PQgetResult(c->pg)) != NULL)
+		PQclear(extra);			/* cannot happen for one SELECT */
+	return res;
+}
+
+/* Reads up to the PGRES_PIPELINE_SYNC; 0 when the connection failed. */
+static int
+read_sync(pgm_conn *c)
+{
+	for (;;)
+	{
+		PGresult   *res = PQgetResult(c->pg);
+		ExecStatusType st;
+
+		if (res == NULL)
+		{
+			if (PQstatus(c->pg) != CONNECTION_OK)
+				return 0;
+			continue;
+		}
+		st = PQresultStatus(res);
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			return 1;
+		if (PQstatus(c->pg) != CONNECTION_OK)
+			return 0;
+	}
+}
+
+static int
+result_ok(const PGresult *res)
+{
+	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+	return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+}
+
+/*
+ * Runs query q (or sql when q is Q_COUNT) and returns its result, or NULL
+ * with the error kept on c.
+ */
+static PGresult *
+run(pgm_conn *c, query_id q, const char *sql, int n,
+	const char *const *vals, const int *lens, const int *fmts)
+{
+	char		name[32];
+	const char *stmt = NULL;
+	PGresult   *res;
+	PGresult   *ares;
+
+	if (c == NULL)
+		return NULL;
+	clear_error(c);
+	if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK)
+	{
+		set_result_error(c, NULL);
+		return NULL;
+	}
+	if (c->prepared && q != Q_COUNT)
+	{
+		if (ensure_prepared(c, q, n, name, sizeof(name)) != PGM_OK)
+			return NULL;
+		stmt = name;
+	}
+
+	if (c->actor == NULL)
+	{
+		if (stmt)
+			res = PQexecPrepared(c->pg, stmt, n, vals, lens, fmts, 0);
+		else
+			res = PQexecParams(c->pg, q == Q_COUNT ? sql : queries[q], n, NULL,
+							   vals, lens, fmts, 0);
+		if (!result_ok(res))
+		{
+			set_result_error(c, res);
+			PQclear(res);
+			return NULL;
+		}
+		return res;
+	}
+
+	/* set_config and the call before one Sync: one implicit transaction */
+	if (!PQenterPipelineMode(c->pg))
+	{
+		set_result_error(c, NULL);
+		return NULL;
+	}
+	{
+		const char *avals[1] = {c->actor};
+
+		if (!PQsendQueryParams(c->pg, actor_sql, 1, NULL, avals, NULL, NULL, 0) ||
+			!send_one(c, q, sql, stmt, n, vals, lens, fmts) ||
+			!PQpipelineSync(c->pg))
+		{
+			set_result_error(c, NULL);
+			PQexitPipelineMode(c->pg);
+			return NULL;
+		}
+	}
+	ares = read_one(c);
+	res = read_one(c);
+	if (!read_sync(c))
+	{
+		set_result_error(c, NULL);
+		PQclear(ares);
+		PQclear(res);
+		return NULL;
+	}
+	PQexitPipelineMode(c->pg);
+	if (!result_ok(ares))
+	{
+		set_result_error(c, ares);
+		PQclear(ares);
+		PQclear(res);
+		return NULL;
+	}
+	PQclear(ares);
+	if (!result_ok(res))
+	{
+		set_result_error(c, res);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/* A one-row result's value, checking there is a row. */
+static const char *
+val(const PGresult *res, int row, int col)
+{
+	if (row < 0 || col < 0 || row >= PQntuples(res) || col >= PQnfields(res) ||
+		PQgetisnull(res, row, col))
+		return NULL;
+	return PQgetvalue(res, row, col);
+}
+
+static void
+copy(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src ? src : "");
+}
+
+static int64_t
+to_i64(const char *s)
+{
+	return s ? (int64_t) strtoll(s, NULL, 10) : 0;
+}
+
+static int
+to_bool(const char *s)
+{
+	return s != NULL && s[0] == 't';
+}
+
+/* Needs exactly one row (the scalar functions return one). */
+static pgm_status
+need_row(pgm_conn *c, PGresult *res)
+{
+	if (PQntuples(res) < 1)
+	{
+		PQclear(res);
+		return set_error(c, PGM_SERVER_ERROR, "the server returned no row");
+	}
+	return PGM_OK;
+}
+
+static void
+fill_ledger_result(const PGresult *res, pgm_ledger_result *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->entry_id = to_i64(val(res, 0, PQfnumber(res, "entry_id")));
+	copy(out->user_id, sizeof(out->user_id), val(res, 0, PQfnumber(res, "user_id")));
+	copy(out->kind, sizeof(out->kind), val(res, 0, PQfnumber(res, "kind")));
+	copy(out->amount, sizeof(out->amount), val(res, 0, PQfnumber(res, "amount")));
+	copy(out->available_balance, sizeof(out->available_balance),
+		 val(res, 0, PQfnumber(res, "available_balance")));
+	out->replayed = to_bool(val(res, 0, PQfnumber(res, "replayed")));
+}
+
+static void
+fill_balance(const PGresult *res, pgm_balance *out)
+{
+	memset(out, 0, sizeof(*out));
+	copy(out->user_id, sizeof(out->user_id), val(res, 0, PQfnumber(res, "user_id")));
+	copy(out->total_balance, sizeof(out->total_balance),
+		 val(res, 0, PQfnumber(res, "total_balance")));
+	copy(out->spent_balance, sizeof(out->spent_balance),
+		 val(res, 0, PQfnumber(res, "spent_balance")));
+	copy(out->reserved_balance, sizeof(out->reserved_balance),
+		 val(res, 0, PQfnumber(res, "reserved_balance")));
+	copy(out->available_balance, sizeof(out->available_balance),
+		 val(res, 0, PQfnumber(res, "available_balance")));
+	copy(out->updated_at, sizeof(out->updated_at),
+		 val(res, 0, PQfnumber(res, "updated_at")));
+}
+
+/* Runs a ledger_result query and fills out (which may be NULL). */
+static pgm_status
+ledger_call(pgm_conn *c, query_id q, int n, const char *const *vals,
+			pgm_ledger_result *out)
+{
+	PGresult   *res = run(c, q, NULL, n, vals, NULL, NULL);
+
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (out)
+		fill_ledger_result(res, out);
+	PQclear(res);
+	return PGM_OK;
+}
+
+/* Runs a query with one scalar result and hands its text to fn. */
+static pgm_status
+scalar_call(pgm_conn *c, query_id q, int n, const char *const *vals,
+			const int *lens, const int *fmts,
+			void (*fn) (const char *value, void *arg), void *arg)
+{
+	PGresult   *res = run(c, q, NULL, n, vals, lens, fmts);
+
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (fn)
+		fn(val(res, 0, 0), arg);
+	PQclear(res);
+	return PGM_OK;
+}
+
+static void
+take_i64(const char *v, void *arg)
+{
+	*(int64_t *) arg = to_i64(v);
+}
+
+static void
+take_bool(const char *v, void *arg)
+{
+	*(int *) arg = to_bool(v);
+}
+
+static void
+take_uuid(const char *v, void *arg)
+{
+	copy((char *) arg, PGM_UUID_LEN, v);
+}
+
+static pgm_status
+rows_call(pgm_conn *c, query_id q, int n, const char *const *vals,
+		  pgm_result **out)
+{
+	PGresult   *res;
+	pgm_result *r;
+
+	if (out)
+		*out = NULL;
+	res = run(c, q, NULL, n, vals, NULL, NULL);
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (out == NULL)
+	{
+		PQclear(res);
+		return PGM_OK;
+	}
+	r = malloc(sizeof(*r));
+	if (r == NULL)
+	{
+		PQclear(res);
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
+	r->res = res;
+	*out = r;
+	return PGM_OK;
+}
+
+#define I64BUF 24
+#define fmt_i64(buf, v) (snprintf((buf), I64BUF, "%" PRId64, (int64_t) (v)), (buf))
+
+/*
+ * A text[] literal of a NULL-terminated list, quoted: {"a","b\"c"}.
+ * Returns malloc'd text or NULL (out of memory).
+ */
+static char *
+array_literal(const char *const *items)
+{
+	size_t		len = 3,
+				i;
+	char	   *buf,
+			   *p;
+	const char *s;
+
+	for (i = 0; items[i]; i++)
+		len += 2 * strlen(items[i]) + 3;
+	buf = malloc(len);
+	if (buf == NULL)
+		return NULL;
+	p = buf;
+	*p++ = '{';
+	for (i = 0; items[i]; i++)
+	{
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (s = items[i]; *s; s++)
+		{
+			if (*s == '"' || *s == '\\')
+				*p++ = '\\';
+			*p++ = *s;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Money helpers
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_str_to_micro(const char *text, int64_t *micro)
+{
+	const char *p = text;
+	int			neg = 0,
+				digits = 0,
+				frac = 0;
+	uint64_t	v = 0;
+
+	if (text == NULL || micro == NULL)
+		return PGM_CLIENT_ERROR;
+	while (*p == ' ')
+		p++;
+	if (*p == '-' || *p == '+')
+		neg = *p++ == '-';
+	for (; *p >= '0' && *p <= '9'; p++, digits++)
+	{
+		v = v * 10 + (uint64_t) (*p - '0');
+		if (v >= (uint64_t) (PGM_MICRO_LIMIT / 1000000))
+			return PGM_OUT_OF_RANGE;
+	}
+	v *= 1000000;
+	if (*p == '.')
+	{
+		uint64_t	scale = 100000;
+
+		for (p++; *p >= '0' && *p <= '9'; p++, frac++)
+		{
+			if (frac >= 6)
+			{
+				if (*p != '0')
+					return PGM_INVALID_PARAMETER;	/* below a micro-credit */
+				continue;
+			}
+			v += (uint64_t) (*p - '0') * scale;
+			scale /= 10;
+		}
+		digits += frac;
+	}
+	while (*p == ' ')
+		p++;
+	if (*p != '\0' || digits == 0)
+		return PGM_INVALID_PARAMETER;
+	*micro = neg ? -(int64_t) v : (int64_t) v;
+	return PGM_OK;
+}
+
+char *
+pgm_micro_to_str(int64_t micro, char *buf)
+{
+	uint64_t	u = micro < 0 ? (uint64_t) (-(micro + 1)) + 1 : (uint64_t) micro;
+
+	snprintf(buf, PGM_AMOUNT_LEN, "%s%" PRIu64 ".%06" PRIu64,
+			 micro < 0 ? "-" : "", u / 1000000, u % 1000000);
+	return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Results
+ * ------------------------------------------------------------------------ */
+
+int
+pgm_result_rows(const pgm_result *r)
+{
+	return r ? PQntuples(r->res) : 0;
+}
+
+const char *
+pgm_result_value(const pgm_result *r, int row, const char *column)
+{
+	int			col;
+
+	if (r == NULL || column == NULL || row < 0)
+		return NULL;
+	col = PQfnumber(r->res, column);
+	if (col < 0)
+		return NULL;
+	return val(r->res, row, col);
+}
+
+pgm_status
+pgm_result_ledger_entry(const pgm_result *r, int row, pgm_ledger_entry *out)
+{
+	if (r == NULL || out == NULL || row < 0 || row >= PQntuples(r->res))
+		return PGM_CLIENT_ERROR;
+	memset(out, 0, sizeof(*out));
+	out->entry_id = to_i64(pgm_result_value(r, row, "entry_id"));
+	copy(out->kind, sizeof(out->kind), pgm_result_value(r, row, "kind"));
+	copy(out->amount, sizeof(out->amount), pgm_result_value(r, row, "amount"));
+	copy(out->available_balance, sizeof(out->available_balance),
+		 pgm_result_value(r, row, "available_balance"));
+	out->model_id = pgm_result_value(r, row, "model_id");
+	out->tokens_used = to_i64(pgm_result_value(r, row, "tokens_used"));
+	out->idempotency_key = pgm_result_value(r, row, "idempotency_key");
+	out->note = pgm_result_value(r, row, "note");
+	out->refund_of = to_i64(pgm_result_value(r, row, "refund_of"));
+	copy(out->created_at, sizeof(out->created_at),
+		 pgm_result_value(r, row, "created_at"));
+	return PGM_OK;
+}
+
+pgm_status
+pgm_result_provider_key(const pgm_result *r, int row, pgm_provider_key_info *out)
+{
+	if (r == NULL || out == NULL || row < 0 || row >= PQntuples(r->res))
+		return PGM_CLIENT_ERROR;
+	memset(out, 0, sizeof(*out));
+	copy(out->key_id, sizeof(out->key_id), pgm_result_value(r, row, "key_id"));
+	copy(out->provider, sizeof(out->provider), pgm_result_value(r, row, "provider"));
+	out->label = pgm_result_value(r, row, "label");
+	copy(out->hint, sizeof(out->hint), pgm_result_value(r, row, "hint"));
+	out->key_version = (int) to_i64(pgm_result_value(r, row, "key_version"));
+	copy(out->created_at, sizeof(out->created_at), pgm_result_value(r, row, "created_at"));
+	copy(out->last_used_at, sizeof(out->last_used_at),
+		 pgm_result_value(r, row, "last_used_at"));
+	copy(out->revoked_at, sizeof(out->revoked_at), pgm_result_value(r, row, "revoked_at"));
+	return PGM_OK;
+}
+
+void
+pgm_result_free(pgm_result *r)
+{
+	if (r == NULL)
+		return;
+	PQclear(r->res);
+	free(r);
+}
+
+void
+pgm_free(void *ptr)
+{
+	free(ptr);
+}
+
+void
+pgm_free_secret(char *secret)
+{
+	if (secret == NULL)
+		return;
+	sodium_memzero(secret, strlen(secret));
+	free(secret);
+}
+
+/* A copy of a secret value of res; the value inside res is wiped. */
+static char *
+take_secret(PGresult *res, int row, int col)
+{
+	char	   *v = PQgetvalue(res, row, col);
+	size_t		len = (size_t) PQgetlength(res, row, col);
+	char	   *copy = malloc(len + 1);
+
+	if (copy)
+	{
+		memcpy(copy, v, len);
+		copy[len] = '\0';
+	}
+	sodium_memzero(v, len);
+	return copy;
+}
+
+pgm_status
+pgm_exec(pgm_conn *c, const char *sql, int nparams,
+		 const char *const *params, pgm_result **out)
+{
+	PGresult   *res;
+	pgm_result *r;
+
+	if (out)
+		*out = NULL;
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (sql == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "sql must not be NULL");
+	res = run(c, Q_COUNT, sql, nparams, params, NULL, NULL);
+	if (res == NULL)
+		return c->status;
+	if (out == NULL)
+	{
+		PQclear(res);
+		return PGM_OK;
+	}
+	r = malloc(sizeof(*r));
+	if (r == NULL)
+	{
+		PQclear(res);
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
+	r->res = res;
+	*out = r;
+	return PGM_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Accounts
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_create_user(pgm_conn *c, const char *email, const char *username,
+				const char *password, const char *const *roles,
+				const char *id, char user_id[PGM_UUID_LEN])
+{
+	char	   *roles_lit = NULL;
+	const char *vals[5];
+	char		tmp[PGM_UUID_LEN] = "";
+	pgm_status	st;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (roles && (roles_lit = array_literal(roles)) == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	vals[0] = email;
+	vals[1] = username;
+	vals[2] = password;
+	vals[3] = roles_lit;
+	vals[4] = id;
+	st = scalar_call(c, Q_CREATE_USER, 5, vals, NULL, NULL, take_uuid, tmp);
+	free(roles_lit);
+	if (user_id)
+		copy(user_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_authenticate(pgm_conn *c, const char *login, const char *password,
+				 char user_id[PGM_UUID_LEN])
+{
+	const char *vals[2] = {login, password};
+	char		tmp[PGM_UUID_LEN] = "";
+	pgm_status	st = scalar_call(c, Q_AUTHENTICATE, 2, vals, NULL, NULL, take_uuid, tmp);
+
+	if (user_id)
+		copy(user_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_deactivate_user(pgm_conn *c, const char *user_id)
+{
+	const char *vals[1] = {user_id};
+
+	return scalar_call(c, Q_DEACTIVATE_USER, 1, vals, NULL, NULL, NULL, NULL);
+}
+
+static void
+take_strdup(const char *v, void *arg)
+{
+	*(char **) arg = v ? strdup(v) : NULL;
+}
+
+pgm_status
+pgm_hash_password(pgm_conn *c, const char *password, char **hash)
+{
+	const char *vals[1] = {password};
+	char	   *h = NULL;
+	pgm_status	st;
+
+	if (hash)
+		*hash = NULL;
+	st = scalar_call(c, Q_HASH_PASSWORD, 1, vals, NULL, NULL, take_strdup, &h);
+	if (st == PGM_OK && h == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	if (hash)
+		*hash = h;
+	else
+		free(h);
+	return st;
+}
+
+pgm_status
+pgm_verify_password(pgm_conn *c, const char *password, const char *hash, int *valid)
+{
+	const char *vals[2] = {password, hash};
+	int			v = 0;
+	pgm_status	st = scalar_call(c, Q_VERIFY_PASSWORD, 2, vals, NULL, NULL, take_bool, &v);
+
+	if (valid)
+		*valid = v;
+	return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Ledger
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_add_funds(pgm_conn *c, const char *user_id, const char *amount,
+			  const char *idempotency_key, const char *note,
+			  pgm_ledger_result *out)
+{
+	const char *vals[4] = {user_id, amount, idempotency_key, note};
+
+	return ledger_call(c, Q_ADD_FUNDS, 4, vals, out);
+}
+
+pgm_status
+pgm_deduct_balance(pgm_conn *c, const char *user_id, const char *amount,
+				   const char *model_id, int64_t tokens_used,
+				   const char *idempotency_key, pgm_ledger_result *out)
+{
+	char		tokens[I64BUF];
+	const char *vals[5] = {user_id, amount, model_id,
+	fmt_i64(tokens, tokens_used), idempotency_key};
+
+	return ledger_call(c, Q_DEDUCT_BALANCE, 5, vals, out);
+}
+
+pgm_status
+pgm_refund(pgm_conn *c, const char *user_id, int64_t entry_id,
+		   const char *amount, const char *idempotency_key,
+		   pgm_ledger_result *out)
+{
+	char		entry[I64BUF];
+	const char *vals[4] = {user_id, fmt_i64(entry, entry_id), amount, idempotency_key};
+
+	return ledger_call(c, Q_REFUND, 4, vals, out);
+}
+
+pgm_status
+pgm_get_balance(pgm_conn *c, const char *user_id, pgm_balance *out)
+{
+	const char *vals[1] = {user_id};
+	PGresult   *res = run(c, Q_GET_BALANCE, NULL, 1, vals, NULL, NULL);
+
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (out)
+		fill_balance(res, out);
+	PQclear(res);
+	return PGM_OK;
+}
+
+pgm_status
+pgm_ledger_entries(pgm_conn *c, const char *user_id, int max_rows,
+				   int64_t before_id, pgm_result **out)
+{
+	char		rows[I64BUF],
+				before[I64BUF];
+	const char *vals[3] = {user_id, fmt_i64(rows, max_rows),
+	before_id > 0 ? fmt_i64(before, before_id) : NULL};
+
+	return rows_call(c, Q_LEDGER_ENTRIES, 3, vals, out);
+}
+
+pgm_status
+pgm_reserve(pgm_conn *c, const char *user_id, const char *amount,
+			const char *ttl, const char *idempotency_key,
+			int64_t *reservation_id)
+{
+	const char *vals[4] = {user_id, amount, ttl, idempotency_key};
+	int64_t		id = 0;
+	pgm_status	st = scalar_call(c, Q_RESERVE, 4, vals, NULL, NULL, take_i64, &id);
+
+	if (reservation_id)
+		*reservation_id = id;
+	return st;
+}
+
+pgm_status
+pgm_settle(pgm_conn *c, const char *user_id, int64_t reservation_id,
+		   const char *amount, const char *model_id, int64_t tokens_used,
+		   pgm_ledger_result *out)
+{
+	char		rid[I64BUF],
+				tokens[I64BUF];
+	const char *vals[5] = {user_id, fmt_i64(rid, reservation_id), amount,
+	model_id, fmt_i64(tokens, tokens_used)};
+
+	return ledger_call(c, Q_SETTLE, 5, vals, out);
+}
+
+pgm_status
+pgm_release(pgm_conn *c, const char *user_id, int64_t reservation_id,
+			pgm_balance *out)
+{
+	char		rid[I64BUF];
+	const char *vals[2] = {user_id, fmt_i64(rid, reservation_id)};
+	PGresult   *res = run(c, Q_RELEASE, NULL, 2, vals, NULL, NULL);
+
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (out)
+		fill_balance(res, out);
+	PQclear(res);
+	return PGM_OK;
+}
+
+pgm_status
+pgm_expire_reservations(pgm_conn *c, int64_t *swept)
+{
+	int64_t		n = 0;
+	pgm_status	st = scalar_call(c, Q_EXPIRE, 0, NULL, NULL, NULL, take_i64, &n);
+
+	if (swept)
+		*swept = n;
+	return st;
+}
+
+pgm_status
+pgm_verify_ledger(pgm_conn *c, pgm_result **out)
+{
+	return rows_call(c, Q_VERIFY_LEDGER, 0, NULL, out);
+}
+
+/* The outcome of one charge of a pipelined batch. */
+static void
+batch_outcome(pgm_conn *c, PGresult *ares, PGresult *res, pgm_charge_result *r)
+{
+	PGresult   *bad = NULL;
+
+	memset(r, 0, sizeof(*r));
+	if (ares && !result_ok(ares))
+		bad = ares;
+	else if (!result_ok(res))
+		bad = res;
+	if (bad == NULL && PQntuples(res) == 1)
+	{
+		r->status = PGM_OK;
+		copy(r->sqlstate, sizeof(r->sqlstate), "00000");
+		r->entry_id = to_i64(val(res, 0, PQfnumber(res, "entry_id")));
+		copy(r->available_balance, sizeof(r->available_balance),
+			 val(res, 0, PQfnumber(res, "available_balance")));
+		r->replayed = to_bool(val(res, 0, PQfnumber(res, "replayed")));
+		return;
+	}
+	r->status = set_result_error(c, bad ? bad : res);
+	copy(r->sqlstate, sizeof(r->sqlstate), c->sqlstate);
+	clear_error(c);
+}
+
+pgm_status
+pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
+				 pgm_charge_result *results)
+{
+	size_t		start;
+	char		name[32];
+	const char *stmt = NULL;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	clear_error(c);
+	if (n > 0 && (charges == NULL || results == NULL))
+		return set_error(c, PGM_CLIENT_ERROR, "charges and results must not be NULL");
+	if (pgm_conn_status(c) != PGM_OK)
+		return set_result_error(c, NULL);
+	if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		return set_error(c, PGM_CLIENT_ERROR,
+						 "pgm_deduct_batch needs a connection outside a transaction block");
+	if (c->prepared)
+	{
+		if (ensure_prepared(c, Q_DEDUCT_BALANCE, 5, name, sizeof(name)) != PGM_OK)
+			return c->status;
+		stmt = name;
+	}
+	if (!PQenterPipelineMode(c->pg))
+		return set_result_error(c, NULL);
+
+	for (start = 0; start < n; start += BATCH_CHUNK)
+	{
+		size_t		end = start + BATCH_CHUNK < n ? start + BATCH_CHUNK : n;
+		size_t		i;
+
+		for (i = start; i < end; i++)
+		{
+			const pgm_charge *ch = &charges[i];
+			char		tokens[I64BUF];
+			const char *vals[5] = {ch->user_id, ch->amount, ch->model_id,
+			fmt_i64(tokens, ch->tokens_used), ch->idempotency_key};
+
+			if (c->actor)
+			{
+				const char *avals[1] = {c->actor};
+
+				if (!PQsendQueryParams(c->pg, actor_sql, 1, NULL, avals, NULL, NULL, 0))
+					goto failed;
+			}
+			if (!send_one(c, Q_DEDUCT_BALANCE, NULL, stmt, 5, vals, NULL, NULL) ||
+				!PQpipelineSync(c->pg))
+				goto failed;
+		}
+		for (i = start; i < end; i++)
+		{
+			PGresult   *ares = c->actor ? read_one(c) : NULL;
+			PGresult   *res = read_one(c);
+
+			if (res == NULL || !read_sync(c))
+			{
+				PQclear(ares);
+				PQclear(res);
+				goto failed;
+			}
+			batch_outcome(c, ares, res, &results[i]);
+			PQclear(ares);
+			PQclear(res);
+		}
+	}
+	PQexitPipelineMode(c->pg);
+	clear_error(c);
+	return PGM_OK;
+
+failed:
+	set_result_error(c, NULL);
+	if (c->status == PGM_OK)
+		c->status = PGM_CONNECTION_ERROR;
+	PQexitPipelineMode(c->pg);
+	return c->status;
+}
+
+/* Appends one array element ("..." or NULL) to a growing buffer. */
+static int
+append_elem(char **buf, size_t *len, size_t *cap, const char *s, int first)
+{
+	size_t		need = (s ? 2 * strlen(s) + 3 : 5) + 3;
+	char	   *p;
+
+	if (*len + need > *cap)
+	{
+		size_t		ncap = (*cap + need) * 2;
+		char	   *nb = realloc(*buf, ncap);
+
+		if (nb == NULL)
+			return 0;
+		*buf = nb;
+		*cap = ncap;
+	}
+	p = *buf + *len;
+	if (!first)
+		*p++ = ',';
+	if (s == NULL)
+	{
+		memcpy(p, "NULL", 4);
+		p += 4;
+	}
+	else
+	{
+		*p++ = '"';
+		for (; *s; s++)
+		{
+			if (*s == '"' || *s == '\\')
+				*p++ = '\\';
+			*p++ = *s;
+		}
+		*p++ = '"';
+	}
+	*p = '\0';
+	*len = (size_t) (p - *buf);
+	return 1;
+}
+
+pgm_status
+pgm_deduct_batch_array(pgm_conn *c, const pgm_charge *charges, size_t n,
+					   pgm_charge_result *results)
+{
+	char	   *arr[5] = {NULL};
+	size_t		len[5] = {0},
+				cap[5] = {0};
+	size_t		i;
+	int			k,
+				ok = 1;
+	PGresult   *res = NULL;
+	pgm_status	st = PGM_OK;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (n > 0 && (charges == NULL || results == NULL))
+		return set_error(c, PGM_CLIENT_ERROR, "charges and results must not be NULL");
+	for (k = 0; k < 5 && ok; k++)
+	{
+		cap[k] = 64;
+		arr[k] = malloc(cap[k]);
+		if (arr[k] == NULL)
+			ok = 0;
+		else
+		{
+			arr[k][0] = '{';
+			arr[k][1] = '\0';
+			len[k] = 1;
+		}
+	}
+	for (i = 0; i < n && ok; i++)
+	{
+		char		tokens[I64BUF];
+		const char *f[5] = {charges[i].user_id, charges[i].amount,
+			charges[i].model_id, fmt_i64(tokens, charges[i].tokens_used),
+		charges[i].idempotency_key};
+
+		for (k = 0; k < 5 && ok; k++)
+			ok = append_elem(&arr[k], &len[k], &cap[k], f[k], i == 0);
+	}
+	if (!ok)
+	{
+		st = set_error(c, PGM_CLIENT_ERROR, "out of memory");
+		goto done;
+	}
+	/* append_elem leaves room for the closing brace */
+	for (k = 0; k < 5; k++)
+	{
+		arr[k][len[k]++] = '}';
+		arr[k][len[k]] = '\0';
+	}
+	res = run(c, Q_DEDUCT_BATCH, NULL, 5, (const char *const *) arr, NULL, NULL);
+	if (res == NULL)
+	{
+		st = c->status;
+		goto done;
+	}
+	for (i = 0; i < n; i++)
+		memset(&results[i], 0, sizeof(results[i]));
+	for (k = 0; k < PQntuples(res); k++)
+	{
+		int64_t		ord = to_i64(val(res, k, PQfnumber(res, "ordinal")));
+		pgm_charge_result *r;
+
+		if (ord < 1 || (size_t) ord > n)
+			continue;
+		r = &results[ord - 1];
+		copy(r->sqlstate, sizeof(r->sqlstate), val(res, k, PQfnumber(res, "sqlstate")));
+		r->status = pgm_status_from_sqlstate(r->sqlstate);
+		r->entry_id = to_i64(val(res, k, PQfnumber(res, "entry_id")));
+		copy(r->available_balance, sizeof(r->available_balance),
+			 val(res, k, PQfnumber(res, "available_balance")));
+	}
+done:
+	PQclear(res);
+	for (k = 0; k < 5; k++)
+		free(arr[k]);
+	return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Vault
+ * ------------------------------------------------------------------------ */
+
+static void
+take_pk(const char *v, void *arg)
+{
+	pgm_conn   *c = arg;
+	size_t		binlen = 0;
+
+	c->have_pk = 0;
+	if (v && v[0] == '\\' && v[1] == 'x' &&
+		sodium_hex2bin(c->pk, sizeof(c->pk), v + 2, strlen(v + 2), NULL,
+					   &binlen, NULL) == 0 && binlen == sizeof(c->pk))
+		c->have_pk = 1;
+}
+
+static pgm_status
+fetch_pk(pgm_conn *c)
+{
+	pgm_status	st = scalar_call(c, Q_PUBLIC_KEY, 0, NULL, NULL, NULL, take_pk, c);
+
+	if (st == PGM_OK && !c->have_pk)
+		return set_error(c, PGM_SERVER_ERROR, "vault_public_key() returned no key");
+	return st;
+}
+
+pgm_status
+pgm_vault_public_key(pgm_conn *c, unsigned char pk[PGM_PUBLICKEY_BYTES])
+{
+	pgm_status	st = PGM_OK;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	clear_error(c);
+	if (!c->have_pk)
+		st = fetch_pk(c);
+	if (st == PGM_OK && pk)
+		memcpy(pk, c->pk, PGM_PUBLICKEY_BYTES);
+	return st;
+}
+
+pgm_status
+pgm_put_provider_key_sealed(pgm_conn *c, const char *user_id,
+							const char *provider, const unsigned char *sealed,
+							size_t sealed_len, const char *label,
+							char key_id[PGM_UUID_LEN])
+{
+	const char *vals[4] = {user_id, provider, (const char *) sealed, label};
+	int			lens[4] = {0, 0, (int) sealed_len, 0};
+	int			fmts[4] = {0, 0, 1, 0};
+	char		tmp[PGM_UUID_LEN] = "";
+	pgm_status	st;
+
+	st = scalar_call(c, Q_PUT_SEALED, 4, vals, lens, fmts, take_uuid, tmp);
+	if (key_id)
+		copy(key_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_put_provider_key(pgm_conn *c, const char *user_id, const char *provider,
+					 const char *secret, const char *label,
+					 char key_id[PGM_UUID_LEN])
+{
+	size_t		len;
+	unsigned char *sealed;
+	pgm_status	st;
+	int			attempt;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	clear_error(c);
+	if (secret == NULL)
+		return set_error(c, PGM_NULL_VALUE, "secret must not be null");
+	len = strlen(secret);
+	sealed = malloc(len + crypto_box_SEALBYTES);
+	if (sealed == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	/* a second attempt with a fresh public key: the master key may have
+	 * changed since this connection fetched it */
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (attempt == 1)
+			c->have_pk = 0;
+		if (!c->have_pk && (st = fetch_pk(c)) != PGM_OK)
+			break;
+		if (crypto_box_seal(sealed, (const unsigned char *) secret, len, c->pk) != 0)
+		{
+			st = set_error(c, PGM_CLIENT_ERROR, "crypto_box_seal failed");
+			break;
+		}
+		st = pgm_put_provider_key_sealed(c, user_id, provider, sealed,
+										 len + crypto_box_SEALBYTES, label, key_id);
+		if (st != PGM_DECRYPTION_FAILED)
+			break;
+	}
+	free(sealed);
+	return st;
+}
+
+pgm_status
+pgm_get_provider_key(pgm_conn *c, const char *user_id, const char *provider,
+					 char **secret)
+{
+	const char *vals[2] = {user_id, provider};
+	PGresult   *res;
+	char	   *s = NULL;
+
+	if (secret)
+		*secret = NULL;
+	res = run(c, Q_GET_PROVIDER_KEY, NULL, 2, vals, NULL, NULL);
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (!PQgetisnull(res, 0, 0))
+		s = take_secret(res, 0, 0);
+	PQclear(res);
+	if (s == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory or no secret");
+	if (secret)
+		*secret = s;
+	else
+		pgm_free_secret(s);
+	return PGM_OK;
+}
+
+pgm_status
+pgm_list_provider_keys(pgm_conn *c, const char *user_id, pgm_result **out)
+{
+	const char *vals[1] = {user_id};
+
+	return rows_call(c, Q_LIST_PROVIDER_KEYS, 1, vals, out);
+}
+
+pgm_status
+pgm_revoke_provider_key(pgm_conn *c, const char *user_id, const char *key_id,
+						int *revoked)
+{
+	const char *vals[2] = {user_id, key_id};
+	int			v = 0;
+	pgm_status	st = scalar_call(c, Q_REVOKE_PROVIDER_KEY, 2, vals, NULL, NULL, take_bool, &v);
+
+	if (revoked)
+		*revoked = v;
+	return st;
+}
+
+pgm_status
+pgm_rotate_master_key(pgm_conn *c, int batch_size, int64_t *rotated)
+{
+	char		bs[I64BUF];
+	const char *vals[1] = {batch_size > 0 ? fmt_i64(bs, batch_size) : NULL};
+	int64_t		n = 0;
+	pgm_status	st = scalar_call(c, Q_ROTATE, 1, vals, NULL, NULL, take_i64, &n);
+
+	if (rotated)
+		*rotated = n;
+	return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Platform API keys
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_create_api_key(pgm_conn *c, const char *user_id, const char *name,
+				   const pgm_api_key_options *o, char key_id[PGM_UUID_LEN],
+				   char **api_key)
+{
+	char	   *scopes = NULL;
+	const char *vals[8];
+	PGresult   *res;
+	char	   *key;
+
+	if (api_key)
+		*api_key = NULL;
+	if (key_id)
+		key_id[0] = '\0';
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (o && o->scopes && (scopes = array_literal(o->scopes)) == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	vals[0] = user_id;
+	vals[1] = name;
+	vals[2] = scopes;
+	vals[3] = o ? o->rate_limit_tier : NULL;
+	vals[4] = o ? o->expires_at : NULL;
+	vals[5] = o ? o->environment : NULL;
+	vals[6] = o ? o->spend_limit : NULL;
+	vals[7] = o ? o->spend_period : NULL;
+	res = run(c, Q_CREATE_API_KEY, NULL, 8, vals, NULL, NULL);
+	free(scopes);
+	if (res == NULL)
+		return c->status;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (key_id)
+		copy(key_id, PGM_UUID_LEN, val(res, 0, PQfnumber(res, "key_id")));
+	key = take_secret(res, 0, PQfnumber(res, "api_key"));
+	PQclear(res);
+	if (key == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	if (api_key)
+		*api_key = key;
+	else
+		pgm_free_secret(key);
+	return PGM_OK;
+}
+
+pgm_status
+pgm_verify_api_key(pgm_conn *c, const char *api_key, int *valid,
+				   pgm_api_key_check *out)
+{
+	const char *vals[1] = {api_key};
+	PGresult   *res = run(c, Q_VERIFY_API_KEY, NULL, 1, vals, NULL, NULL);
+
+	if (valid)
+		*valid = 0;
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (PQntuples(res) > 0)
+	{
+		if (valid)
+			*valid = 1;
+		if (out)
+		{
+			copy(out->key_id, sizeof(out->key_id), val(res, 0, PQfnumber(res, "key_id")));
+			copy(out->user_id, sizeof(out->user_id), val(res, 0, PQfnumber(res, "user_id")));
+			copy(out->scopes, sizeof(out->scopes), val(res, 0, PQfnumber(res, "scopes")));
+			copy(out->rate_limit_tier, sizeof(out->rate_limit_tier),
+				 val(res, 0, PQfnumber(res, "rate_limit_tier")));
+		}
+	}
+	PQclear(res);
+	return PGM_OK;
+}
+
+pgm_status
+pgm_charge_api_key(pgm_conn *c, const char *api_key, const char *amount,
+				   const char *model_id, int64_t tokens_used,
+				   const char *idempotency_key, pgm_ledger_result *out)
+{
+	char		tokens[I64BUF];
+	const char *vals[5] = {api_key, amount, model_id,
+	fmt_i64(tokens, tokens_used), idempotency_key};
+
+	return ledger_call(c, Q_CHARGE_API_KEY, 5, vals, out);
+}
+
+pgm_status
+pgm_reserve_api_key(pgm_conn *c, const char *api_key, const char *amount,
+					const char *ttl, const char *idempotency_key,
+					int64_t *reservation_id)
+{
+	const char *vals[4] = {api_key, amount, ttl, idempotency_key};
+	int64_t		id = 0;
+	pgm_status	st = scalar_call(c, Q_RESERVE_API_KEY, 4, vals, NULL, NULL, take_i64, &id);
+
+	if (reservation_id)
+		*reservation_id = id;
+	return st;
+}
+
+pgm_status
+pgm_revoke_api_key(pgm_conn *c, const char *user_id, const char *key_id,
+				   int *revoked)
+{
+	const char *vals[2] = {user_id, key_id};
+	int			v = 0;
+	pgm_status	st = scalar_call(c, Q_REVOKE_API_KEY, 2, vals, NULL, NULL, take_bool, &v);
+
+	if (revoked)
+		*revoked = v;
+	return st;
+}
+
+pgm_status
+pgm_list_api_keys(pgm_conn *c, const char *user_id, pgm_result **out)
+{
+	const char *vals[1] = {user_id};
+
+	return rows_call(c, Q_LIST_API_KEYS, 1, vals, out);
+}
+
+/* ------------------------------------------------------------------------
+ * Audit trail
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_seal_audit(pgm_conn *c, int64_t *sealed)
+{
+	int64_t		n = 0;
+	pgm_status	st = scalar_call(c, Q_SEAL_AUDIT, 0, NULL, NULL, NULL, take_i64, &n);
+
+	if (sealed)
+		*sealed = n;
+	return st;
+}
+
+pgm_status
+pgm_verify_audit(pgm_conn *c, int strict, int64_t *first_bad_id, int64_t *checked)
+{
+	const char *vals[1] = {strict ? "true" : "false"};
+	PGresult   *res = run(c, Q_VERIFY_AUDIT, NULL, 1, vals, NULL, NULL);
+
+	if (first_bad_id)
+		*first_bad_id = 0;
+	if (checked)
+		*checked = 0;
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (first_bad_id)
+		*first_bad_id = to_i64(val(res, 0, PQfnumber(res, "first_bad_id")));
+	if (checked)
+		*checked = to_i64(val(res, 0, PQfnumber(res, "checked")));
+	PQclear(res);
+	return PGM_OK;
+}

@@ -1,0 +1,380 @@
+/*
+ * pgmarket.h: libpgmarket, the C client of the pgmarket extension.
+ *
+ * A thin layer over libpq.  One call per SQL function of the extension;
+ * every call returns a pgm_status mapped from the server's SQLSTATE, and the
+ * server's message, detail, hint and SQLSTATE stay readable from the
+ * connection until the next call.  Money is exact decimal text in and out
+ * ("12.345678"), never a double; pgm_str_to_micro and pgm_micro_to_str
+ * convert to and from int64 micro-credits.
+ *
+ * Threads: one pgm_conn per thread.  The library keeps no global state
+ * beyond libsodium's initialisation (sodium_init, itself thread-safe).
+ *
+ * Pooling: calls use unnamed statements (PQexecParams), so they work through
+ * pgbouncer in transaction mode; pgm_set_prepared(conn, 1) switches to named
+ * prepared statements for a direct connection.  With an actor set
+ * (pgm_set_actor), each call is sent together with
+ * set_config('pgmarket.actor', ..., true) in one pipeline, in one implicit
+ * transaction and one round trip, so the actor never leaks to another
+ * client of a pooled server connection.
+ */
+#ifndef PGMARKET_H
+#define PGMARKET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PGM_VERSION_MAJOR 0
+#define PGM_VERSION_MINOR 3
+#define PGM_VERSION_PATCH 0
+#define PGM_VERSION_STRING "0.3.0"
+
+/* Sizes of the fixed text buffers in result structs, with the final NUL. */
+#define PGM_UUID_LEN	37		/* 8-4-4-4-12 */
+#define PGM_AMOUNT_LEN	32		/* "-8999999999999.999999" fits */
+#define PGM_TIME_LEN	40		/* timestamptz as text */
+#define PGM_NAME_LEN	72		/* kinds, providers, tiers, scopes */
+#define PGM_SQLSTATE_LEN 6
+
+/* The largest amount or balance, exclusive: 9,000,000,000,000 credits. */
+#define PGM_MICRO_LIMIT INT64_C(9000000000000000000)
+
+typedef enum pgm_status
+{
+	PGM_OK = 0,
+	PGM_INSUFFICIENT_FUNDS,		/* PM001 */
+	PGM_UNKNOWN_ACCOUNT,		/* PM002 */
+	PGM_IDEMPOTENCY_CONFLICT,	/* PM003 */
+	PGM_RESERVATION_STATE,		/* PM004 */
+	PGM_VAULT_UNAVAILABLE,		/* PM010 */
+	PGM_DECRYPTION_FAILED,		/* PM011 */
+	PGM_KEY_NOT_FOUND,			/* PM012 */
+	PGM_AUDIT_CHAIN_BROKEN,		/* PM013 */
+	PGM_INVALID_API_KEY,		/* 28000 */
+	PGM_NULL_VALUE,				/* 22004 */
+	PGM_INVALID_PARAMETER,		/* 22023 */
+	PGM_OUT_OF_RANGE,			/* 22003 */
+	PGM_DUPLICATE,				/* 23505 */
+	PGM_PERMISSION_DENIED,		/* 42501 */
+	PGM_APPEND_ONLY,			/* 55000 */
+	PGM_CONNECTION_ERROR,		/* no connection, or class 08 */
+	PGM_SERVER_ERROR,			/* any other SQLSTATE */
+	PGM_CLIENT_ERROR			/* bad use of the library, out of memory */
+} pgm_status;
+
+/* "PGM_OK", "PGM_INSUFFICIENT_FUNDS", ...; never NULL. */
+const char *pgm_status_name(pgm_status status);
+/* The status a SQLSTATE maps to (NULL or "00000": PGM_OK). */
+pgm_status pgm_status_from_sqlstate(const char *sqlstate);
+
+/* ------------------------------------------------------------------------
+ * Connections
+ * ------------------------------------------------------------------------ */
+
+typedef struct pgm_conn pgm_conn;
+
+/*
+ * Opens a connection (libpq conninfo or URI; "" uses the PG* environment).
+ * Returns NULL only when out of memory; otherwise check pgm_conn_status().
+ */
+pgm_conn   *pgm_connect(const char *conninfo);
+/* Wraps a connection the application owns: pgm_finish will not close it. */
+pgm_conn   *pgm_wrap(PGconn *pgconn);
+/* Closes (if the library opened it) and frees. NULL is a no-op. */
+void		pgm_finish(pgm_conn *conn);
+/* PGM_OK when connected, else PGM_CONNECTION_ERROR. */
+pgm_status	pgm_conn_status(const pgm_conn *conn);
+PGconn	   *pgm_pgconn(pgm_conn *conn);
+
+/* The application-level user for pgmarket.actor; NULL clears it. */
+pgm_status	pgm_set_actor(pgm_conn *conn, const char *actor);
+/* 1: named prepared statements (not through pgbouncer transaction mode). */
+void		pgm_set_prepared(pgm_conn *conn, int on);
+
+/* The outcome of the last call on conn; strings are "" when absent. */
+pgm_status	pgm_last_status(const pgm_conn *conn);
+const char *pgm_errmsg(const pgm_conn *conn);
+const char *pgm_errdetail(const pgm_conn *conn);
+const char *pgm_errhint(const pgm_conn *conn);
+const char *pgm_sqlstate(const pgm_conn *conn);
+
+/* ------------------------------------------------------------------------
+ * Money helpers (exact)
+ * ------------------------------------------------------------------------ */
+
+/* "12.5" -> 12500000; PGM_INVALID_PARAMETER for anything not a whole
+ * number of micro-credits, PGM_OUT_OF_RANGE at or beyond the limit. */
+pgm_status	pgm_str_to_micro(const char *text, int64_t *micro);
+/* 12500000 -> "12.500000"; buf holds PGM_AMOUNT_LEN bytes. */
+char	   *pgm_micro_to_str(int64_t micro, char *buf);
+
+/* ------------------------------------------------------------------------
+ * Results
+ * ------------------------------------------------------------------------ */
+
+/* ledger_result */
+typedef struct pgm_ledger_result
+{
+	int64_t		entry_id;
+	char		user_id[PGM_UUID_LEN];
+	char		kind[PGM_NAME_LEN];		/* deposit, charge, refund */
+	char		amount[PGM_AMOUNT_LEN];
+	char		available_balance[PGM_AMOUNT_LEN];
+	int			replayed;
+} pgm_ledger_result;
+
+/* balance */
+typedef struct pgm_balance
+{
+	char		user_id[PGM_UUID_LEN];
+	char		total_balance[PGM_AMOUNT_LEN];
+	char		spent_balance[PGM_AMOUNT_LEN];
+	char		reserved_balance[PGM_AMOUNT_LEN];
+	char		available_balance[PGM_AMOUNT_LEN];
+	char		updated_at[PGM_TIME_LEN];
+} pgm_balance;
+
+/* One row of ledger_entries; text fields are "" for NULL. */
+typedef struct pgm_ledger_entry
+{
+	int64_t		entry_id;
+	char		kind[PGM_NAME_LEN];
+	char		amount[PGM_AMOUNT_LEN];
+	char		available_balance[PGM_AMOUNT_LEN];
+	const char *model_id;		/* point into the result; NULL for NULL */
+	int64_t		tokens_used;
+	const char *idempotency_key;
+	const char *note;
+	int64_t		refund_of;		/* 0 for NULL */
+	char		created_at[PGM_TIME_LEN];
+} pgm_ledger_entry;
+
+/* One row of list_provider_keys. */
+typedef struct pgm_provider_key_info
+{
+	char		key_id[PGM_UUID_LEN];
+	char		provider[PGM_NAME_LEN];
+	const char *label;			/* NULL for NULL */
+	char		hint[PGM_NAME_LEN];
+	int			key_version;
+	char		created_at[PGM_TIME_LEN];
+	char		last_used_at[PGM_TIME_LEN];
+	char		revoked_at[PGM_TIME_LEN];	/* "" while active */
+} pgm_provider_key_info;
+
+/*
+ * A set of rows (ledger_entries, list_*, verify_ledger, pgm_exec): read it
+ * by column name or through the typed accessors; free with
+ * pgm_result_free.  Pointers into it live as long as it.
+ */
+typedef struct pgm_result pgm_result;
+
+int			pgm_result_rows(const pgm_result *res);
+/* The value as text; NULL for SQL NULL or an unknown column. */
+const char *pgm_result_value(const pgm_result *res, int row, const char *column);
+pgm_status	pgm_result_ledger_entry(const pgm_result *res, int row,
+									pgm_ledger_entry *out);
+pgm_status	pgm_result_provider_key(const pgm_result *res, int row,
+									pgm_provider_key_info *out);
+void		pgm_result_free(pgm_result *res);
+
+/* Memory the library allocated: plain strings, and secrets (wiped). */
+void		pgm_free(void *ptr);
+void		pgm_free_secret(char *secret);
+
+/*
+ * Any SQL of the application's, with the library's error mapping and actor
+ * handling: text parameters, text results.  out may be NULL.
+ */
+pgm_status	pgm_exec(pgm_conn *conn, const char *sql, int nparams,
+					 const char *const *params, pgm_result **out);
+
+/* ------------------------------------------------------------------------
+ * Accounts
+ * ------------------------------------------------------------------------ */
+
+/* roles: NULL-terminated, or NULL for '{user}'; id: NULL for a new one;
+ * password may be NULL.  user_id receives the new user's id. */
+pgm_status	pgm_create_user(pgm_conn *conn, const char *email,
+							const char *username, const char *password,
+							const char *const *roles, const char *id,
+							char user_id[PGM_UUID_LEN]);
+/* user_id is "" when the login is refused. */
+pgm_status	pgm_authenticate(pgm_conn *conn, const char *login,
+							 const char *password,
+							 char user_id[PGM_UUID_LEN]);
+pgm_status	pgm_deactivate_user(pgm_conn *conn, const char *user_id);
+/* *hash: free with pgm_free. */
+pgm_status	pgm_hash_password(pgm_conn *conn, const char *password, char **hash);
+pgm_status	pgm_verify_password(pgm_conn *conn, const char *password,
+								const char *hash, int *valid);
+
+/* ------------------------------------------------------------------------
+ * Ledger.  Optional text arguments may be NULL (the SQL default).
+ * ------------------------------------------------------------------------ */
+
+pgm_status	pgm_add_funds(pgm_conn *conn, const char *user_id,
+						  const char *amount, const char *idempotency_key,
+						  const char *note, pgm_ledger_result *out);
+pgm_status	pgm_deduct_balance(pgm_conn *conn, const char *user_id,
+							   const char *amount, const char *model_id,
+							   int64_t tokens_used,
+							   const char *idempotency_key,
+							   pgm_ledger_result *out);
+/* amount NULL: what is left of the charge. */
+pgm_status	pgm_refund(pgm_conn *conn, const char *user_id, int64_t entry_id,
+					   const char *amount, const char *idempotency_key,
+					   pgm_ledger_result *out);
+pgm_status	pgm_get_balance(pgm_conn *conn, const char *user_id,
+							pgm_balance *out);
+/* before_id 0: the newest page. Rows: pgm_result_ledger_entry. */
+pgm_status	pgm_ledger_entries(pgm_conn *conn, const char *user_id,
+							   int max_rows, int64_t before_id,
+							   pgm_result **out);
+/* ttl: an interval as text ("5 minutes"), NULL for 15 minutes. */
+pgm_status	pgm_reserve(pgm_conn *conn, const char *user_id,
+						const char *amount, const char *ttl,
+						const char *idempotency_key, int64_t *reservation_id);
+pgm_status	pgm_settle(pgm_conn *conn, const char *user_id,
+					   int64_t reservation_id, const char *amount,
+					   const char *model_id, int64_t tokens_used,
+					   pgm_ledger_result *out);
+pgm_status	pgm_release(pgm_conn *conn, const char *user_id,
+						int64_t reservation_id, pgm_balance *out);
+pgm_status	pgm_expire_reservations(pgm_conn *conn, int64_t *swept);
+/* Rows: user_id, problem; none when every invariant holds. */
+pgm_status	pgm_verify_ledger(pgm_conn *conn, pgm_result **out);
+
+/* One charge of a batch, and its outcome. */
+typedef struct pgm_charge
+{
+	const char *user_id;
+	const char *amount;
+	const char *model_id;
+	int64_t		tokens_used;
+	const char *idempotency_key;	/* may be NULL */
+} pgm_charge;
+
+typedef struct pgm_charge_result
+{
+	pgm_status	status;
+	char		sqlstate[PGM_SQLSTATE_LEN];	/* "00000" when applied */
+	int64_t		entry_id;		/* 0 when it failed */
+	char		available_balance[PGM_AMOUNT_LEN];
+	int			replayed;		/* pgm_deduct_batch only */
+} pgm_charge_result;
+
+/*
+ * n charges in one round trip (libpq pipeline mode): each deduct_balance
+ * is its own transaction, so one failing undoes no other.  results has n
+ * slots.  Returns PGM_OK when every charge got its own outcome (see
+ * results[i].status), PGM_CONNECTION_ERROR/PGM_CLIENT_ERROR otherwise.
+ */
+pgm_status	pgm_deduct_batch(pgm_conn *conn, const pgm_charge *charges,
+							 size_t n, pgm_charge_result *results);
+/* The same through the server's deduct_batch(charge[]): one statement. */
+pgm_status	pgm_deduct_batch_array(pgm_conn *conn, const pgm_charge *charges,
+								   size_t n, pgm_charge_result *results);
+
+/* ------------------------------------------------------------------------
+ * Vault: provider keys
+ * ------------------------------------------------------------------------ */
+
+#define PGM_PUBLICKEY_BYTES 32
+
+/* The vault's public key (cached per connection after the first call). */
+pgm_status	pgm_vault_public_key(pgm_conn *conn,
+								 unsigned char pk[PGM_PUBLICKEY_BYTES]);
+/* Seals the secret on the client and stores it: the plaintext never
+ * travels as SQL text.  label may be NULL. */
+pgm_status	pgm_put_provider_key(pgm_conn *conn, const char *user_id,
+								 const char *provider, const char *secret,
+								 const char *label, char key_id[PGM_UUID_LEN]);
+/* A secret sealed by the caller (crypto_box_seal to pgm_vault_public_key). */
+pgm_status	pgm_put_provider_key_sealed(pgm_conn *conn, const char *user_id,
+										const char *provider,
+										const unsigned char *sealed,
+										size_t sealed_len, const char *label,
+										char key_id[PGM_UUID_LEN]);
+/* *secret: free with pgm_free_secret, which wipes it. */
+pgm_status	pgm_get_provider_key(pgm_conn *conn, const char *user_id,
+								 const char *provider, char **secret);
+/* Rows: pgm_result_provider_key. */
+pgm_status	pgm_list_provider_keys(pgm_conn *conn, const char *user_id,
+								   pgm_result **out);
+pgm_status	pgm_revoke_provider_key(pgm_conn *conn, const char *user_id,
+									const char *key_id, int *revoked);
+/* batch_size <= 0: the server's default (1000). */
+pgm_status	pgm_rotate_master_key(pgm_conn *conn, int batch_size,
+								  int64_t *rotated);
+
+/* ------------------------------------------------------------------------
+ * Platform API keys
+ * ------------------------------------------------------------------------ */
+
+/* Every field NULL: the SQL default. */
+typedef struct pgm_api_key_options
+{
+	const char *const *scopes;	/* NULL-terminated: read, write, admin */
+	const char *rate_limit_tier;
+	const char *expires_at;		/* timestamptz text */
+	const char *environment;	/* live, test */
+	const char *spend_limit;	/* amount */
+	const char *spend_period;	/* day, month */
+} pgm_api_key_options;
+
+typedef struct pgm_api_key_check
+{
+	char		key_id[PGM_UUID_LEN];
+	char		user_id[PGM_UUID_LEN];
+	char		scopes[PGM_NAME_LEN];	/* array text: {read,write} */
+	char		rate_limit_tier[PGM_NAME_LEN];
+} pgm_api_key_check;
+
+/* *api_key: the raw key, shown once; free with pgm_free_secret. */
+pgm_status	pgm_create_api_key(pgm_conn *conn, const char *user_id,
+							   const char *name,
+							   const pgm_api_key_options *options,
+							   char key_id[PGM_UUID_LEN], char **api_key);
+/* *valid 0 (and out zeroed) for a key that does not verify. */
+pgm_status	pgm_verify_api_key(pgm_conn *conn, const char *api_key,
+							   int *valid, pgm_api_key_check *out);
+pgm_status	pgm_charge_api_key(pgm_conn *conn, const char *api_key,
+							   const char *amount, const char *model_id,
+							   int64_t tokens_used,
+							   const char *idempotency_key,
+							   pgm_ledger_result *out);
+pgm_status	pgm_reserve_api_key(pgm_conn *conn, const char *api_key,
+								const char *amount, const char *ttl,
+								const char *idempotency_key,
+								int64_t *reservation_id);
+pgm_status	pgm_revoke_api_key(pgm_conn *conn, const char *user_id,
+							   const char *key_id, int *revoked);
+/* Rows by column name: key_id, name, prefix, scopes, rate_limit_tier,
+ * environment, spend_limit, spend_period, spent, total_spent, created_at,
+ * expires_at, last_used_at, revoked_at. */
+pgm_status	pgm_list_api_keys(pgm_conn *conn, const char *user_id,
+							  pgm_result **out);
+
+/* ------------------------------------------------------------------------
+ * Audit trail
+ * ------------------------------------------------------------------------ */
+
+pgm_status	pgm_seal_audit(pgm_conn *conn, int64_t *sealed);
+/* *first_bad_id 0 when the chain verifies; strict: PGM_AUDIT_CHAIN_BROKEN
+ * instead. */
+pgm_status	pgm_verify_audit(pgm_conn *conn, int strict,
+							 int64_t *first_bad_id, int64_t *checked);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif							/* PGMARKET_H */

@@ -1,0 +1,133 @@
+# cli.sh: the pgmarket tool's tests, sourced by run.sh (which defines ok,
+# notok, vg, tmp and db, and exports PGDATABASE).
+# shellcheck shell=bash disable=SC2154
+
+pgm() { "${vg[@]}" ./pgmarket "$@"; }
+q() { psql -X -qAt -d "${2:-$db}" -c "$1"; }
+counts() {
+    q "SELECT (SELECT count(*) FROM pgmarket.users) || '/' ||
+              (SELECT count(*) FROM pgmarket.ledger) || '/' ||
+              (SELECT count(*) FROM pgmarket.provider_keys)"
+}
+# expect NAME STATUS(0|nonzero) COMMAND... ; output in $tmp/out, $tmp/err
+expect() {
+    local name=$1 want=$2 rc
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if { [ "$want" = 0 ] && [ "$rc" -eq 0 ]; } || { [ "$want" != 0 ] && [ "$rc" -ne 0 ]; }; then
+        ok "cli: $name"
+    else
+        notok "cli: $name (exit $rc)"
+        sed 's/^/#   /' "$tmp/out" "$tmp/err"
+    fi
+}
+has() {   # has NAME FILE PATTERN
+    if grep -qE -- "$3" "$2"; then ok "cli: $1"; else notok "cli: $1: no /$3/ in"; sed 's/^/#   /' "$2"; fi
+}
+
+echo "# the pgmarket tool"
+ada=0a000000-0000-4000-8000-000000000001
+grace=0a000000-0000-4000-8000-000000000002
+linus=0a000000-0000-4000-8000-000000000003
+
+# import: the good file, twice
+expect "import the good file" 0 pgm import examples/import-good.json
+cp "$tmp/out" "$tmp/import1.out"
+has "import reports what it created" "$tmp/out" '^users: 3 created'
+has "import warns about chat_history" "$tmp/err" 'chat_history skipped'
+has "import reports password hashes it could not keep" "$tmp/out" 'password hashes: 1 not imported'
+bal() { q "SELECT total_balance || ' ' || spent_balance FROM pgmarket.get_balance('$1')"; }
+[ "$(bal $ada)" = "100.000000 5.250000" ] && ok "cli: ada's balance is her balance_tracker" || notok "cli: ada: $(bal $ada)"
+[ "$(bal $grace)" = "0.300000 0.100001" ] && ok "cli: grace's balance, to the micro-credit" || notok "cli: grace: $(bal $grace)"
+[ "$(bal $linus)" = "12345678.123456 0.000000" ] && ok "cli: linus's balance" || notok "cli: linus: $(bal $linus)"
+[ "$(q "SELECT count(*) FROM pgmarket.ledger WHERE idempotency_key LIKE 'tx-%'")" = 5 ] &&
+    ok "cli: transactions are ledger entries under their ids" || notok "cli: transactions"
+[ "$(q "SELECT count(*) FROM pgmarket.provider_keys WHERE user_id = '$ada' AND revoked_at IS NULL")" = 2 ] &&
+    ok "cli: provider keys stored" || notok "cli: provider keys"
+c1=$(counts)
+expect "import the good file again" 0 pgm import examples/import-good.json
+has "the second import creates nothing" "$tmp/out" '^users: 0 created, 3 already present'
+has "the second import adds no entry" "$tmp/out" '^ledger entries: 0 new'
+has "the second import stores no key" "$tmp/out" '^provider keys: 0 stored'
+[ "$(counts)" = "$c1" ] && ok "cli: the second import changed nothing ($c1)" || notok "cli: counts $c1 -> $(counts)"
+
+# import: the broken file
+expect "import the broken file fails" 1 pgm import examples/import-broken.json
+cp "$tmp/err" "$tmp/broken.err"
+has "malformed uuid reported" "$tmp/broken.err" 'rejected users\[not-a-uuid\]: malformed uuid'
+has "inexact amount reported" "$tmp/broken.err" 'total is not a whole number of micro-credits'
+has "negative amount reported" "$tmp/broken.err" 'amount is negative'
+has "spent above total reported" "$tmp/broken.err" 'spent 7 exceeds total 5'
+has "unknown user reported" "$tmp/broken.err" 'unknown user'
+has "duplicate email reported" "$tmp/broken.err" 'duplicate email or username'
+has "inconsistent user reported" "$tmp/broken.err" 'inconsistent: listed deposits'
+has "duplicate transaction id reported" "$tmp/broken.err" 'duplicate id'
+has "exponent reported" "$tmp/broken.err" 'exponent'
+has "server-side rejection reported" "$tmp/broken.err" 'rejected users\[0c000000-0000-4000-8000-000000000003\]'
+has "malformed key reported" "$tmp/broken.err" 'malformed key'
+has "the rejections are summed up" "$tmp/broken.err" 'records rejected'
+printf '{"users": {\n  "x": [1, 2,\n' >"$tmp/notjson.json"
+expect "import of a file that is not JSON fails" 1 pgm import "$tmp/notjson.json"
+has "and says where" "$tmp/err" 'not valid JSON: line 3'
+expect "import of a missing file fails" 1 pgm import "$tmp/nonexistent.json"
+
+# balance, add-funds, charge
+expect "balance" 0 pgm balance "$linus"
+has "balance shows available" "$tmp/out" 'available +12345678\.123456'
+expect "add-funds" 0 pgm add-funds "$linus" 1.5 --key cli-dep-1 --note "by hand"
+has "add-funds shows the entry" "$tmp/out" 'deposit of 1\.500000'
+expect "add-funds again" 0 pgm add-funds "$linus" 1.5 --key cli-dep-1 --note "by hand"
+has "add-funds replays" "$tmp/out" 'replayed'
+expect "charge" 0 pgm charge "$linus" 0.25 gpt-4 --tokens 10 --key cli-chg-1
+has "charge shows the entry" "$tmp/out" 'charge of 0\.250000'
+expect "charge beyond the balance fails" 1 pgm charge "$linus" 99999999 gpt-4
+has "with the SQLSTATE" "$tmp/err" 'PM001'
+expect "add-funds of an inexact amount fails" 1 pgm add-funds "$linus" 1.0000001
+expect "balance of an unknown user fails" 1 pgm balance 0a000000-0000-4000-8000-0000000000ff
+has "with PM002" "$tmp/err" 'PM002'
+
+# keys
+expect "keys create" 0 pgm keys create "$linus" gateway --scopes read,write --limit 5 --period day
+has "keys create shows the key" "$tmp/out" '^api_key sk_live_'
+kid=$(awk '/^key_id/ { print $2 }' "$tmp/out")
+expect "keys list" 0 pgm keys list "$linus"
+has "keys list shows it" "$tmp/out" "$kid"
+expect "keys revoke" 0 pgm keys revoke "$linus" "$kid"
+has "keys revoke says so" "$tmp/out" '^revoked'
+expect "keys put" 0 sh -c "echo sk-cli-secret-abcd5678 | ${VALGRIND} ./pgmarket keys put $linus openai --label cli"
+expect "keys providers" 0 pgm keys providers "$linus"
+has "keys providers shows the hint" "$tmp/out" 'openai +5678'
+expect "keys create with a bad scope fails" 1 pgm keys create "$linus" x --scopes root
+
+# verify, rotate-keys
+expect "verify" 0 pgm verify
+has "verify checks the ledger" "$tmp/out" 'every balance equals'
+has "verify checks the audit trail" "$tmp/out" 'audit trail: [0-9]+ sealed rows verified'
+expect "rotate-keys" 0 pgm rotate-keys --batch 2
+has "rotate-keys reports" "$tmp/out" 'rotation done'
+
+# export, and import the export into a second database
+expect "export" 0 pgm export "$tmp/export.json"
+db2=${db}_b
+if psql -X -q -d postgres -c "CREATE DATABASE $db2" && psql -X -q -d "$db2" -c "CREATE EXTENSION pgmarket"; then
+    expect "import the export elsewhere" 0 env PGDATABASE="$db2" "${vg[@]}" ./pgmarket import "$tmp/export.json"
+    sums="SELECT string_agg(u.id || ' ' || b.total_balance || ' ' || b.spent_balance, ',' ORDER BY u.id)
+            FROM pgmarket.users u, pgmarket.get_balance(u.id) b WHERE u.is_active"
+    s1=$(q "$sums")
+    s2=$(q "$sums" "$db2")
+    [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok "cli: every balance survives export and import" ||
+        notok "cli: balances differ after export and import"
+    expect "import the export there again" 0 env PGDATABASE="$db2" "${vg[@]}" ./pgmarket import "$tmp/export.json"
+    has "which adds nothing" "$tmp/out" '^ledger entries: 0 new'
+    psql -X -q -d postgres -c "DROP DATABASE $db2 WITH (FORCE)"
+else
+    notok "cli: create a second database"
+fi
+
+# usage errors, connection errors
+expect "an unknown command fails" 2 pgm frobnicate
+expect "a missing argument fails" 2 pgm balance
+expect "a bad connection fails" 1 pgm -d "host=/nonexistent port=1" balance "$linus"
+has "and says why" "$tmp/err" 'cannot connect'
+expect "help" 0 pgm --help

@@ -1,0 +1,940 @@
+/*
+ * test_client.c: libpgmarket against a live server.
+ *
+ *   test_client            every test, in the database of the PG* environment
+ *   test_client bouncer CONNINFO
+ *                          the pooled subset, through pgbouncer in transaction
+ *                          mode (CONNINFO), with PG* naming the server itself
+ *
+ * The database must have the extension and a master key file configured
+ * (tests/run.sh does both; PGMARKET_TEST_KEYFILE names the file, relative to
+ * the data directory).  The program runs as a superuser: it provokes some
+ * errors by changing server settings.  It prints one line per check and
+ * closes with "# tally: P F" for run.sh to add up.
+ */
+#include "pgmarket.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+static int	n_pass,
+			n_fail;
+
+static void
+check(int ok, const char *what, const char *file, int line, pgm_conn *c)
+{
+	if (ok)
+	{
+		n_pass++;
+		printf("ok - %s\n", what);
+	}
+	else
+	{
+		n_fail++;
+		printf("not ok - %s (%s:%d)%s%s%s%s\n", what, file, line,
+			   c ? " last: " : "", c ? pgm_status_name(pgm_last_status(c)) : "",
+			   c ? " " : "", c ? pgm_errmsg(c) : "");
+	}
+	fflush(stdout);
+}
+
+#define CHECK(cond, c) check((cond), #cond, __FILE__, __LINE__, (c))
+/* a call and the status it must return */
+#define EXPECT(call, want, c) \
+	check((call) == (want), #call " == " #want, __FILE__, __LINE__, (c))
+
+static char suffix[16];			/* per run, for unique emails and keys */
+
+static void
+make_user(pgm_conn *c, const char *name, char id[PGM_UUID_LEN])
+{
+	char		email[128],
+				uname[64];
+
+	snprintf(email, sizeof(email), "%s-%s@example.com", name, suffix);
+	snprintf(uname, sizeof(uname), "%s_%s", name, suffix);
+	EXPECT(pgm_create_user(c, email, uname, NULL, NULL, NULL, id), PGM_OK, c);
+}
+
+/* Superuser SQL without results; 1 on success. */
+static int
+sql(pgm_conn *c, const char *q)
+{
+	pgm_status	st = pgm_exec(c, q, 0, NULL, NULL);
+
+	if (st != PGM_OK)
+		printf("# sql failed: %s: %s\n", q, pgm_errmsg(c));
+	return st == PGM_OK;
+}
+
+/* One text value of a superuser query (caller frees), or NULL. */
+static char *
+sql_value(pgm_conn *c, const char *q, int n, const char *const *params)
+{
+	pgm_result *r = NULL;
+	char	   *v = NULL;
+
+	if (pgm_exec(c, q, n, params, &r) == PGM_OK && pgm_result_rows(r) > 0)
+	{
+		const char *s = pgm_result_value(r, 0, "v");
+
+		v = s ? strdup(s) : NULL;
+	}
+	pgm_result_free(r);
+	return v;
+}
+
+static void
+reload(pgm_conn *c)
+{
+	sql(c, "SELECT pg_catalog.pg_reload_conf()");
+	usleep(500 * 1000);
+	sql(c, "SELECT pg_catalog.pg_sleep(0.1)");
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void
+test_status_and_money(void)
+{
+	int64_t		m = 0;
+	char		buf[PGM_AMOUNT_LEN];
+	int			s;
+
+	printf("# status names, SQLSTATE map, money helpers\n");
+	for (s = PGM_OK; s <= PGM_CLIENT_ERROR; s++)
+		CHECK(strncmp(pgm_status_name((pgm_status) s), "PGM_", 4) == 0, NULL);
+	CHECK(strcmp(pgm_status_name(PGM_INSUFFICIENT_FUNDS), "PGM_INSUFFICIENT_FUNDS") == 0, NULL);
+	CHECK(pgm_status_from_sqlstate("PM001") == PGM_INSUFFICIENT_FUNDS, NULL);
+	CHECK(pgm_status_from_sqlstate("PM013") == PGM_AUDIT_CHAIN_BROKEN, NULL);
+	CHECK(pgm_status_from_sqlstate("08006") == PGM_CONNECTION_ERROR, NULL);
+	CHECK(pgm_status_from_sqlstate("22012") == PGM_SERVER_ERROR, NULL);
+	CHECK(pgm_status_from_sqlstate(NULL) == PGM_OK, NULL);
+
+	CHECK(pgm_str_to_micro("12.5", &m) == PGM_OK && m == 12500000, NULL);
+	CHECK(pgm_str_to_micro("0.000001", &m) == PGM_OK && m == 1, NULL);
+	CHECK(pgm_str_to_micro("1.0000000", &m) == PGM_OK && m == 1000000, NULL);
+	CHECK(pgm_str_to_micro("1.0000001", &m) == PGM_INVALID_PARAMETER, NULL);
+	CHECK(pgm_str_to_micro("8999999999999.999999", &m) == PGM_OK &&
+		  m == INT64_C(8999999999999999999), NULL);
+	CHECK(pgm_str_to_micro("9000000000000", &m) == PGM_OUT_OF_RANGE, NULL);
+	CHECK(pgm_str_to_micro("abc", &m) == PGM_INVALID_PARAMETER, NULL);
+	CHECK(pgm_str_to_micro("", &m) == PGM_INVALID_PARAMETER, NULL);
+	CHECK(pgm_str_to_micro("1e3", &m) == PGM_INVALID_PARAMETER, NULL);
+	CHECK(pgm_str_to_micro("-2.25", &m) == PGM_OK && m == -2250000, NULL);
+	CHECK(strcmp(pgm_micro_to_str(12500000, buf), "12.500000") == 0, NULL);
+	CHECK(strcmp(pgm_micro_to_str(1, buf), "0.000001") == 0, NULL);
+	CHECK(strcmp(pgm_micro_to_str(-2250000, buf), "-2.250000") == 0, NULL);
+	CHECK(strcmp(pgm_micro_to_str(INT64_MIN, buf), "-9223372036854.775808") == 0, NULL);
+}
+
+static void
+test_connections(void)
+{
+	pgm_conn   *bad,
+			   *w;
+	PGconn	   *pg;
+
+	printf("# connections\n");
+	bad = pgm_connect("host=/nonexistent port=1 connect_timeout=2");
+	CHECK(bad != NULL, NULL);
+	CHECK(pgm_conn_status(bad) == PGM_CONNECTION_ERROR, bad);
+	CHECK(pgm_last_status(bad) == PGM_CONNECTION_ERROR, bad);
+	CHECK(pgm_errmsg(bad)[0] != '\0', bad);
+	EXPECT(pgm_get_balance(bad, "00000000-0000-0000-0000-000000000000", NULL),
+		   PGM_CONNECTION_ERROR, bad);
+	pgm_finish(bad);
+	pgm_finish(NULL);
+
+	/* a wrapped connection stays the application's */
+	pg = PQconnectdb("");
+	w = pgm_wrap(pg);
+	CHECK(pgm_conn_status(w) == PGM_OK, w);
+	CHECK(pgm_pgconn(w) == pg, w);
+	pgm_finish(w);
+	CHECK(PQstatus(pg) == CONNECTION_OK, NULL);
+	PQfinish(pg);
+	CHECK(pgm_wrap(NULL) == NULL, NULL);
+	CHECK(pgm_last_status(NULL) == PGM_CLIENT_ERROR, NULL);
+}
+
+static void
+test_accounts(pgm_conn *c)
+{
+	char		id[PGM_UUID_LEN],
+				id2[PGM_UUID_LEN],
+				who[PGM_UUID_LEN],
+				email[128],
+				uname[64];
+	char	   *hash = NULL;
+	int			ok = -1;
+	const char *roles[] = {"user", "developer", NULL};
+	const char *badroles[] = {"emperor", NULL};
+	const char *fixed = "c1000000-0000-4000-8000-000000000001";
+	pgm_ledger_result lr;
+
+	printf("# accounts\n");
+	snprintf(email, sizeof(email), "  Acct-%s@Example.COM ", suffix);
+	snprintf(uname, sizeof(uname), "acct_%s", suffix);
+	EXPECT(pgm_create_user(c, email, uname, "correct horse", roles, NULL, id), PGM_OK, c);
+	CHECK(strlen(id) == 36, c);
+	/* 23505, with the server's message and SQLSTATE on the connection */
+	EXPECT(pgm_create_user(c, email, "other_name", NULL, NULL, NULL, id2), PGM_DUPLICATE, c);
+	CHECK(strcmp(pgm_sqlstate(c), "23505") == 0, c);
+	CHECK(pgm_errmsg(c)[0] != '\0', c);
+	CHECK(id2[0] == '\0', c);
+	EXPECT(pgm_create_user(c, "not-an-email", "someone", NULL, NULL, NULL, id2),
+		   PGM_INVALID_PARAMETER, c);
+	CHECK(strcmp(pgm_sqlstate(c), "22023") == 0, c);
+	EXPECT(pgm_create_user(c, NULL, "someone", NULL, NULL, NULL, id2), PGM_NULL_VALUE, c);
+	CHECK(strcmp(pgm_sqlstate(c), "22004") == 0, c);
+	EXPECT(pgm_create_user(c, "x@example.com", "someone", NULL, badroles, NULL, id2),
+		   PGM_INVALID_PARAMETER, c);
+	/* a chosen id, and the same id again */
+	snprintf(email, sizeof(email), "fixed-%s@example.com", suffix);
+	snprintf(uname, sizeof(uname), "fixed_%s", suffix);
+	if (pgm_create_user(c, email, uname, NULL, NULL, fixed, id2) == PGM_OK)
+		CHECK(strcmp(id2, fixed) == 0, c);
+	else
+		CHECK(pgm_last_status(c) == PGM_DUPLICATE, c);	/* a re-run */
+	snprintf(email, sizeof(email), "fixed2-%s@example.com", suffix);
+	snprintf(uname, sizeof(uname), "fixed2_%s", suffix);
+	EXPECT(pgm_create_user(c, email, uname, NULL, NULL, fixed, id2), PGM_DUPLICATE, c);
+
+	/* the last status resets on success */
+	EXPECT(pgm_authenticate(c, uname + 1, "whatever", who), PGM_OK, c);
+	CHECK(pgm_sqlstate(c)[0] == '\0' && pgm_errmsg(c)[0] == '\0', c);
+
+	snprintf(uname, sizeof(uname), "acct_%s", suffix);
+	EXPECT(pgm_authenticate(c, uname, "correct horse", who), PGM_OK, c);
+	CHECK(strcmp(who, id) == 0, c);
+	EXPECT(pgm_authenticate(c, uname, "wrong", who), PGM_OK, c);
+	CHECK(who[0] == '\0', c);
+	EXPECT(pgm_authenticate(c, NULL, "wrong", who), PGM_NULL_VALUE, c);
+
+	EXPECT(pgm_hash_password(c, "s3cret pass", &hash), PGM_OK, c);
+	CHECK(hash != NULL && strncmp(hash, "$argon2id$", 10) == 0, c);
+	EXPECT(pgm_verify_password(c, "s3cret pass", hash, &ok), PGM_OK, c);
+	CHECK(ok == 1, c);
+	EXPECT(pgm_verify_password(c, "other", hash, &ok), PGM_OK, c);
+	CHECK(ok == 0, c);
+	pgm_free(hash);
+	EXPECT(pgm_verify_password(c, "x", "not a hash", &ok), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_hash_password(c, NULL, &hash), PGM_NULL_VALUE, c);
+	CHECK(hash == NULL, c);
+
+	EXPECT(pgm_deactivate_user(c, id), PGM_OK, c);
+	EXPECT(pgm_add_funds(c, id, "1", NULL, NULL, &lr), PGM_UNKNOWN_ACCOUNT, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM002") == 0, c);
+	EXPECT(pgm_deactivate_user(c, "c1ffffff-0000-4000-8000-00000000ffff"), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_authenticate(c, uname, "correct horse", who), PGM_OK, c);
+	CHECK(who[0] == '\0', c);
+}
+
+static void
+test_ledger(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				key[64];
+	pgm_ledger_result lr,
+				ch;
+	pgm_balance b;
+	pgm_result *r = NULL;
+	pgm_ledger_entry e;
+	int64_t		rid = 0,
+				n = -1,
+				last = 0;
+	int			i;
+
+	printf("# ledger\n");
+	make_user(c, "ledger", u);
+	snprintf(key, sizeof(key), "dep-%s", suffix);
+	EXPECT(pgm_add_funds(c, u, "20.00", key, "stripe", &lr), PGM_OK, c);
+	CHECK(strcmp(lr.kind, "deposit") == 0 && strcmp(lr.amount, "20.000000") == 0 &&
+		  strcmp(lr.available_balance, "20.000000") == 0 && !lr.replayed &&
+		  lr.entry_id > 0 && strcmp(lr.user_id, u) == 0, c);
+	/* idempotent replay, and a conflict */
+	EXPECT(pgm_add_funds(c, u, "20", key, "stripe", &lr), PGM_OK, c);
+	CHECK(lr.replayed == 1, c);
+	EXPECT(pgm_add_funds(c, u, "21", key, "stripe", &lr), PGM_IDEMPOTENCY_CONFLICT, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM003") == 0, c);
+	/* exactness */
+	EXPECT(pgm_add_funds(c, u, "1.0000001", NULL, NULL, &lr), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_add_funds(c, u, "0", NULL, NULL, &lr), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_add_funds(c, u, "-1", NULL, NULL, &lr), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_add_funds(c, u, "9000000000000", NULL, NULL, &lr), PGM_OUT_OF_RANGE, c);
+	CHECK(strcmp(pgm_sqlstate(c), "22003") == 0, c);
+	EXPECT(pgm_add_funds(c, u, NULL, NULL, NULL, &lr), PGM_NULL_VALUE, c);
+	EXPECT(pgm_add_funds(c, "c1ffffff-0000-4000-8000-00000000ffff", "1", NULL, NULL, &lr),
+		   PGM_UNKNOWN_ACCOUNT, c);
+
+	EXPECT(pgm_deduct_balance(c, u, "0.0042", "gpt-4o", 1234, NULL, &ch), PGM_OK, c);
+	CHECK(strcmp(ch.kind, "charge") == 0 && strcmp(ch.available_balance, "19.995800") == 0, c);
+	EXPECT(pgm_deduct_balance(c, u, "100", "gpt-4o", 1, NULL, &lr), PGM_INSUFFICIENT_FUNDS, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM001") == 0 && pgm_errmsg(c)[0], c);
+	EXPECT(pgm_deduct_balance(c, u, "1", NULL, 1, NULL, &lr), PGM_NULL_VALUE, c);
+	EXPECT(pgm_deduct_balance(c, "c1ffffff-0000-4000-8000-00000000ffff", "1", "m", 0, NULL, &lr),
+		   PGM_UNKNOWN_ACCOUNT, c);
+
+	EXPECT(pgm_refund(c, u, ch.entry_id, "0.0002", NULL, &lr), PGM_OK, c);
+	CHECK(strcmp(lr.kind, "refund") == 0 && strcmp(lr.available_balance, "19.996000") == 0, c);
+	EXPECT(pgm_refund(c, u, ch.entry_id, "1", NULL, &lr), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_refund(c, u, ch.entry_id, NULL, NULL, &lr), PGM_OK, c);	/* the rest */
+	CHECK(strcmp(lr.amount, "0.004000") == 0, c);
+
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.total_balance, "20.000000") == 0 && strcmp(b.spent_balance, "0.000000") == 0 &&
+		  strcmp(b.available_balance, "20.000000") == 0 && strcmp(b.user_id, u) == 0 &&
+		  b.updated_at[0], c);
+	EXPECT(pgm_get_balance(c, "nonsense", &b), PGM_SERVER_ERROR, c);	/* 22P02 */
+	CHECK(strcmp(pgm_sqlstate(c), "22P02") == 0, c);
+
+	/* pages of ledger_entries */
+	for (i = 0; i < 5; i++)
+		EXPECT(pgm_deduct_balance(c, u, "0.01", "page-model", 10, NULL, &lr), PGM_OK, c);
+	EXPECT(pgm_ledger_entries(c, u, 4, 0, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 4, c);
+	EXPECT(pgm_result_ledger_entry(r, 0, &e), PGM_OK, c);
+	CHECK(strcmp(e.kind, "charge") == 0 && strcmp(e.model_id, "page-model") == 0 &&
+		  e.tokens_used == 10 && e.idempotency_key == NULL && e.created_at[0], c);
+	EXPECT(pgm_result_ledger_entry(r, 3, &e), PGM_OK, c);
+	last = e.entry_id;
+	CHECK(pgm_result_ledger_entry(r, 4, &e) == PGM_CLIENT_ERROR, c);
+	CHECK(pgm_result_value(r, 0, "no_such_column") == NULL, c);
+	pgm_result_free(r);
+	EXPECT(pgm_ledger_entries(c, u, 100, last, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 5, c);	/* 1 charge, 2 refunds, 1 charge, 1 deposit */
+	EXPECT(pgm_result_ledger_entry(r, pgm_result_rows(r) - 1, &e), PGM_OK, c);
+	CHECK(strcmp(e.kind, "deposit") == 0 && e.note && strcmp(e.note, "stripe") == 0, c);
+	pgm_result_free(r);
+	r = NULL;
+	EXPECT(pgm_ledger_entries(c, u, 0, 0, &r), PGM_INVALID_PARAMETER, c);
+	CHECK(r == NULL, c);
+
+	/* holds */
+	snprintf(key, sizeof(key), "hold-%s", suffix);
+	EXPECT(pgm_reserve(c, u, "0.50", "5 minutes", key, &rid), PGM_OK, c);
+	CHECK(rid > 0, c);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.reserved_balance, "0.500000") == 0, c);
+	EXPECT(pgm_settle(c, u, rid, "0.60", "claude", 1, &lr), PGM_RESERVATION_STATE, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM004") == 0, c);
+	EXPECT(pgm_settle(c, u, rid, "0.1234", "claude", 5120, &lr), PGM_OK, c);
+	CHECK(strcmp(lr.amount, "0.123400") == 0 && strcmp(lr.kind, "charge") == 0, c);
+	EXPECT(pgm_settle(c, u, rid, "0.1", "claude", 1, &lr), PGM_RESERVATION_STATE, c);
+	EXPECT(pgm_reserve(c, u, "1", NULL, NULL, &rid), PGM_OK, c);
+	EXPECT(pgm_release(c, u, rid, &b), PGM_OK, c);
+	CHECK(strcmp(b.reserved_balance, "0.000000") == 0, c);
+	EXPECT(pgm_release(c, u, rid, &b), PGM_RESERVATION_STATE, c);
+	EXPECT(pgm_reserve(c, u, "1000", NULL, NULL, &rid), PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_reserve(c, u, "1", "0 seconds", NULL, &rid), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_expire_reservations(c, &n), PGM_OK, c);
+	CHECK(n >= 0, c);
+
+	EXPECT(pgm_verify_ledger(c, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 0, c);
+	pgm_result_free(r);
+}
+
+/* A mix of charges that apply and charges that fail, each on its own. */
+static void
+test_batch(pgm_conn *c, int array)
+{
+	char		u1[PGM_UUID_LEN],
+				u2[PGM_UUID_LEN],
+				k1[64],
+				k2[64];
+	pgm_ledger_result lr;
+	pgm_balance b;
+	pgm_charge ch[7];
+	pgm_charge_result res[7];
+	const char *unknown = "c1ffffff-0000-4000-8000-00000000fffe";
+
+	printf("# %s\n", array ? "deduct_batch (server array)" : "deduct_batch (pipeline)");
+	make_user(c, array ? "batcha1" : "batchp1", u1);
+	make_user(c, array ? "batcha2" : "batchp2", u2);
+	EXPECT(pgm_add_funds(c, u1, "1", NULL, NULL, &lr), PGM_OK, c);
+	EXPECT(pgm_add_funds(c, u2, "1", NULL, NULL, &lr), PGM_OK, c);
+	snprintf(k1, sizeof(k1), "b1-%s-%d", suffix, array);
+	snprintf(k2, sizeof(k2), "b2-%s-%d", suffix, array);
+	memset(ch, 0, sizeof(ch));
+	ch[0] = (pgm_charge) {u1, "0.25", "gpt-4o", 100, k1};
+	ch[1] = (pgm_charge) {u1, "5", "gpt-4o", 100, NULL};		/* PM001 */
+	ch[2] = (pgm_charge) {unknown, "0.1", "gpt-4o", 1, NULL};	/* PM002 */
+	ch[3] = (pgm_charge) {u2, "0.0000001", "gpt-4o", 1, NULL};	/* 22023 */
+	ch[4] = (pgm_charge) {u2, "0.5", "gpt-4o", 1, k2};
+	ch[5] = (pgm_charge) {u1, "0.30", "gpt-4o", 100, k1};		/* PM003 */
+	ch[6] = (pgm_charge) {u1, "0.25", "gpt-4o", 100, k1};		/* replay */
+	if (array)
+		EXPECT(pgm_deduct_batch_array(c, ch, 7, res), PGM_OK, c);
+	else
+		EXPECT(pgm_deduct_batch(c, ch, 7, res), PGM_OK, c);
+	CHECK(res[0].status == PGM_OK && res[0].entry_id > 0 &&
+		  strcmp(res[0].sqlstate, "00000") == 0 &&
+		  strcmp(res[0].available_balance, "0.750000") == 0, c);
+	CHECK(res[1].status == PGM_INSUFFICIENT_FUNDS && strcmp(res[1].sqlstate, "PM001") == 0 &&
+		  res[1].entry_id == 0, c);
+	CHECK(res[2].status == PGM_UNKNOWN_ACCOUNT, c);
+	CHECK(res[3].status == PGM_INVALID_PARAMETER, c);
+	CHECK(res[4].status == PGM_OK && strcmp(res[4].available_balance, "0.500000") == 0, c);
+	CHECK(res[5].status == PGM_IDEMPOTENCY_CONFLICT, c);
+	CHECK(res[6].status == PGM_OK && res[6].entry_id == res[0].entry_id, c);
+	if (!array)
+		CHECK(res[6].replayed == 1 && res[0].replayed == 0, c);
+	EXPECT(pgm_get_balance(c, u1, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "0.750000") == 0, c);
+	EXPECT(pgm_get_balance(c, u2, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "0.500000") == 0, c);
+	/* empty batches */
+	if (array)
+		EXPECT(pgm_deduct_batch_array(c, ch, 0, res), PGM_OK, c);
+	else
+		EXPECT(pgm_deduct_batch(c, ch, 0, res), PGM_OK, c);
+	/* the connection is usable afterwards, out of pipeline mode */
+	CHECK(PQpipelineStatus(pgm_pgconn(c)) == PQ_PIPELINE_OFF, c);
+	EXPECT(pgm_get_balance(c, u1, &b), PGM_OK, c);
+}
+
+/* Many charges: more than one chunk of the pipeline. */
+static void
+test_big_batch(pgm_conn *c)
+{
+	enum
+	{
+		N = 600
+	};
+	char		u[PGM_UUID_LEN];
+	static pgm_charge ch[N];
+	static pgm_charge_result res[N];
+	pgm_ledger_result lr;
+	pgm_balance b;
+	int			i,
+				good = 0;
+
+	printf("# a big pipelined batch\n");
+	make_user(c, "bigbatch", u);
+	EXPECT(pgm_add_funds(c, u, "5.00", NULL, NULL, &lr), PGM_OK, c);
+	for (i = 0; i < N; i++)
+		ch[i] = (pgm_charge) {u, "0.01", "bulk", 1, NULL};
+	EXPECT(pgm_deduct_batch(c, ch, N, res), PGM_OK, c);
+	for (i = 0; i < N; i++)
+		good += res[i].status == PGM_OK;
+	CHECK(good == 500, c);
+	CHECK(res[499].status == PGM_OK && res[500].status == PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "0.000000") == 0, c);
+}
+
+static void
+test_actor_and_prepared(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				actor[PGM_UUID_LEN];
+	char	   *v;
+	pgm_ledger_result lr;
+	pgm_balance b;
+	const char *p[1];
+	pgm_charge ch[2];
+	pgm_charge_result res[2];
+
+	printf("# actor, prepared statements\n");
+	make_user(c, "actor", actor);
+	EXPECT(pgm_set_actor(c, actor), PGM_OK, c);
+	make_user(c, "acted", u);
+	p[0] = u;
+	v = sql_value(c, "SELECT actor AS v FROM pgmarket.audit_log "
+				  "WHERE table_name = 'pgmarket.accounts' AND operation = 'INSERT' "
+				  "AND row_key->>'id' = $1", 1, p);
+	CHECK(v && strcmp(v, actor) == 0, c);
+	free(v);
+	/* set_config(..., true): gone after the call's transaction */
+	EXPECT(pgm_set_actor(c, NULL), PGM_OK, c);
+	v = sql_value(c, "SELECT coalesce(current_setting('pgmarket.actor', true), '') AS v", 0, NULL);
+	CHECK(v && v[0] == '\0', c);
+	free(v);
+	/* a transaction that acts for a user may touch only that user's rows */
+	EXPECT(pgm_set_actor(c, actor), PGM_OK, c);
+	EXPECT(pgm_add_funds(c, u, "2", NULL, NULL, &lr), PGM_PERMISSION_DENIED, c);
+	EXPECT(pgm_set_actor(c, NULL), PGM_OK, c);
+	memcpy(actor, u, PGM_UUID_LEN);
+	/* errors through the pipelined path */
+	EXPECT(pgm_set_actor(c, actor), PGM_OK, c);
+	EXPECT(pgm_deduct_balance(c, u, "1", "m", 0, NULL, &lr), PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_add_funds(c, u, "2", NULL, NULL, &lr), PGM_OK, c);
+	ch[0] = (pgm_charge) {u, "1", "m", 0, NULL};
+	ch[1] = (pgm_charge) {u, "5", "m", 0, NULL};
+	EXPECT(pgm_deduct_batch(c, ch, 2, res), PGM_OK, c);
+	CHECK(res[0].status == PGM_OK && res[1].status == PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_set_actor(c, NULL), PGM_OK, c);
+
+	/* named prepared statements, prepared once per connection */
+	pgm_set_prepared(c, 1);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "1.000000") == 0, c);
+	EXPECT(pgm_deduct_balance(c, u, "5", "m", 0, NULL, &lr), PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_set_actor(c, actor), PGM_OK, c);
+	EXPECT(pgm_deduct_balance(c, u, "0.5", "m", 0, NULL, &lr), PGM_OK, c);
+	EXPECT(pgm_deduct_batch(c, ch, 1, res), PGM_OK, c);
+	CHECK(res[0].status == PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_set_actor(c, NULL), PGM_OK, c);
+	v = sql_value(c, "SELECT count(*)::text AS v FROM pg_prepared_statements "
+				  "WHERE name LIKE 'pgmarket_q%'", 0, NULL);
+	CHECK(v && atoi(v) >= 2, c);
+	free(v);
+	pgm_set_prepared(c, 0);
+}
+
+/* The vault; PM010 first, with the key file unset for a moment. */
+static void
+test_vault(pgm_conn *c)
+{
+	const char *keyfile = getenv("PGMARKET_TEST_KEYFILE");
+	char		u[PGM_UUID_LEN],
+				kid[PGM_UUID_LEN],
+				kid2[PGM_UUID_LEN],
+				q[512];
+	unsigned char pk[PGM_PUBLICKEY_BYTES],
+				junk[80];
+	char	   *secret = NULL,
+			   *v;
+	pgm_result *r = NULL;
+	pgm_provider_key_info info;
+	int			revoked = -1,
+				i;
+	int64_t		n = -1;
+
+	printf("# vault\n");
+	if (keyfile == NULL)
+	{
+		CHECK(!"PGMARKET_TEST_KEYFILE is set", NULL);
+		return;
+	}
+	make_user(c, "vault", u);
+
+	/* PM010: no master key */
+	sql(c, "ALTER SYSTEM RESET pgmarket.master_key_file");
+	reload(c);
+	EXPECT(pgm_put_provider_key(c, u, "openai", "sk-test-nokey-123456", NULL, kid),
+		   PGM_VAULT_UNAVAILABLE, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM010") == 0, c);
+	snprintf(q, sizeof(q), "ALTER SYSTEM SET pgmarket.master_key_file = '%s'", keyfile);
+	sql(c, q);
+	reload(c);
+
+	EXPECT(pgm_vault_public_key(c, pk), PGM_OK, c);
+	EXPECT(pgm_put_provider_key(c, u, "OpenAI", "sk-proj-abcdefgh1234", "laptop", kid), PGM_OK, c);
+	CHECK(strlen(kid) == 36, c);
+	EXPECT(pgm_get_provider_key(c, u, "openai", &secret), PGM_OK, c);
+	CHECK(secret && strcmp(secret, "sk-proj-abcdefgh1234") == 0, c);
+	pgm_free_secret(secret);
+	secret = NULL;
+	/* a new key for the provider revokes the old one */
+	EXPECT(pgm_put_provider_key(c, u, "openai", "sk-proj-second-key-9999", NULL, kid2), PGM_OK, c);
+	EXPECT(pgm_get_provider_key(c, u, "openai", &secret), PGM_OK, c);
+	CHECK(secret && strcmp(secret, "sk-proj-second-key-9999") == 0, c);
+	pgm_free_secret(secret);
+	secret = NULL;
+	EXPECT(pgm_list_provider_keys(c, u, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	for (i = 0; i < pgm_result_rows(r); i++)
+	{
+		EXPECT(pgm_result_provider_key(r, i, &info), PGM_OK, c);
+		if (strcmp(info.key_id, kid2) == 0)
+			CHECK(strcmp(info.hint, "9999") == 0 && info.revoked_at[0] == '\0' &&
+				  info.label == NULL && info.key_version >= 1, c);
+		else
+			CHECK(strcmp(info.key_id, kid) == 0 && info.revoked_at[0] != '\0' &&
+				  info.label && strcmp(info.label, "laptop") == 0, c);
+	}
+	pgm_result_free(r);
+	EXPECT(pgm_revoke_provider_key(c, u, kid2, &revoked), PGM_OK, c);
+	CHECK(revoked == 1, c);
+	EXPECT(pgm_revoke_provider_key(c, u, kid2, &revoked), PGM_OK, c);
+	CHECK(revoked == 0, c);
+	/* PM012 */
+	EXPECT(pgm_get_provider_key(c, u, "openai", &secret), PGM_KEY_NOT_FOUND, c);
+	CHECK(secret == NULL && strcmp(pgm_sqlstate(c), "PM012") == 0, c);
+	/* PM011: a sealed box that is not one */
+	randombytes_buf(junk, sizeof(junk));
+	EXPECT(pgm_put_provider_key_sealed(c, u, "anthropic", junk, sizeof(junk), NULL, kid),
+		   PGM_DECRYPTION_FAILED, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM011") == 0 && pgm_errhint(c)[0] && pgm_errdetail(c)[0], c);
+	EXPECT(pgm_put_provider_key(c, u, "Not A Provider!", "sk-xxxxxxxx", NULL, kid),
+		   PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_put_provider_key(c, u, "openai", NULL, NULL, kid), PGM_NULL_VALUE, c);
+	EXPECT(pgm_put_provider_key(c, "c1ffffff-0000-4000-8000-00000000ffff", "openai",
+								"sk-xxxxxxxxxxxx", NULL, kid), PGM_UNKNOWN_ACCOUNT, c);
+
+	/* rotation: add version 2 and re-encrypt */
+	EXPECT(pgm_put_provider_key(c, u, "anthropic", "sk-ant-rotate-me-0001", NULL, kid), PGM_OK, c);
+	v = sql_value(c, "SELECT pg_catalog.pg_read_file(current_setting('pgmarket.master_key_file')) AS v",
+				  0, NULL);
+	CHECK(v != NULL, c);
+	if (v)
+	{
+		char		hex[65];
+		unsigned char raw[32];
+		char	   *nl = strchr(v, '\n');
+
+		if (nl)
+			*nl = '\0';
+		randombytes_buf(raw, sizeof(raw));
+		sodium_bin2hex(hex, sizeof(hex), raw, sizeof(raw));
+		snprintf(q, sizeof(q),
+				 "COPY (SELECT '%s' UNION ALL SELECT '2:%s') TO PROGRAM "
+				 "'umask 077 && cat > %s.tmp && mv %s.tmp %s'", v, hex, keyfile, keyfile, keyfile);
+		CHECK(sql(c, q), c);
+		free(v);
+		reload(c);
+		EXPECT(pgm_rotate_master_key(c, 1, &n), PGM_OK, c);
+		CHECK(n == 1, c);
+		EXPECT(pgm_rotate_master_key(c, 0, &n), PGM_OK, c);
+		CHECK(n >= 1, c);
+		EXPECT(pgm_rotate_master_key(c, 0, &n), PGM_OK, c);
+		CHECK(n == 0, c);
+		/* the cached public key is now stale: the put refetches it */
+		EXPECT(pgm_put_provider_key(c, u, "mistral", "sk-after-rotation-42", NULL, kid), PGM_OK, c);
+		EXPECT(pgm_get_provider_key(c, u, "mistral", &secret), PGM_OK, c);
+		CHECK(secret && strcmp(secret, "sk-after-rotation-42") == 0, c);
+		pgm_free_secret(secret);
+		secret = NULL;
+		EXPECT(pgm_get_provider_key(c, u, "anthropic", &secret), PGM_OK, c);
+		CHECK(secret && strcmp(secret, "sk-ant-rotate-me-0001") == 0, c);
+		pgm_free_secret(secret);
+	}
+	EXPECT(pgm_rotate_master_key(c, -5, &n), PGM_OK, c);	/* the default */
+}
+
+/*
+ * The sealed path keeps the plaintext out of the server log, where a
+ * secret bound as a parameter lands with log_statement = 'all' (run.sh
+ * sets it for the test database).
+ */
+static void
+test_sealed_log(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				kid[PGM_UUID_LEN],
+				sealed_secret[64],
+				plain_secret[64],
+				path[1024];
+	const char *logfile = getenv("PGMARKET_SERVER_LOG");
+	const char *pv[3];
+	PGresult   *res;
+	FILE	   *f;
+	char	   *buf;
+	long		size;
+
+	printf("# sealed path and the server log\n");
+	if (logfile == NULL)
+	{
+		snprintf(path, sizeof(path), "%s/server.log", getenv("PGHOST") ? getenv("PGHOST") : "");
+		logfile = path;
+	}
+	make_user(c, "sealedlog", u);
+	snprintf(sealed_secret, sizeof(sealed_secret), "sk-SEALEDMARK-%s-%u", suffix, randombytes_random());
+	snprintf(plain_secret, sizeof(plain_secret), "sk-PLAINMARK-%s-%u", suffix, randombytes_random());
+	EXPECT(pgm_put_provider_key(c, u, "sealedcorp", sealed_secret, NULL, kid), PGM_OK, c);
+	/* the control: the unsealed SQL function with the secret bound */
+	pv[0] = u;
+	pv[1] = "plaincorp";
+	pv[2] = plain_secret;
+	res = PQexecParams(pgm_pgconn(c), "SELECT pgmarket.put_provider_key($1::uuid, $2, $3)",
+					   3, NULL, pv, NULL, NULL, 0);
+	CHECK(PQresultStatus(res) == PGRES_TUPLES_OK, c);
+	PQclear(res);
+	usleep(300 * 1000);
+
+	f = fopen(logfile, "r");
+	if (f == NULL)
+	{
+		printf("# skip: server log %s not readable\n", logfile);
+		return;
+	}
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t) size + 1);
+	if (buf && fread(buf, 1, (size_t) size, f) == (size_t) size)
+	{
+		buf[size] = '\0';
+		CHECK(strstr(buf, "pgmarket.put_provider_key_sealed") != NULL, c);	/* logging is on */
+		CHECK(strstr(buf, plain_secret) != NULL, c);	/* and would show a bound secret */
+		CHECK(strstr(buf, sealed_secret) == NULL, c);	/* the sealed one never */
+	}
+	else
+		CHECK(!"read the server log", c);
+	free(buf);
+	fclose(f);
+}
+
+static void
+test_api_keys(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				kid[PGM_UUID_LEN],
+				kid_ro[PGM_UUID_LEN],
+				kid_lim[PGM_UUID_LEN];
+	char	   *key = NULL,
+			   *key_ro = NULL,
+			   *key_lim = NULL;
+	const char *ro_scopes[] = {"read", NULL};
+	const char *bad_scopes[] = {"superpowers", NULL};
+	pgm_api_key_options ro = {0},
+				lim = {0},
+				bad = {0};
+	pgm_api_key_check chk;
+	pgm_ledger_result lr;
+	pgm_result *r = NULL;
+	int			valid = -1,
+				revoked = -1,
+				i;
+	int64_t		rid = 0;
+
+	printf("# platform API keys\n");
+	make_user(c, "apikeys", u);
+	EXPECT(pgm_add_funds(c, u, "10", NULL, NULL, &lr), PGM_OK, c);
+	EXPECT(pgm_create_api_key(c, u, "gateway", NULL, kid, &key), PGM_OK, c);
+	CHECK(key && strncmp(key, "sk_live_", 8) == 0 && strlen(key) == 68 && strlen(kid) == 36, c);
+	ro.scopes = ro_scopes;
+	ro.environment = "test";
+	EXPECT(pgm_create_api_key(c, u, "reader", &ro, kid_ro, &key_ro), PGM_OK, c);
+	CHECK(key_ro && strncmp(key_ro, "sk_test_", 8) == 0, c);
+	lim.spend_limit = "1.5";
+	lim.spend_period = "day";
+	lim.rate_limit_tier = "pro";
+	EXPECT(pgm_create_api_key(c, u, "limited", &lim, kid_lim, &key_lim), PGM_OK, c);
+	bad.scopes = bad_scopes;
+	EXPECT(pgm_create_api_key(c, u, "bad", &bad, kid, NULL), PGM_INVALID_PARAMETER, c);
+
+	EXPECT(pgm_verify_api_key(c, key, &valid, &chk), PGM_OK, c);
+	CHECK(valid == 1 && strcmp(chk.user_id, u) == 0 && strcmp(chk.scopes, "{read,write}") == 0 &&
+		  strcmp(chk.rate_limit_tier, "free") == 0, c);
+	EXPECT(pgm_verify_api_key(c, "sk_live_bogus", &valid, &chk), PGM_OK, c);
+	CHECK(valid == 0 && chk.user_id[0] == '\0', c);
+
+	EXPECT(pgm_charge_api_key(c, key, "0.25", "gpt-4o", 10, "ak-1", &lr), PGM_OK, c);
+	CHECK(strcmp(lr.available_balance, "9.750000") == 0 && strcmp(lr.user_id, u) == 0, c);
+	EXPECT(pgm_charge_api_key(c, "sk_live_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+							  "0.25", "gpt-4o", 10, NULL, &lr), PGM_INVALID_API_KEY, c);
+	CHECK(strcmp(pgm_sqlstate(c), "28000") == 0, c);
+	EXPECT(pgm_charge_api_key(c, key_ro, "0.25", "gpt-4o", 10, NULL, &lr), PGM_PERMISSION_DENIED, c);
+	CHECK(strcmp(pgm_sqlstate(c), "42501") == 0, c);
+	EXPECT(pgm_charge_api_key(c, key_lim, "1", "gpt-4o", 10, NULL, &lr), PGM_OK, c);
+	EXPECT(pgm_charge_api_key(c, key_lim, "1", "gpt-4o", 10, NULL, &lr), PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_reserve_api_key(c, key, "0.5", "1 minute", NULL, &rid), PGM_OK, c);
+	CHECK(rid > 0, c);
+	EXPECT(pgm_settle(c, u, rid, "0.2", "gpt-4o", 5, &lr), PGM_OK, c);
+	EXPECT(pgm_reserve_api_key(c, "nope", "0.5", NULL, NULL, &rid), PGM_INVALID_API_KEY, c);
+
+	EXPECT(pgm_list_api_keys(c, u, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 3, c);
+	for (i = 0; i < pgm_result_rows(r); i++)
+		if (strcmp(pgm_result_value(r, i, "key_id"), kid_lim) == 0)
+			CHECK(strcmp(pgm_result_value(r, i, "spent"), "1.000000") == 0 &&
+				  strcmp(pgm_result_value(r, i, "spend_limit"), "1.500000") == 0, c);
+	pgm_result_free(r);
+
+	EXPECT(pgm_revoke_api_key(c, u, kid_lim, &revoked), PGM_OK, c);
+	CHECK(revoked == 1, c);
+	EXPECT(pgm_charge_api_key(c, key_lim, "0.1", "gpt-4o", 10, NULL, &lr), PGM_INVALID_API_KEY, c);
+	EXPECT(pgm_revoke_api_key(c, u, NULL, &revoked), PGM_NULL_VALUE, c);
+	pgm_free_secret(key);
+	pgm_free_secret(key_ro);
+	pgm_free_secret(key_lim);
+}
+
+static void
+test_audit_and_misc(pgm_conn *c)
+{
+	int64_t		n = -1,
+				bad = -1,
+				checked = -1;
+	pgm_result *r = NULL;
+	char	   *victim;
+
+	printf("# audit trail, append-only, other errors\n");
+	EXPECT(pgm_seal_audit(c, &n), PGM_OK, c);
+	CHECK(n >= 1, c);
+	EXPECT(pgm_verify_audit(c, 0, &bad, &checked), PGM_OK, c);
+	CHECK(bad == 0 && checked >= n, c);
+	EXPECT(pgm_verify_audit(c, 1, &bad, &checked), PGM_OK, c);
+
+	/* PM013: a superuser who gets past the trigger is caught */
+	victim = sql_value(c, "SELECT max(id)::text AS v FROM pgmarket.audit_log", 0, NULL);
+	if (victim)
+	{
+		const char *p[1] = {victim};
+
+		sql(c, "DROP TABLE IF EXISTS pg_temp.saved_audit");
+		pgm_exec(c, "CREATE TEMP TABLE saved_audit AS SELECT * FROM pgmarket.audit_log "
+				 "WHERE id = $1::bigint", 1, p, NULL);
+		sql(c, "ALTER TABLE pgmarket.audit_log DISABLE TRIGGER audit_log_append_only");
+		pgm_exec(c, "UPDATE pgmarket.audit_log SET application_name = 'tampered' "
+				 "WHERE id = $1::bigint", 1, p, NULL);
+		EXPECT(pgm_verify_audit(c, 0, &bad, &checked), PGM_OK, c);
+		CHECK(bad == atoll(victim), c);
+		EXPECT(pgm_verify_audit(c, 1, &bad, &checked), PGM_AUDIT_CHAIN_BROKEN, c);
+		CHECK(strcmp(pgm_sqlstate(c), "PM013") == 0, c);
+		/* put it back */
+		sql(c, "UPDATE pgmarket.audit_log l SET application_name = s.application_name "
+			"FROM pg_temp.saved_audit s WHERE l.id = s.id");
+		sql(c, "ALTER TABLE pgmarket.audit_log ENABLE TRIGGER audit_log_append_only");
+		EXPECT(pgm_verify_audit(c, 1, &bad, &checked), PGM_OK, c);
+		free(victim);
+	}
+	else
+		CHECK(!"an audit row to tamper with", c);
+
+	/* 55000 */
+	EXPECT(pgm_exec(c, "UPDATE pgmarket.ledger SET note = 'x'", 0, NULL, NULL), PGM_APPEND_ONLY, c);
+	CHECK(strcmp(pgm_sqlstate(c), "55000") == 0, c);
+	EXPECT(pgm_exec(c, "TRUNCATE pgmarket.ledger", 0, NULL, NULL), PGM_APPEND_ONLY, c);
+	/* any other SQLSTATE */
+	EXPECT(pgm_exec(c, "SELECT 1/0", 0, NULL, NULL), PGM_SERVER_ERROR, c);
+	CHECK(strcmp(pgm_sqlstate(c), "22012") == 0, c);
+	EXPECT(pgm_exec(c, "SELECT 1 AS one", 0, NULL, &r), PGM_OK, c);
+	CHECK(strcmp(pgm_result_value(r, 0, "one"), "1") == 0, c);
+	pgm_result_free(r);
+	EXPECT(pgm_exec(c, NULL, 0, NULL, NULL), PGM_CLIENT_ERROR, c);
+	/* a batch inside the application's transaction is refused */
+	sql(c, "BEGIN");
+	EXPECT(pgm_deduct_batch(c, NULL, 0, NULL), PGM_CLIENT_ERROR, c);
+	sql(c, "ROLLBACK");
+
+	/* 42501: a role without pgmarket's grants */
+	sql(c, "DROP ROLE IF EXISTS pgm_client_nobody");
+	sql(c, "CREATE ROLE pgm_client_nobody");
+	sql(c, "SET ROLE pgm_client_nobody");
+	EXPECT(pgm_seal_audit(c, &n), PGM_PERMISSION_DENIED, c);
+	EXPECT(pgm_expire_reservations(c, &n), PGM_PERMISSION_DENIED, c);
+	sql(c, "RESET ROLE");
+	sql(c, "DROP ROLE pgm_client_nobody");
+}
+
+/* ------------------------------------------------------------------------
+ * Through pgbouncer in transaction mode
+ * ------------------------------------------------------------------------ */
+
+static void
+test_bouncer(const char *conninfo)
+{
+	pgm_conn   *a = pgm_connect(conninfo),
+			   *b = pgm_connect(conninfo),
+			   *direct = pgm_connect("");
+	char		actor[PGM_UUID_LEN],
+				u[PGM_UUID_LEN],
+				kid[PGM_UUID_LEN];
+	char	   *v,
+			   *secret = NULL;
+	pgm_ledger_result lr;
+	pgm_charge ch[4];
+	pgm_charge_result res[4];
+	int			i,
+				leaks = 0;
+	const char *p[1];
+
+	printf("# through pgbouncer (transaction mode): %s\n", conninfo);
+	CHECK(pgm_conn_status(a) == PGM_OK && pgm_conn_status(b) == PGM_OK, a);
+	if (pgm_conn_status(a) != PGM_OK || pgm_conn_status(b) != PGM_OK)
+		goto out;
+	make_user(a, "bouncer_actor", actor);
+	make_user(a, "bouncer_user", u);
+	memcpy(actor, u, PGM_UUID_LEN);		/* the transaction acts for u */
+	EXPECT(pgm_set_actor(a, actor), PGM_OK, a);
+	for (i = 0; i < 20; i++)
+	{
+		EXPECT(pgm_add_funds(a, u, "0.5", NULL, NULL, &lr), PGM_OK, a);
+		/* b shares the one server connection: the actor must not leak */
+		v = sql_value(b, "SELECT coalesce(current_setting('pgmarket.actor', true), '') AS v", 0, NULL);
+		leaks += v == NULL || v[0] != '\0';
+		free(v);
+	}
+	CHECK(leaks == 0, b);
+	EXPECT(pgm_deduct_balance(a, u, "100", "m", 0, NULL, &lr), PGM_INSUFFICIENT_FUNDS, a);
+	/* the actor reached the audit trail */
+	p[0] = u;
+	EXPECT(pgm_put_provider_key(a, u, "openai", "sk-through-the-bouncer-1", NULL, kid), PGM_OK, a);
+	v = sql_value(direct, "SELECT actor AS v FROM pgmarket.audit_log "
+				  "WHERE table_name = 'pgmarket.provider_keys' AND new_values->>'user_id' = $1 "
+				  "ORDER BY id DESC LIMIT 1", 1, p);
+	CHECK(v && strcmp(v, actor) == 0, direct);
+	free(v);
+	EXPECT(pgm_get_provider_key(a, u, "openai", &secret), PGM_OK, a);
+	CHECK(secret && strcmp(secret, "sk-through-the-bouncer-1") == 0, a);
+	pgm_free_secret(secret);
+
+	ch[0] = (pgm_charge) {u, "1", "m", 1, NULL};
+	ch[1] = (pgm_charge) {u, "100", "m", 1, NULL};
+	ch[2] = (pgm_charge) {u, "1", "m", 1, NULL};
+	ch[3] = (pgm_charge) {u, "bad", "m", 1, NULL};
+	EXPECT(pgm_deduct_batch(a, ch, 4, res), PGM_OK, a);
+	CHECK(res[0].status == PGM_OK && res[1].status == PGM_INSUFFICIENT_FUNDS &&
+		  res[2].status == PGM_OK && strcmp(res[2].available_balance, "8.000000") == 0 &&
+		  res[3].status == PGM_SERVER_ERROR, a);
+	EXPECT(pgm_set_actor(a, NULL), PGM_OK, a);
+	EXPECT(pgm_deduct_batch(a, ch, 3, res), PGM_OK, a);
+	CHECK(res[0].status == PGM_OK && res[1].status == PGM_INSUFFICIENT_FUNDS && res[2].status == PGM_OK, a);
+	EXPECT(pgm_deduct_batch_array(a, ch, 3, res), PGM_OK, a);
+	CHECK(res[0].status == PGM_OK && res[1].status == PGM_INSUFFICIENT_FUNDS &&
+		  strcmp(res[2].available_balance, "4.000000") == 0, a);
+out:
+	pgm_finish(a);
+	pgm_finish(b);
+	pgm_finish(direct);
+}
+
+static void
+quiet_notice(void *arg, const char *message)
+{
+	(void) arg;
+	(void) message;
+}
+
+int
+main(int argc, char **argv)
+{
+	pgm_conn   *c;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (sodium_init() < 0)
+		return 2;
+	snprintf(suffix, sizeof(suffix), "%08x", randombytes_random());
+
+	if (argc >= 3 && strcmp(argv[1], "bouncer") == 0)
+	{
+		test_bouncer(argv[2]);
+		printf("# tally: %d %d\n", n_pass, n_fail);
+		return n_fail ? 1 : 0;
+	}
+
+	test_status_and_money();
+	test_connections();
+	c = pgm_connect("");
+	CHECK(pgm_conn_status(c) == PGM_OK, c);
+	if (pgm_conn_status(c) != PGM_OK)
+	{
+		pgm_finish(c);
+		printf("# tally: %d %d\n", n_pass, n_fail);
+		return 1;
+	}
+	PQsetNoticeProcessor(pgm_pgconn(c), quiet_notice, NULL);
+	test_accounts(c);
+	test_ledger(c);
+	test_batch(c, 0);
+	test_batch(c, 1);
+	test_big_batch(c);
+	test_actor_and_prepared(c);
+	test_vault(c);
+	test_sealed_log(c);
+	test_api_keys(c);
+	test_audit_and_misc(c);
+	pgm_finish(c);
+	printf("# tally: %d %d\n", n_pass, n_fail);
+	return n_fail ? 1 : 0;
+}
