@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(pgm_verify_password);
 PG_FUNCTION_INFO_V1(pgm_create_user);
 PG_FUNCTION_INFO_V1(pgm_authenticate);
 PG_FUNCTION_INFO_V1(pgm_deactivate_user);
+PG_FUNCTION_INFO_V1(pgm_import_user);
 
 #define PGM_MAX_PASSWORD_LEN	1024
 #define PGM_MAX_PBKDF2_ROUNDS	10000000
@@ -423,6 +424,138 @@ pgm_create_user(PG_FUNCTION_ARGS)
 	rc = SPI_execute_plan(plan_insert, values, nulls, false, 0);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+
+	SPI_finish();
+	PG_RETURN_DATUM(id);
+}
+
+/* ----------------------------------------------------------------
+ * import_user(id, email, username, password_hash, created_at) RETURNS uuid
+ *
+ * For migrations (pgmarket import): an account with a password hash made
+ * elsewhere, kept as it is (Argon2id, or Django's pbkdf2_sha256, which
+ * authenticate replaces at the first login).  A repeat with the same id,
+ * email and username changes nothing, so an import can be run again.
+ * ----------------------------------------------------------------
+ */
+
+/* Is a hash in a format verify_password understands?  Never echoes it. */
+static bool
+hash_format_ok(const char *hash)
+{
+	const char *p;
+	int			dollars = 0;
+
+	if (strncmp(hash, "$argon2id$", 10) == 0)
+		return strlen(hash) < crypto_pwhash_STRBYTES;
+	if (strncmp(hash, "pbkdf2_sha256$", 14) != 0)
+		return false;
+	for (p = hash + 14; *p; p++)
+	{
+		if (*p == '$')
+			dollars++;
+		else if ((unsigned char) *p <= 0x20 || *p == 0x7f)
+			return false;
+	}
+	return dollars == 2 && strlen(hash) < 1024;
+}
+
+Datum
+pgm_import_user(PG_FUNCTION_ARGS)
+{
+	Datum		id;
+	char	   *email;
+	char	   *username;
+	char	   *hash = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			find_types[1] = {UUIDOID};
+	Oid			ins_types[5] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	static SPIPlanPtr plan_find = NULL;
+	static SPIPlanPtr plan_dup = NULL;
+	static SPIPlanPtr plan_insert = NULL;
+	Oid			dup_types[2] = {TEXTOID, TEXTOID};
+
+	pgm_require_arg(fcinfo, 0, "id");
+	pgm_require_arg(fcinfo, 1, "email");
+	pgm_require_arg(fcinfo, 2, "username");
+	id = PG_GETARG_DATUM(0);
+	email = normalize_email(PG_GETARG_TEXT_PP(1));
+	username = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	check_username(username);
+	if (!PG_ARGISNULL(3))
+	{
+		hash = text_to_cstring(PG_GETARG_TEXT_PP(3));
+		if (!hash_format_ok(hash))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("password_hash of user %s is neither an Argon2id nor a pbkdf2_sha256 hash",
+							DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
+	}
+
+	pgm_spi_connect();
+	if (plan_insert == NULL)
+	{
+		plan_find = pgm_prepare(
+			"SELECT email, username FROM pgmarket.accounts WHERE id = $1",
+			1, find_types);
+		plan_dup = pgm_prepare(
+			"SELECT email = $1 FROM pgmarket.accounts"
+			" WHERE email = $1 OR lower(username) = lower($2)",
+			2, dup_types);
+		plan_insert = pgm_prepare(
+			"WITH a AS ("
+			"  INSERT INTO pgmarket.accounts (id, email, username,"
+			"         password_hash, created_at)"
+			"  VALUES ($1, $2, $3, $4, coalesce($5, now())) RETURNING id)"
+			"INSERT INTO pgmarket.balances (user_id) SELECT id FROM a",
+			5, ins_types);
+	}
+
+	/* the same account again: nothing to do */
+	pgm_exec(plan_find, &id, NULL, false);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		char	   *e = TextDatumGetCString(pgm_col(0, 1, &isnull));
+		char	   *u = TextDatumGetCString(pgm_col(0, 2, &isnull));
+
+		if (strcmp(e, email) != 0 || strcmp(u, username) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("user id %s already exists with another email or username",
+							DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
+		SPI_finish();
+		PG_RETURN_DATUM(id);
+	}
+
+	values[0] = CStringGetTextDatum(email);
+	values[1] = CStringGetTextDatum(username);
+	pgm_exec(plan_dup, values, NULL, false);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(pgm_col(0, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("email \"%s\" is already registered", email)));
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("username \"%s\" is already taken", username),
+				 errdetail("Usernames are unique without regard to case.")));
+	}
+
+	values[0] = id;
+	values[1] = CStringGetTextDatum(email);
+	values[2] = CStringGetTextDatum(username);
+	values[3] = hash ? CStringGetTextDatum(hash) : (Datum) 0;
+	if (hash == NULL)
+		nulls[3] = 'n';
+	values[4] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	if (PG_ARGISNULL(4))
+		nulls[4] = 'n';
+	pgm_exec(plan_insert, values, nulls, false);
 
 	SPI_finish();
 	PG_RETURN_DATUM(id);

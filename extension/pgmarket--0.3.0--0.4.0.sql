@@ -313,3 +313,18 @@ GRANT SELECT (user_id, kind, amount, model_id, tokens_used, created_at)
 GRANT SELECT ON @extschema@.chat_sessions, @extschema@.chat_messages,
     @extschema@.ratings, @extschema@.preferences, @extschema@.model_ratings
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+
+-------------------------------------------------------------------------------
+-- Migrations: an account with a password hash made elsewhere
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.import_user(id uuid, email text, username text,
+        password_hash text DEFAULT NULL, created_at timestamptz DEFAULT NULL)
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'pgm_import_user'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.import_user(uuid, text, text, text, timestamptz)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.import_user(uuid, text, text, text, timestamptz)
+    TO pgmarket_admin;

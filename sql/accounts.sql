@@ -111,3 +111,27 @@ UPDATE pgmarket.accounts SET password_hash = pgmarket.hash_password('pw')
  WHERE username = 'Bob_the.builder-2';
 SELECT pgmarket.authenticate('bob@example.com', 'pw') IS NULL AS deactivated_cannot_login;
 SELECT pg_temp.err($$SELECT pgmarket.create_user('bob@example.com', 'bob2')$$);
+
+-- import_user: a migrated account keeps its pbkdf2_sha256 hash until its
+-- first login; a repeat changes nothing; a clash is 23505; a bad hash 22023
+SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a1', 'Migrated@Example.com',
+       'migrated', 'pbkdf2_sha256$4096$salt$xeR41ZKIyEGqUw22hFxMjZYok6ABzk4RpJY4c6qYE0o=',
+       '2025-01-31 12:00:00+00');
+SELECT email, username, created_at = '2025-01-31 12:00:00+00' AS kept_created_at
+  FROM pgmarket.users WHERE id = 'a0000000-0000-4000-8000-0000000000a1';
+SELECT total_balance FROM pgmarket.get_balance('a0000000-0000-4000-8000-0000000000a1');
+SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a1', 'migrated@example.com',
+       'migrated', 'pbkdf2_sha256$1$other$Eg+2z/z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs=') AS repeat;
+SELECT password_hash LIKE 'pbkdf2_sha256$4096$%' AS first_hash_kept
+  FROM pgmarket.accounts WHERE username = 'migrated';
+SELECT pgmarket.authenticate('migrated', 'password') = 'a0000000-0000-4000-8000-0000000000a1' AS logged_in;
+SELECT password_hash LIKE '$argon2id$%' AS upgraded FROM pgmarket.accounts WHERE username = 'migrated';
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a1', 'other@example.com', 'migrated')$$);
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a2', 'migrated@example.com', 'migrated2')$$);
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a2', 'm2@example.com', 'MIGRATED')$$);
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a2', 'm2@example.com', 'migrated2', 'md5deadbeef')$$);
+SELECT pg_temp.err($$SELECT pgmarket.import_user(NULL, 'm2@example.com', 'migrated2')$$);
+SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a2', 'm2@example.com', 'migrated2') IS NOT NULL AS without_password;
+SET ROLE pgmarket_app;
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a3', 'm3@example.com', 'migrated3')$$);
+RESET ROLE;
