@@ -669,7 +669,6 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	bool		oldest_first;
 	bool		before = !PG_ARGISNULL(3);
 	Datum		args[4];
-	uint64		i;
 
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "max_rows");
@@ -702,17 +701,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Datum		values[7];
-		bool		nulls[7];
-		int			c;
-
-		for (c = 0; c < 7; c++)
-			values[c] = pgm_col(i, c + 1, &nulls[c]);
-		values[4] = pgm_micro_to_numeric(DatumGetInt64(values[4]));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+	pgm_put_rows(rsinfo, 1U << 4);	/* cost */
 
 	SPI_finish();
 	return (Datum) 0;

@@ -1054,7 +1054,6 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 	Datum		user_id;
 	int32		max_rows;
 	Datum		args[3];
-	uint64		i;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
 	pgm_check_actor(PG_GETARG_DATUM(0));
@@ -1079,18 +1078,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 	pgm_exec(PG_ARGISNULL(2) ? plan_entries : plan_entries_before, args,
 			  NULL, true);
 
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Datum		values[10];
-		bool		nulls[10];
-		int			c;
-
-		for (c = 0; c < 10; c++)
-			values[c] = pgm_col(i, c + 1, &nulls[c]);
-		values[2] = pgm_micro_to_numeric(DatumGetInt64(values[2]));
-		values[3] = pgm_micro_to_numeric(DatumGetInt64(values[3]));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+	pgm_put_rows(rsinfo, (1U << 2) | (1U << 3));	/* amount, available */
 
 	SPI_finish();
 	return (Datum) 0;

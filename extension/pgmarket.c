@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "commands/trigger.h"
+#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -161,6 +162,32 @@ pgm_col(uint64 row, int colno, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
 						 colno, isnull);
+}
+
+/*
+ * Copy every row of the last SPI result into a materialized set-returning
+ * function's result, turning the columns flagged in money_columns (bit n for
+ * the n-th column, from 0) from bigint micro-credits into numeric credits.
+ */
+void
+pgm_put_rows(ReturnSetInfo *rsinfo, uint32 money_columns)
+{
+	int			ncols = rsinfo->setDesc->natts;
+	Datum	   *values = palloc(sizeof(Datum) * ncols);
+	bool	   *nulls = palloc(sizeof(bool) * ncols);
+	uint64		i;
+	int			c;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		for (c = 0; c < ncols; c++)
+		{
+			values[c] = pgm_col(i, c + 1, &nulls[c]);
+			if ((money_columns & (1U << c)) && !nulls[c])
+				values[c] = pgm_micro_to_numeric(DatumGetInt64(values[c]));
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 }
 
 /*

@@ -64,6 +64,8 @@ extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
 extern int	pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 					 bool read_only);
 extern Datum pgm_col(uint64 row, int colno, bool *isnull);
+struct ReturnSetInfo;
+extern void pgm_put_rows(struct ReturnSetInfo *rsinfo, uint32 money_columns);
 
 /* ledger.c, shared with batch.c */
 extern void pgm_raise_unknown_account(Datum user_id);
