@@ -1,0 +1,375 @@
+# Scale-out behind PL/Proxy (SPEC "Scaling out", proxy/).
+#
+# Three clusters: a proxy with plproxy and proxy/pgmarket_proxy.sql, and two
+# data nodes with pgmarket (one master key for both).  Through the proxy:
+#  - users land on the node that hashtext(id::text) & 1 names, and only there
+#    (an explicit id and create_user's default gen_random_uuid() alike);
+#  - a sequence of ledger calls (deposits, charges, idempotent replays, PM001,
+#    PM002, PM003, 22004, 22023, reservations) gives the same results and
+#    SQLSTATEs as the same sequence run directly on one node;
+#  - deduct_batch over users of both nodes applies each charge on its node and
+#    returns the rows in input order with their SQLSTATEs;
+#  - model_usage, users and verify_ledger equal the merge over the nodes;
+#  - a platform key created through the proxy routes its charges to its
+#    owner's node (api_key_partition computed on the proxy); a bad key is 28000;
+#  - with one data node stopped, its users' calls fail with an error naming
+#    the node, the other node's users go on, and after a restart nothing
+#    acknowledged is lost.
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use Fcntl;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# PL/Proxy (Debian: postgresql-15-plproxy) must be installed in the server.
+{
+	my $pg_config = $ENV{PG_CONFIG} // 'pg_config';
+	chomp(my $sharedir = `$pg_config --sharedir`);
+	plan skip_all => 'plproxy is not installed (postgresql-15-plproxy)'
+	  unless -e "$sharedir/extension/plproxy.control";
+}
+
+my $proxy_sql = dirname(__FILE__) . '/../../proxy/pgmarket_proxy.sql';
+-e $proxy_sql or die "no $proxy_sql";
+
+my $keydir  = PostgreSQL::Test::Utils::tempdir;
+my $keyfile = "$keydir/master.key";
+{
+	open my $rnd, '<:raw', '/dev/urandom' or die "urandom: $!";
+	read($rnd, my $buf, 32) == 32 or die "urandom: short read";
+	close $rnd;
+	sysopen(my $fh, $keyfile, O_WRONLY | O_CREAT | O_EXCL, 0600)
+	  or die "could not create $keyfile: $!";
+	print $fh '1:' . unpack('H*', $buf) . "\n";
+	close $fh or die "could not write $keyfile: $!";
+}
+
+# A helper on every database: the text of a query's one value, or
+# "ERROR <sqlstate>".
+my $helper = q{
+CREATE SCHEMA t;
+CREATE FUNCTION t.run(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r text;
+BEGIN
+    EXECUTE q INTO r;
+    RETURN coalesce(r, '<null>');
+EXCEPTION WHEN others THEN
+    RETURN 'ERROR ' || SQLSTATE;
+END
+$$;
+};
+
+# Each data node's database is named after it, so that PL/Proxy's errors
+# ("[pgm_data1] ...") say which node failed.
+sub dbof { my ($n) = @_; return $n->name eq 'proxy' ? 'postgres' : 'pgm_' . $n->name; }
+
+my @nodes;
+for my $i (0, 1)
+{
+	my $n = PostgreSQL::Test::Cluster->new("data$i");
+	$n->init;
+	$n->append_conf('postgresql.conf',
+		"pgmarket.master_key_file = '$keyfile'\nmax_connections = 20\n");
+	$n->start;
+	$n->safe_psql('postgres', "CREATE DATABASE pgm_data$i");
+	$n->safe_psql(dbof($n), "CREATE EXTENSION pgmarket;\n$helper");
+	push @nodes, $n;
+}
+
+my $proxy = PostgreSQL::Test::Cluster->new('proxy');
+$proxy->init;
+$proxy->start;
+$proxy->safe_psql(dbof($proxy), 'CREATE EXTENSION plproxy');
+$proxy->safe_psql(dbof($proxy), $helper);
+{
+	my ($ret, $out, $err) = $proxy->psql(
+		'postgres', undef,
+		extra_params => [ '-v', 'ON_ERROR_STOP=1', '-f', $proxy_sql ]);
+	is($ret, 0, 'proxy schema loads') or diag $err;
+}
+my $conns = join(', ',
+	map { "'host=" . $_->host . ' port=' . $_->port . ' dbname=' . dbof($_) . "'" }
+	  @nodes);
+is($proxy->safe_psql(dbof($proxy),
+		"SELECT pgmarket_proxy.set_nodes(ARRAY[$conns])"),
+	'2', 'cluster pgmarket: 2 partitions over 2 nodes');
+
+# proxy/pgmarket_proxy.sql is generated (proxy/gen_proxy.sh): it must
+# declare every function of the installed extension with the same
+# signature and result, but the node-local administration ones.
+{
+	my $sig = q{SELECT string_agg(format('%s(%s) %s', p.proname,
+	                   pg_get_function_arguments(p.oid), pg_get_function_result(p.oid)),
+	                   E'\n' ORDER BY 1)
+	              FROM pg_proc p
+	             WHERE p.pronamespace = 'pgmarket'::regnamespace AND p.prokind = 'f'
+	               AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
+	                                     'enable_audit', 'disable_audit', 'current_actor')};
+	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
+		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
+		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
+}
+
+sub q_proxy { return $proxy->safe_psql(dbof($proxy), $_[0]); }
+
+# Which node a user lives on, by the hash (computed by the server).
+sub home
+{
+	my ($uid) = @_;
+	return q_proxy("SELECT hashtext('$uid'::text) & 1");
+}
+
+# --- users land on their hash's node, and only there ----------------------
+
+my @uids;
+for my $i (1 .. 16)
+{
+	my $uid = sprintf('d0000000-0000-4000-8000-%012d', $i);
+	is(q_proxy("SELECT pgmarket.create_user('u$i\@example.com', 'user$i', id => '$uid')"),
+		$uid, "create_user u$i through the proxy");
+	push @uids, $uid;
+}
+for my $i (17 .. 24)
+{
+	push @uids,
+	  q_proxy("SELECT pgmarket.create_user('u$i\@example.com', 'user$i')");
+}
+my %on;
+my $misplaced = 0;
+for my $uid (@uids)
+{
+	my $h = home($uid);
+	$on{$h}++;
+	for my $n (0, 1)
+	{
+		my $c = $nodes[$n]->safe_psql(dbof($nodes[$n]),
+			"SELECT count(*) FROM pgmarket.users WHERE id = '$uid'");
+		$misplaced++ if $c != ($n == $h ? 1 : 0);
+	}
+}
+is($misplaced, 0, 'every user is on the node its hash names and nowhere else');
+ok($on{0} && $on{1}, "both nodes hold users ($on{0} and $on{1})");
+is( $nodes[0]->safe_psql(dbof($nodes[0]), 'SELECT count(*) FROM pgmarket.users') +
+	  $nodes[1]->safe_psql(dbof($nodes[1]), 'SELECT count(*) FROM pgmarket.users'),
+	scalar(@uids),
+	'no user twice');
+is(q_proxy('SELECT count(*) FROM pgmarket.users'),
+	scalar(@uids), 'users view through the proxy: the union');
+
+# --- the same sequence through the proxy and on one node --------------------
+
+my @seq = (
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.add_funds('U', 10, 'dep1')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.add_funds('U', 10, 'dep1')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.add_funds('U', 11, 'dep1')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', 2.5, 'm-seq', 7, 'c1')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', 2.5, 'm-seq', 7, 'c1')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', 3, 'm-seq', 7, 'c1')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', 100, 'm-seq')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', 1.0000001, 'm-seq')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', -1, 'm-seq')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance(NULL, 1, 'm-seq')},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('e0000000-0000-4000-8000-000000000099', 1, 'm-seq')},
+	q{SELECT pgmarket.reserve('U', 4, idempotency_key => 'r1') IS NOT NULL},
+	q{SELECT format('%s %s %s %s', total_balance, spent_balance, reserved_balance, available_balance) FROM pgmarket.get_balance('U')},
+	q{SELECT pgmarket.reserve('U', 4, idempotency_key => 'r2') IS NOT NULL},
+	q{SELECT format('%s %s %s %s', kind, amount, available_balance, replayed) FROM pgmarket.deduct_balance('U', 0.5, 'm-seq')},
+	q{SELECT count(*) FROM pgmarket.ledger_entries('U')},
+	q{SELECT string_agg(kind || ' ' || amount, ', ' ORDER BY entry_id) FROM pgmarket.ledger_entries('U', 2)},
+	q{SELECT format('%s %s %s %s', total_balance, spent_balance, reserved_balance, available_balance) FROM pgmarket.get_balance('U')},
+	q{SELECT count(*) FROM pgmarket.ledger_entries('U', 0)},
+	q{SELECT format('%s %s %s %s', total_balance, spent_balance, reserved_balance, available_balance) FROM pgmarket.get_balance(NULL)},
+);
+
+sub run_seq
+{
+	my ($node, $uid) = @_;
+	my @out;
+	for my $s (@seq)
+	{
+		(my $q = $s) =~ s/'U'/'$uid'/g;
+		$q =~ s/'/''/g;
+		push @out, $node->safe_psql(dbof($node), "SELECT t.run('$q')");
+	}
+	return \@out;
+}
+
+my ($via, $direct) = ($uids[0], undef);
+# a user on the other node than $via, driven on its node directly
+for my $u (@uids) { if (home($u) != home($via)) { $direct = $u; last; } }
+my $out_proxy  = run_seq($proxy, $via);
+my $out_direct = run_seq($nodes[ home($direct) ], $direct);
+is_deeply($out_proxy, $out_direct,
+	'ledger sequence: same results and SQLSTATEs through the proxy as on one node');
+ok((grep { $_ eq 'ERROR PM001' } @$out_proxy)
+	  && (grep { $_ eq 'ERROR PM003' } @$out_proxy)
+	  && (grep { $_ eq 'ERROR PM002' } @$out_proxy)
+	  && (grep { $_ eq 'ERROR 22004' } @$out_proxy)
+	  && (grep { $_ eq 'ERROR 22023' } @$out_proxy),
+	'PM001, PM002, PM003, 22004, 22023 reach the proxy client')
+  or diag explain $out_proxy;
+like(
+	$out_proxy->[4], qr/ t$/, 'an idempotent replay says replayed = true');
+
+# The message of a node's error reaches the client, its SQLSTATE too.
+{
+	my ($ret, $out, $err) = $proxy->psql(
+		'postgres',
+		"SELECT pgmarket.deduct_balance('$via', 1000, 'm-seq')",
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	like($err, qr/ERROR:  PM001: .*insufficient funds/,
+		'PM001 with the node\'s message through the proxy');
+}
+
+# --- deduct_batch split by node, merged in input order --------------------
+
+# Fresh users, one on each node.
+my @fresh = grep { $_ ne $via && $_ ne $direct } @uids;
+my ($a0) = grep { home($_) == 0 } @fresh;
+my ($a1) = grep { home($_) == 1 } @fresh;
+q_proxy("SELECT pgmarket.add_funds('$_', 5)") for ($a0, $a1);
+my $batch = q_proxy(
+	qq{SELECT string_agg(format('%s %s %s', ordinal, sqlstate, available_balance), ', ' ORDER BY ordinal)
+	   FROM pgmarket.deduct_batch(ARRAY[
+	     ('$a1', 1, 'm-batch', 1, 'b1'),
+	     ('$a0', 2, 'm-batch', 1, 'b2'),
+	     ('$a1', 9, 'm-batch', 1, 'b3'),
+	     ('e0000000-0000-4000-8000-000000000099', 1, 'm-batch', 1, 'b4'),
+	     ('$a0', 1, 'm-batch', 1, 'b5'),
+	     ('$a1', 1, 'm-batch', 1, 'b1')]::pgmarket.charge[])});
+is($batch,
+	'1 00000 4.000000, 2 00000 3.000000, 3 PM001 , 4 PM002 , 5 00000 2.000000, 6 00000 4.000000',
+	'deduct_batch through the proxy: each charge on its node, input order');
+is(q_proxy("SELECT count(*) FROM pgmarket.deduct_batch('{}')"),
+	$nodes[0]->safe_psql(dbof($nodes[0]), "SELECT count(*) FROM pgmarket.deduct_batch('{}')"),
+	'deduct_batch of an empty array: as on a node');
+is(q_proxy("SELECT t.run('SELECT count(*) FROM pgmarket.deduct_batch(NULL)')"),
+	$nodes[0]->safe_psql(dbof($nodes[0]), "SELECT t.run('SELECT count(*) FROM pgmarket.deduct_batch(NULL)')"),
+	'deduct_batch(NULL): as on a node');
+
+# --- platform keys route to the owner's node -------------------------------
+
+my $key = q_proxy(
+	"SELECT api_key FROM pgmarket.create_api_key('$a1', 'gateway')");
+like($key, qr/^sk_live_/, 'create_api_key through the proxy');
+is(q_proxy("SELECT pgmarket.api_key_partition('$key') & 1"),
+	'1', 'api_key_partition on the proxy names the owner\'s partition');
+is( q_proxy("SELECT pgmarket.api_key_partition('$key')"),
+	$nodes[1]->safe_psql(dbof($nodes[1]), "SELECT pgmarket.api_key_partition('$key')"),
+	'api_key_partition: same value on the proxy as on a node');
+is(q_proxy("SELECT user_id FROM pgmarket.verify_api_key('$key')"),
+	$a1, 'verify_api_key through the proxy finds the owner');
+is( q_proxy(
+		"SELECT format('%s %s', user_id, available_balance) FROM pgmarket.charge_api_key('$key', 0.25, 'm-key', 3)"
+	),
+	"$a1 3.750000",
+	'charge_api_key through the proxy charges the owner on the owner\'s node');
+is( $nodes[1]->safe_psql(dbof($nodes[1]),
+		"SELECT count(*) FROM pgmarket.ledger WHERE user_id = '$a1' AND model_id = 'm-key'"),
+	'1',
+	'the charge is on node 1');
+is(q_proxy("SELECT t.run('SELECT pgmarket.charge_api_key(''sk_live_nope'', 1, ''m'')')"),
+	'ERROR 28000', 'a malformed key: 28000 through the proxy');
+(my $bad = $key) =~ s/.$/ substr($key, -1) eq 'A' ? 'B' : 'A' /e;
+is(q_proxy("SELECT t.run('SELECT pgmarket.charge_api_key(''$bad'', 1, ''m'')')"),
+	'ERROR 28000', 'a wrong key: 28000 through the proxy');
+is(q_proxy("SELECT count(*) FROM pgmarket.verify_api_key('$bad')"),
+	'0', 'verify_api_key of a wrong key: no row');
+
+# --- cross-user views and checks: the merge over the nodes ----------------
+
+my $merge = q{SELECT string_agg(format('%s %s %s %s', model_id, requests, tokens, cost), ', ' ORDER BY model_id)
+                FROM (SELECT model_id, sum(requests) AS requests, sum(tokens) AS tokens, sum(cost) AS cost
+                        FROM (VALUES %s) v(model_id, requests, tokens, cost) GROUP BY 1) s};
+my @rows;
+for my $n (@nodes)
+{
+	push @rows,
+	  map { my @f = split /\|/; "('$f[0]', $f[1], $f[2], $f[3])" }
+	  split /\n/,
+	  $n->safe_psql(dbof($n),
+		'SELECT model_id, requests, tokens, cost FROM pgmarket.model_usage');
+}
+(my $mq = $merge) =~ s/%s\) v/@{[join(', ', @rows)]}) v/;
+my $expect_usage = q_proxy($mq);
+like($expect_usage, qr/m-batch .*m-key .*m-seq/, 'usage on both nodes');
+is( q_proxy(
+		q{SELECT string_agg(format('%s %s %s %s', model_id, requests, tokens, cost), ', ' ORDER BY model_id) FROM pgmarket.model_usage}
+	),
+	$expect_usage,
+	'model_usage through the proxy: the sum over the nodes');
+is(q_proxy('SELECT count(*) FROM pgmarket.verify_ledger()'),
+	'0', 'verify_ledger through the proxy: empty');
+is(q_proxy('SELECT pgmarket.expire_reservations() >= 0'), 't',
+	'expire_reservations on all nodes');
+ok(q_proxy('SELECT pgmarket.seal_audit()') > 0, 'seal_audit on all nodes');
+is(q_proxy('SELECT first_bad_id IS NULL AND checked > 0 FROM pgmarket.verify_audit()'),
+	't', 'verify_audit over all nodes');
+is(q_proxy("SELECT pgmarket.authenticate('user3', 'wrong') IS NULL"),
+	't', 'authenticate through the proxy: NULL for a wrong password');
+
+# --- an application role, not a superuser --------------------------------
+# PL/Proxy connects to the nodes as the calling role (the user mapping has no
+# user), so the role exists on every node, with the same grants.
+
+for my $n (@nodes, $proxy)
+{
+	$n->safe_psql(dbof($n), 'CREATE ROLE gateway LOGIN IN ROLE pgmarket_app');
+}
+sub q_app
+{
+	my ($sql) = @_;
+	return $proxy->safe_psql(dbof($proxy), $sql, extra_params => [ '-U', 'gateway' ]);
+}
+is(q_app("SELECT available_balance FROM pgmarket.deduct_balance('$a0', 0.5, 'm-app')"),
+	'1.500000', 'pgmarket_app through the proxy: deduct_balance');
+is(q_app("SELECT string_agg(sqlstate, ',' ORDER BY ordinal) FROM pgmarket.deduct_batch(ARRAY[('$a0', 0.5, 'm-app', 0, NULL), ('$a1', 0.25, 'm-app', 0, NULL)]::pgmarket.charge[])"),
+	'00000,00000', 'pgmarket_app through the proxy: deduct_batch');
+is(q_app("SELECT requests FROM pgmarket.model_usage WHERE model_id = 'm-app'"),
+	'3', 'pgmarket_app through the proxy: model_usage');
+is(q_app("SELECT pgmarket.authenticate('user3', 'wrong') IS NULL"),
+	't', 'pgmarket_app through the proxy: authenticate');
+{
+	my ($ret, $out, $err) = $proxy->psql(dbof($proxy), 'SELECT pgmarket.seal_audit()',
+		extra_params => [ '-U', 'gateway' ]);
+	like($err, qr/permission denied/, 'pgmarket_app may not seal the audit trail');
+}
+
+# --- a data node down -------------------------------------------------------
+
+my $before = q_proxy(
+	"SELECT available_balance FROM pgmarket.get_balance('$a1')");
+$nodes[1]->stop('fast');
+{
+	my ($ret, $out, $err) = $proxy->psql('postgres',
+		"SELECT pgmarket.deduct_balance('$a1', 0.1, 'm-down')");
+	isnt($ret, 0, 'a user of the stopped node: the call fails');
+	like($err, qr/ERROR:.*\[pgm_data1\].*(connect|connection)/i,
+		'with an error that names the node and says it cannot be reached')
+	  or diag $err;
+}
+is( q_proxy(
+		"SELECT available_balance FROM pgmarket.deduct_balance('$a0', 0.5, 'm-down', 0, 'down1')"
+	),
+	'0.500000',
+	'a user of the other node goes on');
+$nodes[1]->start;
+is(q_proxy("SELECT available_balance FROM pgmarket.get_balance('$a1')"),
+	$before, 'node back: its user\'s balance is what it was');
+is( q_proxy(
+		"SELECT available_balance FROM pgmarket.deduct_balance('$a1', 0.25, 'm-down', 0, 'down2')"
+	),
+	'3.250000',
+	'and its users are charged again');
+is(q_proxy("SELECT count(*) FROM pgmarket.ledger_entries('$a0') WHERE idempotency_key = 'down1'"),
+	'1', 'the charge made while the other node was down is there');
+is(q_proxy('SELECT count(*) FROM pgmarket.verify_ledger()'),
+	'0', 'verify_ledger after the restart: empty');
+
+$proxy->stop;
+$_->stop for @nodes;
+done_testing();
