@@ -743,6 +743,231 @@ read_file(const char *path, size_t *len)
 	return buf;
 }
 
+/* A chat session of the file, validated. */
+typedef struct
+{
+	const char *id;				/* the session uuid in the file */
+	const json *s;
+	imp_user   *u;
+	const char *model;
+	const json *messages;		/* an array, or NULL */
+} imp_chat;
+
+static const char *const chat_roles[] = {"system", "user", "assistant", "tool", NULL};
+
+/* Writes v as JSON text (numbers as their source text). */
+static void
+json_write_value(FILE *f, const json *v)
+{
+	size_t		i;
+
+	switch (v->type)
+	{
+		case JSON_NULL:
+			fputs("null", f);
+			break;
+		case JSON_FALSE:
+			fputs("false", f);
+			break;
+		case JSON_TRUE:
+			fputs("true", f);
+			break;
+		case JSON_NUMBER:
+			fputs(v->text, f);
+			break;
+		case JSON_STRING:
+			json_write_string(f, v->text);
+			break;
+		case JSON_ARRAY:
+		case JSON_OBJECT:
+			fputc(v->type == JSON_ARRAY ? '[' : '{', f);
+			for (i = 0; i < v->n; i++)
+			{
+				if (i)
+					fputs(", ", f);
+				if (v->type == JSON_OBJECT)
+				{
+					json_write_string(f, v->keys[i]);
+					fputs(": ", f);
+				}
+				json_write_value(f, v->items[i]);
+			}
+			fputc(v->type == JSON_ARRAY ? ']' : '}', f);
+			break;
+	}
+}
+
+/* v as malloc'd JSON text, or NULL (out of memory). */
+static char *
+json_to_text(const json *v)
+{
+	char	   *buf = NULL;
+	size_t		size = 0;
+	FILE	   *f = open_memstream(&buf, &size);
+
+	if (f == NULL)
+		return NULL;
+	json_write_value(f, v);
+	if (fclose(f) != 0)
+	{
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* Why a message of a chat session cannot be imported, or NULL. */
+static const char *
+chat_message_problem(const json *m, char *why, size_t whysize)
+{
+	const json *role = json_get(m, "role"),
+			   *content = json_get(m, "content"),
+			   *tokens = json_get(m, "tokens"),
+			   *cost = json_get(m, "cost");
+	int64_t		micro;
+	const char *amount_why;
+	int			i,
+				known = 0;
+
+	if (m->type != JSON_OBJECT)
+		return "not an object";
+	if (role == NULL || role->type != JSON_STRING)
+		return "needs a string role";
+	for (i = 0; chat_roles[i]; i++)
+		known |= strcmp(role->text, chat_roles[i]) == 0;
+	if (!known)
+	{
+		snprintf(why, whysize, "role must be system, user, assistant or tool, not %.40s",
+				 role->text);
+		return why;
+	}
+	if (content == NULL || content->type != JSON_STRING ||
+		strlen(content->text) != content->len)
+		return "needs a string content (without NUL characters)";
+	if (tokens && tokens->type != JSON_NULL)
+	{
+		char	   *end;
+		long long	t;
+
+		errno = 0;
+		if (tokens->type != JSON_NUMBER ||
+			(t = strtoll(tokens->text, &end, 10), *end != '\0') || errno ||
+			t < 0 || t > 2147483647)
+			return "tokens must be a whole number from 0 to 2147483647";
+	}
+	if (cost && cost->type != JSON_NULL && !read_amount(cost, &micro, &amount_why))
+	{
+		snprintf(why, whysize, "cost is %s", amount_why);
+		return why;
+	}
+	return NULL;
+}
+
+/* Is the file's session id already imported for its user?  1, 0; -1 on
+ * error.  A session counts as present when it is that session (an export
+ * imported back) or its context says {"imported_from": id}. */
+static int
+chat_session_present(const imp_chat *ch)
+{
+	pgm_result *r = NULL;
+	int			row,
+				found = 0;
+
+	if (pgm_list_chat_sessions(conn, ch->u->id, &r) != PGM_OK)
+		return -1;
+	for (row = 0; row < pgm_result_rows(r) && !found; row++)
+	{
+		const char *sid = pgm_result_value(r, row, "session_id");
+		const char *ctx = pgm_result_value(r, row, "context");
+
+		if (sid && strcasecmp(sid, ch->id) == 0)
+			found = 1;
+		else if (ctx)
+		{
+			char		err[64];
+			json	   *cj = json_parse(ctx, strlen(ctx), err, sizeof(err));
+			const char *from = cj ? str_member(cj, "imported_from") : NULL;
+
+			found = from && strcasecmp(from, ch->id) == 0;
+			json_free(cj);
+		}
+	}
+	pgm_result_free(r);
+	return found;
+}
+
+/* Runs SQL outside the library (transaction control); 1 on success. */
+static int
+raw_exec(const char *sql)
+{
+	PGresult   *res = PQexec(pgm_pgconn(conn), sql);
+	int			ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	if (!ok)
+		fprintf(stderr, "pgmarket import: %s failed: %s", sql, PQerrorMessage(pgm_pgconn(conn)));
+	PQclear(res);
+	return ok;
+}
+
+/*
+ * One session and its messages, in one transaction: the session (the server
+ * chooses its id), the context {"imported_from": id} that a re-run finds,
+ * then each message with its cost recorded (not charged).  *nmsg receives
+ * the messages stored.  PGM_OK, or the failing call's status with the
+ * transaction rolled back.
+ */
+static pgm_status
+import_chat_session(const imp_chat *ch, long *nmsg)
+{
+	char		sid[PGM_UUID_LEN],
+				context[96];
+	size_t		j;
+	pgm_status	st;
+
+	*nmsg = 0;
+	if (!raw_exec("BEGIN"))
+		return PGM_CONNECTION_ERROR;
+	st = pgm_create_chat_session(conn, ch->u->id, ch->model, str_member(ch->s, "title"),
+								 str_member(ch->s, "agent_id"), sid);
+	if (st == PGM_OK)
+	{
+		snprintf(context, sizeof(context), "{\"imported_from\": \"%s\"}", ch->id);
+		st = pgm_update_chat_context(conn, ch->u->id, sid, context);
+	}
+	for (j = 0; st == PGM_OK && ch->messages && j < ch->messages->n; j++)
+	{
+		const json *m = ch->messages->items[j];
+		const json *tokens = json_get(m, "tokens"),
+				   *cost = json_get(m, "cost"),
+				   *tools = json_get(m, "tool_calls");
+		char		amount[PGM_AMOUNT_LEN] = "0";
+		char	   *tool_text = NULL;
+		int64_t		micro = 0;
+		const char *why;
+
+		if (cost && cost->type != JSON_NULL && read_amount(cost, &micro, &why))
+			pgm_micro_to_str(micro, amount);
+		if (tools && tools->type != JSON_NULL && (tool_text = json_to_text(tools)) == NULL)
+		{
+			fprintf(stderr, "pgmarket import: out of memory\n");
+			st = PGM_CLIENT_ERROR;
+			break;
+		}
+		st = pgm_save_chat_message(conn, ch->u->id, sid, str_member(m, "role"),
+								   str_member(m, "content"),
+								   tokens && tokens->type == JSON_NUMBER ? atoi(tokens->text) : 0,
+								   amount, tool_text, NULL);
+		free(tool_text);
+		if (st == PGM_OK)
+			(*nmsg)++;
+	}
+	if (st == PGM_OK)
+		return raw_exec("COMMIT") ? PGM_OK : PGM_CONNECTION_ERROR;
+	PQclear(PQexec(pgm_pgconn(conn), "ROLLBACK"));
+	*nmsg = 0;
+	return st;
+}
+
 static int
 cmd_import(int argc, char **argv)
 {
@@ -761,6 +986,8 @@ cmd_import(int argc, char **argv)
 	importer	im = {0};
 	imp_tx	   *tx = NULL;
 	size_t		ntx = 0;
+	imp_chat   *chats = NULL;
+	size_t		nchats = 0;
 	long		steps = 0;
 	long		users_created = 0,
 				users_present = 0,
@@ -768,7 +995,11 @@ cmd_import(int argc, char **argv)
 				entries_replayed = 0,
 				keys_new = 0,
 				keys_present = 0,
-				hashes_skipped = 0;
+				hashes_skipped = 0,
+				chats_new = 0,
+				chats_present = 0,
+				chat_messages_new = 0;
+	int			have_chat = 0;
 	int			have_import_user;
 	progress	p;
 	int			rc;
@@ -815,6 +1046,7 @@ cmd_import(int argc, char **argv)
 	SECTION_TYPE(balances, JSON_OBJECT, "balance_tracker");
 	SECTION_TYPE(txs, JSON_ARRAY, "transactions");
 	SECTION_TYPE(keys, JSON_OBJECT, "api_keys");
+	SECTION_TYPE(chat, JSON_OBJECT, "chat_history");
 
 	/* --- validation: users ------------------------------------------- */
 	for (i = 0; users && i < users->n; i++)
@@ -1000,6 +1232,79 @@ cmd_import(int argc, char **argv)
 		else
 			x->u->deposits += m;
 		ntx++;
+		steps++;
+	}
+
+	/* --- validation: chat_history ----------------------------------------- */
+	if (chat && chat->n)
+	{
+		chats = calloc(chat->n, sizeof(imp_chat));
+		if (chats == NULL)
+			goto oom;
+	}
+	for (i = 0; chat && i < chat->n; i++)
+	{
+		const char *id = chat->keys[i];
+		const json *cs = chat->items[i];
+		const char *uid = str_member(cs, "user_id");
+		const json *model = json_get(cs, "model_id"),
+				   *title = json_get(cs, "title"),
+				   *agent = json_get(cs, "agent_id"),
+				   *msgs = json_get(cs, "messages");
+		imp_chat   *ch = &chats[nchats];
+		const char *problem = NULL;
+		char		why[128];
+
+		if (!is_uuid(id))
+		{
+			reject(&im, "chat_history", id, "malformed uuid");
+			continue;
+		}
+		if (cs->type != JSON_OBJECT)
+		{
+			reject(&im, "chat_history", id, "must be an object with user_id, model_id, messages");
+			continue;
+		}
+		if (!is_uuid(uid))
+		{
+			reject(&im, "chat_history", id, "malformed user_id");
+			continue;
+		}
+		if ((model && model->type != JSON_NULL && model->type != JSON_STRING) ||
+			(title && title->type != JSON_NULL && title->type != JSON_STRING) ||
+			(agent && agent->type != JSON_NULL && agent->type != JSON_STRING))
+		{
+			reject(&im, "chat_history", id, "model_id, title and agent_id must be strings");
+			continue;
+		}
+		if (msgs && msgs->type != JSON_NULL && msgs->type != JSON_ARRAY)
+		{
+			reject(&im, "chat_history", id, "messages must be an array");
+			continue;
+		}
+		for (k = 0; msgs && msgs->type == JSON_ARRAY && k < msgs->n && !problem; k++)
+			problem = chat_message_problem(msgs->items[k], why, sizeof(why));
+		if (problem)
+		{
+			reject(&im, "chat_history", id, "message %zu: %s", k - 1, problem);
+			continue;
+		}
+		for (k = 0; k < nchats; k++)
+			if (strcasecmp(chats[k].id, id) == 0)
+				problem = "listed twice";
+		if (problem)
+		{
+			reject(&im, "chat_history", id, "%s", problem);
+			continue;
+		}
+		ch->id = id;
+		ch->s = cs;
+		ch->model = model && model->type == JSON_STRING ? model->text : "unknown";
+		ch->messages = msgs && msgs->type == JSON_ARRAY ? msgs : NULL;
+		ch->u = find_user(&im, uid, 1);
+		if (ch->u == NULL)
+			goto oom;
+		nchats++;
 		steps++;
 	}
 
@@ -1252,21 +1557,68 @@ cmd_import(int argc, char **argv)
 			}
 		}
 	}
-	progress_end(&p);
 
-	if (chat && !(chat->type == JSON_OBJECT && chat->n == 0))
+	/* chat sessions: one transaction each, found again by imported_from */
+	if (chat && chat->n > 0)
 	{
-		if (!server_has("pgmarket.create_chat_session(uuid,text,text,text)"))
+		have_chat = server_has("pgmarket.create_chat_session(uuid,text,text,text)");
+		if (!have_chat)
 			fprintf(stderr, "pgmarket import: warning: section chat_history skipped: "
 					"this server has no chat functions (create_chat_session)\n");
-		else
-			fprintf(stderr, "pgmarket import: warning: section chat_history skipped: "
-					"this version of the tool does not import chat yet\n");
 	}
+	for (i = 0; have_chat && i < nchats; i++)
+	{
+		imp_chat   *ch = &chats[i];
+		long		nmsg = 0;
+		int			present;
+		pgm_status	st;
+
+		progress_step(&p, 1);
+		if (ch->u->rejected)
+		{
+			im.rejected++;		/* reported with its user */
+			continue;
+		}
+		present = chat_session_present(ch);
+		if (present < 0)
+		{
+			progress_end(&p);
+			if (pgm_last_status(conn) == PGM_CONNECTION_ERROR)
+			{
+				complain("import: list_chat_sessions");
+				goto fail;
+			}
+			reject(&im, "chat_history", ch->id, "%s (%s)", pgm_errmsg(conn), pgm_sqlstate(conn));
+			continue;
+		}
+		if (present)
+		{
+			chats_present++;
+			continue;
+		}
+		st = import_chat_session(ch, &nmsg);
+		if (st == PGM_OK)
+		{
+			chats_new++;
+			chat_messages_new += nmsg;
+			continue;
+		}
+		progress_end(&p);
+		if (st == PGM_CONNECTION_ERROR)
+		{
+			complain("import");
+			goto fail;
+		}
+		reject(&im, "chat_history", ch->id, "%s (%s)", pgm_errmsg(conn), pgm_sqlstate(conn));
+	}
+	progress_end(&p);
 
 	printf("users: %ld created, %ld already present\n", users_created, users_present);
 	printf("ledger entries: %ld new, %ld already present\n", entries_new, entries_replayed);
 	printf("provider keys: %ld stored (sealed), %ld already present\n", keys_new, keys_present);
+	if (have_chat)
+		printf("chat sessions: %ld created (%ld messages), %ld already present\n",
+			   chats_new, chat_messages_new, chats_present);
 	if (hashes_skipped)
 		printf("password hashes: %ld not imported (the server has no import_user yet); "
 			   "those users have no password\n", hashes_skipped);
@@ -1277,6 +1629,7 @@ cmd_import(int argc, char **argv)
 				"fix them and run the import again: what was loaded stays, "
 				"nothing is loaded twice\n", im.rejected);
 	free(tx);
+	free(chats);
 	free(im.users);
 	json_free(doc);
 	return rc;
@@ -1285,6 +1638,7 @@ oom:
 	fprintf(stderr, "pgmarket import: out of memory\n");
 fail:
 	free(tx);
+	free(chats);
 	free(im.users);
 	json_free(doc);
 	return 1;
@@ -1293,6 +1647,82 @@ fail:
 /* ------------------------------------------------------------------------
  * export
  * ------------------------------------------------------------------------ */
+
+/*
+ * The messages of a session, oldest first: pages of get_chat_history
+ * newest first (keyset on message_id), written in reverse.  0, or 1 with
+ * the error reported.
+ */
+static int
+export_chat_messages(FILE *f, const char *uid, const char *sid)
+{
+	pgm_result **pages = NULL;
+	size_t		npages = 0,
+				cap = 0,
+				k;
+	int64_t		before = 0;
+	int			row,
+				first = 1,
+				rc = 0;
+
+	for (;;)
+	{
+		pgm_result *r = NULL;
+		int			n;
+
+		if (pgm_get_chat_history(conn, uid, sid, 1000, before, 0, &r) != PGM_OK)
+		{
+			complain("export: get_chat_history");
+			rc = 1;
+			break;
+		}
+		if (npages == cap)
+		{
+			pgm_result **np;
+
+			cap = cap ? cap * 2 : 4;
+			np = realloc(pages, cap * sizeof(*pages));
+			if (np == NULL)
+			{
+				fprintf(stderr, "pgmarket export: out of memory\n");
+				pgm_result_free(r);
+				rc = 1;
+				break;
+			}
+			pages = np;
+		}
+		pages[npages++] = r;
+		n = pgm_result_rows(r);
+		if (n > 0)
+			before = strtoll(pgm_result_value(r, n - 1, "message_id"), NULL, 10);
+		if (n < 1000)
+			break;
+	}
+	for (k = npages; rc == 0 && k-- > 0;)
+		for (row = pgm_result_rows(pages[k]) - 1; row >= 0; row--)
+		{
+			const pgm_result *r = pages[k];
+			const char *tools = pgm_result_value(r, row, "tool_calls");
+
+			fprintf(f, "%s\n      {\"role\": ", first ? "" : ",");
+			first = 0;
+			json_write_string(f, pgm_result_value(r, row, "role"));
+			fputs(", \"content\": ", f);
+			json_write_string(f, pgm_result_value(r, row, "content"));
+			fprintf(f, ", \"tokens\": %s, \"cost\": %s, \"timestamp\": \"%s\"",
+					pgm_result_value(r, row, "tokens"), pgm_result_value(r, row, "cost"),
+					pgm_result_value(r, row, "created_at"));
+			if (tools)
+				fprintf(f, ", \"tool_calls\": %s", tools);
+			fputc('}', f);
+		}
+	for (k = 0; k < npages; k++)
+		pgm_result_free(pages[k]);
+	free(pages);
+	if (rc == 0 && !first)
+		fputs("\n    ", f);
+	return rc;
+}
 
 static int
 cmd_export(int argc, char **argv)
@@ -1304,7 +1734,8 @@ cmd_export(int argc, char **argv)
 	int			i,
 				j,
 				first,
-				rc = 0;
+				rc = 0,
+				have_chat;
 	progress	p;
 
 	if (positional(argc, argv, a, 1) > 1)
@@ -1330,7 +1761,9 @@ cmd_export(int argc, char **argv)
 			return 1;
 		}
 	}
-	progress_start(&p, "exporting", pgm_result_rows(users) * (with_secrets ? 3 : 2));
+	have_chat = server_has("pgmarket.list_chat_sessions(uuid)");
+	progress_start(&p, "exporting",
+				   pgm_result_rows(users) * (2 + (with_secrets ? 1 : 0) + (have_chat ? 1 : 0)));
 
 	fputs("{\n  \"users\": {", f);
 	for (i = 0; i < pgm_result_rows(users); i++)
@@ -1439,6 +1872,55 @@ cmd_export(int argc, char **argv)
 		progress_step(&p, 1);
 	}
 	fputs("\n  ]", f);
+	if (have_chat)
+	{
+		fputs(",\n  \"chat_history\": {", f);
+		first = 1;
+		for (i = 0; i < pgm_result_rows(users); i++)
+		{
+			const char *uid = pgm_result_value(users, i, "id");
+			pgm_result *sessions = NULL;
+
+			progress_step(&p, 1);
+			if (pgm_list_chat_sessions(conn, uid, &sessions) != PGM_OK)
+			{
+				complain("export: list_chat_sessions");
+				rc = 1;
+				goto done;
+			}
+			for (j = 0; j < pgm_result_rows(sessions); j++)
+			{
+				const char *sid = pgm_result_value(sessions, j, "session_id");
+				const char *title = pgm_result_value(sessions, j, "title");
+				const char *agent = pgm_result_value(sessions, j, "agent_id");
+
+				fprintf(f, "%s\n    \"%s\": {\"user_id\": \"%s\", \"model_id\": ",
+						first ? "" : ",", sid, uid);
+				first = 0;
+				json_write_string(f, pgm_result_value(sessions, j, "model_id"));
+				fputs(", \"title\": ", f);
+				if (title)
+					json_write_string(f, title);
+				else
+					fputs("null", f);
+				if (agent)
+				{
+					fputs(", \"agent_id\": ", f);
+					json_write_string(f, agent);
+				}
+				fputs(", \"messages\": [", f);
+				if (export_chat_messages(f, uid, sid) != 0)
+				{
+					pgm_result_free(sessions);
+					rc = 1;
+					goto done;
+				}
+				fputs("]}", f);
+			}
+			pgm_result_free(sessions);
+		}
+		fputs("\n  }", f);
+	}
 	if (with_secrets)
 	{
 		fputs(",\n  \"api_keys\": {", f);

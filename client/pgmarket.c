@@ -77,6 +77,18 @@ typedef enum
 	Q_LIST_API_KEYS,
 	Q_SEAL_AUDIT,
 	Q_VERIFY_AUDIT,
+	Q_CREATE_CHAT_SESSION,
+	Q_SAVE_CHAT_MESSAGE,
+	Q_RECORD_COMPLETION,
+	Q_GET_CHAT_HISTORY,
+	Q_END_CHAT_SESSION,
+	Q_UPDATE_CHAT_CONTEXT,
+	Q_DELETE_CHAT_SESSION,
+	Q_LIST_CHAT_SESSIONS,
+	Q_RATE_MODEL,
+	Q_MODEL_RATINGS,
+	Q_SET_PREFERENCE,
+	Q_GET_PREFERENCES,
 	Q_COUNT
 } query_id;
 
@@ -126,6 +138,22 @@ static const char *const queries[Q_COUNT] = {
 	[Q_LIST_API_KEYS] = "SELECT * FROM pgmarket.list_api_keys($1::uuid)",
 	[Q_SEAL_AUDIT] = "SELECT pgmarket.seal_audit()",
 	[Q_VERIFY_AUDIT] = "SELECT * FROM pgmarket.verify_audit($1::boolean)",
+	[Q_CREATE_CHAT_SESSION] = "SELECT pgmarket.create_chat_session($1::uuid, $2, $3, $4)",
+	[Q_SAVE_CHAT_MESSAGE] = "SELECT pgmarket.save_chat_message($1::uuid, $2::uuid, $3, $4, "
+	"$5::int, COALESCE($6::numeric, 0::numeric), $7::jsonb)",
+	[Q_RECORD_COMPLETION] = "SELECT * FROM pgmarket.record_completion($1::uuid, $2::uuid, "
+	"$3, $4::int, $5::numeric, $6)",
+	[Q_GET_CHAT_HISTORY] = "SELECT * FROM pgmarket.get_chat_history($1::uuid, $2::uuid, "
+	"$3::int, $4::bigint, $5::boolean)",
+	[Q_END_CHAT_SESSION] = "SELECT pgmarket.end_chat_session($1::uuid, $2::uuid, $3, $4)",
+	[Q_UPDATE_CHAT_CONTEXT] = "SELECT pgmarket.update_chat_context($1::uuid, $2::uuid, $3::jsonb)",
+	[Q_DELETE_CHAT_SESSION] = "SELECT pgmarket.delete_chat_session($1::uuid, $2::uuid)",
+	[Q_LIST_CHAT_SESSIONS] = "SELECT * FROM pgmarket.list_chat_sessions($1::uuid)",
+	[Q_RATE_MODEL] = "SELECT pgmarket.rate_model($1::uuid, $2, $3::int, $4)",
+	[Q_MODEL_RATINGS] = "SELECT model_id, ratings, average_stars FROM pgmarket.model_ratings "
+	"WHERE $1::text IS NULL OR model_id = $1::text ORDER BY model_id",
+	[Q_SET_PREFERENCE] = "SELECT pgmarket.set_preference($1::uuid, $2, $3::jsonb)",
+	[Q_GET_PREFERENCES] = "SELECT * FROM pgmarket.get_preferences($1::uuid)",
 };
 
 static const char actor_sql[] =
@@ -1728,4 +1756,136 @@ pgm_verify_audit(pgm_conn *c, int strict, int64_t *first_bad_id, int64_t *checke
 		*checked = to_i64(val(res, 0, PQfnumber(res, "checked")));
 	PQclear(res);
 	return PGM_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Chat and metering
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_create_chat_session(pgm_conn *c, const char *user_id, const char *model_id,
+						const char *title, const char *agent_id,
+						char session_id[PGM_UUID_LEN])
+{
+	const char *vals[4] = {user_id, model_id, title, agent_id};
+	char		tmp[PGM_UUID_LEN] = "";
+	pgm_status	st = scalar_call(c, Q_CREATE_CHAT_SESSION, 4, vals, NULL, NULL,
+								 take_uuid, tmp);
+
+	if (session_id)
+		copy(session_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_save_chat_message(pgm_conn *c, const char *user_id, const char *session_id,
+					  const char *role, const char *content, int tokens,
+					  const char *cost, const char *tool_calls,
+					  int64_t *message_id)
+{
+	char		tok[I64BUF];
+	const char *vals[7] = {user_id, session_id, role, content,
+	fmt_i64(tok, tokens), cost, tool_calls};
+	int64_t		id = 0;
+	pgm_status	st = scalar_call(c, Q_SAVE_CHAT_MESSAGE, 7, vals, NULL, NULL,
+								 take_i64, &id);
+
+	if (message_id)
+		*message_id = id;
+	return st;
+}
+
+pgm_status
+pgm_record_completion(pgm_conn *c, const char *user_id, const char *session_id,
+					  const char *content, int tokens, const char *cost,
+					  const char *idempotency_key, pgm_ledger_result *out)
+{
+	char		tok[I64BUF];
+	const char *vals[6] = {user_id, session_id, content, fmt_i64(tok, tokens),
+	cost, idempotency_key};
+
+	return ledger_call(c, Q_RECORD_COMPLETION, 6, vals, out);
+}
+
+pgm_status
+pgm_get_chat_history(pgm_conn *c, const char *user_id, const char *session_id,
+					 int max_rows, int64_t before_id, int oldest_first,
+					 pgm_result **out)
+{
+	char		rows[I64BUF],
+				before[I64BUF];
+	const char *vals[5] = {user_id, session_id, fmt_i64(rows, max_rows),
+		before_id > 0 ? fmt_i64(before, before_id) : NULL,
+	oldest_first ? "true" : "false"};
+
+	return rows_call(c, Q_GET_CHAT_HISTORY, 5, vals, out);
+}
+
+pgm_status
+pgm_end_chat_session(pgm_conn *c, const char *user_id, const char *session_id,
+					 const char *status, const char *reason)
+{
+	const char *vals[4] = {user_id, session_id, status, reason};
+
+	return scalar_call(c, Q_END_CHAT_SESSION, 4, vals, NULL, NULL, NULL, NULL);
+}
+
+pgm_status
+pgm_update_chat_context(pgm_conn *c, const char *user_id, const char *session_id,
+						const char *context)
+{
+	const char *vals[3] = {user_id, session_id, context};
+
+	return scalar_call(c, Q_UPDATE_CHAT_CONTEXT, 3, vals, NULL, NULL, NULL, NULL);
+}
+
+pgm_status
+pgm_delete_chat_session(pgm_conn *c, const char *user_id, const char *session_id)
+{
+	const char *vals[2] = {user_id, session_id};
+
+	return scalar_call(c, Q_DELETE_CHAT_SESSION, 2, vals, NULL, NULL, NULL, NULL);
+}
+
+pgm_status
+pgm_list_chat_sessions(pgm_conn *c, const char *user_id, pgm_result **out)
+{
+	const char *vals[1] = {user_id};
+
+	return rows_call(c, Q_LIST_CHAT_SESSIONS, 1, vals, out);
+}
+
+pgm_status
+pgm_rate_model(pgm_conn *c, const char *user_id, const char *model_id,
+			   int stars, const char *review)
+{
+	char		s[I64BUF];
+	const char *vals[4] = {user_id, model_id, fmt_i64(s, stars), review};
+
+	return scalar_call(c, Q_RATE_MODEL, 4, vals, NULL, NULL, NULL, NULL);
+}
+
+pgm_status
+pgm_model_ratings(pgm_conn *c, const char *model_id, pgm_result **out)
+{
+	const char *vals[1] = {model_id};
+
+	return rows_call(c, Q_MODEL_RATINGS, 1, vals, out);
+}
+
+pgm_status
+pgm_set_preference(pgm_conn *c, const char *user_id, const char *key,
+				   const char *value)
+{
+	const char *vals[3] = {user_id, key, value};
+
+	return scalar_call(c, Q_SET_PREFERENCE, 3, vals, NULL, NULL, NULL, NULL);
+}
+
+pgm_status
+pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
+{
+	const char *vals[1] = {user_id};
+
+	return rows_call(c, Q_GET_PREFERENCES, 1, vals, out);
 }

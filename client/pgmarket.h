@@ -373,6 +373,69 @@ pgm_status	pgm_seal_audit(pgm_conn *conn, int64_t *sealed);
 pgm_status	pgm_verify_audit(pgm_conn *conn, int strict,
 							 int64_t *first_bad_id, int64_t *checked);
 
+/* ------------------------------------------------------------------------
+ * Chat and metering.  A session that is unknown, another user's or deleted
+ * is PGM_UNKNOWN_ACCOUNT (PM002); a message to an ended session, or ending
+ * it twice, is 55000 (PGM_APPEND_ONLY).  JSON arguments (context,
+ * tool_calls, preference values) are JSON text.
+ * ------------------------------------------------------------------------ */
+
+/* title, agent_id may be NULL.  session_id receives the new session's id
+ * (the server chooses it). */
+pgm_status	pgm_create_chat_session(pgm_conn *conn, const char *user_id,
+									const char *model_id, const char *title,
+									const char *agent_id,
+									char session_id[PGM_UUID_LEN]);
+/* role: system, user, assistant, tool.  cost: an amount recorded with the
+ * message, not charged (NULL: 0); tool_calls may be NULL. */
+pgm_status	pgm_save_chat_message(pgm_conn *conn, const char *user_id,
+								  const char *session_id, const char *role,
+								  const char *content, int tokens,
+								  const char *cost, const char *tool_calls,
+								  int64_t *message_id);
+/* The assistant's message and the charge of its cost, both or neither;
+ * a repeated idempotency_key replays (out->replayed) and stores nothing. */
+pgm_status	pgm_record_completion(pgm_conn *conn, const char *user_id,
+								  const char *session_id, const char *content,
+								  int tokens, const char *cost,
+								  const char *idempotency_key,
+								  pgm_ledger_result *out);
+/* A page of max_rows (1..1000) messages, newest first unless oldest_first;
+ * before_id 0: the newest page.  Rows by column name: message_id, role,
+ * content, tokens, cost, tool_calls, created_at. */
+pgm_status	pgm_get_chat_history(pgm_conn *conn, const char *user_id,
+								 const char *session_id, int max_rows,
+								 int64_t before_id, int oldest_first,
+								 pgm_result **out);
+/* status: completed or failed; reason may be NULL. */
+pgm_status	pgm_end_chat_session(pgm_conn *conn, const char *user_id,
+								 const char *session_id, const char *status,
+								 const char *reason);
+pgm_status	pgm_update_chat_context(pgm_conn *conn, const char *user_id,
+									const char *session_id, const char *context);
+/* Soft deletion: the session is gone to the API. */
+pgm_status	pgm_delete_chat_session(pgm_conn *conn, const char *user_id,
+									const char *session_id);
+/* The sessions not deleted, newest first.  Rows by column name: session_id,
+ * model_id, title, agent_id, status, end_reason, context, created_at,
+ * updated_at, ended_at. */
+pgm_status	pgm_list_chat_sessions(pgm_conn *conn, const char *user_id,
+								   pgm_result **out);
+/* stars 1..5; one rating per user and model, a second one replaces it;
+ * review may be NULL. */
+pgm_status	pgm_rate_model(pgm_conn *conn, const char *user_id,
+						   const char *model_id, int stars, const char *review);
+/* The view model_ratings: rows model_id, ratings, average_stars, by
+ * model_id; model_id NULL: every model. */
+pgm_status	pgm_model_ratings(pgm_conn *conn, const char *model_id,
+							  pgm_result **out);
+/* Insert or replace. */
+pgm_status	pgm_set_preference(pgm_conn *conn, const char *user_id,
+							   const char *key, const char *value);
+/* Rows by column name: key, value, updated_at. */
+pgm_status	pgm_get_preferences(pgm_conn *conn, const char *user_id,
+								pgm_result **out);
+
 #ifdef __cplusplus
 }
 #endif

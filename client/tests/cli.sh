@@ -7,7 +7,9 @@ q() { psql -X -qAt -d "${2:-$db}" -c "$1"; }
 counts() {
     q "SELECT (SELECT count(*) FROM pgmarket.users) || '/' ||
               (SELECT count(*) FROM pgmarket.ledger) || '/' ||
-              (SELECT count(*) FROM pgmarket.provider_keys)"
+              (SELECT count(*) FROM pgmarket.provider_keys) || '/' ||
+              (SELECT count(*) FROM pgmarket.chat_sessions) || '/' ||
+              (SELECT count(*) FROM pgmarket.chat_messages)" "${1:-$db}"
 }
 # expect NAME STATUS(0|nonzero) COMMAND... ; output in $tmp/out, $tmp/err
 expect() {
@@ -35,7 +37,25 @@ linus=0a000000-0000-4000-8000-000000000003
 expect "import the good file" 0 pgm import examples/import-good.json
 cp "$tmp/out" "$tmp/import1.out"
 has "import reports what it created" "$tmp/out" '^users: 3 created'
-has "import warns about chat_history" "$tmp/err" 'chat_history skipped'
+has "import reports the chat sessions" "$tmp/out" '^chat sessions: 3 created \(5 messages\), 0 already present'
+if grep -q 'chat_history skipped' "$tmp/err"; then notok "cli: chat_history was skipped"; else ok "cli: chat_history not skipped"; fi
+[ "$(q "SELECT count(*) FROM pgmarket.chat_sessions WHERE context->>'imported_from' LIKE '0b000000-%'")" = 3 ] &&
+    ok "cli: chat sessions carry the source session id" || notok "cli: chat sessions"
+imported_msgs="SELECT count(*) || ' ' || sum(m.cost) FROM pgmarket.chat_messages m
+                 JOIN pgmarket.chat_sessions s USING (session_id) WHERE s.context->>'imported_from' LIKE '0b000000-%'"
+[ "$(q "$imported_msgs")" = "5 5245901" ] &&
+    ok "cli: chat messages stored with their cost" || notok "cli: chat messages: $(q "$imported_msgs")"
+[ "$(q "SELECT m.content FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id)
+        WHERE s.context->>'imported_from' = '0b000000-0000-4000-8000-000000000001'")" = "Hi é😀" ] &&
+    ok "cli: chat content kept exactly" || notok "cli: chat content"
+[ "$(q "SELECT m.tool_calls->0->'arguments'->>'expr' FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id)
+        WHERE s.context->>'imported_from' = '0b000000-0000-4000-8000-000000000002' AND m.role = 'tool'")" = "2+2" ] &&
+    ok "cli: tool_calls kept" || notok "cli: tool_calls"
+[ "$(q "SELECT string_agg(role, ',' ORDER BY message_id) FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id)
+        WHERE s.context->>'imported_from' = '0b000000-0000-4000-8000-000000000002'")" = "system,user,tool,assistant" ] &&
+    ok "cli: chat messages in their order" || notok "cli: chat message order"
+[ "$(q "SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'claude-3'")" = 1 ] &&
+    ok "cli: a message's cost is recorded, not charged" || notok "cli: chat cost charged"
 [ "$(q "SELECT password_hash FROM pgmarket.accounts WHERE id = '$ada'")" = 'pbkdf2_sha256$600000$c2FsdHNhbHQ$0123456789abcdefghijklmnopqrstuvwxyzABCDE=' ] &&
     ok "cli: a pbkdf2_sha256 password hash is kept as it is" || notok "cli: password hash not kept"
 bal() { q "SELECT total_balance || ' ' || spent_balance FROM pgmarket.get_balance('$1')"; }
@@ -51,6 +71,7 @@ expect "import the good file again" 0 pgm import examples/import-good.json
 has "the second import creates nothing" "$tmp/out" '^users: 0 created, 3 already present'
 has "the second import adds no entry" "$tmp/out" '^ledger entries: 0 new'
 has "the second import stores no key" "$tmp/out" '^provider keys: 0 stored'
+has "the second import adds no chat session" "$tmp/out" '^chat sessions: 0 created \(0 messages\), 3 already present'
 [ "$(counts)" = "$c1" ] && ok "cli: the second import changed nothing ($c1)" || notok "cli: counts $c1 -> $(counts)"
 
 # import: the broken file
@@ -67,6 +88,11 @@ has "duplicate transaction id reported" "$tmp/broken.err" 'duplicate id'
 has "exponent reported" "$tmp/broken.err" 'exponent'
 has "server-side rejection reported" "$tmp/broken.err" 'rejected users\[0c000000-0000-4000-8000-000000000003\]'
 has "malformed key reported" "$tmp/broken.err" 'malformed key'
+has "bad chat role reported" "$tmp/broken.err" 'rejected chat_history\[0d000000-0000-4000-8000-000000000001\]: message 0: role must be'
+has "inexact chat cost reported" "$tmp/broken.err" 'rejected chat_history\[0d000000-0000-4000-8000-000000000002\]: message 0: cost is not a whole'
+has "malformed session id reported" "$tmp/broken.err" 'rejected chat_history\[not-a-session\]: malformed uuid'
+[ "$(q "SELECT count(*) FROM pgmarket.chat_sessions WHERE context->>'imported_from' LIKE '0d000000-%'")" = 0 ] &&
+    ok "cli: no rejected chat session stored" || notok "cli: a rejected chat session was stored"
 has "the rejections are summed up" "$tmp/broken.err" 'records rejected'
 printf '{"users": {\n  "x": [1, 2,\n' >"$tmp/notjson.json"
 expect "import of a file that is not JSON fails" 1 pgm import "$tmp/notjson.json"
@@ -121,6 +147,18 @@ if psql -X -q -d postgres -c "CREATE DATABASE $db2" && psql -X -q -d "$db2" -c "
         notok "cli: balances differ after export and import"
     expect "import the export there again" 0 env PGDATABASE="$db2" "${vg[@]}" ./pgmarket import "$tmp/export.json"
     has "which adds nothing" "$tmp/out" '^ledger entries: 0 new'
+    has "and no chat session" "$tmp/out" '^chat sessions: 0 created \(0 messages\), [1-9][0-9]* already present'
+    # per session, its messages in order; sessions as a sorted set
+    chats="SELECT count(*) || ' ' || string_agg(x, ';' ORDER BY x) FROM (
+             SELECT s.user_id || '|' || s.model_id || '|' || coalesce(s.title, '-') || '|' ||
+                    coalesce(string_agg(m.role || ':' || m.content || ':' || m.tokens || ':' || m.cost ||
+                                        ':' || coalesce(m.tool_calls::text, '-'), ',' ORDER BY m.message_id), '') AS x
+               FROM pgmarket.chat_sessions s LEFT JOIN pgmarket.chat_messages m USING (session_id)
+              WHERE s.deleted_at IS NULL GROUP BY s.session_id) t"
+    c1=$(q "$chats")
+    c2=$(q "$chats" "$db2")
+    [ -n "$c1" ] && [ "$c1" = "$c2" ] && ok "cli: chat sessions and messages survive export and import" ||
+        notok "cli: chat differs after export and import: '$c1' vs '$c2'"
     psql -X -q -d postgres -c "DROP DATABASE $db2 WITH (FORCE)"
 else
     notok "cli: create a second database"

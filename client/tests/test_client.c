@@ -817,6 +817,240 @@ test_audit_and_misc(pgm_conn *c)
 	sql(c, "DROP ROLE pgm_client_nobody");
 }
 
+/* Chat sessions, messages, completions, ratings, preferences. */
+static void
+test_chat(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				other[PGM_UUID_LEN],
+				sid[PGM_UUID_LEN],
+				sid2[PGM_UUID_LEN],
+				osid[PGM_UUID_LEN],
+				key[64],
+				model[64];
+	const char *unknown_user = "c1ffffff-0000-4000-8000-00000000fffd";
+	const char *unknown_sid = "c2ffffff-0000-4000-8000-00000000fffd";
+	pgm_ledger_result lr,
+				lr2;
+	pgm_balance b;
+	pgm_result *r = NULL;
+	int64_t		mid = 0,
+				mid2 = 0,
+				first_page_min;
+	char	   *v;
+	const char *p[1];
+	int			i,
+				found;
+
+	printf("# chat and metering\n");
+	make_user(c, "chat", u);
+	make_user(c, "chatother", other);
+	EXPECT(pgm_add_funds(c, u, "1", NULL, NULL, &lr), PGM_OK, c);
+
+	/* sessions */
+	EXPECT(pgm_create_chat_session(c, u, "gpt-4o", "greetings", "agent-7", sid), PGM_OK, c);
+	CHECK(strlen(sid) == 36, c);
+	EXPECT(pgm_create_chat_session(c, u, "gpt-4o", NULL, NULL, sid2), PGM_OK, c);
+	CHECK(strlen(sid2) == 36 && strcmp(sid, sid2) != 0, c);
+	EXPECT(pgm_create_chat_session(c, other, "claude", NULL, NULL, osid), PGM_OK, c);
+	EXPECT(pgm_create_chat_session(c, unknown_user, "gpt-4o", NULL, NULL, sid2),
+		   PGM_UNKNOWN_ACCOUNT, c);
+	CHECK(sid2[0] == '\0' && strcmp(pgm_sqlstate(c), "PM002") == 0, c);
+	EXPECT(pgm_create_chat_session(c, u, NULL, NULL, NULL, sid2), PGM_NULL_VALUE, c);
+
+	/* messages: cost recorded, not charged */
+	EXPECT(pgm_save_chat_message(c, u, sid, "user", "Hello \xc3\xa9", 3, "0.0001", NULL, &mid),
+		   PGM_OK, c);
+	CHECK(mid > 0, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "tool", "42", 0, NULL,
+								 "[{\"name\": \"calc\"}]", &mid2), PGM_OK, c);
+	CHECK(mid2 > mid, c);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "1.000000") == 0, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "robot", "beep", 0, NULL, NULL, &mid2),
+		   PGM_INVALID_PARAMETER, c);
+	CHECK(strcmp(pgm_sqlstate(c), "22023") == 0 && mid2 == 0, c);
+	EXPECT(pgm_save_chat_message(c, u, unknown_sid, "user", "hi", 0, NULL, NULL, &mid2),
+		   PGM_UNKNOWN_ACCOUNT, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM002") == 0, c);
+	/* another user's session looks unknown */
+	EXPECT(pgm_save_chat_message(c, u, osid, "user", "hi", 0, NULL, NULL, &mid2),
+		   PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "user", "hi", 0, "0.0000001", NULL, &mid2),
+		   PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "user", "hi", -1, NULL, NULL, &mid2),
+		   PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "user", NULL, 0, NULL, NULL, &mid2),
+		   PGM_NULL_VALUE, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "tool", "x", 0, NULL, "{not json", &mid2),
+		   PGM_SERVER_ERROR, c);	/* 22P02 */
+
+	/* completions: message and charge together, replayed by key */
+	snprintf(key, sizeof(key), "compl-%s", suffix);
+	EXPECT(pgm_record_completion(c, u, sid, "Hi! How can I help?", 120, "0.25", key, &lr),
+		   PGM_OK, c);
+	CHECK(strcmp(lr.kind, "charge") == 0 && strcmp(lr.amount, "0.250000") == 0 &&
+		  strcmp(lr.available_balance, "0.750000") == 0 && !lr.replayed &&
+		  lr.entry_id > 0 && strcmp(lr.user_id, u) == 0, c);
+	EXPECT(pgm_record_completion(c, u, sid, "Hi! How can I help?", 120, "0.25", key, &lr2),
+		   PGM_OK, c);
+	CHECK(lr2.replayed == 1 && lr2.entry_id == lr.entry_id &&
+		  strcmp(lr2.available_balance, "0.750000") == 0, c);
+	EXPECT(pgm_record_completion(c, u, sid, "Something else", 120, "0.25", key, &lr2),
+		   PGM_IDEMPOTENCY_CONFLICT, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM003") == 0, c);
+	EXPECT(pgm_record_completion(c, u, sid, "Too dear", 10, "5", NULL, &lr2),
+		   PGM_INSUFFICIENT_FUNDS, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM001") == 0, c);
+	EXPECT(pgm_record_completion(c, u, unknown_sid, "Lost", 10, "0.01", NULL, &lr2),
+		   PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_record_completion(c, u, sid, "Inexact", 10, "0.0000001", NULL, &lr2),
+		   PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "0.750000") == 0 &&
+		  strcmp(b.spent_balance, "0.250000") == 0, c);
+	/* nothing of the failed completions, one message of the replayed one */
+	p[0] = sid;
+	v = sql_value(c, "SELECT count(*)::text AS v FROM pgmarket.chat_messages "
+				  "WHERE session_id = $1::uuid", 1, p);
+	CHECK(v && strcmp(v, "3") == 0, c);
+	free(v);
+	p[0] = u;
+	v = sql_value(c, "SELECT count(*)::text AS v FROM pgmarket.ledger "
+				  "WHERE user_id = $1::uuid AND kind = 'charge'", 1, p);
+	CHECK(v && strcmp(v, "1") == 0, c);
+	free(v);
+
+	/* history */
+	EXPECT(pgm_get_chat_history(c, u, sid, 100, 0, 0, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 3, c);
+	if (pgm_result_rows(r) == 3)
+	{
+		CHECK(strcmp(pgm_result_value(r, 0, "role"), "assistant") == 0 &&
+			  strcmp(pgm_result_value(r, 0, "cost"), "0.250000") == 0 &&
+			  strcmp(pgm_result_value(r, 0, "tokens"), "120") == 0, c);
+		CHECK(strcmp(pgm_result_value(r, 1, "role"), "tool") == 0 &&
+			  pgm_result_value(r, 1, "tool_calls") != NULL, c);
+		CHECK(strcmp(pgm_result_value(r, 2, "cost"), "0.000100") == 0 &&
+			  strcmp(pgm_result_value(r, 2, "content"), "Hello \xc3\xa9") == 0 &&
+			  pgm_result_value(r, 2, "tool_calls") == NULL &&
+			  pgm_result_value(r, 2, "created_at") != NULL, c);
+	}
+	pgm_result_free(r);
+	EXPECT(pgm_get_chat_history(c, u, sid, 100, 0, 1, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 3 && strcmp(pgm_result_value(r, 0, "role"), "user") == 0, c);
+	pgm_result_free(r);
+	EXPECT(pgm_get_chat_history(c, u, sid, 2, 0, 0, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	first_page_min = pgm_result_rows(r) == 2
+		? atoll(pgm_result_value(r, 1, "message_id")) : 0;
+	pgm_result_free(r);
+	EXPECT(pgm_get_chat_history(c, u, sid, 2, first_page_min, 0, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1 &&
+		  atoll(pgm_result_value(r, 0, "message_id")) == mid, c);
+	pgm_result_free(r);
+	r = NULL;
+	EXPECT(pgm_get_chat_history(c, u, sid, 0, 0, 0, &r), PGM_INVALID_PARAMETER, c);
+	CHECK(r == NULL, c);
+	EXPECT(pgm_get_chat_history(c, u, unknown_sid, 10, 0, 0, &r), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_get_chat_history(c, u, osid, 10, 0, 0, &r), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_get_chat_history(c, other, osid, 10, 0, 0, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 0, c);
+	pgm_result_free(r);
+
+	/* context, listing */
+	EXPECT(pgm_update_chat_context(c, u, sid, "{\"topic\": \"greetings\", \"n\": 1}"), PGM_OK, c);
+	EXPECT(pgm_update_chat_context(c, u, unknown_sid, "{}"), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_update_chat_context(c, u, sid, "{oops"), PGM_SERVER_ERROR, c);
+	EXPECT(pgm_update_chat_context(c, u, sid, NULL), PGM_NULL_VALUE, c);
+	EXPECT(pgm_list_chat_sessions(c, u, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	found = 0;
+	for (i = 0; i < pgm_result_rows(r); i++)
+		if (strcmp(pgm_result_value(r, i, "session_id"), sid) == 0)
+			found = strcmp(pgm_result_value(r, i, "title"), "greetings") == 0 &&
+				strcmp(pgm_result_value(r, i, "agent_id"), "agent-7") == 0 &&
+				strcmp(pgm_result_value(r, i, "model_id"), "gpt-4o") == 0 &&
+				strcmp(pgm_result_value(r, i, "status"), "active") == 0 &&
+				strstr(pgm_result_value(r, i, "context"), "\"topic\": \"greetings\"") != NULL;
+	CHECK(found, c);
+	pgm_result_free(r);
+	EXPECT(pgm_list_chat_sessions(c, unknown_user, &r), PGM_UNKNOWN_ACCOUNT, c);
+
+	/* ending */
+	EXPECT(pgm_end_chat_session(c, u, sid, "paused", NULL), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_end_chat_session(c, u, unknown_sid, "completed", NULL), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_end_chat_session(c, u, sid, "completed", "the user left"), PGM_OK, c);
+	EXPECT(pgm_end_chat_session(c, u, sid, "failed", NULL), PGM_APPEND_ONLY, c);
+	CHECK(strcmp(pgm_sqlstate(c), "55000") == 0, c);
+	EXPECT(pgm_save_chat_message(c, u, sid, "user", "late", 0, NULL, NULL, &mid2),
+		   PGM_APPEND_ONLY, c);
+	EXPECT(pgm_record_completion(c, u, sid, "late", 1, "0.01", NULL, &lr2), PGM_APPEND_ONLY, c);
+	EXPECT(pgm_get_balance(c, u, &b), PGM_OK, c);
+	CHECK(strcmp(b.available_balance, "0.750000") == 0, c);
+
+	/* deletion */
+	EXPECT(pgm_delete_chat_session(c, u, sid), PGM_OK, c);
+	EXPECT(pgm_delete_chat_session(c, u, sid), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_get_chat_history(c, u, sid, 10, 0, 0, &r), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_list_chat_sessions(c, u, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1, c);
+	pgm_result_free(r);
+
+	/* ratings */
+	snprintf(model, sizeof(model), "rated-model-%s", suffix);
+	EXPECT(pgm_rate_model(c, u, model, 5, "great"), PGM_OK, c);
+	EXPECT(pgm_rate_model(c, u, model, 2, NULL), PGM_OK, c);	/* replaces */
+	EXPECT(pgm_rate_model(c, other, model, 5, NULL), PGM_OK, c);
+	EXPECT(pgm_rate_model(c, u, model, 6, NULL), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_rate_model(c, u, model, 0, NULL), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_rate_model(c, unknown_user, model, 3, NULL), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_rate_model(c, u, NULL, 3, NULL), PGM_NULL_VALUE, c);
+	EXPECT(pgm_model_ratings(c, model, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1 && strcmp(pgm_result_value(r, 0, "ratings"), "2") == 0 &&
+		  strcmp(pgm_result_value(r, 0, "average_stars"), "3.50") == 0, c);
+	pgm_result_free(r);
+	EXPECT(pgm_model_ratings(c, NULL, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) >= 1, c);
+	pgm_result_free(r);
+
+	/* preferences */
+	EXPECT(pgm_set_preference(c, u, "theme", "\"dark\""), PGM_OK, c);
+	EXPECT(pgm_set_preference(c, u, "limits", "{\"daily\": 5}"), PGM_OK, c);
+	EXPECT(pgm_set_preference(c, u, "theme", "\"light\""), PGM_OK, c);
+	EXPECT(pgm_set_preference(c, u, "nothing", "null"), PGM_OK, c);
+	EXPECT(pgm_set_preference(c, u, "bad", "{oops"), PGM_SERVER_ERROR, c);
+	EXPECT(pgm_set_preference(c, u, NULL, "1"), PGM_NULL_VALUE, c);
+	EXPECT(pgm_set_preference(c, u, "theme", NULL), PGM_NULL_VALUE, c);
+	EXPECT(pgm_set_preference(c, unknown_user, "theme", "1"), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_get_preferences(c, u, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 3, c);
+	found = 0;
+	for (i = 0; i < pgm_result_rows(r); i++)
+		if (strcmp(pgm_result_value(r, i, "key"), "theme") == 0)
+			found = strcmp(pgm_result_value(r, i, "value"), "\"light\"") == 0;
+	CHECK(found, c);
+	pgm_result_free(r);
+	EXPECT(pgm_get_preferences(c, unknown_user, &r), PGM_UNKNOWN_ACCOUNT, c);
+	CHECK(r == NULL, c);
+
+	/* an actor, and named prepared statements, through the same path */
+	pgm_set_prepared(c, 1);
+	EXPECT(pgm_set_actor(c, other), PGM_OK, c);
+	EXPECT(pgm_list_chat_sessions(c, u, &r), PGM_PERMISSION_DENIED, c);
+	EXPECT(pgm_save_chat_message(c, other, osid, "user", "as myself", 1, NULL, NULL, &mid2),
+		   PGM_OK, c);
+	EXPECT(pgm_save_chat_message(c, other, osid, "system", "again", 1, "0", NULL, &mid2),
+		   PGM_OK, c);
+	EXPECT(pgm_record_completion(c, other, osid, "no money", 1, "0.01", NULL, &lr2),
+		   PGM_INSUFFICIENT_FUNDS, c);
+	EXPECT(pgm_set_actor(c, NULL), PGM_OK, c);
+	EXPECT(pgm_get_chat_history(c, other, osid, 10, 0, 1, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2 && strcmp(pgm_result_value(r, 1, "role"), "system") == 0, c);
+	pgm_result_free(r);
+	pgm_set_prepared(c, 0);
+}
+
 /* ------------------------------------------------------------------------
  * Through pgbouncer in transaction mode
  * ------------------------------------------------------------------------ */
@@ -934,6 +1168,7 @@ main(int argc, char **argv)
 	test_sealed_log(c);
 	test_api_keys(c);
 	test_audit_and_misc(c);
+	test_chat(c);
 	pgm_finish(c);
 	printf("# tally: %d %d\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;
