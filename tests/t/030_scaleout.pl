@@ -12,6 +12,8 @@
 #  - model_usage, users and verify_ledger equal the merge over the nodes;
 #  - a platform key created through the proxy routes its charges to its
 #    owner's node (api_key_partition computed on the proxy); a bad key is 28000;
+#  - charge_api_key works through pgbouncer in transaction mode in front of
+#    the proxy, and its idempotent repeat replays;
 #  - with one data node stopped, its users' calls fail with an error naming
 #    the node, the other node's users go on, and after a restart nothing
 #    acknowledged is lost.
@@ -337,6 +339,78 @@ is(q_app("SELECT pgmarket.authenticate('user3', 'wrong') IS NULL"),
 	my ($ret, $out, $err) = $proxy->psql(dbof($proxy), 'SELECT pgmarket.seal_audit()',
 		extra_params => [ '-U', 'gateway' ]);
 	like($err, qr/permission denied/, 'pgmarket_app may not seal the audit trail');
+}
+
+# --- through pgbouncer in transaction mode, in front of the proxy ------------
+
+SKIP:
+{
+	my $pgbouncer = `command -v pgbouncer 2>/dev/null`;
+	chomp $pgbouncer;
+	skip 'pgbouncer is not installed', 4 unless $pgbouncer;
+
+	my $dir = PostgreSQL::Test::Utils::tempdir_short();
+	my $bport = PostgreSQL::Test::Cluster::get_free_port();
+	my $user = getpwuid($<);
+	open(my $ini, '>', "$dir/pgbouncer.ini") or die $!;
+	print $ini "[databases]\n",
+	  "postgres = host=", $proxy->host, " port=", $proxy->port,
+	  " dbname=postgres\n",
+	  "[pgbouncer]\nlisten_addr =\nlisten_port = $bport\n",
+	  "unix_socket_dir = $dir\nauth_type = trust\n",
+	  "auth_file = $dir/users.txt\npool_mode = transaction\n",
+	  "default_pool_size = 1\nlogfile = $dir/pgbouncer.log\n",
+	  "pidfile = $dir/pgbouncer.pid\n",
+	  "ignore_startup_parameters = extra_float_digits\n";
+	close $ini;
+	open(my $users, '>', "$dir/users.txt") or die $!;
+	print $users "\"$user\" \"\"\n";
+	close $users;
+	system($pgbouncer, '-d', '-q', "$dir/pgbouncer.ini") == 0
+	  or die "pgbouncer did not start";
+	for (1 .. 50)
+	{
+		last if -S "$dir/.s.PGSQL.$bport";
+		select(undef, undef, undef, 0.1);
+	}
+
+	# one value of a statement sent through pgbouncer
+	my $via_bouncer = sub {
+		my ($sql) = @_;
+		my ($out, $err);
+		IPC::Run::run([ 'psql', '-X', '-qAt', '-h', $dir, '-p', $bport,
+				'-d', 'postgres', '-c', $sql ],
+			'>', \$out, '2>', \$err);
+		chomp $out if defined $out;
+		return $out // "ERROR: $err";
+	};
+	my $u = $via_bouncer->(
+		"SELECT pgmarket.create_user('bouncer\@example.com', 'bouncer')");
+	like($u, qr/^[0-9a-f-]{36}$/, 'create_user through pgbouncer and the proxy');
+	$via_bouncer->("SELECT pgmarket.add_funds('$u', 1)");
+	my $bkey = $via_bouncer->(
+		"SELECT api_key FROM pgmarket.create_api_key('$u', 'through the pooler')");
+	is( $via_bouncer->(
+			"SELECT format('%s %s', available_balance, replayed) FROM pgmarket.charge_api_key('$bkey', 0.25, 'm-bouncer', 1, 'b-1')"
+		),
+		'0.750000 f',
+		'charge_api_key through pgbouncer in transaction mode and the proxy');
+	is( $via_bouncer->(
+			"SELECT format('%s %s', available_balance, replayed) FROM pgmarket.charge_api_key('$bkey', 0.25, 'm-bouncer', 1, 'b-1')"
+		),
+		'0.750000 t',
+		'its idempotent repeat replays through pgbouncer');
+	my $home = (grep {
+			$_->safe_psql(dbof($_),
+				"SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'm-bouncer'") eq '1'
+		} @nodes);
+	is($home, 1, 'the charge is on one node, once');
+
+	open(my $pidf, '<', "$dir/pgbouncer.pid") or die $!;
+	my $pid = <$pidf>;
+	close $pidf;
+	chomp $pid;
+	kill 'TERM', $pid;
 }
 
 # --- a data node down -------------------------------------------------------
