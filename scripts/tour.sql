@@ -151,7 +151,41 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 
 \echo
-\echo '== 11. Checks ====================================================='
+\echo '== 11. Chat: a completion stored and charged in one step ========='
+SELECT create_chat_session(:'alice', 'gpt-4o', 'Trip planning') AS session \gset
+SELECT save_chat_message(:'alice', :'session', 'user', 'Three days in Lisbon?', 9) IS NOT NULL AS saved;
+SELECT kind, amount, available_balance, replayed
+  FROM record_completion(:'alice', :'session', 'Day 1: Alfama...', 420, 0.0042, 'completion-1');
+\echo 'A retry of the same request stores no second message and charges nothing more:'
+SELECT kind, amount, available_balance, replayed
+  FROM record_completion(:'alice', :'session', 'Day 1: Alfama...', 420, 0.0042, 'completion-1');
+SELECT role, content, tokens, cost FROM get_chat_history(:'alice', :'session', oldest_first => true);
+
+\echo
+\echo '== 12. Acting for one user: pgmarket.actor ========================'
+\echo 'The back end says whom a transaction acts for; then no other user can be touched (42501).'
+BEGIN;
+SELECT set_config('pgmarket.actor', :'alice', true) IS NOT NULL AS acting_for_alice;
+SELECT available_balance FROM get_balance(:'alice');
+DO $$
+BEGIN
+    PERFORM pgmarket.get_balance(u.id) FROM pgmarket.users u WHERE u.username = 'bob';
+    RAISE NOTICE 'unexpected: bob''s balance was reachable';
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE '% %', SQLSTATE, SQLERRM;
+END $$;
+COMMIT;
+
+\echo
+\echo '== 13. The audit trail and its seal ==============================='
+\echo 'Every change of accounts, keys, roles and preferences is recorded; secrets are redacted.'
+SELECT table_name, operation, changed_columns, new_values->>'password_hash' AS password_hash
+  FROM audit_log WHERE table_name = 'pgmarket.accounts' ORDER BY id LIMIT 2;
+SELECT seal_audit() > 0 AS sealed;
+SELECT first_bad_id IS NULL AS chain_verifies, checked > 0 AS rows_checked FROM verify_audit();
+
+\echo
+\echo '== 14. Checks ====================================================='
 \echo 'verify_ledger() lists broken invariants: none.'
 SELECT count(*) AS problems FROM verify_ledger();
 SELECT * FROM verify_ledger();
