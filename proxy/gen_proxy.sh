@@ -13,7 +13,10 @@
 #  - every function whose first argument is `user_id uuid`, as
 #    LANGUAGE plproxy, RUN ON hashtext(user_id::text): the user's node;
 #  - create_user / import_user routed by their `id` (create_user's default
-#    gen_random_uuid() is evaluated on the proxy, before routing);
+#    gen_random_uuid() is evaluated on the proxy, before routing), as
+#    pgmarket_proxy.*_on_node behind wrappers in the static part that first
+#    claim the email and username in the proxy's directory, so that they
+#    stay unique across all nodes;
 #  - verify_api_key / charge_api_key / reserve_api_key routed by
 #    api_key_partition(api_key), computed on the proxy from the key's public
 #    part (same int as hashtext(owner::text) & 65535);
@@ -98,14 +101,22 @@ EOF
 # Types print schema-qualified with an empty search_path.
 q "$@" <<'SQL'
 SET search_path = pg_catalog;
-SELECT format(E'CREATE FUNCTION pgmarket.%I(%s)\n    RETURNS %s\n    LANGUAGE plproxy\nAS $$\n    CLUSTER ''pgmarket'';\n    RUN ON %s;\n$$;\n',
-              p.proname, pg_get_function_arguments(p.oid),
+SELECT format(E'CREATE FUNCTION %s(%s)\n    RETURNS %s\n    LANGUAGE plproxy\nAS $$\n    CLUSTER ''pgmarket'';\n    RUN ON %s;%s\n$$;\n',
+              CASE WHEN p.proname IN ('create_user', 'import_user')
+                   THEN 'pgmarket_proxy.' || quote_ident(p.proname || '_on_node')
+                   ELSE 'pgmarket.' || quote_ident(p.proname)
+              END,
+              pg_get_function_arguments(p.oid),
               pg_get_function_result(p.oid),
               CASE WHEN p.proargnames[1] = 'user_id'
                    THEN 'coalesce(hashtext(user_id::text), 0)'
                    WHEN p.proname IN ('create_user', 'import_user')
                    THEN 'coalesce(hashtext(id::text), 0)'
                    ELSE 'coalesce(pgmarket.api_key_partition(api_key), 0)'
+              END,
+              CASE WHEN p.proname IN ('create_user', 'import_user')
+                   THEN E'\n    TARGET pgmarket.' || quote_ident(p.proname) || ';'
+                   ELSE ''
               END)
   FROM pg_proc p
  WHERE p.pronamespace = 'pgmarket'::regnamespace
@@ -145,8 +156,13 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(),
     pgmarket_proxy.usage_daily_all(),
     pgmarket_proxy.users_all(),
-    pgmarket_proxy.model_ratings_all()
+    pgmarket_proxy.model_ratings_all(),
+    pgmarket_proxy.claim_identity(uuid, text, text),
+    pgmarket_proxy.create_user_on_node(text, text, text, text[], uuid)
     TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION
+    pgmarket_proxy.import_user_on_node(uuid, text, text, text, timestamptz)
+    TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(),
     pgmarket_proxy.usage_daily_all(),

@@ -294,3 +294,79 @@ BEGIN ATOMIC
       CROSS JOIN LATERAL pgmarket_proxy.deduct_batch_on(p.part, p.cs) r
      ORDER BY 1;
 END;
+
+-------------------------------------------------------------------------------
+-- One directory of emails and usernames for all nodes
+-------------------------------------------------------------------------------
+
+-- Each node keeps its users' emails and usernames unique; across nodes the
+-- proxy does: create_user and import_user claim the email and the username
+-- here, in the proxy's transaction, before the node creates the user.  If
+-- the node refuses, the transaction rolls back and the claim with it.
+CREATE TABLE pgmarket_proxy.directory (
+    email          text PRIMARY KEY,
+    username_lower text NOT NULL UNIQUE,
+    user_id        uuid NOT NULL
+);
+
+CREATE FUNCTION pgmarket_proxy.claim_identity(p_id uuid, p_email text,
+        p_username text)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e text;
+    u text;
+    owner uuid;
+BEGIN
+    -- a NULL is the node's to report, with the node's SQLSTATE
+    IF p_id IS NULL OR p_email IS NULL OR p_username IS NULL THEN
+        RETURN;
+    END IF;
+    e := lower(btrim(p_email, E' \t\n\r'));
+    u := lower(p_username);
+    BEGIN
+        INSERT INTO pgmarket_proxy.directory VALUES (e, u, p_id);
+    EXCEPTION WHEN unique_violation THEN
+        SELECT d.user_id INTO owner FROM pgmarket_proxy.directory d WHERE d.email = e;
+        IF FOUND AND owner <> p_id THEN
+            RAISE EXCEPTION USING ERRCODE = '23505',
+                MESSAGE = format('email "%s" is already registered', e);
+        END IF;
+        SELECT d.user_id INTO owner FROM pgmarket_proxy.directory d
+         WHERE d.username_lower = u;
+        IF FOUND AND owner <> p_id THEN
+            RAISE EXCEPTION USING ERRCODE = '23505',
+                MESSAGE = format('username "%s" is already taken', p_username),
+                DETAIL = 'Usernames are unique without regard to case.';
+        END IF;
+        -- the same user again (a repeated import): the node decides
+    END;
+END
+$$;
+
+CREATE FUNCTION pgmarket.create_user(email text, username text,
+        password text DEFAULT NULL::text, roles text[] DEFAULT '{user}'::text[],
+        id uuid DEFAULT gen_random_uuid())
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.create_user_on_node(email, username, password, roles, id);
+END
+$$;
+
+CREATE FUNCTION pgmarket.import_user(id uuid, email text, username text,
+        password_hash text DEFAULT NULL::text,
+        created_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.import_user_on_node(id, email, username, password_hash,
+                                              created_at);
+END
+$$;

@@ -3,7 +3,8 @@
 # Three clusters: a proxy with plproxy and proxy/pgmarket_proxy.sql, and two
 # data nodes with pgmarket (one master key for both).  Through the proxy:
 #  - users land on the node that hashtext(id::text) & 1 names, and only there
-#    (an explicit id and create_user's default gen_random_uuid() alike);
+#    (an explicit id and create_user's default gen_random_uuid() alike), and
+#    emails and usernames stay unique across the nodes (the proxy's directory);
 #  - a sequence of ledger calls (deposits, charges, idempotent replays, PM001,
 #    PM002, PM003, 22004, 22023, reservations) gives the same results and
 #    SQLSTATEs as the same sequence run directly on one node;
@@ -140,6 +141,31 @@ for my $i (17 .. 24)
 	push @uids,
 	  q_proxy("SELECT pgmarket.create_user('u$i\@example.com', 'user$i')");
 }
+# emails and usernames are unique across the nodes, not only on each
+my ($home1) = q_proxy("SELECT hashtext('$uids[0]'::text) & 1");
+my $elsewhere = q_proxy(
+	"SELECT id FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 64)) s"
+	  . " WHERE hashtext(id::text) & 1 <> $home1 LIMIT 1");
+is( q_proxy(
+		"SELECT t.run(\$q\$SELECT pgmarket.create_user(' U1\@Example.com', 'someone', id => '$elsewhere')\$q\$)"
+	),
+	'ERROR 23505',
+	'an email taken on one node is refused for a user of the other node');
+is( q_proxy(
+		"SELECT t.run(\$q\$SELECT pgmarket.create_user('fresh\@example.com', 'USER1', id => '$elsewhere')\$q\$)"
+	),
+	'ERROR 23505',
+	'so is a username, without regard to case');
+is( q_proxy(
+		"SELECT t.run(\$q\$SELECT pgmarket.create_user('not an email', 'someone', id => '$elsewhere')\$q\$)"
+	),
+	'ERROR 22023',
+	'a refused user claims nothing: the node\'s error, and the claim rolled back');
+is(q_proxy("SELECT count(*) FROM pgmarket_proxy.directory WHERE user_id = '$elsewhere'"),
+	'0', 'nothing of the refused users stays in the directory');
+is(q_proxy("SELECT count(*) FROM pgmarket_proxy.directory"),
+	'24', 'the directory holds every user created through the proxy');
+
 my %on;
 my $misplaced = 0;
 for my $uid (@uids)
