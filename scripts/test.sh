@@ -11,8 +11,8 @@
 #  4. as the cluster's OS user (`postgres` when run as root, else the caller):
 #     make installcheck, one suite per run so that a failing suite does not
 #     hide the others: pg_regress (sql/), isolation (tests/isolation/specs/),
-#     TAP (tests/t/, its own clusters); then `make -C client check` when
-#     client/Makefile exists;
+#     `make -C client check` when client/Makefile exists (it builds the
+#     tool that a TAP test uses), then TAP (tests/t/, its own clusters);
 #  5. show the diffs and logs of what failed, stop the cluster, remove the
 #     temporary directories, and close on the line `N passed, N failed`.
 # Exits non-zero when anything failed or when no test ran.
@@ -309,14 +309,16 @@ if have 'tests/isolation/specs/*.spec'; then
     ran_any=1
     run_step isolation count_regress 300 "${make_ic[@]}" REGRESS= TAP_TESTS=
 fi
-if have 'tests/t/*.pl'; then
-    ran_any=1
-    run_step tap count_tap 600 "${make_ic[@]}" REGRESS= ISOLATION=
-fi
+# the client suite before TAP: it builds the pgmarket tool, which the
+# scale-out TAP test also runs through the proxy
 if [ -f "$work/client/Makefile" ]; then
     ran_any=1
     run_step client count_closing 300 make -C "$work/client" check \
         PG_CONFIG="$PG_CONFIG"
+fi
+if have 'tests/t/*.pl'; then
+    ran_any=1
+    run_step tap count_tap 600 "${make_ic[@]}" REGRESS= ISOLATION=
 fi
 [ "$ran_any" -eq 1 ] || echo "test.sh: no test suite found"
 

@@ -432,6 +432,34 @@ SKIP:
 		} @nodes);
 	is($home, 1, 'the charge is on one node, once');
 
+	# the client library, through its command-line tool, unchanged: the
+	# tool is built by `make -C client` (scripts/test.sh runs the client
+	# suite first); without it these checks are skipped
+	SKIP:
+	{
+		my $cli = ($ENV{TESTDIR} // '.') . '/client/pgmarket';
+		skip 'client/pgmarket is not built', 4 unless -x $cli;
+		my $conninfo = "host=$dir port=$bport dbname=postgres";
+		my $cli_run = sub {
+			my ($out, $err);
+			IPC::Run::run([ $cli, '-d', $conninfo, @_ ], '>', \$out, '2>', \$err);
+			return ($? >> 8, $out // '', $err // '');
+		};
+		my ($rc, $out, $err) = $cli_run->('add-funds', $u, '2', '--key', 'cli-1');
+		is($rc, 0, 'the pgmarket tool adds funds through pgbouncer and the proxy')
+		  or diag $err;
+		($rc, $out, $err) =
+		  $cli_run->('charge', $u, '0.5', 'm-cli', '--tokens', '7', '--key', 'cli-2');
+		like($out, qr/charge of 0\.500000, available 2\.250000/,
+			'and charges, with the balance the node recorded');
+		($rc, $out, $err) = $cli_run->('charge', $u, '100', 'm-cli');
+		ok($rc != 0 && $err =~ /PM001, PGM_INSUFFICIENT_FUNDS/,
+			'a node\'s PM001 reaches the library as PGM_INSUFFICIENT_FUNDS')
+		  or diag $err;
+		($rc, $out, $err) = $cli_run->('balance', $u);
+		like($out, qr/available\s+2\.250000/, 'and its balance reads back');
+	}
+
 	open(my $pidf, '<', "$dir/pgbouncer.pid") or die $!;
 	my $pid = <$pidf>;
 	close $pidf;
