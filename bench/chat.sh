@@ -64,17 +64,8 @@ for c in $CLIENTS; do
     case "$c" in ''|*[!0-9]*|0) echo "chat.sh: bad client count: $c" >&2; exit 2 ;; esac
 done
 
-log() { printf '[chat.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-else
-    as_pg() { "$@"; }
-fi
-psql_do() {
-    as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE" -p "$PORT" -U postgres -d "$DB" "$@"
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stop_server() {
     if [ -f "$DATA/postmaster.pid" ]; then

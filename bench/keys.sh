@@ -100,20 +100,8 @@ for c in $CLIENTS; do
     [ "$c" -le 50 ] || { echo "keys.sh: at most 50 clients" >&2; exit 2; }
 done
 
-log() { printf '[keys.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-else
-    as_pg() { "$@"; }
-fi
-
-psql_do() {
-    as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE" -p "$PORT" \
-        -U "$DBUSER" -d "$DB" "$@"
-}
-psql_val() { psql_do -At "$@"; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stop_server() {
     if [ -f "$DATA/postmaster.pid" ]; then

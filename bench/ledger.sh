@@ -79,22 +79,8 @@ for c in $CLIENTS; do
     [ "$c" -le 50 ] || { echo "ledger.sh: at most 50 clients (max_connections is 60)" >&2; exit 2; }
 done
 
-log() { printf '[ledger.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Run a command as the server's OS user: postgres when we are root, the
-# caller otherwise.
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-else
-    as_pg() { "$@"; }
-fi
-
-psql_do() {
-    as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE" -p "$PORT" \
-        -U "$DBUSER" -d "$DB" "$@"
-}
-psql_val() { psql_do -At "$@"; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SAMPLER_PID=
 stop_server() {
