@@ -318,21 +318,90 @@ check_roles(ArrayType *roles)
 								1, argtypes);
 	for (i = 0; i < n; i++)
 	{
-		int			rc;
-
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("roles must not contain null")));
-		rc = SPI_execute_plan(plan_role, &elems[i], NULL, true, 1);
-		if (rc < 0)
-			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+		pgm_exec(plan_role, &elems[i], NULL, true);
 		if (SPI_processed != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("role \"%s\" does not exist", TextDatumGetCString(elems[i])),
 					 errhint("The roles are listed in table pgmarket.roles.")));
 	}
+}
+
+/*
+ * Insert an account and its zero balance, with SPI connected.  A taken id,
+ * email or username is 23505 with a message that names it (the unique
+ * indexes stay the backstop against a race).  roles and created_at are
+ * optional: (Datum) 0 / has_created_at false take the table's defaults.
+ */
+static void
+insert_account(Datum id, const char *email, const char *username,
+			   const char *hash, Datum roles, Datum created_at,
+			   bool has_created_at)
+{
+	Oid			dup_types[3] = {TEXTOID, TEXTOID, UUIDOID};
+	Oid			ins_types[6] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTARRAYOID, TIMESTAMPTZOID};
+	static SPIPlanPtr plan_dup = NULL;
+	static SPIPlanPtr plan_insert = NULL;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	if (plan_insert == NULL)
+	{
+		plan_dup = pgm_prepare(
+			"SELECT id = $3, email = $1, lower(username) = lower($2)"
+			"  FROM pgmarket.accounts"
+			" WHERE id = $3 OR email = $1 OR lower(username) = lower($2)",
+			3, dup_types);
+		plan_insert = pgm_prepare(
+			"WITH a AS ("
+			"  INSERT INTO pgmarket.accounts (id, email, username,"
+			"         password_hash, roles, created_at)"
+			"  VALUES ($1, $2, $3, $4, coalesce($5, '{user}'),"
+			"          coalesce($6, now())) RETURNING id)"
+			"INSERT INTO pgmarket.balances (user_id) SELECT id FROM a",
+			6, ins_types);
+	}
+
+	values[0] = CStringGetTextDatum(email);
+	values[1] = CStringGetTextDatum(username);
+	values[2] = id;
+	pgm_exec(plan_dup, values, NULL, false);
+	if (SPI_processed > 0)
+	{
+		if (DatumGetBool(pgm_col(0, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("user id %s already exists",
+							DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
+		if (DatumGetBool(pgm_col(0, 2, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("email \"%s\" is already registered", email)));
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("username \"%s\" is already taken", username),
+				 errdetail("Usernames are unique without regard to case.")));
+	}
+
+	values[0] = id;
+	values[1] = CStringGetTextDatum(email);
+	values[2] = CStringGetTextDatum(username);
+	values[3] = hash ? CStringGetTextDatum(hash) : (Datum) 0;
+	values[4] = roles;
+	values[5] = created_at;
+	if (hash == NULL)
+		nulls[3] = 'n';
+	if (roles == (Datum) 0)
+		nulls[4] = 'n';
+	if (!has_created_at)
+		nulls[5] = 'n';
+	pgm_exec(plan_insert, values, nulls, false);
 }
 
 Datum
@@ -343,13 +412,6 @@ pgm_create_user(PG_FUNCTION_ARGS)
 	ArrayType  *roles;
 	Datum		id;
 	char	   *hash = NULL;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	Oid			dup_types[3] = {TEXTOID, TEXTOID, UUIDOID};
-	Oid			ins_types[5] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID};
-	static SPIPlanPtr plan_dup = NULL;
-	static SPIPlanPtr plan_insert = NULL;
-	int			rc;
 
 	pgm_require_arg(fcinfo, 0, "email");
 	pgm_require_arg(fcinfo, 1, "username");
@@ -371,60 +433,8 @@ pgm_create_user(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	check_roles(roles);
-	if (plan_dup == NULL)
-	{
-		plan_dup = pgm_prepare(
-			"SELECT id = $3, email = $1, lower(username) = lower($2)"
-			"  FROM pgmarket.accounts"
-			" WHERE id = $3 OR email = $1 OR lower(username) = lower($2)",
-			3, dup_types);
-		plan_insert = pgm_prepare(
-			"WITH a AS ("
-			"  INSERT INTO pgmarket.accounts (id, email, username,"
-			"         password_hash, roles)"
-			"  VALUES ($1, $2, $3, $4, $5) RETURNING id)"
-			"INSERT INTO pgmarket.balances (user_id) SELECT id FROM a",
-			5, ins_types);
-	}
-
-	values[0] = CStringGetTextDatum(email);
-	values[1] = CStringGetTextDatum(username);
-	values[2] = id;
-	rc = SPI_execute_plan(plan_dup, values, NULL, false, 1);
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed > 0)
-	{
-		HeapTuple	row = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-
-		if (DatumGetBool(SPI_getbinval(row, desc, 1, &isnull)))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("user id %s already exists",
-							DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
-		if (DatumGetBool(SPI_getbinval(row, desc, 2, &isnull)))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("email \"%s\" is already registered", email)));
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("username \"%s\" is already taken", username),
-				 errdetail("Usernames are unique without regard to case.")));
-	}
-
-	values[0] = id;
-	values[1] = CStringGetTextDatum(email);
-	values[2] = CStringGetTextDatum(username);
-	values[3] = hash ? CStringGetTextDatum(hash) : (Datum) 0;
-	if (hash == NULL)
-		nulls[3] = 'n';
-	values[4] = PointerGetDatum(roles);
-	rc = SPI_execute_plan(plan_insert, values, nulls, false, 0);
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-
+	insert_account(id, email, username, hash, PointerGetDatum(roles),
+				   (Datum) 0, false);
 	SPI_finish();
 	PG_RETURN_DATUM(id);
 }
@@ -467,14 +477,8 @@ pgm_import_user(PG_FUNCTION_ARGS)
 	char	   *email;
 	char	   *username;
 	char	   *hash = NULL;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	Oid			find_types[1] = {UUIDOID};
-	Oid			ins_types[5] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	static SPIPlanPtr plan_find = NULL;
-	static SPIPlanPtr plan_dup = NULL;
-	static SPIPlanPtr plan_insert = NULL;
-	Oid			dup_types[2] = {TEXTOID, TEXTOID};
 
 	pgm_require_arg(fcinfo, 0, "id");
 	pgm_require_arg(fcinfo, 1, "email");
@@ -494,23 +498,10 @@ pgm_import_user(PG_FUNCTION_ARGS)
 	}
 
 	pgm_spi_connect();
-	if (plan_insert == NULL)
-	{
+	if (plan_find == NULL)
 		plan_find = pgm_prepare(
 			"SELECT email, username FROM pgmarket.accounts WHERE id = $1",
 			1, find_types);
-		plan_dup = pgm_prepare(
-			"SELECT email = $1 FROM pgmarket.accounts"
-			" WHERE email = $1 OR lower(username) = lower($2)",
-			2, dup_types);
-		plan_insert = pgm_prepare(
-			"WITH a AS ("
-			"  INSERT INTO pgmarket.accounts (id, email, username,"
-			"         password_hash, created_at)"
-			"  VALUES ($1, $2, $3, $4, coalesce($5, now())) RETURNING id)"
-			"INSERT INTO pgmarket.balances (user_id) SELECT id FROM a",
-			5, ins_types);
-	}
 
 	/* the same account again: nothing to do */
 	pgm_exec(plan_find, &id, NULL, false);
@@ -529,33 +520,9 @@ pgm_import_user(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(id);
 	}
 
-	values[0] = CStringGetTextDatum(email);
-	values[1] = CStringGetTextDatum(username);
-	pgm_exec(plan_dup, values, NULL, false);
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-
-		if (DatumGetBool(pgm_col(0, 1, &isnull)))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("email \"%s\" is already registered", email)));
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("username \"%s\" is already taken", username),
-				 errdetail("Usernames are unique without regard to case.")));
-	}
-
-	values[0] = id;
-	values[1] = CStringGetTextDatum(email);
-	values[2] = CStringGetTextDatum(username);
-	values[3] = hash ? CStringGetTextDatum(hash) : (Datum) 0;
-	if (hash == NULL)
-		nulls[3] = 'n';
-	values[4] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
-	if (PG_ARGISNULL(4))
-		nulls[4] = 'n';
-	pgm_exec(plan_insert, values, nulls, false);
+	insert_account(id, email, username, hash, (Datum) 0,
+				   PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4),
+				   !PG_ARGISNULL(4));
 
 	SPI_finish();
 	PG_RETURN_DATUM(id);
@@ -581,7 +548,6 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 	Oid			stamp_types[2] = {UUIDOID, TEXTOID};
 	static SPIPlanPtr plan_find = NULL;
 	static SPIPlanPtr plan_stamp = NULL;
-	int			rc;
 	bool		found = false;
 	bool		active = false;
 	char	   *hash = NULL;
@@ -610,9 +576,7 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 			" WHERE id = $1", 2, stamp_types);
 	}
 	values[0] = CStringGetTextDatum(lowered);
-	rc = SPI_execute_plan(plan_find, values, NULL, false, 1);
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	pgm_exec(plan_find, values, NULL, false);
 	if (SPI_processed == 1)
 	{
 		HeapTuple	row = SPI_tuptable->vals[0];
@@ -653,9 +617,7 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 	values[1] = rehash ? CStringGetTextDatum(rehash) : (Datum) 0;
 	if (rehash == NULL)
 		nulls[1] = 'n';
-	rc = SPI_execute_plan(plan_stamp, values, nulls, false, 0);
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	pgm_exec(plan_stamp, values, nulls, false);
 	SPI_finish();
 	{
 		pg_uuid_t  *result = palloc(sizeof(pg_uuid_t));
@@ -675,7 +637,6 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 	Datum		user_id;
 	Oid			types[1] = {UUIDOID};
 	static SPIPlanPtr plan = NULL;
-	int			rc;
 
 	pgm_require_arg(fcinfo, 0, "user_id");
 	pgm_check_actor(PG_GETARG_DATUM(0));
@@ -690,9 +651,7 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 			"UPDATE pgmarket.accounts a SET deleted_at = now()"
 			"  FROM b WHERE a.id = b.user_id", 1, types);
 	pgm_queue_for_user(user_id);
-	rc = SPI_execute_plan(plan, &user_id, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	pgm_exec(plan, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_raise_unknown_account(user_id);
 	SPI_finish();
