@@ -638,8 +638,7 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 	Oid			types[1] = {UUIDOID};
 	static SPIPlanPtr plan = NULL;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	user_id = PG_GETARG_DATUM(0);
 
 	pgm_spi_connect();

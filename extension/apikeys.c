@@ -444,8 +444,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	Datum		result[2];
 	bool		result_nulls[2] = {false, false};
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	user_id = PG_GETARG_DATUM(0);
 	pgm_require_arg(fcinfo, 1, "name");
 	name = pgm_optional_text(fcinfo, 1, "name", APIKEY_NAME_MAX);
@@ -802,8 +801,7 @@ pgm_revoke_api_key(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		revoked;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "key_id");
 
 	pgm_spi_connect();
@@ -830,8 +828,7 @@ pgm_list_api_keys(PG_FUNCTION_ARGS)
 	bool		nulls[14];
 	uint64		i;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();

@@ -314,15 +314,6 @@ pgm_current_actor(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(actor);
 }
 
-/* The user argument: required, and the actor's when an actor is set. */
-static Datum
-user_arg(FunctionCallInfo fcinfo)
-{
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
-	return PG_GETARG_DATUM(0);
-}
-
 static void
 raise_session_not_found(Datum session_id, Datum user_id, bool deleted)
 {
@@ -469,7 +460,7 @@ ledger_result_datum(FunctionCallInfo fcinfo, int64 entry_id, Datum user_id,
 Datum
 pgm_create_chat_session(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	text	   *model_id;
 	text	   *title;
 	text	   *agent_id;
@@ -509,7 +500,7 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 Datum
 pgm_save_chat_message(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		session_id;
 	char	   *role;
 	text	   *content;
@@ -553,7 +544,7 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
 Datum
 pgm_record_completion(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		session_id;
 	text	   *content;
 	int32		tokens;
@@ -663,7 +654,7 @@ Datum
 pgm_get_chat_history(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		session_id;
 	int32		max_rows;
 	bool		oldest_first;
@@ -716,7 +707,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 Datum
 pgm_end_chat_session(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		session_id;
 	char	   *status;
 	text	   *reason;
@@ -761,7 +752,7 @@ pgm_end_chat_session(PG_FUNCTION_ARGS)
 Datum
 pgm_update_chat_context(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		values[2];
 
 	pgm_require_arg(fcinfo, 1, "session_id");
@@ -785,7 +776,7 @@ pgm_update_chat_context(PG_FUNCTION_ARGS)
 Datum
 pgm_delete_chat_session(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		values[1];
 
 	pgm_require_arg(fcinfo, 1, "session_id");
@@ -808,7 +799,7 @@ Datum
 pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	uint64		i;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -838,7 +829,7 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 Datum
 pgm_rate_model(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	text	   *model_id;
 	int32		stars;
 	text	   *review = NULL;
@@ -886,7 +877,7 @@ pgm_rate_model(PG_FUNCTION_ARGS)
 Datum
 pgm_set_preference(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	text	   *key;
 	Datum		values[3];
 
@@ -908,7 +899,7 @@ Datum
 pgm_get_preferences(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		user_id = user_arg(fcinfo);
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	uint64		i;
 
 	InitMaterializedSRF(fcinfo, 0);

@@ -575,8 +575,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 	PriorEntry	prior;
 	Datum		values[2];
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "amount");
 	user_id = PG_GETARG_DATUM(0);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
@@ -819,8 +818,7 @@ pgm_deduct_balance(PG_FUNCTION_ARGS)
 	PriorEntry	prior;
 	Datum		values[2];
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "amount");
 	user_id = PG_GETARG_DATUM(0);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
@@ -898,8 +896,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 	int64		left;
 	char	   *model;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "entry_id");
 	user_id = PG_GETARG_DATUM(0);
 	charge_id = PG_GETARG_INT64(1);
@@ -1032,8 +1029,7 @@ pgm_get_balance(PG_FUNCTION_ARGS)
 	Datum		user_id;
 	BalanceRow	row;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	user_id = PG_GETARG_DATUM(0);
 
 	pgm_spi_connect();
@@ -1055,8 +1051,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 	int32		max_rows;
 	Datum		args[3];
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "max_rows");
 	user_id = PG_GETARG_DATUM(0);
 	max_rows = PG_GETARG_INT32(1);
@@ -1101,8 +1096,7 @@ pgm_reserve(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		found = false;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "amount");
 	pgm_require_arg(fcinfo, 2, "ttl");
 	user_id = PG_GETARG_DATUM(0);
@@ -1245,8 +1239,7 @@ pgm_settle(PG_FUNCTION_ARGS)
 	int64		held;
 	LedgerOutcome out = {0, "charge", 0, 0, false};
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "reservation_id");
 	pgm_require_arg(fcinfo, 2, "amount");
 	user_id = PG_GETARG_DATUM(0);
@@ -1287,8 +1280,7 @@ pgm_release(PG_FUNCTION_ARGS)
 	int64		held;
 	BalanceRow	row;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "reservation_id");
 	user_id = PG_GETARG_DATUM(0);
 	reservation_id = PG_GETARG_INT64(1);

@@ -66,6 +66,18 @@ pgm_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 }
 
 /*
+ * The user_id argument of a user-scoped function: required (22004), and the
+ * user the transaction acts for when pgmarket.actor is set (42501).
+ */
+Datum
+pgm_user_arg(FunctionCallInfo fcinfo, int argno)
+{
+	pgm_require_arg(fcinfo, argno, "user_id");
+	pgm_check_actor(PG_GETARG_DATUM(argno));
+	return PG_GETARG_DATUM(argno);
+}
+
+/*
  * Is a short identifier-like text acceptable: not empty, at most maxlen
  * characters, no control characters?
  */

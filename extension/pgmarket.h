@@ -55,6 +55,7 @@ extern char *pgm_micro_to_cstring(int64 micro);
 
 /* pgmarket.c: argument checks */
 extern void pgm_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern Datum pgm_user_arg(FunctionCallInfo fcinfo, int argno);
 extern text *pgm_optional_text(FunctionCallInfo fcinfo, int argno,
 							   const char *argname, int maxlen);
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);

@@ -891,8 +891,7 @@ pgm_put_provider_key(PG_FUNCTION_ARGS)
 	text	   *secret;
 	text	   *label;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	provider = provider_arg(fcinfo, 1);
 	pgm_require_arg(fcinfo, 2, "secret");
 	secret = secret_arg(fcinfo, 2);
@@ -955,8 +954,7 @@ pgm_put_provider_key_sealed(PG_FUNCTION_ARGS)
 	bool		opened = false;
 	int			i;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	provider = provider_arg(fcinfo, 1);
 	pgm_require_arg(fcinfo, 2, "sealed");
 	sealed = PG_GETARG_BYTEA_PP(2);
@@ -1041,8 +1039,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext old;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	user_id = PG_GETARG_DATUM(0);
 	provider = provider_arg(fcinfo, 1);
 	(void) pgm_vault_newest_version();	/* PM010 before anything else */
@@ -1114,8 +1111,7 @@ pgm_list_provider_keys(PG_FUNCTION_ARGS)
 	bool		nulls[8];
 	uint64		i;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();
@@ -1150,8 +1146,7 @@ pgm_revoke_provider_key(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		revoked;
 
-	pgm_require_arg(fcinfo, 0, "user_id");
-	pgm_check_actor(PG_GETARG_DATUM(0));
+	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "key_id");
 
 	pgm_spi_connect();
