@@ -10,6 +10,8 @@
 #
 # Layout: data directory /tmp/pgmarket-NAME/data, Unix socket in
 # /tmp/pgmarket-NAME, server log /tmp/pgmarket-NAME/server.log.
+# PGMARKET_CLUSTER_SETTINGS, when set at `start`, is appended to
+# postgresql.conf (scripts/test.sh names the master key file there).
 # Connections: Unix socket only (listen_addresses = ''), trust auth, so
 # nothing is reachable from the network; set PGMARKET_LISTEN=127.0.0.1 before
 # `start` to also listen on loopback TCP.
@@ -19,7 +21,7 @@
 # user's name.
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$(dirname "${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}")
 
 if [ "$(id -u)" -eq 0 ]; then
     os_user=postgres
@@ -117,6 +119,7 @@ lc_messages = 'C'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_messages = warning
 log_min_error_statement = error
+${PGMARKET_CLUSTER_SETTINGS:-}
 EOF
     echo "$port" >"$dir/port"
 

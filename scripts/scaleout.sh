@@ -25,7 +25,7 @@
 # with its data.
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$(dirname "${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}")
 BASE=/tmp/pgmarket-scaleout
 PROXY_PORT=54401
 BOUNCER_PORT=54404

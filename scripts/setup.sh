@@ -9,7 +9,9 @@
 # where `make` runs; scripts/test.sh points it at its private copy.
 set -euo pipefail
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# PGMARKET_PG_CONFIG points at another PostgreSQL 15 installation (a private
+# copy, say); the default is Debian's.
+PG_CONFIG=${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export PG_CONFIG
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
