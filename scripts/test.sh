@@ -25,10 +25,11 @@
 # shellcheck disable=SC2317
 set -euo pipefail
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-PGBIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGBIN=$(dirname "$PG_CONFIG")
+export PGMARKET_PG_CONFIG=$PG_CONFIG
 PORT=${PGMARKET_TEST_PORT:-54329}
-NAME=check
+NAME=check$PORT
 BUDGET=${PGMARKET_TEST_BUDGET:-840}
 SOCKDIR=/tmp/pgmarket-$NAME
 
@@ -290,7 +291,11 @@ fi
 # --- 3. the cluster ------------------------------------------------------------
 say "cluster $NAME on port $PORT"
 cluster_up=1
-if ! bash "$src/scripts/cluster.sh" start "$NAME" "$PORT" 9>&-; then
+# Every test that needs the vault writes this file (relative to the data
+# directory) and removes it when done; the setting itself never changes, so
+# no test waits for a configuration reload.
+if ! PGMARKET_CLUSTER_SETTINGS="pgmarket.master_key_file = 'pgmarket_test.key'" \
+        bash "$src/scripts/cluster.sh" start "$NAME" "$PORT" 9>&-; then
     failed=$((failed + 1))
     failed_steps+=(cluster)
     cleanup

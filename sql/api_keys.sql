@@ -1,9 +1,9 @@
 -- Platform API keys: create, verify, charge and reserve through a key,
 -- scopes, spend limits, revocation, expiry, roles, and master key rotation.
 --
--- Like vault.sql, the test writes its own master key file in the data
--- directory and points pgmarket.master_key_file at it.  Raw keys are random:
--- the outputs show facts about them, never them.
+-- Like vault.sql, the test writes the master key file that the test
+-- cluster's pgmarket.master_key_file names, and removes it at the end.
+-- Raw keys are random: the outputs show facts about them, never them.
 \set VERBOSITY terse
 -- the settings of a C extension exist once its library is loaded
 LOAD 'pgmarket';
@@ -18,15 +18,12 @@ END $$;
 CREATE FUNCTION pg_temp.write_key_file(q text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format('COPY (%s) TO PROGRAM %L', q,
-                   'rm -f pgmarket_regress_apikeys.key && umask 077 && cat > pgmarket_regress_apikeys.key');
+                   'umask 077 && cat > pgmarket_test.key.new && mv pgmarket_test.key.new pgmarket_test.key');
 END $$;
 CREATE TEMP TABLE mk AS
     SELECT md5(random()::text) || md5(random()::text) AS k1,
            md5(random()::text) || md5(random()::text) AS k2;
 SELECT pg_temp.write_key_file($$SELECT '1:' || k1 FROM mk$$);
-ALTER SYSTEM SET pgmarket.master_key_file = 'pgmarket_regress_apikeys.key';
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
 
 SELECT pgmarket.create_user('apikey1@example.com', 'apikey1', id => '5b000000-0000-4000-8000-000000000001');
 SELECT pgmarket.create_user('apikey2@example.com', 'apikey2', id => '5b000000-0000-4000-8000-000000000002');
@@ -282,10 +279,7 @@ SELECT count(*) AS new_key_verifies FROM pgmarket.verify_api_key(:'a11');
 -------------------------------------------------------------------------------
 -- no master key: PM010
 -------------------------------------------------------------------------------
-ALTER SYSTEM RESET pgmarket.master_key_file;
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
-COPY (SELECT 1) TO PROGRAM 'rm -f pgmarket_regress_apikeys.key';
+COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
 SELECT pg_temp.err(format($$SELECT pgmarket.verify_api_key(%L)$$, :'a11'));
 SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 1, 'gpt-4')$$, :'a11'));
 SELECT pg_temp.err($$SELECT pgmarket.create_api_key('5b000000-0000-4000-8000-000000000001', 'x')$$);

@@ -1,10 +1,12 @@
 -- The vault: the master key file, put/get/list/revoke of provider keys,
 -- sealed puts, tampering, rotation, roles and the access log.
 --
--- The test writes its own master key file in the data directory through
--- COPY ... TO PROGRAM (as superuser), points pgmarket.master_key_file at it
--- with ALTER SYSTEM and reloads; at the end it resets the setting and removes
--- the file.  Outputs show no key, uuid or time: only facts about them.
+-- The test cluster names pgmarket_test.key (in the data directory) as
+-- pgmarket.master_key_file; the test writes that file through COPY ... TO
+-- PROGRAM (as superuser) and removes it at the end.  The setting never
+-- changes, so nothing waits for a configuration reload: the vault looks at
+-- the file at the first use in every transaction.  Outputs show no key,
+-- uuid or time: only facts about them.
 \set VERBOSITY terse
 -- the settings of a C extension exist once its library is loaded
 LOAD 'pgmarket';
@@ -24,12 +26,13 @@ CREATE FUNCTION pg_temp.write_key_file(q text, umask text DEFAULT '077',
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format('COPY (%s) TO PROGRAM %L', q,
-                   format('rm -f pgmarket_regress_vault.key && umask %s && %s > pgmarket_regress_vault.key',
+                   format('umask %s && %s > pgmarket_test.key.new && mv pgmarket_test.key.new pgmarket_test.key',
                           umask, filter));
 END $$;
 CREATE FUNCTION pg_temp.shell(cmd text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', cmd || ' > /dev/null');
+    -- the program reads the row COPY writes, so COPY never meets a closed pipe
+    EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'cat > /dev/null && (' || cmd || ') > /dev/null');
 END $$;
 
 -- three random master keys, kept for the session
@@ -46,31 +49,26 @@ SELECT pgmarket.create_user('vault2@example.com', 'vault2', id => '5a000000-0000
 -------------------------------------------------------------------------------
 -- no master key: PM010, whatever is wrong, and nothing is stored
 -------------------------------------------------------------------------------
-ALTER SYSTEM RESET pgmarket.master_key_file;
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
+SELECT pg_temp.shell('rm -f pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.put_provider_key('5a000000-0000-4000-8000-000000000001', 'openai', 'sk-proj-abcdefgh1234')$$);
 SELECT pg_temp.err($$SELECT pgmarket.vault_public_key()$$);
 SELECT pg_temp.err($$SELECT pgmarket.rotate_master_key()$$);
 
-ALTER SYSTEM SET pgmarket.master_key_file = 'pgmarket_regress_vault.key';
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
 SELECT current_setting('pgmarket.master_key_file');
 -- missing
-SELECT pg_temp.shell('rm -f pgmarket_regress_vault.key');
+SELECT pg_temp.shell('rm -f pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.put_provider_key('5a000000-0000-4000-8000-000000000001', 'openai', 'sk-proj-abcdefgh1234')$$);
 -- readable by group and others
 SELECT pg_temp.write_key_file($$SELECT '1:' || k1 FROM mk$$, '022');
 SELECT pg_temp.err($$SELECT pgmarket.put_provider_key('5a000000-0000-4000-8000-000000000001', 'openai', 'sk-proj-abcdefgh1234')$$);
-SELECT pg_temp.shell('chmod 640 pgmarket_regress_vault.key');
+SELECT pg_temp.shell('chmod 640 pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.put_provider_key('5a000000-0000-4000-8000-000000000001', 'openai', 'sk-proj-abcdefgh1234')$$);
-SELECT pg_temp.shell('chmod 604 pgmarket_regress_vault.key');
+SELECT pg_temp.shell('chmod 604 pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.put_provider_key('5a000000-0000-4000-8000-000000000001', 'openai', 'sk-proj-abcdefgh1234')$$);
 -- not a regular file
-SELECT pg_temp.shell('rm -f pgmarket_regress_vault.key && mkdir -m 700 pgmarket_regress_vault.key');
+SELECT pg_temp.shell('rm -f pgmarket_test.key && mkdir -m 700 pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.put_provider_key('5a000000-0000-4000-8000-000000000001', 'openai', 'sk-proj-abcdefgh1234')$$);
-SELECT pg_temp.shell('rmdir pgmarket_regress_vault.key');
+SELECT pg_temp.shell('rmdir pgmarket_test.key');
 -- malformed
 SELECT pg_temp.write_key_file($$SELECT 'hello'$$);
 SELECT pg_temp.err($$SELECT pgmarket.vault_public_key()$$);
@@ -94,7 +92,7 @@ SELECT pg_temp.write_key_file($$VALUES ('1:' || (SELECT k1 FROM mk)), ('1:' || (
 SELECT pg_temp.err($$SELECT pgmarket.vault_public_key()$$);
 SELECT pg_temp.write_key_file($$VALUES ('# nothing but a comment'), ('')$$);
 SELECT pg_temp.err($$SELECT pgmarket.vault_public_key()$$);
-SELECT pg_temp.shell('rm -f pgmarket_regress_vault.key && umask 077 && touch pgmarket_regress_vault.key');
+SELECT pg_temp.shell('rm -f pgmarket_test.key && umask 077 && touch pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.vault_public_key()$$);
 SELECT count(*) AS stored FROM pgmarket.provider_keys;
 
@@ -357,20 +355,17 @@ SELECT pgmarket.get_provider_key(:u1, 'openai') AS back;
 
 -- a file that becomes too permissive or disappears: PM010 from the next
 -- transaction on, and back once it is fixed
-SELECT pg_temp.shell('chmod 644 pgmarket_regress_vault.key');
+SELECT pg_temp.shell('chmod 644 pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.get_provider_key('5a000000-0000-4000-8000-000000000001', 'openai')$$);
-SELECT pg_temp.shell('chmod 600 pgmarket_regress_vault.key');
+SELECT pg_temp.shell('chmod 600 pgmarket_test.key');
 SELECT pgmarket.get_provider_key(:u1, 'openai') AS fixed;
-SELECT pg_temp.shell('mv pgmarket_regress_vault.key pgmarket_regress_vault.moved');
+SELECT pg_temp.shell('mv pgmarket_test.key pgmarket_test.key.moved');
 SELECT pg_temp.err($$SELECT pgmarket.get_provider_key('5a000000-0000-4000-8000-000000000001', 'openai')$$);
-SELECT pg_temp.shell('mv pgmarket_regress_vault.moved pgmarket_regress_vault.key');
+SELECT pg_temp.shell('mv pgmarket_test.key.moved pgmarket_test.key');
 SELECT pgmarket.get_provider_key(:u1, 'openai') AS fixed;
 
 -------------------------------------------------------------------------------
 -- clean up
 -------------------------------------------------------------------------------
-ALTER SYSTEM RESET pgmarket.master_key_file;
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
-SELECT pg_temp.shell('rm -f pgmarket_regress_vault.key');
+SELECT pg_temp.shell('rm -f pgmarket_test.key');
 SELECT pg_temp.err($$SELECT pgmarket.get_provider_key('5a000000-0000-4000-8000-000000000001', 'openai')$$);
