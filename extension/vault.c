@@ -520,6 +520,11 @@ pgm_vault_newest_version(void)
  * Derive the PGM_SUBKEY_BYTES subkey of a master key version for one purpose
  * (an 8-byte context from pgmarket.h).  Raises PM010 when no key is loaded;
  * returns false when that version is not in the file.  The caller wipes out.
+ *
+ * A version this transaction has not seen may have been added to the file
+ * since the transaction looked at it (a rotation that committed while a
+ * reader's transaction was open, without a reload): before answering that
+ * the version is missing, look at the file once more.
  */
 bool
 pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
@@ -529,6 +534,12 @@ pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
 
 	vault_ensure();
 	k = vault_find(version);
+	if (k == NULL && version > vault_keys->keys[vault_keys->nkeys - 1].version)
+	{
+		vault_checked = false;
+		vault_ensure();
+		k = vault_find(version);
+	}
 	if (k == NULL)
 		return false;
 	if (crypto_kdf_derive_from_key(out, PGM_SUBKEY_BYTES, subkey_id, context,

@@ -2,28 +2,65 @@
 # test.sh: every test suite of pgmarket on a fresh throwaway cluster. CI runs
 # this (.ci/run); run it by hand the same way: `bash scripts/test.sh`.
 #
+#   bash scripts/test.sh              one run
+#   bash scripts/test.sh --repeat N   N runs, each on a fresh copy and fresh
+#                                     clusters; fails if any run fails
+#
 #  1. copy the source tree (tracked plus untracked, not ignored, files) to a
 #     fresh /tmp/pgmarket-check-XXXXXX: CI's clone may sit where the
 #     `postgres` OS user cannot enter, and the copy keeps build and test
 #     output out of the work tree;
 #  2. scripts/setup.sh on the copy: packages, make, make install;
-#  3. a cluster on port 54329 (scripts/cluster.sh, name "check");
+#  3. a cluster on port 54329 (scripts/cluster.sh, name "check54329");
 #  4. as the cluster's OS user (`postgres` when run as root, else the caller):
 #     make installcheck, one suite per run so that a failing suite does not
 #     hide the others: pg_regress (sql/), isolation (tests/isolation/specs/),
 #     `make -C client check` when client/Makefile exists (it builds the
 #     tool that a TAP test uses), then TAP (tests/t/, its own clusters);
-#  5. show the diffs and logs of what failed, stop the cluster, remove the
-#     temporary directories, and close on the line `N passed, N failed`.
+#  5. show the diffs and logs of what failed, keep them in
+#     /tmp/pgmarket-failed-PORT-TIME (named in the summary, with the first
+#     failing test), stop the cluster, remove the temporary directories, and
+#     close on the line `N passed, N failed`.
 # Exits non-zero when anything failed or when no test ran.
 #
-# Environment: PGMARKET_TEST_PORT (54329), PGMARKET_TEST_BUDGET (seconds for
+# Environment: PGMARKET_TEST_SUITES (a subset of "regress isolation client
+# tap"), PGMARKET_PG_CONFIG (another PostgreSQL 15 installation),
+# PGMARKET_TEST_PORT (54329), PGMARKET_TEST_BUDGET (seconds for
 # all suites together, 840), PGMARKET_KEEP=1 keeps the copy and the cluster's
 # directory for a look afterwards (the server is stopped all the same).
 
 # The counters and the EXIT handler are called indirectly.
 # shellcheck disable=SC2317
 set -euo pipefail
+
+# --repeat N: run this script N times as separate processes, each with its
+# own copy and clusters, and add up their closing lines.
+if [ "${1:-}" = --repeat ]; then
+    n=${2:-}
+    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [--repeat N]" >&2; exit 2; }
+    total_p=0 total_f=0 bad_runs=0 t_all=$SECONDS
+    for i in $(seq 1 "$n"); do
+        printf '\n##### run %d of %d\n' "$i" "$n"
+        out=$(mktemp /tmp/pgmarket-run-XXXXXX)
+        set +e
+        bash "${BASH_SOURCE[0]}" 2>&1 | tee "$out"
+        rc=${PIPESTATUS[0]}
+        set -e
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1 || true)
+        rm -f "$out"
+        p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+        [ -n "$line" ] || { p=0; f=1; }
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+        echo "##### run $i of $n: $p passed, $f failed (exit $rc)"
+        total_p=$((total_p + p)); total_f=$((total_f + f))
+        [ "$rc" -eq 0 ] || bad_runs=$((bad_runs + 1))
+    done
+    echo "##### $n runs, $bad_runs failed, $((SECONDS - t_all))s"
+    echo "$total_p passed, $total_f failed"
+    [ "$bad_runs" -eq 0 ] && [ "$total_f" -eq 0 ]
+    exit $?
+fi
+[ $# -eq 0 ] || { echo "usage: $0 [--repeat N]" >&2; exit 2; }
 
 PG_CONFIG=${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGBIN=$(dirname "$PG_CONFIG")
@@ -38,6 +75,8 @@ t0=$SECONDS
 passed=0
 failed=0
 failed_steps=()
+first_failure=""
+faildir=""
 work=""
 logdir=""
 cluster_up=0
@@ -100,6 +139,12 @@ summary() {
     summarized=1
     if [ "${#failed_steps[@]}" -gt 0 ]; then
         echo "failed: ${failed_steps[*]}"
+    fi
+    if [ -n "$first_failure" ]; then
+        echo "first failure: $first_failure"
+    fi
+    if [ -n "$faildir" ]; then
+        echo "diffs and logs kept in $faildir"
     fi
     echo "took $((SECONDS - t0))s"
     echo "$passed passed, $failed failed"
@@ -220,7 +265,55 @@ run_step() {
     echo "--- $name: $p passed, $f failed (exit $rc, $((SECONDS - started))s)"
     passed=$((passed + p))
     failed=$((failed + f))
-    if [ "$f" -gt 0 ]; then failed_steps+=("$name"); fi
+    if [ "$f" -gt 0 ]; then
+        failed_steps+=("$name")
+        [ -n "$first_failure" ] || first_failure="$name: $(first_failed "$name" "$log")"
+    fi
+}
+
+# first_failed STEP LOG: the first failing test of a step, and where its diff
+# or log will be kept.
+first_failed() {
+    local step=$1 log=$2 t why=""
+    case $step in
+        regress|isolation)
+            t=$(awk '/^(test +| +)[^ ]+ +\.\.\. +FAILED/ {
+                         print ($1 == "test") ? $2 : $1; exit }' "$log")
+            if [ "$step" = isolation ] && [ -n "$t" ] &&
+               grep -q -E '^\+(setup|teardown) failed' \
+                   "$work/tests/isolation/output_iso/regression.diffs" 2>/dev/null; then
+                why=" (a setup or teardown failed: every later permutation is suspect)"
+            fi
+            echo "${t:-the driver itself}$why; diff: @FAILDIR@/$step.diffs" ;;
+        tap)
+            t=$(grep -m1 -oE '^tests/t/[^ ]+\.pl' <(grep -E 'Dubious|Failed|not ok' "$log") || true)
+            echo "${t:-prove itself}; log: @FAILDIR@/tap/" ;;
+        *)
+            t=$(grep -m1 -E '^not ok' "$log" || true)
+            echo "${t:-exit status}; log: @FAILDIR@/$step.log" ;;
+    esac
+}
+
+# keep_failures: copy what failed out of the work tree before it is removed.
+keep_failures() {
+    local step
+    [ "${#failed_steps[@]}" -gt 0 ] || return 0
+    faildir=$(mktemp -d "/tmp/pgmarket-failed-$PORT-$(date +%Y%m%d%H%M%S)-XXXX")
+    chmod 755 "$faildir"
+    for step in "${failed_steps[@]}"; do
+        [ -f "$logdir/$step.log" ] && cp "$logdir/$step.log" "$faildir/"
+        case $step in
+            regress) cp "$work/regression.diffs" "$faildir/regress.diffs" 2>/dev/null ;;
+            isolation) cp "$work/tests/isolation/output_iso/regression.diffs" \
+                           "$faildir/isolation.diffs" 2>/dev/null ;;
+            tap) mkdir -p "$faildir/tap"
+                 cp "$work"/tmp_check/log/* "$work"/tests/t/tmp_check/log/* \
+                    "$faildir/tap/" 2>/dev/null ;;
+        esac
+    done
+    [ -f "$SOCKDIR/server.log" ] && cp "$SOCKDIR/server.log" "$faildir/"
+    first_failure=${first_failure//@FAILDIR@/$faildir}
+    return 0
 }
 
 # show_file FILE N [head|tail]: a diff reads best from its start, a log from
@@ -267,6 +360,9 @@ show_failures() {
 }
 
 have() { compgen -G "$work/$1" >/dev/null; }
+# PGMARKET_TEST_SUITES="regress isolation" runs only those suites (all by
+# default).
+want() { [[ " ${PGMARKET_TEST_SUITES:-regress isolation client tap} " == *" $1 "* ]]; }
 
 # --- 1. a private copy of the tree -----------------------------------------
 work=$(mktemp -d /tmp/pgmarket-check-XXXXXX)
@@ -306,22 +402,22 @@ fi
 # --- 4. the suites ---------------------------------------------------------------
 make_ic=(make -C "$work" installcheck PG_CONFIG="$PG_CONFIG")
 ran_any=0
-if have 'sql/*.sql'; then
+if want regress && have 'sql/*.sql'; then
     ran_any=1
     run_step regress count_regress 300 "${make_ic[@]}" ISOLATION= TAP_TESTS=
 fi
-if have 'tests/isolation/specs/*.spec'; then
+if want isolation && have 'tests/isolation/specs/*.spec'; then
     ran_any=1
     run_step isolation count_regress 300 "${make_ic[@]}" REGRESS= TAP_TESTS=
 fi
 # the client suite before TAP: it builds the pgmarket tool, which the
 # scale-out TAP test also runs through the proxy
-if [ -f "$work/client/Makefile" ]; then
+if want client && [ -f "$work/client/Makefile" ]; then
     ran_any=1
     run_step client count_closing 300 make -C "$work/client" check \
         PG_CONFIG="$PG_CONFIG"
 fi
-if have 'tests/t/*.pl'; then
+if want tap && have 'tests/t/*.pl'; then
     ran_any=1
     run_step tap count_tap 600 "${make_ic[@]}" REGRESS= ISOLATION=
 fi
@@ -329,6 +425,7 @@ fi
 
 # --- 5. report -------------------------------------------------------------------
 show_failures
+keep_failures
 cleanup
 summary
 if [ "$failed" -gt 0 ] || [ "$passed" -eq 0 ]; then

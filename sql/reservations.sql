@@ -7,6 +7,15 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
+-- Time passing, without a sleep: the holds' expiry moves into the past, and
+-- so does their users' next_expiry (the earliest expiry of their holds).
+CREATE FUNCTION pg_temp.expire(ids bigint[]) RETURNS void LANGUAGE sql AS $$
+    UPDATE pgmarket.reservations SET expires_at = now() - interval '1 millisecond'
+     WHERE reservation_id = ANY (ids);
+    UPDATE pgmarket.balances b SET next_expiry = now() - interval '1 millisecond'
+     WHERE b.user_id IN (SELECT user_id FROM pgmarket.reservations
+                          WHERE reservation_id = ANY (ids));
+$$;
 
 SELECT pgmarket.create_user('r1@example.com', 'reserver1', id => 'c0000000-0000-4000-8000-000000000001');
 SELECT pgmarket.create_user('r2@example.com', 'reserver2', id => 'c0000000-0000-4000-8000-000000000002');
@@ -75,7 +84,8 @@ SELECT * FROM pgmarket.release(:u1, :r5) \gset
 SELECT available_balance AS before FROM pgmarket.get_balance(:u1);
 SELECT pgmarket.reserve(:u1, 5, '1 second') AS r6 \gset
 SELECT reserved_balance, available_balance FROM pgmarket.get_balance(:u1);
-SELECT pg_sleep(1.1);
+-- time passes: the hold's expiry moves into the past (no sleep, no race)
+SELECT pg_temp.expire(ARRAY[:r6]);
 SELECT reserved_balance, available_balance FROM pgmarket.get_balance(:u1);
 -- settle or release of an expired hold: PM004
 SELECT pg_temp.err(format($$SELECT pgmarket.settle('c0000000-0000-4000-8000-000000000001', %s, 1, 'gpt-4')$$, :r6));
@@ -90,7 +100,7 @@ SELECT available_balance FROM pgmarket.add_funds(:u2, 3);
 SELECT pgmarket.reserve(:u2, 1, '100 milliseconds') AS r7 \gset
 SELECT pgmarket.reserve(:u2, 1, '100 milliseconds') AS r8 \gset
 SELECT pgmarket.reserve(:u2, 1, '1 hour') AS r9 \gset
-SELECT pg_sleep(0.2);
+SELECT pg_temp.expire(ARRAY[:r7, :r8]);
 SELECT pgmarket.expire_reservations();
 SELECT pgmarket.expire_reservations();
 SELECT reservation_id = :r9 AS is_r9, state FROM pgmarket.reservations

@@ -199,10 +199,11 @@ sub bg_until
 {
 	my ($sql, $pattern) = @_;
 	my ($out, $err);
-	for (1 .. 100)
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (1)
 	{
 		($out, $err) = bg_query($sql);
-		last if ($out . $err) =~ $pattern;
+		last if ($out . $err) =~ $pattern || time() > $deadline;
 		usleep(100_000);
 	}
 	return ($out, $err);

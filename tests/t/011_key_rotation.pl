@@ -185,7 +185,8 @@ sub start_rotation
 		],
 		'<', \undef, '>', \$out, '2>', \$err);
 	my $pid;
-	for (1 .. 600)
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
 	{
 		$pid = $node->safe_psql('postgres',
 			"SELECT pid FROM pg_stat_activity WHERE application_name = 'rotator'");
