@@ -300,18 +300,19 @@ keep_failures() {
     [ "${#failed_steps[@]}" -gt 0 ] || return 0
     faildir=$(mktemp -d "/tmp/pgmarket-failed-$PORT-$(date +%Y%m%d%H%M%S)-XXXX")
     chmod 755 "$faildir"
+    # Best effort, like cleanup: a missing file must not stop the report.
     for step in "${failed_steps[@]}"; do
-        [ -f "$logdir/$step.log" ] && cp "$logdir/$step.log" "$faildir/"
+        cp "$logdir/$step.log" "$faildir/" 2>/dev/null || true
         case $step in
-            regress) cp "$work/regression.diffs" "$faildir/regress.diffs" 2>/dev/null ;;
+            regress) cp "$work/regression.diffs" "$faildir/regress.diffs" 2>/dev/null || true ;;
             isolation) cp "$work/tests/isolation/output_iso/regression.diffs" \
-                           "$faildir/isolation.diffs" 2>/dev/null ;;
+                           "$faildir/isolation.diffs" 2>/dev/null || true ;;
             tap) mkdir -p "$faildir/tap"
                  cp "$work"/tmp_check/log/* "$work"/tests/t/tmp_check/log/* \
-                    "$faildir/tap/" 2>/dev/null ;;
+                    "$faildir/tap/" 2>/dev/null || true ;;
         esac
     done
-    [ -f "$SOCKDIR/server.log" ] && cp "$SOCKDIR/server.log" "$faildir/"
+    cp "$SOCKDIR/server.log" "$faildir/" 2>/dev/null || true
     first_failure=${first_failure//@FAILDIR@/$faildir}
     return 0
 }
