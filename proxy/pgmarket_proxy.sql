@@ -1078,11 +1078,12 @@ GRANT USAGE ON SCHEMA pgmarket_proxy
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.user_partition(uuid),
     pgmarket_proxy.partition_count(),
-    pgmarket_proxy.partition_node(int),
-    pgmarket_proxy.credits_on_any(text, bigint),
-    pgmarket_proxy.vault_public_key_on_any(text)
+    pgmarket_proxy.partition_node(int)
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin, pgmarket_keyreader;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.credits_on_any(text, bigint)
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
+    pgmarket_proxy.vault_public_key_on_any(text),
     pgmarket_proxy.hash_password_on_any(text, text),
     pgmarket_proxy.verify_password_on_any(text, text, text),
     pgmarket_proxy.authenticate_all(text, text, text),

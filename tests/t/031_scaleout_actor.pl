@@ -195,6 +195,10 @@ is( via('intruder', $alice,
 	),
 	'ERROR 42501',
 	'deduct_batch: 42501');
+is(via('intruder', $alice, "SELECT pgmarket.create_user('carol\@example.com', 'carol')"),
+	'ERROR 42501', 'create_user: 42501');
+is(via(undef, undef, "SELECT count(*) FROM pgmarket_proxy.directory WHERE username_lower = 'carol'"),
+	'0', 'and the refused user claims nothing in the proxy\'s directory');
 is(via('intruder', undef, "SELECT available_balance FROM pgmarket.get_balance('$bob')"),
 	'9.000000', 'the same role without an actor: the trusted back end');
 
