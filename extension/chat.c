@@ -22,6 +22,19 @@
  * user's rows through the API either.  pgm_check_actor() is exported for
  * the other C files.
  *
+ * Behind the PL/Proxy front (proxy/), the actor of the proxy's session
+ * travels with each call: the remote query wraps the first argument of the
+ * API function in proxy_actor(actor, value), which sets pgmarket.actor for
+ * the node's transaction (SET LOCAL; PL/Proxy runs each remote query as a
+ * transaction of its own) and returns value unchanged.  An argument is
+ * evaluated before the function it is passed to is called, so the API
+ * function always runs under the forwarded actor.  The node takes a
+ * forwarded actor only from the role named by pgmarket.proxy_role or a
+ * member of it; from any other role, or with the setting empty, it is
+ * refused (42501), never ignored.  An empty actor forwards nothing: the
+ * call runs as the caller's own connection would, which for pgmarket_app
+ * means the trusted back end.
+ *
  * Concurrency rules
  * -----------------
  * A message is stored under a FOR SHARE lock of its session row, and ending,
@@ -52,8 +65,11 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 
 PG_FUNCTION_INFO_V1(pgm_create_chat_session);
@@ -68,6 +84,7 @@ PG_FUNCTION_INFO_V1(pgm_rate_model);
 PG_FUNCTION_INFO_V1(pgm_set_preference);
 PG_FUNCTION_INFO_V1(pgm_get_preferences);
 PG_FUNCTION_INFO_V1(pgm_current_actor);
+PG_FUNCTION_INFO_V1(pgm_proxy_actor);
 
 
 #define PGM_MAX_TITLE_LEN		500
@@ -312,6 +329,66 @@ pgm_current_actor(PG_FUNCTION_ARGS)
 	if (!parse_actor(pgm_actor, actor))
 		PG_RETURN_NULL();
 	PG_RETURN_UUID_P(actor);
+}
+
+/*
+ * May the current role forward an actor to this node?  Only the role that
+ * pgmarket.proxy_role names, or a role that is a member of it (a superuser
+ * is a member of every role); with the setting empty, no role.  Raises 42501
+ * naming the role and the actor otherwise.
+ */
+static void
+check_forwarding_role(const char *actor)
+{
+	Oid			caller = GetUserId();
+	Oid			proxy;
+
+	if (pgm_proxy_role == NULL || pgm_proxy_role[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not forward pgmarket.actor \"%s\"",
+						GetUserNameFromId(caller, false), actor),
+				 errdetail("pgmarket.proxy_role is not set, so this node takes a forwarded actor from no role.")));
+
+	proxy = get_role_oid(pgm_proxy_role, true);
+	if (!OidIsValid(proxy) || !is_member_of_role(caller, proxy))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not forward pgmarket.actor \"%s\"",
+						GetUserNameFromId(caller, false), actor),
+				 errdetail("This node takes a forwarded actor only from role \"%s\" (pgmarket.proxy_role) and its members.",
+						   pgm_proxy_role)));
+}
+
+/*
+ * proxy_actor(actor text, value anyelement) RETURNS anyelement: the node's
+ * side of the actor that the PL/Proxy front forwards (see "The actor rule"
+ * above).  A non-empty actor is checked against pgmarket.proxy_role and set
+ * as pgmarket.actor for the rest of the transaction; NULL or empty sets
+ * nothing.  Returns value as it came, NULL included, so that it can wrap an
+ * argument of the call it must precede.
+ *
+ * Not SECURITY DEFINER and without a SET clause: the role checked is the
+ * caller's, and a SET clause would undo the setting when this returns.
+ */
+Datum
+pgm_proxy_actor(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+	{
+		char	   *actor = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		if (actor[0] != '\0')
+		{
+			check_forwarding_role(actor);
+			(void) set_config_option("pgmarket.actor", actor,
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
+		}
+	}
+	if (PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(PG_GETARG_DATUM(1));
 }
 
 static void

@@ -26,6 +26,9 @@ void		_PG_init(void);
 /* pgmarket.actor: the application-level user the transaction acts for */
 char	   *pgm_actor = NULL;
 
+/* pgmarket.proxy_role: the role whose forwarded actor this node takes */
+char	   *pgm_proxy_role = NULL;
+
 /*
  * Module load: libsodium must be initialised once per process before any of
  * its functions is used (it picks implementations and seeds its RNG).  Then
@@ -46,6 +49,14 @@ _PG_init(void)
 							   &pgm_actor,
 							   NULL,
 							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pgmarket.proxy_role",
+							   "The role from which this node takes a pgmarket.actor forwarded by a PL/Proxy front.",
+							   "Members of the role may forward one too; when empty, no role may.",
+							   &pgm_proxy_role,
+							   "",
+							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
 	pgm_vault_init();

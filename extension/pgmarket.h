@@ -76,6 +76,7 @@ extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
 
 /* pgmarket.c: settings */
 extern char *pgm_actor;
+extern char *pgm_proxy_role;
 
 /* chat.c: the pgmarket.actor rule */
 extern void pgm_check_actor(Datum user_id);

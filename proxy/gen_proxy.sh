@@ -10,8 +10,14 @@
 # argument lists, defaults and result types as on one node:
 #
 #  - the composite types of the extension (balance, ledger_result, charge);
-#  - every function whose first argument is `user_id uuid`, as
-#    LANGUAGE plproxy, RUN ON hashtext(user_id::text): the user's node;
+#  - every function whose first argument is `user_id uuid`, as a
+#    LANGUAGE plproxy pgmarket_proxy.X_on_node(actor text, ...), RUN ON
+#    hashtext(user_id::text): the user's node, behind pgmarket.X(...), an
+#    SQL function with the node's signature that passes the session's
+#    current_setting('pgmarket.actor', true) as `actor`.  The remote query
+#    wraps the first argument in the node's pgmarket.proxy_actor(actor, ...),
+#    which sets the actor on the node (from pgmarket.proxy_role only) before
+#    the API function runs;
 #  - create_user / import_user routed by their `id` (create_user's default
 #    gen_random_uuid() is evaluated on the proxy, before routing), as
 #    pgmarket_proxy.*_on_node behind wrappers in the static part that first
@@ -21,7 +27,8 @@
 #    api_key_partition(api_key), computed on the proxy from the key's public
 #    part (same int as hashtext(owner::text) & 65535);
 #  - the cross-user functions and views as RUN ON ALL plus a merge
-#    (proxy/pgmarket_proxy_static.sql, appended verbatim).
+#    (proxy/pgmarket_proxy_static.sql, appended verbatim), with the actor
+#    forwarded the same way.
 #
 # A NULL routing value goes to partition 0 (coalesce(..., 0)): the node then
 # raises what one node raises (22004 for a NULL user_id, 28000 / no row for a
@@ -94,37 +101,79 @@ SQL
 
 cat <<'EOF'
 -------------------------------------------------------------------------------
--- Per-user functions: RUN ON the user's partition
+-- Per-user functions: RUN ON the user's partition, with the actor
+--
+-- Each function X of the API is two here: pgmarket_proxy.X_on_node(actor,
+-- ...), the PL/Proxy call, whose remote query wraps the first argument in
+-- the node's pgmarket.proxy_actor(actor, value), so that the node sets the
+-- forwarded actor before X runs (an argument is evaluated before the call it
+-- is passed to); and pgmarket.X(...), with the node's signature, which
+-- passes this session's pgmarket.actor along (an SQL function, inlined into
+-- the caller's query where PostgreSQL can).
 -------------------------------------------------------------------------------
 EOF
 
 # Types print schema-qualified with an empty search_path.
 q "$@" <<'SQL'
 SET search_path = pg_catalog;
-SELECT format(E'CREATE FUNCTION %s(%s)\n    RETURNS %s\n    LANGUAGE plproxy\nAS $$\n    CLUSTER ''pgmarket'';\n    RUN ON %s;%s\n$$;\n',
-              CASE WHEN p.proname IN ('create_user', 'import_user')
-                   THEN 'pgmarket_proxy.' || quote_ident(p.proname || '_on_node')
-                   ELSE 'pgmarket.' || quote_ident(p.proname)
-              END,
-              pg_get_function_arguments(p.oid),
-              pg_get_function_result(p.oid),
-              CASE WHEN p.proargnames[1] = 'user_id'
-                   THEN 'coalesce(hashtext(user_id::text), 0)'
-                   WHEN p.proname IN ('create_user', 'import_user')
-                   THEN 'coalesce(hashtext(id::text), 0)'
-                   ELSE 'coalesce(pgmarket.api_key_partition(api_key), 0)'
-              END,
-              CASE WHEN p.proname IN ('create_user', 'import_user')
-                   THEN E'\n    TARGET pgmarket.' || quote_ident(p.proname) || ';'
-                   ELSE ''
-              END)
-  FROM pg_proc p
- WHERE p.pronamespace = 'pgmarket'::regnamespace
-   AND p.prokind = 'f'
-   AND (   (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
-        OR p.proname IN ('create_user', 'import_user',
-                         'verify_api_key', 'charge_api_key', 'reserve_api_key'))
- ORDER BY p.proname;
+WITH api AS (
+    SELECT p.oid, p.proname, p.pronargs, p.proretset,
+           CASE WHEN p.proname IN ('create_user', 'import_user')
+                THEN 'coalesce(hashtext(id::text), 0)'
+                WHEN p.proargnames[1] = 'user_id'
+                THEN 'coalesce(hashtext(user_id::text), 0)'
+                ELSE 'coalesce(pgmarket.api_key_partition(api_key), 0)'
+           END AS run_on,
+           -- $2 .. $(n+1) of the proxy call: the API's arguments after the actor
+           (SELECT string_agg(', $' || i, '' ORDER BY i)
+              FROM generate_series(3, p.pronargs + 1) i) AS rest,
+           (SELECT string_agg(', $' || i, '' ORDER BY i)
+              FROM generate_series(1, p.pronargs) i) AS args
+      FROM pg_proc p
+     WHERE p.pronamespace = 'pgmarket'::regnamespace
+       AND p.prokind = 'f'
+       AND (   (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
+            OR p.proname IN ('create_user', 'import_user',
+                             'verify_api_key', 'charge_api_key', 'reserve_api_key'))
+)
+SELECT format(E'CREATE FUNCTION pgmarket_proxy.%I(actor text, %s)\n'
+              '    RETURNS %s\n'
+              '    LANGUAGE plproxy\n'
+              'AS $$\n'
+              '    CLUSTER ''pgmarket'';\n'
+              '    RUN ON %s;\n'
+              '    SELECT * FROM pgmarket.%I(pgmarket.proxy_actor($1, $2)%s);\n'
+              '$$;\n',
+              a.proname || '_on_node',
+              pg_get_function_identity_arguments(a.oid),
+              pg_get_function_result(a.oid),
+              a.run_on, a.proname, coalesce(a.rest, ''))
+       || CASE WHEN a.proname IN ('create_user', 'import_user') THEN ''
+               -- the wrappers of these two claim the email and username
+               -- first: proxy/pgmarket_proxy_static.sql
+               WHEN a.proretset THEN
+                   format(E'\nCREATE FUNCTION pgmarket.%I(%s)\n'
+                          '    RETURNS %s\n'
+                          '    LANGUAGE sql\n'
+                          'BEGIN ATOMIC\n'
+                          '    SELECT * FROM pgmarket_proxy.%I(\n'
+                          '        pg_catalog.current_setting(''pgmarket.actor'', true)%s);\n'
+                          'END;\n',
+                          a.proname, pg_get_function_arguments(a.oid),
+                          pg_get_function_result(a.oid),
+                          a.proname || '_on_node', a.args)
+               ELSE
+                   format(E'\nCREATE FUNCTION pgmarket.%I(%s)\n'
+                          '    RETURNS %s\n'
+                          '    LANGUAGE sql\n'
+                          '    RETURN pgmarket_proxy.%I(\n'
+                          '        pg_catalog.current_setting(''pgmarket.actor'', true)%s);\n',
+                          a.proname, pg_get_function_arguments(a.oid),
+                          pg_get_function_result(a.oid),
+                          a.proname || '_on_node', a.args)
+          END
+  FROM api a
+ ORDER BY a.proname;
 SQL
 
 cat <<'EOF'
@@ -149,40 +198,52 @@ GRANT USAGE ON SCHEMA pgmarket_proxy
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.user_partition(uuid),
     pgmarket_proxy.partition_count(),
-    pgmarket_proxy.partition_node(int),
-    pgmarket_proxy.authenticate_all(text, text),
-    pgmarket_proxy.expire_reservations_all(),
-    pgmarket_proxy.deduct_batch_on(int, pgmarket.charge[]),
-    pgmarket_proxy.model_usage_all(),
-    pgmarket_proxy.usage_daily_all(),
-    pgmarket_proxy.users_all(),
-    pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.claim_identity(uuid, text, text),
-    pgmarket_proxy.create_user_on_node(text, text, text, text[], uuid)
+    pgmarket_proxy.partition_node(int)
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin, pgmarket_keyreader;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.credits_on_any(text, bigint)
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION
+    pgmarket_proxy.vault_public_key_on_any(text),
+    pgmarket_proxy.hash_password_on_any(text, text),
+    pgmarket_proxy.verify_password_on_any(text, text, text),
+    pgmarket_proxy.authenticate_all(text, text, text),
+    pgmarket_proxy.expire_reservations_all(text),
+    pgmarket_proxy.deduct_batch_on(text, int, pgmarket.charge[]),
+    pgmarket_proxy.claim_identity(uuid, text, text)
     TO pgmarket_app, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
-    pgmarket_proxy.import_user_on_node(uuid, text, text, text, timestamptz)
-    TO pgmarket_admin;
+    pgmarket_proxy.model_usage_all(text),
+    pgmarket_proxy.usage_daily_all(text),
+    pgmarket_proxy.users_all(text),
+    pgmarket_proxy.model_ratings_all()
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
-    pgmarket_proxy.model_usage_all(),
-    pgmarket_proxy.usage_daily_all(),
-    pgmarket_proxy.users_all(),
-    pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.verify_audit_all(boolean)
+    pgmarket_proxy.verify_audit_all(text, boolean),
+    pgmarket_proxy.verify_ledger_all(text)
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
-    pgmarket_proxy.seal_audit_all(),
-    pgmarket_proxy.purge_audit_all(timestamptz),
-    pgmarket_proxy.rotate_master_key_all(int)
+    pgmarket_proxy.seal_audit_all(text),
+    pgmarket_proxy.purge_audit_all(text, timestamptz),
+    pgmarket_proxy.rotate_master_key_all(text, int)
     TO pgmarket_admin;
 EOF
 
-# Mirror the node's EXECUTE grants to the pgmarket_* roles.
+# Mirror the node's EXECUTE grants to the pgmarket_* roles, on the API
+# function and on its PL/Proxy call (X_on_node, for the generated ones).
 q "$@" <<'SQL'
 SET search_path = pg_catalog;
 SELECT format('GRANT EXECUTE ON FUNCTION pgmarket.%I(%s) TO %s;',
               p.proname, pg_get_function_identity_arguments(p.oid),
               string_agg(DISTINCT quote_ident(r.rolname), ', '))
+       || CASE WHEN (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
+                    OR p.proname IN ('create_user', 'import_user', 'verify_api_key',
+                                     'charge_api_key', 'reserve_api_key')
+               THEN format(E'\nGRANT EXECUTE ON FUNCTION pgmarket_proxy.%I(actor text, %s) TO %s;',
+                           p.proname || '_on_node',
+                           pg_get_function_identity_arguments(p.oid),
+                           string_agg(DISTINCT quote_ident(r.rolname), ', '))
+               ELSE ''
+          END
   FROM pg_proc p
   CROSS JOIN LATERAL aclexplode(p.proacl) a
   JOIN pg_roles r ON r.oid = a.grantee
@@ -190,7 +251,8 @@ SELECT format('GRANT EXECUTE ON FUNCTION pgmarket.%I(%s) TO %s;',
    AND p.prokind = 'f' AND a.privilege_type = 'EXECUTE'
    AND r.rolname LIKE 'pgmarket\_%'
    AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
-                         'enable_audit', 'disable_audit', 'current_actor')
+                         'enable_audit', 'disable_audit', 'current_actor',
+                         'proxy_actor')
  GROUP BY p.oid, p.proname
  ORDER BY p.proname;
 SELECT format('GRANT SELECT ON pgmarket.%I TO %s;', c.relname,

@@ -79,26 +79,86 @@ END
 $$;
 
 -------------------------------------------------------------------------------
+-- The actor travels with every call
+--
+-- Every call to a node passes this session's pgmarket.actor
+-- (current_setting('pgmarket.actor', true)) as the first argument of a
+-- PL/Proxy function, whose remote query hands it to the node's
+-- pgmarket.proxy_actor(actor, value) before the API function runs:
+--  - with arguments, proxy_actor wraps the first one, and an argument is
+--    evaluated before the function it is passed to;
+--  - without (views, verify_ledger(), seal_audit(), ...), the query reads
+--        FROM pgmarket.proxy_actor($1, true) AS a(ok),
+--             LATERAL (SELECT ... WHERE a.ok OFFSET 0) AS s
+--    the subquery refers to a row of a, so it is evaluated for that row,
+--    after it; OFFSET 0 keeps the planner from flattening it into a join
+--    whose order would be free.
+-- The node sets the actor for its transaction (each remote query is one),
+-- and takes it only from the role its pgmarket.proxy_role names (42501
+-- otherwise).  An empty or unset actor sets nothing there.
+-------------------------------------------------------------------------------
+
+-------------------------------------------------------------------------------
 -- Functions of no user: any node answers alike
 -------------------------------------------------------------------------------
 
+CREATE FUNCTION pgmarket_proxy.credits_on_any(actor text, micro bigint) RETURNS numeric
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.credits(pgmarket.proxy_actor($1, $2));
+$$;
+
 CREATE FUNCTION pgmarket.credits(micro bigint) RETURNS numeric
-    LANGUAGE plproxy STRICT
-AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
+    LANGUAGE sql STRICT
+    RETURN pgmarket_proxy.credits_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), micro);
+
+CREATE FUNCTION pgmarket_proxy.hash_password_on_any(actor text, password text)
+    RETURNS text
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.hash_password(pgmarket.proxy_actor($1, $2));
+$$;
 
 CREATE FUNCTION pgmarket.hash_password(password text) RETURNS text
+    LANGUAGE sql
+    RETURN pgmarket_proxy.hash_password_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), password);
+
+CREATE FUNCTION pgmarket_proxy.verify_password_on_any(actor text, password text,
+        hash text)
+    RETURNS boolean
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.verify_password(pgmarket.proxy_actor($1, $2), $3);
+$$;
 
 CREATE FUNCTION pgmarket.verify_password(password text, hash text) RETURNS boolean
-    LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
+    LANGUAGE sql
+    RETURN pgmarket_proxy.verify_password_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), password, hash);
 
 -- The sealed path needs one master key on every node (scaleout.sh
 -- --same-key): a secret sealed to one node's public key opens only there.
-CREATE FUNCTION pgmarket.vault_public_key() RETURNS bytea
+CREATE FUNCTION pgmarket_proxy.vault_public_key_on_any(actor text) RETURNS bytea
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT s.k FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT pgmarket.vault_public_key() AS k WHERE a.ok OFFSET 0) AS s;
+$$;
+
+CREATE FUNCTION pgmarket.vault_public_key() RETURNS bytea
+    LANGUAGE sql
+    RETURN pgmarket_proxy.vault_public_key_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true));
 
 -------------------------------------------------------------------------------
 -- Cross-user functions: RUN ON ALL, merged here
@@ -106,64 +166,98 @@ AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
 
 -- A login is an email or a username: not routable; every node checks it
 -- (each in comparable time) and at most one says who.
-CREATE FUNCTION pgmarket_proxy.authenticate_all(login text, password text)
+CREATE FUNCTION pgmarket_proxy.authenticate_all(actor text, login text, password text)
     RETURNS SETOF uuid
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.authenticate; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.authenticate(pgmarket.proxy_actor($1, $2), $3);
+$$;
 
 CREATE FUNCTION pgmarket.authenticate(login text, password text) RETURNS uuid
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT a FROM pgmarket_proxy.authenticate_all(login, password) a
+    RETURN (SELECT a FROM pgmarket_proxy.authenticate_all(
+                       current_setting('pgmarket.actor', true), login, password) a
              WHERE a IS NOT NULL LIMIT 1);
 
-CREATE FUNCTION pgmarket_proxy.expire_reservations_all() RETURNS SETOF int
+CREATE FUNCTION pgmarket_proxy.expire_reservations_all(actor text) RETURNS SETOF int
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.expire_reservations; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.n FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT pgmarket.expire_reservations() AS n WHERE a.ok OFFSET 0) AS s;
+$$;
 
 CREATE FUNCTION pgmarket.expire_reservations() RETURNS int
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     RETURN (SELECT coalesce(sum(n), 0)::int
-              FROM pgmarket_proxy.expire_reservations_all() n);
+              FROM pgmarket_proxy.expire_reservations_all(
+                       current_setting('pgmarket.actor', true)) n);
 
-CREATE FUNCTION pgmarket_proxy.seal_audit_all() RETURNS SETOF bigint
+CREATE FUNCTION pgmarket_proxy.seal_audit_all(actor text) RETURNS SETOF bigint
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.seal_audit; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.n FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT pgmarket.seal_audit() AS n WHERE a.ok OFFSET 0) AS s;
+$$;
 
 CREATE FUNCTION pgmarket.seal_audit() RETURNS bigint
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT coalesce(sum(n), 0)::bigint FROM pgmarket_proxy.seal_audit_all() n);
+    RETURN (SELECT coalesce(sum(n), 0)::bigint
+              FROM pgmarket_proxy.seal_audit_all(
+                       current_setting('pgmarket.actor', true)) n);
 
-CREATE FUNCTION pgmarket_proxy.purge_audit_all(before timestamptz) RETURNS SETOF bigint
+CREATE FUNCTION pgmarket_proxy.purge_audit_all(actor text, before timestamptz)
+    RETURNS SETOF bigint
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.purge_audit; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.purge_audit(pgmarket.proxy_actor($1, $2));
+$$;
 
 CREATE FUNCTION pgmarket.purge_audit(before timestamptz) RETURNS bigint
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     RETURN (SELECT coalesce(sum(n), 0)::bigint
-              FROM pgmarket_proxy.purge_audit_all(before) n);
+              FROM pgmarket_proxy.purge_audit_all(
+                       current_setting('pgmarket.actor', true), before) n);
 
 -- One batch per node per call: 0 once every node is done.
-CREATE FUNCTION pgmarket_proxy.rotate_master_key_all(batch_size int) RETURNS SETOF bigint
+CREATE FUNCTION pgmarket_proxy.rotate_master_key_all(actor text, batch_size int)
+    RETURNS SETOF bigint
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.rotate_master_key; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.rotate_master_key(pgmarket.proxy_actor($1, $2));
+$$;
 
 CREATE FUNCTION pgmarket.rotate_master_key(batch_size int DEFAULT 1000) RETURNS bigint
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     RETURN (SELECT coalesce(sum(n), 0)::bigint
-              FROM pgmarket_proxy.rotate_master_key_all(batch_size) n);
+              FROM pgmarket_proxy.rotate_master_key_all(
+                       current_setting('pgmarket.actor', true), batch_size) n);
 
 -- Each node's audit chain is its own: one row per node here, merged to
 -- the first bad id (an id of the node whose chain broke) and the rows
 -- checked over all nodes.  strict => true raises PM013 from that node.
-CREATE FUNCTION pgmarket_proxy.verify_audit_all(strict boolean)
+CREATE FUNCTION pgmarket_proxy.verify_audit_all(actor text, strict boolean)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.verify_audit; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT * FROM pgmarket.verify_audit(pgmarket.proxy_actor($1, $2));
+$$;
 
 CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
@@ -171,26 +265,44 @@ CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false)
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT min(v.first_bad_id), coalesce(sum(v.checked), 0)::bigint
-      FROM pgmarket_proxy.verify_audit_all(strict) v;
+      FROM pgmarket_proxy.verify_audit_all(
+               current_setting('pgmarket.actor', true), strict) v;
 END;
 
 -- Rows of users live on their node: the union is the answer.
-CREATE FUNCTION pgmarket.verify_ledger()
+CREATE FUNCTION pgmarket_proxy.verify_ledger_all(actor text)
     RETURNS TABLE (user_id uuid, problem text)
     LANGUAGE plproxy
-AS $$ CLUSTER 'pgmarket'; RUN ON ALL; $$;
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.* FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT * FROM pgmarket.verify_ledger() WHERE a.ok OFFSET 0) AS s;
+$$;
+
+CREATE FUNCTION pgmarket.verify_ledger()
+    RETURNS TABLE (user_id uuid, problem text)
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.verify_ledger_all(current_setting('pgmarket.actor', true));
+END;
 
 -------------------------------------------------------------------------------
 -- Views: computed per node, merged here
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION pgmarket_proxy.model_usage_all()
+-- The node's views model_usage, usage_daily and users show a connection
+-- with an actor only the actor's rows (row-level security): so do these.
+CREATE FUNCTION pgmarket_proxy.model_usage_all(actor text)
     RETURNS TABLE (model_id text, requests bigint, tokens bigint, cost numeric)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
     RUN ON ALL;
-    SELECT model_id, requests, tokens, cost FROM pgmarket.model_usage;
+    SELECT s.* FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT model_id, requests, tokens, cost FROM pgmarket.model_usage
+                     WHERE a.ok OFFSET 0) AS s;
 $$;
 
 CREATE VIEW pgmarket.model_usage AS
@@ -198,23 +310,25 @@ CREATE VIEW pgmarket.model_usage AS
            sum(m.requests)::bigint AS requests,
            sum(m.tokens)::bigint AS tokens,
            sum(m.cost) AS cost
-      FROM pgmarket_proxy.model_usage_all() m
+      FROM pgmarket_proxy.model_usage_all(current_setting('pgmarket.actor', true)) m
      GROUP BY m.model_id;
 
-CREATE FUNCTION pgmarket_proxy.usage_daily_all()
+CREATE FUNCTION pgmarket_proxy.usage_daily_all(actor text)
     RETURNS TABLE (user_id uuid, day date, model_id text, requests bigint,
                    tokens bigint, cost numeric)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
     RUN ON ALL;
-    SELECT user_id, day, model_id, requests, tokens, cost FROM pgmarket.usage_daily;
+    SELECT s.* FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT user_id, day, model_id, requests, tokens, cost
+                      FROM pgmarket.usage_daily WHERE a.ok OFFSET 0) AS s;
 $$;
 
 CREATE VIEW pgmarket.usage_daily AS
-    SELECT * FROM pgmarket_proxy.usage_daily_all();
+    SELECT * FROM pgmarket_proxy.usage_daily_all(current_setting('pgmarket.actor', true));
 
-CREATE FUNCTION pgmarket_proxy.users_all()
+CREATE FUNCTION pgmarket_proxy.users_all(actor text)
     RETURNS TABLE (id uuid, email text, username text, roles text[],
                    is_active boolean, created_at timestamptz,
                    last_login_at timestamptz)
@@ -222,14 +336,18 @@ CREATE FUNCTION pgmarket_proxy.users_all()
 AS $$
     CLUSTER 'pgmarket';
     RUN ON ALL;
-    SELECT id, email, username, roles, is_active, created_at, last_login_at
-      FROM pgmarket.users;
+    SELECT s.* FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT id, email, username, roles, is_active, created_at,
+                           last_login_at
+                      FROM pgmarket.users WHERE a.ok OFFSET 0) AS s;
 $$;
 
 CREATE VIEW pgmarket.users AS
-    SELECT * FROM pgmarket_proxy.users_all();
+    SELECT * FROM pgmarket_proxy.users_all(current_setting('pgmarket.actor', true));
 
--- Exact: counts and sums of stars per node, averaged here.
+-- Exact: counts and sums of stars per node, averaged here.  No actor: the
+-- node's view model_ratings is not filtered by the actor (it runs with its
+-- owner's rights over every rating), so the proxy reads every rating too.
 CREATE FUNCTION pgmarket_proxy.model_ratings_all()
     RETURNS TABLE (model_id text, ratings bigint, stars bigint)
     LANGUAGE plproxy
@@ -252,15 +370,17 @@ CREATE VIEW pgmarket.model_ratings AS
 -- into input order
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION pgmarket_proxy.deduct_batch_on(part int, charges pgmarket.charge[])
+-- With an actor, each node refuses its other users' charges one by one
+-- (42501 rows), as one node does.
+CREATE FUNCTION pgmarket_proxy.deduct_batch_on(actor text, part int,
+        charges pgmarket.charge[])
     RETURNS TABLE (ordinal int, sqlstate text, entry_id bigint,
                    available_balance numeric)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
     RUN ON part;
-    SELECT ordinal, sqlstate, entry_id, available_balance
-      FROM pgmarket.deduct_batch(charges);
+    SELECT * FROM pgmarket.deduct_batch(pgmarket.proxy_actor($1, $3));
 $$;
 
 -- Each sub-batch applies on its node on its own terms, as each charge does
@@ -291,7 +411,8 @@ BEGIN ATOMIC
     SELECT coalesce(p.ords[r.ordinal], r.ordinal), r.sqlstate, r.entry_id,
            r.available_balance
       FROM (SELECT * FROM parts UNION ALL SELECT * FROM nulls) p
-      CROSS JOIN LATERAL pgmarket_proxy.deduct_batch_on(p.part, p.cs) r
+      CROSS JOIN LATERAL pgmarket_proxy.deduct_batch_on(
+                             current_setting('pgmarket.actor', true), p.part, p.cs) r
      ORDER BY 1;
 END;
 
@@ -354,7 +475,9 @@ CREATE FUNCTION pgmarket.create_user(email text, username text,
 AS $$
 BEGIN
     PERFORM pgmarket_proxy.claim_identity(id, email, username);
-    RETURN pgmarket_proxy.create_user_on_node(email, username, password, roles, id);
+    RETURN pgmarket_proxy.create_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        email, username, password, roles, id);
 END
 $$;
 
@@ -366,7 +489,8 @@ CREATE FUNCTION pgmarket.import_user(id uuid, email text, username text,
 AS $$
 BEGIN
     PERFORM pgmarket_proxy.claim_identity(id, email, username);
-    RETURN pgmarket_proxy.import_user_on_node(id, email, username, password_hash,
-                                              created_at);
+    RETURN pgmarket_proxy.import_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        id, email, username, password_hash, created_at);
 END
 $$;

@@ -14,6 +14,8 @@
 #   proxy  port 54401  database pgmarket    plproxy + proxy/pgmarket_proxy.sql
 #   pgbouncer port 54404 (Unix socket in /tmp/pgmarket-scaleout/pgbouncer),
 #          pool_mode = transaction, database pgmarket -> the proxy.
+# The nodes take the actor forwarded by the proxy from the superuser it
+# connects as (pgmarket.proxy_role).
 # --same-key gives both nodes one master key file (keys/shared.key), which
 # the sealed path (vault_public_key through the proxy) needs; without it
 # each node has its own (fixed at the first start: `destroy` to change
@@ -99,6 +101,11 @@ log_line_prefix = '%m [%p] %q%u@%d '
 EOF
         if [ -n "$keyfile" ]; then
             echo "pgmarket.master_key_file = '$keyfile'" >>"$dir/data/postgresql.conf"
+        fi
+        if [ "$name" != proxy ]; then
+            # The proxy connects as the calling role; here that is the
+            # superuser, the only role this set-up has.
+            echo "pgmarket.proxy_role = '$os_user'" >>"$dir/data/postgresql.conf"
         fi
     fi
     as_user "$PGBIN/pg_ctl" start -D "$dir/data" -l "$dir/server.log" -w -t 60 \

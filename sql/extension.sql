@@ -23,7 +23,8 @@ SELECT c.relname
 -- is STRICT (a NULL argument is an error, not a silent NULL); credits() is
 -- the views' display helper, api_key_partition() a pure routing helper, and
 -- rotate_all_keys() a procedure that commits, which PostgreSQL does not allow
--- to be SECURITY DEFINER
+-- to be SECURITY DEFINER; proxy_actor() checks its caller's role and sets
+-- pgmarket.actor for the transaction, which a SET clause would undo
 SELECT p.proname, p.prosecdef, p.proisstrict, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'pgmarket' AND p.prorettype <> 'trigger'::regtype

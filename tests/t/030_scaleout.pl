@@ -111,7 +111,8 @@ is($proxy->safe_psql(dbof($proxy),
 	              FROM pg_proc p
 	             WHERE p.pronamespace = 'pgmarket'::regnamespace AND p.prokind = 'f'
 	               AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
-	                                     'enable_audit', 'disable_audit', 'current_actor')};
+	                                     'enable_audit', 'disable_audit', 'current_actor',
+	                                     'proxy_actor')};
 	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
