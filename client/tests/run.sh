@@ -6,7 +6,8 @@
 #   1. CREATE EXTENSION pgmarket, a master key file written through
 #      COPY ... TO PROGRAM in the data directory, pgmarket.master_key_file
 #      pointed at it, log_statement = 'all' for the database;
-#   2. tests/test_client.bin: every library call;
+#   2. tests/test_json.bin: the import's JSON reader and checks (no server);
+#      tests/test_client.bin: every library call;
 #   3. each examples/*.bin;
 #   4. tests/test_client.bin bouncer: through a pgbouncer of our own in
 #      transaction mode (skipped with a note when pgbouncer is missing);
@@ -91,6 +92,7 @@ run_counted() {
     pass=$((pass + p))
     fail=$((fail + f))
 }
+run_counted json tests/test_json.bin
 run_counted library tests/test_client.bin
 
 # --- 3. the examples ------------------------------------------------------------
