@@ -12,7 +12,8 @@
 #     make installcheck, one suite per run so that a failing suite does not
 #     hide the others: pg_regress (sql/), isolation (tests/isolation/specs/),
 #     `make -C client check` when client/Makefile exists (it builds the
-#     tool that a TAP test uses), then TAP (tests/t/, its own clusters);
+#     tool that a TAP test uses), `make -C client fuzz` (a bounded run of
+#     the fuzz targets), then TAP (tests/t/, its own clusters);
 #  5. show the diffs and logs of what failed, stop the cluster, remove the
 #     temporary directories, and close on the line `N passed, N failed`.
 # Exits non-zero when anything failed or when no test ran.
@@ -320,6 +321,11 @@ if [ -f "$work/client/Makefile" ]; then
     ran_any=1
     run_step client count_closing 300 make -C "$work/client" check \
         PG_CONFIG="$PG_CONFIG"
+fi
+# the parsers of untrusted input under ASan/UBSan, 60 s of fuzzing in all
+if [ -f "$work/client/fuzz/run.sh" ]; then
+    ran_any=1
+    run_step fuzz count_closing 240 make -C "$work/client" fuzz FUZZ_SECONDS=60
 fi
 if have 'tests/t/*.pl'; then
     ran_any=1
