@@ -29,6 +29,7 @@ static const struct
 	{"chat_history", JSON_OBJECT},
 };
 
+/* The document, or NULL with err set: see importdoc.h. */
 json *
 import_parse(const char *src, size_t len, char *err, size_t errsize)
 {
@@ -64,6 +65,7 @@ import_parse(const char *src, size_t len, char *err, size_t errsize)
 	return doc;
 }
 
+/* Hex digits and dashes in the 8-4-4-4-12 places, nothing else. */
 int
 is_uuid(const char *s)
 {
@@ -84,6 +86,10 @@ is_uuid(const char *s)
 	return 1;
 }
 
+/*
+ * The text of a number or a string, never through a double: exponents are
+ * refused, the rest is pgm_str_to_micro's.
+ */
 int
 read_amount(const json *v, int64_t *micro, const char **why)
 {
@@ -123,6 +129,7 @@ read_amount(const json *v, int64_t *micro, const char **why)
 	return 1;
 }
 
+/* A role of chat_roles, a string content, tokens in int4, an exact cost. */
 const char *
 chat_message_problem(const json *m, char *why, size_t whysize)
 {

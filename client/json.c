@@ -38,6 +38,7 @@ typedef struct
 	size_t		column;
 } where;
 
+/* The line and column of byte pos, on the current line. */
 static where
 here(const parser *p, size_t pos)
 {
@@ -396,6 +397,7 @@ typedef struct
 	where		at;
 } member;
 
+/* By name, then by place: a total order, whatever qsort does with ties. */
 static int
 member_cmp(const void *a, const void *b)
 {

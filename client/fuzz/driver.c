@@ -38,6 +38,7 @@ static size_t current_size;
 static char artifact[4096];
 static uint64_t rng = 0x9E3779B97F4A7C15u;
 
+/* xorshift64: fast, and the same sequence for the same -seed. */
 static uint64_t
 next_random(void)
 {
@@ -81,6 +82,7 @@ save_current(void)
 	current = NULL;
 }
 
+/* SIGABRT (a failed FUZZ_CHECK, UBSan with abort_on_error): save, then die. */
 static void
 on_abort(int sig)
 {
@@ -89,6 +91,7 @@ on_abort(int sig)
 	raise(sig);
 }
 
+/* Appends a copy of data to the corpus. */
 static void
 add_unit(const uint8_t *data, size_t size)
 {
@@ -107,6 +110,7 @@ add_unit(const uint8_t *data, size_t size)
 	corpus[ncorpus++].size = size;
 }
 
+/* The first max_len bytes of a file, as a corpus entry. */
 static void
 load_file(const char *path, size_t max_len)
 {
@@ -125,6 +129,7 @@ load_file(const char *path, size_t max_len)
 	free(buf);
 }
 
+/* A file, or every regular file of a directory (not recursively). */
 static void
 load(const char *path, size_t max_len)
 {
@@ -242,6 +247,7 @@ mutate(uint8_t *buf, size_t *n, size_t max)
 	}
 }
 
+/* The options, the corpus once, then mutations until the time or the runs are up. */
 int
 main(int argc, char **argv)
 {

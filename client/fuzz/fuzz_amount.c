@@ -51,6 +51,7 @@ reference(const char *s, int64_t *micro)
 	return 1;
 }
 
+/* One input, as text (up to its first NUL) and as 64 raw bits. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

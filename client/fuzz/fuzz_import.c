@@ -12,6 +12,7 @@
 #include "importdoc.h"
 #include "pgmarket.h"
 
+/* A string member of o, or NULL (as cmd_import reads them). */
 static const char *
 str_member(const json *o, const char *key)
 {
@@ -20,6 +21,7 @@ str_member(const json *o, const char *key)
 	return v && v->type == JSON_STRING ? v->text : NULL;
 }
 
+/* What is_uuid accepts has the length of a uuid. */
 static void
 check_uuid(const char *s)
 {
@@ -27,6 +29,7 @@ check_uuid(const char *s)
 		FUZZ_CHECK(strlen(s) == 36);
 }
 
+/* An accepted amount is in range; a refused one says why. */
 static void
 check_amount(const json *v)
 {
@@ -39,6 +42,7 @@ check_amount(const json *v)
 		FUZZ_CHECK(why != NULL && why[0] != '\0');
 }
 
+/* One input: the document, then each section's records. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

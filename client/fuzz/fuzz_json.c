@@ -105,6 +105,7 @@ same(const json *a, const json *b)
 	return 1;
 }
 
+/* One input: the error's form, or the promises and the round trip. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

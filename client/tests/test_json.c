@@ -14,6 +14,7 @@
 static int	n_pass,
 			n_fail;
 
+/* Counts and prints one check. */
 static void
 check(int ok, const char *what, const char *detail)
 {
@@ -60,6 +61,7 @@ amount(const json *v, int64_t want, const char *want_why, const char *what)
 		check(!ok && strcmp(why, want_why) == 0, what, ok ? "accepted" : why);
 }
 
+/* Every check, in the order of json.h's promises, then importdoc.h's. */
 int
 main(void)
 {
