@@ -4,6 +4,8 @@
 #   make install         install it into the server found by pg_config
 #   make installcheck    pg_regress, isolation and TAP tests against a
 #                        running server (PGHOST/PGPORT) plus TAP clusters
+#   make fuzz            the client's fuzz targets, 60 s in all
+#                        (FUZZ_SECONDS=600 for longer; see client/Makefile)
 #
 # scripts/test.sh does all of this on a fresh machine; see README.md.
 
@@ -31,3 +33,8 @@ EXTRA_CLEAN  = tests/isolation/output_iso tmp_check
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# After the include, so that PGXS's "all" stays the default goal.
+.PHONY: fuzz
+fuzz:
+	$(MAKE) -C client fuzz

@@ -8,6 +8,7 @@
  * server's message on stderr and exits non-zero.
  */
 #include "pgmarket.h"
+#include "importdoc.h"
 #include "json.h"
 
 #include <ctype.h>
@@ -538,72 +539,12 @@ found:
  * import
  * ------------------------------------------------------------------------ */
 
-static int
-is_uuid(const char *s)
-{
-	int			i;
-
-	if (s == NULL || strlen(s) != 36)
-		return 0;
-	for (i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				return 0;
-		}
-		else if (!isxdigit((unsigned char) s[i]))
-			return 0;
-	}
-	return 1;
-}
-
 static const char *
 str_member(const json *o, const char *key)
 {
 	json	   *v = json_get(o, key);
 
 	return v && v->type == JSON_STRING ? v->text : NULL;
-}
-
-/* An amount from a JSON number (exact text) or a numeric string. */
-static int
-read_amount(const json *v, int64_t *micro, const char **why)
-{
-	pgm_status	st;
-
-	if (v == NULL)
-	{
-		*why = "missing";
-		return 0;
-	}
-	if (v->type != JSON_NUMBER && v->type != JSON_STRING)
-	{
-		*why = "not a number";
-		return 0;
-	}
-	if (strpbrk(v->text, "eE"))
-	{
-		*why = "in exponent notation";
-		return 0;
-	}
-	st = pgm_str_to_micro(v->text, micro);
-	if (st == PGM_OUT_OF_RANGE)
-	{
-		*why = "out of range";
-		return 0;
-	}
-	if (st != PGM_OK)
-	{
-		*why = "not a whole number of micro-credits";
-		return 0;
-	}
-	if (*micro < 0)
-	{
-		*why = "negative";
-		return 0;
-	}
-	return 1;
 }
 
 typedef struct
@@ -753,8 +694,6 @@ typedef struct
 	const json *messages;		/* an array, or NULL */
 } imp_chat;
 
-static const char *const chat_roles[] = {"system", "user", "assistant", "tool", NULL};
-
 /* Writes v as JSON text (numbers as their source text). */
 static void
 json_write_value(FILE *f, const json *v)
@@ -814,53 +753,6 @@ json_to_text(const json *v)
 		return NULL;
 	}
 	return buf;
-}
-
-/* Why a message of a chat session cannot be imported, or NULL. */
-static const char *
-chat_message_problem(const json *m, char *why, size_t whysize)
-{
-	const json *role = json_get(m, "role"),
-			   *content = json_get(m, "content"),
-			   *tokens = json_get(m, "tokens"),
-			   *cost = json_get(m, "cost");
-	int64_t		micro;
-	const char *amount_why;
-	int			i,
-				known = 0;
-
-	if (m->type != JSON_OBJECT)
-		return "not an object";
-	if (role == NULL || role->type != JSON_STRING)
-		return "needs a string role";
-	for (i = 0; chat_roles[i]; i++)
-		known |= strcmp(role->text, chat_roles[i]) == 0;
-	if (!known)
-	{
-		snprintf(why, whysize, "role must be system, user, assistant or tool, not %.40s",
-				 role->text);
-		return why;
-	}
-	if (content == NULL || content->type != JSON_STRING ||
-		strlen(content->text) != content->len)
-		return "needs a string content (without NUL characters)";
-	if (tokens && tokens->type != JSON_NULL)
-	{
-		char	   *end;
-		long long	t;
-
-		errno = 0;
-		if (tokens->type != JSON_NUMBER ||
-			(t = strtoll(tokens->text, &end, 10), *end != '\0') || errno ||
-			t < 0 || t > 2147483647)
-			return "tokens must be a whole number from 0 to 2147483647";
-	}
-	if (cost && cost->type != JSON_NULL && !read_amount(cost, &micro, &amount_why))
-	{
-		snprintf(why, whysize, "cost is %s", amount_why);
-		return why;
-	}
-	return NULL;
 }
 
 /* Is the file's session id already imported for its user?  1, 0; -1 on
@@ -1012,19 +904,12 @@ cmd_import(int argc, char **argv)
 		fprintf(stderr, "pgmarket import: cannot read %s: %s\n", a[0], strerror(errno));
 		return 1;
 	}
-	doc = json_parse(text, len, err, sizeof(err));
+	doc = import_parse(text, len, err, sizeof(err));
 	free(text);
 	if (doc == NULL)
 	{
-		fprintf(stderr, "pgmarket import: %s is not valid JSON: %s\n", a[0], err);
-		return 1;
-	}
-	if (doc->type != JSON_OBJECT)
-	{
-		fprintf(stderr, "pgmarket import: %s: the document must be an object, not %s\n",
-				a[0], json_type_name(doc->type));
-		json_free(doc);
-		return 1;
+		fprintf(stderr, "pgmarket import: %s: %s\n", a[0], err);
+		return 2;
 	}
 	for (i = 0; i < doc->n; i++)
 		if (strcmp(doc->keys[i], "users") && strcmp(doc->keys[i], "balance_tracker") &&
@@ -1037,16 +922,6 @@ cmd_import(int argc, char **argv)
 	txs = json_get(doc, "transactions");
 	keys = json_get(doc, "api_keys");
 	chat = json_get(doc, "chat_history");
-#define SECTION_TYPE(v, t, name) \
-	if ((v) && (v)->type != (t)) { \
-		fprintf(stderr, "pgmarket import: section \"%s\" must be an %s, not %s\n", \
-				name, json_type_name(t), json_type_name((v)->type)); \
-		json_free(doc); return 1; }
-	SECTION_TYPE(users, JSON_OBJECT, "users");
-	SECTION_TYPE(balances, JSON_OBJECT, "balance_tracker");
-	SECTION_TYPE(txs, JSON_ARRAY, "transactions");
-	SECTION_TYPE(keys, JSON_OBJECT, "api_keys");
-	SECTION_TYPE(chat, JSON_OBJECT, "chat_history");
 
 	/* --- validation: users ------------------------------------------- */
 	for (i = 0; users && i < users->n; i++)

@@ -2,6 +2,10 @@
  * json.h: a small JSON reader for pgmarket import.  Numbers keep their
  * source text (never converted to double), so amounts are read exactly;
  * strings are decoded to UTF-8; objects keep their members in order.
+ * What a document may not do (it is refused, never truncated or clamped):
+ * hold a string that is not UTF-8 or holds \u0000, repeat a member name in
+ * an object, write an integer that does not fit in int64_t, nest deeper
+ * than 64 levels.
  */
 #ifndef PGM_JSON_H
 #define PGM_JSON_H
@@ -26,14 +30,17 @@ struct json
 {
 	json_type	type;
 	char	   *text;			/* NUMBER: source text; STRING: decoded */
-	size_t		len;			/* STRING: bytes (may hold NULs) */
+	size_t		len;			/* NUMBER, STRING: bytes (no NUL in them) */
 	size_t		n;				/* ARRAY, OBJECT: members */
 	char	  **keys;			/* OBJECT */
 	json	  **items;			/* ARRAY, OBJECT */
 	int			line;			/* where the value starts */
 };
 
-/* Parses a whole document; NULL with err ("line L, column C: ...") set. */
+/*
+ * Parses a whole document; NULL with err ("line L, column C: ...") set.
+ * Columns count bytes from 1.
+ */
 json	   *json_parse(const char *src, size_t len, char *err, size_t errsize);
 void		json_free(json *v);
 /* The member of an object, or NULL. */

@@ -28,6 +28,10 @@ packages=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
           libsodium-dev libpq-dev libipc-run-perl pgbouncer
           postgresql-15-plproxy)
 
+# For `make fuzz` with libFuzzer; without them it falls back to gcc and a
+# driver of its own, so they are installed only where the archive has them.
+optional=(clang-14 libclang-rt-14-dev)
+
 installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
@@ -41,6 +45,10 @@ missing=()
 for p in "${packages[@]}"; do
     installed "$p" || missing+=("$p")
 done
+optional_missing=()
+for p in "${optional[@]}"; do
+    installed "$p" || optional_missing+=("$p")
+done
 
 # Debian 12 ships contrib inside postgresql-15 (it Provides
 # postgresql-contrib-15); other releases have a real package of that name.
@@ -51,15 +59,18 @@ contrib_needed() {
     available postgresql-contrib-15
 }
 
-if [ "${#missing[@]}" -gt 0 ] || contrib_needed; then
-    echo "setup: installing missing packages: ${missing[*]:-postgresql-contrib-15}"
+if [ "${#missing[@]}" -gt 0 ] || [ "${#optional_missing[@]}" -gt 0 ] || contrib_needed; then
+    echo "setup: installing missing packages: ${missing[*]} ${optional_missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     # Asked again after the update: the package lists may have been empty.
     if contrib_needed; then
         missing+=(postgresql-contrib-15)
     fi
+    for p in "${optional_missing[@]}"; do
+        available "$p" && missing+=("$p")
+    done
     as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}"
 else
     echo "setup: all packages present"
 fi

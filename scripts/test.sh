@@ -16,7 +16,8 @@
 #     make installcheck, one suite per run so that a failing suite does not
 #     hide the others: pg_regress (sql/), isolation (tests/isolation/specs/),
 #     `make -C client check` when client/Makefile exists (it builds the
-#     tool that a TAP test uses), then TAP (tests/t/, its own clusters);
+#     tool that a TAP test uses), `make -C client fuzz` (a bounded run of
+#     the fuzz targets), then TAP (tests/t/, its own clusters);
 #  5. show the diffs and logs of what failed, keep them in
 #     /tmp/pgmarket-failed-PORT-TIME (named in the summary, with the first
 #     failing test), stop the cluster, remove the temporary directories, and
@@ -24,7 +25,7 @@
 # Exits non-zero when anything failed or when no test ran.
 #
 # Environment: PGMARKET_TEST_SUITES (a subset of "regress isolation client
-# tap"), PGMARKET_PG_CONFIG (another PostgreSQL 15 installation),
+# fuzz tap"), PGMARKET_PG_CONFIG (another PostgreSQL 15 installation),
 # PGMARKET_TEST_PORT (54329), PGMARKET_TEST_BUDGET (seconds for
 # all suites together, 840), PGMARKET_KEEP=1 keeps the copy and the cluster's
 # directory for a look afterwards (the server is stopped all the same).
@@ -363,7 +364,7 @@ show_failures() {
 have() { compgen -G "$work/$1" >/dev/null; }
 # PGMARKET_TEST_SUITES="regress isolation" runs only those suites (all by
 # default).
-want() { [[ " ${PGMARKET_TEST_SUITES:-regress isolation client tap} " == *" $1 "* ]]; }
+want() { [[ " ${PGMARKET_TEST_SUITES:-regress isolation client fuzz tap} " == *" $1 "* ]]; }
 
 # --- 1. a private copy of the tree -----------------------------------------
 work=$(mktemp -d /tmp/pgmarket-check-XXXXXX)
@@ -417,6 +418,11 @@ if want client && [ -f "$work/client/Makefile" ]; then
     ran_any=1
     run_step client count_closing 300 make -C "$work/client" check \
         PG_CONFIG="$PG_CONFIG"
+fi
+# the parsers of untrusted input under ASan/UBSan, 60 s of fuzzing in all
+if want fuzz && [ -f "$work/client/fuzz/run.sh" ]; then
+    ran_any=1
+    run_step fuzz count_closing 240 make -C "$work/client" fuzz FUZZ_SECONDS=60
 fi
 if want tap && have 'tests/t/*.pl'; then
     ran_any=1

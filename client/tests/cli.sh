@@ -98,6 +98,21 @@ printf '{"users": {\n  "x": [1, 2,\n' >"$tmp/notjson.json"
 expect "import of a file that is not JSON fails" 1 pgm import "$tmp/notjson.json"
 has "and says where" "$tmp/err" 'not valid JSON: line 3'
 expect "import of a missing file fails" 1 pgm import "$tmp/nonexistent.json"
+# refused as a whole (exit 2), with line and column, and nothing loaded
+c0=$(counts)
+printf '{"users": {"0e000000-0000-4000-8000-000000000001":\n {"email": "nul@example.com", "username": "nul\\u0000x"}}}' >"$tmp/nul.json"
+printf '{"users": {},\n "users": {"0e000000-0000-4000-8000-000000000002": {"email": "dup@example.com", "username": "dup"}}}' >"$tmp/dup.json"
+printf '{"transactions": [{"id": "big", "user_id": "0a000000-0000-4000-8000-000000000001", "type": "charge",\n "amount": 1, "tokens": 99999999999999999999}]}' >"$tmp/bigint.json"
+pgm import "$tmp/nul.json" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: a document with \\u0000 is refused (exit 2)" || notok "cli: \\u0000 not refused"
+has "and says where" "$tmp/err" 'line 2, column 47: \\u0000 in a string'
+pgm import "$tmp/dup.json" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: a repeated member name is refused (exit 2)" || notok "cli: repeated name not refused"
+has "and says where" "$tmp/err" 'line 2, column 2: member name "users" repeated'
+pgm import "$tmp/bigint.json" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: an integer beyond 64 bits is refused (exit 2)" || notok "cli: big integer not refused"
+has "and says where" "$tmp/err" 'line 2, column 25: integer 99999999999999999999 does not fit'
+[ "$(counts)" = "$c0" ] && ok "cli: a refused document loads nothing" || notok "cli: counts $c0 -> $(counts)"
 
 # balance, add-funds, charge
 expect "balance" 0 pgm balance "$linus"

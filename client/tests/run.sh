@@ -7,7 +7,8 @@
 #      pgmarket.master_key_file names written through COPY ... TO PROGRAM
 #      (scripts/test.sh's cluster names pgmarket_test.key; a server that
 #      names none is refused), log_statement = 'all' for the database;
-#   2. tests/test_client.bin: every library call;
+#   2. tests/test_json.bin: the import's JSON reader and checks (no server);
+#      tests/test_client.bin: every library call;
 #   3. each examples/*.bin;
 #   4. tests/test_client.bin bouncer: through a pgbouncer of our own in
 #      transaction mode (skipped with a note when pgbouncer is missing);
@@ -96,6 +97,7 @@ run_counted() {
     pass=$((pass + p))
     fail=$((fail + f))
 }
+run_counted json tests/test_json.bin
 run_counted library tests/test_client.bin
 
 # --- 3. the examples ------------------------------------------------------------
