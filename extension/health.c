@@ -35,7 +35,8 @@
  *	- log_parameter_max_length_on_error <> 0 (any role may set it for its
  *	  own session): a call that fails carries "CONTEXT: ... with
  *	  parameters: ..." in its error, which the log keeps when errors are
- *	  logged (log_min_messages at error or below) and CONTEXT lines are
+ *	  logged (log_min_messages at error or below; log, fatal and panic leave
+ *	  errors out) and CONTEXT lines are
  *	  (not terse, or csvlog/jsonlog).  log_min_error_statement adds the
  *	  statement text only, with $n placeholders, never the values.
  *
@@ -82,8 +83,9 @@ logs_bind_parameters(void)
 		 log_min_duration_statement >= 0 ||
 		 (log_min_duration_sample >= 0 && log_statement_sample_rate > 0) ||
 		 log_xact_sample_rate > 0);
+	/* as elog.c's is_log_level_output: "log" logs no error */
 	on_error = log_parameter_max_length_on_error != 0 &&
-		log_min_messages <= ERROR;
+		log_min_messages != LOG && log_min_messages <= ERROR;
 	return on_success || on_error;
 }
 

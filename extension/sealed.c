@@ -125,7 +125,7 @@ open_sealed(FunctionCallInfo fcinfo, int argno, const char *argname, char kind)
 	if (slen <= crypto_box_SEALBYTES + SEALED_HEADER_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s of %zu bytes is too short", argname, slen),
+				 errmsg("%s is too short: %zu bytes", argname, slen),
 				 errdetail("A sealed secret is %d bytes longer than the secret, which must not be empty.",
 						   (int) (crypto_box_SEALBYTES + SEALED_HEADER_BYTES))));
 	plen = slen - crypto_box_SEALBYTES;
