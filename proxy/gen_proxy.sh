@@ -19,7 +19,9 @@
 #    stay unique across all nodes;
 #  - verify_api_key / charge_api_key / reserve_api_key routed by
 #    api_key_partition(api_key), computed on the proxy from the key's public
-#    part (same int as hashtext(owner::text) & 65535);
+#    part (same int as hashtext(owner::text) & 65535), and their sealed
+#    forms by api_key_partition(key_prefix), the public part they carry in
+#    the clear; create_user_sealed by its id, like create_user;
 #  - the cross-user functions and views as RUN ON ALL plus a merge
 #    (proxy/pgmarket_proxy_static.sql, appended verbatim).
 #
@@ -102,7 +104,7 @@ EOF
 q "$@" <<'SQL'
 SET search_path = pg_catalog;
 SELECT format(E'CREATE FUNCTION %s(%s)\n    RETURNS %s\n    LANGUAGE plproxy\nAS $$\n    CLUSTER ''pgmarket'';\n    RUN ON %s;%s\n$$;\n',
-              CASE WHEN p.proname IN ('create_user', 'import_user')
+              CASE WHEN p.proname IN ('create_user', 'create_user_sealed', 'import_user')
                    THEN 'pgmarket_proxy.' || quote_ident(p.proname || '_on_node')
                    ELSE 'pgmarket.' || quote_ident(p.proname)
               END,
@@ -110,11 +112,13 @@ SELECT format(E'CREATE FUNCTION %s(%s)\n    RETURNS %s\n    LANGUAGE plproxy\nAS
               pg_get_function_result(p.oid),
               CASE WHEN p.proargnames[1] = 'user_id'
                    THEN 'coalesce(hashtext(user_id::text), 0)'
-                   WHEN p.proname IN ('create_user', 'import_user')
+                   WHEN p.proname IN ('create_user', 'create_user_sealed', 'import_user')
                    THEN 'coalesce(hashtext(id::text), 0)'
+                   WHEN p.proname LIKE '%\_sealed'
+                   THEN 'coalesce(pgmarket.api_key_partition(key_prefix), 0)'
                    ELSE 'coalesce(pgmarket.api_key_partition(api_key), 0)'
               END,
-              CASE WHEN p.proname IN ('create_user', 'import_user')
+              CASE WHEN p.proname IN ('create_user', 'create_user_sealed', 'import_user')
                    THEN E'\n    TARGET pgmarket.' || quote_ident(p.proname) || ';'
                    ELSE ''
               END)
@@ -122,8 +126,10 @@ SELECT format(E'CREATE FUNCTION %s(%s)\n    RETURNS %s\n    LANGUAGE plproxy\nAS
  WHERE p.pronamespace = 'pgmarket'::regnamespace
    AND p.prokind = 'f'
    AND (   (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
-        OR p.proname IN ('create_user', 'import_user',
-                         'verify_api_key', 'charge_api_key', 'reserve_api_key'))
+        OR p.proname IN ('create_user', 'create_user_sealed', 'import_user',
+                         'verify_api_key', 'charge_api_key', 'reserve_api_key',
+                         'verify_api_key_sealed', 'charge_api_key_sealed',
+                         'reserve_api_key_sealed'))
  ORDER BY p.proname;
 SQL
 
@@ -151,6 +157,7 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.partition_count(),
     pgmarket_proxy.partition_node(int),
     pgmarket_proxy.authenticate_all(text, text),
+    pgmarket_proxy.authenticate_sealed_all(text, bytea),
     pgmarket_proxy.expire_reservations_all(),
     pgmarket_proxy.deduct_batch_on(int, pgmarket.charge[]),
     pgmarket_proxy.model_usage_all(),
@@ -158,8 +165,11 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.users_all(),
     pgmarket_proxy.model_ratings_all(),
     pgmarket_proxy.claim_identity(uuid, text, text),
-    pgmarket_proxy.create_user_on_node(text, text, text, text[], uuid)
+    pgmarket_proxy.create_user_on_node(text, text, text, text[], uuid),
+    pgmarket_proxy.create_user_sealed_on_node(text, text, bytea, text[], uuid)
     TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.health_all()
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.import_user_on_node(uuid, text, text, text, timestamptz)
     TO pgmarket_admin;

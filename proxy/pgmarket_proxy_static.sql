@@ -3,6 +3,8 @@
 
 -- The routing partition of a platform key, computed here from its public
 -- part (the same definition as on a node): hashtext(owner::text) & 65535.
+-- It takes the whole key or its public part alone (key_prefix of the
+-- sealed calls).
 -- PL/Proxy keeps value & (partition_count - 1), and for any power-of-two
 -- count up to 65536 that equals hashtext(owner::text) & (count - 1): the
 -- partition of the owner's per-user calls.
@@ -10,7 +12,7 @@ CREATE FUNCTION pgmarket.api_key_partition(api_key text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     RETURN CASE WHEN api_key OPERATOR(pg_catalog.~)
-                     '^sk_(live|test)_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$'
+                     '^sk_(live|test)_[0-9a-f]{16}(_[A-Za-z0-9_-]{43})?$'
                 THEN pg_catalog.int4(pg_catalog.textcat('x',
                          pg_catalog.substr(api_key, 9, 4))::bit(16))
            END;
@@ -94,6 +96,16 @@ CREATE FUNCTION pgmarket.verify_password(password text, hash text) RETURNS boole
     LANGUAGE plproxy
 AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
 
+-- The sealed forms: any node opens a blob when all share one master key.
+CREATE FUNCTION pgmarket.hash_password_sealed(sealed_password bytea) RETURNS text
+    LANGUAGE plproxy
+AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
+
+CREATE FUNCTION pgmarket.verify_password_sealed(sealed_password bytea, hash text)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$ CLUSTER 'pgmarket'; RUN ON ANY; $$;
+
 -- The sealed path needs one master key on every node (scaleout.sh
 -- --same-key): a secret sealed to one node's public key opens only there.
 CREATE FUNCTION pgmarket.vault_public_key() RETURNS bytea
@@ -116,6 +128,55 @@ CREATE FUNCTION pgmarket.authenticate(login text, password text) RETURNS uuid
     SET search_path = pg_catalog, pg_temp
     RETURN (SELECT a FROM pgmarket_proxy.authenticate_all(login, password) a
              WHERE a IS NOT NULL LIMIT 1);
+
+CREATE FUNCTION pgmarket_proxy.authenticate_sealed_all(login text,
+        sealed_password bytea)
+    RETURNS SETOF uuid
+    LANGUAGE plproxy
+AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.authenticate_sealed; $$;
+
+CREATE FUNCTION pgmarket.authenticate_sealed(login text, sealed_password bytea)
+    RETURNS uuid
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT a FROM pgmarket_proxy.authenticate_sealed_all(login,
+                                                                 sealed_password) a
+             WHERE a IS NOT NULL LIMIT 1);
+
+-- Every node's health(), merged: ok only when every node is ok, counts
+-- summed, the problems of all nodes.
+CREATE FUNCTION pgmarket_proxy.health_all() RETURNS SETOF jsonb
+    LANGUAGE plproxy
+AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.health; $$;
+
+CREATE FUNCTION pgmarket.health() RETURNS jsonb
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+    WITH n AS (SELECT h FROM pgmarket_proxy.health_all() h)
+    SELECT jsonb_build_object(
+        'ok', bool_and((h ->> 'ok')::boolean),
+        'version', min(h ->> 'version'),
+        'vault', jsonb_build_object(
+            'configured', bool_and((h -> 'vault' ->> 'configured')::boolean),
+            'loaded', bool_and((h -> 'vault' ->> 'loaded')::boolean),
+            'versions', min((h -> 'vault' ->> 'versions')::int),
+            'newest', min((h -> 'vault' ->> 'newest')::int)),
+        'audit', jsonb_build_object(
+            'unsealed', sum((h -> 'audit' ->> 'unsealed')::bigint),
+            'oldest_unsealed_age_s',
+                max((h -> 'audit' ->> 'oldest_unsealed_age_s')::bigint)),
+        'holds', jsonb_build_object(
+            'live', sum((h -> 'holds' ->> 'live')::bigint),
+            'expired_unswept', sum((h -> 'holds' ->> 'expired_unswept')::bigint)),
+        'connections', jsonb_build_object(
+            'used', sum((h -> 'connections' ->> 'used')::int),
+            'max', sum((h -> 'connections' ->> 'max')::int)),
+        'logs_bind_parameters', bool_or((h ->> 'logs_bind_parameters')::boolean),
+        'problems', coalesce((SELECT jsonb_agg(p.v)
+                                FROM n, jsonb_array_elements(n.h -> 'problems') p(v)),
+                             '[]'::jsonb))
+      FROM n);
 
 CREATE FUNCTION pgmarket_proxy.expire_reservations_all() RETURNS SETOF int
     LANGUAGE plproxy
@@ -355,6 +416,20 @@ AS $$
 BEGIN
     PERFORM pgmarket_proxy.claim_identity(id, email, username);
     RETURN pgmarket_proxy.create_user_on_node(email, username, password, roles, id);
+END
+$$;
+
+CREATE FUNCTION pgmarket.create_user_sealed(email text, username text,
+        sealed_password bytea DEFAULT NULL::bytea,
+        roles text[] DEFAULT '{user}'::text[],
+        id uuid DEFAULT gen_random_uuid())
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.create_user_sealed_on_node(email, username,
+                                                     sealed_password, roles, id);
 END
 $$;
 
