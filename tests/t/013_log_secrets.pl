@@ -15,6 +15,11 @@
 # appear.  The log must hold the calls' parameters (the search would find
 # them) and the platform key's public part (it is not secret).
 #
+# Then the key file goes: client/tests/no_vault.bin shows that the same
+# calls fail with PGM_VAULT_UNAVAILABLE instead of falling back to text, and
+# that the explicit opt-in (pgm_set_plain_secrets) sends the password as
+# text, which the log then holds: the search finds a secret that is there.
+#
 # With the 0.4.0 library, which sent passwords and platform keys as text
 # parameters, this test fails.
 
@@ -30,9 +35,14 @@ use Test::More;
 
 my $top     = $ENV{TESTDIR} // '.';
 my $driver  = "$top/client/tests/log_secrets.bin";
+my $novault = "$top/client/tests/no_vault.bin";
 my $cli     = "$top/client/pgmarket";
--x $driver && -x $cli
-  or BAIL_OUT("$driver and $cli are not built: run make -C client first");
+unless (-x $driver && -x $novault && -x $cli)
+{
+	fail("the client programs are built (make -C client)");
+	done_testing();
+	exit 0;
+}
 
 sub random_hex
 {
@@ -106,7 +116,6 @@ is( $node->safe_psql(
 	md5_hex($provider1) . '|' . md5_hex($provider2) . '|7.500000',
 	'the provider keys and the balance are what the calls made');
 
-$node->stop;
 my $log = slurp_file($node->logfile);
 
 # the search finds what it looks for
@@ -133,5 +142,22 @@ for my $what (sort keys %secrets)
 	ok(index($log, $s) < 0, "$what is not in the server log");
 	ok(index(lc($log), unpack('H*', $s)) < 0, "$what is not in it as hex");
 }
+
+# no vault: no fallback to text, unless asked for
+unlink $keyfile or die "unlink $keyfile: $!";
+IPC::Run::run([ $novault, $conninfo, "logs_$suffix", $password, $api_key ],
+	'>', \$out, '2>', \$err);
+is($? >> 8, 0, 'without a vault the calls fail with PM010; the opt-in sends text')
+  or diag "$out\n$err";
+IPC::Run::run([ $cli, '-d', $conninfo, 'health' ], '>', \$out, '2>', \$err);
+is($? >> 8, 1, 'pgmarket health: not ok without the key file, exit 1');
+like($out, qr/"problems": \["vault: no master key is loaded/,
+	'and the problem says why');
+$node->stop;
+$log = slurp_file($node->logfile);
+ok(index($log, $password) >= 0,
+	'the password sent as text after the opt-in is in the log: the search works');
+IPC::Run::run([ $cli, '-d', $conninfo, 'health' ], '>', \$out, '2>', \$err);
+is($? >> 8, 3, 'pgmarket health: exit 3 when the server cannot be reached');
 
 done_testing();
