@@ -1037,16 +1037,14 @@ pgm_vault_open_sealed(const unsigned char *sealed, size_t sealed_len,
 	return false;
 }
 
-/*
- * The vault as health() reports it: is pgmarket.master_key_file set, and
- * how many key versions are loaded (raises PM010 when none can be).
- */
+/* For health(): is pgmarket.master_key_file set at all? */
 bool
 pgm_vault_configured(void)
 {
 	return master_key_file != NULL && master_key_file[0] != '\0';
 }
 
+/* For health(): how many key versions are loaded; PM010 when none can be. */
 int
 pgm_vault_versions(void)
 {
