@@ -37,6 +37,7 @@ static const char *usage_text =
 "  keys revoke-provider USER_ID KEY_ID\n"
 "  rotate-keys [--batch N]              re-encrypt under the newest master key\n"
 "  verify                               verify_ledger and verify_audit\n"
+"  health                               health() as JSON; exit 1 when not ok\n"
 "  import FILE                          load a JSON document (see README)\n"
 "  export [FILE] [--with-secrets]       write one\n"
 "  demo                                 a throwaway cluster and a tour\n"
@@ -492,6 +493,57 @@ cmd_verify(void)
 	}
 	else
 		printf("audit trail: %lld sealed rows verified\n", (long long) checked);
+	return rc;
+}
+
+/*
+ * health: print health() and exit 0 when it says ok, 1 when not, 3 when
+ * the server cannot be reached or the call fails.  It connects on its own,
+ * so that an unreachable server is told apart from an unhealthy one.
+ */
+static int
+cmd_health(const char *conninfo, int argc, char **argv)
+{
+	char	   *j = NULL;
+	json	   *doc;
+	json	   *ok;
+	char		err[256];
+	int			rc;
+
+	if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h"))
+	{
+		printf("usage: pgmarket [-d CONNINFO] health\n"
+			   "Prints pgmarket.health() as JSON; exits 0 when it is ok, 1 when not,\n"
+			   "3 when the server cannot be reached or the call fails.\n");
+		return 0;
+	}
+	if (argc > 0)
+		return usage_error("health takes no arguments, not \"%s\"", argv[0]);
+	conn = pgm_connect(conninfo);
+	if (conn == NULL)
+	{
+		fprintf(stderr, "pgmarket: out of memory\n");
+		return 3;
+	}
+	if (pgm_conn_status(conn) != PGM_OK)
+	{
+		fprintf(stderr, "pgmarket: cannot connect: %s\n", pgm_errmsg(conn));
+		pgm_finish(conn);
+		return 3;
+	}
+	if (pgm_health(conn, &j) != PGM_OK)
+	{
+		complain("health");
+		pgm_finish(conn);
+		return 3;
+	}
+	pgm_finish(conn);
+	printf("%s\n", j);
+	doc = json_parse(j, strlen(j), err, sizeof(err));
+	ok = doc && doc->type == JSON_OBJECT ? json_get(doc, "ok") : NULL;
+	rc = ok && ok->type == JSON_TRUE ? 0 : 1;
+	json_free(doc);
+	pgm_free(j);
 	return rc;
 }
 
@@ -1909,6 +1961,8 @@ main(int argc, char **argv)
 	cmd = argv[i++];
 	if (strcmp(cmd, "demo") == 0)
 		return cmd_demo(argv[0]);
+	if (strcmp(cmd, "health") == 0)
+		return cmd_health(conninfo, argc - i, argv + i);
 	if (strcmp(cmd, "help") == 0)
 	{
 		fputs(usage_text, stdout);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -29,6 +30,7 @@ struct pgm_conn
 	int			owned;			/* pgm_finish closes pg */
 	char	   *actor;
 	int			prepared;		/* use named statements */
+	int			plain_secrets;	/* passwords and platform keys as text */
 	uint64_t	prepared_mask;	/* which of queries[] are prepared */
 	int			have_pk;
 	unsigned char pk[PGM_PUBLICKEY_BYTES];
@@ -48,10 +50,15 @@ struct pgm_result
 typedef enum
 {
 	Q_CREATE_USER,
+	Q_CREATE_USER_SEALED,
 	Q_AUTHENTICATE,
+	Q_AUTHENTICATE_SEALED,
 	Q_DEACTIVATE_USER,
 	Q_HASH_PASSWORD,
+	Q_HASH_PASSWORD_SEALED,
 	Q_VERIFY_PASSWORD,
+	Q_VERIFY_PASSWORD_SEALED,
+	Q_HEALTH,
 	Q_ADD_FUNDS,
 	Q_DEDUCT_BALANCE,
 	Q_REFUND,
@@ -71,8 +78,11 @@ typedef enum
 	Q_ROTATE,
 	Q_CREATE_API_KEY,
 	Q_VERIFY_API_KEY,
+	Q_VERIFY_API_KEY_SEALED,
 	Q_CHARGE_API_KEY,
+	Q_CHARGE_API_KEY_SEALED,
 	Q_RESERVE_API_KEY,
+	Q_RESERVE_API_KEY_SEALED,
 	Q_REVOKE_API_KEY,
 	Q_LIST_API_KEYS,
 	Q_SEAL_AUDIT,
@@ -97,10 +107,17 @@ static const char *const queries[Q_COUNT] = {
 	[Q_CREATE_USER] = "SELECT pgmarket.create_user($1, $2, $3, "
 	"COALESCE($4::text[], '{user}'::text[]), "
 	"COALESCE($5::uuid, pg_catalog.gen_random_uuid()))",
+	[Q_CREATE_USER_SEALED] = "SELECT pgmarket.create_user_sealed($1, $2, $3::bytea, "
+	"COALESCE($4::text[], '{user}'::text[]), "
+	"COALESCE($5::uuid, pg_catalog.gen_random_uuid()))",
 	[Q_AUTHENTICATE] = "SELECT pgmarket.authenticate($1, $2)",
+	[Q_AUTHENTICATE_SEALED] = "SELECT pgmarket.authenticate_sealed($1, $2::bytea)",
 	[Q_DEACTIVATE_USER] = "SELECT pgmarket.deactivate_user($1::uuid)",
 	[Q_HASH_PASSWORD] = "SELECT pgmarket.hash_password($1)",
+	[Q_HASH_PASSWORD_SEALED] = "SELECT pgmarket.hash_password_sealed($1::bytea)",
 	[Q_VERIFY_PASSWORD] = "SELECT pgmarket.verify_password($1, $2)",
+	[Q_VERIFY_PASSWORD_SEALED] = "SELECT pgmarket.verify_password_sealed($1::bytea, $2)",
+	[Q_HEALTH] = "SELECT pgmarket.health()",
 	[Q_ADD_FUNDS] = "SELECT * FROM pgmarket.add_funds($1::uuid, $2::numeric, $3, $4)",
 	[Q_DEDUCT_BALANCE] = "SELECT * FROM pgmarket.deduct_balance($1::uuid, "
 	"$2::numeric, $3, $4::bigint, $5)",
@@ -130,10 +147,15 @@ static const char *const queries[Q_COUNT] = {
 	"COALESCE($3::text[], '{read,write}'::text[]), COALESCE($4, 'free'), "
 	"$5::timestamptz, COALESCE($6, 'live'), $7::numeric, $8)",
 	[Q_VERIFY_API_KEY] = "SELECT * FROM pgmarket.verify_api_key($1)",
+	[Q_VERIFY_API_KEY_SEALED] = "SELECT * FROM pgmarket.verify_api_key_sealed($1, $2::bytea)",
 	[Q_CHARGE_API_KEY] = "SELECT * FROM pgmarket.charge_api_key($1, $2::numeric, "
 	"$3, $4::bigint, $5)",
+	[Q_CHARGE_API_KEY_SEALED] = "SELECT * FROM pgmarket.charge_api_key_sealed($1, "
+	"$2::bytea, $3::numeric, $4, $5::bigint, $6)",
 	[Q_RESERVE_API_KEY] = "SELECT pgmarket.reserve_api_key($1, $2::numeric, "
 	"COALESCE($3::interval, '15 minutes'::interval), $4)",
+	[Q_RESERVE_API_KEY_SEALED] = "SELECT pgmarket.reserve_api_key_sealed($1, "
+	"$2::bytea, $3::numeric, COALESCE($4::interval, '15 minutes'::interval), $5)",
 	[Q_REVOKE_API_KEY] = "SELECT pgmarket.revoke_api_key($1::uuid, $2::uuid)",
 	[Q_LIST_API_KEYS] = "SELECT * FROM pgmarket.list_api_keys($1::uuid)",
 	[Q_SEAL_AUDIT] = "SELECT pgmarket.seal_audit()",
@@ -431,6 +453,13 @@ pgm_set_prepared(pgm_conn *c, int on)
 {
 	if (c)
 		c->prepared = on != 0;
+}
+
+void
+pgm_set_plain_secrets(pgm_conn *c, int on)
+{
+	if (c)
+		c->plain_secrets = on != 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -756,6 +785,146 @@ rows_call(pgm_conn *c, query_id q, int n, const char *const *vals,
 	return PGM_OK;
 }
 
+/* ------------------------------------------------------------------------
+ * Sealed secrets
+ *
+ * Passwords and platform keys travel sealed (crypto_box_seal) to the
+ * vault's public key, fetched once per connection, inside a payload of the
+ * extension's sealed format: format version 1, a tag ('P' password, 'K'
+ * platform key), the time of sealing (seconds since 1970, big-endian), the
+ * secret.  The server accepts it within 60 seconds of its clock, so what a
+ * server log keeps is a blob that opens only in that vault, for a minute.
+ * Without a vault the calls fail with PGM_VAULT_UNAVAILABLE; only
+ * pgm_set_plain_secrets(conn, 1) sends them as text instead.
+ * ------------------------------------------------------------------------ */
+
+#define SEAL_TAG_PASSWORD	'P'
+#define SEAL_TAG_API_KEY	'K'
+#define SEAL_HEADER_BYTES	10
+#define KEY_PREFIX_LEN		24	/* sk_live_ and 16 hex digits */
+
+static pgm_status fetch_pk(pgm_conn *c);
+
+/* Seal secret with its header; *out (malloc'd) holds *outlen bytes. */
+static pgm_status
+seal_secret(pgm_conn *c, char tag, const char *secret, unsigned char **out,
+			size_t *outlen)
+{
+	size_t		len = strlen(secret);
+	size_t		plen = SEAL_HEADER_BYTES + len;
+	uint64_t	now = (uint64_t) time(NULL);
+	unsigned char *payload;
+	unsigned char *sealed;
+	pgm_status	st;
+	int			i;
+
+	*out = NULL;
+	if (!c->have_pk && (st = fetch_pk(c)) != PGM_OK)
+		return st;
+	payload = malloc(plen);
+	sealed = malloc(plen + crypto_box_SEALBYTES);
+	if (payload == NULL || sealed == NULL)
+	{
+		free(payload);
+		free(sealed);
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
+	payload[0] = 1;
+	payload[1] = (unsigned char) tag;
+	for (i = 0; i < 8; i++)
+		payload[2 + i] = (unsigned char) (now >> (56 - 8 * i));
+	memcpy(payload + SEAL_HEADER_BYTES, secret, len);
+	i = crypto_box_seal(sealed, payload, plen, c->pk);
+	sodium_memzero(payload, plen);
+	free(payload);
+	if (i != 0)
+	{
+		free(sealed);
+		return set_error(c, PGM_CLIENT_ERROR, "crypto_box_seal failed");
+	}
+	*out = sealed;
+	*outlen = plen + crypto_box_SEALBYTES;
+	return PGM_OK;
+}
+
+/*
+ * Runs query q with parameter at replaced by secret, sealed (binary
+ * bytea).  A blob the server cannot open (PM011: the master key changed
+ * since this connection fetched the public key) is sealed again to a
+ * freshly fetched key, once; nothing was done by the failed call.
+ */
+static PGresult *
+run_sealed(pgm_conn *c, query_id q, int n, const char **vals, int at,
+		   char tag, const char *secret)
+{
+	int			lens[8] = {0};
+	int			fmts[8] = {0};
+	PGresult   *res = NULL;
+	int			attempt;
+
+	if (c == NULL)
+		return NULL;
+	clear_error(c);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		unsigned char *sealed;
+		size_t		slen = 0;
+
+		if (attempt == 1)
+			c->have_pk = 0;
+		if (seal_secret(c, tag, secret, &sealed, &slen) != PGM_OK)
+			return NULL;
+		vals[at] = (const char *) sealed;
+		lens[at] = (int) slen;
+		fmts[at] = 1;
+		res = run(c, q, NULL, n, vals, lens, fmts);
+		vals[at] = NULL;
+		free(sealed);
+		if (res != NULL || c->status != PGM_DECRYPTION_FAILED)
+			break;
+	}
+	return res;
+}
+
+/* scalar_call with a sealed secret. */
+static pgm_status
+scalar_call_sealed(pgm_conn *c, query_id q, int n, const char **vals, int at,
+				   char tag, const char *secret,
+				   void (*fn) (const char *value, void *arg), void *arg)
+{
+	PGresult   *res = run_sealed(c, q, n, vals, at, tag, secret);
+
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (fn)
+		fn(val(res, 0, 0), arg);
+	PQclear(res);
+	return PGM_OK;
+}
+
+/*
+ * The public part of a platform key (prefix, KEY_PREFIX_LEN + 1 bytes);
+ * 0 when the text is not shaped like a key, which the sealed calls then
+ * refuse without sending it anywhere.
+ */
+static int
+key_prefix(const char *api_key, char *prefix)
+{
+	int			i;
+
+	if (strncmp(api_key, "sk_live_", 8) != 0 && strncmp(api_key, "sk_test_", 8) != 0)
+		return 0;
+	for (i = 8; i < KEY_PREFIX_LEN; i++)
+		if (!((api_key[i] >= '0' && api_key[i] <= '9') ||
+			  (api_key[i] >= 'a' && api_key[i] <= 'f')))
+			return 0;
+	memcpy(prefix, api_key, KEY_PREFIX_LEN);
+	prefix[KEY_PREFIX_LEN] = '\0';
+	return 1;
+}
+
 #define I64BUF 24
 #define fmt_i64(buf, v) (snprintf((buf), I64BUF, "%" PRId64, (int64_t) (v)), (buf))
 
@@ -1016,7 +1185,11 @@ pgm_create_user(pgm_conn *c, const char *email, const char *username,
 	vals[2] = password;
 	vals[3] = roles_lit;
 	vals[4] = id;
-	st = scalar_call(c, Q_CREATE_USER, 5, vals, NULL, NULL, take_uuid, tmp);
+	if (password == NULL || c->plain_secrets)
+		st = scalar_call(c, Q_CREATE_USER, 5, vals, NULL, NULL, take_uuid, tmp);
+	else
+		st = scalar_call_sealed(c, Q_CREATE_USER_SEALED, 5, vals, 2,
+								SEAL_TAG_PASSWORD, password, take_uuid, tmp);
 	free(roles_lit);
 	if (user_id)
 		copy(user_id, PGM_UUID_LEN, tmp);
@@ -1029,8 +1202,15 @@ pgm_authenticate(pgm_conn *c, const char *login, const char *password,
 {
 	const char *vals[2] = {login, password};
 	char		tmp[PGM_UUID_LEN] = "";
-	pgm_status	st = scalar_call(c, Q_AUTHENTICATE, 2, vals, NULL, NULL, take_uuid, tmp);
+	pgm_status	st;
 
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (password == NULL || c->plain_secrets)
+		st = scalar_call(c, Q_AUTHENTICATE, 2, vals, NULL, NULL, take_uuid, tmp);
+	else
+		st = scalar_call_sealed(c, Q_AUTHENTICATE_SEALED, 2, vals, 1,
+								SEAL_TAG_PASSWORD, password, take_uuid, tmp);
 	if (user_id)
 		copy(user_id, PGM_UUID_LEN, tmp);
 	return st;
@@ -1059,7 +1239,13 @@ pgm_hash_password(pgm_conn *c, const char *password, char **hash)
 
 	if (hash)
 		*hash = NULL;
-	st = scalar_call(c, Q_HASH_PASSWORD, 1, vals, NULL, NULL, take_strdup, &h);
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (password == NULL || c->plain_secrets)
+		st = scalar_call(c, Q_HASH_PASSWORD, 1, vals, NULL, NULL, take_strdup, &h);
+	else
+		st = scalar_call_sealed(c, Q_HASH_PASSWORD_SEALED, 1, vals, 0,
+								SEAL_TAG_PASSWORD, password, take_strdup, &h);
 	if (st == PGM_OK && h == NULL)
 		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
 	if (hash)
@@ -1074,10 +1260,35 @@ pgm_verify_password(pgm_conn *c, const char *password, const char *hash, int *va
 {
 	const char *vals[2] = {password, hash};
 	int			v = 0;
-	pgm_status	st = scalar_call(c, Q_VERIFY_PASSWORD, 2, vals, NULL, NULL, take_bool, &v);
+	pgm_status	st;
 
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (password == NULL || c->plain_secrets)
+		st = scalar_call(c, Q_VERIFY_PASSWORD, 2, vals, NULL, NULL, take_bool, &v);
+	else
+		st = scalar_call_sealed(c, Q_VERIFY_PASSWORD_SEALED, 2, vals, 0,
+								SEAL_TAG_PASSWORD, password, take_bool, &v);
 	if (valid)
 		*valid = v;
+	return st;
+}
+
+pgm_status
+pgm_health(pgm_conn *c, char **json)
+{
+	char	   *j = NULL;
+	pgm_status	st;
+
+	if (json)
+		*json = NULL;
+	st = scalar_call(c, Q_HEALTH, 0, NULL, NULL, NULL, take_strdup, &j);
+	if (st == PGM_OK && j == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	if (json)
+		*json = j;
+	else
+		free(j);
 	return st;
 }
 
@@ -1648,13 +1859,29 @@ pgm_status
 pgm_verify_api_key(pgm_conn *c, const char *api_key, int *valid,
 				   pgm_api_key_check *out)
 {
-	const char *vals[1] = {api_key};
-	PGresult   *res = run(c, Q_VERIFY_API_KEY, NULL, 1, vals, NULL, NULL);
+	const char *vals[2] = {api_key, NULL};
+	char		prefix[KEY_PREFIX_LEN + 1];
+	PGresult   *res;
 
 	if (valid)
 		*valid = 0;
 	if (out)
 		memset(out, 0, sizeof(*out));
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (api_key == NULL || c->plain_secrets)
+		res = run(c, Q_VERIFY_API_KEY, NULL, 1, vals, NULL, NULL);
+	else if (!key_prefix(api_key, prefix))
+	{
+		clear_error(c);
+		return PGM_OK;			/* not a key: it does not verify */
+	}
+	else
+	{
+		vals[0] = prefix;
+		res = run_sealed(c, Q_VERIFY_API_KEY_SEALED, 2, vals, 1,
+						 SEAL_TAG_API_KEY, api_key);
+	}
 	if (res == NULL)
 		return c ? c->status : PGM_CLIENT_ERROR;
 	if (PQntuples(res) > 0)
@@ -1680,10 +1907,30 @@ pgm_charge_api_key(pgm_conn *c, const char *api_key, const char *amount,
 				   const char *idempotency_key, pgm_ledger_result *out)
 {
 	char		tokens[I64BUF];
-	const char *vals[5] = {api_key, amount, model_id,
+	char		prefix[KEY_PREFIX_LEN + 1];
+	const char *vals[6] = {prefix, NULL, amount, model_id,
 	fmt_i64(tokens, tokens_used), idempotency_key};
+	PGresult   *res;
 
-	return ledger_call(c, Q_CHARGE_API_KEY, 5, vals, out);
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (api_key == NULL || c->plain_secrets)
+	{
+		vals[1] = api_key;		/* the plain call's arguments: vals + 1 */
+		return ledger_call(c, Q_CHARGE_API_KEY, 5, vals + 1, out);
+	}
+	if (!key_prefix(api_key, prefix))
+		return set_error(c, PGM_INVALID_API_KEY, "invalid API key");
+	res = run_sealed(c, Q_CHARGE_API_KEY_SEALED, 6, vals, 1, SEAL_TAG_API_KEY,
+					 api_key);
+	if (res == NULL)
+		return c->status;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (out)
+		fill_ledger_result(res, out);
+	PQclear(res);
+	return PGM_OK;
 }
 
 pgm_status
@@ -1692,8 +1939,20 @@ pgm_reserve_api_key(pgm_conn *c, const char *api_key, const char *amount,
 					int64_t *reservation_id)
 {
 	const char *vals[4] = {api_key, amount, ttl, idempotency_key};
+	char		prefix[KEY_PREFIX_LEN + 1];
+	const char *svals[5] = {prefix, NULL, amount, ttl, idempotency_key};
 	int64_t		id = 0;
-	pgm_status	st = scalar_call(c, Q_RESERVE_API_KEY, 4, vals, NULL, NULL, take_i64, &id);
+	pgm_status	st;
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (api_key == NULL || c->plain_secrets)
+		st = scalar_call(c, Q_RESERVE_API_KEY, 4, vals, NULL, NULL, take_i64, &id);
+	else if (!key_prefix(api_key, prefix))
+		st = set_error(c, PGM_INVALID_API_KEY, "invalid API key");
+	else
+		st = scalar_call_sealed(c, Q_RESERVE_API_KEY_SEALED, 5, svals, 1,
+								SEAL_TAG_API_KEY, api_key, take_i64, &id);
 
 	if (reservation_id)
 		*reservation_id = id;

@@ -97,6 +97,15 @@ PGconn	   *pgm_pgconn(pgm_conn *conn);
 pgm_status	pgm_set_actor(pgm_conn *conn, const char *actor);
 /* 1: named prepared statements (not through pgbouncer transaction mode). */
 void		pgm_set_prepared(pgm_conn *conn, int on);
+/*
+ * Passwords and platform keys travel sealed to the vault's public key by
+ * default (the *_sealed SQL functions), so that a server log that keeps
+ * bind parameters (log_statement = all, ...) never holds them; without a
+ * vault those calls fail with PGM_VAULT_UNAVAILABLE.  1: send them as text
+ * instead, as the plain SQL functions take them (they then reach such a
+ * log).  Provider keys are always sealed.
+ */
+void		pgm_set_plain_secrets(pgm_conn *conn, int on);
 
 /* The outcome of the last call on conn; strings are "" when absent. */
 pgm_status	pgm_last_status(const pgm_conn *conn);
@@ -201,7 +210,8 @@ pgm_status	pgm_exec(pgm_conn *conn, const char *sql, int nparams,
  * ------------------------------------------------------------------------ */
 
 /* roles: NULL-terminated, or NULL for '{user}'; id: NULL for a new one;
- * password may be NULL.  user_id receives the new user's id. */
+ * password may be NULL.  user_id receives the new user's id.  The password
+ * calls below send it sealed (see pgm_set_plain_secrets). */
 pgm_status	pgm_create_user(pgm_conn *conn, const char *email,
 							const char *username, const char *password,
 							const char *const *roles, const char *id,
@@ -215,6 +225,9 @@ pgm_status	pgm_deactivate_user(pgm_conn *conn, const char *user_id);
 pgm_status	pgm_hash_password(pgm_conn *conn, const char *password, char **hash);
 pgm_status	pgm_verify_password(pgm_conn *conn, const char *password,
 								const char *hash, int *valid);
+/* health() as JSON text; *json: free with pgm_free.  PGM_OK whatever the
+ * "ok" member says: read it from the JSON. */
+pgm_status	pgm_health(pgm_conn *conn, char **json);
 
 /* ------------------------------------------------------------------------
  * Ledger.  Optional text arguments may be NULL (the SQL default).
@@ -343,7 +356,11 @@ pgm_status	pgm_create_api_key(pgm_conn *conn, const char *user_id,
 							   const char *name,
 							   const pgm_api_key_options *options,
 							   char key_id[PGM_UUID_LEN], char **api_key);
-/* *valid 0 (and out zeroed) for a key that does not verify. */
+/* The key calls below send the key sealed, its public part (the first 24
+ * characters) in the clear; a text that is not shaped like a key is not
+ * sent at all: verify says not valid, charge and reserve
+ * PGM_INVALID_API_KEY.  (See pgm_set_plain_secrets.)
+ * *valid 0 (and out zeroed) for a key that does not verify. */
 pgm_status	pgm_verify_api_key(pgm_conn *conn, const char *api_key,
 							   int *valid, pgm_api_key_check *out);
 pgm_status	pgm_charge_api_key(pgm_conn *conn, const char *api_key,

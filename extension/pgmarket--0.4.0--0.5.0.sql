@@ -19,6 +19,105 @@
 -- Secrets kept out of the server log, and health
 -------------------------------------------------------------------------------
 
+-- The sealed forms of the calls that take a password or a platform key: the
+-- secret travels sealed to vault_public_key() with the time it was sealed
+-- (extension/sealed.c), so that a server log that keeps bind parameters
+-- holds a blob that opens nowhere but in this vault, for 60 seconds.  A
+-- platform key keeps its public part (key_prefix) in the clear, for routing.
+
+CREATE FUNCTION @extschema@.create_user_sealed(email text, username text,
+        sealed_password bytea DEFAULT NULL, roles text[] DEFAULT '{user}',
+        id uuid DEFAULT pg_catalog.gen_random_uuid())
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'pgm_create_user_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.authenticate_sealed(login text,
+        sealed_password bytea)
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'pgm_authenticate_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.hash_password_sealed(sealed_password bytea)
+    RETURNS text
+    AS 'MODULE_PATHNAME', 'pgm_hash_password_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.verify_password_sealed(sealed_password bytea,
+        hash text)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'pgm_verify_password_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.verify_api_key_sealed(key_prefix text,
+        sealed_key bytea)
+    RETURNS TABLE (key_id uuid, user_id uuid, scopes text[],
+                   rate_limit_tier text)
+    AS 'MODULE_PATHNAME', 'pgm_verify_api_key_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.charge_api_key_sealed(key_prefix text,
+        sealed_key bytea, amount numeric, model_id text,
+        tokens_used bigint DEFAULT 0, idempotency_key text DEFAULT NULL)
+    RETURNS @extschema@.ledger_result
+    AS 'MODULE_PATHNAME', 'pgm_charge_api_key_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.reserve_api_key_sealed(key_prefix text,
+        sealed_key bytea, amount numeric, ttl interval DEFAULT '15 minutes',
+        idempotency_key text DEFAULT NULL)
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'pgm_reserve_api_key_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+-- The routing partition of a platform key from its public part alone (the
+-- first 24 characters, key_prefix of the sealed calls) as well as from the
+-- whole key.
+CREATE OR REPLACE FUNCTION @extschema@.api_key_partition(api_key text)
+    RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN api_key OPERATOR(pg_catalog.~)
+                     '^sk_(live|test)_[0-9a-f]{16}(_[A-Za-z0-9_-]{43})?$'
+                THEN pg_catalog.int4(pg_catalog.textcat('x',
+                         pg_catalog.substr(api_key, 9, 4))::bit(16))
+           END;
+
+-- One cheap call for a load balancer or an operator (extension/health.c).
+CREATE FUNCTION @extschema@.health() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'pgm_health'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    @extschema@.create_user_sealed(text, text, bytea, text[], uuid),
+    @extschema@.authenticate_sealed(text, bytea),
+    @extschema@.hash_password_sealed(bytea),
+    @extschema@.verify_password_sealed(bytea, text),
+    @extschema@.verify_api_key_sealed(text, bytea),
+    @extschema@.charge_api_key_sealed(text, bytea, numeric, text, bigint, text),
+    @extschema@.reserve_api_key_sealed(text, bytea, numeric, interval, text),
+    @extschema@.health()
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.create_user_sealed(text, text, bytea, text[], uuid),
+    @extschema@.authenticate_sealed(text, bytea),
+    @extschema@.hash_password_sealed(bytea),
+    @extschema@.verify_password_sealed(bytea, text),
+    @extschema@.verify_api_key_sealed(text, bytea),
+    @extschema@.charge_api_key_sealed(text, bytea, numeric, text, bigint, text),
+    @extschema@.reserve_api_key_sealed(text, bytea, numeric, interval, text)
+    TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.health()
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+
 
 -------------------------------------------------------------------------------
 -- Audit trail: who may attach it, what no wrapper can bypass, the anchor

@@ -60,6 +60,7 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 	pgm_vault_init();
+	pgm_sealed_init();
 	MarkGUCPrefixReserved("pgmarket");
 }
 

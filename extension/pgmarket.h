@@ -92,8 +92,15 @@ extern void pgm_vault_init(void);
 extern int32 pgm_vault_newest_version(void);
 extern bool pgm_vault_subkey(int32 version, const char *context,
 							 uint64 subkey_id, unsigned char *out);
+extern bool pgm_vault_open_sealed(const unsigned char *sealed,
+								  size_t sealed_len, unsigned char *out);
+extern bool pgm_vault_configured(void);
+extern int	pgm_vault_versions(void);
 extern void pgm_random_uuid(pg_uuid_t *uuid);
 extern void *pgm_secret_alloc(Size len);
 extern void pgm_secret_register(void *ptr, Size len);
+
+/* sealed.c: the sealed forms of the password and platform key calls */
+extern void pgm_sealed_init(void);
 
 #endif							/* PGMARKET_H */

@@ -1017,6 +1017,52 @@ pgm_put_provider_key_sealed(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(put_secret(PG_GETARG_DATUM(0), provider, label, secret, len));
 }
 
+/*
+ * Open a secret sealed (crypto_box_seal) to the public key of any listed
+ * master key version, newest first, into out (sealed_len -
+ * crypto_box_SEALBYTES bytes, which the caller wipes).  Raises PM010 when
+ * no key is loaded; false when no key pair opens it.  For sealed.c.
+ */
+bool
+pgm_vault_open_sealed(const unsigned char *sealed, size_t sealed_len,
+					  unsigned char *out)
+{
+	int			i;
+
+	(void) pgm_vault_newest_version();	/* PM010 if no key is loaded */
+	if (sealed_len < crypto_box_SEALBYTES)
+		return false;
+	for (i = vault_keys->nkeys - 1; i >= 0; i--)
+	{
+		unsigned char pk[crypto_box_PUBLICKEYBYTES];
+		unsigned char sk[crypto_box_SECRETKEYBYTES];
+		bool		opened;
+
+		if (!box_keypair(vault_keys->keys[i].version, pk, sk))
+			continue;
+		opened = crypto_box_seal_open(out, sealed, sealed_len, pk, sk) == 0;
+		sodium_memzero(sk, sizeof(sk));
+		if (opened)
+			return true;
+	}
+	return false;
+}
+
+/* For health(): is pgmarket.master_key_file set at all? */
+bool
+pgm_vault_configured(void)
+{
+	return master_key_file != NULL && master_key_file[0] != '\0';
+}
+
+/* For health(): how many key versions are loaded; PM010 when none can be. */
+int
+pgm_vault_versions(void)
+{
+	vault_ensure();
+	return vault_keys->nkeys;
+}
+
 /* ----------------------------------------------------------------
  * get_provider_key(user_id uuid, provider text) RETURNS text
  * ----------------------------------------------------------------
