@@ -262,6 +262,8 @@ SELECT count(*) AS disagreements
   FROM boundary, path_user
  WHERE pg_temp.outcome(path, amount) <> pg_temp.expected(amount, path = 'save_chat_message');
 
+SELECT pg_temp.books() = :'books_at_start' AS books_unchanged;
+
 -- messages name the value
 SELECT pg_temp.err(format('SELECT pgmarket.add_funds(%L, %s)', :ux, a))
   FROM unnest(ARRAY['9223372036854.775808', '1.0000001', '0', '-0', '''NaN''',
@@ -332,6 +334,7 @@ CREATE TEMP TABLE mismatch AS
 SELECT count(*) FILTER (WHERE got <> want) AS mismatches, count(*) AS calls FROM mismatch;
 SELECT path, ord, amount, got, want FROM mismatch WHERE got <> want
  ORDER BY path, ord LIMIT 10;
+SELECT pg_temp.books() = :'books_at_start' AS books_unchanged;
 
 -------------------------------------------------------------------------------
 -- the deduct_batch exploit of 0.4.0: amounts that wrapped to a negative
@@ -376,6 +379,10 @@ SELECT ordinal, sqlstate, entry_id IS NOT NULL AS has_entry, available_balance
   FROM pgmarket.deduct_batch(ARRAY[NULL, (NULL, 1, 'money-model', 0, NULL),
         (:ux, NULL, 'money-model', 0, NULL), (:ux, 1, NULL, 0, NULL),
         (:ux, 1, 'money-model', NULL, NULL), (:ux, 1, 'money-model', -1, NULL)]::pgmarket.charge[]);
+-- the maximum is fine (all of them more than the user has), one more is not
+SELECT count(*) AS charges, min(sqlstate), max(sqlstate)
+  FROM pgmarket.deduct_batch(array_fill(ROW('6d000000-0000-4000-8000-000000000009', 0.000001,
+                                            'money-model', 0, NULL)::pgmarket.charge, ARRAY[100000]));
 -- empty, NULL, one above the maximum
 SELECT count(*) FROM pgmarket.deduct_batch('{}'::pgmarket.charge[]);
 SELECT pg_temp.err('SELECT pgmarket.deduct_batch(NULL)');
