@@ -42,8 +42,8 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "access/xact.h"
-#include "common/int.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -1089,7 +1089,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
  * Is a reservation's ttl more than zero and at most PGM_MAX_TTL_USEC?
  * Each field of the interval is bounded before the fields are added up: an
  * interval with months, or with days or a time part beyond 7 days either
- * way (say '1000000 days -999993 days' written as days and hours), is out
+ * way (say '1000000 days -23999832 hours', which adds up to 7 days), is out
  * of range, so nothing is added that could wrap, and now() + ttl always
  * stays a valid timestamp.
  */
