@@ -161,6 +161,31 @@ has_flag(int argc, char **argv, const char *name)
 	return 0;
 }
 
+/*
+ * A whole-number option from min to max (dflt when absent) into *out;
+ * 0, or 2 after a usage error for a missing value, a malformed number or
+ * one out of range (strtoll's overflow included, never clamped).
+ */
+static int
+int_opt(int argc, char **argv, const char *name, long long min, long long max,
+		long long dflt, long long *out)
+{
+	const char *s = opt(argc, argv, name);
+	char	   *end;
+	long long	v;
+
+	*out = dflt;
+	if (s == NULL)
+		return has_flag(argc, argv, name) ? usage_error("%s needs a value", name) : 0;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (end == s || *end != '\0' || errno == ERANGE || v < min || v > max)
+		return usage_error("%s must be a whole number from %lld to %lld, not \"%s\"",
+						   name, min, max, s);
+	*out = v;
+	return 0;
+}
+
 /* Positional arguments: those not an option or an option's value. */
 static int
 positional(int argc, char **argv, char **out, int max)
@@ -235,12 +260,14 @@ static int
 cmd_charge(int argc, char **argv)
 {
 	char	   *a[3];
-	const char *tokens = opt(argc, argv, "--tokens");
+	long long	tokens;
 	pgm_ledger_result r;
 
 	if (positional(argc, argv, a, 3) != 3)
 		return usage_error("charge needs USER_ID AMOUNT MODEL");
-	if (pgm_deduct_balance(conn, a[0], a[1], a[2], tokens ? strtoll(tokens, NULL, 10) : 0,
+	if (int_opt(argc, argv, "--tokens", 0, INT64_MAX, 0, &tokens) != 0)
+		return 2;
+	if (pgm_deduct_balance(conn, a[0], a[1], a[2], (int64_t) tokens,
 						   opt(argc, argv, "--key"), &r) != PGM_OK)
 	{
 		complain("charge");
@@ -430,13 +457,14 @@ cmd_keys(int argc, char **argv)
 static int
 cmd_rotate(int argc, char **argv)
 {
-	const char *b = opt(argc, argv, "--batch");
-	int			batch = b ? atoi(b) : 100;
+	long long	batch;
 	long		total = 0;
 	int64_t		n = 0;
 	pgm_result *r = NULL;
 	progress	p;
 
+	if (int_opt(argc, argv, "--batch", 1, INT32_MAX, 100, &batch) != 0)
+		return 2;
 	/* an upper bound for the bar, when this role may count */
 	if (pgm_exec(conn, "SELECT count(*) AS n FROM pgmarket.provider_keys", 0, NULL, &r) == PGM_OK)
 		total = atol(pgm_result_value(r, 0, "n"));
@@ -444,7 +472,7 @@ cmd_rotate(int argc, char **argv)
 	progress_start(&p, "re-encrypting", total);
 	do
 	{
-		if (pgm_rotate_master_key(conn, batch, &n) != PGM_OK)
+		if (pgm_rotate_master_key(conn, (int) batch, &n) != PGM_OK)
 		{
 			progress_end(&p);
 			complain("rotate_master_key");
@@ -1131,8 +1159,10 @@ cmd_import(int argc, char **argv)
 		{
 			char	   *end;
 
+			errno = 0;
 			if (tokens->type != JSON_NUMBER ||
-				(x->tokens = strtoll(tokens->text, &end, 10), *end != '\0') || x->tokens < 0)
+				(x->tokens = strtoll(tokens->text, &end, 10), *end != '\0') ||
+				errno == ERANGE || x->tokens < 0)
 			{
 				reject(&im, "transactions", label, "tokens must be a whole number >= 0");
 				continue;
@@ -1150,14 +1180,24 @@ cmd_import(int argc, char **argv)
 		x->u = find_user(&im, uid, 1);
 		if (x->u == NULL)
 			goto oom;
+		{
+			/* the user's listed deposits or charges, checked: never wrapped */
+			int64_t    *sum = x->charge ? &x->u->charges : &x->u->deposits;
+			int64_t		next;
+
+			if (__builtin_add_overflow(*sum, m, &next) || next >= PGM_MICRO_LIMIT)
+			{
+				reject(&im, "transactions", label,
+					   "amount would take the user's listed %s to 9000000000000 credits or more",
+					   x->charge ? "charges" : "deposits");
+				continue;
+			}
+			*sum = next;
+		}
 		x->t = t;
 		x->ok = 1;
 		(void) model;
 		pgm_micro_to_str(m, x->amount);
-		if (x->charge)
-			x->u->charges += m;
-		else
-			x->u->deposits += m;
 		ntx++;
 		steps++;
 	}

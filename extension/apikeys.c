@@ -145,7 +145,8 @@ prepare_plans(void)
 		"       (k.expires_at IS NULL OR k.expires_at > now()),"
 		"       k.spend_limit, k.spend_period, p.start,"
 		"       CASE WHEN k.period_start IS NOT DISTINCT FROM p.start"
-		"            THEN k.period_spent ELSE 0 END"
+		"            THEN k.period_spent ELSE 0 END,"
+		"       k.total_spent"
 		"  FROM pgmarket.api_keys k,"
 		"       LATERAL (SELECT " PERIOD_START_SQL " AS start) p"
 		" WHERE k.key_id = $1 FOR UPDATE OF k", 1, u);
@@ -153,7 +154,7 @@ prepare_plans(void)
 	plan_spend = pgm_prepare(
 		"UPDATE pgmarket.api_keys"
 		"   SET period_start = $2, period_spent = $3,"
-		"       total_spent = least(total_spent, 9223372036854775807 - $4) + $4,"
+		"       total_spent = $4,"
 		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
 		"                last_used_at < date_trunc('minute', now())"
 		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
@@ -600,6 +601,7 @@ typedef struct KeySpend
 	bool		has_start;
 	TimestampTz start;
 	int64		spent;			/* in the current period */
+	int64		total_spent;	/* over the key's lifetime */
 } KeySpend;
 
 /*
@@ -641,6 +643,7 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 	spend->has_start = !isnull;
 	spend->start = isnull ? 0 : DatumGetTimestampTz(d);
 	spend->spent = DatumGetInt64(pgm_col(0, 5, &isnull));
+	spend->total_spent = DatumGetInt64(pgm_col(0, 6, &isnull));
 }
 
 /* PM001 unless amount fits in what is left of the key's limit. */
@@ -664,20 +667,36 @@ check_limit(const VerifiedKey *key, const KeySpend *spend, int64 amount,
 					   "this month (UTC)")));
 }
 
-/* Count amount against the key's spend (under its row lock). */
+/*
+ * Count amount against the key's spend (under its row lock).  Both counters
+ * stay below the limit of every amount and balance, 9e18 micro-credits:
+ * a charge that would take one past it is refused (22003), as a balance
+ * would be, rather than wrapped or silently clamped.  With a spend limit the
+ * period counter never gets there (check_limit came first); the lifetime
+ * counter of a busy key, whose refunds do not lower it, could.
+ */
 static void
 record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
 {
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int64		spent;
+	int64		total;
 
-	if (pg_add_s64_overflow(spend->spent, amount, &spent))
-		spent = PG_INT64_MAX;
+	if (pg_add_s64_overflow(spend->spent, amount, &spent) ||
+		pg_add_s64_overflow(spend->total_spent, amount, &total) ||
+		spent >= PGM_MAX_MICRO || total >= PGM_MAX_MICRO)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s credits would take the spend of API key %s past its counter's limit",
+						pgm_micro_to_cstring(amount), key->prefix),
+				 errdetail("The key has spent %s credits in this period and %s credits in all; counters stay below 9000000000000 credits.",
+						   pgm_micro_to_cstring(spend->spent),
+						   pgm_micro_to_cstring(spend->total_spent))));
 	values[0] = UUIDPGetDatum(&key->key_id);
 	values[1] = TimestampTzGetDatum(spend->start);
 	values[2] = Int64GetDatum(spent);
-	values[3] = Int64GetDatum(amount);
+	values[3] = Int64GetDatum(total);
 	if (!spend->has_start)
 		nulls[1] = 'n';
 	pgm_exec(plan_spend, values, nulls, false);

@@ -30,6 +30,7 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -241,6 +242,12 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 0, "charges");
 	input = PG_GETARG_ARRAYTYPE_P(0);
 	elemtype = ARR_ELEMTYPE(input);
+	/* a list of charges, not a matrix: ordinals are positions in one list */
+	if (ARR_NDIM(input) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("charges must be a one-dimensional array, not one of %d dimensions",
+						ARR_NDIM(input))));
 	n = ArrayGetNItems(ARR_NDIM(input), ARR_DIMS(input));
 	if (n > PGM_MAX_BATCH)
 		ereport(ERROR,
@@ -388,6 +395,8 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		BatchCharge *c = &charges[i];
 		KeyedEntry *e = NULL;
 		KeyRef		ref;
+		int64		available;
+		int64		spent_delta;
 
 		if (c->sqlstate != 0)
 			continue;
@@ -421,8 +430,19 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 			c->sqlstate = ERRCODE_PGM_INSUFFICIENT_FUNDS;
 			continue;
 		}
-		u->available -= c->amount;
-		u->spent_delta += c->amount;
+
+		/*
+		 * 0 < amount <= available < PGM_MAX_MICRO, so neither can wrap; the
+		 * check is there so that a change above cannot make them.
+		 */
+		if (pg_sub_s64_overflow(u->available, c->amount, &available) ||
+			pg_add_s64_overflow(u->spent_delta, c->amount, &spent_delta))
+		{
+			c->sqlstate = ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
+			continue;
+		}
+		u->available = available;
+		u->spent_delta = spent_delta;
 		c->available = u->available;
 		c->entry_id = nextval_internal(seqid, false);
 		c->inserted = true;

@@ -475,10 +475,9 @@ tokens_arg(FunctionCallInfo fcinfo, int argno)
 static int64
 recorded_cost(Datum num)
 {
-	int64		micro = -1;
+	int64		micro = 0;
 
-	if (pgm_numeric_to_micro_noerror(num, &micro) == PGM_AMOUNT_NOT_POSITIVE &&
-		micro == 0)
+	if (pgm_numeric_to_micro_noerror(num, &micro) == PGM_AMOUNT_ZERO)
 		return 0;
 	return pgm_numeric_to_micro(num, "cost");
 }

@@ -43,6 +43,7 @@
 #include "catalog/pg_type.h"
 #include "access/xact.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -1083,6 +1084,31 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
  * reserve(user_id, amount, ttl, idempotency_key) RETURNS bigint
  * ----------------------------------------------------------------
  */
+
+/*
+ * Is a reservation's ttl more than zero and at most PGM_MAX_TTL_USEC?
+ * Each field of the interval is bounded before the fields are added up: an
+ * interval with months, or with days or a time part beyond 7 days either
+ * way (say '1000000 days -23999832 hours', which adds up to 7 days), is out
+ * of range, so nothing is added that could wrap, and now() + ttl always
+ * stays a valid timestamp.
+ */
+static bool
+ttl_in_range(const Interval *ttl, int64 *usec)
+{
+	int64		days_usec;
+
+	if (ttl->month != 0)
+		return false;
+	if (ttl->day < -7 || ttl->day > 7 ||
+		ttl->time < -PGM_MAX_TTL_USEC || ttl->time > PGM_MAX_TTL_USEC)
+		return false;
+	if (pg_mul_s64_overflow((int64) ttl->day, USECS_PER_DAY, &days_usec) ||
+		pg_add_s64_overflow(days_usec, ttl->time, usec))
+		return false;			/* cannot happen within the bounds above */
+	return *usec > 0 && *usec <= PGM_MAX_TTL_USEC;
+}
+
 Datum
 pgm_reserve(PG_FUNCTION_ARGS)
 {
@@ -1102,9 +1128,7 @@ pgm_reserve(PG_FUNCTION_ARGS)
 	user_id = PG_GETARG_DATUM(0);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
 	ttl = PG_GETARG_INTERVAL_P(2);
-	ttl_usec = ttl->time + (int64) ttl->day * USECS_PER_DAY +
-		(int64) ttl->month * DAYS_PER_MONTH * USECS_PER_DAY;
-	if (ttl->month != 0 || ttl_usec <= 0 || ttl_usec > PGM_MAX_TTL_USEC)
+	if (!ttl_in_range(ttl, &ttl_usec))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl %s is out of range",

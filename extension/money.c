@@ -21,6 +21,16 @@ PG_FUNCTION_INFO_V1(pgm_credits);
 /*
  * Parse a numeric into micro-credits without raising an error; the caller
  * decides how to report a failure (deduct_batch reports it per charge).
+ *
+ * The checks come in a fixed order: not finite, then zero or negative, then
+ * at or above the limit, then finer than a micro-credit.  The whole part is
+ * compared with the limit while it is read, digit by digit, and nothing is
+ * multiplied until it is known to be below 9,000,000,000,000: a value of 14
+ * digits or more is refused without being accumulated at all, and a value of
+ * 13 digits never comes near int64's range (10^13 * 10^6 would not fit, but
+ * 9 * 10^12 * 10^6 does).  numeric_out writes neither an exponent nor
+ * leading zeros, and every fractional digit of the scale, so the text is
+ * read in one pass whatever its length.
  */
 PgmAmountError
 pgm_numeric_to_micro_noerror(Datum num, int64 *micro)
@@ -32,6 +42,7 @@ pgm_numeric_to_micro_noerror(Datum num, int64 *micro)
 	int64		frac = 0;
 	int			digits = 0;
 	int			fdigits = 0;
+	bool		nonzero = false;
 	PgmAmountError result = PGM_AMOUNT_OK;
 
 	if (numeric_is_nan(n) || numeric_is_inf(n))
@@ -45,25 +56,30 @@ pgm_numeric_to_micro_noerror(Datum num, int64 *micro)
 		return PGM_AMOUNT_NOT_POSITIVE;
 	}
 
-	/* whole part: 13 digits at most (9e12 credits) */
+	/* whole part: below PGM_MAX_MICRO / PGM_MICRO_PER_CREDIT credits */
 	for (; *p >= '0' && *p <= '9'; p++)
 	{
 		if (digits == 0 && *p == '0')
 			continue;			/* leading zeros */
+		nonzero = true;
 		if (++digits > 13)
 		{
 			result = PGM_AMOUNT_TOO_LARGE;
 			break;
 		}
-		whole = whole * 10 + (*p - '0');
+		whole = whole * 10 + (*p - '0');	/* < 10^13: cannot overflow */
 	}
+	if (result == PGM_AMOUNT_OK && whole >= PGM_MAX_MICRO / PGM_MICRO_PER_CREDIT)
+		result = PGM_AMOUNT_TOO_LARGE;
 	if (result == PGM_AMOUNT_OK && *p == '.')
 	{
 		for (p++; *p >= '0' && *p <= '9'; p++)
 		{
+			if (*p != '0')
+				nonzero = true;
 			if (fdigits < 6)
 				frac = frac * 10 + (*p - '0');
-			else if (*p != '0')
+			else if (*p != '0' && result == PGM_AMOUNT_OK)
 				result = PGM_AMOUNT_TOO_PRECISE;
 			fdigits++;
 		}
@@ -71,14 +87,14 @@ pgm_numeric_to_micro_noerror(Datum num, int64 *micro)
 			frac *= 10;
 	}
 	pfree(s);
+	if (!nonzero)
+		return PGM_AMOUNT_ZERO;
 	if (result != PGM_AMOUNT_OK)
 		return result;
 
+	/* whole < 9 * 10^12 and frac < 10^6: the sum is below PGM_MAX_MICRO */
 	*micro = whole * PGM_MICRO_PER_CREDIT + frac;
-	if (*micro == 0)
-		return PGM_AMOUNT_NOT_POSITIVE;
-	if (*micro >= PGM_MAX_MICRO)
-		return PGM_AMOUNT_TOO_LARGE;
+	Assert(*micro > 0 && *micro < PGM_MAX_MICRO);
 	return PGM_AMOUNT_OK;
 }
 
@@ -112,6 +128,7 @@ pgm_numeric_to_micro(Datum num, const char *argname)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s %s is not a finite number", argname, shown)));
 			break;
+		case PGM_AMOUNT_ZERO:
 		case PGM_AMOUNT_NOT_POSITIVE:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

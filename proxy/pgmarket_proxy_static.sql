@@ -397,6 +397,7 @@ BEGIN ATOMIC
         SELECT (i - array_lower(charges, 1) + 1)::int AS ord,
                charges[i] AS c
           FROM generate_subscripts(charges, 1) i
+         WHERE array_ndims(charges) = 1 AND cardinality(charges) <= 100000
     ), parts AS (
         SELECT coalesce(pgmarket_proxy.user_partition((c).user_id), 0) AS part,
                array_agg(c ORDER BY ord) AS cs,
@@ -404,9 +405,12 @@ BEGIN ATOMIC
           FROM input
          GROUP BY 1
     ), nulls AS (
-        -- A NULL or empty array: the node says what one node says.
+        -- A NULL or empty array, or one that is not a list of at most
+        -- 100,000 charges (split up, it would pass): the node says what one
+        -- node says.
         SELECT 0 AS part, charges AS cs, ARRAY[]::int[] AS ords
          WHERE coalesce(cardinality(charges), 0) = 0
+            OR array_ndims(charges) > 1 OR cardinality(charges) > 100000
     )
     SELECT coalesce(p.ords[r.ordinal], r.ordinal), r.sqlstate, r.entry_id,
            r.available_balance

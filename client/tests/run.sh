@@ -155,6 +155,8 @@ fi
 if [ -x ./pgmarket ]; then
     # shellcheck source=tests/cli.sh
     . tests/cli.sh
+    # shellcheck source=tests/cli_amounts.sh
+    . tests/cli_amounts.sh
 fi
 
 finish

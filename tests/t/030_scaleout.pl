@@ -279,6 +279,12 @@ is(q_proxy("SELECT count(*) FROM pgmarket.deduct_batch('{}')"),
 is(q_proxy("SELECT t.run('SELECT count(*) FROM pgmarket.deduct_batch(NULL)')"),
 	$nodes[0]->safe_psql(dbof($nodes[0]), "SELECT t.run('SELECT count(*) FROM pgmarket.deduct_batch(NULL)')"),
 	'deduct_batch(NULL): as on a node');
+# not a list, or a longer one than a node takes: refused as a whole, not
+# split into NULL charges or into sub-batches that each pass
+is(q_proxy("SELECT t.run(\$q\$SELECT count(*) FROM pgmarket.deduct_batch(ARRAY[[('$a0', 1, 'm-batch', 0, NULL)], [('$a1', 1, 'm-batch', 0, NULL)]]::pgmarket.charge[])\$q\$)"),
+	'ERROR 22023', 'deduct_batch of a 2-D array through the proxy: 22023, as on a node');
+is(q_proxy("SELECT t.run(\$q\$SELECT count(*) FROM pgmarket.deduct_batch(array_fill(ROW('$a0', 1000, 'm-batch', 0, NULL)::pgmarket.charge, ARRAY[60000]) || array_fill(ROW('$a1', 1000, 'm-batch', 0, NULL)::pgmarket.charge, ARRAY[60000]))\$q\$)"),
+	'ERROR 22023', 'deduct_batch of 120,000 charges over two nodes through the proxy: 22023, as on a node');
 
 # --- platform keys route to the owner's node -------------------------------
 
