@@ -825,12 +825,13 @@ pgm_audit_restored(PG_FUNCTION_ARGS)
 	if (nrows == 0)
 		return PointerGetDatum(NULL);
 
+	/* read-write SPI: a fresh snapshot, which sees the statement's rows */
 	pgm_spi_connect();
 	audit_lookup();
 	if (SPI_execute("SELECT GREATEST("
 					" (SELECT COALESCE(max(id), 0) FROM pgmarket.audit_log),"
 					" (SELECT COALESCE(max(through_id), 0) FROM pgmarket.audit_seals))",
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+					false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read pgmarket.audit_log");
 	floor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 1, &isnull));
@@ -846,7 +847,7 @@ pgm_audit_restored(PG_FUNCTION_ARGS)
 		int64		maxid;
 
 		if (SPI_execute("SELECT COALESCE(max(id), 0) FROM pgmarket.audit_log",
-						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+						false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not read pgmarket.audit_log");
 		maxid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1, &isnull));
