@@ -168,7 +168,7 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.usage_daily_all(),
     pgmarket_proxy.users_all(),
     pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.verify_audit_all(boolean)
+    pgmarket_proxy.verify_audit_all(boolean, bytea)
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(),
@@ -190,7 +190,8 @@ SELECT format('GRANT EXECUTE ON FUNCTION pgmarket.%I(%s) TO %s;',
    AND p.prokind = 'f' AND a.privilege_type = 'EXECUTE'
    AND r.rolname LIKE 'pgmarket\_%'
    AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
-                         'enable_audit', 'disable_audit', 'current_actor')
+                         'enable_audit', 'disable_audit', 'current_actor',
+                         'audit_require_owner', 'audit_restored')
  GROUP BY p.oid, p.proname
  ORDER BY p.proname;
 SELECT format('GRANT SELECT ON pgmarket.%I TO %s;', c.relname,

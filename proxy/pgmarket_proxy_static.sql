@@ -159,20 +159,54 @@ CREATE FUNCTION pgmarket.rotate_master_key(batch_size int DEFAULT 1000) RETURNS 
 
 -- Each node's audit chain is its own: one row per node here, merged to
 -- the first bad id (an id of the node whose chain broke) and the rows
--- checked over all nodes.  strict => true raises PM013 from that node.
-CREATE FUNCTION pgmarket_proxy.verify_audit_all(strict boolean)
+-- checked over all nodes.  strict => true raises PM013 from that node.  An
+-- anchor is the head of one node's chain: every node verifies its chain
+-- without it, and the anchor must lie on the chain of one of them (else
+-- the first bad id any node reports for it, PM013 under strict).
+CREATE FUNCTION pgmarket_proxy.verify_audit_all(strict boolean, anchor bytea)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
     LANGUAGE plproxy
 AS $$ CLUSTER 'pgmarket'; RUN ON ALL; TARGET pgmarket.verify_audit; $$;
 
-CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false)
+CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false,
+        anchor bytea DEFAULT NULL)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
+DECLARE
+    bad   bigint;
+    n     bigint;
+    found boolean;
+    abad  bigint;
+BEGIN
     SELECT min(v.first_bad_id), coalesce(sum(v.checked), 0)::bigint
-      FROM pgmarket_proxy.verify_audit_all(strict) v;
-END;
+      INTO bad, n
+      FROM pgmarket_proxy.verify_audit_all(strict, NULL) v;
+    IF anchor IS NOT NULL AND bad IS NULL THEN
+        SELECT bool_or(v.first_bad_id IS NULL), min(v.first_bad_id)
+          INTO found, abad
+          FROM pgmarket_proxy.verify_audit_all(false, anchor) v;
+        IF NOT coalesce(found, false) THEN
+            IF strict THEN
+                RAISE EXCEPTION USING ERRCODE = 'PM013',
+                    MESSAGE = format('audit chain broken at audit_log id %s: no node''s chain contains the anchor',
+                                     abad);
+            END IF;
+            bad := abad;
+        END IF;
+    END IF;
+    first_bad_id := bad;
+    checked := n;
+    RETURN NEXT;
+END
+$$;
+
+-- The head of each node's chain: one row per node (an anchor names one).
+CREATE FUNCTION pgmarket.audit_head()
+    RETURNS TABLE (last_id bigint, chain_hash bytea, sealed_at timestamptz)
+    LANGUAGE plproxy
+AS $$ CLUSTER 'pgmarket'; RUN ON ALL; $$;
 
 -- Rows of users live on their node: the union is the answer.
 CREATE FUNCTION pgmarket.verify_ledger()

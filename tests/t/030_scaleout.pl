@@ -111,7 +111,8 @@ is($proxy->safe_psql(dbof($proxy),
 	              FROM pg_proc p
 	             WHERE p.pronamespace = 'pgmarket'::regnamespace AND p.prokind = 'f'
 	               AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
-	                                     'enable_audit', 'disable_audit', 'current_actor')};
+	                                     'enable_audit', 'disable_audit', 'current_actor',
+	                                     'audit_require_owner', 'audit_restored')};
 	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
@@ -337,6 +338,15 @@ is(q_proxy('SELECT pgmarket.expire_reservations() >= 0'), 't',
 ok(q_proxy('SELECT pgmarket.seal_audit()') > 0, 'seal_audit on all nodes');
 is(q_proxy('SELECT first_bad_id IS NULL AND checked > 0 FROM pgmarket.verify_audit()'),
 	't', 'verify_audit over all nodes');
+is(q_proxy('SELECT count(*) FROM pgmarket.audit_head()'), scalar(@nodes),
+	'audit_head through the proxy: one head per node');
+my $node_anchor = q_proxy(q{SELECT encode(int8send(last_id) || chain_hash, 'hex')
+	FROM pgmarket.audit_head() ORDER BY last_id DESC LIMIT 1});
+is(q_proxy("SELECT first_bad_id IS NULL FROM pgmarket.verify_audit(true, '\\x$node_anchor')"),
+	't', 'verify_audit through the proxy: a node\'s anchor lies on its chain');
+is(q_proxy(q{SELECT first_bad_id IS NOT NULL FROM pgmarket.verify_audit(false,
+	int8send(1) || decode(repeat('ab', 32), 'hex'))}),
+	't', 'verify_audit through the proxy: a foreign anchor lies on none');
 is(q_proxy("SELECT pgmarket.authenticate('user3', 'wrong') IS NULL"),
 	't', 'authenticate through the proxy: NULL for a wrong password');
 
