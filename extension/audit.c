@@ -782,6 +782,9 @@ pgm_audit_require_owner(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Set while append_seal inserts a seal record (see audit_restored). */
+static bool audit_appending_seal = false;
+
 /* The last value that audit_log_id_seq handed out (0 before the first). */
 static int64
 audit_seq_last(void)
@@ -822,7 +825,7 @@ pgm_audit_restored(PG_FUNCTION_ARGS)
 		elog(ERROR, "audit_restored must be an AFTER INSERT statement trigger with a transition table");
 	rel = td->tg_relation;
 	nrows = (int64) tuplestore_tuple_count(td->tg_newtable);
-	if (nrows == 0)
+	if (nrows == 0 || audit_appending_seal)
 		return PointerGetDatum(NULL);
 
 	/* read-write SPI: a fresh snapshot, which sees the statement's rows */
@@ -1084,8 +1087,18 @@ append_seal(SealTip *tip, const char *kind, int64 after_id, int64 through_id,
 	args[6] = PointerGetDatum(entries);
 	args[7] = PointerGetDatum(hash);
 	args[8] = TimestampTzGetDatum(sealed_at);
-	if (SPI_execute_plan(plan_insert_seal, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert into pgmarket.audit_seals");
+	/* our own insert is no restore: audit_restored need not look */
+	audit_appending_seal = true;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plan_insert_seal, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into pgmarket.audit_seals");
+	}
+	PG_FINALLY();
+	{
+		audit_appending_seal = false;
+	}
+	PG_END_TRY();
 
 	tip->seq++;
 	memcpy(tip->chain, VARDATA(hash), AUDIT_CHAIN_BYTES);
