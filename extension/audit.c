@@ -809,7 +809,7 @@ audit_seq_last(void)
  * and sealed range (the sequence is not in the dump: its dumped value would
  * be set after this event and hand out the event's id again), and, for
  * audit_log, appends one RESTORE event: how many rows came in and the
- * highest id among them.
+ * highest id in audit_log after them.
  */
 Datum
 pgm_audit_restored(PG_FUNCTION_ARGS)
@@ -817,7 +817,7 @@ pgm_audit_restored(PG_FUNCTION_ARGS)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Relation	rel;
 	int64		nrows;
-	int64		floor;
+	int64		high;
 	bool		isnull;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
@@ -836,11 +836,11 @@ pgm_audit_restored(PG_FUNCTION_ARGS)
 					" (SELECT COALESCE(max(through_id), 0) FROM pgmarket.audit_seals))",
 					false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read pgmarket.audit_log");
-	floor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+	high = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 1, &isnull));
-	if (floor > audit_seq_last())
+	if (high > audit_seq_last())
 		DirectFunctionCall2(setval_oid, ObjectIdGetDatum(audit_seq_oid),
-							Int64GetDatum(floor));
+							Int64GetDatum(high));
 
 	if (RelationGetRelid(rel) == audit_log_oid)
 	{
