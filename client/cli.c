@@ -36,7 +36,9 @@ static const char *usage_text =
 "  keys providers USER_ID               provider keys (never the secret)\n"
 "  keys revoke-provider USER_ID KEY_ID\n"
 "  rotate-keys [--batch N]              re-encrypt under the newest master key\n"
-"  verify                               verify_ledger and verify_audit\n"
+"  verify [--anchor FILE]               verify_ledger and verify_audit; with FILE,\n"
+"                                       check the chain against the anchor it\n"
+"                                       holds, then advance it to the head\n"
 "  health                               health() as JSON; exit 1 when not ok\n"
 "  import FILE                          load a JSON document (see README)\n"
 "  export [FILE] [--with-secrets]       write one\n"
@@ -486,14 +488,107 @@ cmd_rotate(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * An anchor file: one line, the anchor's 80 hex digits.  Returns 1 when
+ * read, 0 when the file does not exist, -1 when it is not an anchor file.
+ */
 static int
-cmd_verify(void)
+read_anchor(const char *path, unsigned char *anchor)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[2 * PGM_AUDIT_ANCHOR_LEN + 8];
+	size_t		len;
+	int			i;
+
+	if (f == NULL)
+		return errno == ENOENT ? 0 : -1;
+	if (fgets(line, sizeof(line), f) == NULL)
+	{
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	len = strcspn(line, "\r\n");
+	if (len != 2 * PGM_AUDIT_ANCHOR_LEN)
+		return -1;
+	for (i = 0; i < PGM_AUDIT_ANCHOR_LEN; i++)
+	{
+		unsigned int v;
+
+		if (!isxdigit((unsigned char) line[2 * i]) ||
+			!isxdigit((unsigned char) line[2 * i + 1]) ||
+			sscanf(line + 2 * i, "%2x", &v) != 1)
+			return -1;
+		anchor[i] = (unsigned char) v;
+	}
+	return 1;
+}
+
+/* Replaces the anchor file (a new file renamed over it); 0 on failure. */
+static int
+write_anchor(const char *path, const unsigned char *anchor)
+{
+	char		tmp[4200];
+	FILE	   *f;
+	int			i,
+				ok;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int) sizeof(tmp))
+		return 0;
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		return 0;
+	for (i = 0; i < PGM_AUDIT_ANCHOR_LEN; i++)
+		fprintf(f, "%02x", anchor[i]);
+	fputc('\n', f);
+	ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+	ok = fclose(f) == 0 && ok;
+	if (!ok || rename(tmp, path) != 0)
+	{
+		unlink(tmp);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * verify [--anchor FILE]: verify_ledger and verify_audit.  With an anchor
+ * file, the audit chain must still pass through the anchor it holds; then
+ * the file is advanced to the chain's head (created on the first run).  A
+ * chain that no longer contains the anchor fails (exit 1) and leaves the
+ * file as it was.  The check and the new head come from one snapshot.
+ */
+static int
+cmd_verify(int argc, char **argv)
 {
 	pgm_result *r = NULL;
 	int64_t		bad = 0,
 				checked = 0;
 	int			i,
 				rc = 0;
+	const char *anchor_file = NULL;
+	unsigned char anchor[PGM_AUDIT_ANCHOR_LEN];
+	int			have_anchor = 0;
+	pgm_audit_head_info head;
+	pgm_status	st;
+
+	for (i = 0; i < argc; i++)
+	{
+		if (strcmp(argv[i], "--anchor") == 0 && i + 1 < argc)
+			anchor_file = argv[++i];
+		else
+			return usage_error("verify takes only --anchor FILE, not \"%s\"", argv[i]);
+	}
+	if (anchor_file)
+	{
+		have_anchor = read_anchor(anchor_file, anchor);
+		if (have_anchor < 0)
+		{
+			fprintf(stderr, "pgmarket verify: %s is not an anchor file (one line of %d hex digits)\n",
+					anchor_file, 2 * PGM_AUDIT_ANCHOR_LEN);
+			return 2;
+		}
+	}
 
 	if (pgm_verify_ledger(conn, &r) != PGM_OK)
 	{
@@ -508,19 +603,62 @@ cmd_verify(void)
 	else
 		rc = 1;
 	pgm_result_free(r);
-	if (pgm_verify_audit(conn, 0, &bad, &checked) != PGM_OK)
+
+	if (anchor_file == NULL)
 	{
-		complain("verify_audit");
-		return 1;
+		if (pgm_verify_audit(conn, 0, &bad, &checked) != PGM_OK)
+		{
+			complain("verify_audit");
+			return 1;
+		}
+	}
+	else
+	{
+		r = NULL;
+		if (pgm_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, &r) != PGM_OK)
+		{
+			complain("verify_audit");
+			return 1;
+		}
+		pgm_result_free(r);
+		st = pgm_verify_audit_anchor(conn, 0, have_anchor ? anchor : NULL,
+									 sizeof(anchor), &bad, &checked);
+		if (st != PGM_OK)
+			complain("verify_audit");
+		else if ((st = pgm_audit_head(conn, &head)) != PGM_OK)
+			complain("audit_head");
+		if (st != PGM_OK)
+		{
+			r = NULL;
+			pgm_exec(conn, "ROLLBACK", 0, NULL, &r);
+			pgm_result_free(r);
+			return 1;
+		}
+		r = NULL;
+		pgm_exec(conn, "COMMIT", 0, NULL, &r);
+		pgm_result_free(r);
 	}
 	if (bad)
 	{
 		printf("audit trail: BROKEN at row %lld (%lld rows verified before it)\n",
 			   (long long) bad, (long long) checked);
-		rc = 1;
+		if (anchor_file)
+			printf("audit anchor: %s not advanced\n", anchor_file);
+		return 1;
 	}
-	else
-		printf("audit trail: %lld sealed rows verified\n", (long long) checked);
+	printf("audit trail: %lld sealed rows verified\n", (long long) checked);
+	if (anchor_file)
+	{
+		if (!write_anchor(anchor_file, head.anchor))
+		{
+			fprintf(stderr, "pgmarket verify: cannot write %s: %s\n", anchor_file,
+					strerror(errno));
+			return 1;
+		}
+		printf("audit anchor: %s %s id %lld\n", anchor_file,
+			   have_anchor ? "verified, advanced to" : "created at",
+			   (long long) head.last_id);
+	}
 	return rc;
 }
 
@@ -2040,7 +2178,7 @@ main(int argc, char **argv)
 	else if (strcmp(cmd, "rotate-keys") == 0)
 		rc = cmd_rotate(argc, argv);
 	else if (strcmp(cmd, "verify") == 0)
-		rc = cmd_verify();
+		rc = cmd_verify(argc, argv);
 	else if (strcmp(cmd, "import") == 0)
 		rc = cmd_import(argc, argv);
 	else

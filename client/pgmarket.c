@@ -87,6 +87,8 @@ typedef enum
 	Q_LIST_API_KEYS,
 	Q_SEAL_AUDIT,
 	Q_VERIFY_AUDIT,
+	Q_AUDIT_HEAD,
+	Q_VERIFY_AUDIT_ANCHOR,
 	Q_CREATE_CHAT_SESSION,
 	Q_SAVE_CHAT_MESSAGE,
 	Q_RECORD_COMPLETION,
@@ -160,6 +162,10 @@ static const char *const queries[Q_COUNT] = {
 	[Q_LIST_API_KEYS] = "SELECT * FROM pgmarket.list_api_keys($1::uuid)",
 	[Q_SEAL_AUDIT] = "SELECT pgmarket.seal_audit()",
 	[Q_VERIFY_AUDIT] = "SELECT * FROM pgmarket.verify_audit($1::boolean)",
+	[Q_AUDIT_HEAD] = "SELECT last_id, pg_catalog.encode(chain_hash, 'hex') AS chain_hash,"
+	" sealed_at FROM pgmarket.audit_head()",
+	[Q_VERIFY_AUDIT_ANCHOR] = "SELECT * FROM pgmarket.verify_audit($1::boolean,"
+	" pg_catalog.decode($2, 'hex'))",
 	[Q_CREATE_CHAT_SESSION] = "SELECT pgmarket.create_chat_session($1::uuid, $2, $3, $4)",
 	[Q_SAVE_CHAT_MESSAGE] = "SELECT pgmarket.save_chat_message($1::uuid, $2::uuid, $3, $4, "
 	"$5::int, COALESCE($6::numeric, 0::numeric), $7::jsonb)",
@@ -2005,6 +2011,95 @@ pgm_verify_audit(pgm_conn *c, int strict, int64_t *first_bad_id, int64_t *checke
 		*first_bad_id = 0;
 	if (checked)
 		*checked = 0;
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (first_bad_id)
+		*first_bad_id = to_i64(val(res, 0, PQfnumber(res, "first_bad_id")));
+	if (checked)
+		*checked = to_i64(val(res, 0, PQfnumber(res, "checked")));
+	PQclear(res);
+	return PGM_OK;
+}
+
+/* Hex digits to bytes; 0 unless s is exactly 2 * len hex digits. */
+static int
+from_hex(const char *s, unsigned char *out, size_t len)
+{
+	size_t		i;
+
+	if (s == NULL || strlen(s) != 2 * len)
+		return 0;
+	for (i = 0; i < 2 * len; i++)
+	{
+		int			c = s[i];
+		int			v = (c >= '0' && c <= '9') ? c - '0' :
+			(c >= 'a' && c <= 'f') ? c - 'a' + 10 :
+			(c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+
+		if (v < 0)
+			return 0;
+		if (i % 2 == 0)
+			out[i / 2] = (unsigned char) (v << 4);
+		else
+			out[i / 2] |= (unsigned char) v;
+	}
+	return 1;
+}
+
+pgm_status
+pgm_audit_head(pgm_conn *c, pgm_audit_head_info *out)
+{
+	PGresult   *res;
+	int			i;
+
+	if (out == NULL)
+		return c ? set_error(c, PGM_CLIENT_ERROR, "out must not be NULL") : PGM_CLIENT_ERROR;
+	memset(out, 0, sizeof(*out));
+	res = run(c, Q_AUDIT_HEAD, NULL, 0, NULL, NULL, NULL);
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	out->last_id = to_i64(val(res, 0, 0));
+	if (!from_hex(val(res, 0, 1), out->chain_hash, PGM_AUDIT_HASH_LEN))
+	{
+		PQclear(res);
+		return set_error(c, PGM_SERVER_ERROR, "audit_head() returned no 32-byte chain hash");
+	}
+	copy(out->sealed_at, sizeof(out->sealed_at), val(res, 0, 2));
+	PQclear(res);
+	for (i = 0; i < 8; i++)
+		out->anchor[i] = (unsigned char) ((uint64_t) out->last_id >> (56 - 8 * i));
+	memcpy(out->anchor + 8, out->chain_hash, PGM_AUDIT_HASH_LEN);
+	return PGM_OK;
+}
+
+pgm_status
+pgm_verify_audit_anchor(pgm_conn *c, int strict, const unsigned char *anchor,
+						size_t anchor_len, int64_t *first_bad_id, int64_t *checked)
+{
+	char		hex[2 * PGM_AUDIT_ANCHOR_LEN + 1];
+	const char *vals[2] = {strict ? "true" : "false", NULL};
+	PGresult   *res;
+	size_t		i;
+
+	if (first_bad_id)
+		*first_bad_id = 0;
+	if (checked)
+		*checked = 0;
+	if (anchor != NULL)
+	{
+		if (anchor_len != PGM_AUDIT_ANCHOR_LEN)
+			return c ? set_error(c, PGM_INVALID_PARAMETER,
+								 "an anchor is %d bytes, not %zu",
+								 PGM_AUDIT_ANCHOR_LEN, anchor_len) : PGM_CLIENT_ERROR;
+		for (i = 0; i < PGM_AUDIT_ANCHOR_LEN; i++)
+			snprintf(hex + 2 * i, 3, "%02x", anchor[i]);
+		vals[1] = hex;
+	}
+	res = run(c, Q_VERIFY_AUDIT_ANCHOR, NULL, 2, vals, NULL, NULL);
 	if (res == NULL)
 		return c ? c->status : PGM_CLIENT_ERROR;
 	if (need_row(c, res) != PGM_OK)

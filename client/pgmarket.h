@@ -390,6 +390,33 @@ pgm_status	pgm_seal_audit(pgm_conn *conn, int64_t *sealed);
 pgm_status	pgm_verify_audit(pgm_conn *conn, int strict,
 							 int64_t *first_bad_id, int64_t *checked);
 
+/*
+ * The anchor an auditor keeps outside the database: the last sealed
+ * audit_log id (8 bytes, big-endian) and the chain hash after it, 40 bytes.
+ * A superuser can rewrite the trail and seal it again; the rewritten chain
+ * no longer passes through an anchor taken before.
+ */
+#define PGM_AUDIT_ANCHOR_LEN	40
+#define PGM_AUDIT_HASH_LEN		32
+
+typedef struct pgm_audit_head_info
+{
+	int64_t		last_id;		/* 0 before the first seal */
+	unsigned char chain_hash[PGM_AUDIT_HASH_LEN];	/* zeros before it */
+	char		sealed_at[64];	/* "" before the first seal */
+	unsigned char anchor[PGM_AUDIT_ANCHOR_LEN];	/* last_id || chain_hash */
+} pgm_audit_head_info;
+
+/* audit_head(): the head of the seal chain, and its anchor. */
+pgm_status	pgm_audit_head(pgm_conn *conn, pgm_audit_head_info *out);
+/* verify_audit(strict, anchor): as pgm_verify_audit, and the chain must
+ * pass through anchor (PGM_AUDIT_ANCHOR_LEN bytes; NULL for none), else
+ * *first_bad_id is set (strict: PGM_AUDIT_CHAIN_BROKEN). */
+pgm_status	pgm_verify_audit_anchor(pgm_conn *conn, int strict,
+									const unsigned char *anchor,
+									size_t anchor_len,
+									int64_t *first_bad_id, int64_t *checked);
+
 /* ------------------------------------------------------------------------
  * Chat and metering.  A session that is unknown, another user's or deleted
  * is PGM_UNKNOWN_ACCOUNT (PM002); a message to an ended session, or ending

@@ -27,9 +27,16 @@
  * common types go into jsonb without a detour through text; any other type
  * goes through to_jsonb itself, so the JSON is what to_jsonb(OLD) would give.
  *
- * COPY into one of pgmarket's own tables by a superuser is not audited: that
- * is what pg_restore and a plain dump do, and the restored audit_log already
- * holds the history of those rows.
+ * No wrapper turns the trigger off: a change made through COPY (...) TO, a
+ * CTE, a function, a prepared statement or a cursor is recorded like any
+ * other.  The one exception is a restore: a top-level COPY FROM into one of
+ * pgmarket's own tables by a superuser session (is_restore_copy), which is
+ * what pg_restore and a plain dump do; the restored audit_log already holds
+ * the history of those rows.  The restore of audit_log itself is recorded as
+ * one RESTORE event (audit_restored).
+ *
+ * Who may attach or detach the trigger: the owner of the table, or a
+ * superuser, judged on the role at the SQL surface (audit_require_owner).
  *
  * The chain and its concurrency rules
  * -----------------------------------
@@ -40,7 +47,17 @@
  * chain_hash = keyed BLAKE2b-256(previous chain_hash, the seal's header and
  * entries).  The key is the audit subkey of the newest master key version,
  * recorded per seal (key_version), so older seals keep verifying after a
- * rotation while their version is still in the key file.
+ * rotation while their version is still in the key file.  Since 0.5.0 the
+ * chain hash covers every column of the seal record, sealed_at included
+ * (rule 2); records made before (rule 1, without sealed_at) verify under
+ * their own rule, and only as a prefix of the chain.
+ *
+ * A superuser holds the key (through seal_audit) and can rewrite the rows,
+ * drop the seals and seal again; the chain then verifies in itself.  That is
+ * caught against an anchor kept outside the database: the 40 bytes of the
+ * last sealed id (big-endian) and the chain hash after it, as audit_head()
+ * returns them and as every seal writes them to the server log.
+ * verify_audit(anchor => ...) requires the chain to pass through that point.
  *
  * Writers never wait on the chain: they insert with an id from
  * audit_log_id_seq and never touch audit_seals.  Sealers serialize on an
@@ -86,10 +103,13 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "nodes/parsenodes.h"
+#include "nodes/plannodes.h"
 #include "nodes/primnodes.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "tcop/pquery.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -111,6 +131,8 @@ PG_FUNCTION_INFO_V1(pgm_audit_event);
 PG_FUNCTION_INFO_V1(pgm_seal_audit);
 PG_FUNCTION_INFO_V1(pgm_verify_audit);
 PG_FUNCTION_INFO_V1(pgm_purge_audit);
+PG_FUNCTION_INFO_V1(pgm_audit_require_owner);
+PG_FUNCTION_INFO_V1(pgm_audit_restored);
 
 /* audit_log's columns, in table order */
 enum
@@ -138,7 +160,9 @@ enum
 #define AUDIT_SUBKEY_ID		1
 #define AUDIT_CHUNK_IDS		100000	/* ids per seal row */
 #define AUDIT_REDACTED		"[redacted]"
-#define AUDIT_CHAIN_LABEL	"pgmarket audit seal v1"
+#define AUDIT_CHAIN_LABEL	"pgmarket audit seal v2"
+#define AUDIT_CHAIN_LABEL_V1 "pgmarket audit seal v1"
+#define AUDIT_ANCHOR_BYTES	(8 + AUDIT_CHAIN_BYTES)
 #define AUDIT_MAC_LABEL		"pgmarket audit row v1"
 
 /* ----------------------------------------------------------------
@@ -524,16 +548,39 @@ text_array(Datum *elems, int n)
 										   TYPALIGN_INT));
 }
 
-/* Is this a COPY into one of pgmarket's tables by a superuser (a restore)? */
+/*
+ * Is this row change part of a restore: a top-level COPY FROM into this very
+ * table, one of pgmarket's own, by a superuser session (pg_restore, or psql
+ * replaying a plain dump)?  The kind of statement is read from the portal's
+ * parse tree, not from its command tag (COPY (SELECT f()) TO STDOUT has the
+ * same tag), and the rights are the session's and the outer role's, never
+ * superuser() (true inside every SECURITY DEFINER function that a superuser
+ * owns).  No role below superuser can issue a COPY FROM into pgmarket's
+ * tables at all, so nothing it does is exempt.
+ */
 static bool
 is_restore_copy(Relation rel)
 {
+	PlannedStmt *ps;
+	CopyStmt   *copy;
+
 	if (ActivePortal == NULL || ActivePortal->commandTag != CMDTAG_COPY)
 		return false;
-	if (!superuser())
+	if (list_length(ActivePortal->stmts) != 1)
+		return false;
+	ps = linitial_node(PlannedStmt, ActivePortal->stmts);
+	if (ps->commandType != CMD_UTILITY || ps->utilityStmt == NULL ||
+		!IsA(ps->utilityStmt, CopyStmt))
+		return false;
+	copy = (CopyStmt *) ps->utilityStmt;
+	if (!copy->is_from || copy->relation == NULL || copy->query != NULL)
+		return false;
+	if (!superuser_arg(GetSessionUserId()) || !superuser_arg(GetOuterUserId()))
 		return false;
 	audit_lookup();
-	return RelationGetNamespace(rel) == audit_nsp_oid;
+	if (RelationGetNamespace(rel) != audit_nsp_oid)
+		return false;
+	return RangeVarGetRelid(copy->relation, NoLock, true) == RelationGetRelid(rel);
 }
 
 /*
@@ -704,6 +751,126 @@ pgm_audit_event(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * audit_require_owner(target regclass): 42501 unless the role in effect at
+ * the SQL surface (SET ROLE counts; the SECURITY DEFINER function that calls
+ * this does not) owns target or is a superuser.  enable_audit and
+ * disable_audit call it before they touch the table: attaching the trigger
+ * copies a table's rows into the trail, detaching it stops the record.
+ * Internal: granted to nobody.
+ */
+Datum
+pgm_audit_require_owner(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Oid			role = GetOuterUserId();
+
+	pgm_require_arg(fcinfo, 0, "target");
+	relid = PG_GETARG_OID(0);
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (!pg_class_ownercheck(relid, role))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" does not own table %s",
+						GetUserNameFromId(role, false),
+						quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												   get_rel_name(relid))),
+				 errhint("Only the owner of a table, or a superuser, may attach or detach its audit trigger.")));
+	PG_RETURN_VOID();
+}
+
+/* Set while append_seal inserts a seal record (see audit_restored). */
+static bool audit_appending_seal = false;
+
+/* The last value that audit_log_id_seq handed out (0 before the first). */
+static int64
+audit_seq_last(void)
+{
+	LOCAL_FCINFO(sfc, 1);
+	Datum		d;
+
+	audit_lookup();
+	InitFunctionCallInfoData(*sfc, NULL, 1, InvalidOid, NULL, NULL);
+	sfc->args[0].value = ObjectIdGetDatum(audit_seq_oid);
+	sfc->args[0].isnull = false;
+	d = pg_sequence_last_value(sfc);
+	return sfc->isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * The statement trigger of a restore of the trail: AFTER INSERT FOR EACH
+ * STATEMENT on audit_log and on audit_seals, with the inserted rows as a
+ * transition table.  The trigger writes audit_log with heap inserts, so an
+ * INSERT statement there is a restore (pg_restore, a plain dump, COPY FROM)
+ * or a superuser's hand.  It moves audit_log_id_seq past every restored id
+ * and sealed range (the sequence is not in the dump: its dumped value would
+ * be set after this event and hand out the event's id again), and, for
+ * audit_log, appends one RESTORE event: how many rows came in and the
+ * highest id in audit_log after them.
+ */
+Datum
+pgm_audit_restored(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	int64		nrows;
+	int64		high;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(td->tg_event) || td->tg_newtable == NULL)
+		elog(ERROR, "audit_restored must be an AFTER INSERT statement trigger with a transition table");
+	rel = td->tg_relation;
+	nrows = (int64) tuplestore_tuple_count(td->tg_newtable);
+	if (nrows == 0 || audit_appending_seal)
+		return PointerGetDatum(NULL);
+
+	/* read-write SPI: a fresh snapshot, which sees the statement's rows */
+	pgm_spi_connect();
+	audit_lookup();
+	if (SPI_execute("SELECT GREATEST("
+					" (SELECT COALESCE(max(id), 0) FROM pgmarket.audit_log),"
+					" (SELECT COALESCE(max(through_id), 0) FROM pgmarket.audit_seals))",
+					false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read pgmarket.audit_log");
+	high = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	if (high > audit_seq_last())
+		DirectFunctionCall2(setval_oid, ObjectIdGetDatum(audit_seq_oid),
+							Int64GetDatum(high));
+
+	if (RelationGetRelid(rel) == audit_log_oid)
+	{
+		Datum		values[AL_NATTS];
+		bool		nulls[AL_NATTS];
+		char		detail[128];
+		int64		maxid;
+
+		if (SPI_execute("SELECT COALESCE(max(id), 0) FROM pgmarket.audit_log",
+						false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read pgmarket.audit_log");
+		maxid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+		memset(nulls, 0, sizeof(nulls));
+		audit_context(values, nulls);
+		values[AL_TABLE_NAME] = CStringGetTextDatum("pgmarket.audit_log");
+		values[AL_OPERATION] = CStringGetTextDatum("RESTORE");
+		nulls[AL_ROW_KEY] = true;
+		nulls[AL_OLD_VALUES] = true;
+		snprintf(detail, sizeof(detail),
+				 "{\"rows\": " INT64_FORMAT ", \"through_id\": " INT64_FORMAT "}",
+				 nrows, maxid);
+		values[AL_NEW_VALUES] = DirectFunctionCall1(jsonb_in, CStringGetDatum(detail));
+		values[AL_CHANGED_COLUMNS] = text_array(NULL, 0);
+		audit_write(values, nulls);
+	}
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
 /* ----------------------------------------------------------------
  * MACs and the chain
  * ----------------------------------------------------------------
@@ -781,15 +948,21 @@ row_mac(const unsigned char *key, TupleDesc desc, HeapTuple tup,
 	crypto_generichash_final(&st, out, AUDIT_MAC_BYTES);
 }
 
-/* The chain hash of a seal record. */
+/*
+ * The chain hash of a seal record.  Rule 2 (pgmarket 0.5.0 on) covers every
+ * column of the record, sealed_at included; rule 1 (the seals made before
+ * 0.5.0) covers all but sealed_at.  The labels differ, so a hash made under
+ * one rule never verifies under the other.
+ */
 static void
-chain_hash(const unsigned char *key, const unsigned char *prev, int64 seq,
-		   const char *kind, int64 after_id, int64 through_id, int64 row_count,
-		   int32 key_version, const unsigned char *entries, Size entries_len,
-		   unsigned char *out)
+chain_hash(int rule, const unsigned char *key, const unsigned char *prev,
+		   int64 seq, const char *kind, int64 after_id, int64 through_id,
+		   int64 row_count, int32 key_version, TimestampTz sealed_at,
+		   const unsigned char *entries, Size entries_len, unsigned char *out)
 {
 	crypto_generichash_state st;
-	unsigned char hdr[8 * 4 + 4];
+	unsigned char hdr[8 * 5 + 4];
+	Size		hdrlen = 8 * 4 + 4;
 
 	put_be64(hdr, (uint64) seq);
 	put_be64(hdr + 8, (uint64) after_id);
@@ -799,12 +972,21 @@ chain_hash(const unsigned char *key, const unsigned char *prev, int64 seq,
 	hdr[33] = ((uint32) key_version) >> 16;
 	hdr[34] = ((uint32) key_version) >> 8;
 	hdr[35] = ((uint32) key_version);
+	if (rule >= 2)
+	{
+		put_be64(hdr + 36, (uint64) sealed_at);
+		hdrlen += 8;
+	}
 	crypto_generichash_init(&st, key, PGM_SUBKEY_BYTES, AUDIT_CHAIN_BYTES);
-	crypto_generichash_update(&st, (const unsigned char *) AUDIT_CHAIN_LABEL,
-							  sizeof(AUDIT_CHAIN_LABEL));
+	if (rule >= 2)
+		crypto_generichash_update(&st, (const unsigned char *) AUDIT_CHAIN_LABEL,
+								  sizeof(AUDIT_CHAIN_LABEL));
+	else
+		crypto_generichash_update(&st, (const unsigned char *) AUDIT_CHAIN_LABEL_V1,
+								  sizeof(AUDIT_CHAIN_LABEL_V1));
 	crypto_generichash_update(&st, prev, AUDIT_CHAIN_BYTES);
 	crypto_generichash_update(&st, (const unsigned char *) kind, strlen(kind) + 1);
-	crypto_generichash_update(&st, hdr, sizeof(hdr));
+	crypto_generichash_update(&st, hdr, hdrlen);
 	crypto_generichash_update(&st, entries, entries_len);
 	crypto_generichash_final(&st, out, AUDIT_CHAIN_BYTES);
 }
@@ -867,27 +1049,35 @@ read_tip(SealTip *tip)
 	}
 }
 
-/* Append a seal record and advance the tip. */
+/*
+ * Append a seal record (rule 2) and advance the tip.  The record is also
+ * written to the server log, with its anchor, so that a copy of the chain's
+ * progress exists outside the database.
+ */
 static void
 append_seal(SealTip *tip, const char *kind, int64 after_id, int64 through_id,
 			int64 row_count, int32 version, const unsigned char *key,
 			bytea *entries)
 {
-	Oid			types[8] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID,
-	INT4OID, BYTEAOID, BYTEAOID};
-	Datum		args[8];
+	Oid			types[9] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID,
+	INT4OID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID};
+	Datum		args[9];
 	bytea	   *hash = palloc(VARHDRSZ + AUDIT_CHAIN_BYTES);
+	TimestampTz sealed_at = GetCurrentTransactionStartTimestamp();
+	int64		head_id = strcmp(kind, "seal") == 0 ? through_id : tip->through_id;
+	unsigned char anchor[AUDIT_ANCHOR_BYTES];
+	char		hex[AUDIT_ANCHOR_BYTES * 2 + 1];
 
-	chain_hash(key, tip->chain, tip->seq + 1, kind, after_id, through_id,
-			   row_count, version, (unsigned char *) VARDATA(entries),
+	chain_hash(2, key, tip->chain, tip->seq + 1, kind, after_id, through_id,
+			   row_count, version, sealed_at, (unsigned char *) VARDATA(entries),
 			   VARSIZE(entries) - VARHDRSZ, (unsigned char *) VARDATA(hash));
 	SET_VARSIZE(hash, VARHDRSZ + AUDIT_CHAIN_BYTES);
 
 	if (plan_insert_seal == NULL)
 		plan_insert_seal = pgm_prepare(
 			"INSERT INTO pgmarket.audit_seals (seq, kind, after_id, through_id,"
-			"   row_count, key_version, entries, chain_hash)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
+			"   row_count, key_version, entries, chain_hash, sealed_at)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types);
 	args[0] = Int64GetDatum(tip->seq + 1);
 	args[1] = CStringGetTextDatum(kind);
 	args[2] = Int64GetDatum(after_id);
@@ -896,8 +1086,19 @@ append_seal(SealTip *tip, const char *kind, int64 after_id, int64 through_id,
 	args[5] = Int32GetDatum(version);
 	args[6] = PointerGetDatum(entries);
 	args[7] = PointerGetDatum(hash);
-	if (SPI_execute_plan(plan_insert_seal, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert into pgmarket.audit_seals");
+	args[8] = TimestampTzGetDatum(sealed_at);
+	/* our own insert is no restore: audit_restored need not look */
+	audit_appending_seal = true;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plan_insert_seal, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into pgmarket.audit_seals");
+	}
+	PG_FINALLY();
+	{
+		audit_appending_seal = false;
+	}
+	PG_END_TRY();
 
 	tip->seq++;
 	memcpy(tip->chain, VARDATA(hash), AUDIT_CHAIN_BYTES);
@@ -905,6 +1106,16 @@ append_seal(SealTip *tip, const char *kind, int64 after_id, int64 through_id,
 		tip->through_id = through_id;
 	else
 		tip->purged_through = through_id;
+
+	put_be64(anchor, (uint64) head_id);
+	memcpy(anchor + 8, tip->chain, AUDIT_CHAIN_BYTES);
+	hex_encode((const char *) anchor, AUDIT_ANCHOR_BYTES, hex);
+	hex[AUDIT_ANCHOR_BYTES * 2] = '\0';
+	ereport(LOG,
+			(errmsg("pgmarket audit %s record %lld: audit_log ids %lld to %lld (%lld rows), anchor \\x%s",
+					kind, (long long) tip->seq, (long long) after_id + 1,
+					(long long) through_id, (long long) row_count, hex),
+			 errhidestmt(true)));
 }
 
 /* An index scan of audit_log over ids (lo, hi], in id order. */
@@ -967,16 +1178,7 @@ pgm_seal_audit(PG_FUNCTION_ARGS)
 	last = tip.through_id;
 
 	/* L: no id above it had been drawn when we looked */
-	{
-		LOCAL_FCINFO(sfc, 1);
-		Datum		d;
-
-		InitFunctionCallInfoData(*sfc, NULL, 1, InvalidOid, NULL, NULL);
-		sfc->args[0].value = ObjectIdGetDatum(audit_seq_oid);
-		sfc->args[0].isnull = false;
-		d = pg_sequence_last_value(sfc);
-		seqlast = sfc->isnull ? 0 : DatumGetInt64(d);
-	}
+	seqlast = audit_seq_last();
 	if (seqlast <= last)
 	{
 		PopActiveSnapshot();
@@ -1077,6 +1279,17 @@ pgm_seal_audit(PG_FUNCTION_ARGS)
 		n = 0;
 		while (n < nvis && visids[n] <= cap)
 			n++;
+
+		/*
+		 * Where the run of seals ends, end it on a row: ids without a row
+		 * after the last sealed row are left to the next seal, which covers
+		 * them as a gap before its own rows.  So no seal reaches beyond the
+		 * last id in audit_log, and an event appended after a restore of the
+		 * trail (whose id is above every restored row) is never inside a
+		 * restored seal's range.
+		 */
+		if (cap < hi || hi == seqlast)
+			cap = n > 0 ? visids[n - 1] : last;
 		if (cap > last)
 		{
 			SET_VARSIZE(entries, VARHDRSZ + n * AUDIT_ENTRY_BYTES);
@@ -1109,6 +1322,7 @@ typedef struct VerifyResult
 	int64		checked;
 	int64		purged_through;
 	int64		sealed_through;
+	bool		anchor_found;	/* no anchor given, or the chain contains it */
 } VerifyResult;
 
 static SPIPlanPtr plan_seals = NULL;
@@ -1184,10 +1398,14 @@ verify_seal_rows(Relation rel, Oid idx, const unsigned char *key,
 /*
  * Walk the chain from its start; check the rows of every seal whose rows
  * are not purged and whose through_id is at most limit.  Stops at the first
- * problem.  The caller is connected to SPI.
+ * problem.  With an anchor (AUDIT_ANCHOR_BYTES: the sealed-through id and
+ * the chain hash that audit_head() returned), also notes whether the chain
+ * still passes through that point (r->anchor_found).  Records made under
+ * rule 1 (before 0.5.0) are accepted only before the first rule 2 record.
+ * The caller is connected to SPI.
  */
 static void
-verify_chain(int64 limit, VerifyResult *r)
+verify_chain(int64 limit, const unsigned char *anchor, VerifyResult *r)
 {
 	Portal		portal;
 	unsigned char prev[AUDIT_CHAIN_BYTES];
@@ -1198,9 +1416,20 @@ verify_chain(int64 limit, VerifyResult *r)
 	int32		keyver = 0;
 	unsigned char *key = NULL;
 	bool		done = false;
+	bool		rule2_seen = false;
+	int64		anchor_id = 0;
 
 	memset(r, 0, sizeof(*r));
 	memset(prev, 0, sizeof(prev));
+	if (anchor != NULL)
+	{
+		anchor_id = (int64) get_be64(anchor);
+		/* the start of every chain: no seal yet when the anchor was taken */
+		if (anchor_id == 0 && sodium_is_zero(anchor + 8, AUDIT_CHAIN_BYTES))
+			r->anchor_found = true;
+	}
+	else
+		r->anchor_found = true;
 	audit_lookup();
 	rel = table_open(audit_log_oid, AccessShareLock);
 	idx = audit_pk_index(rel);
@@ -1219,7 +1448,7 @@ verify_chain(int64 limit, VerifyResult *r)
 	if (plan_seals == NULL)
 		plan_seals = pgm_prepare(
 			"SELECT seq, kind, after_id, through_id, row_count, key_version,"
-			"       entries, chain_hash"
+			"       entries, chain_hash, sealed_at"
 			"  FROM pgmarket.audit_seals ORDER BY seq", 0, NULL);
 	portal = SPI_cursor_open(NULL, plan_seals, NULL, NULL, true);
 	while (!done)
@@ -1242,22 +1471,35 @@ verify_chain(int64 limit, VerifyResult *r)
 			int32		version = DatumGetInt32(SPI_getbinval(t, d, 6, &isnull));
 			bytea	   *entries = DatumGetByteaPP(SPI_getbinval(t, d, 7, &isnull));
 			bytea	   *stored = DatumGetByteaPP(SPI_getbinval(t, d, 8, &isnull));
+			TimestampTz sealed_at = DatumGetTimestampTz(SPI_getbinval(t, d, 9, &isnull));
 			const unsigned char *ent = (const unsigned char *) VARDATA_ANY(entries);
 			Size		entlen = VARSIZE_ANY_EXHDR(entries);
 			unsigned char h[AUDIT_CHAIN_BYTES];
 			bool		is_seal = strcmp(kind, "seal") == 0;
 			int64		first_id = entlen >= 8 ? (int64) get_be64(ent) : after_id + 1;
+			bool		hash_ok = false;
 
 			if (version != keyver)
 			{
 				key = audit_subkey(version);
 				keyver = version;
 			}
-			chain_hash(key, prev, seq, kind, after_id, through_id, row_count,
-					   version, ent, entlen, h);
-			if (seq != expected_seq || (is_seal && after_id != seal_through) ||
-				VARSIZE_ANY_EXHDR(stored) != AUDIT_CHAIN_BYTES ||
-				sodium_memcmp(h, VARDATA_ANY(stored), AUDIT_CHAIN_BYTES) != 0 ||
+			if (VARSIZE_ANY_EXHDR(stored) == AUDIT_CHAIN_BYTES)
+			{
+				chain_hash(2, key, prev, seq, kind, after_id, through_id,
+						   row_count, version, sealed_at, ent, entlen, h);
+				if (sodium_memcmp(h, VARDATA_ANY(stored), AUDIT_CHAIN_BYTES) == 0)
+					hash_ok = rule2_seen = true;
+				else if (!rule2_seen)
+				{
+					chain_hash(1, key, prev, seq, kind, after_id, through_id,
+							   row_count, version, sealed_at, ent, entlen, h);
+					hash_ok = sodium_memcmp(h, VARDATA_ANY(stored),
+											AUDIT_CHAIN_BYTES) == 0;
+				}
+			}
+			if (!hash_ok || seq != expected_seq ||
+				(is_seal && after_id != seal_through) ||
 				(is_seal && entlen != (Size) row_count * AUDIT_ENTRY_BYTES))
 			{
 				verify_bad(r, is_seal ? first_id : after_id + 1,
@@ -1267,9 +1509,13 @@ verify_chain(int64 limit, VerifyResult *r)
 			}
 			memcpy(prev, h, AUDIT_CHAIN_BYTES);
 			expected_seq++;
+			if (is_seal)
+				seal_through = through_id;
+			if (anchor != NULL && !r->anchor_found && seal_through == anchor_id &&
+				sodium_memcmp(h, anchor + 8, AUDIT_CHAIN_BYTES) == 0)
+				r->anchor_found = true;
 			if (!is_seal)
 				continue;
-			seal_through = through_id;
 			if (through_id > limit)
 			{
 				done = true;
@@ -1285,6 +1531,15 @@ verify_chain(int64 limit, VerifyResult *r)
 	}
 	SPI_cursor_close(portal);
 	table_close(rel, AccessShareLock);
+
+	/*
+	 * The chain verifies in itself but no longer passes through the anchor:
+	 * it was rewritten, or seals were removed.  The rows it vouched for from
+	 * the first one the chain no longer covers, else from its last one.
+	 */
+	if (!r->anchor_found && r->first_bad_id == 0)
+		verify_bad(r, Max(1, Min(anchor_id, seal_through + 1)),
+				   "the chain does not contain the anchor: seals were rewritten or removed");
 }
 
 static void
@@ -1299,24 +1554,40 @@ raise_chain_broken(VerifyResult *r)
 }
 
 /*
- * verify_audit(strict boolean DEFAULT false)
+ * verify_audit(strict boolean DEFAULT false, anchor bytea DEFAULT NULL)
  *	 RETURNS TABLE(first_bad_id bigint, checked bigint): one row; first_bad_id
- * is NULL when every sealed row verifies.  strict raises PM013 instead.
+ * is NULL when every sealed row verifies and the chain contains the anchor
+ * (when one is given).  strict raises PM013 instead.
  */
 Datum
 pgm_verify_audit(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	bool		strict;
+	unsigned char anchor[AUDIT_ANCHOR_BYTES];
+	bool		have_anchor = false;
 	VerifyResult r;
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 
 	pgm_require_arg(fcinfo, 0, "strict");
 	strict = PG_GETARG_BOOL(0);
+	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
+	{
+		bytea	   *a = PG_GETARG_BYTEA_PP(1);
+
+		if (VARSIZE_ANY_EXHDR(a) != AUDIT_ANCHOR_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("anchor of %d bytes is not an audit anchor",
+							(int) VARSIZE_ANY_EXHDR(a)),
+					 errdetail("An anchor is 40 bytes: the last sealed id (8 bytes, big-endian) and the chain hash, as audit_head() returns them.")));
+		memcpy(anchor, VARDATA_ANY(a), AUDIT_ANCHOR_BYTES);
+		have_anchor = true;
+	}
 
 	pgm_spi_connect();
-	verify_chain(PG_INT64_MAX, &r);
+	verify_chain(PG_INT64_MAX, have_anchor ? anchor : NULL, &r);
 	SPI_finish();
 
 	if (r.first_bad_id != 0 && strict)
@@ -1410,7 +1681,7 @@ pgm_purge_audit(PG_FUNCTION_ARGS)
 	}
 
 	/* never destroy evidence of tampering */
-	verify_chain(through, &r);
+	verify_chain(through, NULL, &r);
 	if (r.first_bad_id != 0)
 		raise_chain_broken(&r);
 

@@ -162,11 +162,14 @@ SELECT pg_temp.err($$SELECT pgmarket.enable_audit('pgmarket.audit_log')$$);
 SELECT pg_temp.err($$SELECT pgmarket.disable_audit(NULL)$$);
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'audit_t'::regclass;
 
--- who may: pgmarket_admin enables and disables; the others may not
+-- who may: pgmarket_admin enables and disables the tables it owns; the
+-- others may not
+ALTER TABLE audit_t OWNER TO pgmarket_admin;
 SET ROLE pgmarket_admin;
 SELECT pgmarket.enable_audit('audit_t');
 SELECT pgmarket.disable_audit('audit_t');
 RESET ROLE;
+ALTER TABLE audit_t OWNER TO CURRENT_USER;
 SET ROLE pgmarket_app;
 SELECT pg_temp.err($$SELECT pgmarket.enable_audit('audit_t')$$);
 SELECT pg_temp.err($$SELECT pgmarket.disable_audit('audit_nokey')$$);

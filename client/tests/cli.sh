@@ -146,6 +146,21 @@ expect "keys create with a bad scope fails" 1 pgm keys create "$linus" x --scope
 expect "verify" 0 pgm verify
 has "verify checks the ledger" "$tmp/out" 'every balance equals'
 has "verify checks the audit trail" "$tmp/out" 'audit trail: [0-9]+ sealed rows verified'
+# verify --anchor: created on the first run, checked and advanced after
+rm -f "$tmp/anchor"
+expect "verify --anchor creates the file" 0 pgm verify --anchor "$tmp/anchor"
+has "verify --anchor says so" "$tmp/out" 'audit anchor: .* created at id [0-9]+'
+has "the anchor file holds 80 hex digits" "$tmp/anchor" '^[0-9a-f]{80}$'
+q "SELECT pgmarket.seal_audit()" >/dev/null
+expect "verify --anchor checks and advances" 0 pgm verify --anchor "$tmp/anchor"
+has "verify --anchor advanced" "$tmp/out" 'verified, advanced to id'
+has "the file is the head" "$tmp/anchor" "^$(q "SELECT encode(int8send(last_id) || chain_hash, 'hex') FROM pgmarket.audit_head()")\$"
+echo 0000000000000001abababababababababababababababababababababababababababababababab >"$tmp/anchor"
+expect "verify --anchor fails on a foreign anchor" 1 pgm verify --anchor "$tmp/anchor"
+has "and does not advance it" "$tmp/anchor" '^0000000000000001abab'
+echo junk >"$tmp/anchor"
+expect "verify --anchor refuses a file that is no anchor" 2 pgm verify --anchor "$tmp/anchor"
+expect "verify refuses another option" 2 pgm verify --nosuch
 expect "rotate-keys" 0 pgm rotate-keys --batch 2
 has "rotate-keys reports" "$tmp/out" 'rotation done'
 

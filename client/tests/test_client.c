@@ -760,6 +760,31 @@ test_audit_and_misc(pgm_conn *c)
 	CHECK(bad == 0 && checked >= n, c);
 	EXPECT(pgm_verify_audit(c, 1, &bad, &checked), PGM_OK, c);
 
+	/* the head and its anchor: on the chain; a foreign one is not */
+	{
+		pgm_audit_head_info head;
+		unsigned char foreign[PGM_AUDIT_ANCHOR_LEN];
+
+		EXPECT(pgm_audit_head(c, &head), PGM_OK, c);
+		CHECK(head.last_id >= n && head.sealed_at[0] != '\0', c);
+		CHECK(head.anchor[7] == (unsigned char) (head.last_id & 0xff) &&
+			  memcmp(head.anchor + 8, head.chain_hash, PGM_AUDIT_HASH_LEN) == 0, c);
+		EXPECT(pgm_verify_audit_anchor(c, 1, head.anchor, sizeof(head.anchor),
+									   &bad, &checked), PGM_OK, c);
+		CHECK(bad == 0 && checked >= n, c);
+		EXPECT(pgm_verify_audit_anchor(c, 0, NULL, 0, &bad, &checked), PGM_OK, c);
+		CHECK(bad == 0, c);
+		memcpy(foreign, head.anchor, sizeof(foreign));
+		foreign[PGM_AUDIT_ANCHOR_LEN - 1] ^= 1;
+		EXPECT(pgm_verify_audit_anchor(c, 0, foreign, sizeof(foreign), &bad, &checked),
+			   PGM_OK, c);
+		CHECK(bad != 0, c);
+		EXPECT(pgm_verify_audit_anchor(c, 1, foreign, sizeof(foreign), &bad, &checked),
+			   PGM_AUDIT_CHAIN_BROKEN, c);
+		EXPECT(pgm_verify_audit_anchor(c, 1, foreign, 3, &bad, &checked),
+			   PGM_INVALID_PARAMETER, c);
+	}
+
 	/* PM013: a superuser who gets past the trigger is caught */
 	victim = sql_value(c, "SELECT max(id)::text AS v FROM pgmarket.audit_log", 0, NULL);
 	if (victim)
