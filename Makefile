@@ -12,7 +12,7 @@ MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/accounts.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o \
-               extension/chat.o
+               extension/chat.o extension/projects.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 
