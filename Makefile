@@ -14,7 +14,8 @@ MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/accounts.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o \
-               extension/chat.o extension/sealed.o extension/health.o
+               extension/chat.o extension/sealed.o extension/health.o \
+               extension/projects.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 

@@ -101,6 +101,16 @@ typedef enum
 	Q_MODEL_RATINGS,
 	Q_SET_PREFERENCE,
 	Q_GET_PREFERENCES,
+	Q_SAVE_PROJECT,
+	Q_GET_PROJECT,
+	Q_LIST_PROJECTS,
+	Q_ARCHIVE_PROJECT,
+	Q_SAVE_TEMPLATE,
+	Q_GET_TEMPLATE,
+	Q_LIST_TEMPLATES,
+	Q_REQUEST_MODIFICATION,
+	Q_SET_MODIFICATION_STATUS,
+	Q_LIST_MODIFICATIONS,
 	Q_COUNT
 } query_id;
 
@@ -182,6 +192,22 @@ static const char *const queries[Q_COUNT] = {
 	"WHERE $1::text IS NULL OR model_id = $1::text ORDER BY model_id",
 	[Q_SET_PREFERENCE] = "SELECT pgmarket.set_preference($1::uuid, $2, $3::jsonb)",
 	[Q_GET_PREFERENCES] = "SELECT * FROM pgmarket.get_preferences($1::uuid)",
+	[Q_SAVE_PROJECT] = "SELECT pgmarket.save_project($1::uuid, $2, $3, "
+	"COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'), COALESCE($6::jsonb, '{}'), "
+	"COALESCE($7::jsonb, '{}'), $8::uuid, $9::numeric, $10::jsonb, $11::timestamptz)",
+	[Q_GET_PROJECT] = "SELECT * FROM pgmarket.get_project($1::uuid, $2::uuid)",
+	[Q_LIST_PROJECTS] = "SELECT * FROM pgmarket.list_projects($1::uuid, $2, $3::int, "
+	"$4::timestamptz)",
+	[Q_ARCHIVE_PROJECT] = "SELECT pgmarket.archive_project($1::uuid, $2::uuid)",
+	[Q_SAVE_TEMPLATE] = "SELECT pgmarket.save_template($1, $2, $3::jsonb, $4, "
+	"COALESCE($5::text[], '{}'), COALESCE($6::text[], '{}'))",
+	[Q_GET_TEMPLATE] = "SELECT * FROM pgmarket.get_template($1)",
+	[Q_LIST_TEMPLATES] = "SELECT * FROM pgmarket.list_templates($1)",
+	[Q_REQUEST_MODIFICATION] = "SELECT pgmarket.request_modification($1::uuid, $2::uuid, "
+	"$3, COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'))",
+	[Q_SET_MODIFICATION_STATUS] = "SELECT pgmarket.set_modification_status($1::uuid, "
+	"$2::uuid, $3, $4::jsonb)",
+	[Q_LIST_MODIFICATIONS] = "SELECT * FROM pgmarket.list_modifications($1::uuid, $2::uuid)",
 };
 
 static const char actor_sql[] =
@@ -2242,4 +2268,193 @@ pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
 	const char *vals[1] = {user_id};
 
 	return rows_call(c, Q_GET_PREFERENCES, 1, vals, out);
+}
+
+/* ------------------------------------------------------------------------
+ * Projects, templates and change requests
+ * ------------------------------------------------------------------------ */
+
+/* The array literals of NULL-terminated lists (a NULL list stays NULL); 0
+ * when out of memory (the caller frees what was made). */
+static int
+array_literals(const char *const *const *lists, char **out, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		out[i] = NULL;
+	for (i = 0; i < n; i++)
+		if (lists[i] && (out[i] = array_literal(lists[i])) == NULL)
+			return 0;
+	return 1;
+}
+
+pgm_status
+pgm_save_project(pgm_conn *c, const char *user_id, const char *name,
+				 const char *type, const pgm_project_options *o,
+				 char project_id[PGM_UUID_LEN])
+{
+	const char *const *lists[1] = {o ? o->dependencies : NULL};
+	char	   *deps[1];
+	char		tmp[PGM_UUID_LEN] = "";
+	const char *vals[11];
+	pgm_status	st;
+
+	if (project_id)
+		project_id[0] = '\0';
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (!array_literals(lists, deps, 1))
+	{
+		free(deps[0]);
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
+	vals[0] = user_id;
+	vals[1] = name;
+	vals[2] = type;
+	vals[3] = o ? o->codebase : NULL;
+	vals[4] = deps[0];
+	vals[5] = o ? o->environment : NULL;
+	vals[6] = o ? o->deployment : NULL;
+	vals[7] = o ? o->id : NULL;
+	vals[8] = o ? o->test_coverage : NULL;
+	vals[9] = o ? o->scores : NULL;
+	vals[10] = o ? o->last_deployed_at : NULL;
+	st = scalar_call(c, Q_SAVE_PROJECT, 11, vals, NULL, NULL, take_uuid, tmp);
+	free(deps[0]);
+	if (project_id)
+		copy(project_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_get_project(pgm_conn *c, const char *user_id, const char *project_id,
+				pgm_result **out)
+{
+	const char *vals[2] = {user_id, project_id};
+
+	return rows_call(c, Q_GET_PROJECT, 2, vals, out);
+}
+
+pgm_status
+pgm_list_projects(pgm_conn *c, const char *user_id, const char *status,
+				  int max_rows, const char *before, pgm_result **out)
+{
+	char		n[I64BUF];
+	const char *vals[4] = {user_id, status, fmt_i64(n, max_rows), before};
+
+	return rows_call(c, Q_LIST_PROJECTS, 4, vals, out);
+}
+
+pgm_status
+pgm_archive_project(pgm_conn *c, const char *user_id, const char *project_id)
+{
+	const char *vals[2] = {user_id, project_id};
+
+	return scalar_call(c, Q_ARCHIVE_PROJECT, 2, vals, NULL, NULL, NULL, NULL);
+}
+
+pgm_status
+pgm_save_template(pgm_conn *c, const char *name, const char *category,
+				  const char *files, const char *description,
+				  const char *const *required_vars, const char *const *tags,
+				  char template_id[PGM_UUID_LEN])
+{
+	const char *const *lists[2] = {required_vars, tags};
+	char	   *arrays[2];
+	char		tmp[PGM_UUID_LEN] = "";
+	const char *vals[6];
+	pgm_status	st;
+
+	if (template_id)
+		template_id[0] = '\0';
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (!array_literals(lists, arrays, 2))
+	{
+		free(arrays[0]);
+		free(arrays[1]);
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
+	vals[0] = name;
+	vals[1] = category;
+	vals[2] = files;
+	vals[3] = description;
+	vals[4] = arrays[0];
+	vals[5] = arrays[1];
+	st = scalar_call(c, Q_SAVE_TEMPLATE, 6, vals, NULL, NULL, take_uuid, tmp);
+	free(arrays[0]);
+	free(arrays[1]);
+	if (template_id)
+		copy(template_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_get_template(pgm_conn *c, const char *name, pgm_result **out)
+{
+	const char *vals[1] = {name};
+
+	return rows_call(c, Q_GET_TEMPLATE, 1, vals, out);
+}
+
+pgm_status
+pgm_list_templates(pgm_conn *c, const char *category, pgm_result **out)
+{
+	const char *vals[1] = {category};
+
+	return rows_call(c, Q_LIST_TEMPLATES, 1, vals, out);
+}
+
+pgm_status
+pgm_request_modification(pgm_conn *c, const char *user_id,
+						 const char *project_id, const char *request,
+						 const char *impact, const char *const *affected_files,
+						 char modification_id[PGM_UUID_LEN])
+{
+	const char *const *lists[1] = {affected_files};
+	char	   *files[1];
+	char		tmp[PGM_UUID_LEN] = "";
+	const char *vals[5];
+	pgm_status	st;
+
+	if (modification_id)
+		modification_id[0] = '\0';
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (!array_literals(lists, files, 1))
+	{
+		free(files[0]);
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
+	vals[0] = user_id;
+	vals[1] = project_id;
+	vals[2] = request;
+	vals[3] = impact;
+	vals[4] = files[0];
+	st = scalar_call(c, Q_REQUEST_MODIFICATION, 5, vals, NULL, NULL, take_uuid, tmp);
+	free(files[0]);
+	if (modification_id)
+		copy(modification_id, PGM_UUID_LEN, tmp);
+	return st;
+}
+
+pgm_status
+pgm_set_modification_status(pgm_conn *c, const char *user_id,
+							const char *modification_id, const char *status,
+							const char *results)
+{
+	const char *vals[4] = {user_id, modification_id, status, results};
+
+	return scalar_call(c, Q_SET_MODIFICATION_STATUS, 4, vals, NULL, NULL,
+					   NULL, NULL);
+}
+
+pgm_status
+pgm_list_modifications(pgm_conn *c, const char *user_id,
+					   const char *project_id, pgm_result **out)
+{
+	const char *vals[2] = {user_id, project_id};
+
+	return rows_call(c, Q_LIST_MODIFICATIONS, 2, vals, out);
 }

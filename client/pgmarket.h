@@ -480,6 +480,73 @@ pgm_status	pgm_set_preference(pgm_conn *conn, const char *user_id,
 pgm_status	pgm_get_preferences(pgm_conn *conn, const char *user_id,
 								pgm_result **out);
 
+/* ------------------------------------------------------------------------
+ * Projects, templates and change requests (the agent platform's store).
+ * An unknown project or change request, or another user's, is
+ * PGM_UNKNOWN_ACCOUNT (PM002), as for a chat session; a status change that
+ * may not follow the current status is PGM_INVALID_PARAMETER (22023).  JSON
+ * arguments are JSON text; rows are read by column name (the columns of
+ * the tables projects, templates and modifications).
+ * ------------------------------------------------------------------------ */
+
+/* Every field NULL: the SQL default. */
+typedef struct pgm_project_options
+{
+	const char *codebase;		/* JSON object */
+	const char *const *dependencies;	/* NULL-terminated */
+	const char *environment;	/* JSON object */
+	const char *deployment;		/* JSON object */
+	const char *id;				/* uuid: update the user's project of that id */
+	const char *test_coverage;	/* numeric text, 0 to 100 */
+	const char *scores;			/* JSON object */
+	const char *last_deployed_at;	/* timestamptz text */
+} pgm_project_options;
+
+/* Insert a project, or update the user's project options->id (another
+ * user's id: PGM_PERMISSION_DENIED).  project_id receives its id. */
+pgm_status	pgm_save_project(pgm_conn *conn, const char *user_id,
+							 const char *name, const char *type,
+							 const pgm_project_options *options,
+							 char project_id[PGM_UUID_LEN]);
+/* One row. */
+pgm_status	pgm_get_project(pgm_conn *conn, const char *user_id,
+							const char *project_id, pgm_result **out);
+/* Newest first; status "active", "archived" or NULL (every status);
+ * max_rows 1..1000; before: a created_at (timestamptz text) or NULL. */
+pgm_status	pgm_list_projects(pgm_conn *conn, const char *user_id,
+							  const char *status, int max_rows,
+							  const char *before, pgm_result **out);
+pgm_status	pgm_archive_project(pgm_conn *conn, const char *user_id,
+								const char *project_id);
+/* pgmarket_admin: insert or replace the template of that name.
+ * required_vars and tags NULL-terminated, may be NULL. */
+pgm_status	pgm_save_template(pgm_conn *conn, const char *name,
+							  const char *category, const char *files,
+							  const char *description,
+							  const char *const *required_vars,
+							  const char *const *tags,
+							  char template_id[PGM_UUID_LEN]);
+pgm_status	pgm_get_template(pgm_conn *conn, const char *name,
+							 pgm_result **out);
+/* By name; category NULL: every category. */
+pgm_status	pgm_list_templates(pgm_conn *conn, const char *category,
+							   pgm_result **out);
+/* impact (JSON object) and affected_files (NULL-terminated) may be NULL. */
+pgm_status	pgm_request_modification(pgm_conn *conn, const char *user_id,
+									 const char *project_id,
+									 const char *request, const char *impact,
+									 const char *const *affected_files,
+									 char modification_id[PGM_UUID_LEN]);
+/* status: approved, rejected, applied or failed, forward only; results
+ * (JSON object) may be NULL. */
+pgm_status	pgm_set_modification_status(pgm_conn *conn, const char *user_id,
+										const char *modification_id,
+										const char *status,
+										const char *results);
+/* Newest first. */
+pgm_status	pgm_list_modifications(pgm_conn *conn, const char *user_id,
+								   const char *project_id, pgm_result **out);
+
 #ifdef __cplusplus
 }
 #endif

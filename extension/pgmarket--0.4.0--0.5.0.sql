@@ -415,3 +415,566 @@ REVOKE ALL ON FUNCTION @extschema@.proxy_actor(text, anyelement) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.proxy_actor(text, anyelement)
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin, pgmarket_keyreader;
 
+
+-------------------------------------------------------------------------------
+-- Projects, templates and change requests: the agent platform's store
+--
+-- Plain storage, so PL/pgSQL; the rules that every user-scoped call shares
+-- (user_id required, the actor rule, an active account) stay in C behind
+-- user_scope(), which only these functions' owner may call.  A project
+-- belongs to one user; a change request (modification) belongs to the
+-- project's owner too, so that both route by user_id behind the proxy.
+-- Templates are a shared catalogue, written by pgmarket_admin.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.user_scope(user_id uuid) RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_user_scope'
+    LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION @extschema@.user_scope(uuid) FROM PUBLIC;
+
+CREATE TABLE @extschema@.projects (
+    id               uuid PRIMARY KEY,
+    user_id          uuid NOT NULL REFERENCES @extschema@.accounts (id),
+    name             text NOT NULL,
+    type             text NOT NULL,
+    status           text NOT NULL DEFAULT 'active',
+    codebase         jsonb NOT NULL DEFAULT '{}',
+    dependencies     text[] NOT NULL DEFAULT '{}',
+    environment      jsonb NOT NULL DEFAULT '{}',
+    deployment       jsonb NOT NULL DEFAULT '{}',
+    test_coverage    numeric,
+    scores           jsonb NOT NULL DEFAULT '{}',
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_deployed_at timestamptz,
+    CONSTRAINT projects_status CHECK (status IN ('active', 'archived')),
+    CONSTRAINT projects_coverage CHECK (test_coverage BETWEEN 0 AND 100)
+);
+CREATE INDEX projects_user ON @extschema@.projects (user_id, created_at, id);
+
+CREATE TABLE @extschema@.templates (
+    id             uuid PRIMARY KEY,
+    name           text NOT NULL UNIQUE,
+    description    text,
+    category       text NOT NULL,
+    files          jsonb NOT NULL,
+    required_vars  text[] NOT NULL DEFAULT '{}',
+    optional_vars  jsonb NOT NULL DEFAULT '{}',
+    tech_stack     text[] NOT NULL DEFAULT '{}',
+    setup_minutes  int,
+    complexity     text,
+    tags           text[] NOT NULL DEFAULT '{}',
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT templates_setup CHECK (setup_minutes >= 0)
+);
+CREATE INDEX templates_category ON @extschema@.templates (category, name);
+
+-- status moves forward only: requested -> approved -> applied or failed;
+-- requested or approved -> rejected.  applied_at is set with applied.
+CREATE TABLE @extschema@.modifications (
+    id              uuid PRIMARY KEY,
+    project_id      uuid NOT NULL REFERENCES @extschema@.projects (id),
+    user_id         uuid NOT NULL REFERENCES @extschema@.accounts (id),
+    request         text NOT NULL,
+    requested_by    text NOT NULL,
+    impact          jsonb NOT NULL DEFAULT '{}',
+    affected_files  text[] NOT NULL DEFAULT '{}',
+    modified_files  text[] NOT NULL DEFAULT '{}',
+    status          text NOT NULL DEFAULT 'requested',
+    results         jsonb,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    applied_at      timestamptz,
+    CONSTRAINT modifications_status
+        CHECK (status IN ('requested', 'approved', 'applied', 'rejected', 'failed')),
+    CONSTRAINT modifications_applied
+        CHECK ((status = 'applied') = (applied_at IS NOT NULL))
+);
+CREATE INDEX modifications_project
+    ON @extschema@.modifications (project_id, created_at, id);
+CREATE INDEX modifications_user ON @extschema@.modifications (user_id);
+
+-- The checks that the store's functions share.  Each raises with the
+-- SQLSTATE of the contract: 22004 for a NULL, 22023 for a bad value.
+CREATE FUNCTION @extschema@.store_check_text(argname text, value text,
+                                             maxlen int)
+    RETURNS void LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', argname USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.length(value) OPERATOR(pg_catalog.=) 0
+       OR pg_catalog.length(value) OPERATOR(pg_catalog.>) maxlen
+       OR value OPERATOR(pg_catalog.~) '[\x01-\x1f\x7f]' THEN
+        RAISE EXCEPTION 'invalid % "%": must be 1 to % characters without control characters',
+            argname,
+            pg_catalog.regexp_replace(pg_catalog.left(value, 40), '[\x01-\x1f\x7f]', '?', 'g')
+            || CASE WHEN pg_catalog.length(value) OPERATOR(pg_catalog.>) 40 THEN '...' ELSE '' END,
+            maxlen USING ERRCODE = '22023';
+    END IF;
+END $$;
+
+CREATE FUNCTION @extschema@.store_check_list(argname text, value text[],
+                                             maxlen int)
+    RETURNS void LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v text;
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', argname USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.array_ndims(value) OPERATOR(pg_catalog.>) 1 THEN
+        RAISE EXCEPTION 'invalid %: must be a one-dimensional array', argname
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.cardinality(value) OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'invalid %: more than 10000 elements', argname
+            USING ERRCODE = '22023';
+    END IF;
+    FOREACH v IN ARRAY value LOOP
+        IF v IS NULL THEN
+            RAISE EXCEPTION 'invalid %: an element is null', argname
+                USING ERRCODE = '22004';
+        END IF;
+        PERFORM @extschema@.store_check_text(argname || ' element', v, maxlen);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION @extschema@.store_check_json(argname text, value jsonb,
+                                             kinds text[] DEFAULT '{object}')
+    RETURNS void LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', argname USING ERRCODE = '22004';
+    END IF;
+    IF NOT pg_catalog.jsonb_typeof(value) OPERATOR(pg_catalog.=) ANY (kinds) THEN
+        RAISE EXCEPTION 'invalid %: a JSON % is not allowed here (%)', argname,
+            pg_catalog.jsonb_typeof(value), pg_catalog.array_to_string(kinds, ' or ')
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.octet_length(value::text) OPERATOR(pg_catalog.>) 16777216 THEN
+        RAISE EXCEPTION 'invalid %: larger than 16 MB', argname USING ERRCODE = '22023';
+    END IF;
+END $$;
+
+-- The user's project, locked for a change when lock: PM002 when it is
+-- unknown or another user's (as for a chat session).
+CREATE FUNCTION @extschema@.store_project(user_id uuid, project_id uuid,
+                                          lock boolean)
+    RETURNS @extschema@.projects LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p @extschema@.projects;
+BEGIN
+    IF project_id IS NULL THEN
+        RAISE EXCEPTION 'project_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF lock THEN
+        SELECT * INTO p FROM @extschema@.projects AS x
+         WHERE x.id OPERATOR(pg_catalog.=) project_id
+           AND x.user_id OPERATOR(pg_catalog.=) store_project.user_id FOR UPDATE;
+    ELSE
+        SELECT * INTO p FROM @extschema@.projects AS x
+         WHERE x.id OPERATOR(pg_catalog.=) project_id
+           AND x.user_id OPERATOR(pg_catalog.=) store_project.user_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project % not found for user %', project_id, user_id
+            USING ERRCODE = 'PM002';
+    END IF;
+    RETURN p;
+END $$;
+
+REVOKE ALL ON FUNCTION
+    @extschema@.store_check_text(text, text, int),
+    @extschema@.store_check_list(text, text[], int),
+    @extschema@.store_check_json(text, jsonb, text[]),
+    @extschema@.store_project(uuid, uuid, boolean)
+    FROM PUBLIC;
+
+-- Insert a project, or update the user's project of that id.  Another
+-- user's id: 42501, decided in the same statement as the write, so two
+-- callers racing for one new id cannot both win.
+CREATE FUNCTION @extschema@.save_project(user_id uuid, name text, type text,
+        codebase jsonb DEFAULT '{}', dependencies text[] DEFAULT '{}',
+        environment jsonb DEFAULT '{}', deployment jsonb DEFAULT '{}',
+        id uuid DEFAULT NULL, test_coverage numeric DEFAULT NULL,
+        scores jsonb DEFAULT NULL, last_deployed_at timestamptz DEFAULT NULL)
+    RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pid uuid := coalesce(save_project.id, pg_catalog.gen_random_uuid());
+    got uuid;
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    PERFORM @extschema@.store_check_text('name', name, 200);
+    PERFORM @extschema@.store_check_text('type', type, 64);
+    PERFORM @extschema@.store_check_json('codebase', codebase);
+    PERFORM @extschema@.store_check_list('dependencies', dependencies, 200);
+    PERFORM @extschema@.store_check_json('environment', environment);
+    PERFORM @extschema@.store_check_json('deployment', deployment);
+    IF scores IS NOT NULL THEN
+        PERFORM @extschema@.store_check_json('scores', scores);
+    END IF;
+    IF test_coverage IS NOT NULL AND NOT (test_coverage BETWEEN 0 AND 100) THEN
+        RAISE EXCEPTION 'invalid test_coverage %: must be a percentage from 0 to 100',
+            test_coverage USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO @extschema@.projects AS p
+           (id, user_id, name, type, codebase, dependencies, environment,
+            deployment, test_coverage, scores, last_deployed_at)
+    VALUES (pid, user_id, name, type, codebase, dependencies, environment,
+            deployment, test_coverage, coalesce(scores, '{}'), last_deployed_at)
+    ON CONFLICT ON CONSTRAINT projects_pkey DO UPDATE
+       SET name = excluded.name, type = excluded.type,
+           codebase = excluded.codebase, dependencies = excluded.dependencies,
+           environment = excluded.environment, deployment = excluded.deployment,
+           test_coverage = coalesce(excluded.test_coverage, p.test_coverage),
+           scores = CASE WHEN save_project.scores IS NULL THEN p.scores
+                         ELSE excluded.scores END,
+           last_deployed_at = coalesce(excluded.last_deployed_at, p.last_deployed_at),
+           updated_at = pg_catalog.now()
+     WHERE p.user_id OPERATOR(pg_catalog.=) excluded.user_id
+    RETURNING p.id INTO got;
+    IF got IS NULL THEN
+        RAISE EXCEPTION 'project % belongs to another user', pid
+            USING ERRCODE = '42501';
+    END IF;
+    RETURN got;
+END $$;
+
+CREATE FUNCTION @extschema@.get_project(user_id uuid, project_id uuid)
+    RETURNS @extschema@.projects LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    RETURN @extschema@.store_project(user_id, project_id, false);
+END $$;
+
+-- Newest first (created_at, then id), keyset-paged by created_at; status
+-- NULL lists every status.
+CREATE FUNCTION @extschema@.list_projects(user_id uuid,
+        status text DEFAULT 'active', max_rows int DEFAULT 50,
+        before timestamptz DEFAULT NULL)
+    RETURNS SETOF @extschema@.projects LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    IF status IS NOT NULL AND status NOT IN ('active', 'archived') THEN
+        RAISE EXCEPTION 'invalid status "%": must be active or archived', status
+            USING ERRCODE = '22023';
+    END IF;
+    IF max_rows IS NULL THEN
+        RAISE EXCEPTION 'max_rows must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF max_rows NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'invalid max_rows %: must be from 1 to 1000', max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+        SELECT * FROM @extschema@.projects AS p
+         WHERE p.user_id OPERATOR(pg_catalog.=) list_projects.user_id
+           AND (list_projects.status IS NULL
+                OR p.status OPERATOR(pg_catalog.=) list_projects.status)
+           AND (before IS NULL OR p.created_at OPERATOR(pg_catalog.<) before)
+         ORDER BY p.created_at DESC, p.id DESC
+         LIMIT max_rows;
+END $$;
+
+-- An archived project keeps its rows and takes no new change request;
+-- archiving it again is 55000, as ending a chat session twice is.
+CREATE FUNCTION @extschema@.archive_project(user_id uuid, project_id uuid)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p @extschema@.projects;
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    p := @extschema@.store_project(user_id, project_id, true);
+    IF p.status OPERATOR(pg_catalog.=) 'archived' THEN
+        RAISE EXCEPTION 'project % is already archived', project_id
+            USING ERRCODE = '55000';
+    END IF;
+    UPDATE @extschema@.projects AS x
+       SET status = 'archived', updated_at = pg_catalog.now()
+     WHERE x.id OPERATOR(pg_catalog.=) project_id;
+END $$;
+
+-- Insert or replace a template by name (pgmarket_admin).
+CREATE FUNCTION @extschema@.save_template(name text, category text,
+        files jsonb, description text DEFAULT NULL,
+        required_vars text[] DEFAULT '{}', tags text[] DEFAULT '{}',
+        optional_vars jsonb DEFAULT '{}', tech_stack text[] DEFAULT '{}',
+        setup_minutes int DEFAULT NULL, complexity text DEFAULT NULL)
+    RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    got uuid;
+BEGIN
+    PERFORM @extschema@.store_check_text('name', name, 200);
+    PERFORM @extschema@.store_check_text('category', category, 64);
+    PERFORM @extschema@.store_check_json('files', files, '{object,array}');
+    IF description IS NOT NULL AND pg_catalog.length(description) OPERATOR(pg_catalog.>) 100000 THEN
+        RAISE EXCEPTION 'invalid description: longer than 100000 characters'
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM @extschema@.store_check_list('required_vars', required_vars, 200);
+    PERFORM @extschema@.store_check_list('tags', tags, 64);
+    PERFORM @extschema@.store_check_json('optional_vars', optional_vars);
+    PERFORM @extschema@.store_check_list('tech_stack', tech_stack, 64);
+    IF setup_minutes < 0 THEN
+        RAISE EXCEPTION 'invalid setup_minutes %: must not be negative', setup_minutes
+            USING ERRCODE = '22023';
+    END IF;
+    IF complexity IS NOT NULL THEN
+        PERFORM @extschema@.store_check_text('complexity', complexity, 32);
+    END IF;
+    INSERT INTO @extschema@.templates AS t
+           (id, name, description, category, files, required_vars,
+            optional_vars, tech_stack, setup_minutes, complexity, tags)
+    VALUES (pg_catalog.gen_random_uuid(), name, description, category, files,
+            required_vars, optional_vars, tech_stack, setup_minutes,
+            complexity, tags)
+    ON CONFLICT ON CONSTRAINT templates_name_key DO UPDATE
+       SET description = excluded.description, category = excluded.category,
+           files = excluded.files, required_vars = excluded.required_vars,
+           optional_vars = excluded.optional_vars,
+           tech_stack = excluded.tech_stack,
+           setup_minutes = excluded.setup_minutes,
+           complexity = excluded.complexity, tags = excluded.tags,
+           updated_at = pg_catalog.now()
+    RETURNING t.id INTO got;
+    RETURN got;
+END $$;
+
+CREATE FUNCTION @extschema@.get_template(name text)
+    RETURNS @extschema@.templates LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t @extschema@.templates;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO t FROM @extschema@.templates AS x
+     WHERE x.name OPERATOR(pg_catalog.=) get_template.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'template "%" not found', name USING ERRCODE = 'PM002';
+    END IF;
+    RETURN t;
+END $$;
+
+-- By name; category NULL lists every category.
+CREATE FUNCTION @extschema@.list_templates(category text DEFAULT NULL)
+    RETURNS SETOF @extschema@.templates LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM @extschema@.templates AS t
+     WHERE list_templates.category IS NULL
+        OR t.category OPERATOR(pg_catalog.=) list_templates.category
+     ORDER BY t.name;
+$$;
+
+-- A change request against one of the user's active projects.
+-- requested_by: who asked (NULL: the actor, else the user).
+CREATE FUNCTION @extschema@.request_modification(user_id uuid,
+        project_id uuid, request text, impact jsonb DEFAULT '{}',
+        affected_files text[] DEFAULT '{}', requested_by text DEFAULT NULL)
+    RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p   @extschema@.projects;
+    mid uuid := pg_catalog.gen_random_uuid();
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    IF project_id IS NULL THEN
+        RAISE EXCEPTION 'project_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF request IS NULL THEN
+        RAISE EXCEPTION 'request must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.length(request) NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'invalid request: must be 1 to 1000000 characters'
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM @extschema@.store_check_json('impact', impact);
+    PERFORM @extschema@.store_check_list('affected_files', affected_files, 1024);
+    IF requested_by IS NOT NULL THEN
+        PERFORM @extschema@.store_check_text('requested_by', requested_by, 200);
+    END IF;
+    -- the project row is locked (KEY SHARE by the foreign key would do, but
+    -- an archive racing with the request must wait or be seen)
+    p := @extschema@.store_project(user_id, project_id, true);
+    IF p.status OPERATOR(pg_catalog.<>) 'active' THEN
+        RAISE EXCEPTION 'project % is %', project_id, p.status
+            USING ERRCODE = '55000';
+    END IF;
+    INSERT INTO @extschema@.modifications
+           (id, project_id, user_id, request, requested_by, impact, affected_files)
+    VALUES (mid, project_id, user_id, request,
+            coalesce(requested_by,
+                     NULLIF(pg_catalog.current_setting('pgmarket.actor', true), ''),
+                     user_id::text),
+            impact, affected_files);
+    RETURN mid;
+END $$;
+
+-- Forward only.  The new status is written only if the row still holds a
+-- status it may follow, so of two concurrent changes the one that lost the
+-- race sees the winner's status and gets 22023 when it may not follow it.
+CREATE FUNCTION @extschema@.set_modification_status(user_id uuid,
+        modification_id uuid, status text, results jsonb DEFAULT NULL,
+        modified_files text[] DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    allowed text[];
+    cur     text;
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    IF modification_id IS NULL THEN
+        RAISE EXCEPTION 'modification_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF status IS NULL THEN
+        RAISE EXCEPTION 'status must not be null' USING ERRCODE = '22004';
+    END IF;
+    allowed := CASE status
+        WHEN 'approved' THEN '{requested}'
+        WHEN 'rejected' THEN '{requested,approved}'
+        WHEN 'applied' THEN '{approved}'
+        WHEN 'failed' THEN '{approved}'
+        END;
+    IF allowed IS NULL THEN
+        RAISE EXCEPTION 'invalid status "%": must be approved, rejected, applied or failed',
+            status USING ERRCODE = '22023';
+    END IF;
+    IF results IS NOT NULL THEN
+        PERFORM @extschema@.store_check_json('results', results);
+    END IF;
+    IF modified_files IS NOT NULL THEN
+        PERFORM @extschema@.store_check_list('modified_files', modified_files, 1024);
+    END IF;
+    UPDATE @extschema@.modifications AS m
+       SET status = set_modification_status.status,
+           results = coalesce(set_modification_status.results, m.results),
+           modified_files = coalesce(set_modification_status.modified_files,
+                                     m.modified_files),
+           applied_at = CASE WHEN set_modification_status.status OPERATOR(pg_catalog.=) 'applied'
+                             THEN pg_catalog.now() END,
+           updated_at = pg_catalog.now()
+     WHERE m.id OPERATOR(pg_catalog.=) modification_id
+       AND m.user_id OPERATOR(pg_catalog.=) set_modification_status.user_id
+       AND m.status OPERATOR(pg_catalog.=) ANY (allowed);
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT m.status INTO cur FROM @extschema@.modifications AS m
+     WHERE m.id OPERATOR(pg_catalog.=) modification_id
+       AND m.user_id OPERATOR(pg_catalog.=) set_modification_status.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'modification % not found for user %', modification_id, user_id
+            USING ERRCODE = 'PM002';
+    END IF;
+    RAISE EXCEPTION 'modification % is %: it cannot become %', modification_id, cur, status
+        USING ERRCODE = '22023';
+END $$;
+
+CREATE FUNCTION @extschema@.list_modifications(user_id uuid, project_id uuid)
+    RETURNS SETOF @extschema@.modifications LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.user_scope(user_id);
+    PERFORM @extschema@.store_project(user_id, project_id, false);
+    RETURN QUERY
+        SELECT * FROM @extschema@.modifications AS m
+         WHERE m.project_id OPERATOR(pg_catalog.=) list_modifications.project_id
+         ORDER BY m.created_at DESC, m.id DESC;
+END $$;
+
+-- Every change is in the audit trail.
+CREATE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.projects
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit_truncate
+    AFTER TRUNCATE ON @extschema@.projects
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.templates
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit_truncate
+    AFTER TRUNCATE ON @extschema@.templates
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.modifications
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit_truncate
+    AFTER TRUNCATE ON @extschema@.modifications
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger();
+
+-- Row-level security, as for the other per-user tables.
+ALTER TABLE @extschema@.projects ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.modifications ENABLE ROW LEVEL SECURITY;
+CREATE POLICY projects_actor ON @extschema@.projects FOR ALL TO pgmarket_app
+    USING (pg_catalog.current_setting('pgmarket.actor', true) IS NULL
+        OR pg_catalog.current_setting('pgmarket.actor', true) OPERATOR(pg_catalog.=) ''
+        OR user_id OPERATOR(pg_catalog.=) @extschema@.current_actor())
+    WITH CHECK (pg_catalog.current_setting('pgmarket.actor', true) IS NULL
+        OR pg_catalog.current_setting('pgmarket.actor', true) OPERATOR(pg_catalog.=) ''
+        OR user_id OPERATOR(pg_catalog.=) @extschema@.current_actor());
+CREATE POLICY projects_staff ON @extschema@.projects FOR SELECT
+    TO pgmarket_auditor, pgmarket_admin USING (true);
+CREATE POLICY modifications_actor ON @extschema@.modifications FOR ALL TO pgmarket_app
+    USING (pg_catalog.current_setting('pgmarket.actor', true) IS NULL
+        OR pg_catalog.current_setting('pgmarket.actor', true) OPERATOR(pg_catalog.=) ''
+        OR user_id OPERATOR(pg_catalog.=) @extschema@.current_actor())
+    WITH CHECK (pg_catalog.current_setting('pgmarket.actor', true) IS NULL
+        OR pg_catalog.current_setting('pgmarket.actor', true) OPERATOR(pg_catalog.=) ''
+        OR user_id OPERATOR(pg_catalog.=) @extschema@.current_actor());
+CREATE POLICY modifications_staff ON @extschema@.modifications FOR SELECT
+    TO pgmarket_auditor, pgmarket_admin USING (true);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.projects', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.templates', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.modifications', '');
+
+REVOKE ALL ON @extschema@.projects, @extschema@.templates,
+    @extschema@.modifications FROM PUBLIC;
+GRANT SELECT ON @extschema@.projects, @extschema@.templates,
+    @extschema@.modifications
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+
+REVOKE ALL ON FUNCTION
+    @extschema@.save_project(uuid, text, text, jsonb, text[], jsonb, jsonb,
+                             uuid, numeric, jsonb, timestamptz),
+    @extschema@.get_project(uuid, uuid),
+    @extschema@.list_projects(uuid, text, int, timestamptz),
+    @extschema@.archive_project(uuid, uuid),
+    @extschema@.save_template(text, text, jsonb, text, text[], text[], jsonb,
+                              text[], int, text),
+    @extschema@.get_template(text),
+    @extschema@.list_templates(text),
+    @extschema@.request_modification(uuid, uuid, text, jsonb, text[], text),
+    @extschema@.set_modification_status(uuid, uuid, text, jsonb, text[]),
+    @extschema@.list_modifications(uuid, uuid)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.save_project(uuid, text, text, jsonb, text[], jsonb, jsonb,
+                             uuid, numeric, jsonb, timestamptz),
+    @extschema@.get_project(uuid, uuid),
+    @extschema@.list_projects(uuid, text, int, timestamptz),
+    @extschema@.archive_project(uuid, uuid),
+    @extschema@.get_template(text),
+    @extschema@.list_templates(text),
+    @extschema@.request_modification(uuid, uuid, text, jsonb, text[], text),
+    @extschema@.set_modification_status(uuid, uuid, text, jsonb, text[]),
+    @extschema@.list_modifications(uuid, uuid)
+    TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.get_template(text),
+    @extschema@.list_templates(text) TO pgmarket_auditor;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.save_template(text, text, jsonb, text, text[], text[], jsonb,
+                              text[], int, text)
+    TO pgmarket_admin;

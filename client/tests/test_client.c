@@ -1150,6 +1150,113 @@ quiet_notice(void *arg, const char *message)
 	(void) message;
 }
 
+/* The agent platform's store: projects, templates, change requests. */
+static void
+test_projects(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				other[PGM_UUID_LEN],
+				pid[PGM_UUID_LEN],
+				pid2[PGM_UUID_LEN],
+				tid[PGM_UUID_LEN],
+				tid2[PGM_UUID_LEN],
+				mid[PGM_UUID_LEN],
+				tname[64];
+	const char *deps[] = {"flask", "sqlalchemy", NULL};
+	const char *files[] = {"app.py", "templates/cart.html", NULL};
+	const char *vars[] = {"DATABASE_URL", NULL};
+	const char *tags[] = {"python", "rest", NULL};
+	const char *unknown_pid = "c3ffffff-0000-4000-8000-00000000fffd";
+	pgm_project_options po = {0};
+	pgm_result *r = NULL;
+	const char *v;
+
+	printf("# projects, templates and change requests\n");
+	make_user(c, "proj", u);
+	make_user(c, "projother", other);
+
+	po.codebase = "{\"language\": \"python\"}";
+	po.dependencies = deps;
+	po.test_coverage = "81.5";
+	EXPECT(pgm_save_project(c, u, "shop", "web", &po, pid), PGM_OK, c);
+	CHECK(strlen(pid) == 36, c);
+	EXPECT(pgm_get_project(c, u, pid, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1, c);
+	v = pgm_result_value(r, 0, "dependencies");
+	CHECK(v && strcmp(v, "{flask,sqlalchemy}") == 0, c);
+	v = pgm_result_value(r, 0, "test_coverage");
+	CHECK(v && strcmp(v, "81.5") == 0, c);
+	v = pgm_result_value(r, 0, "environment");
+	CHECK(v && strcmp(v, "{}") == 0, c);	/* the SQL default */
+	pgm_result_free(r);
+	r = NULL;
+	/* the same id again: an update; another user's id: 42501 */
+	memset(&po, 0, sizeof(po));
+	po.id = pid;
+	EXPECT(pgm_save_project(c, u, "shop-v2", "web", &po, pid2), PGM_OK, c);
+	CHECK(strcmp(pid, pid2) == 0, c);
+	EXPECT(pgm_save_project(c, other, "mine", "web", &po, pid2), PGM_PERMISSION_DENIED, c);
+	CHECK(pid2[0] == '\0' && strcmp(pgm_sqlstate(c), "42501") == 0, c);
+	EXPECT(pgm_save_project(c, u, NULL, "web", NULL, pid2), PGM_NULL_VALUE, c);
+	EXPECT(pgm_save_project(c, u, "x", "web", &(pgm_project_options) {.codebase = "[1]"}, pid2),
+		   PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_save_project(c, u, "second", "cli", NULL, pid2), PGM_OK, c);
+	EXPECT(pgm_get_project(c, u, unknown_pid, &r), PGM_UNKNOWN_ACCOUNT, c);
+	CHECK(r == NULL && strcmp(pgm_sqlstate(c), "PM002") == 0, c);
+	EXPECT(pgm_get_project(c, other, pid, &r), PGM_UNKNOWN_ACCOUNT, c);
+
+	EXPECT(pgm_list_projects(c, u, NULL, 50, NULL, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	v = pgm_result_value(r, 0, "name");
+	CHECK(v && strcmp(v, "second") == 0, c);	/* newest first */
+	pgm_result_free(r);
+	r = NULL;
+	EXPECT(pgm_list_projects(c, u, "active", 0, NULL, &r), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_archive_project(c, u, pid2), PGM_OK, c);
+	EXPECT(pgm_archive_project(c, u, pid2), PGM_APPEND_ONLY, c);	/* 55000 */
+	EXPECT(pgm_list_projects(c, u, "active", 50, NULL, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1, c);
+	pgm_result_free(r);
+	r = NULL;
+
+	/* templates (the test connects as a superuser, which may write them) */
+	snprintf(tname, sizeof(tname), "fastapi-%s", suffix);
+	EXPECT(pgm_save_template(c, tname, "api", "{\"main.py\": \"app = FastAPI()\"}",
+							 "A CRUD service", vars, tags, tid), PGM_OK, c);
+	EXPECT(pgm_save_template(c, tname, "api", "{}", NULL, NULL, NULL, tid2), PGM_OK, c);
+	CHECK(strcmp(tid, tid2) == 0, c);	/* replaced by name */
+	EXPECT(pgm_save_template(c, tname, "api", NULL, NULL, NULL, NULL, tid2), PGM_NULL_VALUE, c);
+	EXPECT(pgm_get_template(c, tname, &r), PGM_OK, c);
+	v = pgm_result_value(r, 0, "required_vars");
+	CHECK(pgm_result_rows(r) == 1 && v && strcmp(v, "{}") == 0, c);
+	pgm_result_free(r);
+	r = NULL;
+	EXPECT(pgm_get_template(c, "no-such-template-anywhere", &r), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_list_templates(c, "api", &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) >= 1, c);
+	pgm_result_free(r);
+	r = NULL;
+
+	/* change requests: forward only */
+	EXPECT(pgm_request_modification(c, u, pid, "add a cart page", "{\"risk\": \"low\"}",
+									files, mid), PGM_OK, c);
+	CHECK(strlen(mid) == 36, c);
+	EXPECT(pgm_request_modification(c, u, pid2, "on an archived project", NULL, NULL, tid2),
+		   PGM_APPEND_ONLY, c);
+	EXPECT(pgm_set_modification_status(c, u, mid, "applied", NULL), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_set_modification_status(c, u, mid, "approved", NULL), PGM_OK, c);
+	EXPECT(pgm_set_modification_status(c, u, mid, "applied", "{\"tests\": \"passed\"}"), PGM_OK, c);
+	EXPECT(pgm_set_modification_status(c, u, mid, "approved", NULL), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_set_modification_status(c, other, mid, "failed", NULL), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_list_modifications(c, u, pid, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1, c);
+	v = pgm_result_value(r, 0, "status");
+	CHECK(v && strcmp(v, "applied") == 0, c);
+	v = pgm_result_value(r, 0, "affected_files");
+	CHECK(v && strcmp(v, "{app.py,templates/cart.html}") == 0, c);
+	pgm_result_free(r);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1189,6 +1296,7 @@ main(int argc, char **argv)
 	test_api_keys(c);
 	test_audit_and_misc(c);
 	test_chat(c);
+	test_projects(c);
 	pgm_finish(c);
 	printf("# tally: %d %d\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;
