@@ -6,11 +6,27 @@
  *
  * Passwords are stored as Argon2id strings (libsodium crypto_pwhash_str with
  * its "interactive" limits).  Hashes in Django's pbkdf2_sha256 format, which
- * services being migrated keep, are verified too, and authenticate replaces
- * such a hash with an Argon2id one at the first successful login.
+ * services being migrated keep, and Argon2 hashes of other costs are
+ * verified too, and authenticate replaces such a hash with a standard
+ * Argon2id one at the first successful login.  Stored hashes are parsed
+ * strictly and their cost is bounded (PGM_MAX_*): a hash beyond the bounds
+ * is refused when it is stored and never run.
+ *
+ * authenticate costs the same work on every path: one standard Argon2id
+ * verification (the user's hash, or a dummy one), plus the user's own hash
+ * when it is of another kind.
+ *
+ * Emails are lower-cased and put in Unicode NFC wherever they are stored or
+ * looked up, so that one address has one spelling (rules below).
+ *
+ * For other files (static until one needs them): check_password() verifies a
+ * password against a stored hash, argon2id_hash() makes a new hash,
+ * check_hash_to_store() vets a hash before it is stored, and
+ * authenticate_login() is authenticate for a password already in hand.
  *
  * Every copy of a plaintext password made here is wiped with sodium_memzero
- * as soon as it has been used.
+ * as soon as it has been used, and by a memory context callback when an
+ * error unwinds the call.
  *
  *-------------------------------------------------------------------------
  */
@@ -1047,15 +1063,20 @@ pgm_import_user(PG_FUNCTION_ARGS)
  * about as long as each other.
  * ----------------------------------------------------------------
  */
-Datum
-pgm_authenticate(PG_FUNCTION_ARGS)
+/*
+ * The work of authenticate for a password in hand (len bytes, at most
+ * PGM_MAX_PASSWORD_LEN; the caller wipes it): true, with the user in *id,
+ * when login names an active user whose stored hash the password matches.
+ * Stamps last_login_at, and replaces a hash that is not a standard Argon2id
+ * one.  Connects to SPI and finishes itself.
+ */
+static bool
+authenticate_login(const char *login, const char *password, size_t len,
+				   pg_uuid_t *id)
 {
-	char	   *login;
-	size_t		login_len;
+	size_t		login_len = strlen(login);
 	char	   *email = NULL;
 	char	   *username = NULL;
-	size_t		len;
-	char	   *password;
 	Datum		values[2];
 	Oid			find_types[2] = {TEXTOID, TEXTOID};
 	Oid			stamp_types[2] = {UUIDOID, TEXTOID};
@@ -1064,15 +1085,9 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 	bool		usable = false;
 	char	   *hash = NULL;
 	PgmHash		h = {0};
-	pg_uuid_t	id;
 	bool		ok;
 	char	   *rehash = NULL;
 	char		nulls[2] = {' ', ' '};
-
-	pgm_require_arg(fcinfo, 0, "login");
-	pgm_require_arg(fcinfo, 1, "password");
-	login = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	password = password_arg(fcinfo, 1, &len);
 
 	/*
 	 * The login as an email (normalised as create_user stores it) and as a
@@ -1081,7 +1096,6 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 	 * whatever the login looks like, and a login that is neither form (or
 	 * is too long to be either) probes for the empty string.
 	 */
-	login_len = strlen(login);
 	if (login_len <= PGM_MAX_EMAIL_INPUT)
 	{
 		const char *start = login;
@@ -1120,8 +1134,8 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 		Datum		hd;
 		bool		active;
 
-		memcpy(&id, DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull)),
-			   sizeof(id));
+		memcpy(id, DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull)),
+			   sizeof(pg_uuid_t));
 		hd = SPI_getbinval(row, desc, 2, &isnull);
 		if (!isnull)
 			hash = TextDatumGetCString(hd);
@@ -1149,26 +1163,37 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 	}
 	if (ok && !is_standard_argon2id(&h))
 		rehash = argon2id_hash(password, len);
-	sodium_memzero(password, len);
 
-	if (!ok)
+	if (ok)
 	{
-		SPI_finish();
-		PG_RETURN_NULL();
+		values[0] = UUIDPGetDatum(id);
+		values[1] = rehash ? CStringGetTextDatum(rehash) : (Datum) 0;
+		if (rehash == NULL)
+			nulls[1] = 'n';
+		pgm_exec(plan_stamp, values, nulls, false);
 	}
-
-	values[0] = UUIDPGetDatum(&id);
-	values[1] = rehash ? CStringGetTextDatum(rehash) : (Datum) 0;
-	if (rehash == NULL)
-		nulls[1] = 'n';
-	pgm_exec(plan_stamp, values, nulls, false);
 	SPI_finish();
-	{
-		pg_uuid_t  *result = palloc(sizeof(pg_uuid_t));
+	return ok;
+}
 
-		memcpy(result, &id, sizeof(pg_uuid_t));
-		PG_RETURN_UUID_P(result);
-	}
+Datum
+pgm_authenticate(PG_FUNCTION_ARGS)
+{
+	char	   *login;
+	size_t		len;
+	char	   *password;
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	bool		ok;
+
+	pgm_require_arg(fcinfo, 0, "login");
+	pgm_require_arg(fcinfo, 1, "password");
+	login = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	password = password_arg(fcinfo, 1, &len);
+	ok = authenticate_login(login, password, len, id);
+	sodium_memzero(password, len);
+	if (!ok)
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(id);
 }
 
 /* ----------------------------------------------------------------
