@@ -372,16 +372,16 @@ verify_parsed(const char *password, size_t len, const char *hash,
 	return ok;
 }
 
-/*
- * Verify a password against a stored hash of any known format:
- * PGM_PW_MATCH, PGM_PW_NO_MATCH, PGM_PW_MALFORMED (not a hash pgmarket
- * knows) or PGM_PW_TOO_COSTLY (beyond the bounds: not run at all).
- */
+/* What check_password answers */
 #define PGM_PW_MATCH		1
 #define PGM_PW_NO_MATCH		0
-#define PGM_PW_MALFORMED	(-1)
-#define PGM_PW_TOO_COSTLY	(-2)
+#define PGM_PW_MALFORMED	(-1)	/* not a hash pgmarket knows */
+#define PGM_PW_TOO_COSTLY	(-2)	/* beyond the bounds: not run at all */
 
+/*
+ * Verify a password against a stored hash of any known format:
+ * PGM_PW_MATCH, PGM_PW_NO_MATCH, PGM_PW_MALFORMED or PGM_PW_TOO_COSTLY.
+ */
 static int
 check_password(const char *password, size_t len, const char *hash)
 {
@@ -581,6 +581,7 @@ code_point_refused(pg_wchar c)
 	return false;
 }
 
+/* The blanks trimmed around an email or a login: space, tab, CR, LF */
 static bool
 is_ascii_blank(char c)
 {
@@ -825,6 +826,7 @@ normalize_email(text *raw)
 	return NULL;				/* not reached */
 }
 
+/* A username: 3 to 64 of [A-Za-z0-9_.-], else 22023. */
 static void
 check_username(const char *username)
 {
@@ -954,6 +956,7 @@ insert_account(Datum id, const char *email, const char *username,
 	pgm_exec(plan_insert, values, nulls, false);
 }
 
+/* create_user: an account with an Argon2id hash of the password, if any */
 Datum
 pgm_create_user(PG_FUNCTION_ARGS)
 {
@@ -1176,6 +1179,7 @@ authenticate_login(const char *login, const char *password, size_t len,
 	return ok;
 }
 
+/* authenticate(login, password): the arguments, then authenticate_login */
 Datum
 pgm_authenticate(PG_FUNCTION_ARGS)
 {
