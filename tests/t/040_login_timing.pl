@@ -37,7 +37,7 @@ $node->safe_psql(
 	    pgmarket.create_user('gone@example.com', 'gone', 'right password'));
 	SELECT pgmarket.create_user('costly@example.com', 'costly', 'right password');
 	UPDATE pgmarket.accounts
-	   SET password_hash = '$argon2id$v=19$m=65536,t=2000000,p=1$1rfEF1iI+VT2BnSTLKLWRg$VrjGm8eWkghZYQKAI/g13vBy5zYMUyS/c492sV6qVyM'
+	   SET password_hash = '$argon2id$v=19$m=65536,t=11,p=1$1rfEF1iI+VT2BnSTLKLWRg$VrjGm8eWkghZYQKAI/g13vBy5zYMUyS/c492sV6qVyM'
 	 WHERE username = 'costly';
 
 	CREATE TABLE login_case (n int, name text, login text, password text);
