@@ -114,6 +114,21 @@ CREATE OR REPLACE VIEW @extschema@.usage_daily
 -- Accounts: passwords, hashes and emails
 -------------------------------------------------------------------------------
 
+-- Emails are stored and compared in Unicode NFC from 0.5.0 on (accounts.c):
+-- bring the stored ones to that form, so that a login or an import spelling
+-- them either way still finds them.  Only a UTF8 database can hold non-ASCII
+-- emails.  Two accounts whose emails differ only in normalisation stop this
+-- update on the unique index, which names the address: rename one of them
+-- and update again.
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.=) 'UTF8' THEN
+        UPDATE @extschema@.accounts
+           SET email = pg_catalog.normalize(email, 'NFC')
+         WHERE NOT pg_catalog.is_normalized(email, 'NFC');
+    END IF;
+END $$;
+
 
 -------------------------------------------------------------------------------
 -- Secrets kept out of the server log, and health

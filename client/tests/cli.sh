@@ -56,7 +56,7 @@ imported_msgs="SELECT count(*) || ' ' || sum(m.cost) FROM pgmarket.chat_messages
     ok "cli: chat messages in their order" || notok "cli: chat message order"
 [ "$(q "SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'claude-3'")" = 1 ] &&
     ok "cli: a message's cost is recorded, not charged" || notok "cli: chat cost charged"
-[ "$(q "SELECT password_hash FROM pgmarket.accounts WHERE id = '$ada'")" = 'pbkdf2_sha256$600000$c2FsdHNhbHQ$0123456789abcdefghijklmnopqrstuvwxyzABCDE=' ] &&
+[ "$(q "SELECT password_hash FROM pgmarket.accounts WHERE id = '$ada'")" = 'pbkdf2_sha256$600000$c2FsdHNhbHQ$7LcoLLDoOR+i1EdoTP3UQVVbggscifbc8tiVaw4unJw=' ] &&
     ok "cli: a pbkdf2_sha256 password hash is kept as it is" || notok "cli: password hash not kept"
 bal() { q "SELECT total_balance || ' ' || spent_balance FROM pgmarket.get_balance('$1')"; }
 [ "$(bal $ada)" = "100.000000 5.250000" ] && ok "cli: ada's balance is her balance_tracker" || notok "cli: ada: $(bal $ada)"
