@@ -14,9 +14,9 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 SELECT coalesce(max(id), 0) AS audit_base FROM pgmarket.audit_log \gset
 
-SELECT pgmarket.create_user('pa@example.com', 'proj_alice', id => 'd1000000-0000-4000-8000-000000000001');
-SELECT pgmarket.create_user('pb@example.com', 'proj_bob', id => 'd1000000-0000-4000-8000-000000000002');
-SELECT pgmarket.create_user('pc@example.com', 'proj_carol', id => 'd1000000-0000-4000-8000-000000000003');
+SELECT pgmarket.create_user('proj-a@example.com', 'proj_alice', id => 'd1000000-0000-4000-8000-000000000001');
+SELECT pgmarket.create_user('proj-b@example.com', 'proj_bob', id => 'd1000000-0000-4000-8000-000000000002');
+SELECT pgmarket.create_user('proj-c@example.com', 'proj_carol', id => 'd1000000-0000-4000-8000-000000000003');
 SELECT pgmarket.deactivate_user('d1000000-0000-4000-8000-000000000003');
 \set alice '''d1000000-0000-4000-8000-000000000001'''
 \set bob '''d1000000-0000-4000-8000-000000000002'''
