@@ -329,7 +329,9 @@ CREATE VIEW sweep.swept AS
 	  AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
 	  AND has_function_privilege(r.rolname, p.oid, 'EXECUTE');
 
--- Fill sweep.cases from the catalog.  Blocks: one per (role, actor mode,
+-- Fill sweep.cases from the catalog.  With an actor, a user_id (or a
+-- charge) naming anyone else must be refused, whatever the function.
+-- Blocks: one per (role, actor mode,
 -- function); pgmarket_app is swept without an actor and, for the functions
 -- that name a user (a uuid argument, or a platform key), with one as well;
 -- pgmarket_admin without.
@@ -375,7 +377,11 @@ BEGIN
 					args := valid;
 					args[i] := v.expr;
 					INSERT INTO sweep.cases VALUES (n, b, s.rolname, mode, s.fn, i,
-						coalesce(nm, '$' || i), v.label, v.must_refuse,
+						coalesce(nm, '$' || i), v.label,
+						v.must_refuse OR (mode AND v.label IN ('other user', 'deactivated user',
+						                                       'a session id', 'nil', 'max', 'unknown')
+						                  AND nm = 'user_id')
+						              OR (mode AND v.label = 'other user' AND nm = 'charges'),
 						format('SELECT * FROM pgmarket.%I(%s)', s.proname,
 						       array_to_string(args, ', ')));
 				END LOOP;
