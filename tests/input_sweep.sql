@@ -308,6 +308,15 @@ CREATE TABLE sweep.cases (
 	call	text NOT NULL
 );
 
+-- Arguments whose valid value came from no default and no name: the type's
+-- fallback (or NULL), which may make the sweep of the other arguments weak.
+CREATE TABLE sweep.guessed (
+	fn		regprocedure NOT NULL,
+	argname	text NOT NULL,
+	expr	text NOT NULL,
+	PRIMARY KEY (fn, argname)
+);
+
 CREATE TABLE sweep.results (
 	id		int PRIMARY KEY REFERENCES sweep.cases,
 	state	text NOT NULL,		-- started, ok, refused, violation
@@ -352,6 +361,7 @@ DECLARE
 BEGIN
 	DELETE FROM sweep.results;
 	DELETE FROM sweep.cases;
+	DELETE FROM sweep.guessed;
 	FOR s IN SELECT * FROM sweep.swept ORDER BY rolname DESC, fn::text LOOP
 		FOREACH mode IN ARRAY CASE WHEN s.rolname = 'pgmarket_app' AND s.names_user
 		                           THEN ARRAY[false, true] ELSE ARRAY[false] END LOOP
@@ -367,6 +377,11 @@ BEGIN
 					 WHERE argname = nm AND fn IN ('', s.proname) ORDER BY fn DESC LIMIT 1),
 					(SELECT expr FROM sweep.valid_by_type WHERE typ = t),
 					format('NULL::%s', t));
+				IF dflt IS NULL AND NOT EXISTS (SELECT FROM sweep.valid_by_name
+				                                WHERE argname = nm AND fn IN ('', s.proname)) THEN
+					INSERT INTO sweep.guessed VALUES (s.fn, coalesce(nm, '$' || i), valid[i])
+					ON CONFLICT DO NOTHING;
+				END IF;
 			END LOOP;
 			FOR i IN 1 .. s.pronargs LOOP
 				SELECT p.proargtypes[i - 1]::regtype, p.proargnames[i]

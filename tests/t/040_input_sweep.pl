@@ -52,6 +52,19 @@ $node->safe_psql('postgres',
 my $planned = $node->safe_psql('postgres', 'SELECT sweep.plan()');
 ok($planned > 0, "planned $planned calls");
 
+# The digest sees a change of any row, even one that writes the same values.
+my $digest_sql = $node->safe_psql('postgres', 'SELECT sweep.digest_sql()');
+my $d1         = $node->safe_psql('postgres', $digest_sql);
+$node->safe_psql('postgres', "UPDATE pgmarket.roles SET name = name WHERE name = 'support'");
+isnt($node->safe_psql('postgres', $digest_sql), $d1, 'the digest sees a rewritten row');
+
+my $guessed = $node->safe_psql(
+	'postgres', q{
+	SELECT string_agg(format('%s %s = %s', fn, argname, expr), E'\n' ORDER BY fn::text, argname)
+	FROM sweep.guessed});
+diag("arguments valid by their type only (name them in tests/input_sweep.sql):\n$guessed")
+  if $guessed ne '';
+
 # Run the calls; after a crash or a call that hangs, record that call and go
 # on with the next one.
 my $t0       = time;
