@@ -331,7 +331,13 @@ CREATE TABLE sweep.results (
 CREATE VIEW sweep.swept AS
 	SELECT r.rolname, p.oid::regprocedure AS fn, p.proname, p.pronargs,
 	       'uuid'::regtype = ANY (p.proargtypes::regtype[])
-	       OR 'api_key' = ANY (p.proargnames) AS names_user
+	       OR 'api_key' = ANY (p.proargnames)
+	       OR EXISTS (SELECT FROM unnest(p.proargtypes) t(oid)
+	                  JOIN pg_type ty ON ty.oid = t.oid
+	                  LEFT JOIN pg_type el ON el.oid = ty.typelem
+	                  JOIN pg_attribute a
+	                    ON a.attrelid = coalesce(nullif(el.typrelid, 0), ty.typrelid)
+	                   AND a.attname = 'user_id') AS names_user
 	FROM pg_proc p, (VALUES ('pgmarket_app'::name), ('pgmarket_admin')) r(rolname)
 	WHERE p.pronamespace = 'pgmarket'::regnamespace
 	  AND p.prokind = 'f'
@@ -342,7 +348,8 @@ CREATE VIEW sweep.swept AS
 -- charge) naming anyone else must be refused, whatever the function.
 -- Blocks: one per (role, actor mode,
 -- function); pgmarket_app is swept without an actor and, for the functions
--- that name a user (a uuid argument, or a platform key), with one as well;
+-- that name a user (a uuid argument, a platform key, or rows with a
+-- user_id such as charges), with one as well;
 -- pgmarket_admin without.
 CREATE FUNCTION sweep.plan() RETURNS int LANGUAGE plpgsql AS $f$
 DECLARE
