@@ -769,7 +769,7 @@ pgm_audit_require_owner(PG_FUNCTION_ARGS)
 	relid = PG_GETARG_OID(0);
 	if (get_rel_name(relid) == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("relation with OID %u does not exist", relid)));
 	if (!pg_class_ownercheck(relid, role))
 		ereport(ERROR,

@@ -272,7 +272,7 @@ BEGIN
     SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
      WHERE c.oid OPERATOR(pg_catalog.=) target;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '42P01',
+        RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = pg_catalog.format('relation with OID %s does not exist',
                                         target::oid);
     END IF;

@@ -184,6 +184,23 @@ WHERE (typ = 'numeric'::regtype AND label NOT IN ('null', 'zero', '9e12 - 1 micr
    OR (typ = 'bytea'::regtype)
    OR (typ = 'regclass'::regtype);
 
+-- Arguments for which a value that must_refuse marks is fine after all: a
+-- NULL sealed password is no password (as create_user's NULL password), a
+-- NULL anchor is no anchor, and a project's test coverage is a percentage,
+-- not an amount.
+CREATE TABLE sweep.may_accept (
+	fn		text NOT NULL,
+	argname	text NOT NULL,
+	label	text NOT NULL,
+	PRIMARY KEY (fn, argname, label)
+);
+INSERT INTO sweep.may_accept VALUES
+	('create_user_sealed', 'sealed_password', 'null'),
+	('verify_audit', 'anchor', 'null'),
+	('save_project', 'test_coverage', '10^-30'),
+	('save_project', 'test_coverage', 'micro below'),
+	('save_project', 'test_coverage', 'seven digits');
+
 -- Valid values by argument name, where the name alone says what is valid;
 -- fn narrows a row to one function.  An argument with a default takes its
 -- default instead; one that neither has falls back to valid_by_type.
@@ -400,7 +417,10 @@ BEGIN
 					args[i] := v.expr;
 					INSERT INTO sweep.cases VALUES (n, b, s.rolname, mode, s.fn, i,
 						coalesce(nm, '$' || i), v.label,
-						v.must_refuse OR (mode AND v.label IN ('other user', 'deactivated user',
+						(v.must_refuse AND NOT EXISTS (SELECT FROM sweep.may_accept m
+						                               WHERE m.fn = s.proname AND m.argname = nm
+						                                 AND m.label = v.label))
+						OR (mode AND v.label IN ('other user', 'deactivated user',
 						                                       'a session id', 'nil', 'max', 'unknown')
 						                  AND nm = 'user_id')
 						              OR (mode AND v.label = 'other user' AND nm = 'charges'),
