@@ -126,6 +126,21 @@ is($proxy->safe_psql(dbof($proxy),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
 }
+# and it is what the generator writes from a node of this tree, which
+# declares or lists as internal every function of the node
+{
+	my ($out, $err);
+	IPC::Run::run([ 'bash', dirname(__FILE__) . '/../../proxy/gen_proxy.sh',
+			'-h', $nodes[0]->host, '-p', $nodes[0]->port, '-d', dbof($nodes[0]) ],
+		'>', \$out, '2>', \$err);
+	is($? >> 8, 0, 'proxy/gen_proxy.sh runs against a node') or diag $err;
+	is($err, '', 'the generator leaves no function of the node undeclared');
+	open(my $fh, '<', $proxy_sql) or die "$proxy_sql: $!";
+	my $checked_in = do { local $/; <$fh> };
+	close $fh;
+	ok($out eq $checked_in,
+		'proxy/pgmarket_proxy.sql is the generator\'s output (regenerate it if not)');
+}
 
 sub q_proxy { return $proxy->safe_psql(dbof($proxy), $_[0]); }
 
