@@ -9,7 +9,10 @@
 # plproxy) to get a schema `pgmarket` with the same functions, names,
 # argument lists, defaults and result types as on one node:
 #
-#  - the composite types of the extension (balance, ledger_result, charge);
+#  - the composite types of the extension (balance, ledger_result, charge),
+#    and as composite types of the same name and columns the row types of
+#    its tables that API functions return (projects, templates,
+#    modifications);
 #  - every function whose first argument is `user_id uuid`, as a
 #    LANGUAGE plproxy pgmarket_proxy.X_on_node(actor text, ...), RUN ON
 #    hashtext(user_id::text): the user's node, behind pgmarket.X(...), an
@@ -18,14 +21,20 @@
 #    wraps the first argument in the node's pgmarket.proxy_actor(actor, ...),
 #    which sets the actor on the node (from pgmarket.proxy_role only) before
 #    the API function runs;
-#  - create_user / import_user routed by their `id` (create_user's default
-#    gen_random_uuid() is evaluated on the proxy, before routing), as
-#    pgmarket_proxy.*_on_node behind wrappers in the static part that first
-#    claim the email and username in the proxy's directory, so that they
-#    stay unique across all nodes;
+#  - create_user / create_user_sealed / import_user routed by their `id`
+#    (create_user's default gen_random_uuid() is evaluated on the proxy,
+#    before routing), as pgmarket_proxy.*_on_node behind wrappers in the
+#    static part that first claim the email and username in the proxy's
+#    directory, so that they stay unique across all nodes;
 #  - verify_api_key / charge_api_key / reserve_api_key routed by
 #    api_key_partition(api_key), computed on the proxy from the key's public
-#    part (same int as hashtext(owner::text) & 65535);
+#    part (same int as hashtext(owner::text) & 65535), and their sealed
+#    forms by api_key_partition(key_prefix), the public part they carry in
+#    the clear;
+#  - the template catalogue (save_template, get_template, list_templates),
+#    which belongs to no user, RUN ON 0: one catalogue node, so that a
+#    template name stays unique and list_templates comes back in the node's
+#    order;
 #  - the cross-user functions and views as RUN ON ALL plus a merge
 #    (proxy/pgmarket_proxy_static.sql, appended verbatim), with the actor
 #    forwarded the same way.
@@ -38,6 +47,11 @@
 # is not part of this output: pgmarket_proxy.set_nodes() creates it, see
 # proxy/README.md.
 #
+# Node-only functions (the internals listed in $internal) are not
+# declared, and the grants mirrored from the node name only the functions
+# this output declares; a function of the node that is neither declared nor
+# listed as internal is reported on stderr (the TAP test then fails too).
+#
 # The output is checked in as proxy/pgmarket_proxy.sql; regenerate it after
 # an API change and review the diff.
 set -euo pipefail
@@ -45,7 +59,27 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PSQL=${PSQL:-psql}
 
-q() { "$PSQL" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+# Functions of the extension that only the node itself calls: triggers,
+# audit set-up, the actor plumbing and the store's shared checks.
+internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
+          'disable_audit', 'current_actor', 'proxy_actor',
+          'audit_require_owner', 'audit_restored', 'user_scope',
+          'store_check_text', 'store_check_list', 'store_check_json',
+          'store_project'"
+# Generated, besides the per-user functions (first argument user_id uuid).
+routed="'create_user', 'create_user_sealed', 'import_user',
+        'verify_api_key', 'charge_api_key', 'reserve_api_key',
+        'verify_api_key_sealed', 'charge_api_key_sealed',
+        'reserve_api_key_sealed',
+        'save_template', 'get_template', 'list_templates'"
+# Declared by the static part (its CREATE FUNCTION pgmarket.X).
+static=$(sed -n 's/^CREATE FUNCTION pgmarket\.\([a-z_0-9]*\)(.*/'"'"'\1'"'"'/p' \
+             "$here/pgmarket_proxy_static.sql" | sort -u | paste -sd, -)
+
+q() {
+    "$PSQL" -X -q -At -v ON_ERROR_STOP=1 -v "internal=$internal" \
+        -v "routed=$routed" -v "static=$static" "$@"
+}
 
 version=$(q "$@" -c "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")
 [ -n "$version" ] || { echo "gen_proxy.sh: pgmarket is not installed there" >&2; exit 1; }
@@ -84,17 +118,25 @@ END
 -------------------------------------------------------------------------------
 EOF
 
-# Composite types (not the row types of tables and views).
+# Composite types, and the row types of the tables that declared functions
+# return (as composite types: the proxy has no such tables).  Not the row
+# types of views.
 q "$@" <<'SQL'
+SET search_path = pg_catalog;
 SELECT format(E'CREATE TYPE pgmarket.%I AS (\n%s\n);\n',
               t.typname,
               string_agg(format('    %I %s', a.attname,
                                 format_type(a.atttypid, a.atttypmod)),
                          E',\n' ORDER BY a.attnum))
   FROM pg_type t
-  JOIN pg_class c ON c.oid = t.typrelid AND c.relkind = 'c'
+  JOIN pg_class c ON c.oid = t.typrelid
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
  WHERE t.typnamespace = 'pgmarket'::regnamespace
+   AND (c.relkind = 'c'
+        OR (c.relkind IN ('r', 'p')
+            AND t.oid IN (SELECT p.prorettype FROM pg_proc p
+                           WHERE p.pronamespace = 'pgmarket'::regnamespace
+                             AND p.proname NOT IN (:internal))))
  GROUP BY t.typname
  ORDER BY t.typname;
 SQL
@@ -118,10 +160,15 @@ q "$@" <<'SQL'
 SET search_path = pg_catalog;
 WITH api AS (
     SELECT p.oid, p.proname, p.pronargs, p.proretset,
-           CASE WHEN p.proname IN ('create_user', 'import_user')
+           CASE WHEN p.proname IN ('create_user', 'create_user_sealed', 'import_user')
                 THEN 'coalesce(hashtext(id::text), 0)'
                 WHEN p.proargnames[1] = 'user_id'
                 THEN 'coalesce(hashtext(user_id::text), 0)'
+                WHEN p.proname LIKE '%\_api\_key\_sealed'
+                THEN 'coalesce(pgmarket.api_key_partition(key_prefix), 0)'
+                -- the catalogue node
+                WHEN p.proname IN ('save_template', 'get_template', 'list_templates')
+                THEN '0'
                 ELSE 'coalesce(pgmarket.api_key_partition(api_key), 0)'
            END AS run_on,
            -- $2 .. $(n+1) of the proxy call: the API's arguments after the actor
@@ -132,9 +179,9 @@ WITH api AS (
       FROM pg_proc p
      WHERE p.pronamespace = 'pgmarket'::regnamespace
        AND p.prokind = 'f'
+       AND p.proname NOT IN (:internal)
        AND (   (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
-            OR p.proname IN ('create_user', 'import_user',
-                             'verify_api_key', 'charge_api_key', 'reserve_api_key'))
+            OR p.proname IN (:routed))
 )
 SELECT format(E'CREATE FUNCTION pgmarket_proxy.%I(actor text, %s)\n'
               '    RETURNS %s\n'
@@ -148,7 +195,8 @@ SELECT format(E'CREATE FUNCTION pgmarket_proxy.%I(actor text, %s)\n'
               pg_get_function_identity_arguments(a.oid),
               pg_get_function_result(a.oid),
               a.run_on, a.proname, coalesce(a.rest, ''))
-       || CASE WHEN a.proname IN ('create_user', 'import_user') THEN ''
+       || CASE WHEN a.proname IN ('create_user', 'create_user_sealed', 'import_user')
+               THEN ''
                -- the wrappers of these two claim the email and username
                -- first: proxy/pgmarket_proxy_static.sql
                WHEN a.proretset THEN
@@ -206,7 +254,10 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.vault_public_key_on_any(text),
     pgmarket_proxy.hash_password_on_any(text, text),
     pgmarket_proxy.verify_password_on_any(text, text, text),
+    pgmarket_proxy.hash_password_sealed_on_any(text, bytea),
+    pgmarket_proxy.verify_password_sealed_on_any(text, bytea, text),
     pgmarket_proxy.authenticate_all(text, text, text),
+    pgmarket_proxy.authenticate_sealed_all(text, text, bytea),
     pgmarket_proxy.expire_reservations_all(text),
     pgmarket_proxy.deduct_batch_on(text, int, pgmarket.charge[]),
     pgmarket_proxy.claim_identity(uuid, text, text)
@@ -215,10 +266,12 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(text),
     pgmarket_proxy.usage_daily_all(text),
     pgmarket_proxy.users_all(text),
-    pgmarket_proxy.model_ratings_all()
+    pgmarket_proxy.model_ratings_all(),
+    pgmarket_proxy.health_all(text)
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
-    pgmarket_proxy.verify_audit_all(text, boolean),
+    pgmarket_proxy.verify_audit_all(text, boolean, bytea),
+    pgmarket_proxy.audit_head_all(text),
     pgmarket_proxy.verify_ledger_all(text)
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
@@ -229,15 +282,16 @@ GRANT EXECUTE ON FUNCTION
 EOF
 
 # Mirror the node's EXECUTE grants to the pgmarket_* roles, on the API
-# function and on its PL/Proxy call (X_on_node, for the generated ones).
+# function and on its PL/Proxy call (X_on_node, for the generated ones):
+# for the functions declared above only, so that a node-only function or
+# one the proxy does not know yet is never named here.
 q "$@" <<'SQL'
 SET search_path = pg_catalog;
 SELECT format('GRANT EXECUTE ON FUNCTION pgmarket.%I(%s) TO %s;',
               p.proname, pg_get_function_identity_arguments(p.oid),
               string_agg(DISTINCT quote_ident(r.rolname), ', '))
        || CASE WHEN (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
-                    OR p.proname IN ('create_user', 'import_user', 'verify_api_key',
-                                     'charge_api_key', 'reserve_api_key')
+                    OR p.proname IN (:routed)
                THEN format(E'\nGRANT EXECUTE ON FUNCTION pgmarket_proxy.%I(actor text, %s) TO %s;',
                            p.proname || '_on_node',
                            pg_get_function_identity_arguments(p.oid),
@@ -250,9 +304,9 @@ SELECT format('GRANT EXECUTE ON FUNCTION pgmarket.%I(%s) TO %s;',
  WHERE p.pronamespace = 'pgmarket'::regnamespace
    AND p.prokind = 'f' AND a.privilege_type = 'EXECUTE'
    AND r.rolname LIKE 'pgmarket\_%'
-   AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
-                         'enable_audit', 'disable_audit', 'current_actor',
-                         'proxy_actor')
+   AND p.proname NOT IN (:internal)
+   AND (   (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
+        OR p.proname IN (:routed) OR p.proname IN (:static))
  GROUP BY p.oid, p.proname
  ORDER BY p.proname;
 SELECT format('GRANT SELECT ON pgmarket.%I TO %s;', c.relname,
@@ -266,3 +320,18 @@ SELECT format('GRANT SELECT ON pgmarket.%I TO %s;', c.relname,
  GROUP BY c.relname
  ORDER BY c.relname;
 SQL
+
+# What the node has and this output neither declares nor lists as internal.
+missing=$(q "$@" <<'SQL'
+SET search_path = pg_catalog;
+SELECT string_agg(p.proname, ', ' ORDER BY p.proname)
+  FROM pg_proc p
+ WHERE p.pronamespace = 'pgmarket'::regnamespace AND p.prokind = 'f'
+   AND p.proname NOT IN (:internal)
+   AND NOT coalesce(p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype, false)
+   AND p.proname NOT IN (:routed) AND p.proname NOT IN (:static);
+SQL
+)
+if [ -n "$missing" ]; then
+    echo "gen_proxy.sh: not declared on the proxy (add to the static part or to \$internal): $missing" >&2
+fi

@@ -55,6 +55,55 @@ CREATE TYPE pgmarket.ledger_result AS (
     replayed boolean
 );
 
+CREATE TYPE pgmarket.modifications AS (
+    id uuid,
+    project_id uuid,
+    user_id uuid,
+    request text,
+    requested_by text,
+    impact jsonb,
+    affected_files text[],
+    modified_files text[],
+    status text,
+    results jsonb,
+    created_at timestamp with time zone,
+    updated_at timestamp with time zone,
+    applied_at timestamp with time zone
+);
+
+CREATE TYPE pgmarket.projects AS (
+    id uuid,
+    user_id uuid,
+    name text,
+    type text,
+    status text,
+    codebase jsonb,
+    dependencies text[],
+    environment jsonb,
+    deployment jsonb,
+    test_coverage numeric,
+    scores jsonb,
+    created_at timestamp with time zone,
+    updated_at timestamp with time zone,
+    last_deployed_at timestamp with time zone
+);
+
+CREATE TYPE pgmarket.templates AS (
+    id uuid,
+    name text,
+    description text,
+    category text,
+    files jsonb,
+    required_vars text[],
+    optional_vars jsonb,
+    tech_stack text[],
+    setup_minutes integer,
+    complexity text,
+    tags text[],
+    created_at timestamp with time zone,
+    updated_at timestamp with time zone
+);
+
 -------------------------------------------------------------------------------
 -- Per-user functions: RUN ON the user's partition, with the actor
 --
@@ -81,6 +130,21 @@ CREATE FUNCTION pgmarket.add_funds(user_id uuid, amount numeric, idempotency_key
     RETURN pgmarket_proxy.add_funds_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
 
+CREATE FUNCTION pgmarket_proxy.archive_project_on_node(actor text, user_id uuid, project_id uuid)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.archive_project(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.archive_project(user_id uuid, project_id uuid)
+    RETURNS void
+    LANGUAGE sql
+    RETURN pgmarket_proxy.archive_project_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
 CREATE FUNCTION pgmarket_proxy.charge_api_key_on_node(actor text, api_key text, amount numeric, model_id text, tokens_used bigint, idempotency_key text)
     RETURNS pgmarket.ledger_result
     LANGUAGE plproxy
@@ -95,6 +159,21 @@ CREATE FUNCTION pgmarket.charge_api_key(api_key text, amount numeric, model_id t
     LANGUAGE sql
     RETURN pgmarket_proxy.charge_api_key_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
+
+CREATE FUNCTION pgmarket_proxy.charge_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint, idempotency_key text)
+    RETURNS pgmarket.ledger_result
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.api_key_partition(key_prefix), 0);
+    SELECT * FROM pgmarket.charge_api_key_sealed(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6, $7);
+$$;
+
+CREATE FUNCTION pgmarket.charge_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint DEFAULT 0, idempotency_key text DEFAULT NULL::text)
+    RETURNS pgmarket.ledger_result
+    LANGUAGE sql
+    RETURN pgmarket_proxy.charge_api_key_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5, $6);
 
 CREATE FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text)
     RETURNS TABLE(key_id uuid, api_key text)
@@ -135,6 +214,15 @@ AS $$
     CLUSTER 'pgmarket';
     RUN ON coalesce(hashtext(id::text), 0);
     SELECT * FROM pgmarket.create_user(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
+$$;
+
+CREATE FUNCTION pgmarket_proxy.create_user_sealed_on_node(actor text, email text, username text, sealed_password bytea, roles text[], id uuid)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(id::text), 0);
+    SELECT * FROM pgmarket.create_user_sealed(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
 $$;
 
 CREATE FUNCTION pgmarket_proxy.deactivate_user_on_node(actor text, user_id uuid)
@@ -246,6 +334,21 @@ BEGIN ATOMIC
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 END;
 
+CREATE FUNCTION pgmarket_proxy.get_project_on_node(actor text, user_id uuid, project_id uuid)
+    RETURNS pgmarket.projects
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.get_project(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.get_project(user_id uuid, project_id uuid)
+    RETURNS pgmarket.projects
+    LANGUAGE sql
+    RETURN pgmarket_proxy.get_project_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
 CREATE FUNCTION pgmarket_proxy.get_provider_key_on_node(actor text, user_id uuid, provider text)
     RETURNS text
     LANGUAGE plproxy
@@ -260,6 +363,21 @@ CREATE FUNCTION pgmarket.get_provider_key(user_id uuid, provider text)
     LANGUAGE sql
     RETURN pgmarket_proxy.get_provider_key_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
+CREATE FUNCTION pgmarket_proxy.get_template_on_node(actor text, name text)
+    RETURNS pgmarket.templates
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON 0;
+    SELECT * FROM pgmarket.get_template(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_template(name text)
+    RETURNS pgmarket.templates
+    LANGUAGE sql
+    RETURN pgmarket_proxy.get_template_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1);
 
 CREATE FUNCTION pgmarket_proxy.import_user_on_node(actor text, id uuid, email text, username text, password_hash text, created_at timestamp with time zone)
     RETURNS uuid
@@ -321,6 +439,40 @@ BEGIN ATOMIC
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 END;
 
+CREATE FUNCTION pgmarket_proxy.list_modifications_on_node(actor text, user_id uuid, project_id uuid)
+    RETURNS SETOF pgmarket.modifications
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.list_modifications(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.list_modifications(user_id uuid, project_id uuid)
+    RETURNS SETOF pgmarket.modifications
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.list_modifications_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+END;
+
+CREATE FUNCTION pgmarket_proxy.list_projects_on_node(actor text, user_id uuid, status text, max_rows integer, before timestamp with time zone)
+    RETURNS SETOF pgmarket.projects
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.list_projects(pgmarket.proxy_actor($1, $2), $3, $4, $5);
+$$;
+
+CREATE FUNCTION pgmarket.list_projects(user_id uuid, status text DEFAULT 'active'::text, max_rows integer DEFAULT 50, before timestamp with time zone DEFAULT NULL::timestamp with time zone)
+    RETURNS SETOF pgmarket.projects
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.list_projects_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
+END;
+
 CREATE FUNCTION pgmarket_proxy.list_provider_keys_on_node(actor text, user_id uuid)
     RETURNS TABLE(key_id uuid, provider text, label text, hint text, key_version integer, created_at timestamp with time zone, last_used_at timestamp with time zone, revoked_at timestamp with time zone)
     LANGUAGE plproxy
@@ -335,6 +487,23 @@ CREATE FUNCTION pgmarket.list_provider_keys(user_id uuid)
     LANGUAGE sql
 BEGIN ATOMIC
     SELECT * FROM pgmarket_proxy.list_provider_keys_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1);
+END;
+
+CREATE FUNCTION pgmarket_proxy.list_templates_on_node(actor text, category text)
+    RETURNS SETOF pgmarket.templates
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON 0;
+    SELECT * FROM pgmarket.list_templates(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.list_templates(category text DEFAULT NULL::text)
+    RETURNS SETOF pgmarket.templates
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.list_templates_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 END;
 
@@ -428,6 +597,21 @@ CREATE FUNCTION pgmarket.release(user_id uuid, reservation_id bigint)
     RETURN pgmarket_proxy.release_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
 
+CREATE FUNCTION pgmarket_proxy.request_modification_on_node(actor text, user_id uuid, project_id uuid, request text, impact jsonb, affected_files text[], requested_by text)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.request_modification(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6, $7);
+$$;
+
+CREATE FUNCTION pgmarket.request_modification(user_id uuid, project_id uuid, request text, impact jsonb DEFAULT '{}'::jsonb, affected_files text[] DEFAULT '{}'::text[], requested_by text DEFAULT NULL::text)
+    RETURNS uuid
+    LANGUAGE sql
+    RETURN pgmarket_proxy.request_modification_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5, $6);
+
 CREATE FUNCTION pgmarket_proxy.reserve_on_node(actor text, user_id uuid, amount numeric, ttl interval, idempotency_key text)
     RETURNS bigint
     LANGUAGE plproxy
@@ -457,6 +641,21 @@ CREATE FUNCTION pgmarket.reserve_api_key(api_key text, amount numeric, ttl inter
     LANGUAGE sql
     RETURN pgmarket_proxy.reserve_api_key_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
+
+CREATE FUNCTION pgmarket_proxy.reserve_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea, amount numeric, ttl interval, idempotency_key text)
+    RETURNS bigint
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.api_key_partition(key_prefix), 0);
+    SELECT * FROM pgmarket.reserve_api_key_sealed(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
+$$;
+
+CREATE FUNCTION pgmarket.reserve_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, ttl interval DEFAULT '00:15:00'::interval, idempotency_key text DEFAULT NULL::text)
+    RETURNS bigint
+    LANGUAGE sql
+    RETURN pgmarket_proxy.reserve_api_key_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
 
 CREATE FUNCTION pgmarket_proxy.revoke_api_key_on_node(actor text, user_id uuid, key_id uuid)
     RETURNS boolean
@@ -502,6 +701,51 @@ CREATE FUNCTION pgmarket.save_chat_message(user_id uuid, session_id uuid, role t
     LANGUAGE sql
     RETURN pgmarket_proxy.save_chat_message_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5, $6, $7);
+
+CREATE FUNCTION pgmarket_proxy.save_project_on_node(actor text, user_id uuid, name text, type text, codebase jsonb, dependencies text[], environment jsonb, deployment jsonb, id uuid, test_coverage numeric, scores jsonb, last_deployed_at timestamp with time zone)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.save_project(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
+$$;
+
+CREATE FUNCTION pgmarket.save_project(user_id uuid, name text, type text, codebase jsonb DEFAULT '{}'::jsonb, dependencies text[] DEFAULT '{}'::text[], environment jsonb DEFAULT '{}'::jsonb, deployment jsonb DEFAULT '{}'::jsonb, id uuid DEFAULT NULL::uuid, test_coverage numeric DEFAULT NULL::numeric, scores jsonb DEFAULT NULL::jsonb, last_deployed_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+    RETURNS uuid
+    LANGUAGE sql
+    RETURN pgmarket_proxy.save_project_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+
+CREATE FUNCTION pgmarket_proxy.save_template_on_node(actor text, name text, category text, files jsonb, description text, required_vars text[], tags text[], optional_vars jsonb, tech_stack text[], setup_minutes integer, complexity text)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON 0;
+    SELECT * FROM pgmarket.save_template(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, $11);
+$$;
+
+CREATE FUNCTION pgmarket.save_template(name text, category text, files jsonb, description text DEFAULT NULL::text, required_vars text[] DEFAULT '{}'::text[], tags text[] DEFAULT '{}'::text[], optional_vars jsonb DEFAULT '{}'::jsonb, tech_stack text[] DEFAULT '{}'::text[], setup_minutes integer DEFAULT NULL::integer, complexity text DEFAULT NULL::text)
+    RETURNS uuid
+    LANGUAGE sql
+    RETURN pgmarket_proxy.save_template_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+CREATE FUNCTION pgmarket_proxy.set_modification_status_on_node(actor text, user_id uuid, modification_id uuid, status text, results jsonb, modified_files text[])
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.set_modification_status(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
+$$;
+
+CREATE FUNCTION pgmarket.set_modification_status(user_id uuid, modification_id uuid, status text, results jsonb DEFAULT NULL::jsonb, modified_files text[] DEFAULT NULL::text[])
+    RETURNS void
+    LANGUAGE sql
+    RETURN pgmarket_proxy.set_modification_status_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
 
 CREATE FUNCTION pgmarket_proxy.set_preference_on_node(actor text, user_id uuid, key text, value jsonb)
     RETURNS void
@@ -565,6 +809,23 @@ BEGIN ATOMIC
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 END;
 
+CREATE FUNCTION pgmarket_proxy.verify_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea)
+    RETURNS TABLE(key_id uuid, user_id uuid, scopes text[], rate_limit_tier text)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.api_key_partition(key_prefix), 0);
+    SELECT * FROM pgmarket.verify_api_key_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.verify_api_key_sealed(key_prefix text, sealed_key bytea)
+    RETURNS TABLE(key_id uuid, user_id uuid, scopes text[], rate_limit_tier text)
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.verify_api_key_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+END;
+
 -------------------------------------------------------------------------------
 -- Routing helpers, cross-user functions and views (proxy/pgmarket_proxy_static.sql)
 -------------------------------------------------------------------------------
@@ -573,6 +834,8 @@ END;
 
 -- The routing partition of a platform key, computed here from its public
 -- part (the same definition as on a node): hashtext(owner::text) & 65535.
+-- It takes the whole key or its 24-character public part alone (key_prefix
+-- of the sealed calls).
 -- PL/Proxy keeps value & (partition_count - 1), and for any power-of-two
 -- count up to 65536 that equals hashtext(owner::text) & (count - 1): the
 -- partition of the owner's per-user calls.
@@ -580,7 +843,7 @@ CREATE FUNCTION pgmarket.api_key_partition(api_key text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     RETURN CASE WHEN api_key OPERATOR(pg_catalog.~)
-                     '^sk_(live|test)_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$'
+                     '^sk_(live|test)_[0-9a-f]{16}(_[A-Za-z0-9_-]{43})?$'
                 THEN pg_catalog.int4(pg_catalog.textcat('x',
                          pg_catalog.substr(api_key, 9, 4))::bit(16))
            END;
@@ -714,6 +977,38 @@ CREATE FUNCTION pgmarket.verify_password(password text, hash text) RETURNS boole
     RETURN pgmarket_proxy.verify_password_on_any(
         pg_catalog.current_setting('pgmarket.actor', true), password, hash);
 
+-- The sealed forms: any node opens a blob when all share one master key.
+CREATE FUNCTION pgmarket_proxy.hash_password_sealed_on_any(actor text,
+        sealed_password bytea)
+    RETURNS text
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.hash_password_sealed(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.hash_password_sealed(sealed_password bytea) RETURNS text
+    LANGUAGE sql
+    RETURN pgmarket_proxy.hash_password_sealed_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), sealed_password);
+
+CREATE FUNCTION pgmarket_proxy.verify_password_sealed_on_any(actor text,
+        sealed_password bytea, hash text)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.verify_password_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.verify_password_sealed(sealed_password bytea, hash text)
+    RETURNS boolean
+    LANGUAGE sql
+    RETURN pgmarket_proxy.verify_password_sealed_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), sealed_password, hash);
+
 -- The sealed path needs one master key on every node (scaleout.sh
 -- --same-key): a secret sealed to one node's public key opens only there.
 CREATE FUNCTION pgmarket_proxy.vault_public_key_on_any(actor text) RETURNS bytea
@@ -751,6 +1046,67 @@ CREATE FUNCTION pgmarket.authenticate(login text, password text) RETURNS uuid
     RETURN (SELECT a FROM pgmarket_proxy.authenticate_all(
                        current_setting('pgmarket.actor', true), login, password) a
              WHERE a IS NOT NULL LIMIT 1);
+
+CREATE FUNCTION pgmarket_proxy.authenticate_sealed_all(actor text, login text,
+        sealed_password bytea)
+    RETURNS SETOF uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.authenticate_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.authenticate_sealed(login text, sealed_password bytea)
+    RETURNS uuid
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT a FROM pgmarket_proxy.authenticate_sealed_all(
+                       current_setting('pgmarket.actor', true), login,
+                       sealed_password) a
+             WHERE a IS NOT NULL LIMIT 1);
+
+-- Every node's health(), merged: ok only when every node is ok, counts
+-- summed (connections too: each node has its own max_connections), the
+-- oldest unsealed age and the problems of all nodes.
+CREATE FUNCTION pgmarket_proxy.health_all(actor text) RETURNS SETOF jsonb
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.h FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT pgmarket.health() AS h WHERE a.ok OFFSET 0) AS s;
+$$;
+
+CREATE FUNCTION pgmarket.health() RETURNS jsonb
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+    WITH n AS (SELECT h FROM pgmarket_proxy.health_all(
+                                 current_setting('pgmarket.actor', true)) h)
+    SELECT jsonb_build_object(
+        'ok', bool_and((h ->> 'ok')::boolean),
+        'version', min(h ->> 'version'),
+        'vault', jsonb_build_object(
+            'configured', bool_and((h -> 'vault' ->> 'configured')::boolean),
+            'loaded', bool_and((h -> 'vault' ->> 'loaded')::boolean),
+            'versions', min((h -> 'vault' ->> 'versions')::int),
+            'newest', min((h -> 'vault' ->> 'newest')::int)),
+        'audit', jsonb_build_object(
+            'unsealed', sum((h -> 'audit' ->> 'unsealed')::bigint),
+            'oldest_unsealed_age_s',
+                max((h -> 'audit' ->> 'oldest_unsealed_age_s')::bigint)),
+        'holds', jsonb_build_object(
+            'live', sum((h -> 'holds' ->> 'live')::bigint),
+            'expired_unswept', sum((h -> 'holds' ->> 'expired_unswept')::bigint)),
+        'connections', jsonb_build_object(
+            'used', sum((h -> 'connections' ->> 'used')::int),
+            'max', sum((h -> 'connections' ->> 'max')::int)),
+        'logs_bind_parameters', bool_or((h ->> 'logs_bind_parameters')::boolean),
+        'problems', coalesce((SELECT jsonb_agg(p.v)
+                                FROM n, jsonb_array_elements(n.h -> 'problems') p(v)),
+                             '[]'::jsonb))
+      FROM n);
 
 CREATE FUNCTION pgmarket_proxy.expire_reservations_all(actor text) RETURNS SETOF int
     LANGUAGE plproxy
@@ -819,24 +1175,72 @@ CREATE FUNCTION pgmarket.rotate_master_key(batch_size int DEFAULT 1000) RETURNS 
 
 -- Each node's audit chain is its own: one row per node here, merged to
 -- the first bad id (an id of the node whose chain broke) and the rows
--- checked over all nodes.  strict => true raises PM013 from that node.
-CREATE FUNCTION pgmarket_proxy.verify_audit_all(actor text, strict boolean)
+-- checked over all nodes.  strict => true raises PM013 from that node.  An
+-- anchor is the head of one node's chain: every node verifies its chain
+-- without it, and the anchor must lie on the chain of one of them (else
+-- the first bad id any node reports for it, PM013 under strict).
+CREATE FUNCTION pgmarket_proxy.verify_audit_all(actor text, strict boolean,
+        anchor bytea)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
     RUN ON ALL;
-    SELECT * FROM pgmarket.verify_audit(pgmarket.proxy_actor($1, $2));
+    SELECT * FROM pgmarket.verify_audit(pgmarket.proxy_actor($1, $2), $3);
 $$;
 
-CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false)
+CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false,
+        anchor bytea DEFAULT NULL::bytea)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor   text := current_setting('pgmarket.actor', true);
+    bad     bigint;
+    n       bigint;
+    on_one  boolean;
+    abad    bigint;
+BEGIN
+    SELECT min(v.first_bad_id), coalesce(sum(v.checked), 0)::bigint
+      INTO bad, n
+      FROM pgmarket_proxy.verify_audit_all(actor, strict, NULL) v;
+    IF anchor IS NOT NULL AND bad IS NULL THEN
+        SELECT bool_or(v.first_bad_id IS NULL), min(v.first_bad_id)
+          INTO on_one, abad
+          FROM pgmarket_proxy.verify_audit_all(actor, false, anchor) v;
+        IF NOT coalesce(on_one, false) THEN
+            IF strict THEN
+                RAISE EXCEPTION USING ERRCODE = 'PM013',
+                    MESSAGE = format('audit chain broken at audit_log id %s: no node''s chain contains the anchor',
+                                     abad);
+            END IF;
+            bad := abad;
+        END IF;
+    END IF;
+    first_bad_id := bad;
+    checked := n;
+    RETURN NEXT;
+END
+$$;
+
+-- The head of each node's chain: one row per node (an anchor names one).
+CREATE FUNCTION pgmarket_proxy.audit_head_all(actor text)
+    RETURNS TABLE (last_id bigint, chain_hash bytea, sealed_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.* FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT * FROM pgmarket.audit_head() WHERE a.ok OFFSET 0) AS s;
+$$;
+
+CREATE FUNCTION pgmarket.audit_head()
+    RETURNS TABLE (last_id bigint, chain_hash bytea, sealed_at timestamptz)
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT min(v.first_bad_id), coalesce(sum(v.checked), 0)::bigint
-      FROM pgmarket_proxy.verify_audit_all(
-               current_setting('pgmarket.actor', true), strict) v;
+    SELECT * FROM pgmarket_proxy.audit_head_all(current_setting('pgmarket.actor', true));
 END;
 
 -- Rows of users live on their node: the union is the answer.
@@ -1055,6 +1459,21 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION pgmarket.create_user_sealed(email text, username text,
+        sealed_password bytea DEFAULT NULL::bytea,
+        roles text[] DEFAULT '{user}'::text[],
+        id uuid DEFAULT gen_random_uuid())
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.create_user_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        email, username, sealed_password, roles, id);
+END
+$$;
+
 CREATE FUNCTION pgmarket.import_user(id uuid, email text, username text,
         password_hash text DEFAULT NULL::text,
         created_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
@@ -1090,7 +1509,10 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.vault_public_key_on_any(text),
     pgmarket_proxy.hash_password_on_any(text, text),
     pgmarket_proxy.verify_password_on_any(text, text, text),
+    pgmarket_proxy.hash_password_sealed_on_any(text, bytea),
+    pgmarket_proxy.verify_password_sealed_on_any(text, bytea, text),
     pgmarket_proxy.authenticate_all(text, text, text),
+    pgmarket_proxy.authenticate_sealed_all(text, text, bytea),
     pgmarket_proxy.expire_reservations_all(text),
     pgmarket_proxy.deduct_batch_on(text, int, pgmarket.charge[]),
     pgmarket_proxy.claim_identity(uuid, text, text)
@@ -1099,10 +1521,12 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(text),
     pgmarket_proxy.usage_daily_all(text),
     pgmarket_proxy.users_all(text),
-    pgmarket_proxy.model_ratings_all()
+    pgmarket_proxy.model_ratings_all(),
+    pgmarket_proxy.health_all(text)
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
-    pgmarket_proxy.verify_audit_all(text, boolean),
+    pgmarket_proxy.verify_audit_all(text, boolean, bytea),
+    pgmarket_proxy.audit_head_all(text),
     pgmarket_proxy.verify_ledger_all(text)
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
@@ -1113,15 +1537,23 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION pgmarket.add_funds(user_id uuid, amount numeric, idempotency_key text, note text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.add_funds_on_node(actor text, user_id uuid, amount numeric, idempotency_key text, note text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.api_key_partition(api_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.archive_project(user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.archive_project_on_node(actor text, user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.audit_head() TO pgmarket_admin, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.authenticate(login text, password text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.authenticate_sealed(login text, sealed_password bytea) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.charge_api_key(api_key text, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.charge_api_key_on_node(actor text, api_key text, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.charge_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.charge_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_api_key(user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_chat_session(user_id uuid, model_id text, title text, agent_id text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_chat_session_on_node(actor text, user_id uuid, model_id text, title text, agent_id text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_user(email text, username text, password text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_user_on_node(actor text, email text, username text, password text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.create_user_sealed(email text, username text, sealed_password bytea, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_user_sealed_on_node(actor text, email text, username text, sealed_password bytea, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.credits(micro bigint) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.deactivate_user(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.deactivate_user_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
@@ -1139,9 +1571,15 @@ GRANT EXECUTE ON FUNCTION pgmarket.get_chat_history(user_id uuid, session_id uui
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_chat_history_on_node(actor text, user_id uuid, session_id uuid, max_rows integer, before_id bigint, oldest_first boolean) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.get_preferences(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_preferences_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.get_project(user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_project_on_node(actor text, user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.get_provider_key(user_id uuid, provider text) TO pgmarket_admin, pgmarket_keyreader;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_provider_key_on_node(actor text, user_id uuid, provider text) TO pgmarket_admin, pgmarket_keyreader;
+GRANT EXECUTE ON FUNCTION pgmarket.get_template(name text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_template_on_node(actor text, name text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.hash_password(password text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.hash_password_sealed(sealed_password bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.health() TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.import_user(id uuid, email text, username text, password_hash text, created_at timestamp with time zone) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.import_user_on_node(actor text, id uuid, email text, username text, password_hash text, created_at timestamp with time zone) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.ledger_entries(user_id uuid, max_rows integer, before_id bigint) TO pgmarket_admin, pgmarket_app;
@@ -1150,8 +1588,14 @@ GRANT EXECUTE ON FUNCTION pgmarket.list_api_keys(user_id uuid) TO pgmarket_admin
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_api_keys_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_chat_sessions(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_chat_sessions_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.list_modifications(user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_modifications_on_node(actor text, user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.list_projects(user_id uuid, status text, max_rows integer, before timestamp with time zone) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_projects_on_node(actor text, user_id uuid, status text, max_rows integer, before timestamp with time zone) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_provider_keys(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_provider_keys_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.list_templates(category text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_templates_on_node(actor text, category text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.purge_audit(before timestamp with time zone) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.put_provider_key(user_id uuid, provider text, secret text, label text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.put_provider_key_on_node(actor text, user_id uuid, provider text, secret text, label text) TO pgmarket_admin, pgmarket_app;
@@ -1165,10 +1609,14 @@ GRANT EXECUTE ON FUNCTION pgmarket.refund(user_id uuid, entry_id bigint, amount 
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.refund_on_node(actor text, user_id uuid, entry_id bigint, amount numeric, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.release(user_id uuid, reservation_id bigint) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.release_on_node(actor text, user_id uuid, reservation_id bigint) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.request_modification(user_id uuid, project_id uuid, request text, impact jsonb, affected_files text[], requested_by text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.request_modification_on_node(actor text, user_id uuid, project_id uuid, request text, impact jsonb, affected_files text[], requested_by text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.reserve(user_id uuid, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.reserve_on_node(actor text, user_id uuid, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.reserve_api_key(api_key text, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.reserve_api_key_on_node(actor text, api_key text, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.reserve_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.reserve_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.revoke_api_key(user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.revoke_api_key_on_node(actor text, user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.revoke_provider_key(user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
@@ -1176,7 +1624,13 @@ GRANT EXECUTE ON FUNCTION pgmarket_proxy.revoke_provider_key_on_node(actor text,
 GRANT EXECUTE ON FUNCTION pgmarket.rotate_master_key(batch_size integer) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.save_chat_message(user_id uuid, session_id uuid, role text, content text, tokens integer, cost numeric, tool_calls jsonb) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.save_chat_message_on_node(actor text, user_id uuid, session_id uuid, role text, content text, tokens integer, cost numeric, tool_calls jsonb) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.save_project(user_id uuid, name text, type text, codebase jsonb, dependencies text[], environment jsonb, deployment jsonb, id uuid, test_coverage numeric, scores jsonb, last_deployed_at timestamp with time zone) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.save_project_on_node(actor text, user_id uuid, name text, type text, codebase jsonb, dependencies text[], environment jsonb, deployment jsonb, id uuid, test_coverage numeric, scores jsonb, last_deployed_at timestamp with time zone) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.save_template(name text, category text, files jsonb, description text, required_vars text[], tags text[], optional_vars jsonb, tech_stack text[], setup_minutes integer, complexity text) TO pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.save_template_on_node(actor text, name text, category text, files jsonb, description text, required_vars text[], tags text[], optional_vars jsonb, tech_stack text[], setup_minutes integer, complexity text) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.seal_audit() TO pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket.set_modification_status(user_id uuid, modification_id uuid, status text, results jsonb, modified_files text[]) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.set_modification_status_on_node(actor text, user_id uuid, modification_id uuid, status text, results jsonb, modified_files text[]) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.set_preference(user_id uuid, key text, value jsonb) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.set_preference_on_node(actor text, user_id uuid, key text, value jsonb) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.settle(user_id uuid, reservation_id bigint, amount numeric, model_id text, tokens_used bigint) TO pgmarket_admin, pgmarket_app;
@@ -1186,9 +1640,12 @@ GRANT EXECUTE ON FUNCTION pgmarket_proxy.update_chat_context_on_node(actor text,
 GRANT EXECUTE ON FUNCTION pgmarket.vault_public_key() TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.verify_api_key(api_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.verify_api_key_on_node(actor text, api_key text) TO pgmarket_admin, pgmarket_app;
-GRANT EXECUTE ON FUNCTION pgmarket.verify_audit(strict boolean) TO pgmarket_admin, pgmarket_auditor;
+GRANT EXECUTE ON FUNCTION pgmarket.verify_api_key_sealed(key_prefix text, sealed_key bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.verify_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.verify_audit(strict boolean, anchor bytea) TO pgmarket_admin, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.verify_ledger() TO pgmarket_admin, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.verify_password(password text, hash text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.verify_password_sealed(sealed_password bytea, hash text) TO pgmarket_admin, pgmarket_app;
 GRANT SELECT ON pgmarket.model_ratings TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT SELECT ON pgmarket.model_usage TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT SELECT ON pgmarket.usage_daily TO pgmarket_admin, pgmarket_app, pgmarket_auditor;

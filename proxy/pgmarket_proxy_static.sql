@@ -3,6 +3,8 @@
 
 -- The routing partition of a platform key, computed here from its public
 -- part (the same definition as on a node): hashtext(owner::text) & 65535.
+-- It takes the whole key or its 24-character public part alone (key_prefix
+-- of the sealed calls).
 -- PL/Proxy keeps value & (partition_count - 1), and for any power-of-two
 -- count up to 65536 that equals hashtext(owner::text) & (count - 1): the
 -- partition of the owner's per-user calls.
@@ -10,7 +12,7 @@ CREATE FUNCTION pgmarket.api_key_partition(api_key text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     RETURN CASE WHEN api_key OPERATOR(pg_catalog.~)
-                     '^sk_(live|test)_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$'
+                     '^sk_(live|test)_[0-9a-f]{16}(_[A-Za-z0-9_-]{43})?$'
                 THEN pg_catalog.int4(pg_catalog.textcat('x',
                          pg_catalog.substr(api_key, 9, 4))::bit(16))
            END;
@@ -144,6 +146,38 @@ CREATE FUNCTION pgmarket.verify_password(password text, hash text) RETURNS boole
     RETURN pgmarket_proxy.verify_password_on_any(
         pg_catalog.current_setting('pgmarket.actor', true), password, hash);
 
+-- The sealed forms: any node opens a blob when all share one master key.
+CREATE FUNCTION pgmarket_proxy.hash_password_sealed_on_any(actor text,
+        sealed_password bytea)
+    RETURNS text
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.hash_password_sealed(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.hash_password_sealed(sealed_password bytea) RETURNS text
+    LANGUAGE sql
+    RETURN pgmarket_proxy.hash_password_sealed_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), sealed_password);
+
+CREATE FUNCTION pgmarket_proxy.verify_password_sealed_on_any(actor text,
+        sealed_password bytea, hash text)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ANY;
+    SELECT pgmarket.verify_password_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.verify_password_sealed(sealed_password bytea, hash text)
+    RETURNS boolean
+    LANGUAGE sql
+    RETURN pgmarket_proxy.verify_password_sealed_on_any(
+        pg_catalog.current_setting('pgmarket.actor', true), sealed_password, hash);
+
 -- The sealed path needs one master key on every node (scaleout.sh
 -- --same-key): a secret sealed to one node's public key opens only there.
 CREATE FUNCTION pgmarket_proxy.vault_public_key_on_any(actor text) RETURNS bytea
@@ -181,6 +215,67 @@ CREATE FUNCTION pgmarket.authenticate(login text, password text) RETURNS uuid
     RETURN (SELECT a FROM pgmarket_proxy.authenticate_all(
                        current_setting('pgmarket.actor', true), login, password) a
              WHERE a IS NOT NULL LIMIT 1);
+
+CREATE FUNCTION pgmarket_proxy.authenticate_sealed_all(actor text, login text,
+        sealed_password bytea)
+    RETURNS SETOF uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.authenticate_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.authenticate_sealed(login text, sealed_password bytea)
+    RETURNS uuid
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT a FROM pgmarket_proxy.authenticate_sealed_all(
+                       current_setting('pgmarket.actor', true), login,
+                       sealed_password) a
+             WHERE a IS NOT NULL LIMIT 1);
+
+-- Every node's health(), merged: ok only when every node is ok, counts
+-- summed (connections too: each node has its own max_connections), the
+-- oldest unsealed age and the problems of all nodes.
+CREATE FUNCTION pgmarket_proxy.health_all(actor text) RETURNS SETOF jsonb
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.h FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT pgmarket.health() AS h WHERE a.ok OFFSET 0) AS s;
+$$;
+
+CREATE FUNCTION pgmarket.health() RETURNS jsonb
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (
+    WITH n AS (SELECT h FROM pgmarket_proxy.health_all(
+                                 current_setting('pgmarket.actor', true)) h)
+    SELECT jsonb_build_object(
+        'ok', bool_and((h ->> 'ok')::boolean),
+        'version', min(h ->> 'version'),
+        'vault', jsonb_build_object(
+            'configured', bool_and((h -> 'vault' ->> 'configured')::boolean),
+            'loaded', bool_and((h -> 'vault' ->> 'loaded')::boolean),
+            'versions', min((h -> 'vault' ->> 'versions')::int),
+            'newest', min((h -> 'vault' ->> 'newest')::int)),
+        'audit', jsonb_build_object(
+            'unsealed', sum((h -> 'audit' ->> 'unsealed')::bigint),
+            'oldest_unsealed_age_s',
+                max((h -> 'audit' ->> 'oldest_unsealed_age_s')::bigint)),
+        'holds', jsonb_build_object(
+            'live', sum((h -> 'holds' ->> 'live')::bigint),
+            'expired_unswept', sum((h -> 'holds' ->> 'expired_unswept')::bigint)),
+        'connections', jsonb_build_object(
+            'used', sum((h -> 'connections' ->> 'used')::int),
+            'max', sum((h -> 'connections' ->> 'max')::int)),
+        'logs_bind_parameters', bool_or((h ->> 'logs_bind_parameters')::boolean),
+        'problems', coalesce((SELECT jsonb_agg(p.v)
+                                FROM n, jsonb_array_elements(n.h -> 'problems') p(v)),
+                             '[]'::jsonb))
+      FROM n);
 
 CREATE FUNCTION pgmarket_proxy.expire_reservations_all(actor text) RETURNS SETOF int
     LANGUAGE plproxy
@@ -249,24 +344,72 @@ CREATE FUNCTION pgmarket.rotate_master_key(batch_size int DEFAULT 1000) RETURNS 
 
 -- Each node's audit chain is its own: one row per node here, merged to
 -- the first bad id (an id of the node whose chain broke) and the rows
--- checked over all nodes.  strict => true raises PM013 from that node.
-CREATE FUNCTION pgmarket_proxy.verify_audit_all(actor text, strict boolean)
+-- checked over all nodes.  strict => true raises PM013 from that node.  An
+-- anchor is the head of one node's chain: every node verifies its chain
+-- without it, and the anchor must lie on the chain of one of them (else
+-- the first bad id any node reports for it, PM013 under strict).
+CREATE FUNCTION pgmarket_proxy.verify_audit_all(actor text, strict boolean,
+        anchor bytea)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
     RUN ON ALL;
-    SELECT * FROM pgmarket.verify_audit(pgmarket.proxy_actor($1, $2));
+    SELECT * FROM pgmarket.verify_audit(pgmarket.proxy_actor($1, $2), $3);
 $$;
 
-CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false)
+CREATE FUNCTION pgmarket.verify_audit(strict boolean DEFAULT false,
+        anchor bytea DEFAULT NULL::bytea)
     RETURNS TABLE (first_bad_id bigint, checked bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor   text := current_setting('pgmarket.actor', true);
+    bad     bigint;
+    n       bigint;
+    on_one  boolean;
+    abad    bigint;
+BEGIN
+    SELECT min(v.first_bad_id), coalesce(sum(v.checked), 0)::bigint
+      INTO bad, n
+      FROM pgmarket_proxy.verify_audit_all(actor, strict, NULL) v;
+    IF anchor IS NOT NULL AND bad IS NULL THEN
+        SELECT bool_or(v.first_bad_id IS NULL), min(v.first_bad_id)
+          INTO on_one, abad
+          FROM pgmarket_proxy.verify_audit_all(actor, false, anchor) v;
+        IF NOT coalesce(on_one, false) THEN
+            IF strict THEN
+                RAISE EXCEPTION USING ERRCODE = 'PM013',
+                    MESSAGE = format('audit chain broken at audit_log id %s: no node''s chain contains the anchor',
+                                     abad);
+            END IF;
+            bad := abad;
+        END IF;
+    END IF;
+    first_bad_id := bad;
+    checked := n;
+    RETURN NEXT;
+END
+$$;
+
+-- The head of each node's chain: one row per node (an anchor names one).
+CREATE FUNCTION pgmarket_proxy.audit_head_all(actor text)
+    RETURNS TABLE (last_id bigint, chain_hash bytea, sealed_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT s.* FROM pgmarket.proxy_actor($1, true) AS a(ok),
+           LATERAL (SELECT * FROM pgmarket.audit_head() WHERE a.ok OFFSET 0) AS s;
+$$;
+
+CREATE FUNCTION pgmarket.audit_head()
+    RETURNS TABLE (last_id bigint, chain_hash bytea, sealed_at timestamptz)
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT min(v.first_bad_id), coalesce(sum(v.checked), 0)::bigint
-      FROM pgmarket_proxy.verify_audit_all(
-               current_setting('pgmarket.actor', true), strict) v;
+    SELECT * FROM pgmarket_proxy.audit_head_all(current_setting('pgmarket.actor', true));
 END;
 
 -- Rows of users live on their node: the union is the answer.
@@ -482,6 +625,21 @@ BEGIN
     RETURN pgmarket_proxy.create_user_on_node(
         pg_catalog.current_setting('pgmarket.actor', true),
         email, username, password, roles, id);
+END
+$$;
+
+CREATE FUNCTION pgmarket.create_user_sealed(email text, username text,
+        sealed_password bytea DEFAULT NULL::bytea,
+        roles text[] DEFAULT '{user}'::text[],
+        id uuid DEFAULT gen_random_uuid())
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.create_user_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        email, username, sealed_password, roles, id);
 END
 $$;
 

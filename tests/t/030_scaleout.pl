@@ -11,8 +11,14 @@
 #  - deduct_batch over users of both nodes applies each charge on its node and
 #    returns the rows in input order with their SQLSTATEs;
 #  - model_usage, users and verify_ledger equal the merge over the nodes;
+#    audit_head has one row per node and a node's anchor lies on its chain;
+#    health() is merged over the nodes;
 #  - a platform key created through the proxy routes its charges to its
 #    owner's node (api_key_partition computed on the proxy); a bad key is 28000;
+#    the client library's sealed key calls go the same way;
+#  - projects and change requests live on their owner's node (PM002 for
+#    another user's project, 42501 under another user's actor), templates
+#    on partition 0's node;
 #  - charge_api_key works through pgbouncer in transaction mode in front of
 #    the proxy, and its idempotent repeat replays;
 #  - with one data node stopped, its users' calls fail with an error naming
@@ -112,10 +118,28 @@ is($proxy->safe_psql(dbof($proxy),
 	             WHERE p.pronamespace = 'pgmarket'::regnamespace AND p.prokind = 'f'
 	               AND p.proname NOT IN ('audit_event', 'audit_trigger', 'forbid_change',
 	                                     'enable_audit', 'disable_audit', 'current_actor',
-	                                     'proxy_actor')};
+	                                     'proxy_actor', 'audit_require_owner',
+	                                     'audit_restored', 'user_scope',
+	                                     'store_check_text', 'store_check_list',
+	                                     'store_check_json', 'store_project')};
 	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
+}
+# and it is what the generator writes from a node of this tree, which
+# declares or lists as internal every function of the node
+{
+	my ($out, $err);
+	IPC::Run::run([ 'bash', dirname(__FILE__) . '/../../proxy/gen_proxy.sh',
+			'-h', $nodes[0]->host, '-p', $nodes[0]->port, '-d', dbof($nodes[0]) ],
+		'>', \$out, '2>', \$err);
+	is($? >> 8, 0, 'proxy/gen_proxy.sh runs against a node') or diag $err;
+	is($err, '', 'the generator leaves no function of the node undeclared');
+	open(my $fh, '<', $proxy_sql) or die "$proxy_sql: $!";
+	my $checked_in = do { local $/; <$fh> };
+	close $fh;
+	ok($out eq $checked_in,
+		'proxy/pgmarket_proxy.sql is the generator\'s output (regenerate it if not)');
 }
 
 sub q_proxy { return $proxy->safe_psql(dbof($proxy), $_[0]); }
@@ -315,6 +339,81 @@ is(q_proxy("SELECT t.run('SELECT pgmarket.charge_api_key(''$bad'', 1, ''m'')')")
 is(q_proxy("SELECT count(*) FROM pgmarket.verify_api_key('$bad')"),
 	'0', 'verify_api_key of a wrong key: no row');
 
+# --- the platform key through the client library: the sealed calls --------
+# The library seals the key to the vault's public key (vault_public_key on
+# any node: both nodes share one master key) and calls verify_api_key_sealed
+# and charge_api_key_sealed, routed by the key's public part.
+SKIP:
+{
+	my $ex = ($ENV{TESTDIR} // '.') . '/client/examples/platform_key.bin';
+	skip 'client/examples are not built', 2 unless -x $ex;
+	my ($out, $err);
+	IPC::Run::run([ $ex, 'host=' . $proxy->host . ' port=' . $proxy->port . ' dbname=postgres' ],
+		'>', \$out, '2>', \$err);
+	is($? >> 8, 0, 'the client library\'s platform key example through the proxy')
+	  or diag "$out\n$err";
+	like($out // '', qr/charged 0\.75.*over the daily limit.*after revocation/s,
+		'sealed verify and charge through the proxy, on the owner\'s node');
+}
+is(q_proxy("SELECT t.run(\$q\$SELECT pgmarket.authenticate_sealed('user3', '\\x00')\$q\$)"),
+	$nodes[0]->safe_psql(dbof($nodes[0]),
+		"SELECT t.run(\$q\$SELECT pgmarket.authenticate_sealed('user3', '\\x00')\$q\$)"),
+	'authenticate_sealed of a malformed blob through the proxy: as on a node');
+is(q_proxy("SELECT pgmarket.api_key_partition(left('$key', 24)) = pgmarket.api_key_partition('$key')"),
+	't', 'api_key_partition of the public part alone: the key\'s partition');
+
+# --- projects, templates and change requests -------------------------------
+
+my $pa0 = q_proxy("SELECT pgmarket.save_project('$a0', 'shop', 'web', dependencies => '{flask}')");
+like($pa0, qr/^[0-9a-f-]{36}$/, 'save_project through the proxy');
+is($nodes[ home($a0) ]->safe_psql(dbof($nodes[ home($a0) ]),
+		"SELECT count(*) FROM pgmarket.projects WHERE id = '$pa0' AND user_id = '$a0'"),
+	'1', 'the project is on its owner\'s node');
+is($nodes[ 1 - home($a0) ]->safe_psql(dbof($nodes[ 1 - home($a0) ]),
+		"SELECT count(*) FROM pgmarket.projects WHERE id = '$pa0'"),
+	'0', 'and not on the other node');
+is(q_proxy("SELECT format('%s %s %s', name, status, dependencies) FROM pgmarket.get_project('$a0', '$pa0')"),
+	'shop active {flask}', 'get_project through the proxy reads it back');
+is(q_proxy("SELECT string_agg(name, ',') FROM pgmarket.list_projects('$a0')"),
+	'shop', 'list_projects through the proxy');
+my $ma0 = q_proxy("SELECT pgmarket.request_modification('$a0', '$pa0', 'add a cart page')");
+q_proxy("SELECT pgmarket.set_modification_status('$a0', '$ma0', 'approved')");
+is(q_proxy("SELECT string_agg(format('%s %s', request, status), ',') FROM pgmarket.list_modifications('$a0', '$pa0')"),
+	'add a cart page approved', 'change requests through the proxy');
+is(q_proxy("SELECT t.run(\$q\$SELECT name FROM pgmarket.get_project('$a1', '$pa0')\$q\$)"),
+	'ERROR PM002', 'another user\'s project through the proxy: PM002');
+# an actor set on the proxy: the nodes trust it from pgm_forwarder's members
+# (the superuser this test connects as is one)
+for my $n (@nodes)
+{
+	$n->safe_psql(dbof($n),
+		"DROP ROLE IF EXISTS pgm_forwarder; CREATE ROLE pgm_forwarder NOLOGIN;"
+		  . " ALTER DATABASE " . dbof($n) . " SET pgmarket.proxy_role = 'pgm_forwarder'");
+}
+is(q_proxy("SET pgmarket.actor = '$a0'; SELECT t.run(\$q\$SELECT name FROM pgmarket.get_project('$a0', '$pa0')\$q\$)"),
+	'shop', 'actor A through the proxy: A\'s project');
+is(q_proxy("SET pgmarket.actor = '$a0'; SELECT t.run(\$q\$SELECT pgmarket.save_project('$a1', 'theirs', 'web')\$q\$)"),
+	'ERROR 42501', 'actor A through the proxy: a project for B is 42501');
+is(q_proxy("SET pgmarket.actor = '$a0'; SELECT t.run(\$q\$SELECT count(*) FROM pgmarket.list_projects('$a1')\$q\$)"),
+	'ERROR 42501', 'actor A through the proxy: B\'s projects are 42501');
+# the catalogue has no user: one node, partition 0's
+is(q_proxy(q{SELECT pgmarket.save_template('fastapi-crud', 'api', '{"main.py": "..."}', tags => '{python}') IS NOT NULL}),
+	't', 'save_template through the proxy');
+q_proxy(q{SELECT pgmarket.save_template('fastapi-crud', 'api', '{"main.py": "v2"}')});
+q_proxy(q{SELECT pgmarket.save_template('cli-tool', 'cli', '{}')});
+is($nodes[0]->safe_psql(dbof($nodes[0]), 'SELECT string_agg(name, \',\' ORDER BY name) FROM pgmarket.templates'),
+	'cli-tool,fastapi-crud', 'the templates are on partition 0\'s node, each name once');
+is($nodes[1]->safe_psql(dbof($nodes[1]), 'SELECT count(*) FROM pgmarket.templates'),
+	'0', 'and none on the other node');
+is(q_proxy(q{SELECT files ->> 'main.py' FROM pgmarket.get_template('fastapi-crud')}),
+	'v2', 'get_template through the proxy: the catalogue node\'s template');
+is(q_proxy(q{SELECT string_agg(name, ',') FROM pgmarket.list_templates()}),
+	'cli-tool,fastapi-crud', 'list_templates through the proxy: by name');
+is(q_proxy(q{SELECT string_agg(name, ',') FROM pgmarket.list_templates('api')}),
+	'fastapi-crud', 'list_templates of a category through the proxy');
+is(q_proxy(q{SELECT t.run('SELECT name FROM pgmarket.get_template(''nope'')')}),
+	'ERROR PM002', 'an unknown template through the proxy: PM002');
+
 # --- cross-user views and checks: the merge over the nodes ----------------
 
 my $merge = q{SELECT string_agg(format('%s %s %s %s', model_id, requests, tokens, cost), ', ' ORDER BY model_id)
@@ -344,6 +443,26 @@ is(q_proxy('SELECT pgmarket.expire_reservations() >= 0'), 't',
 ok(q_proxy('SELECT pgmarket.seal_audit()') > 0, 'seal_audit on all nodes');
 is(q_proxy('SELECT first_bad_id IS NULL AND checked > 0 FROM pgmarket.verify_audit()'),
 	't', 'verify_audit over all nodes');
+is(q_proxy('SELECT count(*) FROM pgmarket.audit_head()'), scalar(@nodes),
+	'audit_head through the proxy: one head per node');
+my $node_anchor = q_proxy(q{SELECT encode(int8send(last_id) || chain_hash, 'hex')
+	FROM pgmarket.audit_head() ORDER BY last_id DESC LIMIT 1});
+is(q_proxy("SELECT first_bad_id IS NULL FROM pgmarket.verify_audit(true, '\\x$node_anchor')"),
+	't', 'verify_audit through the proxy: a node\'s anchor lies on its chain');
+is(q_proxy(q{SELECT first_bad_id IS NOT NULL FROM pgmarket.verify_audit(false,
+	int8send(1) || decode(repeat('ab', 32), 'hex'))}),
+	't', 'verify_audit through the proxy: a foreign anchor lies on none');
+{
+	my $h = q_proxy(q{SELECT format('%s %s %s %s', h ->> 'version',
+		h -> 'vault' ->> 'loaded', h -> 'connections' ->> 'max',
+		jsonb_typeof(h -> 'problems')) FROM pgmarket.health() h});
+	my $v = $nodes[0]->safe_psql(dbof($nodes[0]), q{SELECT pgmarket.health() ->> 'version'});
+	is($h, "$v true 40 array",
+		'health() through the proxy: merged over the nodes (max_connections summed)');
+	my $ok = join(',', map { $_->safe_psql(dbof($_), q{SELECT pgmarket.health() ->> 'ok'}) } @nodes);
+	is(q_proxy(q{SELECT pgmarket.health() ->> 'ok'}), ($ok eq 'true,true' ? 'true' : 'false'),
+		'health() through the proxy: ok only when every node is');
+}
 is(q_proxy("SELECT pgmarket.authenticate('user3', 'wrong') IS NULL"),
 	't', 'authenticate through the proxy: NULL for a wrong password');
 
