@@ -672,8 +672,15 @@ email_normalize(const char *raw, size_t len, char **out, const char **reason,
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of memory")));
+		/*
+		 * NFC can turn a character that lower-casing left alone into an
+		 * upper-case ASCII letter (U+212A KELVIN SIGN becomes "K"): fold
+		 * ASCII once more, so that no two spellings of one address are two
+		 * accounts.
+		 */
 		for (n = 0; norm[n]; n++)
-			;
+			if (norm[n] >= 'A' && norm[n] <= 'Z')
+				norm[n] += 'a' - 'A';
 	}
 
 	/* what the address may hold, character by character */

@@ -120,7 +120,7 @@ pgm_numeric_to_micro(Datum num, const char *argname)
 	if (err == PGM_AMOUNT_OK)
 		return micro;
 
-	shown = DatumGetCString(DirectFunctionCall1(numeric_out, num));
+	shown = pgm_shown_value(DatumGetCString(DirectFunctionCall1(numeric_out, num)), 60);
 	switch (err)
 	{
 		case PGM_AMOUNT_NOT_FINITE:

@@ -305,6 +305,7 @@ BEGIN
                    ORDER BY u.c);
     SELECT pg_catalog.string_agg(pg_catalog.quote_literal(c), ', ')
       INTO args FROM pg_catalog.unnest(cols) AS u(c);
+    PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'on', true);
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                 WHERE t.tgrelid OPERATOR(pg_catalog.=) target
                   AND t.tgname OPERATOR(pg_catalog.=) 'pgmarket_audit') THEN
@@ -323,6 +324,7 @@ BEGIN
         'CREATE TRIGGER pgmarket_audit_truncate AFTER TRUNCATE ON %s'
         ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger()',
         target);
+    PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'off', true);
     PERFORM @extschema@.audit_event(target, 'ENABLE_AUDIT',
         pg_catalog.jsonb_build_object('redact', pg_catalog.to_jsonb(cols)));
 END
@@ -342,8 +344,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                 WHERE t.tgrelid OPERATOR(pg_catalog.=) target
                   AND t.tgname IN ('pgmarket_audit', 'pgmarket_audit_truncate')) THEN
+        PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'on', true);
         EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS pgmarket_audit ON %s', target);
         EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS pgmarket_audit_truncate ON %s', target);
+        PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'off', true);
         PERFORM @extschema@.audit_event(target, 'DISABLE_AUDIT', NULL);
     END IF;
 END
@@ -411,6 +415,91 @@ GRANT EXECUTE ON FUNCTION
 
 
 
+-- DDL on an audited table is on the record.  Its owner may detach the trail
+-- with disable_audit (recorded as DISABLE_AUDIT); the same done by DDL
+-- (ALTER TABLE ... DISABLE TRIGGER, DROP TRIGGER, ALTER TRIGGER ... RENAME)
+-- or a change of rows by DDL (ALTER COLUMN ... TYPE ... USING, DETACH
+-- PARTITION) is recorded as a DDL event with its statement.  pgmarket's own
+-- tables (owned by the superuser) and the trigger changes that enable_audit
+-- and disable_audit make themselves are left out.
+CREATE FUNCTION @extschema@.audit_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel oid;
+    tag text;
+BEGIN
+    IF pg_catalog.current_setting('pgmarket.audit_internal', true)
+           OPERATOR(pg_catalog.=) 'on' THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT OPERATOR(pg_catalog.=) 'sql_drop' THEN
+        -- a dropped audit trigger of a table that is still there
+        FOR rel, tag IN
+            SELECT c.oid, d.object_identity
+              FROM pg_catalog.pg_event_trigger_dropped_objects() d
+              JOIN pg_catalog.pg_namespace n
+                ON n.nspname OPERATOR(pg_catalog.=) d.address_names[1]
+              JOIN pg_catalog.pg_class c
+                ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
+               AND c.relname OPERATOR(pg_catalog.=) d.address_names[2]
+             WHERE d.object_type OPERATOR(pg_catalog.=) 'trigger'
+               AND d.address_names[3] LIKE 'pgmarket\_audit%'
+               AND n.nspname OPERATOR(pg_catalog.<>) '@extschema@'
+        LOOP
+            PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
+                pg_catalog.jsonb_build_object('command', 'DROP TRIGGER',
+                    'object', tag,
+                    'statement', pg_catalog.left(pg_catalog.current_query(), 4000)));
+        END LOOP;
+        RETURN;
+    END IF;
+    FOR rel, tag IN
+        SELECT DISTINCT CASE WHEN c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                             THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t
+                                    WHERE t.oid OPERATOR(pg_catalog.=) c.objid)
+                             ELSE c.objid END,
+               c.command_tag
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.command_tag IN ('ALTER TABLE', 'ALTER TRIGGER')
+           AND c.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass,
+                             'pg_catalog.pg_trigger'::pg_catalog.regclass)
+    LOOP
+        IF rel IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                          AND t.tgfoid OPERATOR(pg_catalog.=)
+                              '@extschema@.audit_trigger()'::pg_catalog.regprocedure)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class k
+                            WHERE k.oid OPERATOR(pg_catalog.=) rel
+                              AND k.relnamespace OPERATOR(pg_catalog.=)
+                                  '@extschema@'::pg_catalog.regnamespace) THEN
+            PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
+                pg_catalog.jsonb_build_object('command', tag,
+                    'audit_triggers',
+                    (SELECT pg_catalog.jsonb_object_agg(t.tgname,
+                                CASE WHEN t.tgenabled IN ('O', 'A') THEN 'enabled'
+                                     ELSE 'disabled' END)
+                       FROM pg_catalog.pg_trigger t
+                      WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                        AND t.tgfoid OPERATOR(pg_catalog.=)
+                            '@extschema@.audit_trigger()'::pg_catalog.regprocedure),
+                    'statement', pg_catalog.left(pg_catalog.current_query(), 4000)));
+        END IF;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.audit_ddl() FROM PUBLIC;
+CREATE EVENT TRIGGER pgmarket_audit_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER')
+    EXECUTE FUNCTION @extschema@.audit_ddl();
+CREATE EVENT TRIGGER pgmarket_audit_drop ON sql_drop
+    WHEN TAG IN ('DROP TRIGGER', 'ALTER TABLE')
+    EXECUTE FUNCTION @extschema@.audit_ddl();
+
+-- Retention is a superuser's act: purge_audit deletes audit rows, and a role
+-- that may delete the trail may also have made the changes it records.
+REVOKE EXECUTE ON FUNCTION @extschema@.purge_audit(timestamptz) FROM pgmarket_admin;
+
 -------------------------------------------------------------------------------
 -- Scaling out: the actor forwarded by the proxy
 -------------------------------------------------------------------------------
@@ -459,7 +548,9 @@ CREATE TABLE @extschema@.projects (
     deployment       jsonb NOT NULL DEFAULT '{}',
     test_coverage    numeric,
     scores           jsonb NOT NULL DEFAULT '{}',
-    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the clock, not the transaction's start: list_projects pages by it,
+    -- and projects saved in one transaction must not share one instant
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     updated_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_deployed_at timestamptz,
     CONSTRAINT projects_status CHECK (status IN ('active', 'archived')),

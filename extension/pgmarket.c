@@ -29,6 +29,9 @@ char	   *pgm_actor = NULL;
 /* pgmarket.proxy_role: the role whose forwarded actor this node takes */
 char	   *pgm_proxy_role = NULL;
 
+/* pgmarket.audit_internal: enable_audit or disable_audit is at work */
+static bool pgm_audit_internal = false;
+
 /*
  * Module load: libsodium must be initialised once per process before any of
  * its functions is used (it picks implementations and seeds its RNG).  Then
@@ -59,6 +62,14 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("pgmarket.audit_internal",
+							 "Set by enable_audit and disable_audit while they change a table's audit triggers.",
+							 "The DDL event trigger records other changes of those triggers; only a superuser (the functions' owner) may set this.",
+							 &pgm_audit_internal,
+							 false,
+							 PGC_SUSET,
+							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 	pgm_vault_init();
 	pgm_sealed_init();
 	MarkGUCPrefixReserved("pgmarket");
@@ -107,6 +118,28 @@ pgm_text_ok(const char *value, int maxlen)
 	return true;
 }
 
+/*
+ * A value as an error message may show it: at most maxchars characters, cut
+ * on a character boundary (never half of a multibyte character), "..."
+ * after a cut, and every control character shown as "?", so that a value
+ * cannot forge a line of the server log.
+ */
+char *
+pgm_shown_value(const char *value, int maxchars)
+{
+	int			len = strlen(value);
+	int			cut = pg_mbcharcliplen(value, len, maxchars);
+	char	   *out = palloc(cut + 4);
+	int			i;
+
+	for (i = 0; i < cut; i++)
+		out[i] = ((unsigned char) value[i] < 0x20 || value[i] == 0x7f) ? '?' : value[i];
+	if (cut < len)
+		memcpy(out + cut, "...", 3), cut += 3;
+	out[cut] = '\0';
+	return out;
+}
+
 /* The same check, raising 22023 with a message that says what is wrong. */
 void
 pgm_check_text(const char *argname, const char *value, int maxlen)
@@ -120,12 +153,12 @@ pgm_check_text(const char *argname, const char *value, int maxlen)
 	if (pg_mbstrlen(value) > maxlen)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s \"%.40s...\" is longer than %d characters",
-						argname, value, maxlen)));
+				 errmsg("%s \"%s\" is longer than %d characters",
+						argname, pgm_shown_value(value, 40), maxlen)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("%s \"%s\" contains a control character",
-					argname, value)));
+					argname, pgm_shown_value(value, 80))));
 }
 
 /* An optional text argument (NULL allowed), checked when present. */

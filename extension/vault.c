@@ -673,6 +673,7 @@ static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_get;
 static SPIPlanPtr plan_touch;
 static SPIPlanPtr plan_log;
+static SPIPlanPtr plan_log_audit;
 static SPIPlanPtr plan_list;
 static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_rotate_skip;
@@ -715,6 +716,10 @@ prepare_plans(void)
 		"INSERT INTO pgmarket.key_access_log (key_id, user_id, provider,"
 		"       session_role, db_role, actor)"
 		" VALUES ($1, $2, $3, $4, $5, $6)", 6, log);
+	plan_log_audit = pgm_prepare(
+		"SELECT pgmarket.audit_event('pgmarket.provider_keys'::regclass, 'DECRYPT',"
+		"       pg_catalog.jsonb_build_object('key_id', $1, 'user_id', $2,"
+		"                                     'provider', $3))", 3, log);
 	plan_list = pgm_prepare(
 		"SELECT key_id, provider, label, hint, key_version, created_at,"
 		"       last_used_at, revoked_at"
@@ -1151,6 +1156,11 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	else
 		nulls[5] = 'n';
 	pgm_exec(plan_log, values, nulls, false);
+	/*
+	 * and in the sealed audit trail too, so that a read cannot be deleted
+	 * from key_access_log unseen
+	 */
+	pgm_exec(plan_log_audit, values, nulls, false);
 
 	SPI_finish();
 	PG_RETURN_TEXT_P(secret);

@@ -65,7 +65,7 @@ internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
           'disable_audit', 'current_actor', 'proxy_actor',
           'audit_require_owner', 'audit_restored', 'user_scope',
           'store_check_text', 'store_check_list', 'store_check_json',
-          'store_project'"
+          'store_project', 'audit_ddl'"
 # Generated, besides the per-user functions (first argument user_id uuid).
 routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',
@@ -276,7 +276,6 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(text),
-    pgmarket_proxy.purge_audit_all(text, timestamptz),
     pgmarket_proxy.rotate_master_key_all(text, int)
     TO pgmarket_admin;
 EOF

@@ -1531,7 +1531,6 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(text),
-    pgmarket_proxy.purge_audit_all(text, timestamptz),
     pgmarket_proxy.rotate_master_key_all(text, int)
     TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.add_funds(user_id uuid, amount numeric, idempotency_key text, note text) TO pgmarket_admin, pgmarket_app;
@@ -1596,7 +1595,6 @@ GRANT EXECUTE ON FUNCTION pgmarket.list_provider_keys(user_id uuid) TO pgmarket_
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_provider_keys_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_templates(category text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_templates_on_node(actor text, category text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
-GRANT EXECUTE ON FUNCTION pgmarket.purge_audit(before timestamp with time zone) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.put_provider_key(user_id uuid, provider text, secret text, label text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.put_provider_key_on_node(actor text, user_id uuid, provider text, secret text, label text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.put_provider_key_sealed(user_id uuid, provider text, sealed bytea, label text) TO pgmarket_admin, pgmarket_app;

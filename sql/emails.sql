@@ -104,3 +104,9 @@ SELECT pgmarket.authenticate(E' ZO\u00EB@Example.COM', 'pw of zoe') = '7e000000-
 SELECT pgmarket.authenticate(E'zo\u00EB\u200B@example.com', 'pw of zoe') IS NULL AS invisible,
        pgmarket.authenticate(repeat('z', 5000), 'pw of zoe') IS NULL AS too_long,
        pgmarket.authenticate('', 'pw of zoe') IS NULL AS empty;
+-- NFC maps U+212A KELVIN SIGN to an ASCII "K", after lower-casing ran: it is
+-- folded again, so the two spellings are one address
+SELECT pgmarket.create_user(E'\u212Aevin@example.com', 'kelvin_sign',
+                            id => '7e000000-0000-4000-8000-000000000004');
+SELECT email FROM pgmarket.users WHERE username = 'kelvin_sign';
+SELECT pg_temp.err($$SELECT pgmarket.create_user('Kevin@example.com', 'kevin_ascii')$$);

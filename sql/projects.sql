@@ -92,6 +92,14 @@ SELECT name FROM pgmarket.list_projects(:alice, max_rows => 2);
 SELECT created_at AS page_end FROM pgmarket.list_projects(:alice, max_rows => 2) ORDER BY created_at LIMIT 1 \gset
 SELECT name FROM pgmarket.list_projects(:alice, before => :'page_end');
 SELECT count(*) AS bobs FROM pgmarket.list_projects(:bob);
+-- projects saved in one transaction are paged like any others
+BEGIN;
+SELECT count(pgmarket.save_project(:alice, 'batch-' || g, 'lib')) AS saved
+  FROM generate_series(1, 3) g;
+SELECT string_agg(name, ',') AS first_page FROM pgmarket.list_projects(:alice, max_rows => 2);
+SELECT min(created_at) AS page_end FROM pgmarket.list_projects(:alice, max_rows => 2) \gset
+SELECT string_agg(name, ',') AS second_page FROM pgmarket.list_projects(:alice, max_rows => 2, before => :'page_end');
+ROLLBACK;
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_projects('d1000000-0000-4000-8000-000000000001', 'gone')$$);
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_projects('d1000000-0000-4000-8000-000000000001', max_rows => 0)$$);
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_projects('d1000000-0000-4000-8000-000000000001', max_rows => 1001)$$);

@@ -102,7 +102,13 @@ SELECT name, pg_temp.err(format('SELECT pgmarket.authenticate_sealed(%L, pg_temp
  ORDER BY name;
 SELECT pg_temp.err($$SELECT pgmarket.create_user_sealed('x@example.com', 'sealed_x', pg_temp.b('key'))$$);
 SELECT pg_temp.err($$SELECT pgmarket.hash_password_sealed(pg_temp.b('junk'))$$);
-SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('future'), 'h')$$);
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('future'),
+    pgmarket.hash_password('pw'))$$);
+-- no guessing oracle: a sealed password is never tried against a cheap hash
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    'pbkdf2_sha256$1$salt$' || encode(sha256('x'), 'base64'))$$);
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    '$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA')$$);
 -- what the plain functions check, the sealed ones check the same way
 SELECT pg_temp.err($$SELECT pgmarket.create_user_sealed('not an email', 'sealed_x', pg_temp.b('pw'))$$);
 SELECT pg_temp.err($$SELECT pgmarket.create_user_sealed('sealed1@example.com', 'sealed_x', pg_temp.b('pw'))$$);

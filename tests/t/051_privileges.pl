@@ -188,6 +188,7 @@ my @acts = (
 	[ 'pgmarket_admin', "INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount, available) VALUES (999, '$uid', 'deposit', 1000000, 1000000)", '42501' ],
 	[ 'pgmarket_admin', 'DELETE FROM pgmarket.audit_log',                     '42501' ],
 	[ 'pgmarket_admin', 'TRUNCATE pgmarket.audit_seals',                      '42501' ],
+	[ 'pgmarket_admin', 'SELECT pgmarket.purge_audit(now())',                 '42501' ],
 	[ 'pgmarket_admin', 'SELECT pgmarket.seal_audit() >= 0',                  'ok' ],
 	[ 'pgmarket_admin', 'SELECT pgmarket.rotate_master_key()',                'ok' ],
 	# nobody

@@ -1,0 +1,54 @@
+-- DDL on an audited table is on the record: its owner, who may detach the
+-- trail with disable_audit, cannot detach it (or rewrite its rows) with
+-- DDL unseen.
+\set VERBOSITY terse
+DROP SCHEMA IF EXISTS audit_ddl CASCADE;
+DROP ROLE IF EXISTS audit_ddl_owner;
+CREATE ROLE audit_ddl_owner IN ROLE pgmarket_admin;
+CREATE SCHEMA audit_ddl AUTHORIZATION audit_ddl_owner;
+SELECT coalesce(max(id), 0) AS base FROM pgmarket.audit_log \gset
+CREATE FUNCTION pg_temp.trail(after bigint)
+RETURNS TABLE (table_name text, operation text, command text, triggers jsonb,
+               statement text)
+LANGUAGE sql AS $$
+    SELECT table_name, operation, new_values->>'command',
+           new_values->'audit_triggers', new_values->>'statement'
+      FROM pgmarket.audit_log WHERE id > after ORDER BY id
+$$;
+
+SET ROLE audit_ddl_owner;
+CREATE TABLE audit_ddl.t (id int PRIMARY KEY, v text);
+SELECT pgmarket.enable_audit('audit_ddl.t');
+INSERT INTO audit_ddl.t VALUES (1, 'a');
+-- disabling the trigger by hand is recorded, and so is enabling it again
+ALTER TABLE audit_ddl.t DISABLE TRIGGER pgmarket_audit;
+UPDATE audit_ddl.t SET v = 'while detached';
+ALTER TABLE audit_ddl.t ENABLE TRIGGER pgmarket_audit;
+-- rows rewritten by DDL
+ALTER TABLE audit_ddl.t ALTER COLUMN v TYPE text USING 'rewritten-' || v;
+-- the trigger renamed, then dropped
+ALTER TRIGGER pgmarket_audit ON audit_ddl.t RENAME TO quiet;
+ALTER TRIGGER quiet ON audit_ddl.t RENAME TO pgmarket_audit;
+DROP TRIGGER pgmarket_audit ON audit_ddl.t;
+DROP TRIGGER pgmarket_audit_truncate ON audit_ddl.t;
+-- a table without the trail: its DDL is nobody's business
+CREATE TABLE audit_ddl.plain (id int);
+ALTER TABLE audit_ddl.plain ADD COLUMN v text;
+-- enable_audit and disable_audit record their own events only
+SELECT pgmarket.enable_audit('audit_ddl.t');
+SELECT pgmarket.disable_audit('audit_ddl.t');
+RESET ROLE;
+SELECT * FROM pg_temp.trail(:base);
+
+-- pgmarket's own tables are the superuser's: their DDL is not recorded here
+ALTER TABLE pgmarket.preferences ALTER COLUMN value SET STATISTICS 100;
+ALTER TABLE pgmarket.preferences ALTER COLUMN value SET STATISTICS -1;
+SELECT count(*) AS own_tables_ddl FROM pgmarket.audit_log
+ WHERE id > :base AND table_name = 'pgmarket.preferences';
+-- the switch the functions use is a superuser's
+SET ROLE audit_ddl_owner;
+SET pgmarket.audit_internal = on;
+RESET ROLE;
+
+DROP SCHEMA audit_ddl CASCADE;
+DROP ROLE audit_ddl_owner;
