@@ -9,6 +9,7 @@
  */
 #include "pgmarket.h"
 #include "importdoc.h"
+#include "store_io.h"
 #include "json.h"
 
 #include <ctype.h>
@@ -809,6 +810,13 @@ reject(importer *im, const char *section, const char *record, const char *fmt,..
 	fputc('\n', stderr);
 }
 
+/* reject() for the store's sections (store_io.c). */
+static void
+reject_store(void *arg, const char *section, const char *record, const char *reason)
+{
+	reject((importer *) arg, section, record, "%s", reason);
+}
+
 static imp_user *
 find_user(importer *im, const char *id, int create)
 {
@@ -911,48 +919,6 @@ typedef struct
 	const char *model;
 	const json *messages;		/* an array, or NULL */
 } imp_chat;
-
-/* Writes v as JSON text (numbers as their source text). */
-static void
-json_write_value(FILE *f, const json *v)
-{
-	size_t		i;
-
-	switch (v->type)
-	{
-		case JSON_NULL:
-			fputs("null", f);
-			break;
-		case JSON_FALSE:
-			fputs("false", f);
-			break;
-		case JSON_TRUE:
-			fputs("true", f);
-			break;
-		case JSON_NUMBER:
-			fputs(v->text, f);
-			break;
-		case JSON_STRING:
-			json_write_string(f, v->text);
-			break;
-		case JSON_ARRAY:
-		case JSON_OBJECT:
-			fputc(v->type == JSON_ARRAY ? '[' : '{', f);
-			for (i = 0; i < v->n; i++)
-			{
-				if (i)
-					fputs(", ", f);
-				if (v->type == JSON_OBJECT)
-				{
-					json_write_string(f, v->keys[i]);
-					fputs(": ", f);
-				}
-				json_write_value(f, v->items[i]);
-			}
-			fputc(v->type == JSON_ARRAY ? ']' : '}', f);
-			break;
-	}
-}
 
 /* v as malloc'd JSON text, or NULL (out of memory). */
 static char *
@@ -1110,6 +1076,9 @@ cmd_import(int argc, char **argv)
 				chats_present = 0,
 				chat_messages_new = 0;
 	int			have_chat = 0;
+	int			have_store = 0;
+	store_counts projects = {0},
+				templates = {0};
 	int			have_import_user;
 	progress	p;
 	int			rc;
@@ -1132,7 +1101,8 @@ cmd_import(int argc, char **argv)
 	for (i = 0; i < doc->n; i++)
 		if (strcmp(doc->keys[i], "users") && strcmp(doc->keys[i], "balance_tracker") &&
 			strcmp(doc->keys[i], "transactions") && strcmp(doc->keys[i], "api_keys") &&
-			strcmp(doc->keys[i], "chat_history"))
+			strcmp(doc->keys[i], "chat_history") && strcmp(doc->keys[i], "projects") &&
+			strcmp(doc->keys[i], "templates"))
 			fprintf(stderr, "pgmarket import: warning: unknown section \"%s\" ignored\n",
 					doc->keys[i]);
 	users = json_get(doc, "users");
@@ -1718,12 +1688,33 @@ cmd_import(int argc, char **argv)
 	}
 	progress_end(&p);
 
+	/* the agent platform's store: templates, then projects */
+	if (json_get(doc, "projects") || json_get(doc, "templates"))
+	{
+		have_store = server_has("pgmarket.get_template(text)");
+		if (!have_store)
+			fprintf(stderr, "pgmarket import: warning: sections projects and templates "
+					"skipped: this server has no store functions (save_project)\n");
+		else if (store_import(conn, doc, reject_store, &im, &projects, &templates) != 0)
+		{
+			complain("import: projects and templates");
+			goto fail;
+		}
+	}
+
 	printf("users: %ld created, %ld already present\n", users_created, users_present);
 	printf("ledger entries: %ld new, %ld already present\n", entries_new, entries_replayed);
 	printf("provider keys: %ld stored (sealed), %ld already present\n", keys_new, keys_present);
 	if (have_chat)
 		printf("chat sessions: %ld created (%ld messages), %ld already present\n",
 			   chats_new, chat_messages_new, chats_present);
+	if (have_store)
+	{
+		printf("templates: %ld created, %ld already present\n",
+			   templates.created, templates.present);
+		printf("projects: %ld created, %ld already present\n",
+			   projects.created, projects.present);
+	}
 	if (hashes_skipped)
 		printf("password hashes: %ld not imported (the server has no import_user yet); "
 			   "those users have no password\n", hashes_skipped);
@@ -2025,6 +2016,12 @@ cmd_export(int argc, char **argv)
 			pgm_result_free(sessions);
 		}
 		fputs("\n  }", f);
+	}
+	if (server_has("pgmarket.get_template(text)") && store_export(conn, f, users) != 0)
+	{
+		complain("export: projects and templates");
+		rc = 1;
+		goto done;
 	}
 	if (with_secrets)
 	{

@@ -774,3 +774,45 @@ json_write_string(FILE *f, const char *s)
 	}
 	fputc('"', f);
 }
+
+/* Writes v as JSON text (numbers as their source text). */
+void
+json_write_value(FILE *f, const json *v)
+{
+	size_t		i;
+
+	switch (v->type)
+	{
+		case JSON_NULL:
+			fputs("null", f);
+			break;
+		case JSON_FALSE:
+			fputs("false", f);
+			break;
+		case JSON_TRUE:
+			fputs("true", f);
+			break;
+		case JSON_NUMBER:
+			fputs(v->text, f);
+			break;
+		case JSON_STRING:
+			json_write_string(f, v->text);
+			break;
+		case JSON_ARRAY:
+		case JSON_OBJECT:
+			fputc(v->type == JSON_ARRAY ? '[' : '{', f);
+			for (i = 0; i < v->n; i++)
+			{
+				if (i)
+					fputs(", ", f);
+				if (v->type == JSON_OBJECT)
+				{
+					json_write_string(f, v->keys[i]);
+					fputs(": ", f);
+				}
+				json_write_value(f, v->items[i]);
+			}
+			fputc(v->type == JSON_ARRAY ? ']' : '}', f);
+			break;
+	}
+}

@@ -48,5 +48,7 @@ json	   *json_get(const json *obj, const char *key);
 const char *json_type_name(json_type t);
 /* Writes s as a JSON string literal. */
 void		json_write_string(FILE *f, const char *s);
+/* Writes v as JSON text (numbers as their source text). */
+void		json_write_value(FILE *f, const json *v);
 
 #endif

@@ -200,7 +200,8 @@ static const char *const queries[Q_COUNT] = {
 	"$4::timestamptz)",
 	[Q_ARCHIVE_PROJECT] = "SELECT pgmarket.archive_project($1::uuid, $2::uuid)",
 	[Q_SAVE_TEMPLATE] = "SELECT pgmarket.save_template($1, $2, $3::jsonb, $4, "
-	"COALESCE($5::text[], '{}'), COALESCE($6::text[], '{}'))",
+	"COALESCE($5::text[], '{}'), COALESCE($6::text[], '{}'), COALESCE($7::jsonb, '{}'), "
+	"COALESCE($8::text[], '{}'), $9::int, $10)",
 	[Q_GET_TEMPLATE] = "SELECT * FROM pgmarket.get_template($1)",
 	[Q_LIST_TEMPLATES] = "SELECT * FROM pgmarket.list_templates($1)",
 	[Q_REQUEST_MODIFICATION] = "SELECT pgmarket.request_modification($1::uuid, $2::uuid, "
@@ -753,14 +754,11 @@ ledger_call(pgm_conn *c, query_id q, int n, const char *const *vals,
 	return PGM_OK;
 }
 
-/* Runs a query with one scalar result and hands its text to fn. */
+/* The one scalar of a result (NULL: the call failed), handed to fn. */
 static pgm_status
-scalar_call(pgm_conn *c, query_id q, int n, const char *const *vals,
-			const int *lens, const int *fmts,
+take_scalar(pgm_conn *c, PGresult *res,
 			void (*fn) (const char *value, void *arg), void *arg)
 {
-	PGresult   *res = run(c, q, NULL, n, vals, lens, fmts);
-
 	if (res == NULL)
 		return c ? c->status : PGM_CLIENT_ERROR;
 	if (need_row(c, res) != PGM_OK)
@@ -769,6 +767,15 @@ scalar_call(pgm_conn *c, query_id q, int n, const char *const *vals,
 		fn(val(res, 0, 0), arg);
 	PQclear(res);
 	return PGM_OK;
+}
+
+/* Runs a query with one scalar result and hands its text to fn. */
+static pgm_status
+scalar_call(pgm_conn *c, query_id q, int n, const char *const *vals,
+			const int *lens, const int *fmts,
+			void (*fn) (const char *value, void *arg), void *arg)
+{
+	return take_scalar(c, run(c, q, NULL, n, vals, lens, fmts), fn, arg);
 }
 
 static void
@@ -924,16 +931,7 @@ scalar_call_sealed(pgm_conn *c, query_id q, int n, const char **vals, int at,
 				   char tag, const char *secret,
 				   void (*fn) (const char *value, void *arg), void *arg)
 {
-	PGresult   *res = run_sealed(c, q, n, vals, at, tag, secret);
-
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (fn)
-		fn(val(res, 0, 0), arg);
-	PQclear(res);
-	return PGM_OK;
+	return take_scalar(c, run_sealed(c, q, n, vals, at, tag, secret), fn, arg);
 }
 
 /*
@@ -2356,35 +2354,40 @@ pgm_archive_project(pgm_conn *c, const char *user_id, const char *project_id)
 
 pgm_status
 pgm_save_template(pgm_conn *c, const char *name, const char *category,
-				  const char *files, const char *description,
-				  const char *const *required_vars, const char *const *tags,
+				  const char *files, const pgm_template_options *o,
 				  char template_id[PGM_UUID_LEN])
 {
-	const char *const *lists[2] = {required_vars, tags};
-	char	   *arrays[2];
+	const char *const *lists[3] = {o ? o->required_vars : NULL,
+	o ? o->tags : NULL, o ? o->tech_stack : NULL};
+	char	   *arrays[3];
 	char		tmp[PGM_UUID_LEN] = "";
-	const char *vals[6];
+	const char *vals[10];
 	pgm_status	st;
+	int			i;
 
 	if (template_id)
 		template_id[0] = '\0';
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (!array_literals(lists, arrays, 2))
+	if (!array_literals(lists, arrays, 3))
 	{
-		free(arrays[0]);
-		free(arrays[1]);
+		for (i = 0; i < 3; i++)
+			free(arrays[i]);
 		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
 	}
 	vals[0] = name;
 	vals[1] = category;
 	vals[2] = files;
-	vals[3] = description;
+	vals[3] = o ? o->description : NULL;
 	vals[4] = arrays[0];
 	vals[5] = arrays[1];
-	st = scalar_call(c, Q_SAVE_TEMPLATE, 6, vals, NULL, NULL, take_uuid, tmp);
-	free(arrays[0]);
-	free(arrays[1]);
+	vals[6] = o ? o->optional_vars : NULL;
+	vals[7] = arrays[2];
+	vals[8] = o ? o->setup_minutes : NULL;
+	vals[9] = o ? o->complexity : NULL;
+	st = scalar_call(c, Q_SAVE_TEMPLATE, 10, vals, NULL, NULL, take_uuid, tmp);
+	for (i = 0; i < 3; i++)
+		free(arrays[i]);
 	if (template_id)
 		copy(template_id, PGM_UUID_LEN, tmp);
 	return st;

@@ -438,6 +438,40 @@ pgm_verify_api_key_sealed(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The key calls with an amount: key_prefix, sealed_key and amount required
+ * and checked (the amount first, as the plain call checks it), then the
+ * plain function with the opened key in place of the prefix and the blob.
+ */
+static Datum
+call_key_sealed(FunctionCallInfo fcinfo, PGFunction plain, int nargs)
+{
+	char	   *prefix;
+	Datum		values[INNER_MAX_ARGS];
+	bool		nulls[INNER_MAX_ARGS];
+	text	   *key;
+	Datum		result;
+	bool		isnull;
+	int			i;
+
+	Assert(nargs <= INNER_MAX_ARGS);
+	pgm_require_arg(fcinfo, 0, "key_prefix");
+	pgm_require_arg(fcinfo, 1, "sealed_key");
+	pgm_require_arg(fcinfo, 2, "amount");
+	prefix = key_prefix_arg(fcinfo, 0);
+	(void) pgm_numeric_to_micro(PG_GETARG_DATUM(2), "amount");
+	for (i = 0; i < nargs; i++)
+	{
+		values[i] = PG_GETARG_DATUM(i + 1);
+		nulls[i] = PG_ARGISNULL(i + 1);
+	}
+	key = open_sealed_key(fcinfo, prefix, 1);
+	values[0] = PointerGetDatum(key);
+	result = call_plain(plain, fcinfo, nargs, values, nulls, &isnull);
+	wipe_text(key);
+	return result;
+}
+
+/*
  * charge_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric,
  *						 model_id text, tokens_used bigint,
  *						 idempotency_key text) RETURNS ledger_result
@@ -445,29 +479,7 @@ pgm_verify_api_key_sealed(PG_FUNCTION_ARGS)
 Datum
 pgm_charge_api_key_sealed(PG_FUNCTION_ARGS)
 {
-	char	   *prefix;
-	Datum		values[5];
-	bool		nulls[5];
-	text	   *key;
-	Datum		result;
-	bool		isnull;
-	int			i;
-
-	pgm_require_arg(fcinfo, 0, "key_prefix");
-	pgm_require_arg(fcinfo, 1, "sealed_key");
-	pgm_require_arg(fcinfo, 2, "amount");
-	prefix = key_prefix_arg(fcinfo, 0);
-	(void) pgm_numeric_to_micro(PG_GETARG_DATUM(2), "amount");
-	for (i = 0; i < 5; i++)
-	{
-		values[i] = PG_GETARG_DATUM(i + 1);
-		nulls[i] = PG_ARGISNULL(i + 1);
-	}
-	key = open_sealed_key(fcinfo, prefix, 1);
-	values[0] = PointerGetDatum(key);
-	result = call_plain(pgm_charge_api_key, fcinfo, 5, values, nulls, &isnull);
-	wipe_text(key);
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(call_key_sealed(fcinfo, pgm_charge_api_key, 5));
 }
 
 /*
@@ -477,27 +489,5 @@ pgm_charge_api_key_sealed(PG_FUNCTION_ARGS)
 Datum
 pgm_reserve_api_key_sealed(PG_FUNCTION_ARGS)
 {
-	char	   *prefix;
-	Datum		values[4];
-	bool		nulls[4];
-	text	   *key;
-	Datum		result;
-	bool		isnull;
-	int			i;
-
-	pgm_require_arg(fcinfo, 0, "key_prefix");
-	pgm_require_arg(fcinfo, 1, "sealed_key");
-	pgm_require_arg(fcinfo, 2, "amount");
-	prefix = key_prefix_arg(fcinfo, 0);
-	(void) pgm_numeric_to_micro(PG_GETARG_DATUM(2), "amount");
-	for (i = 0; i < 4; i++)
-	{
-		values[i] = PG_GETARG_DATUM(i + 1);
-		nulls[i] = PG_ARGISNULL(i + 1);
-	}
-	key = open_sealed_key(fcinfo, prefix, 1);
-	values[0] = PointerGetDatum(key);
-	result = call_plain(pgm_reserve_api_key, fcinfo, 4, values, nulls, &isnull);
-	wipe_text(key);
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(call_key_sealed(fcinfo, pgm_reserve_api_key, 4));
 }

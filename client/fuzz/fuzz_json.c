@@ -11,48 +11,6 @@
 
 #include "json.h"
 
-/* Writes v as JSON text, strings through json_write_string (export's). */
-static void
-write_value(FILE *f, const json *v)
-{
-	size_t		i;
-
-	switch (v->type)
-	{
-		case JSON_NULL:
-			fputs("null", f);
-			break;
-		case JSON_FALSE:
-			fputs("false", f);
-			break;
-		case JSON_TRUE:
-			fputs("true", f);
-			break;
-		case JSON_NUMBER:
-			fputs(v->text, f);
-			break;
-		case JSON_STRING:
-			json_write_string(f, v->text);
-			break;
-		case JSON_ARRAY:
-		case JSON_OBJECT:
-			fputc(v->type == JSON_ARRAY ? '[' : '{', f);
-			for (i = 0; i < v->n; i++)
-			{
-				if (i)
-					fputc(',', f);
-				if (v->type == JSON_OBJECT)
-				{
-					json_write_string(f, v->keys[i]);
-					fputc(':', f);
-				}
-				write_value(f, v->items[i]);
-			}
-			fputc(v->type == JSON_ARRAY ? ']' : '}', f);
-			break;
-	}
-}
-
 /* The promises of json.h about one parsed value, recursively. */
 static void
 check_value(const json *v)
@@ -128,7 +86,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	f = open_memstream(&text, &textlen);
 	FUZZ_CHECK(f != NULL);
-	write_value(f, v);
+	json_write_value(f, v);
 	FUZZ_CHECK(fclose(f) == 0);
 	again = json_parse(text, textlen, err, sizeof(err));
 	if (again == NULL)
