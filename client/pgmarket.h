@@ -518,13 +518,23 @@ pgm_status	pgm_list_projects(pgm_conn *conn, const char *user_id,
 							  const char *before, pgm_result **out);
 pgm_status	pgm_archive_project(pgm_conn *conn, const char *user_id,
 								const char *project_id);
-/* pgmarket_admin: insert or replace the template of that name.
- * required_vars and tags NULL-terminated, may be NULL. */
+/* Every field NULL: the SQL default. */
+typedef struct pgm_template_options
+{
+	const char *description;
+	const char *const *required_vars;	/* NULL-terminated */
+	const char *const *tags;	/* NULL-terminated */
+	const char *optional_vars;	/* JSON object: name -> default */
+	const char *const *tech_stack;	/* NULL-terminated */
+	const char *setup_minutes;	/* integer text */
+	const char *complexity;
+} pgm_template_options;
+
+/* pgmarket_admin: insert or replace the template of that name (files: a
+ * JSON object or array). */
 pgm_status	pgm_save_template(pgm_conn *conn, const char *name,
 							  const char *category, const char *files,
-							  const char *description,
-							  const char *const *required_vars,
-							  const char *const *tags,
+							  const pgm_template_options *options,
 							  char template_id[PGM_UUID_LEN]);
 pgm_status	pgm_get_template(pgm_conn *conn, const char *name,
 							 pgm_result **out);

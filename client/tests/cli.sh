@@ -164,6 +164,33 @@ expect "verify refuses another option" 2 pgm verify --nosuch
 expect "rotate-keys" 0 pgm rotate-keys --batch 2
 has "rotate-keys reports" "$tmp/out" 'rotation done'
 
+# the agent platform's store: templates and projects
+store="SELECT (SELECT string_agg(name || ':' || category || ':' || files::text || ':' ||
+                              required_vars::text || ':' || optional_vars::text || ':' ||
+                              coalesce(setup_minutes::text, '-'), ';' ORDER BY name)
+                 FROM pgmarket.templates) || '/' ||
+              (SELECT string_agg(id || ':' || user_id || ':' || name || ':' || status || ':' ||
+                                 codebase::text || ':' || dependencies::text || ':' ||
+                                 coalesce(test_coverage::text, '-') || ':' || scores::text || ':' ||
+                                 coalesce(last_deployed_at::text, '-'), ';' ORDER BY id)
+                 FROM pgmarket.projects)"
+expect "import the store's sections (two records are bad)" 1 pgm import examples/import-store.json
+has "templates are created" "$tmp/out" '^templates: 2 created, 0 already present'
+has "projects are created" "$tmp/out" '^projects: 2 created, 0 already present'
+has "a template without files is rejected" "$tmp/err" 'rejected templates\[broken-template\]'
+has "a coverage over 100 is rejected by the server" "$tmp/err" 'rejected projects\[0d000000-0000-4000-8000-000000000003\]: .*test_coverage.*22023'
+has "a malformed project id is rejected" "$tmp/err" 'rejected projects\[not-a-uuid\]: malformed uuid'
+[ "$(q "SELECT status FROM pgmarket.projects WHERE id = '0d000000-0000-4000-8000-000000000002'")" = archived ] &&
+    ok "cli: an archived project stays archived" || notok "cli: the archived project is not archived"
+[ "$(q "SELECT dependencies[3] FROM pgmarket.projects WHERE id = '0d000000-0000-4000-8000-000000000001'")" = 'a "quoted" one' ] &&
+    ok "cli: a dependency with quotes is kept" || notok "cli: the quoted dependency was changed"
+st1=$(q "$store")
+expect "import the store's sections again" 1 pgm import examples/import-store.json
+has "which creates no template" "$tmp/out" '^templates: 0 created, 2 already present'
+has "and no project" "$tmp/out" '^projects: 0 created, 2 already present'
+[ "$(q "$store")" = "$st1" ] && ok "cli: the second import changed no project or template" ||
+    notok "cli: the second import changed the store"
+
 # export, and import the export into a second database
 expect "export" 0 pgm export "$tmp/export.json"
 db2=${db}_b
@@ -175,6 +202,9 @@ if psql -X -q -d postgres -c "CREATE DATABASE $db2" && psql -X -q -d "$db2" -c "
     s2=$(q "$sums" "$db2")
     [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok "cli: every balance survives export and import" ||
         notok "cli: balances differ after export and import"
+    [ -n "$st1" ] && [ "$(q "$store" "$db2")" = "$st1" ] &&
+        ok "cli: every project and template survives export and import" ||
+        notok "cli: the store differs after export and import: '$st1' vs '$(q "$store" "$db2")'"
     expect "import the export there again" 0 env PGDATABASE="$db2" "${vg[@]}" ./pgmarket import "$tmp/export.json"
     has "which adds nothing" "$tmp/out" '^ledger entries: 0 new'
     has "and no chat session" "$tmp/out" '^chat sessions: 0 created \(0 messages\), [1-9][0-9]* already present'

@@ -1168,6 +1168,7 @@ test_projects(pgm_conn *c)
 	const char *tags[] = {"python", "rest", NULL};
 	const char *unknown_pid = "c3ffffff-0000-4000-8000-00000000fffd";
 	pgm_project_options po = {0};
+	pgm_template_options to = {0};
 	pgm_result *r = NULL;
 	const char *v;
 
@@ -1221,11 +1222,23 @@ test_projects(pgm_conn *c)
 
 	/* templates (the test connects as a superuser, which may write them) */
 	snprintf(tname, sizeof(tname), "fastapi-%s", suffix);
+	to.description = "A CRUD service";
+	to.required_vars = vars;
+	to.tags = tags;
+	to.optional_vars = "{\"PORT\": \"8000\"}";
+	to.setup_minutes = "5";
 	EXPECT(pgm_save_template(c, tname, "api", "{\"main.py\": \"app = FastAPI()\"}",
-							 "A CRUD service", vars, tags, tid), PGM_OK, c);
-	EXPECT(pgm_save_template(c, tname, "api", "{}", NULL, NULL, NULL, tid2), PGM_OK, c);
+							 &to, tid), PGM_OK, c);
+	EXPECT(pgm_get_template(c, tname, &r), PGM_OK, c);
+	v = pgm_result_value(r, 0, "optional_vars");
+	CHECK(v && strcmp(v, "{\"PORT\": \"8000\"}") == 0, c);
+	v = pgm_result_value(r, 0, "setup_minutes");
+	CHECK(v && strcmp(v, "5") == 0, c);
+	pgm_result_free(r);
+	r = NULL;
+	EXPECT(pgm_save_template(c, tname, "api", "{}", NULL, tid2), PGM_OK, c);
 	CHECK(strcmp(tid, tid2) == 0, c);	/* replaced by name */
-	EXPECT(pgm_save_template(c, tname, "api", NULL, NULL, NULL, NULL, tid2), PGM_NULL_VALUE, c);
+	EXPECT(pgm_save_template(c, tname, "api", NULL, NULL, tid2), PGM_NULL_VALUE, c);
 	EXPECT(pgm_get_template(c, tname, &r), PGM_OK, c);
 	v = pgm_result_value(r, 0, "required_vars");
 	CHECK(pgm_result_rows(r) == 1 && v && strcmp(v, "{}") == 0, c);

@@ -1,0 +1,442 @@
+/*
+ * store_io.c: the "projects" and "templates" sections of pgmarket import and
+ * export.
+ *
+ *   "projects":  {"<project uuid>": {"user_id": "<uuid>", "name": ..., "type": ...,
+ *                 "status": "active" | "archived", "codebase": {...},
+ *                 "dependencies": [...], "environment": {...}, "deployment": {...},
+ *                 "test_coverage": 81.5, "scores": {...}, "last_deployed_at": "..."}}
+ *   "templates": {"<name>": {"category": ..., "files": {...} | [...],
+ *                 "description": ..., "required_vars": [...], "optional_vars": {...},
+ *                 "tech_stack": [...], "setup_minutes": 5, "complexity": ...,
+ *                 "tags": [...]}}
+ *
+ * Only the library's calls are used (save_project, archive_project,
+ * save_template and their readers); the server checks every value as it
+ * checks any call, and a refused record is reported with its reason.
+ */
+#include "store_io.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "importdoc.h"
+
+#define MAX_LIST 10000
+
+/* A member that must be a string, or NULL. */
+static const char *
+member_str(const json *o, const char *key)
+{
+	const json *v = json_get(o, key);
+
+	return (v && v->type == JSON_STRING) ? v->text : NULL;
+}
+
+/* Any JSON value as text (malloc'd), or NULL when out of memory. */
+static char *
+json_text(const json *v)
+{
+	char	   *buf = NULL;
+	size_t		len = 0;
+	FILE	   *f = open_memstream(&buf, &len);
+
+	if (f == NULL)
+		return NULL;
+	json_write_value(f, v);
+	if (fclose(f) != 0)
+	{
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/*
+ * A member that is absent (*out NULL, true), or of one of the two JSON
+ * types given, as text in *out (the caller frees it); false otherwise.
+ */
+static int
+member_json(const json *o, const char *key, json_type t1, json_type t2,
+			char **out)
+{
+	const json *v = json_get(o, key);
+
+	*out = NULL;
+	if (v == NULL || v->type == JSON_NULL)
+		return 1;
+	if (v->type != t1 && v->type != t2)
+		return 0;
+	*out = json_text(v);
+	return *out != NULL;
+}
+
+/*
+ * A member that is absent (*out NULL) or an array of strings, as a
+ * NULL-terminated list in *out (the caller frees the list, not the strings).
+ */
+static int
+member_list(const json *o, const char *key, const char ***out)
+{
+	const json *v = json_get(o, key);
+	size_t		i;
+
+	*out = NULL;
+	if (v == NULL || v->type == JSON_NULL)
+		return 1;
+	if (v->type != JSON_ARRAY || v->n > MAX_LIST)
+		return 0;
+	*out = calloc(v->n + 1, sizeof(char *));
+	if (*out == NULL)
+		return 0;
+	for (i = 0; i < v->n; i++)
+	{
+		if (v->items[i]->type != JSON_STRING)
+		{
+			free(*out);
+			*out = NULL;
+			return 0;
+		}
+		(*out)[i] = v->items[i]->text;
+	}
+	return 1;
+}
+
+/* A number member (absent: *out NULL); false for anything else. */
+static int
+member_number(const json *o, const char *key, const char **out)
+{
+	const json *v = json_get(o, key);
+
+	*out = NULL;
+	if (v == NULL || v->type == JSON_NULL)
+		return 1;
+	if (v->type != JSON_NUMBER)
+		return 0;
+	*out = v->text;
+	return 1;
+}
+
+/* The reason of a refused call, "message (SQLSTATE)". */
+static void
+reject_call(pgm_conn *conn, store_reject_fn reject, void *arg,
+			const char *section, const char *record)
+{
+	char		why[1024];
+
+	snprintf(why, sizeof(why), "%s (%s)", pgm_errmsg(conn), pgm_sqlstate(conn));
+	reject(arg, section, record, why);
+}
+
+/* One project record; -1 when the server is gone. */
+static int
+import_project(pgm_conn *conn, const char *id, const json *rec,
+			   store_reject_fn reject, void *arg, store_counts *n)
+{
+	const char *uid = member_str(rec, "user_id");
+	const char *name = member_str(rec, "name");
+	const char *type = member_str(rec, "type");
+	const char *status = member_str(rec, "status");
+	const char *deployed = member_str(rec, "last_deployed_at");
+	pgm_project_options po = {0};
+	char	   *codebase = NULL,
+			   *env = NULL,
+			   *deploy = NULL,
+			   *scores = NULL;
+	const char **deps = NULL;
+	char		saved[PGM_UUID_LEN];
+	pgm_result *r = NULL;
+	pgm_status	st;
+	int			rc = 0;
+
+	if (rec->type != JSON_OBJECT || !is_uuid(id) || uid == NULL || !is_uuid(uid) ||
+		name == NULL || type == NULL)
+	{
+		reject(arg, "projects", id, is_uuid(id) ?
+			   "must be an object with user_id (a uuid), name and type (strings)" :
+			   "malformed uuid");
+		return 0;
+	}
+	if (status && strcmp(status, "active") != 0 && strcmp(status, "archived") != 0)
+	{
+		reject(arg, "projects", id, "status must be active or archived");
+		return 0;
+	}
+	if (!member_json(rec, "codebase", JSON_OBJECT, JSON_OBJECT, &codebase) ||
+		!member_json(rec, "environment", JSON_OBJECT, JSON_OBJECT, &env) ||
+		!member_json(rec, "deployment", JSON_OBJECT, JSON_OBJECT, &deploy) ||
+		!member_json(rec, "scores", JSON_OBJECT, JSON_OBJECT, &scores) ||
+		!member_list(rec, "dependencies", &deps) ||
+		!member_number(rec, "test_coverage", &po.test_coverage))
+	{
+		reject(arg, "projects", id, "codebase, environment, deployment and scores must be "
+			   "objects, dependencies an array of strings, test_coverage a number");
+		goto done;
+	}
+	st = pgm_get_project(conn, uid, id, &r);
+	pgm_result_free(r);
+	if (st == PGM_OK)
+	{
+		n->present++;
+		goto done;
+	}
+	if (st == PGM_CONNECTION_ERROR)
+	{
+		rc = -1;
+		goto done;
+	}
+	po.id = id;
+	po.codebase = codebase;
+	po.environment = env;
+	po.deployment = deploy;
+	po.scores = scores;
+	po.dependencies = deps;
+	po.last_deployed_at = deployed;
+	st = pgm_save_project(conn, uid, name, type, &po, saved);
+	if (st == PGM_OK && status && strcmp(status, "archived") == 0)
+		st = pgm_archive_project(conn, uid, id);
+	if (st == PGM_OK)
+		n->created++;
+	else if (st == PGM_CONNECTION_ERROR)
+		rc = -1;
+	else
+		reject_call(conn, reject, arg, "projects", id);
+done:
+	free(codebase);
+	free(env);
+	free(deploy);
+	free(scores);
+	free(deps);
+	return rc;
+}
+
+/* One template record; -1 when the server is gone. */
+static int
+import_template(pgm_conn *conn, const char *name, const json *rec,
+				store_reject_fn reject, void *arg, store_counts *n)
+{
+	pgm_template_options to = {0};
+	const char *category = member_str(rec, "category");
+	char	   *files = NULL,
+			   *optional = NULL;
+	const char **required = NULL,
+			  **tags = NULL,
+			  **stack = NULL;
+	char		saved[PGM_UUID_LEN];
+	pgm_result *r = NULL;
+	pgm_status	st;
+	int			rc = 0;
+
+	if (rec->type != JSON_OBJECT || category == NULL ||
+		!member_json(rec, "files", JSON_OBJECT, JSON_ARRAY, &files) || files == NULL ||
+		!member_json(rec, "optional_vars", JSON_OBJECT, JSON_OBJECT, &optional) ||
+		!member_list(rec, "required_vars", &required) ||
+		!member_list(rec, "tags", &tags) ||
+		!member_list(rec, "tech_stack", &stack) ||
+		!member_number(rec, "setup_minutes", &to.setup_minutes))
+	{
+		reject(arg, "templates", name, "must be an object with category (a string) and files "
+			   "(an object or array); required_vars, tags and tech_stack arrays of "
+			   "strings, optional_vars an object, setup_minutes a number");
+		goto done;
+	}
+	st = pgm_get_template(conn, name, &r);
+	pgm_result_free(r);
+	if (st == PGM_OK)
+	{
+		n->present++;
+		goto done;
+	}
+	if (st == PGM_CONNECTION_ERROR)
+	{
+		rc = -1;
+		goto done;
+	}
+	to.description = member_str(rec, "description");
+	to.complexity = member_str(rec, "complexity");
+	to.required_vars = required;
+	to.tags = tags;
+	to.tech_stack = stack;
+	to.optional_vars = optional;
+	st = pgm_save_template(conn, name, category, files, &to, saved);
+	if (st == PGM_OK)
+		n->created++;
+	else if (st == PGM_CONNECTION_ERROR)
+		rc = -1;
+	else
+		reject_call(conn, reject, arg, "templates", name);
+done:
+	free(files);
+	free(optional);
+	free(required);
+	free(tags);
+	free(stack);
+	return rc;
+}
+
+int
+store_import(pgm_conn *conn, const json *doc, store_reject_fn reject, void *arg,
+			 store_counts *projects, store_counts *templates)
+{
+	const json *s;
+	size_t		i;
+
+	/* templates first: a project may name one, never the other way round */
+	s = json_get(doc, "templates");
+	if (s && s->type != JSON_OBJECT)
+		reject(arg, "templates", "", "the section must be an object of name: template");
+	else
+		for (i = 0; s && i < s->n; i++)
+			if (import_template(conn, s->keys[i], s->items[i], reject, arg, templates) < 0)
+				return -1;
+	s = json_get(doc, "projects");
+	if (s && s->type != JSON_OBJECT)
+		reject(arg, "projects", "", "the section must be an object of id: project");
+	else
+		for (i = 0; s && i < s->n; i++)
+			if (import_project(conn, s->keys[i], s->items[i], reject, arg, projects) < 0)
+				return -1;
+	return 0;
+}
+
+/*
+ * A text[] literal as the server writes it ({a,"b c","d\"e"}, NULL for a
+ * NULL element) as a JSON array.
+ */
+static void
+write_text_array(FILE *f, const char *lit)
+{
+	const char *p = lit;
+	char	   *elem = malloc(strlen(lit) + 1);
+	int			first = 1;
+
+	fputc('[', f);
+	if (elem == NULL || *p != '{')
+	{
+		free(elem);
+		fputc(']', f);
+		return;
+	}
+	p++;
+	while (*p && *p != '}')
+	{
+		size_t		n = 0;
+		int			quoted = (*p == '"');
+
+		if (quoted)
+		{
+			for (p++; *p && *p != '"'; p++)
+			{
+				if (*p == '\\' && p[1])
+					p++;
+				elem[n++] = *p;
+			}
+			if (*p == '"')
+				p++;
+		}
+		else
+			while (*p && *p != ',' && *p != '}')
+				elem[n++] = *p++;
+		elem[n] = '\0';
+		if (!first)
+			fputs(", ", f);
+		first = 0;
+		if (!quoted && strcmp(elem, "NULL") == 0)
+			fputs("null", f);
+		else
+			json_write_string(f, elem);
+		if (*p == ',')
+			p++;
+	}
+	fputc(']', f);
+	free(elem);
+}
+
+/* "name": value of a result column: JSON text as it is, or a string. */
+static void
+write_member(FILE *f, pgm_result *r, int row, const char *col, char kind)
+{
+	const char *v = pgm_result_value(r, row, col);
+
+	fprintf(f, ", \"%s\": ", col);
+	if (v == NULL)
+		fputs("null", f);
+	else if (kind == 'j' || kind == 'n')
+		fputs(v, f);
+	else if (kind == 'a')
+		write_text_array(f, v);
+	else
+		json_write_string(f, v);
+}
+
+int
+store_export(pgm_conn *conn, FILE *f, pgm_result *users)
+{
+	pgm_result *r = NULL;
+	int			i,
+				j,
+				first = 1;
+
+	if (pgm_list_templates(conn, NULL, &r) != PGM_OK)
+		return -1;
+	fputs(",\n  \"templates\": {", f);
+	for (j = 0; j < pgm_result_rows(r); j++)
+	{
+		fprintf(f, "%s\n    ", j ? "," : "");
+		json_write_string(f, pgm_result_value(r, j, "name"));
+		fputs(": {\"category\": ", f);
+		json_write_string(f, pgm_result_value(r, j, "category"));
+		write_member(f, r, j, "files", 'j');
+		write_member(f, r, j, "description", 's');
+		write_member(f, r, j, "required_vars", 'a');
+		write_member(f, r, j, "optional_vars", 'j');
+		write_member(f, r, j, "tech_stack", 'a');
+		write_member(f, r, j, "setup_minutes", 'n');
+		write_member(f, r, j, "complexity", 's');
+		write_member(f, r, j, "tags", 'a');
+		fputc('}', f);
+	}
+	pgm_result_free(r);
+	fputs("\n  },\n  \"projects\": {", f);
+	for (i = 0; i < pgm_result_rows(users); i++)
+	{
+		const char *uid = pgm_result_value(users, i, "id");
+		char		before[64] = "";
+
+		for (;;)
+		{
+			int			n;
+
+			if (pgm_list_projects(conn, uid, NULL, 1000, before[0] ? before : NULL,
+								  &r) != PGM_OK)
+				return -1;
+			n = pgm_result_rows(r);
+			for (j = 0; j < n; j++)
+			{
+				fprintf(f, "%s\n    \"%s\": {\"user_id\": \"%s\"", first ? "" : ",",
+						pgm_result_value(r, j, "id"), uid);
+				first = 0;
+				write_member(f, r, j, "name", 's');
+				write_member(f, r, j, "type", 's');
+				write_member(f, r, j, "status", 's');
+				write_member(f, r, j, "codebase", 'j');
+				write_member(f, r, j, "dependencies", 'a');
+				write_member(f, r, j, "environment", 'j');
+				write_member(f, r, j, "deployment", 'j');
+				write_member(f, r, j, "test_coverage", 'n');
+				write_member(f, r, j, "scores", 'j');
+				write_member(f, r, j, "last_deployed_at", 's');
+				write_member(f, r, j, "created_at", 's');
+				fputc('}', f);
+			}
+			if (n > 0)
+				snprintf(before, sizeof(before), "%s",
+						 pgm_result_value(r, n - 1, "created_at"));
+			pgm_result_free(r);
+			if (n < 1000)
+				break;
+		}
+	}
+	fputs("\n  }", f);
+	return 0;
+}
