@@ -568,6 +568,23 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(session_id);
 }
 
+/*
+ * A message's content: at most PGM_MAX_CONTENT_BYTES octets (22023), so that
+ * one call cannot store an unbounded row.
+ */
+static text *
+content_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *content = PG_GETARG_TEXT_PP(argno);
+
+	if (VARSIZE_ANY_EXHDR(content) > PGM_MAX_CONTENT_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("content of %zu bytes is longer than %d bytes",
+						(size_t) VARSIZE_ANY_EXHDR(content), PGM_MAX_CONTENT_BYTES)));
+	return content;
+}
+
 /* ----------------------------------------------------------------
  * save_chat_message(user_id, session_id, role, content, tokens, cost,
  *					 tool_calls) RETURNS bigint
@@ -596,7 +613,7 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("role \"%s\" is not a chat role", role),
 				 errhint("A message's role is system, user, assistant or tool.")));
-	content = PG_GETARG_TEXT_PP(3);
+	content = content_arg(fcinfo, 3);
 	tokens = tokens_arg(fcinfo, 4);
 	pgm_require_arg(fcinfo, 5, "cost");
 	cost = recorded_cost(PG_GETARG_DATUM(5));
@@ -636,7 +653,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "content");
 	session_id = PG_GETARG_DATUM(1);
-	content = PG_GETARG_TEXT_PP(2);
+	content = content_arg(fcinfo, 2);
 	tokens = tokens_arg(fcinfo, 3);
 	pgm_require_arg(fcinfo, 4, "cost");
 	cost = pgm_numeric_to_micro(PG_GETARG_DATUM(4), "cost");
@@ -833,6 +850,10 @@ pgm_update_chat_context(PG_FUNCTION_ARGS)
 
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "context");
+	if (!JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("context must be a JSON object")));
 	values[0] = PG_GETARG_DATUM(1);
 	values[1] = PG_GETARG_DATUM(2);
 

@@ -84,30 +84,38 @@ BEGIN ATOMIC
         OR l.available < 0 OR l.tokens_used < 0;
 END;
 
--- CREATE OR REPLACE VIEW resets the options, so they are given again.
-CREATE OR REPLACE VIEW @extschema@.model_usage
+-- tokens is a numeric sum too: a bigint one let two charges near 2^63
+-- tokens make the views raise 22003 for every reader, for good (the ledger
+-- is append-only).  A column's type changes, so the views are made anew,
+-- with their options and grants.
+DROP VIEW @extschema@.model_usage;
+DROP VIEW @extschema@.usage_daily;
+CREATE VIEW @extschema@.model_usage
     WITH (security_invoker = true, security_barrier = true) AS
     SELECT l.model_id,
            pg_catalog.count(*) FILTER (WHERE l.kind = 'charge') AS requests,
-           COALESCE(sum(l.tokens_used) FILTER (WHERE l.kind = 'charge'), 0)::bigint AS tokens,
+           COALESCE(sum(l.tokens_used) FILTER (WHERE l.kind = 'charge'), 0) AS tokens,
            COALESCE(sum(CASE l.kind WHEN 'charge' THEN l.amount
                                     ELSE -l.amount END), 0) * 0.000001 AS cost
       FROM @extschema@.ledger l
      WHERE l.kind IN ('charge', 'refund') AND l.model_id IS NOT NULL
      GROUP BY l.model_id;
 
-CREATE OR REPLACE VIEW @extschema@.usage_daily
+CREATE VIEW @extschema@.usage_daily
     WITH (security_invoker = true, security_barrier = true) AS
     SELECT l.user_id,
            (l.created_at AT TIME ZONE 'UTC')::date AS day,
            l.model_id,
            pg_catalog.count(*) FILTER (WHERE l.kind = 'charge') AS requests,
-           COALESCE(sum(l.tokens_used) FILTER (WHERE l.kind = 'charge'), 0)::bigint AS tokens,
+           COALESCE(sum(l.tokens_used) FILTER (WHERE l.kind = 'charge'), 0) AS tokens,
            COALESCE(sum(CASE l.kind WHEN 'charge' THEN l.amount
                                     ELSE -l.amount END), 0) * 0.000001 AS cost
       FROM @extschema@.ledger l
      WHERE l.kind IN ('charge', 'refund') AND l.model_id IS NOT NULL
      GROUP BY 1, 2, 3;
+REVOKE ALL ON @extschema@.model_usage, @extschema@.usage_daily FROM PUBLIC;
+GRANT SELECT ON @extschema@.model_usage, @extschema@.usage_daily
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 
 
 -------------------------------------------------------------------------------

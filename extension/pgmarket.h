@@ -36,6 +36,7 @@
 #define PGM_MAX_MODEL_ID_LEN	200
 #define PGM_MAX_IDEM_KEY_LEN	200
 #define PGM_MAX_NOTE_LEN		2000
+#define PGM_MAX_CONTENT_BYTES	(10 * 1024 * 1024)	/* a chat message */
 
 /* money.c */
 typedef enum PgmAmountError

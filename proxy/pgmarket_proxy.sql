@@ -1269,7 +1269,7 @@ END;
 -- The node's views model_usage, usage_daily and users show a connection
 -- with an actor only the actor's rows (row-level security): so do these.
 CREATE FUNCTION pgmarket_proxy.model_usage_all(actor text)
-    RETURNS TABLE (model_id text, requests bigint, tokens bigint, cost numeric)
+    RETURNS TABLE (model_id text, requests bigint, tokens numeric, cost numeric)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
@@ -1282,14 +1282,14 @@ $$;
 CREATE VIEW pgmarket.model_usage AS
     SELECT m.model_id,
            sum(m.requests)::bigint AS requests,
-           sum(m.tokens)::bigint AS tokens,
+           sum(m.tokens) AS tokens,
            sum(m.cost) AS cost
       FROM pgmarket_proxy.model_usage_all(current_setting('pgmarket.actor', true)) m
      GROUP BY m.model_id;
 
 CREATE FUNCTION pgmarket_proxy.usage_daily_all(actor text)
     RETURNS TABLE (user_id uuid, day date, model_id text, requests bigint,
-                   tokens bigint, cost numeric)
+                   tokens numeric, cost numeric)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';

@@ -459,6 +459,18 @@ SELECT requests, cost FROM pgmarket.model_usage WHERE model_id = 'money-model';
 SELECT user_id, sum(requests) AS requests, sum(cost) AS cost FROM pgmarket.usage_daily
  WHERE model_id = 'money-model' GROUP BY user_id ORDER BY user_id;
 
+-- token counts add up in numeric too: two charges of 2^63 - 1 tokens each
+-- for one model leave the usage views readable, and exact
+SELECT pgmarket.create_user('money-tokens@example.com', 'money_tokens',
+                            id => '6d000000-0000-4000-8000-0000000000f1') IS NOT NULL AS made;
+SELECT available_balance FROM pgmarket.add_funds('6d000000-0000-4000-8000-0000000000f1', 1);
+SELECT kind FROM pgmarket.deduct_balance('6d000000-0000-4000-8000-0000000000f1', 0.000001,
+                                         'tokens-model', 9223372036854775807);
+SELECT kind FROM pgmarket.deduct_balance('6d000000-0000-4000-8000-0000000000f1', 0.000001,
+                                         'tokens-model', 9223372036854775807);
+SELECT requests, tokens FROM pgmarket.model_usage WHERE model_id = 'tokens-model';
+SELECT requests, tokens FROM pgmarket.usage_daily WHERE model_id = 'tokens-model';
+
 -- nothing above changed the books of the paths' users
 SELECT (SELECT count(*) FROM pgmarket.ledger l JOIN path_user p USING (user_id)) AS path_entries,
        (SELECT count(*) FROM pgmarket.reservations r JOIN path_user p USING (user_id)) AS path_holds,
