@@ -920,25 +920,6 @@ typedef struct
 	const json *messages;		/* an array, or NULL */
 } imp_chat;
 
-/* v as malloc'd JSON text, or NULL (out of memory). */
-static char *
-json_to_text(const json *v)
-{
-	char	   *buf = NULL;
-	size_t		size = 0;
-	FILE	   *f = open_memstream(&buf, &size);
-
-	if (f == NULL)
-		return NULL;
-	json_write_value(f, v);
-	if (fclose(f) != 0)
-	{
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
 /* Is the file's session id already imported for its user?  1, 0; -1 on
  * error.  A session counts as present when it is that session (an export
  * imported back) or its context says {"imported_from": id}. */

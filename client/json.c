@@ -816,3 +816,22 @@ json_write_value(FILE *f, const json *v)
 			break;
 	}
 }
+
+/* v as malloc'd JSON text, or NULL (out of memory). */
+char *
+json_to_text(const json *v)
+{
+	char	   *buf = NULL;
+	size_t		size = 0;
+	FILE	   *f = open_memstream(&buf, &size);
+
+	if (f == NULL)
+		return NULL;
+	json_write_value(f, v);
+	if (fclose(f) != 0)
+	{
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}

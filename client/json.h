@@ -50,5 +50,7 @@ const char *json_type_name(json_type t);
 void		json_write_string(FILE *f, const char *s);
 /* Writes v as JSON text (numbers as their source text). */
 void		json_write_value(FILE *f, const json *v);
+/* v as malloc'd JSON text, or NULL (out of memory). */
+char	   *json_to_text(const json *v);
 
 #endif

@@ -33,25 +33,6 @@ member_str(const json *o, const char *key)
 	return (v && v->type == JSON_STRING) ? v->text : NULL;
 }
 
-/* Any JSON value as text (malloc'd), or NULL when out of memory. */
-static char *
-json_text(const json *v)
-{
-	char	   *buf = NULL;
-	size_t		len = 0;
-	FILE	   *f = open_memstream(&buf, &len);
-
-	if (f == NULL)
-		return NULL;
-	json_write_value(f, v);
-	if (fclose(f) != 0)
-	{
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
 /*
  * A member that is absent (*out NULL, true), or of one of the two JSON
  * types given, as text in *out (the caller frees it); false otherwise.
@@ -67,7 +48,7 @@ member_json(const json *o, const char *key, json_type t1, json_type t2,
 		return 1;
 	if (v->type != t1 && v->type != t2)
 		return 0;
-	*out = json_text(v);
+	*out = json_to_text(v);
 	return *out != NULL;
 }
 
