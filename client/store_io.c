@@ -333,7 +333,35 @@ write_text_array(FILE *f, const char *lit)
 	free(elem);
 }
 
-/* "name": value of a result column: JSON text as it is, or a string. */
+/*
+ * A timestamptz as the server writes it under TimeZone UTC and DateStyle
+ * ISO ("2026-01-02 03:04:05.123456+00") in the export's one format,
+ * ISO 8601 in UTC ("2026-01-02T03:04:05.123456Z").
+ */
+static void
+write_timestamp(FILE *f, const char *v)
+{
+	size_t		n = strlen(v);
+	char	   *t;
+
+	if (n < 22 || v[10] != ' ' || strcmp(v + n - 3, "+00") != 0 ||
+		(t = malloc(n + 1)) == NULL)
+	{
+		json_write_string(f, v);
+		return;
+	}
+	memcpy(t, v, n - 3);
+	t[10] = 'T';
+	t[n - 3] = 'Z';
+	t[n - 2] = '\0';
+	json_write_string(f, t);
+	free(t);
+}
+
+/*
+ * "name": value of a result column: JSON text as it is ('j', 'n'), a text
+ * array ('a'), a timestamp ('t') or a string.
+ */
 static void
 write_member(FILE *f, pgm_result *r, int row, const char *col, char kind)
 {
@@ -346,6 +374,8 @@ write_member(FILE *f, pgm_result *r, int row, const char *col, char kind)
 		fputs(v, f);
 	else if (kind == 'a')
 		write_text_array(f, v);
+	else if (kind == 't')
+		write_timestamp(f, v);
 	else
 		json_write_string(f, v);
 }
@@ -358,6 +388,13 @@ store_export(pgm_conn *conn, FILE *f, pgm_result *users)
 				j,
 				first = 1;
 
+	/* timestamps in one format, whatever the role's settings say */
+	if (pgm_exec(conn, "SELECT pg_catalog.set_config('TimeZone', 'UTC', false), "
+				 "pg_catalog.set_config('DateStyle', 'ISO, YMD', false)",
+				 0, NULL, &r) != PGM_OK)
+		return -1;
+	pgm_result_free(r);
+	r = NULL;
 	if (pgm_list_templates(conn, NULL, &r) != PGM_OK)
 		return -1;
 	fputs(",\n  \"templates\": {", f);
@@ -406,8 +443,8 @@ store_export(pgm_conn *conn, FILE *f, pgm_result *users)
 				write_member(f, r, j, "deployment", 'j');
 				write_member(f, r, j, "test_coverage", 'n');
 				write_member(f, r, j, "scores", 'j');
-				write_member(f, r, j, "last_deployed_at", 's');
-				write_member(f, r, j, "created_at", 's');
+				write_member(f, r, j, "last_deployed_at", 't');
+				write_member(f, r, j, "created_at", 't');
 				fputc('}', f);
 			}
 			if (n > 0)

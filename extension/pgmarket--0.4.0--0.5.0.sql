@@ -427,23 +427,38 @@ GRANT EXECUTE ON FUNCTION
 -- with disable_audit (recorded as DISABLE_AUDIT); the same done by DDL
 -- (ALTER TABLE ... DISABLE TRIGGER, DROP TRIGGER, ALTER TRIGGER ... RENAME)
 -- or a change of rows by DDL (ALTER COLUMN ... TYPE ... USING, DETACH
--- PARTITION) is recorded as a DDL event with its statement.  pgmarket's own
--- tables (owned by the superuser) and the trigger changes that enable_audit
--- and disable_audit make themselves are left out.
+-- PARTITION) is recorded as a DDL event with its command and object (never
+-- the query text, which may hold other statements and their secrets).  Two
+-- things are refused instead: a trigger named like the audit triggers that
+-- does not run audit_trigger() (CREATE OR REPLACE TRIGGER would otherwise
+-- swap the trail for a function that records nothing), and a DDL that leaves
+-- a redacted column name pointing at no column (a rename would otherwise put
+-- that column's values into the trail).  pgmarket's own tables (owned by the
+-- superuser) and the trigger changes that enable_audit and disable_audit
+-- make themselves are left out.
+CREATE FUNCTION @extschema@.audit_internal_active() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'pgm_audit_internal_active'
+    LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION @extschema@.audit_internal_active() FROM PUBLIC;
+
 CREATE FUNCTION @extschema@.audit_ddl() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    rel oid;
-    tag text;
+    rel  oid;
+    tag  text;
+    obj  text;
+    bad  text;
 BEGIN
-    IF pg_catalog.current_setting('pgmarket.audit_internal', true)
-           OPERATOR(pg_catalog.=) 'on' THEN
+    -- the C flag, not the setting's text: before the library is loaded in
+    -- a session, pgmarket.audit_internal would be a placeholder anyone sets
+    IF @extschema@.audit_internal_active() THEN
         RETURN;
     END IF;
     IF TG_EVENT OPERATOR(pg_catalog.=) 'sql_drop' THEN
-        -- a dropped audit trigger of a table that is still there
-        FOR rel, tag IN
+        -- a dropped audit trigger of a table that is still there and still
+        -- has (or had, under that name) the trail
+        FOR rel, obj IN
             SELECT c.oid, d.object_identity
               FROM pg_catalog.pg_event_trigger_dropped_objects() d
               JOIN pg_catalog.pg_namespace n
@@ -452,53 +467,83 @@ BEGIN
                 ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
                AND c.relname OPERATOR(pg_catalog.=) d.address_names[2]
              WHERE d.object_type OPERATOR(pg_catalog.=) 'trigger'
-               AND d.address_names[3] LIKE 'pgmarket\_audit%'
+               AND d.address_names[3] IN ('pgmarket_audit', 'pgmarket_audit_truncate')
                AND n.nspname OPERATOR(pg_catalog.<>) '@extschema@'
         LOOP
             PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
-                pg_catalog.jsonb_build_object('command', 'DROP TRIGGER',
-                    'object', tag,
-                    'statement', pg_catalog.left(pg_catalog.current_query(), 4000)));
+                pg_catalog.jsonb_build_object('command', 'DROP TRIGGER', 'object', obj));
         END LOOP;
         RETURN;
     END IF;
-    FOR rel, tag IN
+    -- no trigger of that name but the audit trigger itself
+    SELECT pg_catalog.format('%s on %s', t.tgname, t.tgrelid::regclass) INTO bad
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_trigger t ON t.oid OPERATOR(pg_catalog.=) c.objid
+     WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+       AND t.tgname IN ('pgmarket_audit', 'pgmarket_audit_truncate')
+       AND t.tgfoid OPERATOR(pg_catalog.<>) '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('trigger %s must run the audit trigger', bad),
+            HINT = 'Change the audit triggers with enable_audit and disable_audit.';
+    END IF;
+    FOR rel, tag, obj IN
         SELECT DISTINCT CASE WHEN c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
                              THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t
                                     WHERE t.oid OPERATOR(pg_catalog.=) c.objid)
                              ELSE c.objid END,
-               c.command_tag
+               c.command_tag, c.object_identity
           FROM pg_catalog.pg_event_trigger_ddl_commands() c
-         WHERE c.command_tag IN ('ALTER TABLE', 'ALTER TRIGGER')
+         WHERE c.command_tag IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER')
            AND c.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass,
                              'pg_catalog.pg_trigger'::pg_catalog.regclass)
     LOOP
-        IF rel IS NOT NULL
-           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                        WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
-                          AND t.tgfoid OPERATOR(pg_catalog.=)
-                              '@extschema@.audit_trigger()'::pg_catalog.regprocedure)
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class k
-                            WHERE k.oid OPERATOR(pg_catalog.=) rel
-                              AND k.relnamespace OPERATOR(pg_catalog.=)
-                                  '@extschema@'::pg_catalog.regnamespace) THEN
-            PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
-                pg_catalog.jsonb_build_object('command', tag,
-                    'audit_triggers',
-                    (SELECT pg_catalog.jsonb_object_agg(t.tgname,
-                                CASE WHEN t.tgenabled IN ('O', 'A') THEN 'enabled'
-                                     ELSE 'disabled' END)
-                       FROM pg_catalog.pg_trigger t
-                      WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
-                        AND t.tgfoid OPERATOR(pg_catalog.=)
-                            '@extschema@.audit_trigger()'::pg_catalog.regprocedure),
-                    'statement', pg_catalog.left(pg_catalog.current_query(), 4000)));
+        CONTINUE WHEN rel IS NULL
+            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                            WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                              AND t.tgfoid OPERATOR(pg_catalog.=)
+                                  '@extschema@.audit_trigger()'::pg_catalog.regprocedure)
+            OR EXISTS (SELECT 1 FROM pg_catalog.pg_class k
+                        WHERE k.oid OPERATOR(pg_catalog.=) rel
+                          AND k.relnamespace OPERATOR(pg_catalog.=)
+                              '@extschema@'::pg_catalog.regnamespace);
+        -- every redacted column still names a column
+        SELECT a.col INTO bad
+          FROM pg_catalog.pg_trigger t,
+               LATERAL pg_catalog.unnest(pg_catalog.string_to_array(
+                   pg_catalog.encode(t.tgargs, 'escape'), '\000')) AS a(col)
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+           AND t.tgname OPERATOR(pg_catalog.=) 'pgmarket_audit'
+           AND a.col OPERATOR(pg_catalog.<>) ''
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x
+                            WHERE x.attrelid OPERATOR(pg_catalog.=) rel
+                              AND x.attname OPERATOR(pg_catalog.=) a.col
+                              AND x.attnum OPERATOR(pg_catalog.>) 0
+                              AND NOT x.attisdropped)
+         LIMIT 1;
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = pg_catalog.format('column "%s" of %s is redacted in the audit trail',
+                                            bad, rel::regclass),
+                HINT = 'Call disable_audit, change the column, then enable_audit with the new redactions.';
         END IF;
+        CONTINUE WHEN tag OPERATOR(pg_catalog.=) 'CREATE TRIGGER';
+        PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
+            pg_catalog.jsonb_build_object('command', tag, 'object', obj,
+                'audit_triggers',
+                (SELECT pg_catalog.jsonb_object_agg(t.tgname,
+                            CASE WHEN t.tgenabled IN ('O', 'A') THEN 'enabled'
+                                 ELSE 'disabled' END)
+                   FROM pg_catalog.pg_trigger t
+                  WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                    AND t.tgfoid OPERATOR(pg_catalog.=)
+                        '@extschema@.audit_trigger()'::pg_catalog.regprocedure)));
     END LOOP;
 END $$;
 REVOKE ALL ON FUNCTION @extschema@.audit_ddl() FROM PUBLIC;
 CREATE EVENT TRIGGER pgmarket_audit_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER')
     EXECUTE FUNCTION @extschema@.audit_ddl();
 CREATE EVENT TRIGGER pgmarket_audit_drop ON sql_drop
     WHEN TAG IN ('DROP TRIGGER', 'ALTER TABLE')
@@ -640,8 +685,9 @@ BEGIN
     IF value IS NULL THEN
         RAISE EXCEPTION '% must not be null', argname USING ERRCODE = '22004';
     END IF;
-    IF pg_catalog.array_ndims(value) OPERATOR(pg_catalog.>) 1 THEN
-        RAISE EXCEPTION 'invalid %: must be a one-dimensional array', argname
+    IF pg_catalog.array_ndims(value) OPERATOR(pg_catalog.>) 1
+       OR pg_catalog.array_lower(value, 1) OPERATOR(pg_catalog.<>) 1 THEN
+        RAISE EXCEPTION 'invalid %: must be a one-dimensional array counted from 1', argname
             USING ERRCODE = '22023';
     END IF;
     IF pg_catalog.cardinality(value) OPERATOR(pg_catalog.>) 10000 THEN
@@ -724,7 +770,6 @@ DECLARE
     pid uuid := coalesce(save_project.id, pg_catalog.gen_random_uuid());
     got uuid;
 BEGIN
-    PERFORM @extschema@.user_scope(user_id);
     PERFORM @extschema@.store_check_text('name', name, 200);
     PERFORM @extschema@.store_check_text('type', type, 64);
     PERFORM @extschema@.store_check_json('codebase', codebase);
@@ -738,6 +783,7 @@ BEGIN
         RAISE EXCEPTION 'invalid test_coverage %: must be a percentage from 0 to 100',
             test_coverage USING ERRCODE = '22023';
     END IF;
+    PERFORM @extschema@.user_scope(user_id);
     INSERT INTO @extschema@.projects AS p
            (id, user_id, name, type, codebase, dependencies, environment,
             deployment, test_coverage, scores, last_deployed_at)
@@ -765,6 +811,9 @@ CREATE FUNCTION @extschema@.get_project(user_id uuid, project_id uuid)
     RETURNS @extschema@.projects LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF project_id IS NULL THEN
+        RAISE EXCEPTION 'project_id must not be null' USING ERRCODE = '22004';
+    END IF;
     PERFORM @extschema@.user_scope(user_id);
     RETURN @extschema@.store_project(user_id, project_id, false);
 END $$;
@@ -777,7 +826,6 @@ CREATE FUNCTION @extschema@.list_projects(user_id uuid,
     RETURNS SETOF @extschema@.projects LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@.user_scope(user_id);
     IF status IS NOT NULL AND status NOT IN ('active', 'archived') THEN
         RAISE EXCEPTION 'invalid status "%": must be active or archived', status
             USING ERRCODE = '22023';
@@ -789,6 +837,7 @@ BEGIN
         RAISE EXCEPTION 'invalid max_rows %: must be from 1 to 1000', max_rows
             USING ERRCODE = '22023';
     END IF;
+    PERFORM @extschema@.user_scope(user_id);
     RETURN QUERY
         SELECT * FROM @extschema@.projects AS p
          WHERE p.user_id OPERATOR(pg_catalog.=) list_projects.user_id
@@ -807,6 +856,9 @@ CREATE FUNCTION @extschema@.archive_project(user_id uuid, project_id uuid)
 DECLARE
     p @extschema@.projects;
 BEGIN
+    IF project_id IS NULL THEN
+        RAISE EXCEPTION 'project_id must not be null' USING ERRCODE = '22004';
+    END IF;
     PERFORM @extschema@.user_scope(user_id);
     p := @extschema@.store_project(user_id, project_id, true);
     IF p.status OPERATOR(pg_catalog.=) 'archived' THEN
@@ -903,7 +955,6 @@ DECLARE
     p   @extschema@.projects;
     mid uuid := pg_catalog.gen_random_uuid();
 BEGIN
-    PERFORM @extschema@.user_scope(user_id);
     IF project_id IS NULL THEN
         RAISE EXCEPTION 'project_id must not be null' USING ERRCODE = '22004';
     END IF;
@@ -919,6 +970,7 @@ BEGIN
     IF requested_by IS NOT NULL THEN
         PERFORM @extschema@.store_check_text('requested_by', requested_by, 200);
     END IF;
+    PERFORM @extschema@.user_scope(user_id);
     -- the project row is locked (KEY SHARE by the foreign key would do, but
     -- an archive racing with the request must wait or be seen)
     p := @extschema@.store_project(user_id, project_id, true);
@@ -948,7 +1000,6 @@ DECLARE
     allowed text[];
     cur     text;
 BEGIN
-    PERFORM @extschema@.user_scope(user_id);
     IF modification_id IS NULL THEN
         RAISE EXCEPTION 'modification_id must not be null' USING ERRCODE = '22004';
     END IF;
@@ -971,6 +1022,7 @@ BEGIN
     IF modified_files IS NOT NULL THEN
         PERFORM @extschema@.store_check_list('modified_files', modified_files, 1024);
     END IF;
+    PERFORM @extschema@.user_scope(user_id);
     UPDATE @extschema@.modifications AS m
        SET status = set_modification_status.status,
            results = coalesce(set_modification_status.results, m.results),
@@ -1000,6 +1052,9 @@ CREATE FUNCTION @extschema@.list_modifications(user_id uuid, project_id uuid)
     RETURNS SETOF @extschema@.modifications LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF project_id IS NULL THEN
+        RAISE EXCEPTION 'project_id must not be null' USING ERRCODE = '22004';
+    END IF;
     PERFORM @extschema@.user_scope(user_id);
     PERFORM @extschema@.store_project(user_id, project_id, false);
     RETURN QUERY

@@ -75,6 +75,21 @@ _PG_init(void)
 	MarkGUCPrefixReserved("pgmarket");
 }
 
+PG_FUNCTION_INFO_V1(pgm_audit_internal_active);
+
+/*
+ * audit_internal_active() RETURNS boolean: is enable_audit or disable_audit
+ * changing a table's audit triggers?  The DDL event trigger asks this C
+ * flag, which only the defined (superuser-only) setting moves: calling it
+ * loads the library first, which discards a placeholder value that a
+ * non-superuser may have set before.  Internal: granted to nobody.
+ */
+Datum
+pgm_audit_internal_active(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(pgm_audit_internal);
+}
+
 /*
  * A required argument must not be NULL: raise 22004 naming it.  Functions are
  * not STRICT, so that a NULL is an error rather than a silent NULL result.

@@ -65,7 +65,7 @@ internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
           'disable_audit', 'current_actor', 'proxy_actor',
           'audit_require_owner', 'audit_restored', 'user_scope',
           'store_check_text', 'store_check_list', 'store_check_json',
-          'store_project', 'audit_ddl'"
+          'store_project', 'audit_ddl', 'audit_internal_active'"
 # Generated, besides the per-user functions (first argument user_id uuid).
 routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',

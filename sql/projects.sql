@@ -71,6 +71,11 @@ SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-00000
 SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', environment => '"text"')$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', dependencies => '{{a,b},{c,d}}')$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', dependencies => ARRAY[''])$$);
+SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', dependencies => '[5:6]={x,y}')$$);
+-- arguments are checked before the account: a bad value of an unknown user is 22023 / 22004
+SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-00000000ffff', NULL, 'web')$$);
+SELECT pg_temp.err($$SELECT * FROM pgmarket.list_projects('d1000000-0000-4000-8000-00000000ffff', 'bogus')$$);
+SELECT pg_temp.err($$SELECT pgmarket.get_project('d1000000-0000-4000-8000-00000000ffff', NULL)$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', test_coverage => 100.5)$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', test_coverage => -1)$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_project('d1000000-0000-4000-8000-000000000001', 'x', 'web', scores => '[]')$$);
