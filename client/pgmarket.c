@@ -2272,19 +2272,38 @@ pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
  * Projects, templates and change requests
  * ------------------------------------------------------------------------ */
 
-/* The array literals of NULL-terminated lists (a NULL list stays NULL); 0
- * when out of memory (the caller frees what was made). */
-static int
-array_literals(const char *const *const *lists, char **out, int n)
+/*
+ * A call that answers a uuid and takes some NULL-terminated lists: list i
+ * goes into vals[slots[i]] as an array literal (a NULL list stays NULL).
+ * id (may be NULL) receives the uuid, or "" when the call fails.
+ */
+static pgm_status
+uuid_call_lists(pgm_conn *c, query_id q, int n, const char **vals,
+				const int *slots, const char *const *const *lists, int nlists,
+				char id[PGM_UUID_LEN])
 {
+	char	   *arrays[4] = {NULL, NULL, NULL, NULL};
+	char		tmp[PGM_UUID_LEN] = "";
+	pgm_status	st = PGM_OK;
 	int			i;
 
-	for (i = 0; i < n; i++)
-		out[i] = NULL;
-	for (i = 0; i < n; i++)
-		if (lists[i] && (out[i] = array_literal(lists[i])) == NULL)
-			return 0;
-	return 1;
+	if (id)
+		id[0] = '\0';
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	for (i = 0; i < nlists && st == PGM_OK; i++)
+	{
+		if (lists[i] && (arrays[i] = array_literal(lists[i])) == NULL)
+			st = set_error(c, PGM_CLIENT_ERROR, "out of memory");
+		vals[slots[i]] = arrays[i];
+	}
+	if (st == PGM_OK)
+		st = scalar_call(c, q, n, vals, NULL, NULL, take_uuid, tmp);
+	for (i = 0; i < nlists; i++)
+		free(arrays[i]);
+	if (id)
+		copy(id, PGM_UUID_LEN, tmp);
+	return st;
 }
 
 pgm_status
@@ -2292,37 +2311,15 @@ pgm_save_project(pgm_conn *c, const char *user_id, const char *name,
 				 const char *type, const pgm_project_options *o,
 				 char project_id[PGM_UUID_LEN])
 {
+	const char *vals[11] = {user_id, name, type,
+		o ? o->codebase : NULL, NULL, o ? o->environment : NULL,
+		o ? o->deployment : NULL, o ? o->id : NULL,
+		o ? o->test_coverage : NULL, o ? o->scores : NULL,
+	o ? o->last_deployed_at : NULL};
+	const int	slots[1] = {4};
 	const char *const *lists[1] = {o ? o->dependencies : NULL};
-	char	   *deps[1];
-	char		tmp[PGM_UUID_LEN] = "";
-	const char *vals[11];
-	pgm_status	st;
 
-	if (project_id)
-		project_id[0] = '\0';
-	if (c == NULL)
-		return PGM_CLIENT_ERROR;
-	if (!array_literals(lists, deps, 1))
-	{
-		free(deps[0]);
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	}
-	vals[0] = user_id;
-	vals[1] = name;
-	vals[2] = type;
-	vals[3] = o ? o->codebase : NULL;
-	vals[4] = deps[0];
-	vals[5] = o ? o->environment : NULL;
-	vals[6] = o ? o->deployment : NULL;
-	vals[7] = o ? o->id : NULL;
-	vals[8] = o ? o->test_coverage : NULL;
-	vals[9] = o ? o->scores : NULL;
-	vals[10] = o ? o->last_deployed_at : NULL;
-	st = scalar_call(c, Q_SAVE_PROJECT, 11, vals, NULL, NULL, take_uuid, tmp);
-	free(deps[0]);
-	if (project_id)
-		copy(project_id, PGM_UUID_LEN, tmp);
-	return st;
+	return uuid_call_lists(c, Q_SAVE_PROJECT, 11, vals, slots, lists, 1, project_id);
 }
 
 pgm_status
@@ -2357,40 +2354,14 @@ pgm_save_template(pgm_conn *c, const char *name, const char *category,
 				  const char *files, const pgm_template_options *o,
 				  char template_id[PGM_UUID_LEN])
 {
+	const char *vals[10] = {name, category, files, o ? o->description : NULL,
+		NULL, NULL, o ? o->optional_vars : NULL, NULL,
+	o ? o->setup_minutes : NULL, o ? o->complexity : NULL};
+	const int	slots[3] = {4, 5, 7};
 	const char *const *lists[3] = {o ? o->required_vars : NULL,
 	o ? o->tags : NULL, o ? o->tech_stack : NULL};
-	char	   *arrays[3];
-	char		tmp[PGM_UUID_LEN] = "";
-	const char *vals[10];
-	pgm_status	st;
-	int			i;
 
-	if (template_id)
-		template_id[0] = '\0';
-	if (c == NULL)
-		return PGM_CLIENT_ERROR;
-	if (!array_literals(lists, arrays, 3))
-	{
-		for (i = 0; i < 3; i++)
-			free(arrays[i]);
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	}
-	vals[0] = name;
-	vals[1] = category;
-	vals[2] = files;
-	vals[3] = o ? o->description : NULL;
-	vals[4] = arrays[0];
-	vals[5] = arrays[1];
-	vals[6] = o ? o->optional_vars : NULL;
-	vals[7] = arrays[2];
-	vals[8] = o ? o->setup_minutes : NULL;
-	vals[9] = o ? o->complexity : NULL;
-	st = scalar_call(c, Q_SAVE_TEMPLATE, 10, vals, NULL, NULL, take_uuid, tmp);
-	for (i = 0; i < 3; i++)
-		free(arrays[i]);
-	if (template_id)
-		copy(template_id, PGM_UUID_LEN, tmp);
-	return st;
+	return uuid_call_lists(c, Q_SAVE_TEMPLATE, 10, vals, slots, lists, 3, template_id);
 }
 
 pgm_status
@@ -2415,31 +2386,12 @@ pgm_request_modification(pgm_conn *c, const char *user_id,
 						 const char *impact, const char *const *affected_files,
 						 char modification_id[PGM_UUID_LEN])
 {
+	const char *vals[5] = {user_id, project_id, request, impact, NULL};
+	const int	slots[1] = {4};
 	const char *const *lists[1] = {affected_files};
-	char	   *files[1];
-	char		tmp[PGM_UUID_LEN] = "";
-	const char *vals[5];
-	pgm_status	st;
 
-	if (modification_id)
-		modification_id[0] = '\0';
-	if (c == NULL)
-		return PGM_CLIENT_ERROR;
-	if (!array_literals(lists, files, 1))
-	{
-		free(files[0]);
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	}
-	vals[0] = user_id;
-	vals[1] = project_id;
-	vals[2] = request;
-	vals[3] = impact;
-	vals[4] = files[0];
-	st = scalar_call(c, Q_REQUEST_MODIFICATION, 5, vals, NULL, NULL, take_uuid, tmp);
-	free(files[0]);
-	if (modification_id)
-		copy(modification_id, PGM_UUID_LEN, tmp);
-	return st;
+	return uuid_call_lists(c, Q_REQUEST_MODIFICATION, 5, vals, slots, lists, 1,
+						   modification_id);
 }
 
 pgm_status

@@ -109,6 +109,36 @@ reject_call(pgm_conn *conn, store_reject_fn reject, void *arg,
 	reject(arg, section, record, why);
 }
 
+/*
+ * The answer of looking a record up: 1 when it is there (counted present),
+ * -1 when the server is gone, 0 when it is to be saved (an unknown user, say,
+ * which the save then reports).
+ */
+static int
+looked_up(pgm_status st, store_counts *n)
+{
+	if (st == PGM_OK)
+	{
+		n->present++;
+		return 1;
+	}
+	return st == PGM_CONNECTION_ERROR ? -1 : 0;
+}
+
+/* The answer of saving a record: counted, rejected with its reason, or -1. */
+static int
+saved_as(pgm_conn *conn, pgm_status st, store_counts *n, store_reject_fn reject,
+		 void *arg, const char *section, const char *record)
+{
+	if (st == PGM_OK)
+		n->created++;
+	else if (st == PGM_CONNECTION_ERROR)
+		return -1;
+	else
+		reject_call(conn, reject, arg, section, record);
+	return 0;
+}
+
 /* One project record; -1 when the server is gone. */
 static int
 import_project(pgm_conn *conn, const char *id, const json *rec,
@@ -156,14 +186,9 @@ import_project(pgm_conn *conn, const char *id, const json *rec,
 	}
 	st = pgm_get_project(conn, uid, id, &r);
 	pgm_result_free(r);
-	if (st == PGM_OK)
+	if ((rc = looked_up(st, n)) != 0)
 	{
-		n->present++;
-		goto done;
-	}
-	if (st == PGM_CONNECTION_ERROR)
-	{
-		rc = -1;
+		rc = rc < 0 ? -1 : 0;
 		goto done;
 	}
 	po.id = id;
@@ -176,12 +201,7 @@ import_project(pgm_conn *conn, const char *id, const json *rec,
 	st = pgm_save_project(conn, uid, name, type, &po, saved);
 	if (st == PGM_OK && status && strcmp(status, "archived") == 0)
 		st = pgm_archive_project(conn, uid, id);
-	if (st == PGM_OK)
-		n->created++;
-	else if (st == PGM_CONNECTION_ERROR)
-		rc = -1;
-	else
-		reject_call(conn, reject, arg, "projects", id);
+	rc = saved_as(conn, st, n, reject, arg, "projects", id);
 done:
 	free(codebase);
 	free(env);
@@ -223,14 +243,9 @@ import_template(pgm_conn *conn, const char *name, const json *rec,
 	}
 	st = pgm_get_template(conn, name, &r);
 	pgm_result_free(r);
-	if (st == PGM_OK)
+	if ((rc = looked_up(st, n)) != 0)
 	{
-		n->present++;
-		goto done;
-	}
-	if (st == PGM_CONNECTION_ERROR)
-	{
-		rc = -1;
+		rc = rc < 0 ? -1 : 0;
 		goto done;
 	}
 	to.description = member_str(rec, "description");
@@ -240,12 +255,7 @@ import_template(pgm_conn *conn, const char *name, const json *rec,
 	to.tech_stack = stack;
 	to.optional_vars = optional;
 	st = pgm_save_template(conn, name, category, files, &to, saved);
-	if (st == PGM_OK)
-		n->created++;
-	else if (st == PGM_CONNECTION_ERROR)
-		rc = -1;
-	else
-		reject_call(conn, reject, arg, "templates", name);
+	rc = saved_as(conn, st, n, reject, arg, "templates", name);
 done:
 	free(files);
 	free(optional);

@@ -354,6 +354,24 @@ is_standard_argon2id(const PgmHash *h)
 		h->passes == PGM_ARGON2_STD_PASSES && h->lanes == 1;
 }
 
+/*
+ * Does a hash, within the bounds, cost at least what pgmarket's own cost
+ * (Argon2id at the standard memory and passes) or Django's default PBKDF2
+ * (600,000 rounds)?  The sealed verify_password tries a password against
+ * no cheaper hash, so that a blob copied from a log is no guessing oracle.
+ */
+bool
+pgm_hash_costs_at_least_standard(const char *hash)
+{
+	PgmHash		h;
+
+	if (parse_hash(hash, &h) != PGM_HASH_VALID)
+		return false;
+	if (h.kind == PGM_HASH_ARGON2ID)
+		return h.kib >= PGM_ARGON2_STD_KIB && h.passes >= PGM_ARGON2_STD_PASSES;
+	return h.kind == PGM_HASH_PBKDF2_SHA256 && h.rounds >= 600000;
+}
+
 /* Verify a password against a parsed, valid hash: true on a match. */
 static bool
 verify_parsed(const char *password, size_t len, const char *hash,

@@ -62,6 +62,9 @@ extern text *pgm_optional_text(FunctionCallInfo fcinfo, int argno,
 							   const char *argname, int maxlen);
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern char *pgm_shown_value(const char *value, int maxchars);
+
+/* accounts.c */
+extern bool pgm_hash_costs_at_least_standard(const char *hash);
 extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_spi_connect(void);
 extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);

@@ -364,24 +364,17 @@ pgm_hash_password_sealed(PG_FUNCTION_ARGS)
 /* verify_password_sealed(sealed_password bytea, hash text) RETURNS boolean */
 /*
  * The hashes a sealed password may be tried against: none cheaper than the
- * ones pgmarket itself makes (Argon2id with 64 MiB and 2 passes) or than
- * Django's default PBKDF2 (600,000 rounds).  Otherwise a blob copied from a
- * server log would be an oracle for guessing its password against a hash
- * of the guesser's choosing (one PBKDF2 round, say), thousands of guesses a
- * second within the blob's lifetime.  The plain verify_password keeps every
- * hash within the bounds.
+ * ones pgmarket itself makes or than Django's default PBKDF2 (accounts.c
+ * decides, with its own parser).  Otherwise a blob copied from a server log
+ * would be an oracle for guessing its password against a hash of the
+ * guesser's choosing (one PBKDF2 round, say), thousands of guesses a second
+ * within the blob's lifetime.  The plain verify_password keeps every hash
+ * within the bounds.
  */
 static void
 check_hash_floor(const char *hash)
 {
-	unsigned long m = 0,
-				t = 0,
-				rounds = 0;
-
-	if (sscanf(hash, "$argon2id$v=19$m=%lu,t=%lu,", &m, &t) == 2 &&
-		m >= 65536 && t >= 2)
-		return;
-	if (sscanf(hash, "pbkdf2_sha256$%lu$", &rounds) == 1 && rounds >= 600000)
+	if (pgm_hash_costs_at_least_standard(hash))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
