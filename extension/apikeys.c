@@ -78,13 +78,10 @@ PG_FUNCTION_INFO_V1(pgm_list_api_keys);
 static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_lookup;
 static SPIPlanPtr plan_stamp;
-static SPIPlanPtr plan_lock_user;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
 static SPIPlanPtr plan_ledger_key;
 static SPIPlanPtr plan_hold_key;
-static SPIPlanPtr plan_deduct;
-static SPIPlanPtr plan_reserve;
 static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_list;
 
@@ -94,31 +91,17 @@ static SPIPlanPtr plan_list;
 	" WHEN 'day' THEN date_trunc('day', now(), 'UTC')" \
 	" WHEN 'month' THEN date_trunc('month', now(), 'UTC') END"
 
-static void
-prepare_plans(void)
-{
-	Oid			u[] = {UUIDOID};
-	Oid			t[] = {TEXTOID};
-	Oid			u_u[] = {UUIDOID, UUIDOID};
-	Oid			u_t[] = {UUIDOID, TEXTOID};
-	Oid			ins[] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID,
-		TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID};
-	Oid			spend[] = {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID};
-	Oid			deduct[] = {UUIDOID, NUMERICOID, TEXTOID, INT8OID, TEXTOID};
-	Oid			reserve[] = {UUIDOID, NUMERICOID, INTERVALOID, TEXTOID};
-
-	if (plan_list != NULL)
-		return;
-
-	plan_insert = pgm_prepare(
+static const PgmPlanDef apikey_plans[] = {
+	{&plan_insert,
 		"INSERT INTO pgmarket.api_keys (key_id, user_id, name, prefix, hash,"
 		"       hash_version, scopes, rate_limit_tier, environment,"
 		"       expires_at, spend_limit, spend_period)"
 		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-		" ON CONFLICT (prefix) DO NOTHING RETURNING key_id", 12, ins);
+		" ON CONFLICT (prefix) DO NOTHING RETURNING key_id",
+		12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID}},
 
 	/* a key by its prefix, with whether it is usable now */
-	plan_lookup = pgm_prepare(
+	{&plan_lookup,
 		"SELECT k.key_id, k.user_id, k.scopes, k.rate_limit_tier, k.hash,"
 		"       k.hash_version,"
 		"       k.revoked_at IS NULL AND"
@@ -127,20 +110,18 @@ prepare_plans(void)
 		"       k.last_used_at < date_trunc('minute', now())"
 		"  FROM pgmarket.api_keys k"
 		"  JOIN pgmarket.balances b ON b.user_id = k.user_id"
-		" WHERE k.prefix = $1", 1, t);
+		" WHERE k.prefix = $1",
+		1, {TEXTOID}},
 
 	/* last_used_at to the minute: at most one write per key and minute */
-	plan_stamp = pgm_prepare(
+	{&plan_stamp,
 		"UPDATE pgmarket.api_keys SET last_used_at = date_trunc('minute', now())"
 		" WHERE key_id = $1 AND (last_used_at IS NULL OR"
-		"       last_used_at < date_trunc('minute', now()))", 1, u);
-
-	plan_lock_user = pgm_prepare(
-		"SELECT active FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE",
-		1, u);
+		"       last_used_at < date_trunc('minute', now()))",
+		1, {UUIDOID}},
 
 	/* under the key's row lock: still usable? what has it spent? */
-	plan_lock_key = pgm_prepare(
+	{&plan_lock_key,
 		"SELECT k.revoked_at IS NULL AND"
 		"       (k.expires_at IS NULL OR k.expires_at > now()),"
 		"       k.spend_limit, k.spend_period, p.start,"
@@ -149,36 +130,36 @@ prepare_plans(void)
 		"       k.total_spent"
 		"  FROM pgmarket.api_keys k,"
 		"       LATERAL (SELECT " PERIOD_START_SQL " AS start) p"
-		" WHERE k.key_id = $1 FOR UPDATE OF k", 1, u);
+		" WHERE k.key_id = $1 FOR UPDATE OF k",
+		1, {UUIDOID}},
 
-	plan_spend = pgm_prepare(
+	{&plan_spend,
 		"UPDATE pgmarket.api_keys"
 		"   SET period_start = $2, period_spent = $3,"
 		"       total_spent = $4,"
 		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
 		"                last_used_at < date_trunc('minute', now())"
 		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
-		" WHERE key_id = $1", 4, spend);
+		" WHERE key_id = $1",
+		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
 
-	plan_ledger_key = pgm_prepare(
+	{&plan_ledger_key,
 		"SELECT 1 FROM pgmarket.ledger"
-		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
-	plan_hold_key = pgm_prepare(
+		" WHERE user_id = $1 AND idempotency_key = $2",
+		2, {UUIDOID, TEXTOID}},
+
+	{&plan_hold_key,
 		"SELECT 1 FROM pgmarket.reservations"
-		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+		" WHERE user_id = $1 AND idempotency_key = $2",
+		2, {UUIDOID, TEXTOID}},
 
-	plan_deduct = pgm_prepare(
-		"SELECT d, d.replayed"
-		"  FROM pgmarket.deduct_balance($1, $2, $3, $4, $5) d", 5, deduct);
-	plan_reserve = pgm_prepare(
-		"SELECT pgmarket.reserve($1, $2, $3, $4)", 4, reserve);
-
-	plan_revoke = pgm_prepare(
+	{&plan_revoke,
 		"UPDATE pgmarket.api_keys SET revoked_at = now()"
 		" WHERE user_id = $1 AND key_id = $2 AND revoked_at IS NULL"
-		" RETURNING key_id", 2, u_u);
+		" RETURNING key_id",
+		2, {UUIDOID, UUIDOID}},
 
-	plan_list = pgm_prepare(
+	{&plan_list,
 		"SELECT k.key_id, k.name, k.prefix, k.scopes, k.rate_limit_tier,"
 		"       k.environment, k.spend_limit, k.spend_period,"
 		"       CASE WHEN k.period_start IS NOT DISTINCT FROM " PERIOD_START_SQL
@@ -186,8 +167,11 @@ prepare_plans(void)
 		"       k.total_spent, k.created_at, k.expires_at, k.last_used_at,"
 		"       k.revoked_at"
 		"  FROM pgmarket.api_keys k WHERE k.user_id = $1"
-		" ORDER BY k.created_at, k.key_id", 1, u);
-}
+		" ORDER BY k.created_at, k.key_id",
+		1, {UUIDOID}},
+};
+
+#define prepare_plans() PGM_PREPARE_PLANS(apikey_plans)
 
 /* The keyed hash of a raw key under a master key version; false if absent. */
 static bool
@@ -208,7 +192,7 @@ key_hash(int32 version, const char *raw, size_t len, unsigned char *out)
 static int
 user_partition(Datum user_id)
 {
-	char	   *s = DatumGetCString(DirectFunctionCall1(uuid_out, user_id));
+	char	   *s = pgm_uuid_cstring(user_id);
 	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
 														  CStringGetTextDatum(s)));
 
@@ -623,10 +607,8 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("API key %s does not have the write scope", key->prefix)));
 
-	values[0] = UUIDPGetDatum(&key->user_id);
-	pgm_queue_for_user(values[0]);	/* in the order ledger.c takes them */
-	pgm_exec(plan_lock_user, values, NULL, false);
-	if (SPI_processed != 1 || !DatumGetBool(pgm_col(0, 1, &isnull)))
+	/* the user's lock first, as every ledger operation takes it */
+	if (!pgm_try_lock_user(UUIDPGetDatum(&key->user_id)))
 		raise_invalid_key();	/* the user was deactivated meanwhile */
 
 	values[0] = UUIDPGetDatum(&key->key_id);
@@ -702,19 +684,46 @@ record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
 	pgm_exec(plan_spend, values, nulls, false);
 }
 
-/* Was an idempotency key used before by this user (ledger or holds)? */
+/*
+ * What charge_api_key and reserve_api_key share: the key and amount
+ * arguments, the key verified with its write scope, its user and its own
+ * row locked, and the spend limit checked unless the idempotency key in
+ * argument idem_arg was used before (the ledger then replays or conflicts).
+ * Connects SPI; returns whether the call repeats an applied one.
+ */
 static bool
-idempotency_key_used(SPIPlanPtr plan, const VerifiedKey *key, Datum idem)
+begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
+			const char *what, VerifiedKey *key, KeySpend *spend,
+			int64 *amount)
 {
-	Datum		values[2] = {UUIDPGetDatum(&key->user_id), idem};
+	bool		repeat = false;
 
-	pgm_exec(plan, values, NULL, false);
-	return SPI_processed > 0;
+	pgm_require_arg(fcinfo, 0, "api_key");
+	pgm_require_arg(fcinfo, 1, "amount");
+	*amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+
+	pgm_spi_connect();
+	prepare_plans();
+	lock_key_for_spending(PG_GETARG_TEXT_PP(0), key, spend);
+	if (!PG_ARGISNULL(idem_arg))
+	{
+		Datum		values[2] = {UUIDPGetDatum(&key->user_id),
+		PG_GETARG_DATUM(idem_arg)};
+
+		pgm_exec(*key_plan, values, NULL, false);
+		repeat = SPI_processed > 0;
+	}
+	if (!repeat)
+		check_limit(key, spend, *amount, what);
+	return repeat;
 }
 
 /*
  * charge_api_key(api_key text, amount numeric, model_id text,
  *				  tokens_used bigint, idempotency_key text) RETURNS ledger_result
+ *
+ * The charge goes through the ledger's C entry point, with the arguments
+ * checked as deduct_balance checks them, after the key's checks.
  */
 Datum
 pgm_charge_api_key(PG_FUNCTION_ARGS)
@@ -722,44 +731,22 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	VerifiedKey key;
 	KeySpend	spend;
 	int64		amount;
-	bool		replay = false;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	Datum		result;
-	bool		isnull;
-	int			i;
+	text	   *model_id;
+	int64		tokens;
+	text	   *idem;
+	PgmLedgerOutcome out;
 
-	pgm_require_arg(fcinfo, 0, "api_key");
-	pgm_require_arg(fcinfo, 1, "amount");
-	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
-
-	pgm_spi_connect();
-	prepare_plans();
-	lock_key_for_spending(PG_GETARG_TEXT_PP(0), &key, &spend);
-
-	/* a repeat of an applied charge replays (or conflicts) in deduct_balance */
-	if (!PG_ARGISNULL(4))
-		replay = idempotency_key_used(plan_ledger_key, &key, PG_GETARG_DATUM(4));
-	if (!replay)
-		check_limit(&key, &spend, amount, "a charge");
-
-	values[0] = UUIDPGetDatum(&key.user_id);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	values[3] = PG_GETARG_DATUM(3);
-	values[4] = PG_GETARG_DATUM(4);
-	for (i = 2; i < 5; i++)
-		if (PG_ARGISNULL(i))
-			nulls[i] = 'n';
-	pgm_exec(plan_deduct, values, nulls, false);
-	if (SPI_processed != 1)
-		elog(ERROR, "deduct_balance returned no row");
-	result = SPI_datumTransfer(pgm_col(0, 1, &isnull), false, -1);
-	if (!DatumGetBool(pgm_col(0, 2, &isnull)))
+	(void) begin_spend(fcinfo, &plan_ledger_key, 4, "a charge", &key, &spend,
+					   &amount);
+	pgm_charge_args(fcinfo, 2, 3, &model_id, &tokens);
+	idem = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+	pgm_ledger_charge(UUIDPGetDatum(&key.user_id), amount, model_id, tokens,
+					  idem, &out);
+	if (!out.replayed)
 		record_spend(&key, &spend, amount);
 
 	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, UUIDPGetDatum(&key.user_id), &out));
 }
 
 /*
@@ -772,38 +759,18 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 	VerifiedKey key;
 	KeySpend	spend;
 	int64		amount;
-	bool		replay = false;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Interval   *ttl;
+	text	   *idem;
 	int64		reservation_id;
-	bool		isnull;
-	int			i;
+	bool		repeat;
 
-	pgm_require_arg(fcinfo, 0, "api_key");
-	pgm_require_arg(fcinfo, 1, "amount");
-	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
-
-	pgm_spi_connect();
-	prepare_plans();
-	lock_key_for_spending(PG_GETARG_TEXT_PP(0), &key, &spend);
-
-	if (!PG_ARGISNULL(3))
-		replay = idempotency_key_used(plan_hold_key, &key, PG_GETARG_DATUM(3));
-	if (!replay)
-		check_limit(&key, &spend, amount, "a reservation");
-
-	values[0] = UUIDPGetDatum(&key.user_id);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	values[3] = PG_GETARG_DATUM(3);
-	for (i = 2; i < 4; i++)
-		if (PG_ARGISNULL(i))
-			nulls[i] = 'n';
-	pgm_exec(plan_reserve, values, nulls, false);
-	if (SPI_processed != 1)
-		elog(ERROR, "reserve returned no row");
-	reservation_id = DatumGetInt64(pgm_col(0, 1, &isnull));
-	if (!replay)
+	repeat = begin_spend(fcinfo, &plan_hold_key, 3, "a reservation", &key,
+						 &spend, &amount);
+	ttl = pgm_ttl_arg(fcinfo, 2);
+	idem = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+	reservation_id = pgm_ledger_reserve(UUIDPGetDatum(&key.user_id), amount,
+										ttl, idem);
+	if (!repeat)
 		record_spend(&key, &spend, amount);
 
 	SPI_finish();
@@ -817,7 +784,6 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 Datum
 pgm_revoke_api_key(PG_FUNCTION_ARGS)
 {
-	Datum		values[2];
 	bool		revoked;
 
 	pgm_user_arg(fcinfo, 0);
@@ -825,11 +791,7 @@ pgm_revoke_api_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	pgm_check_user(PG_GETARG_DATUM(0), false);
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	pgm_exec(plan_revoke, values, NULL, false);
-	revoked = SPI_processed == 1;
+	revoked = pgm_user_exec_one(fcinfo, plan_revoke, 2);
 	SPI_finish();
 	PG_RETURN_BOOL(revoked);
 }
@@ -842,33 +804,13 @@ pgm_revoke_api_key(PG_FUNCTION_ARGS)
 Datum
 pgm_list_api_keys(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[14];
-	bool		nulls[14];
-	uint64		i;
-
 	pgm_user_arg(fcinfo, 0);
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();
 	prepare_plans();
-	pgm_check_user(PG_GETARG_DATUM(0), false);
-
-	values[0] = PG_GETARG_DATUM(0);
-	pgm_exec(plan_list, values, NULL, true);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		int			c;
-
-		for (c = 0; c < 14; c++)
-			values[c] = pgm_col(i, c + 1, &nulls[c]);
-		if (!nulls[6])
-			values[6] = pgm_micro_to_numeric(DatumGetInt64(values[6]));
-		values[8] = pgm_micro_to_numeric(DatumGetInt64(values[8]));
-		values[9] = pgm_micro_to_numeric(DatumGetInt64(values[9]));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-
+	/* spend_limit, period_spent and total_spent are money */
+	pgm_user_rows(fcinfo, plan_list, (1U << 6) | (1U << 8) | (1U << 9));
 	SPI_finish();
 	return (Datum) 0;
 }

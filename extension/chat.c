@@ -2,7 +2,7 @@
  *
  * chat.c
  *	  Chat sessions and messages, completions charged with their message,
- *	  model ratings, user preferences, and the pgmarket.actor rule.
+ *	  model ratings and user preferences.
  *
  * Ownership
  * ---------
@@ -13,28 +13,6 @@
  * sessions.  An ended session (completed or failed) takes no new messages
  * (55000).
  *
- * The actor rule
- * --------------
- * These functions run as the extension's owner, so row-level security does
- * not filter what they do.  Instead, when pgmarket.actor is set (not
- * empty), user_id must be that user (the canonical text of the uuid, any
- * case), else 42501: a connection acting for one user cannot reach another
- * user's rows through the API either.  pgm_check_actor() is exported for
- * the other C files.
- *
- * Behind the PL/Proxy front (proxy/), the actor of the proxy's session
- * travels with each call: the remote query wraps the first argument of the
- * API function in proxy_actor(actor, value), which sets pgmarket.actor for
- * the node's transaction (SET LOCAL; PL/Proxy runs each remote query as a
- * transaction of its own) and returns value unchanged.  An argument is
- * evaluated before the function it is passed to is called, so the API
- * function always runs under the forwarded actor.  The node takes a
- * forwarded actor only from the role named by pgmarket.proxy_role or a
- * member of it; from any other role, or with the setting empty, it is
- * refused (42501), never ignored.  An empty actor forwards nothing: the
- * call runs as the caller's own connection would, which for pgmarket_app
- * means the trusted back end.
- *
  * Concurrency rules
  * -----------------
  * A message is stored under a FOR SHARE lock of its session row, and ending,
@@ -42,9 +20,10 @@
  * that was ended or deleted has no message committed after that.
  *
  * record_completion stores the assistant's message and charges its cost in
- * the same transaction: the charge goes through pgmarket.deduct_balance
- * (SPI), with the session's model_id, so the ledger entry is an ordinary
- * charge that model_usage and usage_daily count.  Both happen or neither:
+ * the same transaction: the charge goes through the ledger's C entry point
+ * pgm_ledger_charge (the path of deduct_balance) with the session's
+ * model_id, so the ledger entry is an ordinary charge that model_usage and
+ * usage_daily count.  Both happen or neither:
  * an error in either (PM001 above all) aborts the statement.  With an
  * idempotency key, the call first locks the user as every ledger operation
  * does (pgm_check_user) and only then looks the key up in the ledger: a
@@ -83,8 +62,6 @@ PG_FUNCTION_INFO_V1(pgm_list_chat_sessions);
 PG_FUNCTION_INFO_V1(pgm_rate_model);
 PG_FUNCTION_INFO_V1(pgm_set_preference);
 PG_FUNCTION_INFO_V1(pgm_get_preferences);
-PG_FUNCTION_INFO_V1(pgm_current_actor);
-PG_FUNCTION_INFO_V1(pgm_proxy_actor);
 
 
 #define PGM_MAX_TITLE_LEN		500
@@ -116,7 +93,6 @@ static SPIPlanPtr plan_session[3];
 static SPIPlanPtr plan_new_session;
 static SPIPlanPtr plan_insert_message;
 static SPIPlanPtr plan_find_completion;
-static SPIPlanPtr plan_deduct;
 static SPIPlanPtr plan_history[4];
 static SPIPlanPtr plan_end;
 static SPIPlanPtr plan_context;
@@ -145,251 +121,118 @@ static SPIPlanPtr plan_prefs;
 	"                WHERE s.session_id = $1 AND s.user_id = $4" \
 	"                  AND s.deleted_at IS NULL AND b.active)"
 
-static void
-prepare_plans(void)
-{
-	Oid			u_u[] = {UUIDOID, UUIDOID};
-	Oid			u[] = {UUIDOID};
-	Oid			sess[] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
-	Oid			msg[] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, INT8OID,
-	JSONBOID, INT8OID};
-	Oid			u_t[] = {UUIDOID, TEXTOID};
-	Oid			deduct[] = {UUIDOID, NUMERICOID, TEXTOID, INT8OID, TEXTOID};
-	Oid			hist[] = {UUIDOID, INT4OID, INT8OID, UUIDOID};
-	Oid			end[] = {UUIDOID, TEXTOID, TEXTOID};
-	Oid			ctx[] = {UUIDOID, JSONBOID};
-	Oid			rate[] = {UUIDOID, TEXTOID, INT4OID, TEXTOID};
-	Oid			pref[] = {UUIDOID, TEXTOID, JSONBOID};
+static const PgmPlanDef chat_plans[] = {
+	{&plan_session[SESSION_READ],
+		SESSION_SQL,
+		2, {UUIDOID, UUIDOID}},
 
-	if (plan_prefs != NULL)
-		return;
+	{&plan_session[SESSION_SHARE],
+		SESSION_SQL " FOR SHARE OF s",
+		2, {UUIDOID, UUIDOID}},
 
-	plan_session[SESSION_READ] = pgm_prepare(SESSION_SQL, 2, u_u);
-	plan_session[SESSION_SHARE] = pgm_prepare(SESSION_SQL " FOR SHARE OF s",
-											  2, u_u);
-	plan_session[SESSION_UPDATE] = pgm_prepare(SESSION_SQL " FOR UPDATE OF s",
-											   2, u_u);
+	{&plan_session[SESSION_UPDATE],
+		SESSION_SQL " FOR UPDATE OF s",
+		2, {UUIDOID, UUIDOID}},
 
-	plan_new_session = pgm_prepare(
+	{&plan_new_session,
 		"INSERT INTO pgmarket.chat_sessions (session_id, user_id, model_id,"
 		"       title, agent_id)"
-		" VALUES ($1, $2, $3, $4, $5)", 5, sess);
+		" VALUES ($1, $2, $3, $4, $5)",
+		5, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID}},
 
-	plan_insert_message = pgm_prepare(
+	{&plan_insert_message,
 		"INSERT INTO pgmarket.chat_messages (session_id, user_id, role,"
 		"       content, tokens, cost, tool_calls, entry_id)"
 		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-		" RETURNING message_id", 8, msg);
+		" RETURNING message_id",
+		8, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, INT8OID}},
 
 	/* the entry of an idempotency key, and the message that carries it */
-	plan_find_completion = pgm_prepare(
+	{&plan_find_completion,
 		"SELECT l.entry_id, l.kind, l.amount, l.available,"
 		"       m.session_id, m.content, m.tokens, m.cost"
 		"  FROM pgmarket.ledger l"
 		"  LEFT JOIN pgmarket.chat_messages m"
 		"    ON m.user_id = l.user_id AND m.entry_id = l.entry_id"
-		" WHERE l.user_id = $1 AND l.idempotency_key = $2", 2, u_t);
-
-	plan_deduct = pgm_prepare(
-		"SELECT entry_id, available_balance, replayed"
-		"  FROM pgmarket.deduct_balance($1, $2, $3, $4, $5)", 5, deduct);
+		" WHERE l.user_id = $1 AND l.idempotency_key = $2",
+		2, {UUIDOID, TEXTOID}},
 
 	/*
 	 * History pages: newest first, optionally before a message id; oldest
 	 * first is the same page in the other order.
 	 */
-	plan_history[0] = pgm_prepare(
-		HISTORY_COLS " ORDER BY message_id DESC LIMIT $2", 4, hist);
-	plan_history[1] = pgm_prepare(
-		HISTORY_COLS " AND message_id < $3 ORDER BY message_id DESC LIMIT $2",
-		4, hist);
-	plan_history[2] = pgm_prepare(
-		"SELECT * FROM (" HISTORY_COLS " ORDER BY message_id DESC LIMIT $2) p"
-		" ORDER BY message_id", 4, hist);
-	plan_history[3] = pgm_prepare(
-		"SELECT * FROM (" HISTORY_COLS " AND message_id < $3"
-		" ORDER BY message_id DESC LIMIT $2) p ORDER BY message_id", 4, hist);
+	{&plan_history[0],
+		HISTORY_COLS " ORDER BY message_id DESC LIMIT $2",
+		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
 
-	plan_end = pgm_prepare(
+	{&plan_history[1],
+		HISTORY_COLS " AND message_id < $3 ORDER BY message_id DESC LIMIT $2",
+		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
+
+	{&plan_history[2],
+		"SELECT * FROM (" HISTORY_COLS " ORDER BY message_id DESC LIMIT $2) p"
+		" ORDER BY message_id",
+		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
+
+	{&plan_history[3],
+		"SELECT * FROM (" HISTORY_COLS " AND message_id < $3"
+		" ORDER BY message_id DESC LIMIT $2) p ORDER BY message_id",
+		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
+
+	{&plan_end,
 		"UPDATE pgmarket.chat_sessions"
 		"   SET status = $2, end_reason = $3, ended_at = now(),"
 		"       updated_at = now()"
-		" WHERE session_id = $1", 3, end);
+		" WHERE session_id = $1",
+		3, {UUIDOID, TEXTOID, TEXTOID}},
 
-	plan_context = pgm_prepare(
+	{&plan_context,
 		"UPDATE pgmarket.chat_sessions SET context = $2, updated_at = now()"
-		" WHERE session_id = $1", 2, ctx);
+		" WHERE session_id = $1",
+		2, {UUIDOID, JSONBOID}},
 
-	plan_delete = pgm_prepare(
+	{&plan_delete,
 		"UPDATE pgmarket.chat_sessions"
 		"   SET deleted_at = now(), updated_at = now()"
-		" WHERE session_id = $1", 1, u);
+		" WHERE session_id = $1",
+		1, {UUIDOID}},
 
-	plan_sessions = pgm_prepare(
+	{&plan_sessions,
 		"SELECT session_id, model_id, title, agent_id, status, end_reason,"
 		"       context, created_at, updated_at, ended_at"
 		"  FROM pgmarket.chat_sessions"
 		" WHERE user_id = $1 AND deleted_at IS NULL"
-		" ORDER BY created_at DESC, session_id", 1, u);
+		" ORDER BY created_at DESC, session_id",
+		1, {UUIDOID}},
 
-	plan_rate = pgm_prepare(
+	{&plan_rate,
 		"INSERT INTO pgmarket.ratings (user_id, model_id, stars, review)"
 		" VALUES ($1, $2, $3, $4)"
 		" ON CONFLICT (user_id, model_id) DO UPDATE"
 		"   SET stars = excluded.stars, review = excluded.review,"
-		"       updated_at = now()", 4, rate);
+		"       updated_at = now()",
+		4, {UUIDOID, TEXTOID, INT4OID, TEXTOID}},
 
-	plan_set_pref = pgm_prepare(
+	{&plan_set_pref,
 		"INSERT INTO pgmarket.preferences (user_id, key, value)"
 		" VALUES ($1, $2, $3)"
 		" ON CONFLICT (user_id, key) DO UPDATE"
 		"   SET value = excluded.value, updated_at = now()"
-		" WHERE preferences.value IS DISTINCT FROM excluded.value", 3, pref);
+		" WHERE preferences.value IS DISTINCT FROM excluded.value",
+		3, {UUIDOID, TEXTOID, JSONBOID}},
 
-	plan_prefs = pgm_prepare(
+	{&plan_prefs,
 		"SELECT key, value, updated_at FROM pgmarket.preferences"
-		" WHERE user_id = $1 ORDER BY key", 1, u);
-}
+		" WHERE user_id = $1 ORDER BY key",
+		1, {UUIDOID}},
+};
+
+#define prepare_plans() PGM_PREPARE_PLANS(chat_plans)
 
 /* ----------------------------------------------------------------
  * Helpers
  * ----------------------------------------------------------------
  */
-
-static char *
-uuid_cstring(Datum id)
-{
-	return DatumGetCString(DirectFunctionCall1(uuid_out, id));
-}
-
-/*
- * Parse pgmarket.actor: false when it is not the text of a uuid (8-4-4-4-12
- * hexadecimal digits, any case).  Checked before uuid_in, which would
- * raise an error, and accepts other spellings besides.
- */
-static bool
-parse_actor(const char *s, pg_uuid_t *out)
-{
-	int			i;
-
-	if (strlen(s) != 36)
-		return false;
-	for (i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				return false;
-		}
-		else if (!isxdigit((unsigned char) s[i]))
-			return false;
-	}
-	memcpy(out, DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(s))),
-		   sizeof(pg_uuid_t));
-	return true;
-}
-
-/*
- * The actor rule: when pgmarket.actor is set, user_id must be the actor's.
- * Raises 42501 naming both, and nothing else of the user.
- */
-/* May this transaction act for user?  pgm_check_actor without the error. */
-bool
-pgm_actor_allows(const pg_uuid_t *user)
-{
-	pg_uuid_t	actor;
-
-	if (pgm_actor == NULL || pgm_actor[0] == '\0')
-		return true;
-	return parse_actor(pgm_actor, &actor) &&
-		memcmp(actor.data, user->data, UUID_LEN) == 0;
-}
-
-void
-pgm_check_actor(Datum user_id)
-{
-	if (pgm_actor_allows(DatumGetUUIDP(user_id)))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("pgmarket.actor \"%s\" may not act for user %s",
-					pgm_actor, uuid_cstring(user_id)),
-			 errdetail("A transaction that acts for a user touches only that user's rows.")));
-}
-
-/* current_actor(): the actor's uuid, or NULL (unset, empty, not a uuid). */
-Datum
-pgm_current_actor(PG_FUNCTION_ARGS)
-{
-	pg_uuid_t  *actor;
-
-	if (pgm_actor == NULL || pgm_actor[0] == '\0')
-		PG_RETURN_NULL();
-	actor = palloc(sizeof(pg_uuid_t));
-	if (!parse_actor(pgm_actor, actor))
-		PG_RETURN_NULL();
-	PG_RETURN_UUID_P(actor);
-}
-
-/*
- * May the current role forward an actor to this node?  Only the role that
- * pgmarket.proxy_role names, or a role that is a member of it (a superuser
- * is a member of every role); with the setting empty, no role.  Raises 42501
- * naming the role and the actor otherwise.
- */
-static void
-check_forwarding_role(const char *actor)
-{
-	Oid			caller = GetUserId();
-	Oid			proxy;
-
-	if (pgm_proxy_role == NULL || pgm_proxy_role[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not forward pgmarket.actor \"%s\"",
-						GetUserNameFromId(caller, false), actor),
-				 errdetail("pgmarket.proxy_role is not set, so this node takes a forwarded actor from no role.")));
-
-	proxy = get_role_oid(pgm_proxy_role, true);
-	if (!OidIsValid(proxy) || !is_member_of_role(caller, proxy))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not forward pgmarket.actor \"%s\"",
-						GetUserNameFromId(caller, false), actor),
-				 errdetail("This node takes a forwarded actor only from role \"%s\" (pgmarket.proxy_role) and its members.",
-						   pgm_proxy_role)));
-}
-
-/*
- * proxy_actor(actor text, value anyelement) RETURNS anyelement: the node's
- * side of the actor that the PL/Proxy front forwards (see "The actor rule"
- * above).  A non-empty actor is checked against pgmarket.proxy_role and set
- * as pgmarket.actor for the rest of the transaction; NULL or empty sets
- * nothing.  Returns value as it came, NULL included, so that it can wrap an
- * argument of the call it must precede.
- *
- * Not SECURITY DEFINER and without a SET clause: the role checked is the
- * caller's, and a SET clause would undo the setting when this returns.
- */
-Datum
-pgm_proxy_actor(PG_FUNCTION_ARGS)
-{
-	if (!PG_ARGISNULL(0))
-	{
-		char	   *actor = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-		if (actor[0] != '\0')
-		{
-			check_forwarding_role(actor);
-			(void) set_config_option("pgmarket.actor", actor,
-									 PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_LOCAL, true, 0, false);
-		}
-	}
-	if (PG_ARGISNULL(1))
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(PG_GETARG_DATUM(1));
-}
 
 static void
 raise_session_not_found(Datum session_id, Datum user_id, bool deleted)
@@ -397,7 +240,7 @@ raise_session_not_found(Datum session_id, Datum user_id, bool deleted)
 	ereport(ERROR,
 			(errcode(ERRCODE_PGM_UNKNOWN_ACCOUNT),
 			 errmsg("chat session %s not found for user %s",
-					uuid_cstring(session_id), uuid_cstring(user_id)),
+					pgm_uuid_cstring(session_id), pgm_uuid_cstring(user_id)),
 			 deleted ? errdetail("The session was deleted.") : 0));
 }
 
@@ -440,7 +283,7 @@ check_open(Datum session_id, const SessionInfo *info)
 	if (strcmp(info->status, "active") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("chat session %s is %s", uuid_cstring(session_id),
+				 errmsg("chat session %s is %s", pgm_uuid_cstring(session_id),
 						info->status),
 				 errdetail("An ended session takes no new messages.")));
 }
@@ -506,27 +349,6 @@ insert_message(Datum session_id, Datum user_id, const char *role,
 		nulls[7] = 'n';
 	pgm_exec(plan_insert_message, values, nulls, false);
 	return DatumGetInt64(pgm_col(0, 1, &isnull));
-}
-
-/* Build a ledger_result in the caller's context (after SPI_finish). */
-static Datum
-ledger_result_datum(FunctionCallInfo fcinfo, int64 entry_id, Datum user_id,
-					int64 amount, Datum available, bool replayed)
-{
-	TupleDesc	tupdesc;
-	Datum		values[6];
-	bool		nulls[6] = {false, false, false, false, false, false};
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
-	values[0] = Int64GetDatum(entry_id);
-	values[1] = user_id;
-	values[2] = CStringGetTextDatum("charge");
-	values[3] = pgm_micro_to_numeric(amount);
-	values[4] = available;
-	values[5] = BoolGetDatum(replayed);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
 /* ----------------------------------------------------------------
@@ -644,11 +466,8 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	int64		cost;
 	text	   *key;
 	SessionInfo info;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
-	int64		entry_id;
-	Datum		available;
+	PgmLedgerOutcome out;
 
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "content");
@@ -694,14 +513,16 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 								text_to_cstring(key)),
 						 msg_null
 						 ? errdetail("It was used by a ledger entry %lld of user %s that is not a completion.",
-									 (long long) prior_entry, uuid_cstring(user_id))
+									 (long long) prior_entry, pgm_uuid_cstring(user_id))
 						 : errdetail("It was used by the completion recorded as entry %lld for user %s.",
-									 (long long) prior_entry, uuid_cstring(user_id))));
+									 (long long) prior_entry, pgm_uuid_cstring(user_id))));
+			out.entry_id = prior_entry;
+			out.kind = "charge";
+			out.amount = prior_amount;
+			out.available = prior_available;
+			out.replayed = true;
 			SPI_finish();
-			PG_RETURN_DATUM(ledger_result_datum(fcinfo, prior_entry, user_id,
-												prior_amount,
-												pgm_micro_to_numeric(prior_available),
-												true));
+			PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 		}
 	}
 
@@ -709,28 +530,16 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	check_open(session_id, &info);
 
 	/* the charge, as deduct_balance makes it, with the session's model */
-	values[0] = user_id;
-	values[1] = PG_GETARG_DATUM(4);
-	values[2] = PointerGetDatum(info.model_id);
-	values[3] = Int64GetDatum((int64) tokens);
-	values[4] = PointerGetDatum(key);
-	if (key == NULL)
-		nulls[4] = 'n';
-	pgm_exec(plan_deduct, values, nulls, false);
-	if (SPI_processed != 1)
-		elog(ERROR, "deduct_balance returned no row");
-	if (DatumGetBool(pgm_col(0, 3, &isnull)))
+	pgm_ledger_charge(user_id, cost, info.model_id, (int64) tokens, key, &out);
+	if (out.replayed)
 		elog(ERROR, "idempotency key \"%s\" replayed under the user's lock",
 			 text_to_cstring(key));
-	entry_id = DatumGetInt64(pgm_col(0, 1, &isnull));
-	available = SPI_datumTransfer(pgm_col(0, 2, &isnull), false, -1);
 
 	insert_message(session_id, user_id, "assistant", content, tokens, cost,
-				   (Datum) 0, false, entry_id, true);
+				   (Datum) 0, false, out.entry_id, true);
 
 	SPI_finish();
-	PG_RETURN_DATUM(ledger_result_datum(fcinfo, entry_id, user_id, cost,
-										available, false));
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
 /* ----------------------------------------------------------------
@@ -826,7 +635,7 @@ pgm_end_chat_session(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("chat session %s is already %s",
-						uuid_cstring(session_id), info.status)));
+						pgm_uuid_cstring(session_id), info.status)));
 
 	values[0] = session_id;
 	values[1] = CStringGetTextDatum(status);
@@ -895,25 +704,11 @@ pgm_delete_chat_session(PG_FUNCTION_ARGS)
 Datum
 pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		user_id = pgm_user_arg(fcinfo, 0);
-	uint64		i;
-
+	pgm_user_arg(fcinfo, 0);
 	InitMaterializedSRF(fcinfo, 0);
 	pgm_spi_connect();
 	prepare_plans();
-	pgm_check_user(user_id, false);
-	pgm_exec(plan_sessions, &user_id, NULL, true);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Datum		values[10];
-		bool		nulls[10];
-		int			c;
-
-		for (c = 0; c < 10; c++)
-			values[c] = pgm_col(i, c + 1, &nulls[c]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+	pgm_user_rows(fcinfo, plan_sessions, 0);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -995,25 +790,11 @@ pgm_set_preference(PG_FUNCTION_ARGS)
 Datum
 pgm_get_preferences(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		user_id = pgm_user_arg(fcinfo, 0);
-	uint64		i;
-
+	pgm_user_arg(fcinfo, 0);
 	InitMaterializedSRF(fcinfo, 0);
 	pgm_spi_connect();
 	prepare_plans();
-	pgm_check_user(user_id, false);
-	pgm_exec(plan_prefs, &user_id, NULL, true);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Datum		values[3];
-		bool		nulls[3];
-		int			c;
-
-		for (c = 0; c < 3; c++)
-			values[c] = pgm_col(i, c + 1, &nulls[c]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+	pgm_user_rows(fcinfo, plan_prefs, 0);
 	SPI_finish();
 	return (Datum) 0;
 }

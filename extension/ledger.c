@@ -4,32 +4,15 @@
  *	  The credit ledger: add_funds, deduct_balance, refund, get_balance,
  *	  ledger_entries, and the two-phase reserve / settle / release.
  *
- * Concurrency rules
- * -----------------
- * Every change to a user's money goes through that user's row in
- * pgmarket.balances, and every operation takes that row's lock (by UPDATE
- * or SELECT ... FOR UPDATE) before it writes anything else of the user.
- * The single-user operations queue on a transaction-scoped lock of the user
- * first (pgm_queue_for_user), which only makes waiting cheaper.  So:
+ * Every operation follows the per-user lock protocol of userlock.c, whose
+ * comment states the concurrency rules: one row lock per user, keys
+ * inserted under it, several users locked in uuid order, expired holds
+ * swept by whoever sees them first.
  *
- *  - charges of one user serialize on one row lock and see each other's
- *	  committed result (READ COMMITTED re-checks the WHERE clause of the
- *	  UPDATE on the newest row version), which keeps available >= 0 without
- *	  retries; charges of different users never wait on each other;
- *  - every insert of an idempotency key for a user happens under that user's
- *	  lock.  A call that looked a key up before it got the lock may still
- *	  meet a concurrent twin; its INSERT ... ON CONFLICT DO NOTHING then finds
- *	  the committed twin, the call undoes its balance change and replays the
- *	  twin's result.  Every caller succeeds, the charge applies once;
- *  - reservations of a user change only under the user's lock, so settle,
- *	  release and the expiry sweep cannot interleave;
- *  - operations that lock several users (deduct_batch, expire_reservations)
- *	  lock them in uuid order, so they cannot deadlock with each other.
- *
- * Expired holds stop counting without a background job: balances.next_expiry
- * says when the earliest hold of the user runs out, and any operation that
- * sees it passed sweeps the user's expired holds under the lock it already
- * holds before it decides anything.
+ * The other feature files charge and reserve through pgm_ledger_charge()
+ * and pgm_ledger_reserve(), the C entry points below, never through SQL:
+ * the SQL functions deduct_balance and reserve are thin wrappers that
+ * check their arguments and call the same entry points.
  *
  * Each SQL statement is prepared once per backend (SPI_keepplan).  Scalars are
  * copied out of SPI results before SPI_finish; result tuples are built in the
@@ -64,16 +47,6 @@ PG_FUNCTION_INFO_V1(pgm_expire_reservations);
 /* A reservation lives at least this long and at most this long. */
 #define PGM_MAX_TTL_USEC	(INT64CONST(7) * USECS_PER_DAY)
 
-/* What one ledger operation produced, before it becomes a ledger_result. */
-typedef struct LedgerOutcome
-{
-	int64		entry_id;
-	const char *kind;
-	int64		amount;
-	int64		available;
-	bool		replayed;
-} LedgerOutcome;
-
 /* What an earlier entry with the same idempotency key recorded. */
 typedef struct PriorEntry
 {
@@ -92,15 +65,12 @@ typedef struct PriorEntry
  * Prepared statements
  * ----------------------------------------------------------------
  */
-static SPIPlanPtr plan_state;
-static SPIPlanPtr plan_lock;
 static SPIPlanPtr plan_find_key;
 static SPIPlanPtr plan_credit;
 static SPIPlanPtr plan_debit;
 static SPIPlanPtr plan_adjust;
 static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_insert_keyed;
-static SPIPlanPtr plan_sweep;
 static SPIPlanPtr plan_charge_of;
 static SPIPlanPtr plan_reserve;
 static SPIPlanPtr plan_insert_hold;
@@ -112,76 +82,52 @@ static SPIPlanPtr plan_balance;
 static SPIPlanPtr plan_entries;
 static SPIPlanPtr plan_entries_before;
 static SPIPlanPtr plan_expired_users;
-static SPIPlanPtr plan_row_owner;
 static SPIPlanPtr plan_charge;
 
-static void
-prepare_plans(void)
-{
-	Oid			u_i8[] = {UUIDOID, INT8OID};
-	Oid			u_t[] = {UUIDOID, TEXTOID};
-	Oid			u[] = {UUIDOID};
-	Oid			ins[] = {UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID,
-	TEXTOID, TEXTOID, INT8OID, INT8OID};
-	Oid			adj[] = {UUIDOID, INT8OID, INT8OID, INT8OID};
-	Oid			res[] = {UUIDOID, INT8OID, INTERVALOID};
-	Oid			hold[] = {UUIDOID, INT8OID, INTERVALOID, TEXTOID};
-	Oid			close[] = {INT8OID, TEXTOID, INT8OID, INT8OID};
-	Oid			ent[] = {UUIDOID, INT4OID, INT8OID};
-	Oid			charge[] = {UUIDOID, INT8OID, TEXTOID, INT8OID};
-
-	if (plan_charge != NULL)
-		return;
-
-	/* the state of a balance row, without locking it */
-	plan_state = pgm_prepare(
-		"SELECT active, total - spent - reserved, total,"
-		"       coalesce(next_expiry <= now(), false)"
-		"  FROM pgmarket.balances WHERE user_id = $1", 1, u);
-
-	/* lock a balance row */
-	plan_lock = pgm_prepare(
-		"SELECT active, coalesce(next_expiry <= now(), false)"
-		"  FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE", 1, u);
-
-	plan_find_key = pgm_prepare(
+static const PgmPlanDef ledger_plans[] = {
+	{&plan_find_key,
 		"SELECT entry_id, kind, amount, available, model_id, tokens_used,"
 		"       note, refund_of"
 		"  FROM pgmarket.ledger"
-		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+		" WHERE user_id = $1 AND idempotency_key = $2",
+		2, {UUIDOID, TEXTOID}},
 
 	/* add_funds: the new total stays below the limit */
-	plan_credit = pgm_prepare(
+	{&plan_credit,
 		"UPDATE pgmarket.balances SET total = total + $2, updated_at = now()"
 		" WHERE user_id = $1 AND active"
 		"   AND total <= 8999999999999999999 - $2"
 		" RETURNING total - spent - reserved,"
-		"           coalesce(next_expiry <= now(), false)", 2, u_i8);
+		"           coalesce(next_expiry <= now(), false)",
+		2, {UUIDOID, INT8OID}},
 
 	/* deduct_balance: only if the charge fits in what is available */
-	plan_debit = pgm_prepare(
+	{&plan_debit,
 		"UPDATE pgmarket.balances SET spent = spent + $2, updated_at = now()"
 		" WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
 		" RETURNING total - spent - reserved,"
-		"           coalesce(next_expiry <= now(), false)", 2, u_i8);
+		"           coalesce(next_expiry <= now(), false)",
+		2, {UUIDOID, INT8OID}},
 
 	/* a change of a locked row: total, spent and reserved deltas */
-	plan_adjust = pgm_prepare(
+	{&plan_adjust,
 		"UPDATE pgmarket.balances"
 		"   SET total = total + $2, spent = spent + $3,"
 		"       reserved = reserved + $4, updated_at = now()"
 		" WHERE user_id = $1"
-		" RETURNING total - spent - reserved", 4, adj);
+		" RETURNING total - spent - reserved",
+		4, {UUIDOID, INT8OID, INT8OID, INT8OID}},
 
-	plan_insert = pgm_prepare(
+	{&plan_insert,
 		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
 		"       available, model_id, tokens_used, idempotency_key, note,"
 		"       refund_of, reservation_id)"
 		" VALUES (nextval('pgmarket.ledger_entry_id_seq'), $1, $2, $3, $4,"
 		"         $5, $6, $7, $8, $9, $10)"
-		" RETURNING entry_id", 10, ins);
+		" RETURNING entry_id",
+		10, {UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID}},
 
-	plan_insert_keyed = pgm_prepare(
+	{&plan_insert_keyed,
 		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
 		"       available, model_id, tokens_used, idempotency_key, note,"
 		"       refund_of, reservation_id)"
@@ -189,100 +135,86 @@ prepare_plans(void)
 		"         $5, $6, $7, $8, $9, $10)"
 		" ON CONFLICT (user_id, idempotency_key)"
 		"   WHERE idempotency_key IS NOT NULL DO NOTHING"
-		" RETURNING entry_id", 10, ins);
-
-	/*
-	 * Sweep a locked user's expired holds and recompute the hint.  The
-	 * subquery for next_expiry reads the holds as they were before this
-	 * statement, so it leaves out the swept ones by their expiry time.
-	 */
-	plan_sweep = pgm_prepare(
-		"WITH swept AS ("
-		"  UPDATE pgmarket.reservations SET state = 'expired', closed_at = now()"
-		"   WHERE user_id = $1 AND state = 'held' AND expires_at <= now()"
-		"  RETURNING amount)"
-		"UPDATE pgmarket.balances b"
-		"   SET reserved = b.reserved - (SELECT coalesce(sum(amount), 0) FROM swept),"
-		"       next_expiry = (SELECT min(r.expires_at)"
-		"                        FROM pgmarket.reservations r"
-		"                       WHERE r.user_id = $1 AND r.state = 'held'"
-		"                         AND r.expires_at > now()),"
-		"       updated_at = now()"
-		" WHERE b.user_id = $1"
-		" RETURNING (SELECT count(*) FROM swept),"
-		"           b.total - b.spent - b.reserved", 1, u);
+		" RETURNING entry_id",
+		10, {UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID}},
 
 	/* the charge a refund refers to, and what has been refunded of it */
-	plan_charge_of = pgm_prepare(
+	{&plan_charge_of,
 		"SELECT c.kind, c.amount, c.model_id,"
 		"       (SELECT coalesce(sum(r.amount), 0)::bigint FROM pgmarket.ledger r"
 		"         WHERE r.user_id = $1 AND r.refund_of = $2"
 		"           AND r.kind = 'refund')"
 		"  FROM pgmarket.ledger c WHERE c.user_id = $1 AND c.entry_id = $2",
-		2, u_i8);
+		2, {UUIDOID, INT8OID}},
 
-	plan_reserve = pgm_prepare(
+	{&plan_reserve,
 		"UPDATE pgmarket.balances SET reserved = reserved + $2,"
 		"       next_expiry = least(next_expiry, now() + $3),"
 		"       updated_at = now()"
 		" WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
-		" RETURNING coalesce(next_expiry <= now(), false)", 3, res);
+		" RETURNING coalesce(next_expiry <= now(), false)",
+		3, {UUIDOID, INT8OID, INTERVALOID}},
 
-	plan_insert_hold = pgm_prepare(
+	{&plan_insert_hold,
 		"INSERT INTO pgmarket.reservations (user_id, amount, expires_at, ttl,"
 		"       idempotency_key)"
 		" VALUES ($1, $2, now() + $3, $3, $4)"
 		" ON CONFLICT (user_id, idempotency_key)"
 		"   WHERE idempotency_key IS NOT NULL DO NOTHING"
-		" RETURNING reservation_id", 4, hold);
+		" RETURNING reservation_id",
+		4, {UUIDOID, INT8OID, INTERVALOID, TEXTOID}},
 
-	plan_find_hold_key = pgm_prepare(
+	{&plan_find_hold_key,
 		"SELECT reservation_id, amount, ttl FROM pgmarket.reservations"
-		" WHERE user_id = $1 AND idempotency_key = $2", 2, u_t);
+		" WHERE user_id = $1 AND idempotency_key = $2",
+		2, {UUIDOID, TEXTOID}},
 
-	plan_hold = pgm_prepare(
+	{&plan_hold,
 		"SELECT amount, state, expires_at, expires_at <= now()"
 		"  FROM pgmarket.reservations"
-		" WHERE user_id = $1 AND reservation_id = $2", 2, u_i8);
+		" WHERE user_id = $1 AND reservation_id = $2",
+		2, {UUIDOID, INT8OID}},
 
-	plan_close_hold = pgm_prepare(
+	{&plan_close_hold,
 		"UPDATE pgmarket.reservations"
 		"   SET state = $2, settled_amount = $3, entry_id = $4,"
 		"       closed_at = now()"
-		" WHERE reservation_id = $1", 4, close);
+		" WHERE reservation_id = $1",
+		4, {INT8OID, TEXTOID, INT8OID, INT8OID}},
 
-	plan_live_holds = pgm_prepare(
+	{&plan_live_holds,
 		"SELECT coalesce(sum(amount), 0)::bigint FROM pgmarket.reservations"
-		" WHERE user_id = $1 AND state = 'held' AND expires_at > now()", 1, u);
+		" WHERE user_id = $1 AND state = 'held' AND expires_at > now()",
+		1, {UUIDOID}},
 
-	plan_balance = pgm_prepare(
+	{&plan_balance,
 		"SELECT active, total, spent, reserved, updated_at,"
 		"       coalesce(next_expiry <= now(), false)"
-		"  FROM pgmarket.balances WHERE user_id = $1", 1, u);
+		"  FROM pgmarket.balances WHERE user_id = $1",
+		1, {UUIDOID}},
 
-	plan_entries = pgm_prepare(
+	{&plan_entries,
 		"SELECT entry_id, kind, amount, available, model_id, tokens_used,"
 		"       idempotency_key, note, refund_of, created_at"
 		"  FROM pgmarket.ledger WHERE user_id = $1"
-		" ORDER BY entry_id DESC LIMIT $2", 2, ent);
+		" ORDER BY entry_id DESC LIMIT $2",
+		2, {UUIDOID, INT4OID, INT8OID}},
 
-	plan_entries_before = pgm_prepare(
+	{&plan_entries_before,
 		"SELECT entry_id, kind, amount, available, model_id, tokens_used,"
 		"       idempotency_key, note, refund_of, created_at"
 		"  FROM pgmarket.ledger WHERE user_id = $1 AND entry_id < $3"
-		" ORDER BY entry_id DESC LIMIT $2", 3, ent);
+		" ORDER BY entry_id DESC LIMIT $2",
+		3, {UUIDOID, INT4OID, INT8OID}},
 
-	plan_expired_users = pgm_prepare(
+	{&plan_expired_users,
 		"SELECT DISTINCT user_id FROM pgmarket.reservations"
 		" WHERE state = 'held' AND expires_at <= now()"
-		" ORDER BY user_id", 0, NULL);
-
-	/* who last wrote or locked a balance row (see pgm_queue_for_user) */
-	plan_row_owner = pgm_prepare(
-		"SELECT xmin, xmax FROM pgmarket.balances WHERE user_id = $1", 1, u);
+		" ORDER BY user_id",
+		0, {InvalidOid}},
 
 	/* deduct_balance without a key, when nothing stands in the way */
-	plan_charge = pgm_prepare(
+	{&plan_charge,
 		"WITH b AS ("
 		"  UPDATE pgmarket.balances SET spent = spent + $2, updated_at = now()"
 		"   WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
@@ -292,63 +224,16 @@ prepare_plans(void)
 		"       available, model_id, tokens_used)"
 		"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2,"
 		"       b.available, $3, $4 FROM b"
-		" RETURNING entry_id, available", 4, charge);
-}
+		" RETURNING entry_id, available",
+		4, {UUIDOID, INT8OID, TEXTOID, INT8OID}},
+};
+
+#define prepare_plans() PGM_PREPARE_PLANS(ledger_plans)
 
 /* ----------------------------------------------------------------
  * Small helpers
  * ----------------------------------------------------------------
  */
-
-static int64
-col_int64(uint64 row, int colno)
-{
-	bool		isnull;
-	Datum		d = pgm_col(row, colno, &isnull);
-
-	return isnull ? 0 : DatumGetInt64(d);
-}
-
-static bool
-col_bool(uint64 row, int colno)
-{
-	bool		isnull;
-	Datum		d = pgm_col(row, colno, &isnull);
-
-	return !isnull && DatumGetBool(d);
-}
-
-/* A text column copied into the upper (caller's) memory context, or NULL. */
-static char *
-col_text(uint64 row, int colno)
-{
-	bool		isnull;
-	Datum		d = pgm_col(row, colno, &isnull);
-	char	   *s;
-	char	   *copy;
-
-	if (isnull)
-		return NULL;
-	s = TextDatumGetCString(d);
-	copy = SPI_palloc(strlen(s) + 1);
-	strcpy(copy, s);
-	return copy;
-}
-
-static char *
-uuid_cstring(Datum user_id)
-{
-	return DatumGetCString(DirectFunctionCall1(uuid_out, user_id));
-}
-
-void
-pgm_raise_unknown_account(Datum user_id)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_PGM_UNKNOWN_ACCOUNT),
-			 errmsg("user %s does not exist or is deactivated",
-					uuid_cstring(user_id))));
-}
 
 static inline bool
 str_eq(const char *a, const char *b)
@@ -356,68 +241,6 @@ str_eq(const char *a, const char *b)
 	if (a == NULL || b == NULL)
 		return a == b;
 	return strcmp(a, b) == 0;
-}
-
-/*
- * Sweep the expired holds of a user whose balance row this transaction has
- * locked; returns how many holds expired, and the available balance after
- * the sweep in *available when that is not NULL.
- */
-int64
-pgm_sweep_expired_holds(Datum user_id, int64 *available)
-{
-	Datum		values[1] = {user_id};
-
-	prepare_plans();
-	pgm_exec(plan_sweep, values, NULL, false);
-	if (SPI_processed != 1)
-		return 0;
-	if (available)
-		*available = col_int64(0, 2);
-	return col_int64(0, 1);
-}
-
-/*
- * Lock a user's balance row; raise PM002 for an unknown or deactivated user.
- * Sweeps expired holds first when the row says there are any.
- */
-static void
-lock_account(Datum user_id)
-{
-	Datum		values[1] = {user_id};
-
-	pgm_queue_for_user(user_id);
-	pgm_exec(plan_lock, values, NULL, false);
-	if (SPI_processed != 1 || !col_bool(0, 1))
-		pgm_raise_unknown_account(user_id);
-	if (col_bool(0, 2))
-		pgm_sweep_expired_holds(user_id, NULL);
-}
-
-/* Raise PM002 unless the user exists and is active (no lock taken). */
-static void
-check_account(Datum user_id)
-{
-	Datum		values[1] = {user_id};
-
-	pgm_exec(plan_state, values, NULL, false);
-	if (SPI_processed != 1 || !col_bool(0, 1))
-		pgm_raise_unknown_account(user_id);
-}
-
-/*
- * Raise PM002 unless the user exists and is active; with lock, queue for the
- * user and lock the balance row as every ledger operation does.  For the
- * other C files that act on one user's rows.
- */
-void
-pgm_check_user(Datum user_id, bool lock)
-{
-	prepare_plans();
-	if (lock)
-		lock_account(user_id);
-	else
-		check_account(user_id);
 }
 
 /* The entry an idempotency key was used for, if any. */
@@ -430,14 +253,14 @@ find_key(Datum user_id, text *key, PriorEntry *prior)
 	pgm_exec(plan_find_key, values, NULL, false);
 	if (SPI_processed == 0)
 		return false;
-	prior->entry_id = col_int64(0, 1);
-	prior->kind = col_text(0, 2);
-	prior->amount = col_int64(0, 3);
-	prior->available = col_int64(0, 4);
-	prior->model_id = col_text(0, 5);
-	prior->tokens_used = col_int64(0, 6);
-	prior->note = col_text(0, 7);
-	prior->refund_of = col_int64(0, 8);
+	prior->entry_id = pgm_col_int64(0, 1);
+	prior->kind = pgm_col_text(0, 2);
+	prior->amount = pgm_col_int64(0, 3);
+	prior->available = pgm_col_int64(0, 4);
+	prior->model_id = pgm_col_text(0, 5);
+	prior->tokens_used = pgm_col_int64(0, 6);
+	prior->note = pgm_col_text(0, 7);
+	prior->refund_of = pgm_col_int64(0, 8);
 	(void) pgm_col(0, 8, &isnull);
 	prior->refund_of_null = isnull;
 	return true;
@@ -449,7 +272,7 @@ find_key(Datum user_id, text *key, PriorEntry *prior)
  */
 static void
 replay(Datum user_id, text *key, const PriorEntry *prior, bool same_args,
-	   LedgerOutcome *out)
+	   PgmLedgerOutcome *out)
 {
 	if (!same_args)
 		ereport(ERROR,
@@ -458,7 +281,7 @@ replay(Datum user_id, text *key, const PriorEntry *prior, bool same_args,
 						text_to_cstring(key)),
 				 errdetail("It was used by the %s of %s credits recorded as entry %lld for user %s.",
 						   prior->kind, pgm_micro_to_cstring(prior->amount),
-						   (long long) prior->entry_id, uuid_cstring(user_id))));
+						   (long long) prior->entry_id, pgm_uuid_cstring(user_id))));
 	out->entry_id = prior->entry_id;
 	out->kind = prior->kind;
 	out->amount = prior->amount;
@@ -505,7 +328,7 @@ insert_entry(Datum user_id, const char *kind, int64 amount, int64 available,
 	pgm_exec(key ? plan_insert_keyed : plan_insert, values, nulls, false);
 	if (SPI_processed != 1)
 		return false;
-	*entry_id = col_int64(0, 1);
+	*entry_id = pgm_col_int64(0, 1);
 	return true;
 }
 
@@ -518,14 +341,17 @@ adjust_balance(Datum user_id, int64 d_total, int64 d_spent, int64 d_reserved)
 
 	pgm_exec(plan_adjust, values, NULL, false);
 	if (SPI_processed != 1)
-		elog(ERROR, "balance row of user %s vanished", uuid_cstring(user_id));
-	return col_int64(0, 1);
+		elog(ERROR, "balance row of user %s vanished", pgm_uuid_cstring(user_id));
+	return pgm_col_int64(0, 1);
 }
 
-/* Build a ledger_result datum in the caller's context (after SPI_finish). */
-static Datum
-ledger_result_datum(FunctionCallInfo fcinfo, Datum user_id,
-					const LedgerOutcome *out)
+/*
+ * Build a ledger_result datum in the caller's context (after SPI_finish):
+ * the result of every call that charges, deposits or refunds.
+ */
+Datum
+pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,
+				  const PgmLedgerOutcome *out)
 {
 	TupleDesc	tupdesc;
 	Datum		values[6];
@@ -544,9 +370,12 @@ ledger_result_datum(FunctionCallInfo fcinfo, Datum user_id,
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
-/* Validate the common charge arguments: model_id and tokens_used. */
-static void
-check_model_and_tokens(FunctionCallInfo fcinfo, int model_arg, int tokens_arg,
+/*
+ * Check the arguments every charge has: model_id (required, bounded) and
+ * tokens_used (required, not negative).
+ */
+void
+pgm_charge_args(FunctionCallInfo fcinfo, int model_arg, int tokens_arg,
 					   text **model_id, int64 *tokens)
 {
 	pgm_require_arg(fcinfo, model_arg, "model_id");
@@ -572,7 +401,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 	int64		amount;
 	text	   *key;
 	text	   *note;
-	LedgerOutcome out = {0, "deposit", 0, 0, false};
+	PgmLedgerOutcome out = {0, "deposit", 0, 0, false};
 	PriorEntry	prior;
 	Datum		values[2];
 
@@ -589,7 +418,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 
 	if (key && find_key(user_id, key, &prior))
 	{
-		check_account(user_id);
+		pgm_check_user(user_id, false);
 		replay(user_id, key, &prior,
 			   str_eq(prior.kind, "deposit") && prior.amount == amount &&
 			   str_eq(prior.note, note ? text_to_cstring(note) : NULL),
@@ -603,18 +432,18 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 		pgm_exec(plan_credit, values, NULL, false);
 		if (SPI_processed != 1)
 		{
-			pgm_exec(plan_state, values, NULL, false);
-			if (SPI_processed != 1 || !col_bool(0, 1))
-				pgm_raise_unknown_account(user_id);
+			PgmAccountState state;
+
+			pgm_account_state(user_id, &state);
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("adding %s credits to user %s would take the balance past its limit",
-							pgm_micro_to_cstring(amount), uuid_cstring(user_id)),
+							pgm_micro_to_cstring(amount), pgm_uuid_cstring(user_id)),
 					 errdetail("The total is %s credits; balances stay below 9000000000000 credits.",
-							   pgm_micro_to_cstring(col_int64(0, 3)))));
+							   pgm_micro_to_cstring(state.total))));
 		}
-		out.available = col_int64(0, 1);
-		if (col_bool(0, 2))
+		out.available = pgm_col_int64(0, 1);
+		if (pgm_col_bool(0, 2))
 			pgm_sweep_expired_holds(user_id, &out.available);
 
 		if (!insert_entry(user_id, "deposit", amount, out.available, NULL, 0,
@@ -632,7 +461,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
 /* ----------------------------------------------------------------
@@ -657,82 +486,7 @@ raise_insufficient(Datum user_id, int64 amount, int64 available,
 			 errmsg("insufficient funds: %s of %s credits exceeds the available balance of %s credits",
 					what, pgm_micro_to_cstring(amount),
 					pgm_micro_to_cstring(available)),
-			 errdetail("User %s.", uuid_cstring(user_id))));
-}
-
-/*
- * Queue for a user before touching the user's balance row.
- *
- * Correctness comes from the row lock alone; this transaction-scoped lock
- * on the user (an advisory lock tag in a key space of pgmarket's own, which
- * SQL's pg_advisory_* functions cannot reach) only makes the queue cheap
- * when one user is hot.  Without it, every waiter on the row queues on the
- * tuple lock, then on the holder's transaction id, and re-checks the row on
- * wake-up; with it, the lock manager hands the user directly to the next
- * waiter, who then finds the row free.
- *
- * The multi-user operations (deduct_batch, expire_reservations) lock rows
- * without this lock, so that a batch of many users does not fill the shared
- * lock table.  A transaction that already holds a user's row (from such an
- * operation, earlier in the same transaction) must therefore not queue
- * behind a waiter for that very row: when the user lock is busy, we look at
- * the row, and skip the queue if this transaction has locked or written it.
- *
- * A transaction takes at most PGM_MAX_QUEUE_LOCKS of these locks: a bulk
- * job that funds ten thousand users in one transaction would otherwise fill
- * the shared lock table.  Past that, its calls rely on the row lock alone.
- */
-#define PGM_MAX_QUEUE_LOCKS	32
-
-static int	queue_locks_taken = 0;
-static bool queue_callback_registered = false;
-
-static void
-reset_queue_locks(XactEvent event, void *arg)
-{
-	queue_locks_taken = 0;
-}
-
-void
-pgm_queue_for_user(Datum user_id)
-{
-	LOCKTAG		tag;
-	pg_uuid_t  *u = DatumGetUUIDP(user_id);
-	Datum		values[1] = {user_id};
-	bool		isnull;
-	TransactionId xmin;
-	TransactionId xmax;
-	LockAcquireResult got;
-
-	if (!queue_callback_registered)
-	{
-		RegisterXactCallback(reset_queue_locks, NULL);
-		queue_callback_registered = true;
-	}
-	if (queue_locks_taken >= PGM_MAX_QUEUE_LOCKS)
-		return;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x706d6b74,
-						 hash_bytes(u->data, UUID_LEN), PGM_LOCKTAG_FIELD4);
-	got = LockAcquire(&tag, ExclusiveLock, false, true);
-	if (got == LOCKACQUIRE_OK)
-		queue_locks_taken++;
-	if (got != LOCKACQUIRE_NOT_AVAIL)
-		return;
-
-	prepare_plans();
-	pgm_exec(plan_row_owner, values, NULL, false);
-	if (SPI_processed == 1)
-	{
-		xmin = DatumGetTransactionId(pgm_col(0, 1, &isnull));
-		xmax = DatumGetTransactionId(pgm_col(0, 2, &isnull));
-		if (TransactionIdIsCurrentTransactionId(xmin) ||
-			(TransactionIdIsValid(xmax) &&
-			 TransactionIdIsCurrentTransactionId(xmax)))
-			return;
-	}
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-	queue_locks_taken++;
+			 errdetail("User %s.", pgm_uuid_cstring(user_id))));
 }
 
 /*
@@ -747,7 +501,7 @@ static bool
 take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 			   const char *what, SPIPlanPtr key_plan, text *key)
 {
-	Datum		state_args[1] = {user_id};
+	PgmAccountState state;
 	int			attempt;
 
 	pgm_queue_for_user(user_id);
@@ -758,13 +512,9 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 		if (SPI_processed == 1)
 			return true;
 
-		pgm_exec(plan_state, state_args, NULL, false);
-		if (SPI_processed != 1 || !col_bool(0, 1))
-			pgm_raise_unknown_account(user_id);
-		if (attempt > 0 || !col_bool(0, 4))
+		pgm_account_state(user_id, &state);
+		if (attempt > 0 || !state.holds_expired)
 		{
-			int64		available = col_int64(0, 2);
-
 			/*
 			 * A concurrent call with the same key may have committed while
 			 * this one waited, taking the money this one was looking for:
@@ -778,9 +528,9 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 				if (SPI_processed > 0)
 					return false;
 			}
-			raise_insufficient(user_id, amount, available, what);
+			raise_insufficient(user_id, amount, state.available, what);
 		}
-		lock_account(user_id);	/* sweeps the expired holds */
+		pgm_lock_user(user_id);	/* sweeps the expired holds */
 	}
 }
 
@@ -793,7 +543,7 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
  */
 static bool
 charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
-			   LedgerOutcome *out)
+			   PgmLedgerOutcome *out)
 {
 	Datum		values[4] = {user_id, Int64GetDatum(amount),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
@@ -802,75 +552,76 @@ charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	pgm_exec(plan_charge, values, NULL, false);
 	if (SPI_processed != 1)
 		return false;
-	out->entry_id = col_int64(0, 1);
-	out->available = col_int64(0, 2);
+	out->entry_id = pgm_col_int64(0, 1);
+	out->available = pgm_col_int64(0, 2);
 	return true;
+}
+
+/*
+ * Charge a user as deduct_balance does, inside the caller's SPI connection:
+ * for the SQL function and for the other feature files (completions in
+ * chat.c, platform keys in apikeys.c).  The caller has checked the
+ * arguments (amount in micro-credits, model_id and tokens_used with
+ * pgm_charge_args, the key's length) and the actor rule.
+ */
+void
+pgm_ledger_charge(Datum user_id, int64 amount, text *model_id, int64 tokens,
+				  text *key, PgmLedgerOutcome *out)
+{
+	PriorEntry	prior;
+	Datum		values[2] = {user_id, Int64GetDatum(amount)};
+
+	prepare_plans();
+	memset(out, 0, sizeof(*out));
+	out->kind = "charge";
+	out->amount = amount;
+
+	if (key == NULL && charge_at_once(user_id, amount, model_id, tokens, out))
+		return;					/* the common case: done in one statement */
+	if (key && find_key(user_id, key, &prior))
+	{
+		pgm_check_user(user_id, false);
+		replay(user_id, key, &prior,
+			   same_charge(&prior, amount, model_id, tokens), out);
+		return;
+	}
+	if (take_available(plan_debit, values, user_id, amount, "a charge",
+					   plan_find_key, key))
+	{
+		out->available = pgm_col_int64(0, 1);
+		if (pgm_col_bool(0, 2))
+			pgm_sweep_expired_holds(user_id, &out->available);
+		if (insert_entry(user_id, "charge", amount, out->available, model_id,
+						 tokens, key, NULL, 0, false, 0, false, &out->entry_id))
+			return;
+		adjust_balance(user_id, 0, -amount, 0);
+	}
+	/* a concurrent call with this key committed first */
+	if (!find_key(user_id, key, &prior))
+		elog(ERROR, "idempotency key conflict without a visible entry");
+	replay(user_id, key, &prior,
+		   same_charge(&prior, amount, model_id, tokens), out);
 }
 
 Datum
 pgm_deduct_balance(PG_FUNCTION_ARGS)
 {
-	Datum		user_id;
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	int64		amount;
 	text	   *model_id;
 	int64		tokens;
 	text	   *key;
-	LedgerOutcome out = {0, "charge", 0, 0, false};
-	PriorEntry	prior;
-	Datum		values[2];
+	PgmLedgerOutcome out;
 
-	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "amount");
-	user_id = PG_GETARG_DATUM(0);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
-	check_model_and_tokens(fcinfo, 2, 3, &model_id, &tokens);
+	pgm_charge_args(fcinfo, 2, 3, &model_id, &tokens);
 	key = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
-	out.amount = amount;
 
 	pgm_spi_connect();
-	prepare_plans();
-
-	if (key == NULL && charge_at_once(user_id, amount, model_id, tokens, &out))
-	{
-		/* the common case: done in one statement */
-	}
-	else if (key && find_key(user_id, key, &prior))
-	{
-		check_account(user_id);
-		replay(user_id, key, &prior,
-			   same_charge(&prior, amount, model_id, tokens), &out);
-	}
-	else
-	{
-		values[0] = user_id;
-		values[1] = Int64GetDatum(amount);
-		if (!take_available(plan_debit, values, user_id, amount, "a charge",
-							plan_find_key, key))
-		{
-			if (!find_key(user_id, key, &prior))
-				elog(ERROR, "idempotency key conflict without a visible entry");
-			replay(user_id, key, &prior,
-				   same_charge(&prior, amount, model_id, tokens), &out);
-			SPI_finish();
-			PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
-		}
-		out.available = col_int64(0, 1);
-		if (col_bool(0, 2))
-			pgm_sweep_expired_holds(user_id, &out.available);
-
-		if (!insert_entry(user_id, "charge", amount, out.available, model_id,
-						  tokens, key, NULL, 0, false, 0, false, &out.entry_id))
-		{
-			adjust_balance(user_id, 0, -amount, 0);
-			if (!find_key(user_id, key, &prior))
-				elog(ERROR, "idempotency key conflict without a visible entry");
-			replay(user_id, key, &prior,
-				   same_charge(&prior, amount, model_id, tokens), &out);
-		}
-	}
-
+	pgm_ledger_charge(user_id, amount, model_id, tokens, key, &out);
 	SPI_finish();
-	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
 /* ----------------------------------------------------------------
@@ -888,7 +639,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 	int64		amount = 0;
 	bool		whole = PG_ARGISNULL(2);
 	text	   *key;
-	LedgerOutcome out = {0, "refund", 0, 0, false};
+	PgmLedgerOutcome out = {0, "refund", 0, 0, false};
 	PriorEntry	prior;
 	Datum		values[2];
 	char	   *kind;
@@ -907,7 +658,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_account(user_id);
+	pgm_lock_user(user_id);
 
 	if (key && find_key(user_id, key, &prior))
 	{
@@ -916,7 +667,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 			   prior.refund_of == charge_id &&
 			   (whole || prior.amount == amount), &out);
 		SPI_finish();
-		PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 	}
 
 	values[0] = user_id;
@@ -926,11 +677,11 @@ pgm_refund(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("entry %lld is not a charge of user %s",
-						(long long) charge_id, uuid_cstring(user_id))));
-	kind = col_text(0, 1);
-	charged = col_int64(0, 2);
-	model = col_text(0, 3);
-	refunded = col_int64(0, 4);
+						(long long) charge_id, pgm_uuid_cstring(user_id))));
+	kind = pgm_col_text(0, 1);
+	charged = pgm_col_int64(0, 2);
+	model = pgm_col_text(0, 3);
+	refunded = pgm_col_int64(0, 4);
 	if (strcmp(kind, "charge") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -965,7 +716,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 			 text_to_cstring(key));
 
 	SPI_finish();
-	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
 /* ----------------------------------------------------------------
@@ -992,16 +743,16 @@ read_balance(Datum user_id, bool read_only, BalanceRow *row)
 	bool		isnull;
 
 	pgm_exec(plan_balance, values, NULL, read_only);
-	if (SPI_processed != 1 || !col_bool(0, 1))
+	if (SPI_processed != 1 || !pgm_col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
-	row->total = col_int64(0, 2);
-	row->spent = col_int64(0, 3);
-	row->reserved = col_int64(0, 4);
+	row->total = pgm_col_int64(0, 2);
+	row->spent = pgm_col_int64(0, 3);
+	row->reserved = pgm_col_int64(0, 4);
 	row->updated_at = DatumGetTimestampTz(pgm_col(0, 5, &isnull));
-	if (col_bool(0, 6))
+	if (pgm_col_bool(0, 6))
 	{
 		pgm_exec(plan_live_holds, values, NULL, read_only);
-		row->reserved = col_int64(0, 1);
+		row->reserved = pgm_col_int64(0, 1);
 	}
 }
 
@@ -1066,7 +817,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	check_account(user_id);
+	pgm_check_user(user_id, false);
 
 	args[0] = user_id;
 	args[1] = Int32GetDatum(max_rows);
@@ -1109,25 +860,15 @@ ttl_in_range(const Interval *ttl, int64 *usec)
 	return *usec > 0 && *usec <= PGM_MAX_TTL_USEC;
 }
 
-Datum
-pgm_reserve(PG_FUNCTION_ARGS)
+/* The ttl argument of a reservation: required (22004), in range (22023). */
+Interval *
+pgm_ttl_arg(FunctionCallInfo fcinfo, int argno)
 {
-	Datum		user_id;
-	int64		amount;
 	Interval   *ttl;
 	int64		ttl_usec;
-	text	   *key;
-	int64		reservation_id = 0;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	bool		found = false;
 
-	pgm_user_arg(fcinfo, 0);
-	pgm_require_arg(fcinfo, 1, "amount");
-	pgm_require_arg(fcinfo, 2, "ttl");
-	user_id = PG_GETARG_DATUM(0);
-	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
-	ttl = PG_GETARG_INTERVAL_P(2);
+	pgm_require_arg(fcinfo, argno, "ttl");
+	ttl = PG_GETARG_INTERVAL_P(argno);
 	if (!ttl_in_range(ttl, &ttl_usec))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1135,71 +876,96 @@ pgm_reserve(PG_FUNCTION_ARGS)
 						DatumGetCString(DirectFunctionCall1(interval_out,
 															IntervalPGetDatum(ttl)))),
 				 errdetail("A reservation lives for more than zero and at most 7 days.")));
-	key = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+	return ttl;
+}
 
-	pgm_spi_connect();
+/*
+ * The reservation an idempotency key made, which a repeat with the same
+ * amount and ttl returns; PM003 when they differ.
+ */
+static int64
+replay_reservation(Datum user_id, text *key, int64 amount, Interval *ttl)
+{
+	Datum		values[2] = {user_id, PointerGetDatum(key)};
+	int64		reservation_id;
+	Interval   *prior_ttl;
+	bool		isnull;
+
+	pgm_check_user(user_id, false);
+	pgm_exec(plan_find_hold_key, values, NULL, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "idempotency key conflict without a visible reservation");
+	reservation_id = pgm_col_int64(0, 1);
+	prior_ttl = DatumGetIntervalP(pgm_col(0, 3, &isnull));
+	if (pgm_col_int64(0, 2) != amount ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp,
+										  IntervalPGetDatum(prior_ttl),
+										  IntervalPGetDatum(ttl))) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("idempotency key \"%s\" was already used with other arguments",
+						text_to_cstring(key)),
+				 errdetail("It made reservation %lld of %s credits for user %s.",
+						   (long long) reservation_id,
+						   pgm_micro_to_cstring(pgm_col_int64(0, 2)),
+						   pgm_uuid_cstring(user_id))));
+	return reservation_id;
+}
+
+/*
+ * Reserve credits of a user as reserve does, inside the caller's SPI
+ * connection: for the SQL function and for reserve_api_key.  The caller has
+ * checked the arguments (pgm_ttl_arg, the key's length) and the actor rule.
+ * Returns the reservation's id.
+ */
+int64
+pgm_ledger_reserve(Datum user_id, int64 amount, Interval *ttl, text *key)
+{
+	Datum		values[4] = {user_id, PointerGetDatum(key)};
+	char		nulls[4] = {' ', ' ', ' ', key ? ' ' : 'n'};
+
 	prepare_plans();
-
-	values[0] = user_id;
-	values[1] = PointerGetDatum(key);
 	if (key)
 	{
 		pgm_exec(plan_find_hold_key, values, NULL, false);
-		found = SPI_processed == 1;
+		if (SPI_processed == 1)
+			return replay_reservation(user_id, key, amount, ttl);
 	}
 
-	if (!found)
+	values[1] = Int64GetDatum(amount);
+	values[2] = IntervalPGetDatum(ttl);
+	values[3] = PointerGetDatum(key);
+	if (take_available(plan_reserve, values, user_id, amount,
+					   "a reservation", plan_find_hold_key, key))
 	{
-		values[1] = Int64GetDatum(amount);
-		values[2] = IntervalPGetDatum(ttl);
-		values[3] = PointerGetDatum(key);
-		if (key == NULL)
-			nulls[3] = 'n';
-		if (!take_available(plan_reserve, values, user_id, amount,
-							"a reservation", plan_find_hold_key, key))
-			found = true;		/* a concurrent call with this key came first */
-		else
-		{
-			if (col_bool(0, 1))
-				pgm_sweep_expired_holds(user_id, NULL);
-			pgm_exec(plan_insert_hold, values, nulls, false);
-			if (SPI_processed == 1)
-				reservation_id = col_int64(0, 1);
-			else
-			{
-				/* a concurrent call with this key committed first */
-				adjust_balance(user_id, 0, 0, -amount);
-				found = true;
-			}
-		}
-		values[1] = PointerGetDatum(key);
+		if (pgm_col_bool(0, 1))
+			pgm_sweep_expired_holds(user_id, NULL);
+		pgm_exec(plan_insert_hold, values, nulls, false);
+		if (SPI_processed == 1)
+			return pgm_col_int64(0, 1);
+		adjust_balance(user_id, 0, 0, -amount);
 	}
+	/* a concurrent call with this key committed first */
+	return replay_reservation(user_id, key, amount, ttl);
+}
 
-	if (found)
-	{
-		Interval   *prior_ttl;
-		bool		isnull;
+Datum
+pgm_reserve(PG_FUNCTION_ARGS)
+{
+	Datum		user_id = pgm_user_arg(fcinfo, 0);
+	int64		amount;
+	Interval   *ttl;
+	text	   *key;
+	int64		reservation_id;
 
-		check_account(user_id);
-		pgm_exec(plan_find_hold_key, values, NULL, false);
-		if (SPI_processed != 1)
-			elog(ERROR, "idempotency key conflict without a visible reservation");
-		reservation_id = col_int64(0, 1);
-		prior_ttl = DatumGetIntervalP(pgm_col(0, 3, &isnull));
-		if (col_int64(0, 2) != amount ||
-			DatumGetInt32(DirectFunctionCall2(interval_cmp,
-											  IntervalPGetDatum(prior_ttl),
-											  IntervalPGetDatum(ttl))) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
-					 errmsg("idempotency key \"%s\" was already used with other arguments",
-							text_to_cstring(key)),
-					 errdetail("It made reservation %lld of %s credits for user %s.",
-							   (long long) reservation_id,
-							   pgm_micro_to_cstring(col_int64(0, 2)),
-							   uuid_cstring(user_id))));
-	}
+	pgm_require_arg(fcinfo, 1, "amount");
+	pgm_require_arg(fcinfo, 2, "ttl");
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+	ttl = pgm_ttl_arg(fcinfo, 2);
+	key = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 
+	pgm_spi_connect();
+	reservation_id = pgm_ledger_reserve(user_id, amount, ttl, key);
 	SPI_finish();
 	PG_RETURN_INT64(reservation_id);
 }
@@ -1220,20 +986,20 @@ live_hold(Datum user_id, int64 reservation_id, const char *verb)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_RESERVATION_STATE),
 				 errmsg("cannot %s reservation %lld: no such reservation for user %s",
-						verb, (long long) reservation_id, uuid_cstring(user_id))));
-	state = col_text(0, 2);
+						verb, (long long) reservation_id, pgm_uuid_cstring(user_id))));
+	state = pgm_col_text(0, 2);
 	if (strcmp(state, "held") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_RESERVATION_STATE),
 				 errmsg("cannot %s reservation %lld: it is %s",
 						verb, (long long) reservation_id, state)));
-	if (col_bool(0, 4))
+	if (pgm_col_bool(0, 4))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_RESERVATION_STATE),
 				 errmsg("cannot %s reservation %lld: it expired at %s",
 						verb, (long long) reservation_id,
 						timestamptz_to_str(DatumGetTimestampTz(pgm_col(0, 3, &isnull))))));
-	return col_int64(0, 1);
+	return pgm_col_int64(0, 1);
 }
 
 static void
@@ -1261,7 +1027,7 @@ pgm_settle(PG_FUNCTION_ARGS)
 	text	   *model_id;
 	int64		tokens;
 	int64		held;
-	LedgerOutcome out = {0, "charge", 0, 0, false};
+	PgmLedgerOutcome out = {0, "charge", 0, 0, false};
 
 	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "reservation_id");
@@ -1269,12 +1035,12 @@ pgm_settle(PG_FUNCTION_ARGS)
 	user_id = PG_GETARG_DATUM(0);
 	reservation_id = PG_GETARG_INT64(1);
 	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(2), "amount");
-	check_model_and_tokens(fcinfo, 3, 4, &model_id, &tokens);
+	pgm_charge_args(fcinfo, 3, 4, &model_id, &tokens);
 	out.amount = amount;
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_account(user_id);
+	pgm_lock_user(user_id);
 	held = live_hold(user_id, reservation_id, "settle");
 	if (amount > held)
 		ereport(ERROR,
@@ -1289,7 +1055,7 @@ pgm_settle(PG_FUNCTION_ARGS)
 	close_hold(reservation_id, "settled", amount, out.entry_id, true);
 
 	SPI_finish();
-	PG_RETURN_DATUM(ledger_result_datum(fcinfo, user_id, &out));
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
 /* ----------------------------------------------------------------
@@ -1311,7 +1077,7 @@ pgm_release(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_account(user_id);
+	pgm_lock_user(user_id);
 	held = live_hold(user_id, reservation_id, "release");
 	adjust_balance(user_id, 0, 0, -held);
 	close_hold(reservation_id, "released", 0, 0, false);
@@ -1349,11 +1115,7 @@ pgm_expire_reservations(PG_FUNCTION_ARGS)
 	}
 	for (i = 0; i < nusers; i++)
 	{
-		Datum		values[1] = {users[i]};
-
-		pgm_exec(plan_lock, values, NULL, false);
-		if (SPI_processed == 1)
-			swept += pgm_sweep_expired_holds(users[i], NULL);
+		swept += pgm_sweep_user(users[i]);
 	}
 
 	SPI_finish();

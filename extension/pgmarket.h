@@ -14,6 +14,7 @@
 #include "postgres.h"
 #include "fmgr.h"
 #include "executor/spi.h"
+#include "datatype/timestamp.h"
 #include "utils/uuid.h"
 
 /* SQLSTATEs of the contract (SPEC, "Error codes") */
@@ -38,7 +39,12 @@
 #define PGM_MAX_NOTE_LEN		2000
 #define PGM_MAX_CONTENT_BYTES	(10 * 1024 * 1024)	/* a chat message */
 
-/* money.c */
+/* ================================================================
+ * The floor: shared mechanisms that know nothing of the features
+ * ================================================================
+ */
+
+/* money.c: micro-credits and the numeric surface */
 typedef enum PgmAmountError
 {
 	PGM_AMOUNT_OK = 0,
@@ -55,40 +61,69 @@ extern int	pgm_amount_error_sqlstate(PgmAmountError err);
 extern Datum pgm_micro_to_numeric(int64 micro);
 extern char *pgm_micro_to_cstring(int64 micro);
 
-/* pgmarket.c: argument checks */
+/* args.c: argument checks and the text of messages */
 extern void pgm_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
-extern Datum pgm_user_arg(FunctionCallInfo fcinfo, int argno);
 extern text *pgm_optional_text(FunctionCallInfo fcinfo, int argno,
 							   const char *argname, int maxlen);
+extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern char *pgm_shown_value(const char *value, int maxchars);
+extern char *pgm_uuid_cstring(Datum uuid);
 
-/* accounts.c */
-extern bool pgm_hash_costs_at_least_standard(const char *hash);
-extern bool pgm_text_ok(const char *value, int maxlen);
+/* spi.c: kept plans and the columns of SPI results */
+#define PGM_MAX_PLAN_ARGS		12
+
+typedef struct PgmPlanDef
+{
+	SPIPlanPtr *plan;			/* where the kept plan goes */
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[PGM_MAX_PLAN_ARGS];
+} PgmPlanDef;
+
 extern void pgm_spi_connect(void);
 extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
+extern void pgm_prepare_plans(const PgmPlanDef *defs, int ndefs);
+#define PGM_PREPARE_PLANS(defs) pgm_prepare_plans((defs), lengthof(defs))
 extern int	pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 					 bool read_only);
 extern Datum pgm_col(uint64 row, int colno, bool *isnull);
+extern int64 pgm_col_int64(uint64 row, int colno);
+extern bool pgm_col_bool(uint64 row, int colno);
+extern char *pgm_col_text(uint64 row, int colno);
+extern pg_uuid_t *pgm_col_uuid(uint64 row, int colno);
+extern struct varlena *pgm_col_varlena(uint64 row, int colno);
 struct ReturnSetInfo;
 extern void pgm_put_rows(struct ReturnSetInfo *rsinfo, uint32 money_columns);
 
-/* ledger.c, shared with batch.c */
-extern void pgm_raise_unknown_account(Datum user_id);
-extern void pgm_queue_for_user(Datum user_id);
-extern void pgm_check_user(Datum user_id, bool lock);
-extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
-
-/* pgmarket.c: settings */
+/* actor.c: the pgmarket.actor rule */
 extern char *pgm_actor;
-extern char *pgm_proxy_role;
-
-/* chat.c: the pgmarket.actor rule */
+extern void pgm_actor_init(void);
+extern Datum pgm_user_arg(FunctionCallInfo fcinfo, int argno);
 extern void pgm_check_actor(Datum user_id);
 extern bool pgm_actor_allows(const pg_uuid_t *user);
 
-/* vault.c: the master key file and the keys derived from it */
+/* userlock.c: the per-user lock protocol and the account checks */
+typedef struct PgmAccountState
+{
+	int64		available;		/* total - spent - reserved */
+	int64		total;
+	bool		holds_expired;	/* next_expiry has passed */
+} PgmAccountState;
+
+extern void pgm_raise_unknown_account(Datum user_id);
+extern void pgm_queue_for_user(Datum user_id);
+extern void pgm_account_state(Datum user_id, PgmAccountState *state);
+extern bool pgm_try_lock_user(Datum user_id);
+extern void pgm_lock_user(Datum user_id);
+extern void pgm_check_user(Datum user_id, bool lock);
+extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
+extern int64 pgm_sweep_user(Datum user_id);
+extern bool pgm_user_exec_one(FunctionCallInfo fcinfo, SPIPlanPtr plan, int nargs);
+extern void pgm_user_rows(FunctionCallInfo fcinfo, SPIPlanPtr plan,
+						  uint32 money_columns);
+
+/* keyring.c: the master key file, subkeys, secret buffers, random ids */
 #define PGM_SUBKEY_BYTES		32
 #define PGM_KDF_CONTEXT_VAULT	"pgmvault"	/* provider key encryption */
 #define PGM_KDF_CONTEXT_APIKEY	"pgmapkey"	/* platform API key hashes */
@@ -98,6 +133,8 @@ extern void pgm_vault_init(void);
 extern int32 pgm_vault_newest_version(void);
 extern bool pgm_vault_subkey(int32 version, const char *context,
 							 uint64 subkey_id, unsigned char *out);
+extern bool pgm_keyring_box_keypair(int32 version, unsigned char *pk,
+									unsigned char *sk);
 extern bool pgm_vault_open_sealed(const unsigned char *sealed,
 								  size_t sealed_len, unsigned char *out);
 extern bool pgm_vault_configured(void);
@@ -105,6 +142,34 @@ extern int	pgm_vault_versions(void);
 extern void pgm_random_uuid(pg_uuid_t *uuid);
 extern void *pgm_secret_alloc(Size len);
 extern void pgm_secret_register(void *ptr, Size len);
+
+/* ================================================================
+ * Features: C entry points that other features may call
+ * ================================================================
+ */
+
+/* ledger.c: charges and holds for the other features, never through SQL */
+typedef struct PgmLedgerOutcome
+{
+	int64		entry_id;
+	const char *kind;			/* "deposit", "charge" or "refund" */
+	int64		amount;
+	int64		available;
+	bool		replayed;
+} PgmLedgerOutcome;
+
+extern void pgm_charge_args(FunctionCallInfo fcinfo, int model_arg,
+							int tokens_arg, text **model_id, int64 *tokens);
+extern Interval *pgm_ttl_arg(FunctionCallInfo fcinfo, int argno);
+extern void pgm_ledger_charge(Datum user_id, int64 amount, text *model_id,
+							  int64 tokens, text *key, PgmLedgerOutcome *out);
+extern int64 pgm_ledger_reserve(Datum user_id, int64 amount,
+								Interval *ttl, text *key);
+extern Datum pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,
+							   const PgmLedgerOutcome *out);
+
+/* accounts.c: the hash floor that sealed.c shares */
+extern bool pgm_hash_costs_at_least_standard(const char *hash);
 
 /* sealed.c: the sealed forms of the password and platform key calls */
 extern void pgm_sealed_init(void);

@@ -1,0 +1,166 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi.c
+ *	  Floor: how pgmarket's C files talk to SPI.  Statements are prepared
+ *	  once per backend and kept (pgm_prepare); a failure of SPI itself is an
+ *	  internal error; columns are read by number and copied out where they
+ *	  must outlive the next query.
+ *
+ * Scalars are copied out of SPI results before SPI_finish; result tuples
+ * are built in the caller's memory context after it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include "funcapi.h"
+#include "utils/builtins.h"
+
+void
+pgm_spi_connect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Prepare a statement once per backend and keep its plan.  The plan cache
+ * revalidates it when a table it uses changes, so a cached plan survives
+ * DROP and CREATE EXTENSION in the same session.
+ */
+SPIPlanPtr
+pgm_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/* Run a kept plan; any SPI failure is an internal error. */
+int
+pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+/* A column of a row of the last SPI result (valid until the next query). */
+Datum
+pgm_col(uint64 row, int colno, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 colno, isnull);
+}
+
+/*
+ * Copy every row of the last SPI result into a materialized set-returning
+ * function's result, turning the columns flagged in money_columns (bit n for
+ * the n-th column, from 0) from bigint micro-credits into numeric credits.
+ */
+void
+pgm_put_rows(ReturnSetInfo *rsinfo, uint32 money_columns)
+{
+	int			ncols = rsinfo->setDesc->natts;
+	Datum	   *values = palloc(sizeof(Datum) * ncols);
+	bool	   *nulls = palloc(sizeof(bool) * ncols);
+	uint64		i;
+	int			c;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		for (c = 0; c < ncols; c++)
+		{
+			values[c] = pgm_col(i, c + 1, &nulls[c]);
+			if ((money_columns & (1U << c)) && !nulls[c])
+				values[c] = pgm_micro_to_numeric(DatumGetInt64(values[c]));
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+/* A bigint column of the last SPI result; NULL reads as 0. */
+int64
+pgm_col_int64(uint64 row, int colno)
+{
+	bool		isnull;
+	Datum		d = pgm_col(row, colno, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/* A boolean column of the last SPI result; NULL reads as false. */
+bool
+pgm_col_bool(uint64 row, int colno)
+{
+	bool		isnull;
+	Datum		d = pgm_col(row, colno, &isnull);
+
+	return !isnull && DatumGetBool(d);
+}
+
+/* A text column copied into the upper (caller's) memory context, or NULL. */
+char *
+pgm_col_text(uint64 row, int colno)
+{
+	bool		isnull;
+	Datum		d = pgm_col(row, colno, &isnull);
+	char	   *s;
+	char	   *copy;
+
+	if (isnull)
+		return NULL;
+	s = TextDatumGetCString(d);
+	copy = SPI_palloc(strlen(s) + 1);
+	strcpy(copy, s);
+	return copy;
+}
+
+/* A uuid column (not NULL), copied into the current memory context. */
+pg_uuid_t *
+pgm_col_uuid(uint64 row, int colno)
+{
+	bool		isnull;
+	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+	memcpy(copy, DatumGetUUIDP(pgm_col(row, colno, &isnull)), sizeof(pg_uuid_t));
+	return copy;
+}
+
+/* A varlena column (not NULL), copied into the upper memory context. */
+struct varlena *
+pgm_col_varlena(uint64 row, int colno)
+{
+	bool		isnull;
+	Datum		d = pgm_col(row, colno, &isnull);
+
+	return (struct varlena *) DatumGetPointer(SPI_datumTransfer(d, false, -1));
+}
+
+/*
+ * Prepare and keep every plan of a table whose pointer is still NULL, the
+ * first time a feature is used in the backend.  The last entry is set last,
+ * so when it is set, all are: a call that failed half way (a table missing
+ * during DROP EXTENSION, say) prepares the rest at the next use.
+ */
+void
+pgm_prepare_plans(const PgmPlanDef *defs, int ndefs)
+{
+	int			i;
+
+	if (*defs[ndefs - 1].plan != NULL)
+		return;
+	for (i = 0; i < ndefs; i++)
+		if (*defs[i].plan == NULL)
+			*defs[i].plan = pgm_prepare(defs[i].sql, defs[i].nargs,
+										(Oid *) defs[i].argtypes);
+}
