@@ -784,16 +784,11 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 Datum
 pgm_revoke_api_key(PG_FUNCTION_ARGS)
 {
-	bool		revoked;
-
 	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "key_id");
 
-	pgm_spi_connect();
-	prepare_plans();
-	revoked = pgm_user_exec_one(fcinfo, plan_revoke, 2);
-	SPI_finish();
-	PG_RETURN_BOOL(revoked);
+	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, apikey_plans,
+									 lengthof(apikey_plans), &plan_revoke, 2));
 }
 
 /* ----------------------------------------------------------------
@@ -805,12 +800,7 @@ Datum
 pgm_list_api_keys(PG_FUNCTION_ARGS)
 {
 	pgm_user_arg(fcinfo, 0);
-	InitMaterializedSRF(fcinfo, 0);
-
-	pgm_spi_connect();
-	prepare_plans();
 	/* spend_limit, period_spent and total_spent are money */
-	pgm_user_rows(fcinfo, plan_list, (1U << 6) | (1U << 8) | (1U << 9));
-	SPI_finish();
-	return (Datum) 0;
+	return pgm_user_rows(fcinfo, apikey_plans, lengthof(apikey_plans),
+						 &plan_list, (1U << 6) | (1U << 8) | (1U << 9));
 }

@@ -705,12 +705,8 @@ Datum
 pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 {
 	pgm_user_arg(fcinfo, 0);
-	InitMaterializedSRF(fcinfo, 0);
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_user_rows(fcinfo, plan_sessions, 0);
-	SPI_finish();
-	return (Datum) 0;
+	return pgm_user_rows(fcinfo, chat_plans, lengthof(chat_plans),
+						 &plan_sessions, 0);
 }
 
 /* ----------------------------------------------------------------
@@ -791,10 +787,6 @@ Datum
 pgm_get_preferences(PG_FUNCTION_ARGS)
 {
 	pgm_user_arg(fcinfo, 0);
-	InitMaterializedSRF(fcinfo, 0);
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_user_rows(fcinfo, plan_prefs, 0);
-	SPI_finish();
-	return (Datum) 0;
+	return pgm_user_rows(fcinfo, chat_plans, lengthof(chat_plans),
+						 &plan_prefs, 0);
 }

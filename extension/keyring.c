@@ -57,6 +57,9 @@ typedef struct VaultKey
 {
 	int32		version;
 	unsigned char key[VAULT_KEY_BYTES];
+	/* the sealing key pair of this version, derived once at load */
+	unsigned char box_pk[crypto_box_PUBLICKEYBYTES];
+	unsigned char box_sk[crypto_box_SECRETKEYBYTES];
 } VaultKey;
 
 /* The loaded keys, in sodium_malloc()ed memory, sorted by version. */
@@ -309,6 +312,25 @@ vault_parse(const char *buf, size_t len, VaultKeys *out)
 	return NULL;
 }
 
+/*
+ * The vault's sealing key pair of a master key version: X25519 keys from a
+ * seed derived from that version, computed when the file is loaded (a
+ * scalar multiplication each) rather than at every sealed call.
+ */
+static void
+derive_box_keypair(VaultKey *k)
+{
+	unsigned char seed[PGM_SUBKEY_BYTES];
+
+	StaticAssertStmt(crypto_box_SEEDBYTES == PGM_SUBKEY_BYTES,
+					 "box seed size");
+	if (crypto_kdf_derive_from_key(seed, sizeof(seed), BOX_SUBKEY_ID,
+								   PGM_KDF_CONTEXT_BOX, k->key) != 0)
+		elog(ERROR, "crypto_kdf_derive_from_key failed");
+	crypto_box_seed_keypair(k->box_pk, k->box_sk, seed);
+	sodium_memzero(seed, sizeof(seed));
+}
+
 /* Read and parse the key file; on success the new keys replace the old. */
 static void
 vault_read(const char *path)
@@ -395,6 +417,8 @@ vault_read(const char *path)
 		memcpy(&keys->keys[j], &tmp, sizeof(VaultKey));
 		sodium_memzero(&tmp, sizeof(tmp));
 	}
+	for (i = 0; i < keys->nkeys; i++)
+		derive_box_keypair(&keys->keys[i]);
 	sodium_mprotect_readonly(keys);
 
 	vault_forget();
@@ -474,18 +498,16 @@ pgm_vault_newest_version(void)
 }
 
 /*
- * Derive the PGM_SUBKEY_BYTES subkey of a master key version for one purpose
- * (an 8-byte context from pgmarket.h).  Raises PM010 when no key is loaded;
- * returns false when that version is not in the file.  The caller wipes out.
+ * The loaded key of a version, or NULL when the file does not list it.
+ * Raises PM010 when no key is loaded.
  *
  * A version this transaction has not seen may have been added to the file
  * since the transaction looked at it (a rotation that committed while a
  * reader's transaction was open, without a reload): before answering that
  * the version is missing, look at the file once more.
  */
-bool
-pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
-				 unsigned char *out)
+static const VaultKey *
+vault_key(int32 version)
 {
 	const VaultKey *k;
 
@@ -497,6 +519,20 @@ pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
 		vault_ensure();
 		k = vault_find(version);
 	}
+	return k;
+}
+
+/*
+ * Derive the PGM_SUBKEY_BYTES subkey of a master key version for one purpose
+ * (an 8-byte context from pgmarket.h).  Raises PM010 when no key is loaded;
+ * returns false when that version is not in the file.  The caller wipes out.
+ */
+bool
+pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
+				 unsigned char *out)
+{
+	const VaultKey *k = vault_key(version);
+
 	if (k == NULL)
 		return false;
 	if (crypto_kdf_derive_from_key(out, PGM_SUBKEY_BYTES, subkey_id, context,
@@ -512,20 +548,18 @@ pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
  */
 
 /*
- * The vault's sealing key pair for a master key version: X25519 keys from a
- * seed derived from that version.  The caller wipes sk.
+ * The sealing key pair of a master key version (see derive_box_keypair);
+ * false when the version is not in the file.  The caller wipes sk.
  */
 bool
 pgm_keyring_box_keypair(int32 version, unsigned char *pk, unsigned char *sk)
 {
-	unsigned char seed[PGM_SUBKEY_BYTES];
+	const VaultKey *k = vault_key(version);
 
-	StaticAssertStmt(crypto_box_SEEDBYTES == PGM_SUBKEY_BYTES,
-					 "box seed size");
-	if (!pgm_vault_subkey(version, PGM_KDF_CONTEXT_BOX, BOX_SUBKEY_ID, seed))
+	if (k == NULL)
 		return false;
-	crypto_box_seed_keypair(pk, sk, seed);
-	sodium_memzero(seed, sizeof(seed));
+	memcpy(pk, k->box_pk, sizeof(k->box_pk));
+	memcpy(sk, k->box_sk, sizeof(k->box_sk));
 	return true;
 }
 
@@ -551,15 +585,10 @@ pgm_vault_open_sealed(const unsigned char *sealed, size_t sealed_len,
 		return false;
 	for (i = vault_keys->nkeys - 1; i >= 0; i--)
 	{
-		unsigned char pk[crypto_box_PUBLICKEYBYTES];
-		unsigned char sk[crypto_box_SECRETKEYBYTES];
-		bool		opened;
+		const VaultKey *k = &vault_keys->keys[i];
 
-		if (!pgm_keyring_box_keypair(vault_keys->keys[i].version, pk, sk))
-			continue;
-		opened = crypto_box_seal_open(out, sealed, sealed_len, pk, sk) == 0;
-		sodium_memzero(sk, sizeof(sk));
-		if (opened)
+		if (crypto_box_seal_open(out, sealed, sealed_len, k->box_pk,
+								 k->box_sk) == 0)
 			return true;
 	}
 	return false;

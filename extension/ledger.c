@@ -353,13 +353,8 @@ Datum
 pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,
 				  const PgmLedgerOutcome *out)
 {
-	TupleDesc	tupdesc;
 	Datum		values[6];
 	bool		nulls[6] = {false, false, false, false, false, false};
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
 
 	values[0] = Int64GetDatum(out->entry_id);
 	values[1] = user_id;
@@ -367,7 +362,7 @@ pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,
 	values[3] = pgm_micro_to_numeric(out->amount);
 	values[4] = pgm_micro_to_numeric(out->available);
 	values[5] = BoolGetDatum(out->replayed);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	return pgm_result_row(fcinfo, values, nulls);
 }
 
 /*
@@ -759,20 +754,15 @@ read_balance(Datum user_id, bool read_only, BalanceRow *row)
 static Datum
 balance_datum(FunctionCallInfo fcinfo, Datum user_id, const BalanceRow *row)
 {
-	TupleDesc	tupdesc;
 	Datum		values[6];
 	bool		nulls[6] = {false, false, false, false, false, false};
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
 	values[0] = user_id;
 	values[1] = pgm_micro_to_numeric(row->total);
 	values[2] = pgm_micro_to_numeric(row->spent);
 	values[3] = pgm_micro_to_numeric(row->reserved);
 	values[4] = pgm_micro_to_numeric(row->total - row->spent - row->reserved);
 	values[5] = TimestampTzGetDatum(row->updated_at);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	return pgm_result_row(fcinfo, values, nulls);
 }
 
 Datum

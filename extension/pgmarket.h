@@ -95,6 +95,7 @@ extern pg_uuid_t *pgm_col_uuid(uint64 row, int colno);
 extern struct varlena *pgm_col_varlena(uint64 row, int colno);
 struct ReturnSetInfo;
 extern void pgm_put_rows(struct ReturnSetInfo *rsinfo, uint32 money_columns);
+extern Datum pgm_result_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls);
 
 /* actor.c: the pgmarket.actor rule */
 extern char *pgm_actor;
@@ -119,9 +120,10 @@ extern void pgm_lock_user(Datum user_id);
 extern void pgm_check_user(Datum user_id, bool lock);
 extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
 extern int64 pgm_sweep_user(Datum user_id);
-extern bool pgm_user_exec_one(FunctionCallInfo fcinfo, SPIPlanPtr plan, int nargs);
-extern void pgm_user_rows(FunctionCallInfo fcinfo, SPIPlanPtr plan,
-						  uint32 money_columns);
+extern bool pgm_user_exec_one(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
+							  int ndefs, SPIPlanPtr *plan, int nargs);
+extern Datum pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
+						   int ndefs, SPIPlanPtr *plan, uint32 money_columns);
 
 /* keyring.c: the master key file, subkeys, secret buffers, random ids */
 #define PGM_SUBKEY_BYTES		32

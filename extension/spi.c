@@ -13,6 +13,7 @@
  */
 #include "pgmarket.h"
 
+#include "access/htup_details.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 
@@ -163,4 +164,20 @@ pgm_prepare_plans(const PgmPlanDef *defs, int ndefs)
 		if (*defs[i].plan == NULL)
 			*defs[i].plan = pgm_prepare(defs[i].sql, defs[i].nargs,
 										(Oid *) defs[i].argtypes);
+}
+
+/*
+ * The composite result of a function that returns one row, built in the
+ * current (the caller's) memory context from values and nulls in the order
+ * of the row type's columns.
+ */
+Datum
+pgm_result_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
+{
+	TupleDesc	tupdesc;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

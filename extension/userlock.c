@@ -280,35 +280,50 @@ pgm_queue_for_user(Datum user_id)
  */
 
 /*
- * Check the account of the user in argument 0 (PM002), then run a kept plan
- * with arguments 0 to nargs - 1 as $1 to $nargs; true when it touched one
- * row.  Inside the caller's SPI connection; the caller has checked the
- * arguments and the actor rule.
+ * The whole of a call that changes one row of a user: check the account of
+ * the user in argument 0 (PM002), then run a plan of the caller's table
+ * (prepared on first use) with arguments 0 to nargs - 1 as $1 to $nargs;
+ * true when it touched one row.  The caller has checked the arguments and
+ * the actor rule.
  */
 bool
-pgm_user_exec_one(FunctionCallInfo fcinfo, SPIPlanPtr plan, int nargs)
+pgm_user_exec_one(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
+				  SPIPlanPtr *plan, int nargs)
 {
 	Datum		values[FUNC_MAX_ARGS];
+	bool		one;
 	int			i;
 
+	pgm_spi_connect();
+	pgm_prepare_plans(defs, ndefs);
 	pgm_check_user(PG_GETARG_DATUM(0), false);
 	for (i = 0; i < nargs; i++)
 		values[i] = PG_GETARG_DATUM(i);
-	pgm_exec(plan, values, NULL, false);
-	return SPI_processed == 1;
+	pgm_exec(*plan, values, NULL, false);
+	one = SPI_processed == 1;
+	SPI_finish();
+	return one;
 }
 
 /*
- * The rows of a materialized set-returning call for the user in argument 0:
- * check the account (PM002), run a kept plan with the user as $1 and put
- * every row into the result, money columns as pgm_put_rows turns them.
+ * The whole of a materialized set-returning call that lists the rows of the
+ * user in argument 0: check the account (PM002), run a plan of the caller's
+ * table with the user as $1, and put every row into the result, money
+ * columns as pgm_put_rows turns them.  The caller has checked the actor
+ * rule.
  */
-void
-pgm_user_rows(FunctionCallInfo fcinfo, SPIPlanPtr plan, uint32 money_columns)
+Datum
+pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
+			  SPIPlanPtr *plan, uint32 money_columns)
 {
 	Datum		values[1] = {PG_GETARG_DATUM(0)};
 
+	InitMaterializedSRF(fcinfo, 0);
+	pgm_spi_connect();
+	pgm_prepare_plans(defs, ndefs);
 	pgm_check_user(values[0], false);
-	pgm_exec(plan, values, NULL, true);
+	pgm_exec(*plan, values, NULL, true);
 	pgm_put_rows((ReturnSetInfo *) fcinfo->resultinfo, money_columns);
+	SPI_finish();
+	return (Datum) 0;
 }

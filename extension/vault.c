@@ -598,13 +598,8 @@ Datum
 pgm_list_provider_keys(PG_FUNCTION_ARGS)
 {
 	pgm_user_arg(fcinfo, 0);
-	InitMaterializedSRF(fcinfo, 0);
-
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_user_rows(fcinfo, plan_list, 0);
-	SPI_finish();
-	return (Datum) 0;
+	return pgm_user_rows(fcinfo, vault_plans, lengthof(vault_plans),
+						 &plan_list, 0);
 }
 
 /* ----------------------------------------------------------------
@@ -617,16 +612,11 @@ pgm_list_provider_keys(PG_FUNCTION_ARGS)
 Datum
 pgm_revoke_provider_key(PG_FUNCTION_ARGS)
 {
-	bool		revoked;
-
 	pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "key_id");
 
-	pgm_spi_connect();
-	prepare_plans();
-	revoked = pgm_user_exec_one(fcinfo, plan_revoke, 2);
-	SPI_finish();
-	PG_RETURN_BOOL(revoked);
+	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, vault_plans,
+									 lengthof(vault_plans), &plan_revoke, 2));
 }
 
 /* ----------------------------------------------------------------
