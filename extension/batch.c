@@ -258,6 +258,21 @@ batch_exec(Batch *b, SPIPlanPtr plan, Datum *args, int nargs)
 		pfree(DatumGetPointer(args[i]));
 }
 
+/*
+ * Run a statement whose two arguments are the first k uuids of col_a and the
+ * first k values of col_b, of type btype (step 3's key lookup, step 5's
+ * balance update).
+ */
+static void
+batch_exec_pairs(Batch *b, SPIPlanPtr plan, int k, Oid btype)
+{
+	Datum		args[2];
+
+	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
+	args[1] = make_array(b->col_b, NULL, k, btype);
+	batch_exec(b, plan, args, 2);
+}
+
 /* Column colno of row r of the last SPI result, as an int64 or a bool. */
 static int64
 row_int64(uint64 r, int colno)
@@ -434,7 +449,6 @@ static void
 batch_find_replays(Batch *b)
 {
 	HASHCTL		ctl;
-	Datum		args[2];
 	uint64		r;
 	int			i;
 	int			k = 0;
@@ -460,9 +474,7 @@ batch_find_replays(Batch *b)
 		b->col_b[k] = CStringGetTextDatum(c->key);
 		k++;
 	}
-	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
-	args[1] = make_array(b->col_b, NULL, k, TEXTOID);
-	batch_exec(b, plan_find_keys, args, 2);
+	batch_exec_pairs(b, plan_find_keys, k, TEXTOID);
 
 	for (r = 0; r < SPI_processed; r++)
 		remember_entry(b, r);
@@ -627,7 +639,6 @@ batch_write_balances(Batch *b)
 {
 	HASH_SEQ_STATUS scan;
 	BatchUser  *u;
-	Datum		args[2];
 	int			k = 0;
 
 	hash_seq_init(&scan, b->users);
@@ -639,9 +650,7 @@ batch_write_balances(Batch *b)
 		b->col_b[k] = Int64GetDatum(u->spent_delta);
 		k++;
 	}
-	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
-	args[1] = make_array(b->col_b, NULL, k, INT8OID);
-	batch_exec(b, plan_update_many, args, 2);
+	batch_exec_pairs(b, plan_update_many, k, INT8OID);
 }
 
 /*
