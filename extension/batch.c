@@ -15,11 +15,23 @@
  *	4. charges are applied in input order against each user's available
  *	   balance: one that does not fit gets PM001, the next may still fit;
  *	5. one INSERT writes all entries (ids from the ledger's sequence, in
- *	   input order) and one UPDATE writes all balances.
+ *	   input order) and one UPDATE writes all balances;
+ *	6. one row per input charge says what became of it.
+ *
+ * Each step is a function below, batch_<step>, called in this order by
+ * pgm_deduct_batch.
  *
  * One failing charge does not undo the others.  An error that is not about
  * one charge (say, the server running out of disk) still fails the call as a
  * whole, and then nothing of it is applied.
+ *
+ * Memory: a call works in a memory context of its own, a child of the
+ * caller's, deleted when the call returns (on an error, with the caller's).
+ * SPI switches to its own procedure context at SPI_connect and after every
+ * statement; the steps switch back to the batch's (batch_exec), so that SPI's
+ * context holds only what SPI itself makes.  The result rows are written
+ * after SPI_finish into the tuplestore that InitMaterializedSRF made in the
+ * caller's per-query context.
  *
  *-------------------------------------------------------------------------
  */
@@ -84,6 +96,22 @@ typedef struct KeyedEntry
 	int64		entry_id;
 	int64		available;
 } KeyedEntry;
+
+/* Everything one call works with; all of it is allocated in cxt. */
+typedef struct Batch
+{
+	MemoryContext cxt;			/* this call's memory, deleted at its end */
+	int			n;				/* charges in the input */
+	BatchCharge *charges;		/* n of them, in input order */
+	HTAB	   *users;			/* pg_uuid_t -> BatchUser */
+	int			nusers;
+	HTAB	   *keys;			/* KeyRef -> KeyedEntry */
+	int			nkeyed;			/* checked charges that carry a key */
+	int			napplied;		/* charges step 5 inserts */
+	Datum	   *col_a;			/* scratch columns of n Datums for the */
+	Datum	   *col_b;			/* statements' array arguments */
+	bool	   *col_null;
+} Batch;
 
 static SPIPlanPtr plan_lock_users;
 static SPIPlanPtr plan_find_keys;
@@ -151,7 +179,7 @@ prepare_batch_plans(void)
 		" WHERE b.user_id = x.u", 2, upd_args);
 }
 
-/* Step 1: read and check one element of the input array. */
+/* Step 1's reader: read and check one element of the input array. */
 static void
 read_charge(Datum elem, bool elem_null, TupleDesc chargedesc, BatchCharge *c)
 {
@@ -213,36 +241,64 @@ make_array(Datum *elems, bool *isnull, int n, Oid elemtype)
 											  typalign));
 }
 
-Datum
-pgm_deduct_batch(PG_FUNCTION_ARGS)
+/*
+ * Run one of the batch's statements.  SPI returns to its own procedure
+ * context after every statement: switch back to the batch's, so that what a
+ * step reads from the result lives in the batch's context.  The argument
+ * arrays (from make_array) are not needed once the statement has run.
+ */
+static void
+batch_exec(Batch *b, SPIPlanPtr plan, Datum *args, int nargs)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ArrayType  *input;
-	Oid			elemtype;
-	TupleDesc	chargedesc;
-	Datum	   *elems;
-	bool	   *elem_nulls;
-	int			n;
 	int			i;
-	BatchCharge *charges;
-	HASHCTL		ctl;
-	HTAB	   *users;
-	HTAB	   *keys;
-	int			nusers = 0;
-	int			nkeyed = 0;
-	int			napplied = 0;
-	Datum	   *arr_a;
-	Datum	   *arr_b;
-	bool	   *arr_null;
-	Datum		args[7];
-	Oid			seqid;
-	HASH_SEQ_STATUS scan;
-	BatchUser  *u;
 
-	pgm_require_arg(fcinfo, 0, "charges");
-	input = PG_GETARG_ARRAYTYPE_P(0);
-	elemtype = ARR_ELEMTYPE(input);
-	/* a list of charges, not a matrix: ordinals are positions in one list */
+	pgm_exec(plan, args, NULL, false);
+	MemoryContextSwitchTo(b->cxt);
+	for (i = 0; i < nargs; i++)
+		pfree(DatumGetPointer(args[i]));
+}
+
+/*
+ * Run a statement whose two arguments are the first k uuids of col_a and the
+ * first k values of col_b, of type btype (step 3's key lookup, step 5's
+ * balance update).
+ */
+static void
+batch_exec_pairs(Batch *b, SPIPlanPtr plan, int k, Oid btype)
+{
+	Datum		args[2];
+
+	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
+	args[1] = make_array(b->col_b, NULL, k, btype);
+	batch_exec(b, plan, args, 2);
+}
+
+/* Column colno of row r of the last SPI result, as an int64 or a bool. */
+static int64
+row_int64(uint64 r, int colno)
+{
+	bool		isnull;
+
+	return DatumGetInt64(pgm_col(r, colno, &isnull));
+}
+
+static bool
+row_bool(uint64 r, int colno)
+{
+	bool		isnull;
+
+	return DatumGetBool(pgm_col(r, colno, &isnull));
+}
+
+/*
+ * How many charges the input holds.  It must be a list, not a matrix (the
+ * result's ordinals are positions in one list), of at most PGM_MAX_BATCH.
+ */
+static int
+batch_size(ArrayType *input)
+{
+	int			n;
+
 	if (ARR_NDIM(input) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -254,27 +310,39 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a batch of %d charges is too large", n),
 				 errdetail("A batch holds at most %d charges.", PGM_MAX_BATCH)));
+	return n;
+}
 
-	InitMaterializedSRF(fcinfo, 0);
-	if (n == 0)
-		return (Datum) 0;
+/*
+ * Step 1, read the charges: check every element of the input (read_charge)
+ * and whether pgmarket.actor may charge its user, and group the charges that
+ * pass by user.  A charge that fails a check keeps its SQLSTATE and takes no
+ * part in the later steps; it does not fail the others.
+ */
+static void
+batch_read_charges(Batch *b, ArrayType *input)
+{
+	Oid			elemtype = ARR_ELEMTYPE(input);
+	TupleDesc	chargedesc = lookup_rowtype_tupdesc_copy(elemtype, -1);
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	HASHCTL		ctl;
+	int			i;
 
-	chargedesc = lookup_rowtype_tupdesc_copy(elemtype, -1);
 	deconstruct_array(input, elemtype, -1, false, TYPALIGN_DOUBLE,
-					  &elems, &elem_nulls, &n);
+					  &elems, &elem_nulls, &b->n);
 
-	/* 1. read every charge; group by user */
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(pg_uuid_t);
 	ctl.entrysize = sizeof(BatchUser);
-	ctl.hcxt = CurrentMemoryContext;
-	users = hash_create("pgmarket batch users", 256, &ctl,
-						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.hcxt = b->cxt;
+	b->users = hash_create("pgmarket batch users", 256, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	charges = palloc(sizeof(BatchCharge) * n);
-	for (i = 0; i < n; i++)
+	b->charges = palloc(sizeof(BatchCharge) * b->n);
+	for (i = 0; i < b->n; i++)
 	{
-		BatchCharge *c = &charges[i];
+		BatchCharge *c = &b->charges[i];
 		bool		found;
 
 		read_charge(elems[i], elem_nulls[i], chargedesc, c);
@@ -282,237 +350,324 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 			c->sqlstate = ERRCODE_INSUFFICIENT_PRIVILEGE;
 		if (c->sqlstate != 0)
 			continue;
-		c->user = hash_search(users, &c->user_id, HASH_ENTER, &found);
+		c->user = hash_search(b->users, &c->user_id, HASH_ENTER, &found);
 		if (!found)
 		{
 			c->user->usable = false;
 			c->user->needs_sweep = false;
 			c->user->available = 0;
 			c->user->spent_delta = 0;
-			nusers++;
+			b->nusers++;
 		}
 		if (c->key)
-			nkeyed++;
+			b->nkeyed++;
 	}
+	pfree(elems);
+	pfree(elem_nulls);
 
-	arr_a = palloc(sizeof(Datum) * Max(n, 1));
-	arr_b = palloc(sizeof(Datum) * Max(n, 1));
-	arr_null = palloc0(sizeof(bool) * Max(n, 1));
+	b->col_a = palloc(sizeof(Datum) * b->n);
+	b->col_b = palloc(sizeof(Datum) * b->n);
+	b->col_null = palloc0(sizeof(bool) * b->n);
+}
 
-	pgm_spi_connect();
-	prepare_batch_plans();
+/*
+ * Step 2, lock the users: lock the balance rows of all users of the batch in
+ * uuid order (the statement's ORDER BY b.user_id FOR UPDATE; the order
+ * expire_reservations uses too, so that batches cannot deadlock with each
+ * other), and read each user's state under the lock.  A user without a row
+ * stays unusable (PM002 in step 4).  Expired holds are swept under the same
+ * lock, so that the charges meet the balance that is really available.
+ */
+static void
+batch_lock_users(Batch *b)
+{
+	HASH_SEQ_STATUS scan;
+	BatchUser  *u;
+	Datum		args[1];
+	uint64		r;
+	int			k = 0;
 
-	/* 2. lock the users' balance rows in uuid order */
-	if (nusers > 0)
+	if (b->nusers == 0)
+		return;
+	hash_seq_init(&scan, b->users);
+	while ((u = hash_seq_search(&scan)) != NULL)
+		b->col_a[k++] = UUIDPGetDatum(&u->id);
+	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
+	batch_exec(b, plan_lock_users, args, 1);
+
+	for (r = 0; r < SPI_processed; r++)
 	{
-		uint64		r;
-		int			k = 0;
+		bool		isnull;
+		Datum		id = pgm_col(r, 1, &isnull);
 
-		hash_seq_init(&scan, users);
-		while ((u = hash_seq_search(&scan)) != NULL)
-			arr_a[k++] = UUIDPGetDatum(&u->id);
-		args[0] = make_array(arr_a, NULL, k, UUIDOID);
-		pgm_exec(plan_lock_users, args, NULL, false);
-
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	row = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			Datum		id = SPI_getbinval(row, desc, 1, &isnull);
-
-			u = hash_search(users, DatumGetUUIDP(id), HASH_FIND, NULL);
-			Assert(u != NULL);
-			u->usable = DatumGetBool(SPI_getbinval(row, desc, 2, &isnull));
-			u->available = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
-			u->needs_sweep = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull));
-		}
-
-		/* sweep the expired holds of users that have them, under the lock */
-		hash_seq_init(&scan, users);
-		while ((u = hash_seq_search(&scan)) != NULL)
-			if (u->usable && u->needs_sweep)
-				pgm_sweep_expired_holds(UUIDPGetDatum(&u->id), &u->available);
+		u = hash_search(b->users, DatumGetUUIDP(id), HASH_FIND, NULL);
+		Assert(u != NULL);
+		u->usable = row_bool(r, 2);
+		u->available = row_int64(r, 3);
+		u->needs_sweep = row_bool(r, 4);
 	}
+	SPI_freetuptable(SPI_tuptable);
 
-	/* 3. the entries already recorded under the batch's keys */
+	hash_seq_init(&scan, b->users);
+	while ((u = hash_seq_search(&scan)) != NULL)
+		if (u->usable && u->needs_sweep)
+			pgm_sweep_expired_holds(UUIDPGetDatum(&u->id), &u->available);
+	MemoryContextSwitchTo(b->cxt);	/* the sweeps ran statements too */
+}
+
+/* Step 3's reader: enter row r of the key lookup into b->keys. */
+static void
+remember_entry(Batch *b, uint64 r)
+{
+	bool		isnull;
+	pg_uuid_t  *uid = palloc(sizeof(pg_uuid_t));
+	KeyRef		ref;
+	KeyedEntry *e;
+	char	   *kind;
+
+	memcpy(uid, DatumGetUUIDP(pgm_col(r, 1, &isnull)), sizeof(pg_uuid_t));
+	ref.user_id = uid;
+	ref.key = TextDatumGetCString(pgm_col(r, 2, &isnull));
+	e = hash_search(b->keys, &ref, HASH_ENTER, NULL);
+	kind = TextDatumGetCString(pgm_col(r, 3, &isnull));
+	e->is_charge = strcmp(kind, "charge") == 0;
+	e->amount = row_int64(r, 4);
+	e->model_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 5);
+	e->tokens = row_int64(r, 6);
+	e->entry_id = row_int64(r, 7);
+	e->available = row_int64(r, 8);
+}
+
+/*
+ * Step 3, find the replays: read the entries already recorded under the
+ * batch's (user, idempotency key) pairs into b->keys.  It runs after step 2
+ * because a key is inserted under its user's lock: with all the batch's users
+ * locked, no twin of a charge can still be in flight, and what this reads is
+ * final for the rest of the call.
+ */
+static void
+batch_find_replays(Batch *b)
+{
+	HASHCTL		ctl;
+	uint64		r;
+	int			i;
+	int			k = 0;
+
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(KeyRef);
 	ctl.entrysize = sizeof(KeyedEntry);
 	ctl.hash = keyref_hash;
 	ctl.match = keyref_match;
-	ctl.hcxt = CurrentMemoryContext;
-	keys = hash_create("pgmarket batch keys", Max(nkeyed, 16), &ctl,
-					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-	if (nkeyed > 0)
+	ctl.hcxt = b->cxt;
+	b->keys = hash_create("pgmarket batch keys", Max(b->nkeyed, 16), &ctl,
+						  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	if (b->nkeyed == 0)
+		return;
+
+	for (i = 0; i < b->n; i++)
 	{
-		int			k = 0;
-		uint64		r;
+		BatchCharge *c = &b->charges[i];
 
-		for (i = 0; i < n; i++)
-		{
-			if (charges[i].sqlstate != 0 || charges[i].key == NULL)
-				continue;
-			arr_a[k] = UUIDPGetDatum(&charges[i].user_id);
-			arr_b[k] = CStringGetTextDatum(charges[i].key);
-			k++;
-		}
-		args[0] = make_array(arr_a, NULL, k, UUIDOID);
-		args[1] = make_array(arr_b, NULL, k, TEXTOID);
-		pgm_exec(plan_find_keys, args, NULL, false);
+		if (c->sqlstate != 0 || c->key == NULL)
+			continue;
+		b->col_a[k] = UUIDPGetDatum(&c->user_id);
+		b->col_b[k] = CStringGetTextDatum(c->key);
+		k++;
+	}
+	batch_exec_pairs(b, plan_find_keys, k, TEXTOID);
 
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	row = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			pg_uuid_t  *uid = palloc(sizeof(pg_uuid_t));
-			KeyRef		ref;
-			KeyedEntry *e;
-			bool		found;
-			char	   *kind;
+	for (r = 0; r < SPI_processed; r++)
+		remember_entry(b, r);
+	SPI_freetuptable(SPI_tuptable);
+}
 
-			memcpy(uid, DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull)),
-				   sizeof(pg_uuid_t));
-			ref.user_id = uid;
-			ref.key = TextDatumGetCString(SPI_getbinval(row, desc, 2, &isnull));
-			e = hash_search(keys, &ref, HASH_ENTER, &found);
-			kind = TextDatumGetCString(SPI_getbinval(row, desc, 3, &isnull));
-			e->is_charge = strcmp(kind, "charge") == 0;
-			e->amount = DatumGetInt64(SPI_getbinval(row, desc, 4, &isnull));
-			e->model_id = SPI_getvalue(row, desc, 5);
-			e->tokens = DatumGetInt64(SPI_getbinval(row, desc, 6, &isnull));
-			e->entry_id = DatumGetInt64(SPI_getbinval(row, desc, 7, &isnull));
-			e->available = DatumGetInt64(SPI_getbinval(row, desc, 8, &isnull));
-		}
+/*
+ * Step 4 for a charge whose key is recorded (by an earlier call, or by an
+ * earlier charge of this batch): the same charge replays the recorded entry,
+ * a different one gets PM003; neither moves money.  False when the charge's
+ * key, if any, is not recorded.
+ */
+static bool
+replay_charge(Batch *b, BatchCharge *c)
+{
+	KeyRef		ref;
+	KeyedEntry *e;
+
+	if (c->key == NULL)
+		return false;
+	ref.user_id = &c->user_id;
+	ref.key = c->key;
+	e = hash_search(b->keys, &ref, HASH_FIND, NULL);
+	if (e == NULL)
+		return false;
+	if (e->is_charge && e->amount == c->amount &&
+		e->tokens == c->tokens && e->model_id != NULL &&
+		strcmp(e->model_id, c->model_id) == 0)
+	{
+		c->entry_id = e->entry_id;
+		c->available = e->available;
+	}
+	else
+		c->sqlstate = ERRCODE_PGM_IDEMPOTENCY_CONFLICT;
+	return true;
+}
+
+/*
+ * Step 4 for a new charge: take it from its user's available balance when it
+ * fits (PM001 when not; the next charge may still fit), give it the next id
+ * of the ledger's sequence, and record its key so that a twin later in the
+ * batch replays it.
+ */
+static void
+apply_charge(Batch *b, BatchCharge *c, Oid seqid)
+{
+	BatchUser  *u = c->user;
+	int64		available;
+	int64		spent_delta;
+
+	if (c->amount > u->available)
+	{
+		c->sqlstate = ERRCODE_PGM_INSUFFICIENT_FUNDS;
+		return;
 	}
 
-	/* 4. apply in input order */
-	seqid = get_relname_relid("ledger_entry_id_seq",
-							  get_namespace_oid("pgmarket", false));
-	for (i = 0; i < n; i++)
+	/*
+	 * 0 < amount <= available < PGM_MAX_MICRO, so neither can wrap; the
+	 * check is there so that a change above cannot make them.
+	 */
+	if (pg_sub_s64_overflow(u->available, c->amount, &available) ||
+		pg_add_s64_overflow(u->spent_delta, c->amount, &spent_delta))
 	{
-		BatchCharge *c = &charges[i];
-		KeyedEntry *e = NULL;
-		KeyRef		ref;
-		int64		available;
-		int64		spent_delta;
+		c->sqlstate = ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
+		return;
+	}
+	u->available = available;
+	u->spent_delta = spent_delta;
+	c->available = u->available;
+	c->entry_id = nextval_internal(seqid, false);
+	c->inserted = true;
+	b->napplied++;
+	if (c->key)
+	{
+		KeyRef		ref = {&c->user_id, c->key};
+		KeyedEntry *e = hash_search(b->keys, &ref, HASH_ENTER, NULL);
+
+		e->is_charge = true;
+		e->amount = c->amount;
+		e->model_id = c->model_id;
+		e->tokens = c->tokens;
+		e->entry_id = c->entry_id;
+		e->available = c->available;
+	}
+}
+
+/*
+ * Step 4, apply: decide every charge that passed step 1, in input order,
+ * in memory (the balances are written in step 5): PM002 for a user that is
+ * unknown or deactivated, else a replay (replay_charge), else the charge
+ * itself (apply_charge).
+ */
+static void
+batch_apply(Batch *b)
+{
+	Oid			seqid = get_relname_relid("ledger_entry_id_seq",
+										  get_namespace_oid("pgmarket", false));
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+	{
+		BatchCharge *c = &b->charges[i];
 
 		if (c->sqlstate != 0)
 			continue;
-		u = c->user;
-		if (!u->usable)
-		{
+		if (!c->user->usable)
 			c->sqlstate = ERRCODE_PGM_UNKNOWN_ACCOUNT;
-			continue;
-		}
-		if (c->key)
-		{
-			ref.user_id = &c->user_id;
-			ref.key = c->key;
-			e = hash_search(keys, &ref, HASH_FIND, NULL);
-			if (e != NULL)
-			{
-				if (e->is_charge && e->amount == c->amount &&
-					e->tokens == c->tokens && e->model_id != NULL &&
-					strcmp(e->model_id, c->model_id) == 0)
-				{
-					c->entry_id = e->entry_id;
-					c->available = e->available;
-				}
-				else
-					c->sqlstate = ERRCODE_PGM_IDEMPOTENCY_CONFLICT;
-				continue;
-			}
-		}
-		if (c->amount > u->available)
-		{
-			c->sqlstate = ERRCODE_PGM_INSUFFICIENT_FUNDS;
-			continue;
-		}
-
-		/*
-		 * 0 < amount <= available < PGM_MAX_MICRO, so neither can wrap; the
-		 * check is there so that a change above cannot make them.
-		 */
-		if (pg_sub_s64_overflow(u->available, c->amount, &available) ||
-			pg_add_s64_overflow(u->spent_delta, c->amount, &spent_delta))
-		{
-			c->sqlstate = ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
-			continue;
-		}
-		u->available = available;
-		u->spent_delta = spent_delta;
-		c->available = u->available;
-		c->entry_id = nextval_internal(seqid, false);
-		c->inserted = true;
-		napplied++;
-		if (c->key)
-		{
-			e = hash_search(keys, &ref, HASH_ENTER, NULL);
-			e->is_charge = true;
-			e->amount = c->amount;
-			e->model_id = c->model_id;
-			e->tokens = c->tokens;
-			e->entry_id = c->entry_id;
-			e->available = c->available;
-		}
+		else if (!replay_charge(b, c))
+			apply_charge(b, c, seqid);
 	}
+}
 
-	/* 5. write the entries and the balances */
-	if (napplied > 0)
+/*
+ * Step 5, write the entries: one INSERT of the charges step 4 applied, with
+ * the ids it gave them (in input order) and the available balance each left.
+ * The keys go in with them, while the users' locks from step 2 are held.
+ */
+static void
+batch_write_entries(Batch *b)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * b->napplied);
+	Datum	   *amounts = palloc(sizeof(Datum) * b->napplied);
+	Datum	   *avail = palloc(sizeof(Datum) * b->napplied);
+	Datum	   *models = palloc(sizeof(Datum) * b->napplied);
+	Datum	   *tokens = palloc(sizeof(Datum) * b->napplied);
+	Datum		args[7];
+	int			i;
+	int			k = 0;
+
+	for (i = 0; i < b->n; i++)
 	{
-		Datum	   *ids = palloc(sizeof(Datum) * napplied);
-		Datum	   *amounts = palloc(sizeof(Datum) * napplied);
-		Datum	   *avail = palloc(sizeof(Datum) * napplied);
-		Datum	   *models = palloc(sizeof(Datum) * napplied);
-		Datum	   *tokens = palloc(sizeof(Datum) * napplied);
-		int			k = 0;
+		BatchCharge *c = &b->charges[i];
 
-		for (i = 0; i < n; i++)
-		{
-			BatchCharge *c = &charges[i];
-
-			if (!c->inserted)
-				continue;
-			ids[k] = Int64GetDatum(c->entry_id);
-			arr_a[k] = UUIDPGetDatum(&c->user_id);
-			amounts[k] = Int64GetDatum(c->amount);
-			avail[k] = Int64GetDatum(c->available);
-			models[k] = CStringGetTextDatum(c->model_id);
-			tokens[k] = Int64GetDatum(c->tokens);
-			arr_null[k] = c->key == NULL;
-			arr_b[k] = c->key ? CStringGetTextDatum(c->key) : (Datum) 0;
-			k++;
-		}
-		args[0] = make_array(ids, NULL, k, INT8OID);
-		args[1] = make_array(arr_a, NULL, k, UUIDOID);
-		args[2] = make_array(amounts, NULL, k, INT8OID);
-		args[3] = make_array(avail, NULL, k, INT8OID);
-		args[4] = make_array(models, NULL, k, TEXTOID);
-		args[5] = make_array(tokens, NULL, k, INT8OID);
-		args[6] = make_array(arr_b, arr_null, k, TEXTOID);
-		pgm_exec(plan_insert_many, args, NULL, false);
-
-		k = 0;
-		hash_seq_init(&scan, users);
-		while ((u = hash_seq_search(&scan)) != NULL)
-		{
-			if (u->spent_delta == 0)
-				continue;
-			arr_a[k] = UUIDPGetDatum(&u->id);
-			arr_b[k] = Int64GetDatum(u->spent_delta);
-			k++;
-		}
-		args[0] = make_array(arr_a, NULL, k, UUIDOID);
-		args[1] = make_array(arr_b, NULL, k, INT8OID);
-		pgm_exec(plan_update_many, args, NULL, false);
+		if (!c->inserted)
+			continue;
+		ids[k] = Int64GetDatum(c->entry_id);
+		b->col_a[k] = UUIDPGetDatum(&c->user_id);
+		amounts[k] = Int64GetDatum(c->amount);
+		avail[k] = Int64GetDatum(c->available);
+		models[k] = CStringGetTextDatum(c->model_id);
+		tokens[k] = Int64GetDatum(c->tokens);
+		b->col_null[k] = c->key == NULL;
+		b->col_b[k] = c->key ? CStringGetTextDatum(c->key) : (Datum) 0;
+		k++;
 	}
+	args[0] = make_array(ids, NULL, k, INT8OID);
+	args[1] = make_array(b->col_a, NULL, k, UUIDOID);
+	args[2] = make_array(amounts, NULL, k, INT8OID);
+	args[3] = make_array(avail, NULL, k, INT8OID);
+	args[4] = make_array(models, NULL, k, TEXTOID);
+	args[5] = make_array(tokens, NULL, k, INT8OID);
+	args[6] = make_array(b->col_b, b->col_null, k, TEXTOID);
+	batch_exec(b, plan_insert_many, args, 7);
+}
 
-	/* the result, one row per input charge */
-	for (i = 0; i < n; i++)
+/*
+ * Step 5, write the balances: one UPDATE adds each user's spent delta to the
+ * balance row step 2 locked.
+ */
+static void
+batch_write_balances(Batch *b)
+{
+	HASH_SEQ_STATUS scan;
+	BatchUser  *u;
+	int			k = 0;
+
+	hash_seq_init(&scan, b->users);
+	while ((u = hash_seq_search(&scan)) != NULL)
 	{
-		BatchCharge *c = &charges[i];
+		if (u->spent_delta == 0)
+			continue;
+		b->col_a[k] = UUIDPGetDatum(&u->id);
+		b->col_b[k] = Int64GetDatum(u->spent_delta);
+		k++;
+	}
+	batch_exec_pairs(b, plan_update_many, k, INT8OID);
+}
+
+/*
+ * Step 6, the result: one row per input charge, in input order: its ordinal,
+ * its SQLSTATE ('00000' when applied or replayed) and then its entry id and
+ * the available balance it left.  tuplestore_putvalues copies each row into
+ * the tuplestore's (per-query) context; the Datums made for it here are
+ * freed at once.
+ */
+static void
+batch_put_result(Batch *b, ReturnSetInfo *rsinfo)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+	{
+		BatchCharge *c = &b->charges[i];
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
@@ -526,8 +681,53 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		else
 			nulls[2] = nulls[3] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		pfree(DatumGetPointer(values[1]));
+		if (!nulls[3])
+			pfree(DatumGetPointer(values[3]));
 	}
+}
 
-	SPI_finish();
+/*
+ * deduct_batch(charges charge[]): the steps above, in order, in a memory
+ * context of the call's own.  The steps that run statements do so between
+ * SPI_connect and SPI_finish; SPI_finish returns to the context current at
+ * SPI_connect, the batch's, and the result is written after it.
+ */
+Datum
+pgm_deduct_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	ArrayType  *input;
+	Batch		b;
+
+	pgm_require_arg(fcinfo, 0, "charges");
+	memset(&b, 0, sizeof(b));
+	b.cxt = AllocSetContextCreate(caller_cxt, "pgmarket deduct_batch",
+								  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(b.cxt);
+	input = PG_GETARG_ARRAYTYPE_P(0);
+	b.n = batch_size(input);
+	InitMaterializedSRF(fcinfo, 0);
+	if (b.n > 0)
+	{
+		batch_read_charges(&b, input);
+
+		pgm_spi_connect();
+		prepare_batch_plans();
+		MemoryContextSwitchTo(b.cxt);
+		batch_lock_users(&b);
+		batch_find_replays(&b);
+		batch_apply(&b);
+		if (b.napplied > 0)
+		{
+			batch_write_entries(&b);
+			batch_write_balances(&b);
+		}
+		SPI_finish();
+		batch_put_result(&b, rsinfo);
+	}
+	MemoryContextSwitchTo(caller_cxt);
+	MemoryContextDelete(b.cxt);
 	return (Datum) 0;
 }
