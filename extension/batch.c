@@ -138,46 +138,39 @@ keyref_match(const void *key1, const void *key2, Size keysize)
 	return strcmp(a->key, b->key);
 }
 
-static void
-prepare_batch_plans(void)
-{
-	Oid			lock_args[] = {UUIDARRAYOID};
-	Oid			key_args[] = {UUIDARRAYOID, TEXTARRAYOID};
-	Oid			ins_args[] = {INT8ARRAYOID, UUIDARRAYOID, INT8ARRAYOID,
-	INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	Oid			upd_args[] = {UUIDARRAYOID, INT8ARRAYOID};
-
-	if (plan_update_many != NULL)
-		return;
-
-	plan_lock_users = pgm_prepare(
+static const PgmPlanDef batch_plans[] = {
+	{&plan_lock_users,
 		"SELECT b.user_id, b.active, b.total - b.spent - b.reserved,"
 		"       coalesce(b.next_expiry <= now(), false)"
 		"  FROM unnest($1) AS u (id)"
 		"  JOIN pgmarket.balances b ON b.user_id = u.id"
-		" ORDER BY b.user_id FOR UPDATE OF b", 1, lock_args);
+		" ORDER BY b.user_id FOR UPDATE OF b",
+		1, {UUIDARRAYOID}},
 
-	plan_find_keys = pgm_prepare(
+	{&plan_find_keys,
 		"SELECT l.user_id, l.idempotency_key, l.kind, l.amount, l.model_id,"
 		"       l.tokens_used, l.entry_id, l.available"
 		"  FROM unnest($1, $2) AS k (user_id, idempotency_key)"
 		"  JOIN pgmarket.ledger l"
 		"    ON l.user_id = k.user_id AND l.idempotency_key = k.idempotency_key",
-		2, key_args);
+		2, {UUIDARRAYOID, TEXTARRAYOID}},
 
-	plan_insert_many = pgm_prepare(
+	{&plan_insert_many,
 		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
 		"       available, model_id, tokens_used, idempotency_key)"
 		"SELECT e, u, 'charge', a, v, m, t, k"
 		"  FROM unnest($1, $2, $3, $4, $5, $6, $7) AS x (e, u, a, v, m, t, k)",
-		7, ins_args);
+		7, {INT8ARRAYOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID}},
 
-	plan_update_many = pgm_prepare(
+	{&plan_update_many,
 		"UPDATE pgmarket.balances b"
 		"   SET spent = b.spent + x.d, updated_at = now()"
 		"  FROM unnest($1, $2) AS x (u, d)"
-		" WHERE b.user_id = x.u", 2, upd_args);
-}
+		" WHERE b.user_id = x.u",
+		2, {UUIDARRAYOID, INT8ARRAYOID}},
+};
+
+#define prepare_plans() PGM_PREPARE_PLANS(batch_plans)
 
 /* Step 1's reader: read and check one element of the input array. */
 static void
@@ -271,23 +264,6 @@ batch_exec_pairs(Batch *b, SPIPlanPtr plan, int k, Oid btype)
 	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
 	args[1] = make_array(b->col_b, NULL, k, btype);
 	batch_exec(b, plan, args, 2);
-}
-
-/* Column colno of row r of the last SPI result, as an int64 or a bool. */
-static int64
-row_int64(uint64 r, int colno)
-{
-	bool		isnull;
-
-	return DatumGetInt64(pgm_col(r, colno, &isnull));
-}
-
-static bool
-row_bool(uint64 r, int colno)
-{
-	bool		isnull;
-
-	return DatumGetBool(pgm_col(r, colno, &isnull));
 }
 
 /*
@@ -402,9 +378,9 @@ batch_lock_users(Batch *b)
 
 		u = hash_search(b->users, DatumGetUUIDP(id), HASH_FIND, NULL);
 		Assert(u != NULL);
-		u->usable = row_bool(r, 2);
-		u->available = row_int64(r, 3);
-		u->needs_sweep = row_bool(r, 4);
+		u->usable = pgm_col_bool(r, 2);
+		u->available = pgm_col_int64(r, 3);
+		u->needs_sweep = pgm_col_bool(r, 4);
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -431,11 +407,11 @@ remember_entry(Batch *b, uint64 r)
 	e = hash_search(b->keys, &ref, HASH_ENTER, NULL);
 	kind = TextDatumGetCString(pgm_col(r, 3, &isnull));
 	e->is_charge = strcmp(kind, "charge") == 0;
-	e->amount = row_int64(r, 4);
+	e->amount = pgm_col_int64(r, 4);
 	e->model_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 5);
-	e->tokens = row_int64(r, 6);
-	e->entry_id = row_int64(r, 7);
-	e->available = row_int64(r, 8);
+	e->tokens = pgm_col_int64(r, 6);
+	e->entry_id = pgm_col_int64(r, 7);
+	e->available = pgm_col_int64(r, 8);
 }
 
 /*
@@ -714,7 +690,7 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		batch_read_charges(&b, input);
 
 		pgm_spi_connect();
-		prepare_batch_plans();
+		prepare_plans();
 		MemoryContextSwitchTo(b.cxt);
 		batch_lock_users(&b);
 		batch_find_replays(&b);
