@@ -13,7 +13,7 @@ EXTENSION    = pgmarket
 MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/accounts.o \
                extension/ledger.o extension/batch.o extension/vault.o \
-               extension/apikeys.o extension/audit.o \
+               extension/apikeys.o extension/audit.o extension/audit_chain.o \
                extension/chat.o extension/sealed.o extension/health.o \
                extension/projects.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
