@@ -12,6 +12,7 @@
 EXTENSION    = pgmarket
 MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/accounts.o \
+               extension/passwords.o extension/emails.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o extension/audit_chain.o \
                extension/chat.o extension/sealed.o extension/health.o \

@@ -63,8 +63,19 @@ extern text *pgm_optional_text(FunctionCallInfo fcinfo, int argno,
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern char *pgm_shown_value(const char *value, int maxchars);
 
-/* accounts.c */
+/* passwords.c: password hashes, for accounts.c and sealed.c */
+extern char *pgm_password_arg(FunctionCallInfo fcinfo, int argno, size_t *len);
+extern char *pgm_argon2id_hash(const char *password, size_t len);
+extern void pgm_check_hash_to_store(const char *hash, const char *what);
+extern bool pgm_password_login(const char *password, size_t len,
+							   const char *stored, bool active, char **rehash);
 extern bool pgm_hash_costs_at_least_standard(const char *hash);
+
+/* emails.c: the one spelling of an address, for accounts.c */
+extern char *pgm_normalize_email(text *raw);
+extern void pgm_login_forms(const char *login, char **email, char **username);
+
+/* pgmarket.c: text and SPI helpers */
 extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_spi_connect(void);
 extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
