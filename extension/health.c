@@ -130,6 +130,48 @@ check_vault(bool *loaded, int *versions, int32 *newest, char **problem)
 	PG_END_TRY();
 }
 
+/*
+ * The one query of health(): $1 to $4 the vault (configured, loaded,
+ * versions, newest), $5 its problem or NULL, $6 logs_bind_parameters.
+ */
+static const char health_sql[] =
+	"WITH s AS ("
+	"  SELECT coalesce(max(through_id), 0) AS through"
+	"    FROM pgmarket.audit_seals WHERE kind = 'seal'),"
+	" a AS ("
+	"  SELECT count(*) AS unsealed, min(l.at) AS oldest"
+	"    FROM pgmarket.audit_log l, s WHERE l.id > s.through),"
+	" h AS ("
+	"  SELECT count(*) FILTER (WHERE expires_at > now()) AS live,"
+	"         count(*) FILTER (WHERE expires_at <= now()) AS expired"
+	"    FROM pgmarket.reservations WHERE state = 'held'),"
+	" c AS ("
+	"  SELECT (SELECT count(*) FROM pg_catalog.pg_stat_get_activity(NULL) x"
+	"           WHERE x.backend_type = 'client backend') AS used,"
+	"         pg_catalog.current_setting('max_connections')::int AS max),"
+	" p AS ("
+	"  SELECT array_remove(ARRAY["
+	"           $5,"
+	"           CASE WHEN c.used * 100 >= c.max * 95 THEN"
+	"             format('connections: %s of max_connections %s in use (95%% or more)',"
+	"                    c.used, c.max) END], NULL) AS problems"
+	"    FROM c)"
+	"SELECT jsonb_build_object("
+	"  'ok', cardinality(p.problems) = 0,"
+	"  'version', (SELECT extversion FROM pg_catalog.pg_extension"
+	"               WHERE extname = 'pgmarket'),"
+	"  'vault', jsonb_build_object('configured', $1, 'loaded', $2,"
+	"                              'versions', $3, 'newest', $4),"
+	"  'audit', jsonb_build_object('unsealed', a.unsealed,"
+	"     'oldest_unsealed_age_s',"
+	"     floor(extract(epoch FROM now() - a.oldest))::bigint),"
+	"  'holds', jsonb_build_object('live', h.live,"
+	"                              'expired_unswept', h.expired),"
+	"  'connections', jsonb_build_object('used', c.used, 'max', c.max),"
+	"  'logs_bind_parameters', $6,"
+	"  'problems', to_jsonb(p.problems))"
+	"  FROM a, h, c, p";
+
 /* health() RETURNS jsonb */
 Datum
 pgm_health(PG_FUNCTION_ARGS)
@@ -151,44 +193,7 @@ pgm_health(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	if (plan == NULL)
-		plan = pgm_prepare(
-			"WITH s AS ("
-			"  SELECT coalesce(max(through_id), 0) AS through"
-			"    FROM pgmarket.audit_seals WHERE kind = 'seal'),"
-			" a AS ("
-			"  SELECT count(*) AS unsealed, min(l.at) AS oldest"
-			"    FROM pgmarket.audit_log l, s WHERE l.id > s.through),"
-			" h AS ("
-			"  SELECT count(*) FILTER (WHERE expires_at > now()) AS live,"
-			"         count(*) FILTER (WHERE expires_at <= now()) AS expired"
-			"    FROM pgmarket.reservations WHERE state = 'held'),"
-			" c AS ("
-			"  SELECT (SELECT count(*) FROM pg_catalog.pg_stat_get_activity(NULL) x"
-			"           WHERE x.backend_type = 'client backend') AS used,"
-			"         pg_catalog.current_setting('max_connections')::int AS max),"
-			" p AS ("
-			"  SELECT array_remove(ARRAY["
-			"           $5,"
-			"           CASE WHEN c.used * 100 >= c.max * 95 THEN"
-			"             format('connections: %s of max_connections %s in use (95%% or more)',"
-			"                    c.used, c.max) END], NULL) AS problems"
-			"    FROM c)"
-			"SELECT jsonb_build_object("
-			"  'ok', cardinality(p.problems) = 0,"
-			"  'version', (SELECT extversion FROM pg_catalog.pg_extension"
-			"               WHERE extname = 'pgmarket'),"
-			"  'vault', jsonb_build_object('configured', $1, 'loaded', $2,"
-			"                              'versions', $3, 'newest', $4),"
-			"  'audit', jsonb_build_object('unsealed', a.unsealed,"
-			"     'oldest_unsealed_age_s',"
-			"     floor(extract(epoch FROM now() - a.oldest))::bigint),"
-			"  'holds', jsonb_build_object('live', h.live,"
-			"                              'expired_unswept', h.expired),"
-			"  'connections', jsonb_build_object('used', c.used, 'max', c.max),"
-			"  'logs_bind_parameters', $6,"
-			"  'problems', to_jsonb(p.problems))"
-			"  FROM a, h, c, p",
-			6, types);
+		plan = pgm_prepare(health_sql, 6, types);
 
 	values[0] = BoolGetDatum(configured);
 	values[1] = BoolGetDatum(loaded);

@@ -170,8 +170,17 @@ extern int64 pgm_ledger_reserve(Datum user_id, int64 amount,
 extern Datum pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,
 							   const PgmLedgerOutcome *out);
 
-/* accounts.c: the hash floor that sealed.c shares */
+/* passwords.c: password hashes, for accounts.c and sealed.c */
+extern char *pgm_password_arg(FunctionCallInfo fcinfo, int argno, size_t *len);
+extern char *pgm_argon2id_hash(const char *password, size_t len);
+extern void pgm_check_hash_to_store(const char *hash, const char *what);
+extern bool pgm_password_login(const char *password, size_t len,
+							   const char *stored, bool active, char **rehash);
 extern bool pgm_hash_costs_at_least_standard(const char *hash);
+
+/* emails.c: the one spelling of an address, for accounts.c */
+extern char *pgm_normalize_email(text *raw);
+extern void pgm_login_forms(const char *login, char **email, char **username);
 
 /* sealed.c: the sealed forms of the password and platform key calls */
 extern void pgm_sealed_init(void);

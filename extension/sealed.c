@@ -60,7 +60,7 @@ PG_FUNCTION_INFO_V1(pgm_verify_api_key_sealed);
 PG_FUNCTION_INFO_V1(pgm_charge_api_key_sealed);
 PG_FUNCTION_INFO_V1(pgm_reserve_api_key_sealed);
 
-/* the plain functions (accounts.c, apikeys.c) */
+/* the plain functions (accounts.c, passwords.c, apikeys.c) */
 extern PGDLLEXPORT Datum pgm_create_user(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_authenticate(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_hash_password(PG_FUNCTION_ARGS);
@@ -102,6 +102,38 @@ wipe_text(text *t)
 }
 
 /*
+ * A sealed secret is accepted within sealed_max_age seconds of the server's
+ * clock, either way; outside that window the opened secret is wiped and the
+ * call is 22023.
+ */
+static void
+check_sealed_age(const char *argname, int64 sealed_at, text *secret)
+{
+	int64		now = (int64) timestamptz_to_time_t(GetCurrentTimestamp());
+
+	if (sealed_at < now - sealed_max_age || sealed_at > now + sealed_max_age)
+		wipe_text(secret);
+	if (sealed_at < now - sealed_max_age)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s was sealed at %s, more than %d seconds ago",
+						argname,
+						timestamptz_to_str(time_t_to_timestamptz((pg_time_t) Max(sealed_at, 0))),
+						sealed_max_age),
+				 errdetail("A sealed secret is accepted for %d seconds, so that one copied from a log cannot be used later.",
+						   sealed_max_age),
+				 errhint("Seal the secret again for each call, and check the client's clock.")));
+	if (sealed_at > now + sealed_max_age)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s was sealed at %s, more than %d seconds ahead of the server's clock",
+						argname,
+						timestamptz_to_str(time_t_to_timestamptz((pg_time_t) Min(sealed_at, INT64CONST(253402300799)))),
+						sealed_max_age),
+				 errhint("Check the clocks of the client and of the server.")));
+}
+
+/*
  * Open the sealed argument argno (already checked for NULL) that must hold
  * a secret of the given kind, and return it as a text datum in a buffer
  * wiped when the current memory context goes.  Raises 22023 for a blob of
@@ -119,7 +151,6 @@ open_sealed(FunctionCallInfo fcinfo, int argno, const char *argname, char kind)
 	size_t		len;
 	text	   *secret;
 	int64		sealed_at = 0;
-	int64		now;
 	int			i;
 
 	if (slen <= crypto_box_SEALBYTES + SEALED_HEADER_BYTES)
@@ -173,28 +204,7 @@ open_sealed(FunctionCallInfo fcinfo, int argno, const char *argname, char kind)
 						argname)));
 	}
 
-	now = (int64) timestamptz_to_time_t(GetCurrentTimestamp());
-	if (sealed_at < now - sealed_max_age || sealed_at > now + sealed_max_age)
-		wipe_text(secret);
-	if (sealed_at < now - sealed_max_age)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s was sealed at %s, more than %d seconds ago",
-						argname,
-						timestamptz_to_str(time_t_to_timestamptz((pg_time_t) Max(sealed_at, 0))),
-						sealed_max_age),
-				 errdetail("A sealed secret is accepted for %d seconds, so that one copied from a log cannot be used later.",
-						   sealed_max_age),
-				 errhint("Seal the secret again for each call, and check the client's clock.")));
-	if (sealed_at > now + sealed_max_age)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s was sealed at %s, more than %d seconds ahead of the server's clock",
-						argname,
-						timestamptz_to_str(time_t_to_timestamptz((pg_time_t) Min(sealed_at, INT64CONST(253402300799)))),
-						sealed_max_age),
-				 errhint("Check the clocks of the client and of the server.")));
-
+	check_sealed_age(argname, sealed_at, secret);
 	return secret;
 }
 
@@ -293,78 +303,67 @@ open_sealed_key(FunctionCallInfo fcinfo, const char *prefix, int argno)
  */
 
 /*
+ * The password calls: the plain function with the outer call's nargs
+ * arguments, the sealed password at argno (unless it is NULL) opened in
+ * place of the blob and wiped as soon as the call returns.  The caller
+ * checks the arguments first, as the plain call would.
+ */
+static Datum
+call_password_sealed(FunctionCallInfo fcinfo, PGFunction plain, int nargs,
+					 int argno)
+{
+	Datum		values[INNER_MAX_ARGS];
+	bool		nulls[INNER_MAX_ARGS];
+	text	   *password = NULL;
+	Datum		result;
+
+	Assert(nargs <= INNER_MAX_ARGS);
+	copy_args(fcinfo, nargs, values, nulls);
+	if (!PG_ARGISNULL(argno))
+	{
+		password = open_sealed(fcinfo, argno, "sealed_password", SEALED_PASSWORD);
+		values[argno] = PointerGetDatum(password);
+	}
+	result = call_plain(plain, fcinfo, nargs, values, nulls, &fcinfo->isnull);
+	if (password)
+		wipe_text(password);
+	return result;
+}
+
+/*
  * create_user_sealed(email text, username text, sealed_password bytea,
  *					  roles text[], id uuid) RETURNS uuid
  */
 Datum
 pgm_create_user_sealed(PG_FUNCTION_ARGS)
 {
-	Datum		values[5];
-	bool		nulls[5];
-	text	   *password = NULL;
-	Datum		result;
-	bool		isnull;
-
 	pgm_require_arg(fcinfo, 0, "email");
 	pgm_require_arg(fcinfo, 1, "username");
 	pgm_require_arg(fcinfo, 3, "roles");
 	pgm_require_arg(fcinfo, 4, "id");
-	copy_args(fcinfo, 5, values, nulls);
-	if (!PG_ARGISNULL(2))
-	{
-		password = open_sealed(fcinfo, 2, "sealed_password", SEALED_PASSWORD);
-		values[2] = PointerGetDatum(password);
-	}
-	result = call_plain(pgm_create_user, fcinfo, 5, values, nulls, &isnull);
-	if (password)
-		wipe_text(password);
-	PG_RETURN_DATUM(result);
+	return call_password_sealed(fcinfo, pgm_create_user, 5, 2);
 }
 
 /* authenticate_sealed(login text, sealed_password bytea) RETURNS uuid */
 Datum
 pgm_authenticate_sealed(PG_FUNCTION_ARGS)
 {
-	Datum		values[2];
-	bool		nulls[2];
-	text	   *password;
-	Datum		result;
-	bool		isnull;
-
 	pgm_require_arg(fcinfo, 0, "login");
 	pgm_require_arg(fcinfo, 1, "sealed_password");
-	copy_args(fcinfo, 2, values, nulls);
-	password = open_sealed(fcinfo, 1, "sealed_password", SEALED_PASSWORD);
-	values[1] = PointerGetDatum(password);
-	result = call_plain(pgm_authenticate, fcinfo, 2, values, nulls, &isnull);
-	wipe_text(password);
-	if (isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+	return call_password_sealed(fcinfo, pgm_authenticate, 2, 1);
 }
 
 /* hash_password_sealed(sealed_password bytea) RETURNS text */
 Datum
 pgm_hash_password_sealed(PG_FUNCTION_ARGS)
 {
-	Datum		values[1];
-	bool		nulls[1] = {false};
-	text	   *password;
-	Datum		result;
-	bool		isnull;
-
 	pgm_require_arg(fcinfo, 0, "sealed_password");
-	password = open_sealed(fcinfo, 0, "sealed_password", SEALED_PASSWORD);
-	values[0] = PointerGetDatum(password);
-	result = call_plain(pgm_hash_password, fcinfo, 1, values, nulls, &isnull);
-	wipe_text(password);
-	PG_RETURN_DATUM(result);
+	return call_password_sealed(fcinfo, pgm_hash_password, 1, 0);
 }
 
-/* verify_password_sealed(sealed_password bytea, hash text) RETURNS boolean */
 /*
  * The hashes a sealed password may be tried against: none cheaper than the
- * ones pgmarket itself makes or than Django's default PBKDF2 (accounts.c
+ * ones pgmarket itself makes or than Django's default PBKDF2 (passwords.c
  * decides, with its own parser).  Otherwise a blob copied from a server log
  * would be an oracle for guessing its password against a hash of the
  * guesser's choosing (one PBKDF2 round, say), thousands of guesses a second
@@ -382,24 +381,14 @@ check_hash_floor(const char *hash)
 			 errhint("Use verify_password for other hashes, or authenticate_sealed to check a user's password.")));
 }
 
+/* verify_password_sealed(sealed_password bytea, hash text) RETURNS boolean */
 Datum
 pgm_verify_password_sealed(PG_FUNCTION_ARGS)
 {
-	Datum		values[2];
-	bool		nulls[2];
-	text	   *password;
-	Datum		result;
-	bool		isnull;
-
 	pgm_require_arg(fcinfo, 0, "sealed_password");
 	pgm_require_arg(fcinfo, 1, "hash");
 	check_hash_floor(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	copy_args(fcinfo, 2, values, nulls);
-	password = open_sealed(fcinfo, 0, "sealed_password", SEALED_PASSWORD);
-	values[0] = PointerGetDatum(password);
-	result = call_plain(pgm_verify_password, fcinfo, 2, values, nulls, &isnull);
-	wipe_text(password);
-	PG_RETURN_DATUM(result);
+	return call_password_sealed(fcinfo, pgm_verify_password, 2, 0);
 }
 
 /* ----------------------------------------------------------------

@@ -1,0 +1,526 @@
+/*-------------------------------------------------------------------------
+ *
+ * passwords.c
+ *	  Password hashes: making them (hash_password), checking them
+ *	  (verify_password), vetting a hash before it is stored, and the
+ *	  verification of a login, for accounts.c.
+ *
+ * Passwords are stored as Argon2id strings (libsodium crypto_pwhash_str with
+ * its "interactive" limits).  Hashes in Django's pbkdf2_sha256 format, which
+ * services being migrated keep, and Argon2 hashes of other costs are
+ * verified too, and authenticate replaces such a hash with a standard
+ * Argon2id one at the first successful login (pgm_password_login says
+ * when).  Stored hashes are parsed strictly and their cost is bounded
+ * (PGM_MAX_*): a hash beyond the bounds is refused when it is stored and
+ * never run.
+ *
+ * A login costs the same work on every path (pgm_password_login): one
+ * standard Argon2id verification (the user's hash, or a dummy one), plus
+ * the user's own hash when it is of another kind.
+ *
+ * For other files (pgmarket.h): pgm_password_arg() takes a password
+ * argument, pgm_argon2id_hash() makes a new hash, pgm_check_hash_to_store()
+ * vets a hash before it is stored, pgm_password_login() is the
+ * verification of authenticate, and pgm_hash_costs_at_least_standard() is
+ * the floor of the sealed verify_password.
+ *
+ * Every copy of a plaintext password made here is wiped with sodium_memzero
+ * as soon as it has been used, and by a memory context callback when an
+ * error unwinds the call.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include <sodium.h>
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(pgm_hash_password);
+PG_FUNCTION_INFO_V1(pgm_verify_password);
+
+/* A password is 1 to 1024 bytes. */
+#define PGM_MAX_PASSWORD_LEN	1024
+
+/*
+ * What a stored hash may ask for.  A hash beyond these is refused when it is
+ * stored and never run: its cost would be the attacker's choice.
+ */
+#define PGM_MAX_PBKDF2_ROUNDS	2000000
+#define PGM_MAX_ARGON2_KIB		262144	/* 256 MiB */
+#define PGM_MAX_ARGON2_PASSES	10
+#define PGM_MAX_ARGON2_LANES	16
+#define PGM_MAX_HASH_LEN		1024
+#define PGM_MAX_PBKDF2_SALT_LEN 128
+
+/* PBKDF2 rounds between two checks for query cancel and statement_timeout */
+#define PGM_PBKDF2_ROUNDS_PER_CHECK 1024
+
+/* The parameters of the Argon2id hashes pgmarket makes (libsodium's interactive limits). */
+#define PGM_ARGON2_STD_KIB		(crypto_pwhash_MEMLIMIT_INTERACTIVE / 1024)
+#define PGM_ARGON2_STD_PASSES	crypto_pwhash_OPSLIMIT_INTERACTIVE
+
+/*
+ * An Argon2id hash of a random password that nobody knows, made with the
+ * same limits as real ones: authenticate verifies against it whenever it has
+ * no standard Argon2id hash of the user to verify, so that every login costs
+ * the same Argon2id verification.
+ */
+static const char dummy_hash[crypto_pwhash_STRBYTES] =
+"$argon2id$v=19$m=65536,t=2,p=1$1rfEF1iI+VT2BnSTLKLWRg$VrjGm8eWkghZYQKAI/g13vBy5zYMUyS/c492sV6qVyM";
+
+/*
+ * A copy of a text argument as a C string, in a buffer that is wiped when
+ * its memory context goes (an error included); the caller also wipes it as
+ * soon as it is done.  1 to PGM_MAX_PASSWORD_LEN bytes, else 22023.
+ */
+char *
+pgm_password_arg(FunctionCallInfo fcinfo, int argno, size_t *len)
+{
+	text	   *t = PG_GETARG_TEXT_PP(argno);
+	char	   *s;
+
+	*len = VARSIZE_ANY_EXHDR(t);
+	if (*len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("password must not be empty")));
+	if (*len > PGM_MAX_PASSWORD_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("password of %zu bytes is longer than %d bytes",
+						*len, PGM_MAX_PASSWORD_LEN)));
+	s = pgm_secret_alloc(*len + 1);
+	memcpy(s, VARDATA_ANY(t), *len);
+	s[*len] = '\0';
+	return s;
+}
+
+/* A new Argon2id hash string at pgmarket's standard cost. */
+char *
+pgm_argon2id_hash(const char *password, size_t len)
+{
+	char	   *out = palloc(crypto_pwhash_STRBYTES);
+
+	if (crypto_pwhash_str(out, password, len,
+						  crypto_pwhash_OPSLIMIT_INTERACTIVE,
+						  crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while hashing a password")));
+	return out;
+}
+
+/*
+ * PBKDF2-HMAC-SHA256 (RFC 8018), as Django's pbkdf2_sha256 hasher uses it.
+ * The keyed HMAC state is computed once and copied for every round.  The
+ * rounds check for query cancel and statement_timeout; the HMAC states live
+ * in buffers that are wiped even when that unwinds the call.
+ */
+static void
+pbkdf2_sha256(const char *password, size_t plen, const unsigned char *salt,
+			  size_t slen, long rounds, unsigned char *out, size_t outlen)
+{
+	typedef struct Pbkdf2State
+	{
+		crypto_auth_hmacsha256_state keyed;
+		crypto_auth_hmacsha256_state st;
+		unsigned char u[crypto_auth_hmacsha256_BYTES];
+		unsigned char t[crypto_auth_hmacsha256_BYTES];
+	} Pbkdf2State;
+	Pbkdf2State *s = pgm_secret_alloc(sizeof(Pbkdf2State));
+	uint32		block;
+	size_t		done = 0;
+
+	crypto_auth_hmacsha256_init(&s->keyed, (const unsigned char *) password, plen);
+	for (block = 1; done < outlen; block++)
+	{
+		unsigned char be[4] = {block >> 24, block >> 16, block >> 8, block};
+		long		r;
+		size_t		n;
+		int			i;
+
+		s->st = s->keyed;
+		crypto_auth_hmacsha256_update(&s->st, salt, slen);
+		crypto_auth_hmacsha256_update(&s->st, be, 4);
+		crypto_auth_hmacsha256_final(&s->st, s->u);
+		memcpy(s->t, s->u, sizeof(s->t));
+		for (r = 1; r < rounds; r++)
+		{
+			if (r % PGM_PBKDF2_ROUNDS_PER_CHECK == 0)
+				CHECK_FOR_INTERRUPTS();
+			s->st = s->keyed;
+			crypto_auth_hmacsha256_update(&s->st, s->u, sizeof(s->u));
+			crypto_auth_hmacsha256_final(&s->st, s->u);
+			for (i = 0; i < (int) sizeof(s->t); i++)
+				s->t[i] ^= s->u[i];
+		}
+		n = Min(outlen - done, sizeof(s->t));
+		memcpy(out + done, s->t, n);
+		done += n;
+	}
+	sodium_memzero(s, sizeof(Pbkdf2State));
+}
+
+/*
+ * The stored password hash formats, parsed.  Parsing is strict: the exact
+ * syntax, decimal parameters without sign, blanks or leading zeros, and
+ * base64 that decodes to sane lengths.
+ */
+typedef enum PgmHashKind
+{
+	PGM_HASH_ARGON2ID,
+	PGM_HASH_ARGON2I,
+	PGM_HASH_PBKDF2_SHA256
+} PgmHashKind;
+
+typedef enum PgmHashCheck
+{
+	PGM_HASH_VALID,
+	PGM_HASH_MALFORMED,
+	PGM_HASH_TOO_COSTLY			/* well-formed, but beyond the bounds */
+} PgmHashCheck;
+
+typedef struct PgmHash
+{
+	PgmHashKind kind;
+	uint64		rounds;			/* PBKDF2 */
+	const char *salt;			/* PBKDF2: the salt as the text holds it */
+	size_t		salt_len;
+	unsigned char digest[32];	/* PBKDF2: the derived key */
+	size_t		digest_len;
+	uint64		kib;			/* Argon2: m, t, p */
+	uint64		passes;
+	uint64		lanes;
+} PgmHash;
+
+/*
+ * A decimal number at *p: digits only, no leading zero.  Values past
+ * 9,999,999,999 read as that (they are beyond every bound anyway).  Advances
+ * *p; false when there is no well-formed number.
+ */
+static bool
+parse_decimal(const char **p, uint64 *value)
+{
+	const char *s = *p;
+	uint64		v = 0;
+
+	if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
+		return false;
+	for (; *s >= '0' && *s <= '9'; s++)
+		v = Min(v * 10 + (*s - '0'), UINT64CONST(9999999999));
+	*p = s;
+	*value = v;
+	return true;
+}
+
+/* Does *p start with word?  If so, step past it. */
+static bool
+skip(const char **p, const char *word)
+{
+	size_t		n = strlen(word);
+
+	if (strncmp(*p, word, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+/* The length of a run of base64 characters (standard alphabet, no '='). */
+static size_t
+b64_span(const char *s)
+{
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+}
+
+/* Decode n characters of base64 into out[0..max); false if malformed. */
+static bool
+b64_decode(const char *s, size_t n, int variant, unsigned char *out,
+		   size_t max, size_t *len)
+{
+	return sodium_base642bin(out, max, s, n, NULL, len, NULL, variant) == 0;
+}
+
+/* "$argon2id$v=19$m=KIB,t=PASSES,p=LANES$SALT$HASH" (or $argon2i$) */
+static PgmHashCheck
+parse_argon2(const char *hash, PgmHash *h)
+{
+	const char *p = hash;
+	unsigned char buf[64];
+	size_t		n;
+	size_t		len;
+	uint64		min_passes;
+
+	if (skip(&p, "$argon2id$"))
+		h->kind = PGM_HASH_ARGON2ID;
+	else if (skip(&p, "$argon2i$"))
+		h->kind = PGM_HASH_ARGON2I;
+	else
+		return PGM_HASH_MALFORMED;
+	if (strlen(hash) >= crypto_pwhash_STRBYTES)
+		return PGM_HASH_MALFORMED;
+	if (!skip(&p, "v=19$m=") || !parse_decimal(&p, &h->kib) ||
+		!skip(&p, ",t=") || !parse_decimal(&p, &h->passes) ||
+		!skip(&p, ",p=") || !parse_decimal(&p, &h->lanes) ||
+		!skip(&p, "$"))
+		return PGM_HASH_MALFORMED;
+	/* salt: 8 to 64 bytes; hash: 16 to 64 bytes */
+	n = b64_span(p);
+	if (p[n] != '$' ||
+		!b64_decode(p, n, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+					buf, sizeof(buf), &len) || len < 8)
+		return PGM_HASH_MALFORMED;
+	p += n + 1;
+	n = b64_span(p);
+	if (p[n] != '\0' ||
+		!b64_decode(p, n, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+					buf, sizeof(buf), &len) || len < crypto_pwhash_BYTES_MIN)
+		return PGM_HASH_MALFORMED;
+	/* the least that Argon2 (as libsodium runs it) accepts */
+	min_passes = h->kind == PGM_HASH_ARGON2I ? 3 : 1;
+	if (h->lanes < 1 || h->passes < min_passes || h->kib < 8 * h->lanes)
+		return PGM_HASH_MALFORMED;
+	if (h->kib > PGM_MAX_ARGON2_KIB || h->passes > PGM_MAX_ARGON2_PASSES ||
+		h->lanes > PGM_MAX_ARGON2_LANES)
+		return PGM_HASH_TOO_COSTLY;
+	return PGM_HASH_VALID;
+}
+
+/* "pbkdf2_sha256$ROUNDS$SALT$BASE64" (Django, passlib's django_pbkdf2_sha256) */
+static PgmHashCheck
+parse_pbkdf2(const char *hash, PgmHash *h)
+{
+	const char *p = hash;
+	const char *q;
+	size_t		n;
+
+	h->kind = PGM_HASH_PBKDF2_SHA256;
+	if (!skip(&p, "pbkdf2_sha256$") || !parse_decimal(&p, &h->rounds) ||
+		h->rounds < 1 || !skip(&p, "$"))
+		return PGM_HASH_MALFORMED;
+	/* the salt: 1 to 128 printable ASCII characters other than '$' */
+	for (q = p; *q > 0x20 && *q < 0x7f && *q != '$'; q++)
+		;
+	if (*q != '$' || q == p || q - p > PGM_MAX_PBKDF2_SALT_LEN)
+		return PGM_HASH_MALFORMED;
+	h->salt = p;
+	h->salt_len = q - p;
+	/* the derived key: padded base64 of 16 to 32 bytes */
+	p = q + 1;
+	n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=");
+	if (p[n] != '\0' ||
+		!b64_decode(p, n, sodium_base64_VARIANT_ORIGINAL, h->digest,
+					sizeof(h->digest), &h->digest_len) ||
+		h->digest_len < 16)
+		return PGM_HASH_MALFORMED;
+	if (h->rounds > PGM_MAX_PBKDF2_ROUNDS)
+		return PGM_HASH_TOO_COSTLY;
+	return PGM_HASH_VALID;
+}
+
+/* Parse a stored hash of any format pgmarket knows. */
+static PgmHashCheck
+parse_hash(const char *hash, PgmHash *h)
+{
+	memset(h, 0, sizeof(PgmHash));
+	if (strlen(hash) > PGM_MAX_HASH_LEN)
+		return PGM_HASH_MALFORMED;
+	if (hash[0] == '$')
+		return parse_argon2(hash, h);
+	return parse_pbkdf2(hash, h);
+}
+
+/* Is this an Argon2id hash at exactly the cost pgmarket itself uses? */
+static bool
+is_standard_argon2id(const PgmHash *h)
+{
+	return h->kind == PGM_HASH_ARGON2ID && h->kib == PGM_ARGON2_STD_KIB &&
+		h->passes == PGM_ARGON2_STD_PASSES && h->lanes == 1;
+}
+
+/*
+ * Does a hash, within the bounds, cost at least what pgmarket's own cost
+ * (Argon2id at the standard memory and passes) or Django's default PBKDF2
+ * (600,000 rounds)?  The sealed verify_password tries a password against
+ * no cheaper hash, so that a blob copied from a log is no guessing oracle.
+ */
+bool
+pgm_hash_costs_at_least_standard(const char *hash)
+{
+	PgmHash		h;
+
+	if (parse_hash(hash, &h) != PGM_HASH_VALID)
+		return false;
+	if (h.kind == PGM_HASH_ARGON2ID)
+		return h.kib >= PGM_ARGON2_STD_KIB && h.passes >= PGM_ARGON2_STD_PASSES;
+	return h.kind == PGM_HASH_PBKDF2_SHA256 && h.rounds >= 600000;
+}
+
+/* Verify a password against a parsed, valid hash: true on a match. */
+static bool
+verify_parsed(const char *password, size_t len, const char *hash,
+			  const PgmHash *h)
+{
+	unsigned char *actual;
+	bool		ok;
+
+	if (h->kind != PGM_HASH_PBKDF2_SHA256)
+		return crypto_pwhash_str_verify(hash, password, len) == 0;
+	actual = pgm_secret_alloc(sizeof(h->digest));
+	pbkdf2_sha256(password, len, (const unsigned char *) h->salt,
+				  h->salt_len, (long) h->rounds, actual, h->digest_len);
+	ok = sodium_memcmp(actual, h->digest, h->digest_len) == 0;
+	sodium_memzero(actual, sizeof(h->digest));
+	return ok;
+}
+
+/* What check_password answers */
+#define PGM_PW_MATCH		1
+#define PGM_PW_NO_MATCH		0
+#define PGM_PW_MALFORMED	(-1)	/* not a hash pgmarket knows */
+#define PGM_PW_TOO_COSTLY	(-2)	/* beyond the bounds: not run at all */
+
+/*
+ * Verify a password against a stored hash of any known format:
+ * PGM_PW_MATCH, PGM_PW_NO_MATCH, PGM_PW_MALFORMED or PGM_PW_TOO_COSTLY.
+ */
+static int
+check_password(const char *password, size_t len, const char *hash)
+{
+	PgmHash		h;
+
+	switch (parse_hash(hash, &h))
+	{
+		case PGM_HASH_MALFORMED:
+			return PGM_PW_MALFORMED;
+		case PGM_HASH_TOO_COSTLY:
+			return PGM_PW_TOO_COSTLY;
+		case PGM_HASH_VALID:
+			break;
+	}
+	return verify_parsed(password, len, hash, &h) ? PGM_PW_MATCH : PGM_PW_NO_MATCH;
+}
+
+/*
+ * A password hash given to be stored (import_user): 22023 unless it is in a
+ * known format and within the bounds.  Never echoes the hash; what names
+ * the value in the message (e.g. "password_hash of user <id>").
+ */
+void
+pgm_check_hash_to_store(const char *hash, const char *what)
+{
+	PgmHash		h;
+
+	switch (parse_hash(hash, &h))
+	{
+		case PGM_HASH_VALID:
+			if (h.kind == PGM_HASH_ARGON2I)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s is an Argon2i hash, not an Argon2id or pbkdf2_sha256 one",
+								what)));
+			return;
+		case PGM_HASH_MALFORMED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s is neither an Argon2id nor a pbkdf2_sha256 hash", what),
+					 errdetail("Accepted: $argon2id$v=19$m=KIB,t=PASSES,p=LANES$SALT$HASH and pbkdf2_sha256$ROUNDS$SALT$BASE64, parameters in plain decimal.")));
+			break;
+		case PGM_HASH_TOO_COSTLY:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s asks for more work than pgmarket allows", what),
+					 errdetail("The limits are %d PBKDF2 iterations, and for Argon2 %d KiB of memory, %d passes and %d lanes.",
+							   PGM_MAX_PBKDF2_ROUNDS, PGM_MAX_ARGON2_KIB,
+							   PGM_MAX_ARGON2_PASSES, PGM_MAX_ARGON2_LANES)));
+			break;
+	}
+}
+
+/*
+ * hash_password(text) RETURNS text: an Argon2id hash string.
+ */
+Datum
+pgm_hash_password(PG_FUNCTION_ARGS)
+{
+	size_t		len;
+	char	   *password;
+	char	   *hash;
+
+	pgm_require_arg(fcinfo, 0, "password");
+	password = pgm_password_arg(fcinfo, 0, &len);
+	hash = pgm_argon2id_hash(password, len);
+	sodium_memzero(password, len);
+	PG_RETURN_TEXT_P(cstring_to_text(hash));
+}
+
+/*
+ * verify_password(password, hash) RETURNS boolean.  A hash in no known
+ * format is an error (22023), not a quiet false; a hash beyond the bounds
+ * is false at once, without running it.
+ */
+Datum
+pgm_verify_password(PG_FUNCTION_ARGS)
+{
+	size_t		len;
+	char	   *password;
+	char	   *hash;
+	int			ok;
+
+	pgm_require_arg(fcinfo, 0, "password");
+	pgm_require_arg(fcinfo, 1, "hash");
+	password = pgm_password_arg(fcinfo, 0, &len);
+	hash = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	ok = check_password(password, len, hash);
+	sodium_memzero(password, len);
+	if (ok == PGM_PW_MALFORMED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("hash is neither an Argon2id nor a pbkdf2_sha256 password hash")));
+	PG_RETURN_BOOL(ok == PGM_PW_MATCH);
+}
+
+/* ----------------------------------------------------------------
+ * Logins
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * The password check of authenticate: true when the account is active and
+ * its stored hash (NULL: none) is valid and matches the password.  On a
+ * match with a hash that is not a standard Argon2id one, *rehash is a new
+ * standard hash to store in its place (else NULL).
+ *
+ * Every path costs one Argon2id verification at the standard cost: the
+ * user's own hash when it is one, else the dummy hash.  A hash of another
+ * kind or cost is verified on top of that.  An unknown login (the caller
+ * passes no hash), a deactivated user, a user without a password and a
+ * stored hash that is malformed or beyond the bounds cost the dummy
+ * verification alone.
+ */
+bool
+pgm_password_login(const char *password, size_t len, const char *stored,
+				   bool active, char **rehash)
+{
+	PgmHash		h = {0};
+	bool		usable;
+	bool		ok;
+
+	*rehash = NULL;
+	usable = active && stored != NULL &&
+		parse_hash(stored, &h) == PGM_HASH_VALID;
+	if (usable && is_standard_argon2id(&h))
+		ok = crypto_pwhash_str_verify(stored, password, len) == 0;
+	else
+	{
+		/* only the time this takes matters, not its result */
+		volatile int dummy = crypto_pwhash_str_verify(dummy_hash, password, len);
+
+		(void) dummy;
+		ok = usable && verify_parsed(password, len, stored, &h);
+	}
+	if (ok && !is_standard_argon2id(&h))
+		*rehash = pgm_argon2id_hash(password, len);
+	return ok;
+}
