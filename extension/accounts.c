@@ -125,7 +125,7 @@ check_account_free(Datum id, const char *email, const char *username)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("user id %s already exists",
-						DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
+						pgm_uuid_cstring(id))));
 	if (DatumGetBool(pgm_col(0, 2, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
@@ -245,7 +245,7 @@ pgm_import_user(PG_FUNCTION_ARGS)
 		hash = text_to_cstring(PG_GETARG_TEXT_PP(3));
 		pgm_check_hash_to_store(hash,
 								psprintf("password_hash of user %s",
-										 DatumGetCString(DirectFunctionCall1(uuid_out, id))));
+										 pgm_uuid_cstring(id)));
 	}
 
 	pgm_spi_connect();
@@ -266,7 +266,7 @@ pgm_import_user(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
 					 errmsg("user id %s already exists with another email or username",
-							DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
+							pgm_uuid_cstring(id))));
 		SPI_finish();
 		PG_RETURN_DATUM(id);
 	}

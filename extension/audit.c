@@ -85,6 +85,41 @@ PG_FUNCTION_INFO_V1(pgm_audit_event);
 PG_FUNCTION_INFO_V1(pgm_audit_require_owner);
 PG_FUNCTION_INFO_V1(pgm_audit_restored);
 
+/* pgmarket.audit_internal: enable_audit or disable_audit is at work */
+static bool pgm_audit_internal = false;
+
+/*
+ * Define pgmarket.audit_internal; called from _PG_init before the prefix is
+ * reserved.
+ */
+void
+pgm_audit_init(void)
+{
+	DefineCustomBoolVariable("pgmarket.audit_internal",
+							 "Set by enable_audit and disable_audit while they change a table's audit triggers.",
+							 "The DDL event trigger records other changes of those triggers; only a superuser (the functions' owner) may set this.",
+							 &pgm_audit_internal,
+							 false,
+							 PGC_SUSET,
+							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+}
+
+PG_FUNCTION_INFO_V1(pgm_audit_internal_active);
+
+/*
+ * audit_internal_active() RETURNS boolean: is enable_audit or disable_audit
+ * changing a table's audit triggers?  The DDL event trigger asks this C
+ * flag, which only the defined (superuser-only) setting moves: calling it
+ * loads the library first, which discards a placeholder value that a
+ * non-superuser may have set before.  Internal: granted to nobody.
+ */
+Datum
+pgm_audit_internal_active(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(pgm_audit_internal);
+}
+
 #define AUDIT_SCHEMA		"pgmarket"
 #define AUDIT_REDACTED		"[redacted]"
 
@@ -294,7 +329,7 @@ datum_to_jsonb_value(Datum value, bool isnull, Oid typid, JsonbValue *v)
 			}
 		case UUIDOID:
 			{
-				char	   *s = DatumGetCString(DirectFunctionCall1(uuid_out, value));
+				char	   *s = pgm_uuid_cstring(value);
 
 				string_value(v, s, strlen(s));
 				return;
@@ -513,6 +548,18 @@ audit_write_act(const char *table_name, Datum operation, Datum details,
 	nulls[AL_NEW_VALUES] = no_details;
 	values[AL_CHANGED_COLUMNS] = text_array(NULL, 0);
 	audit_write(values, nulls);
+}
+
+/*
+ * An event on a table, recorded by another feature in C (get_provider_key's
+ * DECRYPT): what audit_event(target, operation, details) records, without a
+ * call through SQL.  table_name is the table's qualified name.
+ */
+void
+pgm_audit_record_event(const char *table_name, const char *operation,
+					   Datum details)
+{
+	audit_write_act(table_name, CStringGetTextDatum(operation), details, false);
 }
 
 /*

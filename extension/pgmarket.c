@@ -7,11 +7,14 @@
  *
  * The C files stand in floors, each calling only the files below it:
  *
- *	features	ledger.c batch.c vault.c apikeys.c accounts.c chat.c
- *				audit.c sealed.c health.c projects.c
- *				(they call each other only through the ledger's C entry
- *				points pgm_ledger_charge, pgm_ledger_reserve and
- *				pgm_ledger_result, never through SQL)
+ *	features	ledger.c batch.c vault.c apikeys.c accounts.c (with
+ *				passwords.c and emails.c) chat.c audit.c (capture) and
+ *				audit_chain.c (seal, verify, purge) sealed.c health.c
+ *				projects.c
+ *				(they call each other only through C entry points:
+ *				the ledger's pgm_ledger_charge, pgm_ledger_reserve and
+ *				pgm_ledger_result, audit's pgm_audit_record_event,
+ *				the password floor of passwords.c; never through SQL)
  *	floor		userlock.c (the per-user lock protocol), actor.c (the
  *				pgmarket.actor rule), keyring.c (master keys, subkeys,
  *				secret buffers, random ids), spi.c (kept plans, columns),
@@ -35,9 +38,6 @@ PG_FUNCTION_INFO_V1(pgm_forbid_change);
 
 void		_PG_init(void);
 
-/* pgmarket.audit_internal: enable_audit or disable_audit is at work */
-static bool pgm_audit_internal = false;
-
 /*
  * Module load: libsodium must be initialised once per process before any of
  * its functions is used (it picks implementations and seeds its RNG).  Then
@@ -53,32 +53,10 @@ _PG_init(void)
 				 errmsg("pgmarket could not initialise libsodium")));
 
 	pgm_actor_init();
-	DefineCustomBoolVariable("pgmarket.audit_internal",
-							 "Set by enable_audit and disable_audit while they change a table's audit triggers.",
-							 "The DDL event trigger records other changes of those triggers; only a superuser (the functions' owner) may set this.",
-							 &pgm_audit_internal,
-							 false,
-							 PGC_SUSET,
-							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							 NULL, NULL, NULL);
+	pgm_audit_init();
 	pgm_vault_init();
 	pgm_sealed_init();
 	MarkGUCPrefixReserved("pgmarket");
-}
-
-PG_FUNCTION_INFO_V1(pgm_audit_internal_active);
-
-/*
- * audit_internal_active() RETURNS boolean: is enable_audit or disable_audit
- * changing a table's audit triggers?  The DDL event trigger asks this C
- * flag, which only the defined (superuser-only) setting moves: calling it
- * loads the library first, which discards a placeholder value that a
- * non-superuser may have set before.  Internal: granted to nobody.
- */
-Datum
-pgm_audit_internal_active(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_BOOL(pgm_audit_internal);
 }
 
 /*

@@ -182,6 +182,11 @@ extern bool pgm_hash_costs_at_least_standard(const char *hash);
 extern char *pgm_normalize_email(text *raw);
 extern void pgm_login_forms(const char *login, char **email, char **username);
 
+/* audit.c: its setting, and an event that another feature records */
+extern void pgm_audit_init(void);
+extern void pgm_audit_record_event(const char *table_name,
+								   const char *operation, Datum details);
+
 /* sealed.c: the sealed forms of the password and platform key calls */
 extern void pgm_sealed_init(void);
 

@@ -45,6 +45,8 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(pgm_put_provider_key);
@@ -192,7 +194,6 @@ static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_get;
 static SPIPlanPtr plan_touch;
 static SPIPlanPtr plan_log;
-static SPIPlanPtr plan_log_audit;
 static SPIPlanPtr plan_list;
 static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_rotate_skip;
@@ -228,12 +229,6 @@ static const PgmPlanDef vault_plans[] = {
 		"       session_role, db_role, actor)"
 		" VALUES ($1, $2, $3, $4, $5, $6)",
 		6, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}},
-
-	{&plan_log_audit,
-		"SELECT pgmarket.audit_event('pgmarket.provider_keys'::regclass, 'DECRYPT',"
-		"       pg_catalog.jsonb_build_object('key_id', $1, 'user_id', $2,"
-		"                                     'provider', $3))",
-		3, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}},
 
 	{&plan_list,
 		"SELECT key_id, provider, label, hint, key_version, created_at,"
@@ -492,6 +487,26 @@ pgm_put_provider_key_sealed(PG_FUNCTION_ARGS)
 }
 
 
+/*
+ * The DECRYPT event of a read in the sealed audit trail, so that a read
+ * cannot be deleted from key_access_log unseen: {"key_id", "user_id",
+ * "provider"} against pgmarket.provider_keys.
+ */
+static void
+record_decrypt(Datum key_id, Datum user_id, const char *provider)
+{
+	StringInfoData json;
+
+	initStringInfo(&json);
+	appendStringInfo(&json, "{\"key_id\": \"%s\", \"user_id\": \"%s\", \"provider\": ",
+					 pgm_uuid_cstring(key_id), pgm_uuid_cstring(user_id));
+	escape_json(&json, provider);
+	appendStringInfoChar(&json, '}');
+	pgm_audit_record_event("pgmarket.provider_keys", "DECRYPT",
+						   DirectFunctionCall1(jsonb_in,
+											   CStringGetDatum(json.data)));
+}
+
 /* ----------------------------------------------------------------
  * get_provider_key(user_id uuid, provider text) RETURNS text
  * ----------------------------------------------------------------
@@ -580,11 +595,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	else
 		nulls[5] = 'n';
 	pgm_exec(plan_log, values, nulls, false);
-	/*
-	 * and in the sealed audit trail too, so that a read cannot be deleted
-	 * from key_access_log unseen
-	 */
-	pgm_exec(plan_log_audit, values, nulls, false);
+	record_decrypt(values[0], user_id, provider);
 
 	SPI_finish();
 	PG_RETURN_TEXT_P(secret);
