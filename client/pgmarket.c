@@ -1317,10 +1317,12 @@ pgm_status
 pgm_health(pgm_conn *c, char **json)
 {
 	char	   *j = NULL;
+	pgm_status	st;
 
 	if (json)
 		*json = NULL;
-	return give_text(c, scalar_call(c, Q_HEALTH, 0, NULL, take_strdup, &j), j, json);
+	st = scalar_call(c, Q_HEALTH, 0, NULL, take_strdup, &j);
+	return give_text(c, st, j, json);
 }
 
 /* ------------------------------------------------------------------------
