@@ -47,172 +47,125 @@ struct pgm_result
 	PGresult   *res;
 };
 
+/*
+ * Every statement of the library: Q(NAME, SQL) gives query_id Q_NAME and
+ * its text queries[Q_NAME].  Every name schema-qualified; casts give the
+ * parameters their types.
+ */
+#define QUERIES(Q) \
+	Q(CREATE_USER, "SELECT pgmarket.create_user($1, $2, $3, " \
+	  "COALESCE($4::text[], '{user}'::text[]), " \
+	  "COALESCE($5::uuid, pg_catalog.gen_random_uuid()))") \
+	Q(CREATE_USER_SEALED, "SELECT pgmarket.create_user_sealed($1, $2, $3::bytea, " \
+	  "COALESCE($4::text[], '{user}'::text[]), " \
+	  "COALESCE($5::uuid, pg_catalog.gen_random_uuid()))") \
+	Q(AUTHENTICATE, "SELECT pgmarket.authenticate($1, $2)") \
+	Q(AUTHENTICATE_SEALED, "SELECT pgmarket.authenticate_sealed($1, $2::bytea)") \
+	Q(DEACTIVATE_USER, "SELECT pgmarket.deactivate_user($1::uuid)") \
+	Q(HASH_PASSWORD, "SELECT pgmarket.hash_password($1)") \
+	Q(HASH_PASSWORD_SEALED, "SELECT pgmarket.hash_password_sealed($1::bytea)") \
+	Q(VERIFY_PASSWORD, "SELECT pgmarket.verify_password($1, $2)") \
+	Q(VERIFY_PASSWORD_SEALED, "SELECT pgmarket.verify_password_sealed($1::bytea, $2)") \
+	Q(HEALTH, "SELECT pgmarket.health()") \
+	Q(ADD_FUNDS, "SELECT * FROM pgmarket.add_funds($1::uuid, $2::numeric, $3, $4)") \
+	Q(DEDUCT_BALANCE, "SELECT * FROM pgmarket.deduct_balance($1::uuid, " \
+	  "$2::numeric, $3, $4::bigint, $5)") \
+	Q(REFUND, "SELECT * FROM pgmarket.refund($1::uuid, $2::bigint, $3::numeric, $4)") \
+	Q(GET_BALANCE, "SELECT * FROM pgmarket.get_balance($1::uuid)") \
+	Q(LEDGER_ENTRIES, "SELECT * FROM pgmarket.ledger_entries($1::uuid, $2::int, $3::bigint)") \
+	Q(RESERVE, "SELECT pgmarket.reserve($1::uuid, $2::numeric, " \
+	  "COALESCE($3::interval, '15 minutes'::interval), $4)") \
+	Q(SETTLE, "SELECT * FROM pgmarket.settle($1::uuid, $2::bigint, " \
+	  "$3::numeric, $4, $5::bigint)") \
+	Q(RELEASE, "SELECT * FROM pgmarket.release($1::uuid, $2::bigint)") \
+	Q(EXPIRE, "SELECT pgmarket.expire_reservations()") \
+	Q(VERIFY_LEDGER, "SELECT * FROM pgmarket.verify_ledger()") \
+	Q(DEDUCT_BATCH, "SELECT * FROM pgmarket.deduct_batch(ARRAY(" \
+	  "SELECT ROW(u, a, m, t, k)::pgmarket.charge " \
+	  "FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), " \
+	  "pg_catalog.unnest($2::numeric[]), pg_catalog.unnest($3::text[]), " \
+	  "pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[])) " \
+	  "WITH ORDINALITY AS x(u, a, m, t, k, o) ORDER BY o))") \
+	Q(PUBLIC_KEY, "SELECT pgmarket.vault_public_key()") \
+	Q(PUT_SEALED, "SELECT pgmarket.put_provider_key_sealed($1::uuid, $2, $3::bytea, $4)") \
+	Q(GET_PROVIDER_KEY, "SELECT pgmarket.get_provider_key($1::uuid, $2)") \
+	Q(LIST_PROVIDER_KEYS, "SELECT * FROM pgmarket.list_provider_keys($1::uuid)") \
+	Q(REVOKE_PROVIDER_KEY, "SELECT pgmarket.revoke_provider_key($1::uuid, $2::uuid)") \
+	Q(ROTATE, "SELECT pgmarket.rotate_master_key(COALESCE($1::int, 1000))") \
+	Q(CREATE_API_KEY, "SELECT * FROM pgmarket.create_api_key($1::uuid, $2, " \
+	  "COALESCE($3::text[], '{read,write}'::text[]), COALESCE($4, 'free'), " \
+	  "$5::timestamptz, COALESCE($6, 'live'), $7::numeric, $8)") \
+	Q(VERIFY_API_KEY, "SELECT * FROM pgmarket.verify_api_key($1)") \
+	Q(VERIFY_API_KEY_SEALED, "SELECT * FROM pgmarket.verify_api_key_sealed($1, $2::bytea)") \
+	Q(CHARGE_API_KEY, "SELECT * FROM pgmarket.charge_api_key($1, $2::numeric, " \
+	  "$3, $4::bigint, $5)") \
+	Q(CHARGE_API_KEY_SEALED, "SELECT * FROM pgmarket.charge_api_key_sealed($1, " \
+	  "$2::bytea, $3::numeric, $4, $5::bigint, $6)") \
+	Q(RESERVE_API_KEY, "SELECT pgmarket.reserve_api_key($1, $2::numeric, " \
+	  "COALESCE($3::interval, '15 minutes'::interval), $4)") \
+	Q(RESERVE_API_KEY_SEALED, "SELECT pgmarket.reserve_api_key_sealed($1, " \
+	  "$2::bytea, $3::numeric, COALESCE($4::interval, '15 minutes'::interval), $5)") \
+	Q(REVOKE_API_KEY, "SELECT pgmarket.revoke_api_key($1::uuid, $2::uuid)") \
+	Q(LIST_API_KEYS, "SELECT * FROM pgmarket.list_api_keys($1::uuid)") \
+	Q(SEAL_AUDIT, "SELECT pgmarket.seal_audit()") \
+	Q(VERIFY_AUDIT, "SELECT * FROM pgmarket.verify_audit($1::boolean)") \
+	Q(AUDIT_HEAD, "SELECT last_id, pg_catalog.encode(chain_hash, 'hex') AS chain_hash," \
+	  " sealed_at FROM pgmarket.audit_head()") \
+	Q(VERIFY_AUDIT_ANCHOR, "SELECT * FROM pgmarket.verify_audit($1::boolean," \
+	  " pg_catalog.decode($2, 'hex'))") \
+	Q(CREATE_CHAT_SESSION, "SELECT pgmarket.create_chat_session($1::uuid, $2, $3, $4)") \
+	Q(SAVE_CHAT_MESSAGE, "SELECT pgmarket.save_chat_message($1::uuid, $2::uuid, $3, $4, " \
+	  "$5::int, COALESCE($6::numeric, 0::numeric), $7::jsonb)") \
+	Q(RECORD_COMPLETION, "SELECT * FROM pgmarket.record_completion($1::uuid, $2::uuid, " \
+	  "$3, $4::int, $5::numeric, $6)") \
+	Q(GET_CHAT_HISTORY, "SELECT * FROM pgmarket.get_chat_history($1::uuid, $2::uuid, " \
+	  "$3::int, $4::bigint, $5::boolean)") \
+	Q(END_CHAT_SESSION, "SELECT pgmarket.end_chat_session($1::uuid, $2::uuid, $3, $4)") \
+	Q(UPDATE_CHAT_CONTEXT, "SELECT pgmarket.update_chat_context($1::uuid, $2::uuid, $3::jsonb)") \
+	Q(DELETE_CHAT_SESSION, "SELECT pgmarket.delete_chat_session($1::uuid, $2::uuid)") \
+	Q(LIST_CHAT_SESSIONS, "SELECT * FROM pgmarket.list_chat_sessions($1::uuid)") \
+	Q(RATE_MODEL, "SELECT pgmarket.rate_model($1::uuid, $2, $3::int, $4)") \
+	Q(MODEL_RATINGS, "SELECT model_id, ratings, average_stars FROM pgmarket.model_ratings " \
+	  "WHERE $1::text IS NULL OR model_id = $1::text ORDER BY model_id") \
+	Q(SET_PREFERENCE, "SELECT pgmarket.set_preference($1::uuid, $2, $3::jsonb)") \
+	Q(GET_PREFERENCES, "SELECT * FROM pgmarket.get_preferences($1::uuid)") \
+	Q(SAVE_PROJECT, "SELECT pgmarket.save_project($1::uuid, $2, $3, " \
+	  "COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'), COALESCE($6::jsonb, '{}'), " \
+	  "COALESCE($7::jsonb, '{}'), $8::uuid, $9::numeric, $10::jsonb, $11::timestamptz)") \
+	Q(GET_PROJECT, "SELECT * FROM pgmarket.get_project($1::uuid, $2::uuid)") \
+	Q(LIST_PROJECTS, "SELECT * FROM pgmarket.list_projects($1::uuid, $2, $3::int, " \
+	  "$4::timestamptz)") \
+	Q(ARCHIVE_PROJECT, "SELECT pgmarket.archive_project($1::uuid, $2::uuid)") \
+	Q(SAVE_TEMPLATE, "SELECT pgmarket.save_template($1, $2, $3::jsonb, $4, " \
+	  "COALESCE($5::text[], '{}'), COALESCE($6::text[], '{}'), COALESCE($7::jsonb, '{}'), " \
+	  "COALESCE($8::text[], '{}'), $9::int, $10)") \
+	Q(GET_TEMPLATE, "SELECT * FROM pgmarket.get_template($1)") \
+	Q(LIST_TEMPLATES, "SELECT * FROM pgmarket.list_templates($1)") \
+	Q(REQUEST_MODIFICATION, "SELECT pgmarket.request_modification($1::uuid, $2::uuid, " \
+	  "$3, COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'))") \
+	Q(SET_MODIFICATION_STATUS, "SELECT pgmarket.set_modification_status($1::uuid, " \
+	  "$2::uuid, $3, $4::jsonb)") \
+	Q(LIST_MODIFICATIONS, "SELECT * FROM pgmarket.list_modifications($1::uuid, $2::uuid)")
+
 typedef enum
 {
-	Q_CREATE_USER,
-	Q_CREATE_USER_SEALED,
-	Q_AUTHENTICATE,
-	Q_AUTHENTICATE_SEALED,
-	Q_DEACTIVATE_USER,
-	Q_HASH_PASSWORD,
-	Q_HASH_PASSWORD_SEALED,
-	Q_VERIFY_PASSWORD,
-	Q_VERIFY_PASSWORD_SEALED,
-	Q_HEALTH,
-	Q_ADD_FUNDS,
-	Q_DEDUCT_BALANCE,
-	Q_REFUND,
-	Q_GET_BALANCE,
-	Q_LEDGER_ENTRIES,
-	Q_RESERVE,
-	Q_SETTLE,
-	Q_RELEASE,
-	Q_EXPIRE,
-	Q_VERIFY_LEDGER,
-	Q_DEDUCT_BATCH,
-	Q_PUBLIC_KEY,
-	Q_PUT_SEALED,
-	Q_GET_PROVIDER_KEY,
-	Q_LIST_PROVIDER_KEYS,
-	Q_REVOKE_PROVIDER_KEY,
-	Q_ROTATE,
-	Q_CREATE_API_KEY,
-	Q_VERIFY_API_KEY,
-	Q_VERIFY_API_KEY_SEALED,
-	Q_CHARGE_API_KEY,
-	Q_CHARGE_API_KEY_SEALED,
-	Q_RESERVE_API_KEY,
-	Q_RESERVE_API_KEY_SEALED,
-	Q_REVOKE_API_KEY,
-	Q_LIST_API_KEYS,
-	Q_SEAL_AUDIT,
-	Q_VERIFY_AUDIT,
-	Q_AUDIT_HEAD,
-	Q_VERIFY_AUDIT_ANCHOR,
-	Q_CREATE_CHAT_SESSION,
-	Q_SAVE_CHAT_MESSAGE,
-	Q_RECORD_COMPLETION,
-	Q_GET_CHAT_HISTORY,
-	Q_END_CHAT_SESSION,
-	Q_UPDATE_CHAT_CONTEXT,
-	Q_DELETE_CHAT_SESSION,
-	Q_LIST_CHAT_SESSIONS,
-	Q_RATE_MODEL,
-	Q_MODEL_RATINGS,
-	Q_SET_PREFERENCE,
-	Q_GET_PREFERENCES,
-	Q_SAVE_PROJECT,
-	Q_GET_PROJECT,
-	Q_LIST_PROJECTS,
-	Q_ARCHIVE_PROJECT,
-	Q_SAVE_TEMPLATE,
-	Q_GET_TEMPLATE,
-	Q_LIST_TEMPLATES,
-	Q_REQUEST_MODIFICATION,
-	Q_SET_MODIFICATION_STATUS,
-	Q_LIST_MODIFICATIONS,
+#define QUERY_ID(name, sql) Q_##name,
+	QUERIES(QUERY_ID)
+#undef QUERY_ID
 	Q_COUNT
 } query_id;
 
-/* Every name schema-qualified; casts give the parameters their types. */
 static const char *const queries[Q_COUNT] = {
-	[Q_CREATE_USER] = "SELECT pgmarket.create_user($1, $2, $3, "
-	"COALESCE($4::text[], '{user}'::text[]), "
-	"COALESCE($5::uuid, pg_catalog.gen_random_uuid()))",
-	[Q_CREATE_USER_SEALED] = "SELECT pgmarket.create_user_sealed($1, $2, $3::bytea, "
-	"COALESCE($4::text[], '{user}'::text[]), "
-	"COALESCE($5::uuid, pg_catalog.gen_random_uuid()))",
-	[Q_AUTHENTICATE] = "SELECT pgmarket.authenticate($1, $2)",
-	[Q_AUTHENTICATE_SEALED] = "SELECT pgmarket.authenticate_sealed($1, $2::bytea)",
-	[Q_DEACTIVATE_USER] = "SELECT pgmarket.deactivate_user($1::uuid)",
-	[Q_HASH_PASSWORD] = "SELECT pgmarket.hash_password($1)",
-	[Q_HASH_PASSWORD_SEALED] = "SELECT pgmarket.hash_password_sealed($1::bytea)",
-	[Q_VERIFY_PASSWORD] = "SELECT pgmarket.verify_password($1, $2)",
-	[Q_VERIFY_PASSWORD_SEALED] = "SELECT pgmarket.verify_password_sealed($1::bytea, $2)",
-	[Q_HEALTH] = "SELECT pgmarket.health()",
-	[Q_ADD_FUNDS] = "SELECT * FROM pgmarket.add_funds($1::uuid, $2::numeric, $3, $4)",
-	[Q_DEDUCT_BALANCE] = "SELECT * FROM pgmarket.deduct_balance($1::uuid, "
-	"$2::numeric, $3, $4::bigint, $5)",
-	[Q_REFUND] = "SELECT * FROM pgmarket.refund($1::uuid, $2::bigint, $3::numeric, $4)",
-	[Q_GET_BALANCE] = "SELECT * FROM pgmarket.get_balance($1::uuid)",
-	[Q_LEDGER_ENTRIES] = "SELECT * FROM pgmarket.ledger_entries($1::uuid, $2::int, $3::bigint)",
-	[Q_RESERVE] = "SELECT pgmarket.reserve($1::uuid, $2::numeric, "
-	"COALESCE($3::interval, '15 minutes'::interval), $4)",
-	[Q_SETTLE] = "SELECT * FROM pgmarket.settle($1::uuid, $2::bigint, "
-	"$3::numeric, $4, $5::bigint)",
-	[Q_RELEASE] = "SELECT * FROM pgmarket.release($1::uuid, $2::bigint)",
-	[Q_EXPIRE] = "SELECT pgmarket.expire_reservations()",
-	[Q_VERIFY_LEDGER] = "SELECT * FROM pgmarket.verify_ledger()",
-	[Q_DEDUCT_BATCH] = "SELECT * FROM pgmarket.deduct_batch(ARRAY("
-	"SELECT ROW(u, a, m, t, k)::pgmarket.charge "
-	"FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), "
-	"pg_catalog.unnest($2::numeric[]), pg_catalog.unnest($3::text[]), "
-	"pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[])) "
-	"WITH ORDINALITY AS x(u, a, m, t, k, o) ORDER BY o))",
-	[Q_PUBLIC_KEY] = "SELECT pgmarket.vault_public_key()",
-	[Q_PUT_SEALED] = "SELECT pgmarket.put_provider_key_sealed($1::uuid, $2, $3::bytea, $4)",
-	[Q_GET_PROVIDER_KEY] = "SELECT pgmarket.get_provider_key($1::uuid, $2)",
-	[Q_LIST_PROVIDER_KEYS] = "SELECT * FROM pgmarket.list_provider_keys($1::uuid)",
-	[Q_REVOKE_PROVIDER_KEY] = "SELECT pgmarket.revoke_provider_key($1::uuid, $2::uuid)",
-	[Q_ROTATE] = "SELECT pgmarket.rotate_master_key(COALESCE($1::int, 1000))",
-	[Q_CREATE_API_KEY] = "SELECT * FROM pgmarket.create_api_key($1::uuid, $2, "
-	"COALESCE($3::text[], '{read,write}'::text[]), COALESCE($4, 'free'), "
-	"$5::timestamptz, COALESCE($6, 'live'), $7::numeric, $8)",
-	[Q_VERIFY_API_KEY] = "SELECT * FROM pgmarket.verify_api_key($1)",
-	[Q_VERIFY_API_KEY_SEALED] = "SELECT * FROM pgmarket.verify_api_key_sealed($1, $2::bytea)",
-	[Q_CHARGE_API_KEY] = "SELECT * FROM pgmarket.charge_api_key($1, $2::numeric, "
-	"$3, $4::bigint, $5)",
-	[Q_CHARGE_API_KEY_SEALED] = "SELECT * FROM pgmarket.charge_api_key_sealed($1, "
-	"$2::bytea, $3::numeric, $4, $5::bigint, $6)",
-	[Q_RESERVE_API_KEY] = "SELECT pgmarket.reserve_api_key($1, $2::numeric, "
-	"COALESCE($3::interval, '15 minutes'::interval), $4)",
-	[Q_RESERVE_API_KEY_SEALED] = "SELECT pgmarket.reserve_api_key_sealed($1, "
-	"$2::bytea, $3::numeric, COALESCE($4::interval, '15 minutes'::interval), $5)",
-	[Q_REVOKE_API_KEY] = "SELECT pgmarket.revoke_api_key($1::uuid, $2::uuid)",
-	[Q_LIST_API_KEYS] = "SELECT * FROM pgmarket.list_api_keys($1::uuid)",
-	[Q_SEAL_AUDIT] = "SELECT pgmarket.seal_audit()",
-	[Q_VERIFY_AUDIT] = "SELECT * FROM pgmarket.verify_audit($1::boolean)",
-	[Q_AUDIT_HEAD] = "SELECT last_id, pg_catalog.encode(chain_hash, 'hex') AS chain_hash,"
-	" sealed_at FROM pgmarket.audit_head()",
-	[Q_VERIFY_AUDIT_ANCHOR] = "SELECT * FROM pgmarket.verify_audit($1::boolean,"
-	" pg_catalog.decode($2, 'hex'))",
-	[Q_CREATE_CHAT_SESSION] = "SELECT pgmarket.create_chat_session($1::uuid, $2, $3, $4)",
-	[Q_SAVE_CHAT_MESSAGE] = "SELECT pgmarket.save_chat_message($1::uuid, $2::uuid, $3, $4, "
-	"$5::int, COALESCE($6::numeric, 0::numeric), $7::jsonb)",
-	[Q_RECORD_COMPLETION] = "SELECT * FROM pgmarket.record_completion($1::uuid, $2::uuid, "
-	"$3, $4::int, $5::numeric, $6)",
-	[Q_GET_CHAT_HISTORY] = "SELECT * FROM pgmarket.get_chat_history($1::uuid, $2::uuid, "
-	"$3::int, $4::bigint, $5::boolean)",
-	[Q_END_CHAT_SESSION] = "SELECT pgmarket.end_chat_session($1::uuid, $2::uuid, $3, $4)",
-	[Q_UPDATE_CHAT_CONTEXT] = "SELECT pgmarket.update_chat_context($1::uuid, $2::uuid, $3::jsonb)",
-	[Q_DELETE_CHAT_SESSION] = "SELECT pgmarket.delete_chat_session($1::uuid, $2::uuid)",
-	[Q_LIST_CHAT_SESSIONS] = "SELECT * FROM pgmarket.list_chat_sessions($1::uuid)",
-	[Q_RATE_MODEL] = "SELECT pgmarket.rate_model($1::uuid, $2, $3::int, $4)",
-	[Q_MODEL_RATINGS] = "SELECT model_id, ratings, average_stars FROM pgmarket.model_ratings "
-	"WHERE $1::text IS NULL OR model_id = $1::text ORDER BY model_id",
-	[Q_SET_PREFERENCE] = "SELECT pgmarket.set_preference($1::uuid, $2, $3::jsonb)",
-	[Q_GET_PREFERENCES] = "SELECT * FROM pgmarket.get_preferences($1::uuid)",
-	[Q_SAVE_PROJECT] = "SELECT pgmarket.save_project($1::uuid, $2, $3, "
-	"COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'), COALESCE($6::jsonb, '{}'), "
-	"COALESCE($7::jsonb, '{}'), $8::uuid, $9::numeric, $10::jsonb, $11::timestamptz)",
-	[Q_GET_PROJECT] = "SELECT * FROM pgmarket.get_project($1::uuid, $2::uuid)",
-	[Q_LIST_PROJECTS] = "SELECT * FROM pgmarket.list_projects($1::uuid, $2, $3::int, "
-	"$4::timestamptz)",
-	[Q_ARCHIVE_PROJECT] = "SELECT pgmarket.archive_project($1::uuid, $2::uuid)",
-	[Q_SAVE_TEMPLATE] = "SELECT pgmarket.save_template($1, $2, $3::jsonb, $4, "
-	"COALESCE($5::text[], '{}'), COALESCE($6::text[], '{}'), COALESCE($7::jsonb, '{}'), "
-	"COALESCE($8::text[], '{}'), $9::int, $10)",
-	[Q_GET_TEMPLATE] = "SELECT * FROM pgmarket.get_template($1)",
-	[Q_LIST_TEMPLATES] = "SELECT * FROM pgmarket.list_templates($1)",
-	[Q_REQUEST_MODIFICATION] = "SELECT pgmarket.request_modification($1::uuid, $2::uuid, "
-	"$3, COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'))",
-	[Q_SET_MODIFICATION_STATUS] = "SELECT pgmarket.set_modification_status($1::uuid, "
-	"$2::uuid, $3, $4::jsonb)",
-	[Q_LIST_MODIFICATIONS] = "SELECT * FROM pgmarket.list_modifications($1::uuid, $2::uuid)",
+#define QUERY_SQL(name, sql) [Q_##name] = sql,
+	QUERIES(QUERY_SQL)
+#undef QUERY_SQL
 };
 
 static const char actor_sql[] =
 	"SELECT pg_catalog.set_config('pgmarket.actor', $1, true)";
+
+/* A parameter a callback of a common signature does not need. */
+#define UNUSED __attribute__((unused))
 
 /* Rows per round trip of pgm_deduct_batch: bounds what either side buffers. */
 #define BATCH_CHUNK 256
@@ -707,9 +660,11 @@ need_row(pgm_conn *c, PGresult *res)
 	return PGM_OK;
 }
 
-static void
-fill_ledger_result(const PGresult *res, pgm_ledger_result *out)
+static pgm_status
+fill_ledger_result(pgm_conn *c UNUSED, PGresult *res, void *arg)
 {
+	pgm_ledger_result *out = arg;
+
 	memset(out, 0, sizeof(*out));
 	out->entry_id = to_i64(val(res, 0, PQfnumber(res, "entry_id")));
 	copy(out->user_id, sizeof(out->user_id), val(res, 0, PQfnumber(res, "user_id")));
@@ -718,11 +673,14 @@ fill_ledger_result(const PGresult *res, pgm_ledger_result *out)
 	copy(out->available_balance, sizeof(out->available_balance),
 		 val(res, 0, PQfnumber(res, "available_balance")));
 	out->replayed = to_bool(val(res, 0, PQfnumber(res, "replayed")));
+	return PGM_OK;
 }
 
-static void
-fill_balance(const PGresult *res, pgm_balance *out)
+static pgm_status
+fill_balance(pgm_conn *c UNUSED, PGresult *res, void *arg)
 {
+	pgm_balance *out = arg;
+
 	memset(out, 0, sizeof(*out));
 	copy(out->user_id, sizeof(out->user_id), val(res, 0, PQfnumber(res, "user_id")));
 	copy(out->total_balance, sizeof(out->total_balance),
@@ -735,6 +693,37 @@ fill_balance(const PGresult *res, pgm_balance *out)
 		 val(res, 0, PQfnumber(res, "available_balance")));
 	copy(out->updated_at, sizeof(out->updated_at),
 		 val(res, 0, PQfnumber(res, "updated_at")));
+	return PGM_OK;
+}
+
+/* Runs a ledger_result query and fills out (which may be NULL). */
+/* Runs query q with text parameters only (the common case). */
+static PGresult *
+call(pgm_conn *c, query_id q, int n, const char *const *vals)
+{
+	return run(c, q, NULL, n, vals, NULL, NULL);
+}
+
+/* What reads a one-row result into out; PGM_OK or the failure, set on c. */
+typedef pgm_status (*row_fn) (pgm_conn *c, PGresult *res, void *out);
+
+/*
+ * The one row of a result (NULL: the call failed) read by fill when out
+ * is not NULL; the result is cleared.
+ */
+static pgm_status
+take_row(pgm_conn *c, PGresult *res, row_fn fill, void *out)
+{
+	pgm_status	st = PGM_OK;
+
+	if (res == NULL)
+		return c ? c->status : PGM_CLIENT_ERROR;
+	if (need_row(c, res) != PGM_OK)
+		return c->status;
+	if (out)
+		st = fill(c, res, out);
+	PQclear(res);
+	return st;
 }
 
 /* Runs a ledger_result query and fills out (which may be NULL). */
@@ -742,15 +731,23 @@ static pgm_status
 ledger_call(pgm_conn *c, query_id q, int n, const char *const *vals,
 			pgm_ledger_result *out)
 {
-	PGresult   *res = run(c, q, NULL, n, vals, NULL, NULL);
+	return take_row(c, call(c, q, n, vals), fill_ledger_result, out);
+}
 
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (out)
-		fill_ledger_result(res, out);
-	PQclear(res);
+/* The one scalar of a result (NULL: the call failed), handed to fn. */
+/* A scalar's taker and its argument, for take_row. */
+typedef struct
+{
+	void		(*fn) (const char *value, void *arg);
+	void	   *arg;
+} scalar_sink;
+
+static pgm_status
+fill_scalar(pgm_conn *c UNUSED, PGresult *res, void *sink)
+{
+	scalar_sink *s = sink;
+
+	s->fn(val(res, 0, 0), s->arg);
 	return PGM_OK;
 }
 
@@ -759,23 +756,41 @@ static pgm_status
 take_scalar(pgm_conn *c, PGresult *res,
 			void (*fn) (const char *value, void *arg), void *arg)
 {
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (fn)
-		fn(val(res, 0, 0), arg);
-	PQclear(res);
-	return PGM_OK;
+	scalar_sink s = {fn, arg};
+
+	return take_row(c, res, fill_scalar, fn ? &s : NULL);
+}
+
+/*
+ * take_scalar into *out (size bytes, at most a uuid's; out may be NULL),
+ * through a zeroed copy: a failed call leaves 0, false or "" in *out.
+ */
+static pgm_status
+scalar_into(pgm_conn *c, PGresult *res, void (*fn) (const char *value, void *arg),
+			void *out, size_t size)
+{
+	union
+	{
+		int64_t		i64;
+		int			b;
+		char		uuid[PGM_UUID_LEN];
+	}			v;
+	pgm_status	st;
+
+	memset(&v, 0, sizeof(v));
+	st = take_scalar(c, res, fn, &v);
+	if (out)
+		memcpy(out, &v, size);
+	return st;
 }
 
 /* Runs a query with one scalar result and hands its text to fn. */
+/* Runs a query with one scalar result and hands its text to fn. */
 static pgm_status
 scalar_call(pgm_conn *c, query_id q, int n, const char *const *vals,
-			const int *lens, const int *fmts,
 			void (*fn) (const char *value, void *arg), void *arg)
 {
-	return take_scalar(c, run(c, q, NULL, n, vals, lens, fmts), fn, arg);
+	return take_scalar(c, call(c, q, n, vals), fn, arg);
 }
 
 static void
@@ -796,16 +811,12 @@ take_uuid(const char *v, void *arg)
 	copy((char *) arg, PGM_UUID_LEN, v);
 }
 
+/* res (NULL: the call failed) as a pgm_result in *out; cleared when out is NULL. */
 static pgm_status
-rows_call(pgm_conn *c, query_id q, int n, const char *const *vals,
-		  pgm_result **out)
+give_result(pgm_conn *c, PGresult *res, pgm_result **out)
 {
-	PGresult   *res;
 	pgm_result *r;
 
-	if (out)
-		*out = NULL;
-	res = run(c, q, NULL, n, vals, NULL, NULL);
 	if (res == NULL)
 		return c ? c->status : PGM_CLIENT_ERROR;
 	if (out == NULL)
@@ -822,6 +833,22 @@ rows_call(pgm_conn *c, query_id q, int n, const char *const *vals,
 	r->res = res;
 	*out = r;
 	return PGM_OK;
+}
+
+static pgm_status
+rows_call(pgm_conn *c, query_id q, int n, const char *const *vals,
+		  pgm_result **out)
+{
+	if (out)
+		*out = NULL;
+	return give_result(c, call(c, q, n, vals), out);
+}
+
+/* rows_call of a query with one parameter (a user, a model, a name). */
+static pgm_status
+rows_of(pgm_conn *c, query_id q, const char *key, pgm_result **out)
+{
+	return rows_call(c, q, 1, &key, out);
 }
 
 /* ------------------------------------------------------------------------
@@ -926,12 +953,44 @@ run_sealed(pgm_conn *c, query_id q, int n, const char **vals, int at,
 }
 
 /* scalar_call with a sealed secret. */
-static pgm_status
-scalar_call_sealed(pgm_conn *c, query_id q, int n, const char **vals, int at,
-				   char tag, const char *secret,
-				   void (*fn) (const char *value, void *arg), void *arg)
+/*
+ * Query plain, or query sealed with the password vals[at] sealed in its
+ * place (plain when the password is NULL or plain secrets are on).
+ */
+static PGresult *
+password_call(pgm_conn *c, query_id plain, query_id sealed, int n, const char **vals,
+			  int at)
 {
-	return take_scalar(c, run_sealed(c, q, n, vals, at, tag, secret), fn, arg);
+	if (vals[at] == NULL || c->plain_secrets)
+		return call(c, plain, n, vals);
+	return run_sealed(c, sealed, n, vals, at, SEAL_TAG_PASSWORD, vals[at]);
+}
+
+/*
+ * A text the call answered (malloc'd; NULL when out of memory) into *out,
+ * or freed when out is NULL.
+ */
+static pgm_status
+give_text(pgm_conn *c, pgm_status st, char *text, char **out)
+{
+	if (st == PGM_OK && text == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	if (out)
+		*out = text;
+	else
+		free(text);
+	return st;
+}
+
+/* A secret the call answered into *out, or wiped and freed when out is NULL. */
+static pgm_status
+give_secret(char *secret, char **out)
+{
+	if (out)
+		*out = secret;
+	else
+		pgm_free_secret(secret);
+	return PGM_OK;
 }
 
 /*
@@ -1164,32 +1223,13 @@ pgm_status
 pgm_exec(pgm_conn *c, const char *sql, int nparams,
 		 const char *const *params, pgm_result **out)
 {
-	PGresult   *res;
-	pgm_result *r;
-
 	if (out)
 		*out = NULL;
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
 	if (sql == NULL)
 		return set_error(c, PGM_CLIENT_ERROR, "sql must not be NULL");
-	res = run(c, Q_COUNT, sql, nparams, params, NULL, NULL);
-	if (res == NULL)
-		return c->status;
-	if (out == NULL)
-	{
-		PQclear(res);
-		return PGM_OK;
-	}
-	r = malloc(sizeof(*r));
-	if (r == NULL)
-	{
-		PQclear(res);
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	}
-	r->res = res;
-	*out = r;
-	return PGM_OK;
+	return give_result(c, run(c, Q_COUNT, sql, nparams, params, NULL, NULL), out);
 }
 
 /* ------------------------------------------------------------------------
@@ -1203,7 +1243,6 @@ pgm_create_user(pgm_conn *c, const char *email, const char *username,
 {
 	char	   *roles_lit = NULL;
 	const char *vals[5];
-	char		tmp[PGM_UUID_LEN] = "";
 	pgm_status	st;
 
 	if (c == NULL)
@@ -1215,14 +1254,9 @@ pgm_create_user(pgm_conn *c, const char *email, const char *username,
 	vals[2] = password;
 	vals[3] = roles_lit;
 	vals[4] = id;
-	if (password == NULL || c->plain_secrets)
-		st = scalar_call(c, Q_CREATE_USER, 5, vals, NULL, NULL, take_uuid, tmp);
-	else
-		st = scalar_call_sealed(c, Q_CREATE_USER_SEALED, 5, vals, 2,
-								SEAL_TAG_PASSWORD, password, take_uuid, tmp);
+	st = scalar_into(c, password_call(c, Q_CREATE_USER, Q_CREATE_USER_SEALED, 5, vals, 2),
+					 take_uuid, user_id, PGM_UUID_LEN);
 	free(roles_lit);
-	if (user_id)
-		copy(user_id, PGM_UUID_LEN, tmp);
 	return st;
 }
 
@@ -1231,19 +1265,11 @@ pgm_authenticate(pgm_conn *c, const char *login, const char *password,
 				 char user_id[PGM_UUID_LEN])
 {
 	const char *vals[2] = {login, password};
-	char		tmp[PGM_UUID_LEN] = "";
-	pgm_status	st;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (password == NULL || c->plain_secrets)
-		st = scalar_call(c, Q_AUTHENTICATE, 2, vals, NULL, NULL, take_uuid, tmp);
-	else
-		st = scalar_call_sealed(c, Q_AUTHENTICATE_SEALED, 2, vals, 1,
-								SEAL_TAG_PASSWORD, password, take_uuid, tmp);
-	if (user_id)
-		copy(user_id, PGM_UUID_LEN, tmp);
-	return st;
+	return scalar_into(c, password_call(c, Q_AUTHENTICATE, Q_AUTHENTICATE_SEALED, 2, vals, 1),
+					   take_uuid, user_id, PGM_UUID_LEN);
 }
 
 pgm_status
@@ -1251,7 +1277,7 @@ pgm_deactivate_user(pgm_conn *c, const char *user_id)
 {
 	const char *vals[1] = {user_id};
 
-	return scalar_call(c, Q_DEACTIVATE_USER, 1, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_DEACTIVATE_USER, 1, vals, NULL, NULL);
 }
 
 static void
@@ -1271,37 +1297,20 @@ pgm_hash_password(pgm_conn *c, const char *password, char **hash)
 		*hash = NULL;
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (password == NULL || c->plain_secrets)
-		st = scalar_call(c, Q_HASH_PASSWORD, 1, vals, NULL, NULL, take_strdup, &h);
-	else
-		st = scalar_call_sealed(c, Q_HASH_PASSWORD_SEALED, 1, vals, 0,
-								SEAL_TAG_PASSWORD, password, take_strdup, &h);
-	if (st == PGM_OK && h == NULL)
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	if (hash)
-		*hash = h;
-	else
-		free(h);
-	return st;
+	st = take_scalar(c, password_call(c, Q_HASH_PASSWORD, Q_HASH_PASSWORD_SEALED, 1, vals, 0),
+					 take_strdup, &h);
+	return give_text(c, st, h, hash);
 }
 
 pgm_status
 pgm_verify_password(pgm_conn *c, const char *password, const char *hash, int *valid)
 {
 	const char *vals[2] = {password, hash};
-	int			v = 0;
-	pgm_status	st;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (password == NULL || c->plain_secrets)
-		st = scalar_call(c, Q_VERIFY_PASSWORD, 2, vals, NULL, NULL, take_bool, &v);
-	else
-		st = scalar_call_sealed(c, Q_VERIFY_PASSWORD_SEALED, 2, vals, 0,
-								SEAL_TAG_PASSWORD, password, take_bool, &v);
-	if (valid)
-		*valid = v;
-	return st;
+	return scalar_into(c, password_call(c, Q_VERIFY_PASSWORD, Q_VERIFY_PASSWORD_SEALED, 2, vals, 0),
+					   take_bool, valid, sizeof(int));
 }
 
 pgm_status
@@ -1312,14 +1321,8 @@ pgm_health(pgm_conn *c, char **json)
 
 	if (json)
 		*json = NULL;
-	st = scalar_call(c, Q_HEALTH, 0, NULL, NULL, NULL, take_strdup, &j);
-	if (st == PGM_OK && j == NULL)
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	if (json)
-		*json = j;
-	else
-		free(j);
-	return st;
+	st = scalar_call(c, Q_HEALTH, 0, NULL, take_strdup, &j);
+	return give_text(c, st, j, json);
 }
 
 /* ------------------------------------------------------------------------
@@ -1363,16 +1366,8 @@ pgm_status
 pgm_get_balance(pgm_conn *c, const char *user_id, pgm_balance *out)
 {
 	const char *vals[1] = {user_id};
-	PGresult   *res = run(c, Q_GET_BALANCE, NULL, 1, vals, NULL, NULL);
 
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (out)
-		fill_balance(res, out);
-	PQclear(res);
-	return PGM_OK;
+	return take_row(c, call(c, Q_GET_BALANCE, 1, vals), fill_balance, out);
 }
 
 pgm_status
@@ -1393,12 +1388,9 @@ pgm_reserve(pgm_conn *c, const char *user_id, const char *amount,
 			int64_t *reservation_id)
 {
 	const char *vals[4] = {user_id, amount, ttl, idempotency_key};
-	int64_t		id = 0;
-	pgm_status	st = scalar_call(c, Q_RESERVE, 4, vals, NULL, NULL, take_i64, &id);
 
-	if (reservation_id)
-		*reservation_id = id;
-	return st;
+	return scalar_into(c, call(c, Q_RESERVE, 4, vals), take_i64, reservation_id,
+					   sizeof(int64_t));
 }
 
 pgm_status
@@ -1420,27 +1412,14 @@ pgm_release(pgm_conn *c, const char *user_id, int64_t reservation_id,
 {
 	char		rid[I64BUF];
 	const char *vals[2] = {user_id, fmt_i64(rid, reservation_id)};
-	PGresult   *res = run(c, Q_RELEASE, NULL, 2, vals, NULL, NULL);
 
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (out)
-		fill_balance(res, out);
-	PQclear(res);
-	return PGM_OK;
+	return take_row(c, call(c, Q_RELEASE, 2, vals), fill_balance, out);
 }
 
 pgm_status
 pgm_expire_reservations(pgm_conn *c, int64_t *swept)
 {
-	int64_t		n = 0;
-	pgm_status	st = scalar_call(c, Q_EXPIRE, 0, NULL, NULL, NULL, take_i64, &n);
-
-	if (swept)
-		*swept = n;
-	return st;
+	return scalar_into(c, call(c, Q_EXPIRE, 0, NULL), take_i64, swept, sizeof(int64_t));
 }
 
 pgm_status
@@ -1645,7 +1624,7 @@ pgm_deduct_batch_array(pgm_conn *c, const pgm_charge *charges, size_t n,
 		arr[k][len[k]++] = '}';
 		arr[k][len[k]] = '\0';
 	}
-	res = run(c, Q_DEDUCT_BATCH, NULL, 5, (const char *const *) arr, NULL, NULL);
+	res = call(c, Q_DEDUCT_BATCH, 5, (const char *const *) arr);
 	if (res == NULL)
 	{
 		st = c->status;
@@ -1694,7 +1673,7 @@ take_pk(const char *v, void *arg)
 static pgm_status
 fetch_pk(pgm_conn *c)
 {
-	pgm_status	st = scalar_call(c, Q_PUBLIC_KEY, 0, NULL, NULL, NULL, take_pk, c);
+	pgm_status	st = scalar_call(c, Q_PUBLIC_KEY, 0, NULL, take_pk, c);
 
 	if (st == PGM_OK && !c->have_pk)
 		return set_error(c, PGM_SERVER_ERROR, "vault_public_key() returned no key");
@@ -1725,13 +1704,9 @@ pgm_put_provider_key_sealed(pgm_conn *c, const char *user_id,
 	const char *vals[4] = {user_id, provider, (const char *) sealed, label};
 	int			lens[4] = {0, 0, (int) sealed_len, 0};
 	int			fmts[4] = {0, 0, 1, 0};
-	char		tmp[PGM_UUID_LEN] = "";
-	pgm_status	st;
 
-	st = scalar_call(c, Q_PUT_SEALED, 4, vals, lens, fmts, take_uuid, tmp);
-	if (key_id)
-		copy(key_id, PGM_UUID_LEN, tmp);
-	return st;
+	return scalar_into(c, run(c, Q_PUT_SEALED, NULL, 4, vals, lens, fmts), take_uuid,
+					   key_id, PGM_UUID_LEN);
 }
 
 pgm_status
@@ -1775,52 +1750,54 @@ pgm_put_provider_key(pgm_conn *c, const char *user_id, const char *provider,
 	return st;
 }
 
+/* The secret of a one-column result, or the failure. */
+static pgm_status
+fill_secret(pgm_conn *c, PGresult *res, void *arg)
+{
+	char	  **s = arg;
+
+	if (!PQgetisnull(res, 0, 0))
+		*s = take_secret(res, 0, 0);
+	if (*s == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory or no secret");
+	return PGM_OK;
+}
+
 pgm_status
 pgm_get_provider_key(pgm_conn *c, const char *user_id, const char *provider,
 					 char **secret)
 {
 	const char *vals[2] = {user_id, provider};
-	PGresult   *res;
 	char	   *s = NULL;
+	pgm_status	st;
 
 	if (secret)
 		*secret = NULL;
-	res = run(c, Q_GET_PROVIDER_KEY, NULL, 2, vals, NULL, NULL);
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (!PQgetisnull(res, 0, 0))
-		s = take_secret(res, 0, 0);
-	PQclear(res);
-	if (s == NULL)
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory or no secret");
-	if (secret)
-		*secret = s;
-	else
-		pgm_free_secret(s);
-	return PGM_OK;
+	st = take_row(c, call(c, Q_GET_PROVIDER_KEY, 2, vals), fill_secret, &s);
+	return st == PGM_OK ? give_secret(s, secret) : st;
 }
 
 pgm_status
 pgm_list_provider_keys(pgm_conn *c, const char *user_id, pgm_result **out)
 {
-	const char *vals[1] = {user_id};
+	return rows_of(c, Q_LIST_PROVIDER_KEYS, user_id, out);
+}
 
-	return rows_call(c, Q_LIST_PROVIDER_KEYS, 1, vals, out);
+/* A revoke_* call: *revoked says whether this call revoked the key (0: it was already). */
+static pgm_status
+revoke_call(pgm_conn *c, query_id q, const char *user_id, const char *key_id,
+			int *revoked)
+{
+	const char *vals[2] = {user_id, key_id};
+
+	return scalar_into(c, call(c, q, 2, vals), take_bool, revoked, sizeof(int));
 }
 
 pgm_status
 pgm_revoke_provider_key(pgm_conn *c, const char *user_id, const char *key_id,
 						int *revoked)
 {
-	const char *vals[2] = {user_id, key_id};
-	int			v = 0;
-	pgm_status	st = scalar_call(c, Q_REVOKE_PROVIDER_KEY, 2, vals, NULL, NULL, take_bool, &v);
-
-	if (revoked)
-		*revoked = v;
-	return st;
+	return revoke_call(c, Q_REVOKE_PROVIDER_KEY, user_id, key_id, revoked);
 }
 
 pgm_status
@@ -1828,17 +1805,33 @@ pgm_rotate_master_key(pgm_conn *c, int batch_size, int64_t *rotated)
 {
 	char		bs[I64BUF];
 	const char *vals[1] = {batch_size > 0 ? fmt_i64(bs, batch_size) : NULL};
-	int64_t		n = 0;
-	pgm_status	st = scalar_call(c, Q_ROTATE, 1, vals, NULL, NULL, take_i64, &n);
 
-	if (rotated)
-		*rotated = n;
-	return st;
+	return scalar_into(c, call(c, Q_ROTATE, 1, vals), take_i64, rotated, sizeof(int64_t));
 }
 
 /* ------------------------------------------------------------------------
  * Platform API keys
  * ------------------------------------------------------------------------ */
+
+/* What create_api_key answers: its key_id (into a buffer that may be NULL) and the raw key. */
+typedef struct
+{
+	char	   *key_id;
+	char	   *key;
+} new_api_key;
+
+static pgm_status
+fill_new_api_key(pgm_conn *c, PGresult *res, void *arg)
+{
+	new_api_key *k = arg;
+
+	if (k->key_id)
+		copy(k->key_id, PGM_UUID_LEN, val(res, 0, PQfnumber(res, "key_id")));
+	k->key = take_secret(res, 0, PQfnumber(res, "api_key"));
+	if (k->key == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	return PGM_OK;
+}
 
 pgm_status
 pgm_create_api_key(pgm_conn *c, const char *user_id, const char *name,
@@ -1848,7 +1841,8 @@ pgm_create_api_key(pgm_conn *c, const char *user_id, const char *name,
 	char	   *scopes = NULL;
 	const char *vals[8];
 	PGresult   *res;
-	char	   *key;
+	new_api_key k = {key_id, NULL};
+	pgm_status	st;
 
 	if (api_key)
 		*api_key = NULL;
@@ -1866,23 +1860,10 @@ pgm_create_api_key(pgm_conn *c, const char *user_id, const char *name,
 	vals[5] = o ? o->environment : NULL;
 	vals[6] = o ? o->spend_limit : NULL;
 	vals[7] = o ? o->spend_period : NULL;
-	res = run(c, Q_CREATE_API_KEY, NULL, 8, vals, NULL, NULL);
+	res = call(c, Q_CREATE_API_KEY, 8, vals);
 	free(scopes);
-	if (res == NULL)
-		return c->status;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (key_id)
-		copy(key_id, PGM_UUID_LEN, val(res, 0, PQfnumber(res, "key_id")));
-	key = take_secret(res, 0, PQfnumber(res, "api_key"));
-	PQclear(res);
-	if (key == NULL)
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	if (api_key)
-		*api_key = key;
-	else
-		pgm_free_secret(key);
-	return PGM_OK;
+	st = take_row(c, res, fill_new_api_key, &k);
+	return st == PGM_OK ? give_secret(k.key, api_key) : st;
 }
 
 pgm_status
@@ -1900,7 +1881,7 @@ pgm_verify_api_key(pgm_conn *c, const char *api_key, int *valid,
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
 	if (api_key == NULL || c->plain_secrets)
-		res = run(c, Q_VERIFY_API_KEY, NULL, 1, vals, NULL, NULL);
+		res = call(c, Q_VERIFY_API_KEY, 1, vals);
 	else if (!key_prefix(api_key, prefix))
 	{
 		clear_error(c);
@@ -1953,14 +1934,7 @@ pgm_charge_api_key(pgm_conn *c, const char *api_key, const char *amount,
 		return set_error(c, PGM_INVALID_API_KEY, "invalid API key");
 	res = run_sealed(c, Q_CHARGE_API_KEY_SEALED, 6, vals, 1, SEAL_TAG_API_KEY,
 					 api_key);
-	if (res == NULL)
-		return c->status;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (out)
-		fill_ledger_result(res, out);
-	PQclear(res);
-	return PGM_OK;
+	return take_row(c, res, fill_ledger_result, out);
 }
 
 pgm_status
@@ -1971,43 +1945,31 @@ pgm_reserve_api_key(pgm_conn *c, const char *api_key, const char *amount,
 	const char *vals[4] = {api_key, amount, ttl, idempotency_key};
 	char		prefix[KEY_PREFIX_LEN + 1];
 	const char *svals[5] = {prefix, NULL, amount, ttl, idempotency_key};
-	int64_t		id = 0;
-	pgm_status	st;
+	PGresult   *res = NULL;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
 	if (api_key == NULL || c->plain_secrets)
-		st = scalar_call(c, Q_RESERVE_API_KEY, 4, vals, NULL, NULL, take_i64, &id);
+		res = call(c, Q_RESERVE_API_KEY, 4, vals);
 	else if (!key_prefix(api_key, prefix))
-		st = set_error(c, PGM_INVALID_API_KEY, "invalid API key");
+		set_error(c, PGM_INVALID_API_KEY, "invalid API key");	/* kept on c: res NULL */
 	else
-		st = scalar_call_sealed(c, Q_RESERVE_API_KEY_SEALED, 5, svals, 1,
-								SEAL_TAG_API_KEY, api_key, take_i64, &id);
-
-	if (reservation_id)
-		*reservation_id = id;
-	return st;
+		res = run_sealed(c, Q_RESERVE_API_KEY_SEALED, 5, svals, 1, SEAL_TAG_API_KEY,
+						 api_key);
+	return scalar_into(c, res, take_i64, reservation_id, sizeof(int64_t));
 }
 
 pgm_status
 pgm_revoke_api_key(pgm_conn *c, const char *user_id, const char *key_id,
 				   int *revoked)
 {
-	const char *vals[2] = {user_id, key_id};
-	int			v = 0;
-	pgm_status	st = scalar_call(c, Q_REVOKE_API_KEY, 2, vals, NULL, NULL, take_bool, &v);
-
-	if (revoked)
-		*revoked = v;
-	return st;
+	return revoke_call(c, Q_REVOKE_API_KEY, user_id, key_id, revoked);
 }
 
 pgm_status
 pgm_list_api_keys(pgm_conn *c, const char *user_id, pgm_result **out)
 {
-	const char *vals[1] = {user_id};
-
-	return rows_call(c, Q_LIST_API_KEYS, 1, vals, out);
+	return rows_of(c, Q_LIST_API_KEYS, user_id, out);
 }
 
 /* ------------------------------------------------------------------------
@@ -2017,34 +1979,54 @@ pgm_list_api_keys(pgm_conn *c, const char *user_id, pgm_result **out)
 pgm_status
 pgm_seal_audit(pgm_conn *c, int64_t *sealed)
 {
-	int64_t		n = 0;
-	pgm_status	st = scalar_call(c, Q_SEAL_AUDIT, 0, NULL, NULL, NULL, take_i64, &n);
+	return scalar_into(c, call(c, Q_SEAL_AUDIT, 0, NULL), take_i64, sealed, sizeof(int64_t));
+}
 
-	if (sealed)
-		*sealed = n;
-	return st;
+/* Where verify_audit's outcome goes: first_bad_id and checked, either may be NULL. */
+typedef struct
+{
+	int64_t    *first_bad_id;
+	int64_t    *checked;
+} audit_outcome;
+
+static pgm_status
+fill_audit_outcome(pgm_conn *c UNUSED, PGresult *res, void *arg)
+{
+	audit_outcome *o = arg;
+
+	if (o->first_bad_id)
+		*o->first_bad_id = to_i64(val(res, 0, PQfnumber(res, "first_bad_id")));
+	if (o->checked)
+		*o->checked = to_i64(val(res, 0, PQfnumber(res, "checked")));
+	return PGM_OK;
+}
+
+static void
+clear_audit_outcome(int64_t *first_bad_id, int64_t *checked)
+{
+	if (first_bad_id)
+		*first_bad_id = 0;
+	if (checked)
+		*checked = 0;
+}
+
+/* Runs a verify_audit query; both outputs 0 unless it answers. */
+static pgm_status
+audit_call(pgm_conn *c, query_id q, int n, const char *const *vals,
+		   int64_t *first_bad_id, int64_t *checked)
+{
+	audit_outcome o = {first_bad_id, checked};
+
+	clear_audit_outcome(first_bad_id, checked);
+	return take_row(c, call(c, q, n, vals), fill_audit_outcome, &o);
 }
 
 pgm_status
 pgm_verify_audit(pgm_conn *c, int strict, int64_t *first_bad_id, int64_t *checked)
 {
 	const char *vals[1] = {strict ? "true" : "false"};
-	PGresult   *res = run(c, Q_VERIFY_AUDIT, NULL, 1, vals, NULL, NULL);
 
-	if (first_bad_id)
-		*first_bad_id = 0;
-	if (checked)
-		*checked = 0;
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (first_bad_id)
-		*first_bad_id = to_i64(val(res, 0, PQfnumber(res, "first_bad_id")));
-	if (checked)
-		*checked = to_i64(val(res, 0, PQfnumber(res, "checked")));
-	PQclear(res);
-	return PGM_OK;
+	return audit_call(c, Q_VERIFY_AUDIT, 1, vals, first_bad_id, checked);
 }
 
 /* Hex digits to bytes; 0 unless s is exactly 2 * len hex digits. */
@@ -2072,32 +2054,29 @@ from_hex(const char *s, unsigned char *out, size_t len)
 	return 1;
 }
 
-pgm_status
-pgm_audit_head(pgm_conn *c, pgm_audit_head_info *out)
+static pgm_status
+fill_audit_head(pgm_conn *c, PGresult *res, void *arg)
 {
-	PGresult   *res;
+	pgm_audit_head_info *out = arg;
 	int			i;
 
-	if (out == NULL)
-		return c ? set_error(c, PGM_CLIENT_ERROR, "out must not be NULL") : PGM_CLIENT_ERROR;
-	memset(out, 0, sizeof(*out));
-	res = run(c, Q_AUDIT_HEAD, NULL, 0, NULL, NULL, NULL);
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
 	out->last_id = to_i64(val(res, 0, 0));
 	if (!from_hex(val(res, 0, 1), out->chain_hash, PGM_AUDIT_HASH_LEN))
-	{
-		PQclear(res);
 		return set_error(c, PGM_SERVER_ERROR, "audit_head() returned no 32-byte chain hash");
-	}
 	copy(out->sealed_at, sizeof(out->sealed_at), val(res, 0, 2));
-	PQclear(res);
 	for (i = 0; i < 8; i++)
 		out->anchor[i] = (unsigned char) ((uint64_t) out->last_id >> (56 - 8 * i));
 	memcpy(out->anchor + 8, out->chain_hash, PGM_AUDIT_HASH_LEN);
 	return PGM_OK;
+}
+
+pgm_status
+pgm_audit_head(pgm_conn *c, pgm_audit_head_info *out)
+{
+	if (out == NULL)
+		return c ? set_error(c, PGM_CLIENT_ERROR, "out must not be NULL") : PGM_CLIENT_ERROR;
+	memset(out, 0, sizeof(*out));
+	return take_row(c, call(c, Q_AUDIT_HEAD, 0, NULL), fill_audit_head, out);
 }
 
 pgm_status
@@ -2106,13 +2085,9 @@ pgm_verify_audit_anchor(pgm_conn *c, int strict, const unsigned char *anchor,
 {
 	char		hex[2 * PGM_AUDIT_ANCHOR_LEN + 1];
 	const char *vals[2] = {strict ? "true" : "false", NULL};
-	PGresult   *res;
 	size_t		i;
 
-	if (first_bad_id)
-		*first_bad_id = 0;
-	if (checked)
-		*checked = 0;
+	clear_audit_outcome(first_bad_id, checked);
 	if (anchor != NULL)
 	{
 		if (anchor_len != PGM_AUDIT_ANCHOR_LEN)
@@ -2123,17 +2098,7 @@ pgm_verify_audit_anchor(pgm_conn *c, int strict, const unsigned char *anchor,
 			snprintf(hex + 2 * i, 3, "%02x", anchor[i]);
 		vals[1] = hex;
 	}
-	res = run(c, Q_VERIFY_AUDIT_ANCHOR, NULL, 2, vals, NULL, NULL);
-	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
-	if (need_row(c, res) != PGM_OK)
-		return c->status;
-	if (first_bad_id)
-		*first_bad_id = to_i64(val(res, 0, PQfnumber(res, "first_bad_id")));
-	if (checked)
-		*checked = to_i64(val(res, 0, PQfnumber(res, "checked")));
-	PQclear(res);
-	return PGM_OK;
+	return audit_call(c, Q_VERIFY_AUDIT_ANCHOR, 2, vals, first_bad_id, checked);
 }
 
 /* ------------------------------------------------------------------------
@@ -2146,13 +2111,9 @@ pgm_create_chat_session(pgm_conn *c, const char *user_id, const char *model_id,
 						char session_id[PGM_UUID_LEN])
 {
 	const char *vals[4] = {user_id, model_id, title, agent_id};
-	char		tmp[PGM_UUID_LEN] = "";
-	pgm_status	st = scalar_call(c, Q_CREATE_CHAT_SESSION, 4, vals, NULL, NULL,
-								 take_uuid, tmp);
 
-	if (session_id)
-		copy(session_id, PGM_UUID_LEN, tmp);
-	return st;
+	return scalar_into(c, call(c, Q_CREATE_CHAT_SESSION, 4, vals), take_uuid, session_id,
+					   PGM_UUID_LEN);
 }
 
 pgm_status
@@ -2164,13 +2125,9 @@ pgm_save_chat_message(pgm_conn *c, const char *user_id, const char *session_id,
 	char		tok[I64BUF];
 	const char *vals[7] = {user_id, session_id, role, content,
 	fmt_i64(tok, tokens), cost, tool_calls};
-	int64_t		id = 0;
-	pgm_status	st = scalar_call(c, Q_SAVE_CHAT_MESSAGE, 7, vals, NULL, NULL,
-								 take_i64, &id);
 
-	if (message_id)
-		*message_id = id;
-	return st;
+	return scalar_into(c, call(c, Q_SAVE_CHAT_MESSAGE, 7, vals), take_i64, message_id,
+					   sizeof(int64_t));
 }
 
 pgm_status
@@ -2205,7 +2162,7 @@ pgm_end_chat_session(pgm_conn *c, const char *user_id, const char *session_id,
 {
 	const char *vals[4] = {user_id, session_id, status, reason};
 
-	return scalar_call(c, Q_END_CHAT_SESSION, 4, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_END_CHAT_SESSION, 4, vals, NULL, NULL);
 }
 
 pgm_status
@@ -2214,7 +2171,7 @@ pgm_update_chat_context(pgm_conn *c, const char *user_id, const char *session_id
 {
 	const char *vals[3] = {user_id, session_id, context};
 
-	return scalar_call(c, Q_UPDATE_CHAT_CONTEXT, 3, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_UPDATE_CHAT_CONTEXT, 3, vals, NULL, NULL);
 }
 
 pgm_status
@@ -2222,15 +2179,13 @@ pgm_delete_chat_session(pgm_conn *c, const char *user_id, const char *session_id
 {
 	const char *vals[2] = {user_id, session_id};
 
-	return scalar_call(c, Q_DELETE_CHAT_SESSION, 2, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_DELETE_CHAT_SESSION, 2, vals, NULL, NULL);
 }
 
 pgm_status
 pgm_list_chat_sessions(pgm_conn *c, const char *user_id, pgm_result **out)
 {
-	const char *vals[1] = {user_id};
-
-	return rows_call(c, Q_LIST_CHAT_SESSIONS, 1, vals, out);
+	return rows_of(c, Q_LIST_CHAT_SESSIONS, user_id, out);
 }
 
 pgm_status
@@ -2240,15 +2195,13 @@ pgm_rate_model(pgm_conn *c, const char *user_id, const char *model_id,
 	char		s[I64BUF];
 	const char *vals[4] = {user_id, model_id, fmt_i64(s, stars), review};
 
-	return scalar_call(c, Q_RATE_MODEL, 4, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_RATE_MODEL, 4, vals, NULL, NULL);
 }
 
 pgm_status
 pgm_model_ratings(pgm_conn *c, const char *model_id, pgm_result **out)
 {
-	const char *vals[1] = {model_id};
-
-	return rows_call(c, Q_MODEL_RATINGS, 1, vals, out);
+	return rows_of(c, Q_MODEL_RATINGS, model_id, out);
 }
 
 pgm_status
@@ -2257,15 +2210,13 @@ pgm_set_preference(pgm_conn *c, const char *user_id, const char *key,
 {
 	const char *vals[3] = {user_id, key, value};
 
-	return scalar_call(c, Q_SET_PREFERENCE, 3, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_SET_PREFERENCE, 3, vals, NULL, NULL);
 }
 
 pgm_status
 pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
 {
-	const char *vals[1] = {user_id};
-
-	return rows_call(c, Q_GET_PREFERENCES, 1, vals, out);
+	return rows_of(c, Q_GET_PREFERENCES, user_id, out);
 }
 
 /* ------------------------------------------------------------------------
@@ -2298,7 +2249,7 @@ uuid_call_lists(pgm_conn *c, query_id q, int n, const char **vals,
 		vals[slots[i]] = arrays[i];
 	}
 	if (st == PGM_OK)
-		st = scalar_call(c, q, n, vals, NULL, NULL, take_uuid, tmp);
+		st = scalar_call(c, q, n, vals, take_uuid, tmp);
 	for (i = 0; i < nlists; i++)
 		free(arrays[i]);
 	if (id)
@@ -2346,7 +2297,7 @@ pgm_archive_project(pgm_conn *c, const char *user_id, const char *project_id)
 {
 	const char *vals[2] = {user_id, project_id};
 
-	return scalar_call(c, Q_ARCHIVE_PROJECT, 2, vals, NULL, NULL, NULL, NULL);
+	return scalar_call(c, Q_ARCHIVE_PROJECT, 2, vals, NULL, NULL);
 }
 
 pgm_status
@@ -2367,17 +2318,13 @@ pgm_save_template(pgm_conn *c, const char *name, const char *category,
 pgm_status
 pgm_get_template(pgm_conn *c, const char *name, pgm_result **out)
 {
-	const char *vals[1] = {name};
-
-	return rows_call(c, Q_GET_TEMPLATE, 1, vals, out);
+	return rows_of(c, Q_GET_TEMPLATE, name, out);
 }
 
 pgm_status
 pgm_list_templates(pgm_conn *c, const char *category, pgm_result **out)
 {
-	const char *vals[1] = {category};
-
-	return rows_call(c, Q_LIST_TEMPLATES, 1, vals, out);
+	return rows_of(c, Q_LIST_TEMPLATES, category, out);
 }
 
 pgm_status
@@ -2401,7 +2348,7 @@ pgm_set_modification_status(pgm_conn *c, const char *user_id,
 {
 	const char *vals[4] = {user_id, modification_id, status, results};
 
-	return scalar_call(c, Q_SET_MODIFICATION_STATUS, 4, vals, NULL, NULL,
+	return scalar_call(c, Q_SET_MODIFICATION_STATUS, 4, vals,
 					   NULL, NULL);
 }
 

@@ -1,0 +1,97 @@
+/*
+ * cli_health.c: the two commands of the pgmarket tool that do without the
+ * shared connection: health (its own, so that an unreachable server is
+ * told apart from an unhealthy one) and demo (none: it runs
+ * scripts/demo.sh).
+ */
+#include "cli.h"
+#include "json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * health: print health() and exit 0 when it says ok, 1 when not, 3 when
+ * the server cannot be reached or the call fails.
+ */
+int
+cmd_health(const char *conninfo, int argc, char **argv)
+{
+	char	   *j = NULL;
+	json	   *doc;
+	json	   *ok;
+	char		err[256];
+	int			rc;
+
+	if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h"))
+	{
+		printf("usage: pgmarket [-d CONNINFO] health\n"
+			   "Prints pgmarket.health() as JSON; exits 0 when it is ok, 1 when not,\n"
+			   "3 when the server cannot be reached or the call fails.\n");
+		return 0;
+	}
+	if (argc > 0)
+		return usage_error("health takes no arguments, not \"%s\"", argv[0]);
+	if (open_conn(conninfo) != 0)
+		return 3;
+	if (pgm_health(conn, &j) != PGM_OK)
+	{
+		complain("health");
+		pgm_finish(conn);
+		return 3;
+	}
+	pgm_finish(conn);
+	printf("%s\n", j);
+	doc = json_parse(j, strlen(j), err, sizeof(err));
+	ok = doc && doc->type == JSON_OBJECT ? json_get(doc, "ok") : NULL;
+	rc = ok && ok->type == JSON_TRUE ? 0 : 1;
+	json_free(doc);
+	pgm_free(j);
+	return rc;
+}
+
+/* scripts/demo.sh from here, from .., or next to the executable: 1 with its path in path. */
+static int
+find_demo(char *path, size_t size)
+{
+	const char *dirs[] = {"scripts", "../scripts", NULL};
+	char		self[4096];
+	ssize_t		len;
+	char	   *slash;
+	int			i;
+
+	for (i = 0; dirs[i]; i++)
+	{
+		snprintf(path, size, "%s/demo.sh", dirs[i]);
+		if (access(path, R_OK) == 0)
+			return 1;
+	}
+	/* next to the executable: client/pgmarket -> scripts/demo.sh */
+	len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (len <= 0)
+		return 0;
+	self[len] = '\0';
+	if ((slash = strrchr(self, '/')) == NULL)
+		return 0;
+	*slash = '\0';
+	snprintf(path, size, "%s/../scripts/demo.sh", self);
+	return access(path, R_OK) == 0;
+}
+
+int
+cmd_demo(void)
+{
+	char		path[4200];
+
+	if (!find_demo(path, sizeof(path)))
+	{
+		fprintf(stderr, "pgmarket demo: scripts/demo.sh not found; from a clone of pgmarket, run\n"
+				"  bash scripts/demo.sh     (a throwaway cluster with the extension and a tour)\n");
+		return 1;
+	}
+	execlp("bash", "bash", path, (char *) NULL);
+	fprintf(stderr, "pgmarket demo: cannot run bash %s: %s\n", path, strerror(errno));
+	return 1;
+}

@@ -1,0 +1,234 @@
+/*
+ * cli_keys.c: the key commands of the pgmarket tool: keys (platform API
+ * keys and sealed provider keys) and rotate-keys (re-encryption under the
+ * newest master key).
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* "read,write" -> NULL-terminated list in one allocation. */
+static char **
+split_list(const char *s)
+{
+	size_t		n = 2,
+				len = strlen(s),
+				i,
+				k = 0;
+	char	  **list;
+	char	   *copy;
+
+	for (i = 0; i < len; i++)
+		n += s[i] == ',';
+	list = malloc(n * sizeof(char *) + len + 1);
+	if (list == NULL)
+		return NULL;
+	copy = (char *) (list + n);
+	memcpy(copy, s, len + 1);
+	list[k++] = copy;
+	for (i = 0; i < len; i++)
+		if (copy[i] == ',')
+		{
+			copy[i] = '\0';
+			list[k++] = copy + i + 1;
+		}
+	list[k] = NULL;
+	return list;
+}
+
+/* What a keys subcommand is given: its name, its arguments after it, the
+ * positional ones of those in a[0..n-1] (at most four kept). */
+typedef struct
+{
+	const char *sub;
+	int			argc;
+	char	  **argv;
+	char	   *a[4];
+	int			n;
+} keys_args;
+
+typedef int (*keys_fn) (const keys_args *k);
+
+static int
+keys_list(const keys_args *k)
+{
+	pgm_result *r = NULL;
+	int			i;
+
+	if (k->n != 1)
+		return usage_error("keys list needs USER_ID");
+	if (pgm_list_api_keys(conn, k->a[0], &r) != PGM_OK)
+		return failed("keys list");
+	printf("%-36s  %-24s  %-16s  %-12s  %-10s  %s\n", "key_id", "prefix", "name",
+		   "scopes", "spent", "state");
+	for (i = 0; i < pgm_result_rows(r); i++)
+	{
+		const char *revoked = pgm_result_value(r, i, "revoked_at");
+
+		printf("%-36s  %-24s  %-16s  %-12s  %-10s  %s\n",
+			   pgm_result_value(r, i, "key_id"), pgm_result_value(r, i, "prefix"),
+			   pgm_result_value(r, i, "name"), pgm_result_value(r, i, "scopes"),
+			   pgm_result_value(r, i, "total_spent"), revoked ? "revoked" : "active");
+	}
+	pgm_result_free(r);
+	return 0;
+}
+
+static int
+keys_create(const keys_args *k)
+{
+	pgm_api_key_options o = {0};
+	char	  **scopes = NULL;
+	char		key_id[PGM_UUID_LEN];
+	char	   *key = NULL;
+	const char *s = opt(k->argc, k->argv, "--scopes");
+	pgm_status	st;
+
+	if (k->n != 2)
+		return usage_error("keys create needs USER_ID NAME");
+	if (s && (scopes = split_list(s)) == NULL)
+		return 1;
+	o.scopes = (const char *const *) scopes;
+	o.rate_limit_tier = opt(k->argc, k->argv, "--tier");
+	o.environment = opt(k->argc, k->argv, "--env");
+	o.spend_limit = opt(k->argc, k->argv, "--limit");
+	o.spend_period = opt(k->argc, k->argv, "--period");
+	o.expires_at = opt(k->argc, k->argv, "--expires");
+	st = pgm_create_api_key(conn, k->a[0], k->a[1], &o, key_id, &key);
+	free(scopes);
+	if (st != PGM_OK)
+		return failed("keys create");
+	printf("key_id  %s\napi_key %s\n", key_id, key);
+	fprintf(stderr, "pgmarket: the raw key is shown once; it is not stored\n");
+	pgm_free_secret(key);
+	return 0;
+}
+
+/* revoke and revoke-provider */
+static int
+keys_revoke(const keys_args *k)
+{
+	int			revoked = 0;
+	pgm_status	st;
+
+	if (k->n != 2)
+		return usage_error("keys %s needs USER_ID KEY_ID", k->sub);
+	st = k->sub[6] == '\0' ? pgm_revoke_api_key(conn, k->a[0], k->a[1], &revoked)
+		: pgm_revoke_provider_key(conn, k->a[0], k->a[1], &revoked);
+	if (st != PGM_OK)
+		return failed("keys revoke");
+	printf("%s\n", revoked ? "revoked" : "was revoked already");
+	return 0;
+}
+
+static int
+keys_put(const keys_args *k)
+{
+	char		secret[4096];
+	char		key_id[PGM_UUID_LEN];
+	size_t		len;
+	pgm_status	st;
+
+	if (k->n != 2)
+		return usage_error("keys put needs USER_ID PROVIDER (the secret on stdin)");
+	if (isatty(STDIN_FILENO))
+		fprintf(stderr, "secret for %s: ", k->a[1]);
+	if (fgets(secret, sizeof(secret), stdin) == NULL)
+	{
+		fprintf(stderr, "pgmarket: keys put: no secret on stdin\n");
+		return 1;
+	}
+	len = strcspn(secret, "\r\n");
+	secret[len] = '\0';
+	st = pgm_put_provider_key(conn, k->a[0], k->a[1], secret, opt(k->argc, k->argv, "--label"), key_id);
+	memset(secret, 0, sizeof(secret));
+	if (st != PGM_OK)
+		return failed("keys put");
+	printf("key_id %s\n", key_id);
+	return 0;
+}
+
+static int
+keys_providers(const keys_args *k)
+{
+	pgm_result *r = NULL;
+	pgm_provider_key_info info;
+	int			i;
+
+	if (k->n != 1)
+		return usage_error("keys providers needs USER_ID");
+	if (pgm_list_provider_keys(conn, k->a[0], &r) != PGM_OK)
+		return failed("keys providers");
+	printf("%-36s  %-16s  %-6s  %-3s  %s\n", "key_id", "provider", "hint", "v", "state");
+	for (i = 0; i < pgm_result_rows(r); i++)
+		if (pgm_result_provider_key(r, i, &info) == PGM_OK)
+			printf("%-36s  %-16s  %-6s  %-3d  %s\n", info.key_id, info.provider, info.hint,
+				   info.key_version, info.revoked_at[0] ? "revoked" : "active");
+	pgm_result_free(r);
+	return 0;
+}
+
+static const struct
+{
+	const char *name;
+	keys_fn		fn;
+}			keys_subcommands[] = {
+	{"list", keys_list},
+	{"create", keys_create},
+	{"revoke", keys_revoke},
+	{"revoke-provider", keys_revoke},
+	{"put", keys_put},
+	{"providers", keys_providers},
+};
+
+int
+cmd_keys(int argc, char **argv)
+{
+	keys_args	k;
+	size_t		i;
+
+	if (argc < 1)
+		return usage_error("keys needs a subcommand: list, create, revoke, put, providers, revoke-provider");
+	k.sub = argv[0];
+	k.argc = argc - 1;
+	k.argv = argv + 1;
+	k.n = positional(k.argc, k.argv, k.a, 4);
+	for (i = 0; i < sizeof(keys_subcommands) / sizeof(keys_subcommands[0]); i++)
+		if (strcmp(k.sub, keys_subcommands[i].name) == 0)
+			return keys_subcommands[i].fn(&k);
+	return usage_error("unknown keys subcommand \"%s\"", k.sub);
+}
+
+int
+cmd_rotate(int argc, char **argv)
+{
+	long long	batch;
+	long		total = 0;
+	int64_t		n = 0;
+	pgm_result *r = NULL;
+	progress	p;
+
+	if (int_opt(argc, argv, "--batch", 1, INT32_MAX, 100, &batch) != 0)
+		return 2;
+	/* an upper bound for the bar, when this role may count */
+	if (pgm_exec(conn, "SELECT count(*) AS n FROM pgmarket.provider_keys", 0, NULL, &r) == PGM_OK)
+		total = atol(pgm_result_value(r, 0, "n"));
+	pgm_result_free(r);
+	progress_start(&p, "re-encrypting", total);
+	do
+	{
+		if (pgm_rotate_master_key(conn, (int) batch, &n) != PGM_OK)
+		{
+			progress_end(&p);
+			return failed("rotate_master_key");
+		}
+		if (n > 0)
+			progress_step(&p, (long) n);
+	} while (n > 0);
+	progress_end(&p);
+	printf("rotation done: %ld provider keys re-encrypted\n", p.done);
+	return 0;
+}
