@@ -288,26 +288,42 @@ write_chat_session(exporter *ex, const char *uid, const pgm_result *sessions, in
 	return 0;
 }
 
+/* The user's chat sessions, each with its messages. */
 static int
-write_chat_history(exporter *ex)
+write_user_sessions(exporter *ex, const char *uid, const pgm_result *sessions)
 {
-	int			i,
-				j;
+	int			j,
+				rc = 0;
 
-	fputs(",\n  \"chat_history\": {", ex->f);
+	for (j = 0; j < pgm_result_rows(sessions) && rc == 0; j++)
+		rc = write_chat_session(ex, uid, sessions, j);
+	return rc;
+}
+
+/* What one user has of a per-user section, from list; 0, or 1 after failed(what). */
+typedef pgm_status (*user_list_fn) (pgm_conn *conn, const char *user_id, pgm_result **out);
+typedef int (*user_write_fn) (exporter *ex, const char *uid, const pgm_result *r);
+
+/* ",\n  \"NAME\": {" then each user's part, listed by list and written by write_user. */
+static int
+write_per_user(exporter *ex, const char *name, user_list_fn list, const char *what,
+			   user_write_fn write_user)
+{
+	int			i;
+
+	fprintf(ex->f, ",\n  \"%s\": {", name);
 	ex->first = 1;
 	for (i = 0; i < pgm_result_rows(ex->users); i++)
 	{
 		const char *uid = user_id(ex, i);
-		pgm_result *sessions = NULL;
-		int			rc = 0;
+		pgm_result *r = NULL;
+		int			rc;
 
 		progress_step(&ex->p, 1);
-		if (pgm_list_chat_sessions(conn, uid, &sessions) != PGM_OK)
-			return failed("export: list_chat_sessions");
-		for (j = 0; j < pgm_result_rows(sessions) && rc == 0; j++)
-			rc = write_chat_session(ex, uid, sessions, j);
-		pgm_result_free(sessions);
+		if (list(conn, uid, &r) != PGM_OK)
+			return failed(what);
+		rc = write_user(ex, uid, r);
+		pgm_result_free(r);
 		if (rc != 0)
 			return rc;
 	}
@@ -344,31 +360,6 @@ write_user_keys(exporter *ex, const char *uid, const pgm_result *keys)
 	return 0;
 }
 
-static int
-write_api_keys(exporter *ex)
-{
-	int			i;
-
-	fputs(",\n  \"api_keys\": {", ex->f);
-	ex->first = 1;
-	for (i = 0; i < pgm_result_rows(ex->users); i++)
-	{
-		const char *uid = user_id(ex, i);
-		pgm_result *r = NULL;
-		int			rc;
-
-		progress_step(&ex->p, 1);
-		if (pgm_list_provider_keys(conn, uid, &r) != PGM_OK)
-			return failed("export: list_provider_keys");
-		rc = write_user_keys(ex, uid, r);
-		pgm_result_free(r);
-		if (rc != 0)
-			return rc;
-	}
-	fputs("\n  }", ex->f);
-	return 0;
-}
-
 /* Every section, in order; 0, or 1 with the failure reported. */
 static int
 write_document(exporter *ex, int have_chat, int with_secrets)
@@ -376,11 +367,13 @@ write_document(exporter *ex, int have_chat, int with_secrets)
 	write_users(ex);
 	if (write_balances(ex) != 0 || write_transactions(ex) != 0)
 		return 1;
-	if (have_chat && write_chat_history(ex) != 0)
+	if (have_chat && write_per_user(ex, "chat_history", pgm_list_chat_sessions,
+									"export: list_chat_sessions", write_user_sessions) != 0)
 		return 1;
 	if (server_has("pgmarket.get_template(text)") && store_export(conn, ex->f, ex->users) != 0)
 		return failed("export: projects and templates");
-	if (with_secrets && write_api_keys(ex) != 0)
+	if (with_secrets && write_per_user(ex, "api_keys", pgm_list_provider_keys,
+									   "export: list_provider_keys", write_user_keys) != 0)
 		return 1;
 	fputs("\n}\n", ex->f);
 	return 0;

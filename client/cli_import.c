@@ -270,56 +270,40 @@ read_document(importer *im, const char *path)
  * Validation: each returns 0, or -1 when out of memory
  * ------------------------------------------------------------------------ */
 
+/*
+ * User i of the users section: 1 when it is valid, 0 when rejected, -1
+ * when out of memory.
+ */
 static int
-validate_users(importer *im)
+validate_user(importer *im, size_t i)
 {
 	const json *users = im->users;
-	size_t		i,
-				k;
+	const char *id = users->keys[i];
+	const json *u = users->items[i];
+	const char *email = str_member(u, "email"),
+			   *uname = str_member(u, "username");
+	imp_user   *iu;
+	size_t		k;
 
-	for (i = 0; users && i < users->n; i++)
+	if (!is_uuid(id))
+		return reject(im, "users", id, "malformed uuid");
+	if (u->type != JSON_OBJECT || email == NULL || uname == NULL)
+		return reject(im, "users", id, "needs an object with string email and username");
+	for (k = 0; k < i; k++)
 	{
-		const char *id = users->keys[i];
-		const json *u = users->items[i];
-		const char *email = str_member(u, "email"),
-				   *uname = str_member(u, "username");
-		imp_user   *iu;
-		int			dup = 0;
+		const char *e2 = str_member(users->items[k], "email"),
+				   *n2 = str_member(users->items[k], "username");
 
-		if (!is_uuid(id))
-		{
-			reject(im, "users", id, "malformed uuid");
-			continue;
-		}
-		if (u->type != JSON_OBJECT || email == NULL || uname == NULL)
-		{
-			reject(im, "users", id, "needs an object with string email and username");
-			continue;
-		}
-		for (k = 0; k < i; k++)
-		{
-			const char *e2 = str_member(users->items[k], "email"),
-					   *n2 = str_member(users->items[k], "username");
-
-			if ((e2 && strcasecmp(e2, email) == 0) || (n2 && strcasecmp(n2, uname) == 0))
-				dup = 1;
-		}
-		if (dup)
-		{
-			reject(im, "users", id, "duplicate email or username %s / %s in the file", email, uname);
-			continue;
-		}
-		if (find_user(im, id, 0))
-		{
-			reject(im, "users", id, "listed twice");
-			continue;
-		}
-		if ((iu = find_user(im, id, 1)) == NULL)
-			return -1;
-		iu->user = u;
-		im->steps++;
+		if ((e2 && strcasecmp(e2, email) == 0) || (n2 && strcasecmp(n2, uname) == 0))
+			return reject(im, "users", id, "duplicate email or username %s / %s in the file",
+						  email, uname);
 	}
-	return 0;
+	if (find_user(im, id, 0))
+		return reject(im, "users", id, "listed twice");
+	if ((iu = find_user(im, id, 1)) == NULL)
+		return -1;
+	iu->user = u;
+	return 1;
 }
 
 static int
@@ -458,22 +442,24 @@ validate_transaction(importer *im, size_t i)
 	return 1;
 }
 
+/*
+ * Records 0..n-1 of a section through one (1 valid, 0 rejected, -1 out of
+ * memory), counting the valid ones in *nvalid (unless NULL) and im->steps:
+ * 0, or -1.  Used for the users, the transactions and the chat sessions.
+ */
 static int
-validate_transactions(importer *im)
+validate_each(importer *im, size_t n, int (*one) (importer *im, size_t i), size_t *nvalid)
 {
 	size_t		i;
 
-	if (im->txs == NULL || im->txs->n == 0)
-		return 0;
-	if ((im->tx = calloc(im->txs->n, sizeof(imp_tx))) == NULL)
-		return -1;
-	for (i = 0; i < im->txs->n; i++)
-		switch (validate_transaction(im, i))
+	for (i = 0; i < n; i++)
+		switch (one(im, i))
 		{
 			case -1:
 				return -1;
 			case 1:
-				im->ntx++;
+				if (nvalid)
+					(*nvalid)++;
 				im->steps++;
 				break;
 		}
@@ -531,28 +517,6 @@ validate_chat(importer *im, size_t i)
 	return 1;
 }
 
-static int
-validate_chats(importer *im)
-{
-	size_t		i;
-
-	if (im->chat == NULL || im->chat->n == 0)
-		return 0;
-	if ((im->chats = calloc(im->chat->n, sizeof(imp_chat))) == NULL)
-		return -1;
-	for (i = 0; i < im->chat->n; i++)
-		switch (validate_chat(im, i))
-		{
-			case -1:
-				return -1;
-			case 1:
-				im->nchats++;
-				im->steps++;
-				break;
-		}
-	return 0;
-}
-
 /*
  * Consistency and existence: every user named is in the file or the
  * database, its listed entries within its balance.  0, or -1 when the
@@ -599,8 +563,16 @@ check_users(importer *im)
 static int
 validate(importer *im)
 {
-	if (validate_users(im) != 0 || validate_balances(im) != 0 ||
-		validate_transactions(im) != 0 || validate_chats(im) != 0)
+	size_t		nusers = im->users ? im->users->n : 0,
+				ntxs = im->txs ? im->txs->n : 0,
+				nchats = im->chat ? im->chat->n : 0;
+
+	/* a slot for each transaction and chat session, filled by the valid ones */
+	if ((ntxs > 0 && (im->tx = calloc(ntxs, sizeof(imp_tx))) == NULL) ||
+		(nchats > 0 && (im->chats = calloc(nchats, sizeof(imp_chat))) == NULL) ||
+		validate_each(im, nusers, validate_user, NULL) != 0 || validate_balances(im) != 0 ||
+		validate_each(im, ntxs, validate_transaction, &im->ntx) != 0 ||
+		validate_each(im, nchats, validate_chat, &im->nchats) != 0)
 	{
 		fprintf(stderr, "pgmarket import: out of memory\n");
 		return 1;

@@ -6,9 +6,12 @@
 
 #include <stdio.h>
 
+/* The outcome of a ledger call: the entry printed (0), or the failure of WHAT (1). */
 static int
-print_ledger_result(const pgm_ledger_result *r)
+ledger_outcome(pgm_status st, const char *what, const pgm_ledger_result *r)
 {
+	if (st != PGM_OK)
+		return failed(what);
 	printf("entry %lld: %s of %s, available %s%s\n", (long long) r->entry_id,
 		   r->kind, r->amount, r->available_balance, r->replayed ? " (replayed)" : "");
 	return 0;
@@ -38,10 +41,9 @@ cmd_add_funds(int argc, char **argv)
 
 	if (need_args(argc, argv, a, 2, "add-funds needs USER_ID AMOUNT"))
 		return 2;
-	if (pgm_add_funds(conn, a[0], a[1], opt(argc, argv, "--key"),
-					  opt(argc, argv, "--note"), &r) != PGM_OK)
-		return failed("add-funds");
-	return print_ledger_result(&r);
+	return ledger_outcome(pgm_add_funds(conn, a[0], a[1], opt(argc, argv, "--key"),
+										opt(argc, argv, "--note"), &r),
+						  "add-funds", &r);
 }
 
 int
@@ -55,8 +57,7 @@ cmd_charge(int argc, char **argv)
 		return 2;
 	if (int_opt(argc, argv, "--tokens", 0, INT64_MAX, 0, &tokens) != 0)
 		return 2;
-	if (pgm_deduct_balance(conn, a[0], a[1], a[2], (int64_t) tokens,
-						   opt(argc, argv, "--key"), &r) != PGM_OK)
-		return failed("charge");
-	return print_ledger_result(&r);
+	return ledger_outcome(pgm_deduct_balance(conn, a[0], a[1], a[2], (int64_t) tokens,
+											 opt(argc, argv, "--key"), &r),
+						  "charge", &r);
 }

@@ -216,23 +216,20 @@ utf8_len(const unsigned char *s, size_t n)
 	if (s[0] >= 0xC2 && s[0] <= 0xDF)
 		len = 2;
 	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-	{
 		len = 3;
-		if (s[0] == 0xE0)
-			lo = 0xA0;
-		else if (s[0] == 0xED)
-			hi = 0x9F;
-	}
 	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-	{
 		len = 4;
-		if (s[0] == 0xF0)
-			lo = 0x90;
-		else if (s[0] == 0xF4)
-			hi = 0x8F;
-	}
 	else
 		return 0;
+	/* the second byte rules out overlong forms, surrogates and > U+10FFFF */
+	if (s[0] == 0xE0)
+		lo = 0xA0;
+	else if (s[0] == 0xED)
+		hi = 0x9F;
+	else if (s[0] == 0xF0)
+		lo = 0x90;
+	else if (s[0] == 0xF4)
+		hi = 0x8F;
 	if (len > n)
 		return 0;
 	if (s[1] < lo || s[1] > hi)

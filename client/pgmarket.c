@@ -785,7 +785,6 @@ scalar_into(pgm_conn *c, PGresult *res, void (*fn) (const char *value, void *arg
 }
 
 /* Runs a query with one scalar result and hands its text to fn. */
-/* Runs a query with one scalar result and hands its text to fn. */
 static pgm_status
 scalar_call(pgm_conn *c, query_id q, int n, const char *const *vals,
 			void (*fn) (const char *value, void *arg), void *arg)
@@ -1012,6 +1011,39 @@ key_prefix(const char *api_key, char *prefix)
 	memcpy(prefix, api_key, KEY_PREFIX_LEN);
 	prefix[KEY_PREFIX_LEN] = '\0';
 	return 1;
+}
+
+/*
+ * A call that carries a platform key: the plain query takes (api_key,
+ * args...), the sealed one (prefix, sealed api_key, args...), routed by the
+ * key's public part.  NULL when it failed (the error set on c), or when
+ * the key has no public part (PGM_INVALID_API_KEY, nothing sent).
+ */
+static PGresult *
+api_key_call(pgm_conn *c, query_id plain, query_id sealed, const char *api_key,
+			 int nargs, const char *const *args)
+{
+	const char *vals[8];
+	char		prefix[KEY_PREFIX_LEN + 1];
+	int			i;
+
+	if (api_key == NULL || c->plain_secrets)
+	{
+		vals[0] = api_key;
+		for (i = 0; i < nargs; i++)
+			vals[1 + i] = args[i];
+		return call(c, plain, 1 + nargs, vals);
+	}
+	if (!key_prefix(api_key, prefix))
+	{
+		set_error(c, PGM_INVALID_API_KEY, "invalid API key");
+		return NULL;
+	}
+	vals[0] = prefix;
+	vals[1] = NULL;				/* the sealed key, filled by run_sealed */
+	for (i = 0; i < nargs; i++)
+		vals[2 + i] = args[i];
+	return run_sealed(c, sealed, 2 + nargs, vals, 1, SEAL_TAG_API_KEY, api_key);
 }
 
 #define I64BUF 24
@@ -1870,7 +1902,6 @@ pgm_status
 pgm_verify_api_key(pgm_conn *c, const char *api_key, int *valid,
 				   pgm_api_key_check *out)
 {
-	const char *vals[2] = {api_key, NULL};
 	char		prefix[KEY_PREFIX_LEN + 1];
 	PGresult   *res;
 
@@ -1880,21 +1911,14 @@ pgm_verify_api_key(pgm_conn *c, const char *api_key, int *valid,
 		memset(out, 0, sizeof(*out));
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (api_key == NULL || c->plain_secrets)
-		res = call(c, Q_VERIFY_API_KEY, 1, vals);
-	else if (!key_prefix(api_key, prefix))
+	if (api_key && !c->plain_secrets && !key_prefix(api_key, prefix))
 	{
 		clear_error(c);
 		return PGM_OK;			/* not a key: it does not verify */
 	}
-	else
-	{
-		vals[0] = prefix;
-		res = run_sealed(c, Q_VERIFY_API_KEY_SEALED, 2, vals, 1,
-						 SEAL_TAG_API_KEY, api_key);
-	}
+	res = api_key_call(c, Q_VERIFY_API_KEY, Q_VERIFY_API_KEY_SEALED, api_key, 0, NULL);
 	if (res == NULL)
-		return c ? c->status : PGM_CLIENT_ERROR;
+		return c->status;
 	if (PQntuples(res) > 0)
 	{
 		if (valid)
@@ -1918,23 +1942,13 @@ pgm_charge_api_key(pgm_conn *c, const char *api_key, const char *amount,
 				   const char *idempotency_key, pgm_ledger_result *out)
 {
 	char		tokens[I64BUF];
-	char		prefix[KEY_PREFIX_LEN + 1];
-	const char *vals[6] = {prefix, NULL, amount, model_id,
-	fmt_i64(tokens, tokens_used), idempotency_key};
-	PGresult   *res;
+	const char *args[4] = {amount, model_id, fmt_i64(tokens, tokens_used), idempotency_key};
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (api_key == NULL || c->plain_secrets)
-	{
-		vals[1] = api_key;		/* the plain call's arguments: vals + 1 */
-		return ledger_call(c, Q_CHARGE_API_KEY, 5, vals + 1, out);
-	}
-	if (!key_prefix(api_key, prefix))
-		return set_error(c, PGM_INVALID_API_KEY, "invalid API key");
-	res = run_sealed(c, Q_CHARGE_API_KEY_SEALED, 6, vals, 1, SEAL_TAG_API_KEY,
-					 api_key);
-	return take_row(c, res, fill_ledger_result, out);
+	return take_row(c, api_key_call(c, Q_CHARGE_API_KEY, Q_CHARGE_API_KEY_SEALED, api_key,
+									4, args),
+					fill_ledger_result, out);
 }
 
 pgm_status
@@ -1942,21 +1956,13 @@ pgm_reserve_api_key(pgm_conn *c, const char *api_key, const char *amount,
 					const char *ttl, const char *idempotency_key,
 					int64_t *reservation_id)
 {
-	const char *vals[4] = {api_key, amount, ttl, idempotency_key};
-	char		prefix[KEY_PREFIX_LEN + 1];
-	const char *svals[5] = {prefix, NULL, amount, ttl, idempotency_key};
-	PGresult   *res = NULL;
+	const char *args[3] = {amount, ttl, idempotency_key};
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
-	if (api_key == NULL || c->plain_secrets)
-		res = call(c, Q_RESERVE_API_KEY, 4, vals);
-	else if (!key_prefix(api_key, prefix))
-		set_error(c, PGM_INVALID_API_KEY, "invalid API key");	/* kept on c: res NULL */
-	else
-		res = run_sealed(c, Q_RESERVE_API_KEY_SEALED, 5, svals, 1, SEAL_TAG_API_KEY,
-						 api_key);
-	return scalar_into(c, res, take_i64, reservation_id, sizeof(int64_t));
+	return scalar_into(c, api_key_call(c, Q_RESERVE_API_KEY, Q_RESERVE_API_KEY_SEALED, api_key,
+									   3, args),
+					   take_i64, reservation_id, sizeof(int64_t));
 }
 
 pgm_status

@@ -265,28 +265,45 @@ done:
 	return rc;
 }
 
+/* One record of a section: 0, or -1 when the connection is gone. */
+typedef int (*import_fn) (pgm_conn *conn, const char *key, const json *rec,
+						  store_reject_fn reject, void *arg, store_counts *n);
+
+/*
+ * Each record of the section NAME of doc (absent: none), an object of
+ * MEMBERS: 0, or -1 when the connection is gone.
+ */
+static int
+import_section(pgm_conn *conn, const json *doc, const char *name, const char *members,
+			   import_fn fn, store_reject_fn reject, void *arg, store_counts *n)
+{
+	const json *s = json_get(doc, name);
+	char		why[80];
+	size_t		i;
+
+	if (s && s->type != JSON_OBJECT)
+	{
+		snprintf(why, sizeof(why), "the section must be an object of %s", members);
+		reject(arg, name, "", why);
+		return 0;
+	}
+	for (i = 0; s && i < s->n; i++)
+		if (fn(conn, s->keys[i], s->items[i], reject, arg, n) < 0)
+			return -1;
+	return 0;
+}
+
 int
 store_import(pgm_conn *conn, const json *doc, store_reject_fn reject, void *arg,
 			 store_counts *projects, store_counts *templates)
 {
-	const json *s;
-	size_t		i;
 
 	/* templates first: a project may name one, never the other way round */
-	s = json_get(doc, "templates");
-	if (s && s->type != JSON_OBJECT)
-		reject(arg, "templates", "", "the section must be an object of name: template");
-	else
-		for (i = 0; s && i < s->n; i++)
-			if (import_template(conn, s->keys[i], s->items[i], reject, arg, templates) < 0)
-				return -1;
-	s = json_get(doc, "projects");
-	if (s && s->type != JSON_OBJECT)
-		reject(arg, "projects", "", "the section must be an object of id: project");
-	else
-		for (i = 0; s && i < s->n; i++)
-			if (import_project(conn, s->keys[i], s->items[i], reject, arg, projects) < 0)
-				return -1;
+	if (import_section(conn, doc, "templates", "name: template", import_template,
+					   reject, arg, templates) < 0 ||
+		import_section(conn, doc, "projects", "id: project", import_project,
+					   reject, arg, projects) < 0)
+		return -1;
 	return 0;
 }
 
@@ -390,6 +407,48 @@ write_member(FILE *f, pgm_result *r, int row, const char *col, char kind)
 		json_write_string(f, v);
 }
 
+/* A member of an exported record: its column and its kind for write_member. */
+typedef struct
+{
+	const char *col;
+	char		kind;
+} member_spec;
+
+/* The members of a template and of a project, in the order they are written. */
+static const member_spec template_members[] = {
+	{"files", 'j'},
+	{"description", 's'},
+	{"required_vars", 'a'},
+	{"optional_vars", 'j'},
+	{"tech_stack", 'a'},
+	{"setup_minutes", 'n'},
+	{"complexity", 's'},
+	{"tags", 'a'},
+};
+
+static const member_spec project_members[] = {
+	{"name", 's'},
+	{"type", 's'},
+	{"status", 's'},
+	{"codebase", 'j'},
+	{"dependencies", 'a'},
+	{"environment", 'j'},
+	{"deployment", 'j'},
+	{"test_coverage", 'n'},
+	{"scores", 'j'},
+	{"last_deployed_at", 't'},
+	{"created_at", 't'},
+};
+
+static void
+write_members(FILE *f, pgm_result *r, int row, const member_spec *m, size_t n)
+{
+	size_t		i;
+
+	for (i = 0; i < n; i++)
+		write_member(f, r, row, m[i].col, m[i].kind);
+}
+
 int
 store_export(pgm_conn *conn, FILE *f, pgm_result *users)
 {
@@ -414,14 +473,8 @@ store_export(pgm_conn *conn, FILE *f, pgm_result *users)
 		json_write_string(f, pgm_result_value(r, j, "name"));
 		fputs(": {\"category\": ", f);
 		json_write_string(f, pgm_result_value(r, j, "category"));
-		write_member(f, r, j, "files", 'j');
-		write_member(f, r, j, "description", 's');
-		write_member(f, r, j, "required_vars", 'a');
-		write_member(f, r, j, "optional_vars", 'j');
-		write_member(f, r, j, "tech_stack", 'a');
-		write_member(f, r, j, "setup_minutes", 'n');
-		write_member(f, r, j, "complexity", 's');
-		write_member(f, r, j, "tags", 'a');
+		write_members(f, r, j, template_members,
+					  sizeof(template_members) / sizeof(template_members[0]));
 		fputc('}', f);
 	}
 	pgm_result_free(r);
@@ -444,17 +497,8 @@ store_export(pgm_conn *conn, FILE *f, pgm_result *users)
 				fprintf(f, "%s\n    \"%s\": {\"user_id\": \"%s\"", first ? "" : ",",
 						pgm_result_value(r, j, "id"), uid);
 				first = 0;
-				write_member(f, r, j, "name", 's');
-				write_member(f, r, j, "type", 's');
-				write_member(f, r, j, "status", 's');
-				write_member(f, r, j, "codebase", 'j');
-				write_member(f, r, j, "dependencies", 'a');
-				write_member(f, r, j, "environment", 'j');
-				write_member(f, r, j, "deployment", 'j');
-				write_member(f, r, j, "test_coverage", 'n');
-				write_member(f, r, j, "scores", 'j');
-				write_member(f, r, j, "last_deployed_at", 't');
-				write_member(f, r, j, "created_at", 't');
+				write_members(f, r, j, project_members,
+							  sizeof(project_members) / sizeof(project_members[0]));
 				fputc('}', f);
 			}
 			if (n > 0)

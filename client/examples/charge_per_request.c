@@ -7,34 +7,22 @@
 #include <pgmarket.h>
 
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "example_common.h"
 
 int
 main(int argc, char **argv)
 {
-	pgm_conn   *conn = pgm_connect(argc > 1 ? argv[1] : "");
-	char		email[96],
-				username[64],
-				user_id[PGM_UUID_LEN],
+	pgm_conn   *conn;
+	char		user_id[PGM_UUID_LEN],
 				request_id[64];
 	pgm_ledger_result r;
 	pgm_status	st;
 	int			rc = 1;
 
-	if (conn == NULL || pgm_conn_status(conn) != PGM_OK)
-	{
-		fprintf(stderr, "connection failed: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
-	snprintf(email, sizeof(email), "bob.%ld.%d@example.com", (long) time(NULL), (int) getpid());
-	snprintf(username, sizeof(username), "bob_%ld_%d", (long) time(NULL), (int) getpid());
-	if (pgm_create_user(conn, email, username, NULL, NULL, NULL, user_id) != PGM_OK ||
-		pgm_add_funds(conn, user_id, "0.01", NULL, NULL, NULL) != PGM_OK)
-	{
-		fprintf(stderr, "setup: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
+	conn = example_start(argc, argv, "bob", "0.01", user_id);
+	if (conn == NULL)
+		return 1;
 	for (int i = 1; i <= 4; i++)
 	{
 		snprintf(request_id, sizeof(request_id), "req-%s-%d", user_id, i);

@@ -5,16 +5,14 @@
 #include <pgmarket.h>
 
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "example_common.h"
 
 int
 main(int argc, char **argv)
 {
-	pgm_conn   *conn = pgm_connect(argc > 1 ? argv[1] : "");
-	char		email[96],
-				username[64],
-				user_id[PGM_UUID_LEN],
+	pgm_conn   *conn;
+	char		user_id[PGM_UUID_LEN],
 				key_id[PGM_UUID_LEN];
 	char	   *api_key = NULL;
 	pgm_api_key_options opts = {0};
@@ -24,19 +22,9 @@ main(int argc, char **argv)
 				revoked = 0,
 				rc = 1;
 
-	if (conn == NULL || pgm_conn_status(conn) != PGM_OK)
-	{
-		fprintf(stderr, "connection failed: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
-	snprintf(email, sizeof(email), "erin.%ld.%d@example.com", (long) time(NULL), (int) getpid());
-	snprintf(username, sizeof(username), "erin_%ld_%d", (long) time(NULL), (int) getpid());
-	if (pgm_create_user(conn, email, username, NULL, NULL, NULL, user_id) != PGM_OK ||
-		pgm_add_funds(conn, user_id, "5", NULL, NULL, NULL) != PGM_OK)
-	{
-		fprintf(stderr, "setup: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
+	conn = example_start(argc, argv, "erin", "5", user_id);
+	if (conn == NULL)
+		return 1;
 	/* issue: at most 1 credit a day through this key */
 	opts.spend_limit = "1.00";
 	opts.spend_period = "day";

@@ -9,34 +9,23 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "example_common.h"
 
 int
 main(int argc, char **argv)
 {
-	pgm_conn   *conn = pgm_connect(argc > 1 ? argv[1] : "");
-	char		email[96],
-				username[64],
-				user_id[PGM_UUID_LEN],
+	pgm_conn   *conn;
+	char		user_id[PGM_UUID_LEN],
 				key_id[PGM_UUID_LEN];
 	char	   *secret = NULL;
 	pgm_result *keys = NULL;
 	pgm_provider_key_info info;
 	int			rc = 1;
 
-	if (conn == NULL || pgm_conn_status(conn) != PGM_OK)
-	{
-		fprintf(stderr, "connection failed: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
-	snprintf(email, sizeof(email), "dave.%ld.%d@example.com", (long) time(NULL), (int) getpid());
-	snprintf(username, sizeof(username), "dave_%ld_%d", (long) time(NULL), (int) getpid());
-	if (pgm_create_user(conn, email, username, NULL, NULL, NULL, user_id) != PGM_OK)
-	{
-		fprintf(stderr, "create_user: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
+	conn = example_start(argc, argv, "dave", NULL, user_id);
+	if (conn == NULL)
+		return 1;
 	/* the act on behalf of the user is recorded in the audit trail */
 	pgm_set_actor(conn, user_id);
 	if (pgm_put_provider_key(conn, user_id, "openai", "sk-proj-example-0000-1234",

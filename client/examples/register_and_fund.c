@@ -9,13 +9,13 @@
 #include <pgmarket.h>
 
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "example_common.h"
 
 int
 main(int argc, char **argv)
 {
-	pgm_conn   *conn = pgm_connect(argc > 1 ? argv[1] : "");
+	pgm_conn   *conn = example_connect(argc, argv);
 	char		email[96],
 				username[64],
 				user_id[PGM_UUID_LEN],
@@ -24,13 +24,9 @@ main(int argc, char **argv)
 	pgm_balance balance;
 	int			rc = 1;
 
-	if (conn == NULL || pgm_conn_status(conn) != PGM_OK)
-	{
-		fprintf(stderr, "connection failed: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
-	snprintf(email, sizeof(email), "alice.%ld.%d@example.com", (long) time(NULL), (int) getpid());
-	snprintf(username, sizeof(username), "alice_%ld_%d", (long) time(NULL), (int) getpid());
+	if (conn == NULL)
+		return 1;
+	example_names("alice", email, sizeof(email), username, sizeof(username));
 
 	if (pgm_create_user(conn, email, username, "correct horse battery", NULL, NULL,
 						user_id) != PGM_OK)

@@ -7,35 +7,23 @@
 #include <pgmarket.h>
 
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "example_common.h"
 
 int
 main(int argc, char **argv)
 {
-	pgm_conn   *conn = pgm_connect(argc > 1 ? argv[1] : "");
-	char		email[96],
-				username[64],
-				user_id[PGM_UUID_LEN];
+	pgm_conn   *conn;
+	char		user_id[PGM_UUID_LEN];
 	int64_t		hold = 0,
 				hold2 = 0;
 	pgm_balance b;
 	pgm_ledger_result r;
 	int			rc = 1;
 
-	if (conn == NULL || pgm_conn_status(conn) != PGM_OK)
-	{
-		fprintf(stderr, "connection failed: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
-	snprintf(email, sizeof(email), "carol.%ld.%d@example.com", (long) time(NULL), (int) getpid());
-	snprintf(username, sizeof(username), "carol_%ld_%d", (long) time(NULL), (int) getpid());
-	if (pgm_create_user(conn, email, username, NULL, NULL, NULL, user_id) != PGM_OK ||
-		pgm_add_funds(conn, user_id, "2.00", NULL, NULL, NULL) != PGM_OK)
-	{
-		fprintf(stderr, "setup: %s\n", pgm_errmsg(conn));
-		goto out;
-	}
+	conn = example_start(argc, argv, "carol", "2.00", user_id);
+	if (conn == NULL)
+		return 1;
 	/* before streaming: hold the most the completion may cost */
 	if (pgm_reserve(conn, user_id, "0.50", "5 minutes", NULL, &hold) != PGM_OK ||
 		pgm_get_balance(conn, user_id, &b) != PGM_OK)

@@ -19,20 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int	failed;
-
-static void
-check(int ok, const char *what, pgm_conn *c)
-{
-	printf("%s - %s", ok ? "ok" : "not ok", what);
-	if (!ok)
-	{
-		failed = 1;
-		printf(" (%s: %s)", pgm_status_name(pgm_last_status(c)), pgm_errmsg(c));
-	}
-	printf("\n");
-	fflush(stdout);
-}
+#include "tap_driver.h"
 
 int
 main(int argc, char **argv)
@@ -52,17 +39,8 @@ main(int argc, char **argv)
 	pgm_api_key_check chk;
 	pgm_ledger_result lr;
 
-	if (argc != 6)
-	{
-		fprintf(stderr, "usage: log_secrets CONNINFO PASSWORD WRONG_PASSWORD PROVIDER_SECRET SUFFIX\n");
-		return 2;
-	}
-	c = pgm_connect(argv[1]);
-	if (c == NULL || pgm_conn_status(c) != PGM_OK)
-	{
-		fprintf(stderr, "cannot connect: %s\n", pgm_errmsg(c));
-		return 3;
-	}
+	c = driver_connect(argc, argv, 6,
+					   "log_secrets CONNINFO PASSWORD WRONG_PASSWORD PROVIDER_SECRET SUFFIX");
 	snprintf(email, sizeof(email), "logs-%s@example.com", argv[5]);
 	snprintf(uname, sizeof(uname), "logs_%s", argv[5]);
 

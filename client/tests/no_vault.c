@@ -15,20 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int	failed;
-
-static void
-check(int ok, const char *what, pgm_conn *c)
-{
-	printf("%s - %s", ok ? "ok" : "not ok", what);
-	if (!ok)
-	{
-		failed = 1;
-		printf(" (%s: %s)", pgm_status_name(pgm_last_status(c)), pgm_errmsg(c));
-	}
-	printf("\n");
-	fflush(stdout);
-}
+#include "tap_driver.h"
 
 int
 main(int argc, char **argv)
@@ -40,17 +27,7 @@ main(int argc, char **argv)
 	int			valid = 1;
 	pgm_ledger_result lr;
 
-	if (argc != 5)
-	{
-		fprintf(stderr, "usage: no_vault CONNINFO LOGIN PASSWORD API_KEY\n");
-		return 2;
-	}
-	c = pgm_connect(argv[1]);
-	if (c == NULL || pgm_conn_status(c) != PGM_OK)
-	{
-		fprintf(stderr, "cannot connect: %s\n", pgm_errmsg(c));
-		return 3;
-	}
+	c = driver_connect(argc, argv, 5, "no_vault CONNINFO LOGIN PASSWORD API_KEY");
 	check(pgm_authenticate(c, argv[2], argv[3], who) == PGM_VAULT_UNAVAILABLE &&
 		  strcmp(pgm_sqlstate(c), "PM010") == 0 && who[0] == '\0',
 		  "authenticate without a vault: PGM_VAULT_UNAVAILABLE", c);

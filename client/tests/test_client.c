@@ -47,6 +47,24 @@ check(int ok, const char *what, const char *file, int line, pgm_conn *c)
 #define EXPECT(call, want, c) \
 	check((call) == (want), #call " == " #want, __FILE__, __LINE__, (c))
 
+/*
+ * Row 0's column col of r is want: the check of
+ *     v = pgm_result_value(r, 0, col);
+ *     CHECK(v && strcmp(v, want) == 0, c);
+ * under the name that CHECK prints.
+ */
+#define CHECK_VALUE(r, col, want, c) \
+	check_value((r), (col), (want), "v && strcmp(v, " #want ") == 0", __FILE__, __LINE__, (c))
+
+static void
+check_value(const pgm_result *r, const char *col, const char *want, const char *what,
+			const char *file, int line, pgm_conn *c)
+{
+	const char *v = pgm_result_value(r, 0, col);
+
+	check(v && strcmp(v, want) == 0, what, file, line, c);
+}
+
 static char suffix[16];			/* per run, for unique emails and keys */
 
 static void
@@ -837,37 +855,20 @@ test_audit_and_misc(pgm_conn *c)
 	sql(c, "DROP ROLE pgm_client_nobody");
 }
 
-/* Chat sessions, messages, completions, ratings, preferences. */
+/*
+ * Chat sessions, messages, completions, ratings, preferences: test_chat and
+ * its parts, in the order they run (each part builds on the one before).
+ */
+static const char *const unknown_user = "c1ffffff-0000-4000-8000-00000000fffd";
+static const char *const unknown_sid = "c2ffffff-0000-4000-8000-00000000fffd";
+
+/* Sessions: sid and sid2 of u, osid of other. */
 static void
-test_chat(pgm_conn *c)
+chat_sessions(pgm_conn *c, const char *u, const char *other,
+			  char sid[PGM_UUID_LEN], char osid[PGM_UUID_LEN])
 {
-	char		u[PGM_UUID_LEN],
-				other[PGM_UUID_LEN],
-				sid[PGM_UUID_LEN],
-				sid2[PGM_UUID_LEN],
-				osid[PGM_UUID_LEN],
-				key[64],
-				model[64];
-	const char *unknown_user = "c1ffffff-0000-4000-8000-00000000fffd";
-	const char *unknown_sid = "c2ffffff-0000-4000-8000-00000000fffd";
-	pgm_ledger_result lr,
-				lr2;
-	pgm_balance b;
-	pgm_result *r = NULL;
-	int64_t		mid = 0,
-				mid2 = 0,
-				first_page_min;
-	char	   *v;
-	const char *p[1];
-	int			i,
-				found;
+	char		sid2[PGM_UUID_LEN];
 
-	printf("# chat and metering\n");
-	make_user(c, "chat", u);
-	make_user(c, "chatother", other);
-	EXPECT(pgm_add_funds(c, u, "1", NULL, NULL, &lr), PGM_OK, c);
-
-	/* sessions */
 	EXPECT(pgm_create_chat_session(c, u, "gpt-4o", "greetings", "agent-7", sid), PGM_OK, c);
 	CHECK(strlen(sid) == 36, c);
 	EXPECT(pgm_create_chat_session(c, u, "gpt-4o", NULL, NULL, sid2), PGM_OK, c);
@@ -877,8 +878,16 @@ test_chat(pgm_conn *c)
 		   PGM_UNKNOWN_ACCOUNT, c);
 	CHECK(sid2[0] == '\0' && strcmp(pgm_sqlstate(c), "PM002") == 0, c);
 	EXPECT(pgm_create_chat_session(c, u, NULL, NULL, NULL, sid2), PGM_NULL_VALUE, c);
+}
 
-	/* messages: cost recorded, not charged */
+/* Messages: cost recorded, not charged.  The id of the first message. */
+static int64_t
+chat_messages(pgm_conn *c, const char *u, const char *sid, const char *osid)
+{
+	int64_t		mid = 0,
+				mid2 = 0;
+	pgm_balance b;
+
 	EXPECT(pgm_save_chat_message(c, u, sid, "user", "Hello \xc3\xa9", 3, "0.0001", NULL, &mid),
 		   PGM_OK, c);
 	CHECK(mid > 0, c);
@@ -904,8 +913,20 @@ test_chat(pgm_conn *c)
 		   PGM_NULL_VALUE, c);
 	EXPECT(pgm_save_chat_message(c, u, sid, "tool", "x", 0, NULL, "{not json", &mid2),
 		   PGM_SERVER_ERROR, c);	/* 22P02 */
+	return mid;
+}
 
-	/* completions: message and charge together, replayed by key */
+/* Completions: message and charge together, replayed by key. */
+static void
+chat_completions(pgm_conn *c, const char *u, const char *sid)
+{
+	char		key[64];
+	pgm_ledger_result lr,
+				lr2;
+	pgm_balance b;
+	char	   *v;
+	const char *p[1];
+
 	snprintf(key, sizeof(key), "compl-%s", suffix);
 	EXPECT(pgm_record_completion(c, u, sid, "Hi! How can I help?", 120, "0.25", key, &lr),
 		   PGM_OK, c);
@@ -940,8 +961,16 @@ test_chat(pgm_conn *c)
 				  "WHERE user_id = $1::uuid AND kind = 'charge'", 1, p);
 	CHECK(v && strcmp(v, "1") == 0, c);
 	free(v);
+}
 
-	/* history */
+/* History, in pages; mid is the first message of sid. */
+static void
+chat_history(pgm_conn *c, const char *u, const char *other, const char *sid,
+			 const char *osid, int64_t mid)
+{
+	pgm_result *r = NULL;
+	int64_t		first_page_min;
+
 	EXPECT(pgm_get_chat_history(c, u, sid, 100, 0, 0, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 3, c);
 	if (pgm_result_rows(r) == 3)
@@ -977,8 +1006,16 @@ test_chat(pgm_conn *c)
 	EXPECT(pgm_get_chat_history(c, other, osid, 10, 0, 0, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 0, c);
 	pgm_result_free(r);
+}
 
-	/* context, listing */
+/* Context, listing. */
+static void
+chat_context_and_list(pgm_conn *c, const char *u, const char *sid)
+{
+	pgm_result *r = NULL;
+	int			i,
+				found;
+
 	EXPECT(pgm_update_chat_context(c, u, sid, "{\"topic\": \"greetings\", \"n\": 1}"), PGM_OK, c);
 	EXPECT(pgm_update_chat_context(c, u, unknown_sid, "{}"), PGM_UNKNOWN_ACCOUNT, c);
 	EXPECT(pgm_update_chat_context(c, u, sid, "{oops"), PGM_SERVER_ERROR, c);
@@ -996,8 +1033,17 @@ test_chat(pgm_conn *c)
 	CHECK(found, c);
 	pgm_result_free(r);
 	EXPECT(pgm_list_chat_sessions(c, unknown_user, &r), PGM_UNKNOWN_ACCOUNT, c);
+}
 
-	/* ending */
+/* Ending, then deletion. */
+static void
+chat_end_and_delete(pgm_conn *c, const char *u, const char *sid)
+{
+	int64_t		mid2 = 0;
+	pgm_ledger_result lr2;
+	pgm_balance b;
+	pgm_result *r = NULL;
+
 	EXPECT(pgm_end_chat_session(c, u, sid, "paused", NULL), PGM_INVALID_PARAMETER, c);
 	EXPECT(pgm_end_chat_session(c, u, unknown_sid, "completed", NULL), PGM_UNKNOWN_ACCOUNT, c);
 	EXPECT(pgm_end_chat_session(c, u, sid, "completed", "the user left"), PGM_OK, c);
@@ -1016,8 +1062,15 @@ test_chat(pgm_conn *c)
 	EXPECT(pgm_list_chat_sessions(c, u, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 1, c);
 	pgm_result_free(r);
+}
 
-	/* ratings */
+/* Ratings. */
+static void
+chat_ratings(pgm_conn *c, const char *u, const char *other)
+{
+	char		model[64];
+	pgm_result *r = NULL;
+
 	snprintf(model, sizeof(model), "rated-model-%s", suffix);
 	EXPECT(pgm_rate_model(c, u, model, 5, "great"), PGM_OK, c);
 	EXPECT(pgm_rate_model(c, u, model, 2, NULL), PGM_OK, c);	/* replaces */
@@ -1033,8 +1086,16 @@ test_chat(pgm_conn *c)
 	EXPECT(pgm_model_ratings(c, NULL, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) >= 1, c);
 	pgm_result_free(r);
+}
 
-	/* preferences */
+/* Preferences. */
+static void
+chat_preferences(pgm_conn *c, const char *u)
+{
+	pgm_result *r = NULL;
+	int			i,
+				found;
+
 	EXPECT(pgm_set_preference(c, u, "theme", "\"dark\""), PGM_OK, c);
 	EXPECT(pgm_set_preference(c, u, "limits", "{\"daily\": 5}"), PGM_OK, c);
 	EXPECT(pgm_set_preference(c, u, "theme", "\"light\""), PGM_OK, c);
@@ -1053,8 +1114,16 @@ test_chat(pgm_conn *c)
 	pgm_result_free(r);
 	EXPECT(pgm_get_preferences(c, unknown_user, &r), PGM_UNKNOWN_ACCOUNT, c);
 	CHECK(r == NULL, c);
+}
 
-	/* an actor, and named prepared statements, through the same path */
+/* An actor, and named prepared statements, through the same path. */
+static void
+chat_as_actor(pgm_conn *c, const char *u, const char *other, const char *osid)
+{
+	int64_t		mid2 = 0;
+	pgm_ledger_result lr2;
+	pgm_result *r = NULL;
+
 	pgm_set_prepared(c, 1);
 	EXPECT(pgm_set_actor(c, other), PGM_OK, c);
 	EXPECT(pgm_list_chat_sessions(c, u, &r), PGM_PERMISSION_DENIED, c);
@@ -1069,6 +1138,31 @@ test_chat(pgm_conn *c)
 	CHECK(pgm_result_rows(r) == 2 && strcmp(pgm_result_value(r, 1, "role"), "system") == 0, c);
 	pgm_result_free(r);
 	pgm_set_prepared(c, 0);
+}
+
+static void
+test_chat(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				other[PGM_UUID_LEN],
+				sid[PGM_UUID_LEN],
+				osid[PGM_UUID_LEN];
+	pgm_ledger_result lr;
+	int64_t		mid;
+
+	printf("# chat and metering\n");
+	make_user(c, "chat", u);
+	make_user(c, "chatother", other);
+	EXPECT(pgm_add_funds(c, u, "1", NULL, NULL, &lr), PGM_OK, c);
+	chat_sessions(c, u, other, sid, osid);
+	mid = chat_messages(c, u, sid, osid);
+	chat_completions(c, u, sid);
+	chat_history(c, u, other, sid, osid, mid);
+	chat_context_and_list(c, u, sid);
+	chat_end_and_delete(c, u, sid);
+	chat_ratings(c, u, other);
+	chat_preferences(c, u);
+	chat_as_actor(c, u, other, osid);
 }
 
 /* ------------------------------------------------------------------------
@@ -1183,12 +1277,9 @@ test_projects(pgm_conn *c)
 	CHECK(strlen(pid) == 36, c);
 	EXPECT(pgm_get_project(c, u, pid, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 1, c);
-	v = pgm_result_value(r, 0, "dependencies");
-	CHECK(v && strcmp(v, "{flask,sqlalchemy}") == 0, c);
-	v = pgm_result_value(r, 0, "test_coverage");
-	CHECK(v && strcmp(v, "81.5") == 0, c);
-	v = pgm_result_value(r, 0, "environment");
-	CHECK(v && strcmp(v, "{}") == 0, c);	/* the SQL default */
+	CHECK_VALUE(r, "dependencies", "{flask,sqlalchemy}", c);
+	CHECK_VALUE(r, "test_coverage", "81.5", c);
+	CHECK_VALUE(r, "environment", "{}", c);	/* the SQL default */
 	pgm_result_free(r);
 	r = NULL;
 	/* the same id again: an update; another user's id: 42501 */
@@ -1208,8 +1299,7 @@ test_projects(pgm_conn *c)
 
 	EXPECT(pgm_list_projects(c, u, NULL, 50, NULL, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 2, c);
-	v = pgm_result_value(r, 0, "name");
-	CHECK(v && strcmp(v, "second") == 0, c);	/* newest first */
+	CHECK_VALUE(r, "name", "second", c);	/* newest first */
 	pgm_result_free(r);
 	r = NULL;
 	EXPECT(pgm_list_projects(c, u, "active", 0, NULL, &r), PGM_INVALID_PARAMETER, c);
@@ -1230,10 +1320,8 @@ test_projects(pgm_conn *c)
 	EXPECT(pgm_save_template(c, tname, "api", "{\"main.py\": \"app = FastAPI()\"}",
 							 &to, tid), PGM_OK, c);
 	EXPECT(pgm_get_template(c, tname, &r), PGM_OK, c);
-	v = pgm_result_value(r, 0, "optional_vars");
-	CHECK(v && strcmp(v, "{\"PORT\": \"8000\"}") == 0, c);
-	v = pgm_result_value(r, 0, "setup_minutes");
-	CHECK(v && strcmp(v, "5") == 0, c);
+	CHECK_VALUE(r, "optional_vars", "{\"PORT\": \"8000\"}", c);
+	CHECK_VALUE(r, "setup_minutes", "5", c);
 	pgm_result_free(r);
 	r = NULL;
 	EXPECT(pgm_save_template(c, tname, "api", "{}", NULL, tid2), PGM_OK, c);
@@ -1263,10 +1351,8 @@ test_projects(pgm_conn *c)
 	EXPECT(pgm_set_modification_status(c, other, mid, "failed", NULL), PGM_UNKNOWN_ACCOUNT, c);
 	EXPECT(pgm_list_modifications(c, u, pid, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 1, c);
-	v = pgm_result_value(r, 0, "status");
-	CHECK(v && strcmp(v, "applied") == 0, c);
-	v = pgm_result_value(r, 0, "affected_files");
-	CHECK(v && strcmp(v, "{app.py,templates/cart.html}") == 0, c);
+	CHECK_VALUE(r, "status", "applied", c);
+	CHECK_VALUE(r, "affected_files", "{app.py,templates/cart.html}", c);
 	pgm_result_free(r);
 }
 
