@@ -13,7 +13,8 @@ EXTENSION    = pgmarket
 MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/spi.o extension/actor.o extension/userlock.o \
-               extension/keyring.o extension/accounts.o \
+               extension/keyring.o extension/index_read.o \
+               extension/accounts.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o \
                extension/chat.o extension/sealed.o extension/health.o \

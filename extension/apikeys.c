@@ -44,13 +44,16 @@
 
 #include <sodium.h>
 
+#include "access/nbtree.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(pgm_create_api_key);
@@ -76,7 +79,6 @@ PG_FUNCTION_INFO_V1(pgm_list_api_keys);
  * ----------------------------------------------------------------
  */
 static SPIPlanPtr plan_insert;
-static SPIPlanPtr plan_lookup;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
@@ -99,19 +101,6 @@ static const PgmPlanDef apikey_plans[] = {
 		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 		" ON CONFLICT (prefix) DO NOTHING RETURNING key_id",
 		12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID}},
-
-	/* a key by its prefix, with whether it is usable now */
-	{&plan_lookup,
-		"SELECT k.key_id, k.user_id, k.scopes, k.rate_limit_tier, k.hash,"
-		"       k.hash_version,"
-		"       k.revoked_at IS NULL AND"
-		"       (k.expires_at IS NULL OR k.expires_at > now()) AND b.active,"
-		"       k.last_used_at IS NULL OR"
-		"       k.last_used_at < date_trunc('minute', now())"
-		"  FROM pgmarket.api_keys k"
-		"  JOIN pgmarket.balances b ON b.user_id = k.user_id"
-		" WHERE k.prefix = $1",
-		1, {TEXTOID}},
 
 	/* last_used_at to the minute: at most one write per key and minute */
 	{&plan_stamp,
@@ -234,21 +223,66 @@ well_formed(const char *raw, size_t len)
 	return true;
 }
 
-/* A key that verified, copied out of SPI. */
+/* A key that verified, copied out of the rows read. */
 typedef struct VerifiedKey
 {
 	pg_uuid_t	key_id;
 	pg_uuid_t	user_id;
-	Datum		scopes;			/* text[] in the upper context */
-	Datum		tier;			/* text in the upper context */
+	Datum		scopes;			/* text[] in the caller's context */
+	Datum		tier;			/* text in the caller's context */
 	bool		stale_stamp;	/* last_used_at is older than this minute */
 	char		prefix[APIKEY_PREFIX_LEN + 1];
 } VerifiedKey;
 
 /*
+ * The rows verify_key reads, by index and without SPI: the hot path of
+ * every API call is one lookup of one key and its user, and a kept plan
+ * costs more to start than the two index probes themselves.
+ */
+enum
+{
+	KC_KEY_ID, KC_USER_ID, KC_SCOPES, KC_TIER, KC_HASH, KC_HASH_VERSION,
+	KC_REVOKED_AT, KC_EXPIRES_AT, KC_LAST_USED_AT
+};
+
+static PgmIndexRef key_by_prefix = {
+	"api_keys", "api_keys_prefix", 1, {BTEqualStrategyNumber},
+	9, {"key_id", "user_id", "scopes", "rate_limit_tier", "hash",
+	"hash_version", "revoked_at", "expires_at", "last_used_at"},
+	{UUIDOID, UUIDOID, TEXTARRAYOID, TEXTOID, BYTEAOID, INT4OID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+static PgmIndexRef balance_by_user = {
+	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
+	1, {"active"}, {BOOLOID}
+};
+
+/* Is the balance row of a user there, and active?  *exists says if there. */
+static bool
+user_active(Snapshot snapshot, Datum user_id, bool *exists)
+{
+	PgmIndexScan scan;
+	bool		active = false;
+	bool		isnull;
+
+	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
+	*exists = pgm_index_next(&scan, ForwardScanDirection);
+	if (*exists)
+		active = DatumGetBool(pgm_index_col(&scan, 0, &isnull));
+	pgm_index_end(&scan);
+	return active;
+}
+
+/*
  * Look a raw key up by its prefix and compare its keyed hash in constant
  * time; true when it is known, not revoked, not expired and its user is
- * active.  A malformed or unknown key costs one hash too.  Needs SPI.
+ * active.  A malformed or unknown key costs one hash too.
+ *
+ * The rows are read as the kept plan that this replaces read them: under a
+ * new snapshot after a command counter increment (SPI's rule for a
+ * statement that is not read-only), so that a call sees what the calls
+ * before it in the same statement or transaction did.
  */
 static bool
 verify_key(text *api_key, VerifiedKey *out)
@@ -261,32 +295,70 @@ verify_key(text *api_key, VerifiedKey *out)
 	bool		found = false;
 	bool		usable = false;
 	bool		match;
-	bool		isnull;
-	Datum		values[1];
 
 	memset(expected, 0xa5, sizeof(expected));
 	memset(actual, 0, sizeof(actual));
 	if (well_formed(raw, len))
 	{
+		PgmIndexScan scan;
+		Snapshot	snapshot;
+		Datum		prefix;
+		bool		isnull;
+
 		memcpy(out->prefix, raw, APIKEY_PREFIX_LEN);
 		out->prefix[APIKEY_PREFIX_LEN] = '\0';
-		values[0] = CStringGetTextDatum(out->prefix);
-		pgm_exec(plan_lookup, values, NULL, false);
-		if (SPI_processed == 1)
-		{
-			bytea	   *h = DatumGetByteaPP(pgm_col(0, 5, &isnull));
+		prefix = PointerGetDatum(cstring_to_text_with_len(raw, APIKEY_PREFIX_LEN));
 
-			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
-			if (found)
+		CommandCounterIncrement();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		snapshot = GetActiveSnapshot();
+		pgm_index_begin(&scan, &key_by_prefix, snapshot, 1, &prefix);
+		if (pgm_index_next(&scan, ForwardScanDirection))
+		{
+			TimestampTz now = GetCurrentTransactionStartTimestamp();
+			bytea	   *h = DatumGetByteaPP(pgm_index_col(&scan, KC_HASH, &isnull));
+			int32		row_version;
+			bool		row_usable;
+			bool		exists;
+			Datum		d;
+
+			/* the JOIN: a key whose user has no balance row is unknown */
+			memcpy(&out->key_id, DatumGetUUIDP(pgm_index_col(&scan, KC_KEY_ID, &isnull)), UUID_LEN);
+			memcpy(&out->user_id, DatumGetUUIDP(pgm_index_col(&scan, KC_USER_ID, &isnull)), UUID_LEN);
+			row_version = DatumGetInt32(pgm_index_col(&scan, KC_HASH_VERSION, &isnull));
+			(void) pgm_index_col(&scan, KC_REVOKED_AT, &isnull);
+			row_usable = isnull;
+			d = pgm_index_col(&scan, KC_EXPIRES_AT, &isnull);
+			if (!isnull && DatumGetTimestampTz(d) <= now)
+				row_usable = false;
+			d = pgm_index_col(&scan, KC_LAST_USED_AT, &isnull);
+			out->stale_stamp = isnull ||
+				DatumGetTimestampTz(d) <
+				DatumGetTimestampTz(DirectFunctionCall2(timestamptz_trunc,
+														CStringGetTextDatum("minute"),
+														TimestampTzGetDatum(now)));
+			out->scopes = datumCopy(pgm_index_col(&scan, KC_SCOPES, &isnull), false, -1);
+			out->tier = datumCopy(pgm_index_col(&scan, KC_TIER, &isnull), false, -1);
+			if (VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES)
 				memcpy(expected, VARDATA_ANY(h), APIKEY_HASH_BYTES);
-			version = DatumGetInt32(pgm_col(0, 6, &isnull));
-			usable = DatumGetBool(pgm_col(0, 7, &isnull));
-			memcpy(&out->key_id, DatumGetUUIDP(pgm_col(0, 1, &isnull)), UUID_LEN);
-			memcpy(&out->user_id, DatumGetUUIDP(pgm_col(0, 2, &isnull)), UUID_LEN);
-			out->scopes = SPI_datumTransfer(pgm_col(0, 3, &isnull), false, -1);
-			out->tier = SPI_datumTransfer(pgm_col(0, 4, &isnull), false, -1);
-			out->stale_stamp = DatumGetBool(pgm_col(0, 8, &isnull));
+			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
+
+			if (!user_active(snapshot, UUIDPGetDatum(&out->user_id), &exists) ||
+				!exists)
+				row_usable = false;
+			if (exists)
+			{
+				version = row_version;
+				usable = row_usable;
+			}
+			else
+			{
+				found = false;
+				memset(expected, 0xa5, sizeof(expected));
+			}
 		}
+		pgm_index_end(&scan);
+		PopActiveSnapshot();
 	}
 	/* hash whatever came, so that every path costs about the same */
 	if (!key_hash(version, raw, len, actual))
@@ -542,16 +614,17 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 0, "api_key");
 	InitMaterializedSRF(fcinfo, 0);
 
-	pgm_spi_connect();
-	prepare_plans();
+	/* SPI only for the stamp, at most once per key and minute */
 	ok = verify_key(PG_GETARG_TEXT_PP(0), &key);
 	if (ok && key.stale_stamp && !XactReadOnly)
 	{
 		Datum		values[1] = {UUIDPGetDatum(&key.key_id)};
 
+		pgm_spi_connect();
+		prepare_plans();
 		pgm_exec(plan_stamp, values, NULL, false);
+		SPI_finish();
 	}
-	SPI_finish();
 
 	if (ok)
 	{
