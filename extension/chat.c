@@ -617,7 +617,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 				 errmsg("max_rows %d is out of range", max_rows),
 				 errdetail("A page holds 1 to 1000 messages.")));
 
-	InitMaterializedSRF(fcinfo, 0);
+	pgm_materialize(fcinfo);
 
 	/* the snapshot of the statement, as a read-only SPI plan would use */
 	snapshot = GetActiveSnapshot();
@@ -640,10 +640,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 		/* newest first: the index order backwards, straight out */
 		while (n < max_rows && pgm_index_next(&scan, BackwardScanDirection))
 		{
-			int			c;
-
-			for (c = 0; c < MC_NCOLS; c++)
-				values[c] = pgm_index_col(&scan, c, &nulls[c]);
+			pgm_index_row(&scan, values, nulls);
 			put_message(rsinfo, values, nulls);
 			n++;
 		}

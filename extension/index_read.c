@@ -37,6 +37,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "executor/tuptable.h"
+#include "funcapi.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -185,6 +186,27 @@ pgm_index_col(PgmIndexScan *s, int col, bool *isnull)
 	return slot_getattr(s->slot, s->attnums[col], isnull);
 }
 
+/*
+ * Every column of the ref of the current row, in the ref's order, deformed
+ * at once.  Pass-by-reference values point into the row's buffer.
+ */
+void
+pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls)
+{
+	TupleTableSlot *slot = s->slot;
+	int			maxatt = 0;
+	int			i;
+
+	for (i = 0; i < s->ref->ncols; i++)
+		maxatt = Max(maxatt, s->attnums[i]);
+	slot_getsomeattrs(slot, maxatt);
+	for (i = 0; i < s->ref->ncols; i++)
+	{
+		values[i] = slot->tts_values[s->attnums[i] - 1];
+		nulls[i] = slot->tts_isnull[s->attnums[i] - 1];
+	}
+}
+
 /* End the scan; the locks stay until the end of the transaction. */
 void
 pgm_index_end(PgmIndexScan *s)
@@ -193,4 +215,21 @@ pgm_index_end(PgmIndexScan *s)
 	ExecDropSingleTupleTableSlot(s->slot);
 	index_close(s->index, NoLock);
 	table_close(s->heap, NoLock);
+}
+
+/*
+ * Set up a materialized set-returning call for rows read here: with the
+ * descriptor the executor expects when it gives one, which saves building
+ * the function's result type from the catalogs at every call.
+ */
+void
+pgm_materialize(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) &&
+		rsinfo->expectedDesc != NULL)
+		InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	else
+		InitMaterializedSRF(fcinfo, 0);
 }

@@ -184,7 +184,9 @@ extern void pgm_index_begin(PgmIndexScan *s, PgmIndexRef *ref,
 							Snapshot snapshot, int nkeys, const Datum *values);
 extern bool pgm_index_next(PgmIndexScan *s, ScanDirection dir);
 extern Datum pgm_index_col(PgmIndexScan *s, int col, bool *isnull);
+extern void pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls);
 extern void pgm_index_end(PgmIndexScan *s);
+extern void pgm_materialize(FunctionCallInfo fcinfo);
 
 /* ================================================================
  * Features: C entry points that other features may call
