@@ -82,6 +82,7 @@ static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
+static SPIPlanPtr plan_lock_and_spend;
 static SPIPlanPtr plan_ledger_key;
 static SPIPlanPtr plan_hold_key;
 static SPIPlanPtr plan_revoke;
@@ -92,6 +93,11 @@ static SPIPlanPtr plan_list;
 	"CASE k.spend_period" \
 	" WHEN 'day' THEN date_trunc('day', now(), 'UTC')" \
 	" WHEN 'month' THEN date_trunc('month', now(), 'UTC') END"
+
+/* What a key has spent in the current period (its row as k). */
+#define PERIOD_SPENT_SQL \
+	"CASE WHEN k.period_start IS NOT DISTINCT FROM " PERIOD_START_SQL \
+	" THEN k.period_spent ELSE 0 END"
 
 static const PgmPlanDef apikey_plans[] = {
 	{&plan_insert,
@@ -131,6 +137,29 @@ static const PgmPlanDef apikey_plans[] = {
 		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
 		" WHERE key_id = $1",
 		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
+
+	/*
+	 * A charge without an idempotency key, under the user's lock: lock the
+	 * key's row and count the charge in one statement when the key is still
+	 * usable and the charge fits its limit and its counters (the same row
+	 * that plan_lock_key and plan_spend would leave).  No row: the two-step
+	 * path finds out why and raises what it raises.
+	 */
+	{&plan_lock_and_spend,
+		"UPDATE pgmarket.api_keys k"
+		"   SET period_start = " PERIOD_START_SQL ","
+		"       period_spent = " PERIOD_SPENT_SQL " + $2,"
+		"       total_spent = k.total_spent + $2,"
+		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
+		"                last_used_at < date_trunc('minute', now())"
+		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
+		" WHERE k.key_id = $1 AND k.revoked_at IS NULL"
+		"   AND (k.expires_at IS NULL OR k.expires_at > now())"
+		"   AND (k.spend_limit IS NULL OR"
+		"        $2 <= k.spend_limit - " PERIOD_SPENT_SQL ")"
+		"   AND " PERIOD_SPENT_SQL " < 9000000000000000000 - $2"
+		"   AND k.total_spent < 9000000000000000000 - $2",
+		2, {UUIDOID, INT8OID}},
 
 	{&plan_ledger_key,
 		"SELECT 1 FROM pgmarket.ledger"
@@ -612,7 +641,7 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 	bool		ok;
 
 	pgm_require_arg(fcinfo, 0, "api_key");
-	InitMaterializedSRF(fcinfo, 0);
+	pgm_materialize(fcinfo);
 
 	/* SPI only for the stamp, at most once per key and minute */
 	ok = verify_key(PG_GETARG_TEXT_PP(0), &key);
@@ -662,16 +691,12 @@ typedef struct KeySpend
 } KeySpend;
 
 /*
- * Verify the key, check its write scope, lock its user's balance row and
- * then its own row, and read its spend.  Raises 28000 or 42501.
+ * Verify the key, check its write scope and lock its user's balance row.
+ * Raises 28000 or 42501.
  */
 static void
-lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
+lock_user_for_spending(text *api_key, VerifiedKey *key)
 {
-	Datum		values[1];
-	bool		isnull;
-	Datum		d;
-
 	if (!verify_key(api_key, key))
 		raise_invalid_key();
 	pgm_check_actor(UUIDPGetDatum(&key->user_id));
@@ -683,6 +708,18 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 	/* the user's lock first, as every ledger operation takes it */
 	if (!pgm_try_lock_user(UUIDPGetDatum(&key->user_id)))
 		raise_invalid_key();	/* the user was deactivated meanwhile */
+}
+
+/*
+ * Then lock the key's own row and read its spend.  Raises 28000 when it was
+ * revoked or expired meanwhile.
+ */
+static void
+lock_key_for_spending(const VerifiedKey *key, KeySpend *spend)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
 
 	values[0] = UUIDPGetDatum(&key->key_id);
 	pgm_exec(plan_lock_key, values, NULL, false);
@@ -763,11 +800,18 @@ record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
  * row locked, and the spend limit checked unless the idempotency key in
  * argument idem_arg was used before (the ledger then replays or conflicts).
  * Connects SPI; returns whether the call repeats an applied one.
+ *
+ * With counted (charge_api_key) and no idempotency key, the key's row is
+ * locked and the amount counted in one statement when it fits (*counted
+ * true: record_spend must not count it again); this writes the row that
+ * lock, check and record_spend would write, in the same order of locks.
+ * When it does not fit, or the key is no longer usable, the steps below
+ * run as before and raise what they raise.
  */
 static bool
 begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 			const char *what, VerifiedKey *key, KeySpend *spend,
-			int64 *amount)
+			int64 *amount, bool *counted)
 {
 	bool		repeat = false;
 
@@ -777,7 +821,22 @@ begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_key_for_spending(PG_GETARG_TEXT_PP(0), key, spend);
+	lock_user_for_spending(PG_GETARG_TEXT_PP(0), key);
+	if (counted)
+	{
+		*counted = false;
+		if (PG_ARGISNULL(idem_arg))
+		{
+			Datum		values[2] = {UUIDPGetDatum(&key->key_id),
+			Int64GetDatum(*amount)};
+
+			pgm_exec(plan_lock_and_spend, values, NULL, false);
+			*counted = SPI_processed == 1;
+			if (*counted)
+				return false;
+		}
+	}
+	lock_key_for_spending(key, spend);
 	if (!PG_ARGISNULL(idem_arg))
 	{
 		Datum		values[2] = {UUIDPGetDatum(&key->user_id),
@@ -808,14 +867,15 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	int64		tokens;
 	text	   *idem;
 	PgmLedgerOutcome out;
+	bool		counted;
 
 	(void) begin_spend(fcinfo, &plan_ledger_key, 4, "a charge", &key, &spend,
-					   &amount);
+					   &amount, &counted);
 	pgm_charge_args(fcinfo, 2, 3, &model_id, &tokens);
 	idem = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	pgm_ledger_charge(UUIDPGetDatum(&key.user_id), amount, model_id, tokens,
 					  idem, &out);
-	if (!out.replayed)
+	if (!out.replayed && !counted)
 		record_spend(&key, &spend, amount);
 
 	SPI_finish();
@@ -838,7 +898,7 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 	bool		repeat;
 
 	repeat = begin_spend(fcinfo, &plan_hold_key, 3, "a reservation", &key,
-						 &spend, &amount);
+						 &spend, &amount, NULL);
 	ttl = pgm_ttl_arg(fcinfo, 2);
 	idem = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	reservation_id = pgm_ledger_reserve(UUIDPGetDatum(&key.user_id), amount,
