@@ -13,8 +13,8 @@ EXTENSION    = pgmarket
 MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/spi.o extension/actor.o extension/userlock.o \
-               extension/keyring.o extension/accounts.o \
-               extension/passwords.o extension/emails.o \
+               extension/keyring.o extension/index_read.o \
+               extension/accounts.o extension/passwords.o extension/emails.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o extension/audit_chain.o \
                extension/chat.o extension/sealed.o extension/health.o \

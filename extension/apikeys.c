@@ -44,13 +44,16 @@
 
 #include <sodium.h>
 
+#include "access/nbtree.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(pgm_create_api_key);
@@ -76,10 +79,10 @@ PG_FUNCTION_INFO_V1(pgm_list_api_keys);
  * ----------------------------------------------------------------
  */
 static SPIPlanPtr plan_insert;
-static SPIPlanPtr plan_lookup;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
+static SPIPlanPtr plan_lock_and_spend;
 static SPIPlanPtr plan_ledger_key;
 static SPIPlanPtr plan_hold_key;
 static SPIPlanPtr plan_revoke;
@@ -91,6 +94,11 @@ static SPIPlanPtr plan_list;
 	" WHEN 'day' THEN date_trunc('day', now(), 'UTC')" \
 	" WHEN 'month' THEN date_trunc('month', now(), 'UTC') END"
 
+/* What a key has spent in the current period (its row as k). */
+#define PERIOD_SPENT_SQL \
+	"CASE WHEN k.period_start IS NOT DISTINCT FROM " PERIOD_START_SQL \
+	" THEN k.period_spent ELSE 0 END"
+
 static const PgmPlanDef apikey_plans[] = {
 	{&plan_insert,
 		"INSERT INTO pgmarket.api_keys (key_id, user_id, name, prefix, hash,"
@@ -99,19 +107,6 @@ static const PgmPlanDef apikey_plans[] = {
 		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 		" ON CONFLICT (prefix) DO NOTHING RETURNING key_id",
 		12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID}},
-
-	/* a key by its prefix, with whether it is usable now */
-	{&plan_lookup,
-		"SELECT k.key_id, k.user_id, k.scopes, k.rate_limit_tier, k.hash,"
-		"       k.hash_version,"
-		"       k.revoked_at IS NULL AND"
-		"       (k.expires_at IS NULL OR k.expires_at > now()) AND b.active,"
-		"       k.last_used_at IS NULL OR"
-		"       k.last_used_at < date_trunc('minute', now())"
-		"  FROM pgmarket.api_keys k"
-		"  JOIN pgmarket.balances b ON b.user_id = k.user_id"
-		" WHERE k.prefix = $1",
-		1, {TEXTOID}},
 
 	/* last_used_at to the minute: at most one write per key and minute */
 	{&plan_stamp,
@@ -142,6 +137,29 @@ static const PgmPlanDef apikey_plans[] = {
 		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
 		" WHERE key_id = $1",
 		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
+
+	/*
+	 * A charge without an idempotency key, under the user's lock: lock the
+	 * key's row and count the charge in one statement when the key is still
+	 * usable and the charge fits its limit and its counters (the same row
+	 * that plan_lock_key and plan_spend would leave).  No row: the two-step
+	 * path finds out why and raises what it raises.
+	 */
+	{&plan_lock_and_spend,
+		"UPDATE pgmarket.api_keys k"
+		"   SET period_start = " PERIOD_START_SQL ","
+		"       period_spent = " PERIOD_SPENT_SQL " + $2,"
+		"       total_spent = k.total_spent + $2,"
+		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
+		"                last_used_at < date_trunc('minute', now())"
+		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
+		" WHERE k.key_id = $1 AND k.revoked_at IS NULL"
+		"   AND (k.expires_at IS NULL OR k.expires_at > now())"
+		"   AND (k.spend_limit IS NULL OR"
+		"        $2 <= k.spend_limit - " PERIOD_SPENT_SQL ")"
+		"   AND " PERIOD_SPENT_SQL " < 9000000000000000000 - $2"
+		"   AND k.total_spent < 9000000000000000000 - $2",
+		2, {UUIDOID, INT8OID}},
 
 	{&plan_ledger_key,
 		"SELECT 1 FROM pgmarket.ledger"
@@ -234,21 +252,66 @@ well_formed(const char *raw, size_t len)
 	return true;
 }
 
-/* A key that verified, copied out of SPI. */
+/* A key that verified, copied out of the rows read. */
 typedef struct VerifiedKey
 {
 	pg_uuid_t	key_id;
 	pg_uuid_t	user_id;
-	Datum		scopes;			/* text[] in the upper context */
-	Datum		tier;			/* text in the upper context */
+	Datum		scopes;			/* text[] in the caller's context */
+	Datum		tier;			/* text in the caller's context */
 	bool		stale_stamp;	/* last_used_at is older than this minute */
 	char		prefix[APIKEY_PREFIX_LEN + 1];
 } VerifiedKey;
 
 /*
+ * The rows verify_key reads, by index and without SPI: the hot path of
+ * every API call is one lookup of one key and its user, and a kept plan
+ * costs more to start than the two index probes themselves.
+ */
+enum
+{
+	KC_KEY_ID, KC_USER_ID, KC_SCOPES, KC_TIER, KC_HASH, KC_HASH_VERSION,
+	KC_REVOKED_AT, KC_EXPIRES_AT, KC_LAST_USED_AT
+};
+
+static PgmIndexRef key_by_prefix = {
+	"api_keys", "api_keys_prefix", 1, {BTEqualStrategyNumber},
+	9, {"key_id", "user_id", "scopes", "rate_limit_tier", "hash",
+	"hash_version", "revoked_at", "expires_at", "last_used_at"},
+	{UUIDOID, UUIDOID, TEXTARRAYOID, TEXTOID, BYTEAOID, INT4OID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+static PgmIndexRef balance_by_user = {
+	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
+	1, {"active"}, {BOOLOID}
+};
+
+/* Is the balance row of a user there, and active?  *exists says if there. */
+static bool
+user_active(Snapshot snapshot, Datum user_id, bool *exists)
+{
+	PgmIndexScan scan;
+	bool		active = false;
+	bool		isnull;
+
+	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
+	*exists = pgm_index_next(&scan, ForwardScanDirection);
+	if (*exists)
+		active = DatumGetBool(pgm_index_col(&scan, 0, &isnull));
+	pgm_index_end(&scan);
+	return active;
+}
+
+/*
  * Look a raw key up by its prefix and compare its keyed hash in constant
  * time; true when it is known, not revoked, not expired and its user is
- * active.  A malformed or unknown key costs one hash too.  Needs SPI.
+ * active.  A malformed or unknown key costs one hash too.
+ *
+ * The rows are read as the kept plan that this replaces read them: under a
+ * new snapshot after a command counter increment (SPI's rule for a
+ * statement that is not read-only), so that a call sees what the calls
+ * before it in the same statement or transaction did.
  */
 static bool
 verify_key(text *api_key, VerifiedKey *out)
@@ -261,32 +324,70 @@ verify_key(text *api_key, VerifiedKey *out)
 	bool		found = false;
 	bool		usable = false;
 	bool		match;
-	bool		isnull;
-	Datum		values[1];
 
 	memset(expected, 0xa5, sizeof(expected));
 	memset(actual, 0, sizeof(actual));
 	if (well_formed(raw, len))
 	{
+		PgmIndexScan scan;
+		Snapshot	snapshot;
+		Datum		prefix;
+		bool		isnull;
+
 		memcpy(out->prefix, raw, APIKEY_PREFIX_LEN);
 		out->prefix[APIKEY_PREFIX_LEN] = '\0';
-		values[0] = CStringGetTextDatum(out->prefix);
-		pgm_exec(plan_lookup, values, NULL, false);
-		if (SPI_processed == 1)
-		{
-			bytea	   *h = DatumGetByteaPP(pgm_col(0, 5, &isnull));
+		prefix = PointerGetDatum(cstring_to_text_with_len(raw, APIKEY_PREFIX_LEN));
 
-			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
-			if (found)
+		CommandCounterIncrement();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		snapshot = GetActiveSnapshot();
+		pgm_index_begin(&scan, &key_by_prefix, snapshot, 1, &prefix);
+		if (pgm_index_next(&scan, ForwardScanDirection))
+		{
+			TimestampTz now = GetCurrentTransactionStartTimestamp();
+			bytea	   *h = DatumGetByteaPP(pgm_index_col(&scan, KC_HASH, &isnull));
+			int32		row_version;
+			bool		row_usable;
+			bool		exists;
+			Datum		d;
+
+			/* the JOIN: a key whose user has no balance row is unknown */
+			memcpy(&out->key_id, DatumGetUUIDP(pgm_index_col(&scan, KC_KEY_ID, &isnull)), UUID_LEN);
+			memcpy(&out->user_id, DatumGetUUIDP(pgm_index_col(&scan, KC_USER_ID, &isnull)), UUID_LEN);
+			row_version = DatumGetInt32(pgm_index_col(&scan, KC_HASH_VERSION, &isnull));
+			(void) pgm_index_col(&scan, KC_REVOKED_AT, &isnull);
+			row_usable = isnull;
+			d = pgm_index_col(&scan, KC_EXPIRES_AT, &isnull);
+			if (!isnull && DatumGetTimestampTz(d) <= now)
+				row_usable = false;
+			d = pgm_index_col(&scan, KC_LAST_USED_AT, &isnull);
+			out->stale_stamp = isnull ||
+				DatumGetTimestampTz(d) <
+				DatumGetTimestampTz(DirectFunctionCall2(timestamptz_trunc,
+														CStringGetTextDatum("minute"),
+														TimestampTzGetDatum(now)));
+			out->scopes = datumCopy(pgm_index_col(&scan, KC_SCOPES, &isnull), false, -1);
+			out->tier = datumCopy(pgm_index_col(&scan, KC_TIER, &isnull), false, -1);
+			if (VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES)
 				memcpy(expected, VARDATA_ANY(h), APIKEY_HASH_BYTES);
-			version = DatumGetInt32(pgm_col(0, 6, &isnull));
-			usable = DatumGetBool(pgm_col(0, 7, &isnull));
-			memcpy(&out->key_id, DatumGetUUIDP(pgm_col(0, 1, &isnull)), UUID_LEN);
-			memcpy(&out->user_id, DatumGetUUIDP(pgm_col(0, 2, &isnull)), UUID_LEN);
-			out->scopes = SPI_datumTransfer(pgm_col(0, 3, &isnull), false, -1);
-			out->tier = SPI_datumTransfer(pgm_col(0, 4, &isnull), false, -1);
-			out->stale_stamp = DatumGetBool(pgm_col(0, 8, &isnull));
+			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
+
+			if (!user_active(snapshot, UUIDPGetDatum(&out->user_id), &exists) ||
+				!exists)
+				row_usable = false;
+			if (exists)
+			{
+				version = row_version;
+				usable = row_usable;
+			}
+			else
+			{
+				found = false;
+				memset(expected, 0xa5, sizeof(expected));
+			}
 		}
+		pgm_index_end(&scan);
+		PopActiveSnapshot();
 	}
 	/* hash whatever came, so that every path costs about the same */
 	if (!key_hash(version, raw, len, actual))
@@ -540,18 +641,19 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 	bool		ok;
 
 	pgm_require_arg(fcinfo, 0, "api_key");
-	InitMaterializedSRF(fcinfo, 0);
+	pgm_materialize(fcinfo);
 
-	pgm_spi_connect();
-	prepare_plans();
+	/* SPI only for the stamp, at most once per key and minute */
 	ok = verify_key(PG_GETARG_TEXT_PP(0), &key);
 	if (ok && key.stale_stamp && !XactReadOnly)
 	{
 		Datum		values[1] = {UUIDPGetDatum(&key.key_id)};
 
+		pgm_spi_connect();
+		prepare_plans();
 		pgm_exec(plan_stamp, values, NULL, false);
+		SPI_finish();
 	}
-	SPI_finish();
 
 	if (ok)
 	{
@@ -589,16 +691,12 @@ typedef struct KeySpend
 } KeySpend;
 
 /*
- * Verify the key, check its write scope, lock its user's balance row and
- * then its own row, and read its spend.  Raises 28000 or 42501.
+ * Verify the key, check its write scope and lock its user's balance row.
+ * Raises 28000 or 42501.
  */
 static void
-lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
+lock_user_for_spending(text *api_key, VerifiedKey *key)
 {
-	Datum		values[1];
-	bool		isnull;
-	Datum		d;
-
 	if (!verify_key(api_key, key))
 		raise_invalid_key();
 	pgm_check_actor(UUIDPGetDatum(&key->user_id));
@@ -610,6 +708,18 @@ lock_key_for_spending(text *api_key, VerifiedKey *key, KeySpend *spend)
 	/* the user's lock first, as every ledger operation takes it */
 	if (!pgm_try_lock_user(UUIDPGetDatum(&key->user_id)))
 		raise_invalid_key();	/* the user was deactivated meanwhile */
+}
+
+/*
+ * Then lock the key's own row and read its spend.  Raises 28000 when it was
+ * revoked or expired meanwhile.
+ */
+static void
+lock_key_for_spending(const VerifiedKey *key, KeySpend *spend)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
 
 	values[0] = UUIDPGetDatum(&key->key_id);
 	pgm_exec(plan_lock_key, values, NULL, false);
@@ -690,11 +800,18 @@ record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
  * row locked, and the spend limit checked unless the idempotency key in
  * argument idem_arg was used before (the ledger then replays or conflicts).
  * Connects SPI; returns whether the call repeats an applied one.
+ *
+ * With counted (charge_api_key) and no idempotency key, the key's row is
+ * locked and the amount counted in one statement when it fits (*counted
+ * true: record_spend must not count it again); this writes the row that
+ * lock, check and record_spend would write, in the same order of locks.
+ * When it does not fit, or the key is no longer usable, the steps below
+ * run as before and raise what they raise.
  */
 static bool
 begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 			const char *what, VerifiedKey *key, KeySpend *spend,
-			int64 *amount)
+			int64 *amount, bool *counted)
 {
 	bool		repeat = false;
 
@@ -704,7 +821,22 @@ begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_key_for_spending(PG_GETARG_TEXT_PP(0), key, spend);
+	lock_user_for_spending(PG_GETARG_TEXT_PP(0), key);
+	if (counted)
+	{
+		*counted = false;
+		if (PG_ARGISNULL(idem_arg))
+		{
+			Datum		values[2] = {UUIDPGetDatum(&key->key_id),
+			Int64GetDatum(*amount)};
+
+			pgm_exec(plan_lock_and_spend, values, NULL, false);
+			*counted = SPI_processed == 1;
+			if (*counted)
+				return false;
+		}
+	}
+	lock_key_for_spending(key, spend);
 	if (!PG_ARGISNULL(idem_arg))
 	{
 		Datum		values[2] = {UUIDPGetDatum(&key->user_id),
@@ -735,14 +867,15 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	int64		tokens;
 	text	   *idem;
 	PgmLedgerOutcome out;
+	bool		counted;
 
 	(void) begin_spend(fcinfo, &plan_ledger_key, 4, "a charge", &key, &spend,
-					   &amount);
+					   &amount, &counted);
 	pgm_charge_args(fcinfo, 2, 3, &model_id, &tokens);
 	idem = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	pgm_ledger_charge(UUIDPGetDatum(&key.user_id), amount, model_id, tokens,
 					  idem, &out);
-	if (!out.replayed)
+	if (!out.replayed && !counted)
 		record_spend(&key, &spend, amount);
 
 	SPI_finish();
@@ -765,7 +898,7 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 	bool		repeat;
 
 	repeat = begin_spend(fcinfo, &plan_hold_key, 3, "a reservation", &key,
-						 &spend, &amount);
+						 &spend, &amount, NULL);
 	ttl = pgm_ttl_arg(fcinfo, 2);
 	idem = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	reservation_id = pgm_ledger_reserve(UUIDPGetDatum(&key.user_id), amount,

@@ -40,6 +40,7 @@
 #include <ctype.h>
 
 #include "access/htup_details.h"
+#include "access/nbtree.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
@@ -50,6 +51,8 @@
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(pgm_create_chat_session);
 PG_FUNCTION_INFO_V1(pgm_save_chat_message);
@@ -93,7 +96,6 @@ static SPIPlanPtr plan_session[3];
 static SPIPlanPtr plan_new_session;
 static SPIPlanPtr plan_insert_message;
 static SPIPlanPtr plan_find_completion;
-static SPIPlanPtr plan_history[4];
 static SPIPlanPtr plan_end;
 static SPIPlanPtr plan_context;
 static SPIPlanPtr plan_delete;
@@ -107,19 +109,6 @@ static SPIPlanPtr plan_prefs;
 	"  FROM pgmarket.chat_sessions s" \
 	"  JOIN pgmarket.balances b ON b.user_id = s.user_id" \
 	" WHERE s.session_id = $1 AND s.user_id = $2"
-
-/*
- * The ownership check rides along as a one-time filter (an uncorrelated
- * EXISTS); a page without rows then calls find_session to tell an empty
- * session from one that is not the user's.
- */
-#define HISTORY_COLS \
-	"SELECT message_id, role, content, tokens, cost, tool_calls, created_at" \
-	"  FROM pgmarket.chat_messages WHERE session_id = $1" \
-	"   AND EXISTS (SELECT 1 FROM pgmarket.chat_sessions s" \
-	"                 JOIN pgmarket.balances b ON b.user_id = s.user_id" \
-	"                WHERE s.session_id = $1 AND s.user_id = $4" \
-	"                  AND s.deleted_at IS NULL AND b.active)"
 
 static const PgmPlanDef chat_plans[] = {
 	{&plan_session[SESSION_READ],
@@ -156,28 +145,6 @@ static const PgmPlanDef chat_plans[] = {
 		"    ON m.user_id = l.user_id AND m.entry_id = l.entry_id"
 		" WHERE l.user_id = $1 AND l.idempotency_key = $2",
 		2, {UUIDOID, TEXTOID}},
-
-	/*
-	 * History pages: newest first, optionally before a message id; oldest
-	 * first is the same page in the other order.
-	 */
-	{&plan_history[0],
-		HISTORY_COLS " ORDER BY message_id DESC LIMIT $2",
-		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
-
-	{&plan_history[1],
-		HISTORY_COLS " AND message_id < $3 ORDER BY message_id DESC LIMIT $2",
-		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
-
-	{&plan_history[2],
-		"SELECT * FROM (" HISTORY_COLS " ORDER BY message_id DESC LIMIT $2) p"
-		" ORDER BY message_id",
-		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
-
-	{&plan_history[3],
-		"SELECT * FROM (" HISTORY_COLS " AND message_id < $3"
-		" ORDER BY message_id DESC LIMIT $2) p ORDER BY message_id",
-		4, {UUIDOID, INT4OID, INT8OID, UUIDOID}},
 
 	{&plan_end,
 		"UPDATE pgmarket.chat_sessions"
@@ -542,6 +509,76 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
+/*
+ * What get_chat_history reads by index, without SPI: the session row, the
+ * user's balance row, then the page of messages in the primary key's order.
+ * A plan costs more to start than these reads, and a page is read often.
+ */
+enum
+{
+	MC_MESSAGE_ID, MC_ROLE, MC_CONTENT, MC_TOKENS, MC_COST, MC_TOOL_CALLS,
+	MC_CREATED_AT, MC_NCOLS
+};
+
+static PgmIndexRef messages_by_session = {
+	"chat_messages", "chat_messages_pkey",
+	2, {BTEqualStrategyNumber, BTLessStrategyNumber},
+	MC_NCOLS, {"message_id", "role", "content", "tokens", "cost",
+	"tool_calls", "created_at"},
+	{INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TIMESTAMPTZOID}
+};
+
+static PgmIndexRef session_by_id = {
+	"chat_sessions", "chat_sessions_pkey", 1, {BTEqualStrategyNumber},
+	2, {"user_id", "deleted_at"}, {UUIDOID, TIMESTAMPTZOID}
+};
+
+static PgmIndexRef balance_by_user = {
+	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
+	1, {"active"}, {BOOLOID}
+};
+
+/*
+ * Is the session the user's, not deleted, and the user active?  What the
+ * EXISTS of the history query asked; false says find_session must tell why.
+ */
+static bool
+session_readable(Snapshot snapshot, Datum user_id, Datum session_id)
+{
+	PgmIndexScan scan;
+	bool		ok = false;
+	bool		isnull;
+
+	pgm_index_begin(&scan, &session_by_id, snapshot, 1, &session_id);
+	if (pgm_index_next(&scan, ForwardScanDirection))
+	{
+		Datum		owner = pgm_index_col(&scan, 0, &isnull);
+
+		ok = memcmp(DatumGetUUIDP(owner)->data, DatumGetUUIDP(user_id)->data,
+					UUID_LEN) == 0;
+		(void) pgm_index_col(&scan, 1, &isnull);
+		ok = ok && isnull;		/* deleted_at */
+	}
+	pgm_index_end(&scan);
+	if (!ok)
+		return false;
+
+	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
+	ok = pgm_index_next(&scan, ForwardScanDirection) &&
+		DatumGetBool(pgm_index_col(&scan, 0, &isnull));
+	pgm_index_end(&scan);
+	return ok;
+}
+
+/* One message into the result, its cost from micro-credits to credits. */
+static void
+put_message(ReturnSetInfo *rsinfo, Datum *values, bool *nulls)
+{
+	if (!nulls[MC_COST])
+		values[MC_COST] = pgm_micro_to_numeric(DatumGetInt64(values[MC_COST]));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
 /* ----------------------------------------------------------------
  * get_chat_history(user_id, session_id, max_rows, before_id, oldest_first)
  *
@@ -561,7 +598,12 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	int32		max_rows;
 	bool		oldest_first;
 	bool		before = !PG_ARGISNULL(3);
-	Datum		args[4];
+	Snapshot	snapshot;
+	PgmIndexScan scan;
+	Datum		keys[2];
+	Datum		values[MC_NCOLS];
+	bool		nulls[MC_NCOLS];
+	int			n = 0;
 
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "max_rows");
@@ -575,28 +617,53 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 				 errmsg("max_rows %d is out of range", max_rows),
 				 errdetail("A page holds 1 to 1000 messages.")));
 
-	InitMaterializedSRF(fcinfo, 0);
+	pgm_materialize(fcinfo);
 
-	pgm_spi_connect();
-	prepare_plans();
-
-	args[0] = session_id;
-	args[1] = Int32GetDatum(max_rows);
-	args[2] = before ? PG_GETARG_DATUM(3) : Int64GetDatum(0);
-	args[3] = user_id;
-	pgm_exec(plan_history[(oldest_first ? 2 : 0) + (before ? 1 : 0)], args,
-			 NULL, true);
-	if (SPI_processed == 0)
+	/* the snapshot of the statement, as a read-only SPI plan would use */
+	snapshot = GetActiveSnapshot();
+	if (!session_readable(snapshot, user_id, session_id))
 	{
-		/* an empty page: raises unless the session is the user's */
+		/* raises unless the session is the user's */
+		pgm_spi_connect();
+		prepare_plans();
 		find_session(user_id, session_id, SESSION_READ, NULL);
 		SPI_finish();
 		return (Datum) 0;
 	}
 
-	pgm_put_rows(rsinfo, 1U << 4);	/* cost */
+	keys[0] = session_id;
+	keys[1] = before ? PG_GETARG_DATUM(3) : (Datum) 0;
+	pgm_index_begin(&scan, &messages_by_session, snapshot, before ? 2 : 1,
+					keys);
+	if (!oldest_first)
+	{
+		/* newest first: the index order backwards, straight out */
+		while (n < max_rows && pgm_index_next(&scan, BackwardScanDirection))
+		{
+			pgm_index_row(&scan, values, nulls);
+			put_message(rsinfo, values, nulls);
+			n++;
+		}
+	}
+	else
+	{
+		/* the same page, oldest first */
+		HeapTuple  *page = palloc(sizeof(HeapTuple) * max_rows);
+		TupleDesc	desc = RelationGetDescr(scan.heap);
 
-	SPI_finish();
+		while (n < max_rows && pgm_index_next(&scan, BackwardScanDirection))
+			page[n++] = ExecCopySlotHeapTuple(scan.slot);
+		while (n-- > 0)
+		{
+			int			c;
+
+			for (c = 0; c < MC_NCOLS; c++)
+				values[c] = heap_getattr(page[n], scan.attnums[c], desc,
+										 &nulls[c]);
+			put_message(rsinfo, values, nulls);
+		}
+	}
+	pgm_index_end(&scan);
 	return (Datum) 0;
 }
 

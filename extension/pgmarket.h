@@ -145,6 +145,51 @@ extern void pgm_random_uuid(pg_uuid_t *uuid);
 extern void *pgm_secret_alloc(Size len);
 extern void pgm_secret_register(void *ptr, Size len);
 
+/* index_read.c: rows of a table read by a btree index, without SPI */
+#include "access/sdir.h"
+#include "access/stratnum.h"
+#include "utils/snapshot.h"
+
+#define PGM_INDEX_MAX_COLS		12
+#define PGM_INDEX_MAX_KEYS		2
+
+typedef struct PgmIndexRef
+{
+	const char *relname;		/* a table of schema pgmarket */
+	const char *indexname;		/* one of its plain btree indexes */
+	int			nkeys;			/* key columns a scan may compare */
+	StrategyNumber strategies[PGM_INDEX_MAX_KEYS];
+	int			ncols;			/* the columns read, by name and type */
+	const char *colnames[PGM_INDEX_MAX_COLS];
+	Oid			coltypes[PGM_INDEX_MAX_COLS];
+	/* looked up at the first use, forgotten on a relcache invalidation */
+	bool		registered;
+	Oid			relid;
+	Oid			indexid;
+	AttrNumber	attnums[PGM_INDEX_MAX_COLS];
+	RegProcedure procs[PGM_INDEX_MAX_KEYS];
+	Oid			collations[PGM_INDEX_MAX_KEYS];
+} PgmIndexRef;
+
+typedef struct PgmIndexScan
+{
+	PgmIndexRef *ref;
+	Oid			index_oid;
+	AttrNumber	attnums[PGM_INDEX_MAX_COLS];
+	struct RelationData *heap;
+	struct RelationData *index;
+	struct IndexScanDescData *scan;
+	struct TupleTableSlot *slot;
+} PgmIndexScan;
+
+extern void pgm_index_begin(PgmIndexScan *s, PgmIndexRef *ref,
+							Snapshot snapshot, int nkeys, const Datum *values);
+extern bool pgm_index_next(PgmIndexScan *s, ScanDirection dir);
+extern Datum pgm_index_col(PgmIndexScan *s, int col, bool *isnull);
+extern void pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls);
+extern void pgm_index_end(PgmIndexScan *s);
+extern void pgm_materialize(FunctionCallInfo fcinfo);
+
 /* ================================================================
  * Features: C entry points that other features may call
  * ================================================================

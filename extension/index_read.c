@@ -1,0 +1,235 @@
+/*-------------------------------------------------------------------------
+ *
+ * index_read.c
+ *	  Floor: read rows of a pgmarket table by one of its btree indexes
+ *	  directly (genam), without SPI, the plan cache or the executor.  For
+ *	  the hot reads of a single row or a short range, where starting a plan
+ *	  costs more than the read.
+ *
+ * A caller describes what it reads in a static PgmIndexRef: the table and
+ * index by name in schema pgmarket, the strategy of each index key column
+ * it may compare (BTEqualStrategyNumber, BTLessStrategyNumber, ...) and the
+ * columns it reads, by name and type.  The first use in a backend looks the
+ * OIDs, attribute numbers and comparison procedures up; a relcache
+ * invalidation of the table or the index (DROP and CREATE EXTENSION in the
+ * same session among others) forgets them, and the next use looks them up
+ * again by name.
+ *
+ * The reads follow the rules of a SELECT: AccessShareLock on the table and
+ * the index until the end of the transaction, rows visible to the snapshot
+ * the caller gives (an MVCC snapshot), the scan keys compared with the
+ * index's operator family and collation.  No privilege or row security
+ * check is made: the callers are SECURITY DEFINER functions owned by the
+ * superuser who created the extension, for whom neither applies.
+ *
+ * Datums read are valid until the next row is fetched or the scan ends;
+ * copy what must live longer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "executor/tuptable.h"
+#include "funcapi.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#define PGM_INDEX_SCHEMA		"pgmarket"
+#define PGM_INDEX_MAX_REFS		16
+
+static PgmIndexRef *known_refs[PGM_INDEX_MAX_REFS];
+static int	n_known_refs = 0;
+static bool callback_registered = false;
+
+/* Forget the OIDs of every ref on its table or index (or on all). */
+static void
+index_read_relcache_callback(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < n_known_refs; i++)
+	{
+		PgmIndexRef *ref = known_refs[i];
+
+		if (relid == InvalidOid || relid == ref->relid ||
+			relid == ref->indexid)
+		{
+			ref->relid = InvalidOid;
+			ref->indexid = InvalidOid;
+		}
+	}
+}
+
+/* Look up a ref's OIDs, attribute numbers and comparison procedures. */
+static void
+resolve_ref(PgmIndexRef *ref)
+{
+	Oid			nsp;
+	Oid			relid;
+	Oid			indexid;
+	Relation	index;
+	int			i;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(index_read_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!ref->registered)
+	{
+		if (n_known_refs >= PGM_INDEX_MAX_REFS)
+			elog(ERROR, "too many index reads registered");
+		known_refs[n_known_refs++] = ref;
+		ref->registered = true;
+	}
+	Assert(ref->ncols <= PGM_INDEX_MAX_COLS);
+	Assert(ref->nkeys <= PGM_INDEX_MAX_KEYS);
+
+	nsp = get_namespace_oid(PGM_INDEX_SCHEMA, false);
+	relid = get_relname_relid(ref->relname, nsp);
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation %s.%s does not exist", PGM_INDEX_SCHEMA,
+			 ref->relname);
+	indexid = get_relname_relid(ref->indexname, nsp);
+	if (!OidIsValid(indexid))
+		elog(ERROR, "index %s.%s does not exist", PGM_INDEX_SCHEMA,
+			 ref->indexname);
+
+	for (i = 0; i < ref->ncols; i++)
+	{
+		AttrNumber	attno = get_attnum(relid, ref->colnames[i]);
+
+		if (attno == InvalidAttrNumber)
+			elog(ERROR, "column %s of %s.%s does not exist", ref->colnames[i],
+				 PGM_INDEX_SCHEMA, ref->relname);
+		if (get_atttype(relid, attno) != ref->coltypes[i])
+			elog(ERROR, "column %s of %s.%s has an unexpected type",
+				 ref->colnames[i], PGM_INDEX_SCHEMA, ref->relname);
+		ref->attnums[i] = attno;
+	}
+
+	index = index_open(indexid, AccessShareLock);
+	if (index->rd_index->indrelid != relid ||
+		index->rd_rel->relam != BTREE_AM_OID ||
+		index->rd_index->indnkeyatts < ref->nkeys ||
+		RelationGetIndexExpressions(index) != NIL ||
+		RelationGetIndexPredicate(index) != NIL)
+		elog(ERROR, "index %s.%s is not a plain btree index of %s",
+			 PGM_INDEX_SCHEMA, ref->indexname, ref->relname);
+	for (i = 0; i < ref->nkeys; i++)
+	{
+		Oid			opcintype = index->rd_opcintype[i];
+		Oid			op = get_opfamily_member(index->rd_opfamily[i], opcintype,
+											 opcintype, ref->strategies[i]);
+
+		if (!OidIsValid(op))
+			elog(ERROR, "index %s.%s has no operator of strategy %d on column %d",
+				 PGM_INDEX_SCHEMA, ref->indexname, ref->strategies[i], i + 1);
+		ref->procs[i] = get_opcode(op);
+		ref->collations[i] = index->rd_indcollation[i];
+	}
+	index_close(index, NoLock);
+
+	/* last: a ref with a valid relid is whole */
+	ref->indexid = indexid;
+	ref->relid = relid;
+}
+
+/*
+ * Start a scan of ref's index for the rows whose first nkeys key columns
+ * compare with values[] by the ref's strategies, visible to snapshot.
+ */
+void
+pgm_index_begin(PgmIndexScan *s, PgmIndexRef *ref, Snapshot snapshot,
+				int nkeys, const Datum *values)
+{
+	ScanKeyData keys[PGM_INDEX_MAX_KEYS];
+	int			i;
+
+	Assert(nkeys >= 1 && nkeys <= ref->nkeys);
+	if (!OidIsValid(ref->relid))
+		resolve_ref(ref);
+	/* copied first: opening may process an invalidation of the ref */
+	s->ref = ref;
+	memcpy(s->attnums, ref->attnums, sizeof(s->attnums));
+	for (i = 0; i < nkeys; i++)
+		ScanKeyEntryInitialize(&keys[i], 0, i + 1, ref->strategies[i],
+							   InvalidOid, ref->collations[i], ref->procs[i],
+							   values[i]);
+	s->index_oid = ref->indexid;
+	s->heap = table_open(ref->relid, AccessShareLock);
+	s->index = index_open(s->index_oid, AccessShareLock);
+	s->slot = table_slot_create(s->heap, NULL);
+	s->scan = index_beginscan(s->heap, s->index, snapshot, nkeys, 0);
+	index_rescan(s->scan, keys, nkeys, NULL, 0);
+}
+
+/* The next row in direction dir, into s->slot; false at the end. */
+bool
+pgm_index_next(PgmIndexScan *s, ScanDirection dir)
+{
+	return index_getnext_slot(s->scan, dir, s->slot);
+}
+
+/* Column col (its place in the ref's colnames) of the current row. */
+Datum
+pgm_index_col(PgmIndexScan *s, int col, bool *isnull)
+{
+	return slot_getattr(s->slot, s->attnums[col], isnull);
+}
+
+/*
+ * Every column of the ref of the current row, in the ref's order, deformed
+ * at once.  Pass-by-reference values point into the row's buffer.
+ */
+void
+pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls)
+{
+	TupleTableSlot *slot = s->slot;
+	int			maxatt = 0;
+	int			i;
+
+	for (i = 0; i < s->ref->ncols; i++)
+		maxatt = Max(maxatt, s->attnums[i]);
+	slot_getsomeattrs(slot, maxatt);
+	for (i = 0; i < s->ref->ncols; i++)
+	{
+		values[i] = slot->tts_values[s->attnums[i] - 1];
+		nulls[i] = slot->tts_isnull[s->attnums[i] - 1];
+	}
+}
+
+/* End the scan; the locks stay until the end of the transaction. */
+void
+pgm_index_end(PgmIndexScan *s)
+{
+	index_endscan(s->scan);
+	ExecDropSingleTupleTableSlot(s->slot);
+	index_close(s->index, NoLock);
+	table_close(s->heap, NoLock);
+}
+
+/*
+ * Set up a materialized set-returning call for rows read here: with the
+ * descriptor the executor expects when it gives one, which saves building
+ * the function's result type from the catalogs at every call.
+ */
+void
+pgm_materialize(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) &&
+		rsinfo->expectedDesc != NULL)
+		InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	else
+		InitMaterializedSRF(fcinfo, 0);
+}
