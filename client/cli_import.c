@@ -850,25 +850,28 @@ apply_provider_keys(importer *im)
 }
 
 /* Is the file's session id already imported for its user?  1, 0; -1 on
- * error.  A session counts as present when it is that session (an export
- * imported back) or its context says {"imported_from": id}. */
+ * error.  A session counts as present when it is that session (imported
+ * with its id, or an export imported back), or one that an import of
+ * pgmarket 0.5.0 made with the context {"imported_from": id}. */
 static int
 chat_session_present(const imp_chat *ch)
 {
 	pgm_result *r = NULL;
+	char		owner[PGM_UUID_LEN];
 	int			row,
 				found = 0;
 
+	if (pgm_chat_session_owner(conn, ch->id, owner) != PGM_OK)
+		return -1;
+	if (strcasecmp(owner, ch->u->id) == 0)
+		return 1;
 	if (pgm_list_chat_sessions(conn, ch->u->id, &r) != PGM_OK)
 		return -1;
 	for (row = 0; row < pgm_result_rows(r) && !found; row++)
 	{
-		const char *sid = pgm_result_value(r, row, "session_id");
 		const char *ctx = pgm_result_value(r, row, "context");
 
-		if (sid && strcasecmp(sid, ch->id) == 0)
-			found = 1;
-		else if (ctx)
+		if (ctx)
 		{
 			char		err[64];
 			json	   *cj = json_parse(ctx, strlen(ctx), err, sizeof(err));
@@ -896,30 +899,24 @@ raw_exec(const char *sql)
 }
 
 /*
- * One session and its messages, in one transaction: the session (the server
- * chooses its id), the context {"imported_from": id} that a re-run finds,
- * then each message with its cost recorded (not charged).  *nmsg receives
+ * One session and its messages, in one transaction: the session under the
+ * file's id, then each message with its cost recorded (not charged).  *nmsg receives
  * the messages stored.  PGM_OK, or the failing call's status with the
  * transaction rolled back.
  */
 static pgm_status
 import_chat_session(const imp_chat *ch, long *nmsg)
 {
-	char		sid[PGM_UUID_LEN],
-				context[96];
+	char		sid[PGM_UUID_LEN];
 	size_t		j;
 	pgm_status	st;
 
 	*nmsg = 0;
 	if (!raw_exec("BEGIN"))
 		return PGM_CONNECTION_ERROR;
-	st = pgm_create_chat_session(conn, ch->u->id, ch->model, str_member(ch->s, "title"),
-								 str_member(ch->s, "agent_id"), sid);
-	if (st == PGM_OK)
-	{
-		snprintf(context, sizeof(context), "{\"imported_from\": \"%s\"}", ch->id);
-		st = pgm_update_chat_context(conn, ch->u->id, sid, context);
-	}
+	st = pgm_create_chat_session_with_id(conn, ch->u->id, ch->model,
+										 str_member(ch->s, "title"),
+										 str_member(ch->s, "agent_id"), ch->id, sid);
 	for (j = 0; st == PGM_OK && ch->messages && j < ch->messages->n; j++)
 	{
 		const json *m = ch->messages->items[j];
@@ -955,7 +952,7 @@ import_chat_session(const imp_chat *ch, long *nmsg)
 }
 
 
-/* Chat sessions: one transaction each, found again by imported_from. */
+/* Chat sessions: one transaction each, under their ids. */
 static int
 apply_chats(importer *im)
 {
@@ -963,7 +960,7 @@ apply_chats(importer *im)
 
 	if (im->chat && im->chat->n > 0)
 	{
-		im->have_chat = server_has("pgmarket.create_chat_session(uuid,text,text,text)");
+		im->have_chat = server_has("pgmarket.create_chat_session(uuid,text,text,text,uuid)");
 		if (!im->have_chat)
 			fprintf(stderr, "pgmarket import: warning: section chat_history skipped: "
 					"this server has no chat functions (create_chat_session)\n");

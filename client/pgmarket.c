@@ -113,22 +113,27 @@ struct pgm_result
 	  " sealed_at FROM pgmarket.audit_head()") \
 	Q(VERIFY_AUDIT_ANCHOR, "SELECT * FROM pgmarket.verify_audit($1::boolean," \
 	  " pg_catalog.decode($2, 'hex'))") \
-	Q(CREATE_CHAT_SESSION, "SELECT pgmarket.create_chat_session($1::uuid, $2, $3, $4)") \
+	Q(CREATE_CHAT_SESSION, "SELECT pgmarket.create_chat_session($1::uuid, $2, $3, $4, " \
+	  "COALESCE($5::uuid, pg_catalog.gen_random_uuid()))") \
 	Q(SAVE_CHAT_MESSAGE, "SELECT pgmarket.save_chat_message($1::uuid, $2::uuid, $3, $4, " \
-	  "$5::int, COALESCE($6::numeric, 0::numeric), $7::jsonb)") \
+	  "$5::int, COALESCE($6::numeric, 0::numeric), $7::jsonb, $8::uuid, $9)") \
 	Q(RECORD_COMPLETION, "SELECT * FROM pgmarket.record_completion($1::uuid, $2::uuid, " \
-	  "$3, $4::int, $5::numeric, $6)") \
+	  "$3, $4::int, $5::numeric, $6, $7::uuid, $8)") \
 	Q(GET_CHAT_HISTORY, "SELECT * FROM pgmarket.get_chat_history($1::uuid, $2::uuid, " \
 	  "$3::int, $4::bigint, $5::boolean)") \
 	Q(END_CHAT_SESSION, "SELECT pgmarket.end_chat_session($1::uuid, $2::uuid, $3, $4)") \
-	Q(UPDATE_CHAT_CONTEXT, "SELECT pgmarket.update_chat_context($1::uuid, $2::uuid, $3::jsonb)") \
+	Q(UPDATE_CHAT_CONTEXT, "SELECT pgmarket.update_chat_context($1::uuid, $2::uuid, $3::jsonb, " \
+	  "$4::boolean)") \
 	Q(DELETE_CHAT_SESSION, "SELECT pgmarket.delete_chat_session($1::uuid, $2::uuid)") \
-	Q(LIST_CHAT_SESSIONS, "SELECT * FROM pgmarket.list_chat_sessions($1::uuid)") \
+	Q(LIST_CHAT_SESSIONS, "SELECT * FROM pgmarket.list_chat_sessions($1::uuid, $2, " \
+	  "$3::int, $4::timestamptz)") \
+	Q(CHAT_SESSION_OWNER, "SELECT pgmarket.chat_session_owner($1::uuid)") \
 	Q(RATE_MODEL, "SELECT pgmarket.rate_model($1::uuid, $2, $3::int, $4)") \
 	Q(MODEL_RATINGS, "SELECT model_id, ratings, average_stars FROM pgmarket.model_ratings " \
 	  "WHERE $1::text IS NULL OR model_id = $1::text ORDER BY model_id") \
 	Q(SET_PREFERENCE, "SELECT pgmarket.set_preference($1::uuid, $2, $3::jsonb)") \
 	Q(GET_PREFERENCES, "SELECT * FROM pgmarket.get_preferences($1::uuid)") \
+	Q(DELETE_PREFERENCE, "SELECT pgmarket.delete_preference($1::uuid, $2)") \
 	Q(SAVE_PROJECT, "SELECT pgmarket.save_project($1::uuid, $2, $3, " \
 	  "COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'), COALESCE($6::jsonb, '{}'), " \
 	  "COALESCE($7::jsonb, '{}'), $8::uuid, $9::numeric, $10::jsonb, $11::timestamptz)") \
@@ -2112,14 +2117,39 @@ pgm_verify_audit_anchor(pgm_conn *c, int strict, const unsigned char *anchor,
  * ------------------------------------------------------------------------ */
 
 pgm_status
+pgm_create_chat_session_with_id(pgm_conn *c, const char *user_id,
+								const char *model_id, const char *title,
+								const char *agent_id, const char *id,
+								char session_id[PGM_UUID_LEN])
+{
+	const char *vals[5] = {user_id, model_id, title, agent_id, id};
+
+	return scalar_into(c, call(c, Q_CREATE_CHAT_SESSION, 5, vals), take_uuid, session_id,
+					   PGM_UUID_LEN);
+}
+
+pgm_status
 pgm_create_chat_session(pgm_conn *c, const char *user_id, const char *model_id,
 						const char *title, const char *agent_id,
 						char session_id[PGM_UUID_LEN])
 {
-	const char *vals[4] = {user_id, model_id, title, agent_id};
+	return pgm_create_chat_session_with_id(c, user_id, model_id, title,
+										   agent_id, NULL, session_id);
+}
 
-	return scalar_into(c, call(c, Q_CREATE_CHAT_SESSION, 4, vals), take_uuid, session_id,
-					   PGM_UUID_LEN);
+pgm_status
+pgm_save_chat_message_ex(pgm_conn *c, const char *user_id,
+						 const char *session_id, const char *role,
+						 const char *content, int tokens, const char *cost,
+						 const char *tool_calls, const char *message_uuid,
+						 const char *model_id, int64_t *message_id)
+{
+	char		tok[I64BUF];
+	const char *vals[9] = {user_id, session_id, role, content,
+		fmt_i64(tok, tokens), cost, tool_calls, message_uuid, model_id};
+
+	return scalar_into(c, call(c, Q_SAVE_CHAT_MESSAGE, 9, vals), take_i64, message_id,
+					   sizeof(int64_t));
 }
 
 pgm_status
@@ -2128,12 +2158,23 @@ pgm_save_chat_message(pgm_conn *c, const char *user_id, const char *session_id,
 					  const char *cost, const char *tool_calls,
 					  int64_t *message_id)
 {
-	char		tok[I64BUF];
-	const char *vals[7] = {user_id, session_id, role, content,
-	fmt_i64(tok, tokens), cost, tool_calls};
+	return pgm_save_chat_message_ex(c, user_id, session_id, role, content,
+									tokens, cost, tool_calls, NULL, NULL,
+									message_id);
+}
 
-	return scalar_into(c, call(c, Q_SAVE_CHAT_MESSAGE, 7, vals), take_i64, message_id,
-					   sizeof(int64_t));
+pgm_status
+pgm_record_completion_ex(pgm_conn *c, const char *user_id,
+						 const char *session_id, const char *content,
+						 int tokens, const char *cost,
+						 const char *idempotency_key, const char *message_uuid,
+						 const char *model_id, pgm_ledger_result *out)
+{
+	char		tok[I64BUF];
+	const char *vals[8] = {user_id, session_id, content, fmt_i64(tok, tokens),
+		cost, idempotency_key, message_uuid, model_id};
+
+	return ledger_call(c, Q_RECORD_COMPLETION, 8, vals, out);
 }
 
 pgm_status
@@ -2141,11 +2182,8 @@ pgm_record_completion(pgm_conn *c, const char *user_id, const char *session_id,
 					  const char *content, int tokens, const char *cost,
 					  const char *idempotency_key, pgm_ledger_result *out)
 {
-	char		tok[I64BUF];
-	const char *vals[6] = {user_id, session_id, content, fmt_i64(tok, tokens),
-	cost, idempotency_key};
-
-	return ledger_call(c, Q_RECORD_COMPLETION, 6, vals, out);
+	return pgm_record_completion_ex(c, user_id, session_id, content, tokens,
+									cost, idempotency_key, NULL, NULL, out);
 }
 
 pgm_status
@@ -2171,13 +2209,29 @@ pgm_end_chat_session(pgm_conn *c, const char *user_id, const char *session_id,
 	return scalar_call(c, Q_END_CHAT_SESSION, 4, vals, NULL, NULL);
 }
 
+/* merge: the keys of context go into the session's (else it is replaced). */
+static pgm_status
+chat_context_call(pgm_conn *c, const char *user_id, const char *session_id,
+				  const char *context, int merge)
+{
+	const char *vals[4] = {user_id, session_id, context,
+	merge ? "true" : "false"};
+
+	return scalar_call(c, Q_UPDATE_CHAT_CONTEXT, 4, vals, NULL, NULL);
+}
+
 pgm_status
 pgm_update_chat_context(pgm_conn *c, const char *user_id, const char *session_id,
 						const char *context)
 {
-	const char *vals[3] = {user_id, session_id, context};
+	return chat_context_call(c, user_id, session_id, context, 1);
+}
 
-	return scalar_call(c, Q_UPDATE_CHAT_CONTEXT, 3, vals, NULL, NULL);
+pgm_status
+pgm_replace_chat_context(pgm_conn *c, const char *user_id,
+						 const char *session_id, const char *context)
+{
+	return chat_context_call(c, user_id, session_id, context, 0);
 }
 
 pgm_status
@@ -2189,9 +2243,31 @@ pgm_delete_chat_session(pgm_conn *c, const char *user_id, const char *session_id
 }
 
 pgm_status
+pgm_list_chat_sessions_page(pgm_conn *c, const char *user_id,
+							const char *status, int max_rows,
+							const char *before, pgm_result **out)
+{
+	char		rows[I64BUF];
+	const char *vals[4] = {user_id, status, fmt_i64(rows, max_rows), before};
+
+	return rows_call(c, Q_LIST_CHAT_SESSIONS, 4, vals, out);
+}
+
+pgm_status
 pgm_list_chat_sessions(pgm_conn *c, const char *user_id, pgm_result **out)
 {
-	return rows_of(c, Q_LIST_CHAT_SESSIONS, user_id, out);
+	return pgm_list_chat_sessions_page(c, user_id, NULL, 1000, NULL, out);
+}
+
+pgm_status
+pgm_chat_session_owner(pgm_conn *c, const char *session_id,
+					   char owner[PGM_UUID_LEN])
+{
+	const char *vals[1] = {session_id};
+
+	owner[0] = '\0';
+	return scalar_into(c, call(c, Q_CHAT_SESSION_OWNER, 1, vals), take_uuid, owner,
+					   PGM_UUID_LEN);
 }
 
 pgm_status
@@ -2223,6 +2299,16 @@ pgm_status
 pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
 {
 	return rows_of(c, Q_GET_PREFERENCES, user_id, out);
+}
+
+pgm_status
+pgm_delete_preference(pgm_conn *c, const char *user_id, const char *key,
+					  int *deleted)
+{
+	const char *vals[2] = {user_id, key};
+
+	return scalar_into(c, call(c, Q_DELETE_PREFERENCE, 2, vals), take_bool, deleted,
+					   sizeof(int));
 }
 
 /* ------------------------------------------------------------------------

@@ -430,6 +430,15 @@ pgm_status	pgm_create_chat_session(pgm_conn *conn, const char *user_id,
 									const char *model_id, const char *title,
 									const char *agent_id,
 									char session_id[PGM_UUID_LEN]);
+/* The same with the application's own session id (NULL: the server
+ * chooses): the same id again for the same user and model returns it (a
+ * replay); for another user or model it is PGM_DUPLICATE (23505). */
+pgm_status	pgm_create_chat_session_with_id(pgm_conn *conn, const char *user_id,
+											const char *model_id,
+											const char *title,
+											const char *agent_id,
+											const char *id,
+											char session_id[PGM_UUID_LEN]);
 /* role: system, user, assistant, tool.  cost: an amount recorded with the
  * message, not charged (NULL: 0); tool_calls may be NULL. */
 pgm_status	pgm_save_chat_message(pgm_conn *conn, const char *user_id,
@@ -437,6 +446,17 @@ pgm_status	pgm_save_chat_message(pgm_conn *conn, const char *user_id,
 								  const char *content, int tokens,
 								  const char *cost, const char *tool_calls,
 								  int64_t *message_id);
+/* The same with the application's message uuid and the message's model
+ * (each may be NULL; model NULL: the session's).  The same uuid with the
+ * same message again returns the first message's id; anything else under
+ * it is PGM_IDEMPOTENCY_CONFLICT (PM003). */
+pgm_status	pgm_save_chat_message_ex(pgm_conn *conn, const char *user_id,
+									 const char *session_id, const char *role,
+									 const char *content, int tokens,
+									 const char *cost, const char *tool_calls,
+									 const char *message_uuid,
+									 const char *model_id,
+									 int64_t *message_id);
 /* The assistant's message and the charge of its cost, both or neither;
  * a repeated idempotency_key replays (out->replayed) and stores nothing. */
 pgm_status	pgm_record_completion(pgm_conn *conn, const char *user_id,
@@ -444,9 +464,19 @@ pgm_status	pgm_record_completion(pgm_conn *conn, const char *user_id,
 								  int tokens, const char *cost,
 								  const char *idempotency_key,
 								  pgm_ledger_result *out);
+/* The same with a message uuid (a repeat replays, out->replayed) and the
+ * model charged and recorded (NULL: the session's). */
+pgm_status	pgm_record_completion_ex(pgm_conn *conn, const char *user_id,
+									 const char *session_id,
+									 const char *content, int tokens,
+									 const char *cost,
+									 const char *idempotency_key,
+									 const char *message_uuid,
+									 const char *model_id,
+									 pgm_ledger_result *out);
 /* A page of max_rows (1..1000) messages, newest first unless oldest_first;
  * before_id 0: the newest page.  Rows by column name: message_id, role,
- * content, tokens, cost, tool_calls, created_at. */
+ * content, tokens, cost, tool_calls, created_at, model_id, message_uuid. */
 pgm_status	pgm_get_chat_history(pgm_conn *conn, const char *user_id,
 								 const char *session_id, int max_rows,
 								 int64_t before_id, int oldest_first,
@@ -455,16 +485,30 @@ pgm_status	pgm_get_chat_history(pgm_conn *conn, const char *user_id,
 pgm_status	pgm_end_chat_session(pgm_conn *conn, const char *user_id,
 								 const char *session_id, const char *status,
 								 const char *reason);
+/* The keys of context (a JSON object) merged into the session's; the
+ * replace form makes context the whole of it. */
 pgm_status	pgm_update_chat_context(pgm_conn *conn, const char *user_id,
 									const char *session_id, const char *context);
+pgm_status	pgm_replace_chat_context(pgm_conn *conn, const char *user_id,
+									 const char *session_id,
+									 const char *context);
 /* Soft deletion: the session is gone to the API. */
 pgm_status	pgm_delete_chat_session(pgm_conn *conn, const char *user_id,
 									const char *session_id);
-/* The sessions not deleted, newest first.  Rows by column name: session_id,
- * model_id, title, agent_id, status, end_reason, context, created_at,
- * updated_at, ended_at. */
+/* A page of the sessions not deleted, newest created_at first: status
+ * (active, completed, failed; NULL: any), max_rows 1..1000, before (a
+ * timestamptz, exclusive; NULL: the newest).  Rows by column name:
+ * session_id, model_id, agent_id, title, status, context, message_count,
+ * created_at, last_activity_at.  pgm_list_chat_sessions: the newest 1000. */
+pgm_status	pgm_list_chat_sessions_page(pgm_conn *conn, const char *user_id,
+										const char *status, int max_rows,
+										const char *before, pgm_result **out);
 pgm_status	pgm_list_chat_sessions(pgm_conn *conn, const char *user_id,
 								   pgm_result **out);
+/* The user a session belongs to, "" when it is unknown or deleted (or not
+ * the user pgmarket.actor names). */
+pgm_status	pgm_chat_session_owner(pgm_conn *conn, const char *session_id,
+								   char owner[PGM_UUID_LEN]);
 /* stars 1..5; one rating per user and model, a second one replaces it;
  * review may be NULL. */
 pgm_status	pgm_rate_model(pgm_conn *conn, const char *user_id,
@@ -479,6 +523,9 @@ pgm_status	pgm_set_preference(pgm_conn *conn, const char *user_id,
 /* Rows by column name: key, value, updated_at. */
 pgm_status	pgm_get_preferences(pgm_conn *conn, const char *user_id,
 								pgm_result **out);
+/* *deleted: 1 when the preference was there. */
+pgm_status	pgm_delete_preference(pgm_conn *conn, const char *user_id,
+								  const char *key, int *deleted);
 
 /* ------------------------------------------------------------------------
  * Projects, templates and change requests (the agent platform's store).

@@ -21,9 +21,9 @@
  *
  * record_completion stores the assistant's message and charges its cost in
  * the same transaction: the charge goes through the ledger's C entry point
- * pgm_ledger_charge (the path of deduct_balance) with the session's
- * model_id, so the ledger entry is an ordinary charge that model_usage and
- * usage_daily count.  Both happen or neither:
+ * pgm_ledger_charge (the path of deduct_balance) with the message's
+ * model_id (the session's when the call names none), so the ledger entry is
+ * an ordinary charge that model_usage and usage_daily count.  Both happen or neither:
  * an error in either (PM001 above all) aborts the statement.  With an
  * idempotency key, the call first locks the user as every ledger operation
  * does (pgm_check_user) and only then looks the key up in the ledger: a
@@ -32,6 +32,19 @@
  * them (replayed = true) without storing a second message or charging
  * again.  The same key with another session, content, tokens or cost, or a
  * key already used by a ledger call that is not a completion, raises PM003.
+ *
+ * The application's own ids
+ * -------------------------
+ * A session may be created under the application's id: the same id again
+ * for the same user and model is a repeat that returns it, anything else
+ * 23505.  A message may carry the application's uuid (unique across the
+ * messages): a repeat under it with the same message in the same session
+ * returns the first message's id (a completion: its result, replayed), and
+ * anything else under it is PM003, which names nothing of the message (it
+ * may be another user's).  A completion with a uuid locks the user first,
+ * as with an idempotency key, so its twin waits and then replays; a plain
+ * message relies on the unique index (INSERT ... ON CONFLICT DO NOTHING,
+ * then the committed twin is read).
  *
  *-------------------------------------------------------------------------
  */
@@ -65,6 +78,8 @@ PG_FUNCTION_INFO_V1(pgm_list_chat_sessions);
 PG_FUNCTION_INFO_V1(pgm_rate_model);
 PG_FUNCTION_INFO_V1(pgm_set_preference);
 PG_FUNCTION_INFO_V1(pgm_get_preferences);
+PG_FUNCTION_INFO_V1(pgm_delete_preference);
+PG_FUNCTION_INFO_V1(pgm_chat_session_owner);
 
 
 #define PGM_MAX_TITLE_LEN		500
@@ -103,6 +118,12 @@ static SPIPlanPtr plan_sessions;
 static SPIPlanPtr plan_rate;
 static SPIPlanPtr plan_set_pref;
 static SPIPlanPtr plan_prefs;
+static SPIPlanPtr plan_session_of_id;
+static SPIPlanPtr plan_find_uuid;
+static SPIPlanPtr plan_entry;
+static SPIPlanPtr plan_merge_context;
+static SPIPlanPtr plan_delete_pref;
+static SPIPlanPtr plan_owner;
 
 #define SESSION_SQL \
 	"SELECT s.model_id, s.status, s.deleted_at IS NOT NULL, b.active" \
@@ -126,15 +147,38 @@ static const PgmPlanDef chat_plans[] = {
 	{&plan_new_session,
 		"INSERT INTO pgmarket.chat_sessions (session_id, user_id, model_id,"
 		"       title, agent_id)"
-		" VALUES ($1, $2, $3, $4, $5)",
+		" VALUES ($1, $2, $3, $4, $5)"
+		" ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
 		5, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID}},
+
+	/* whose a taken session id is */
+	{&plan_session_of_id,
+		"SELECT user_id, model_id, deleted_at IS NOT NULL"
+		"  FROM pgmarket.chat_sessions WHERE session_id = $1",
+		1, {UUIDOID}},
 
 	{&plan_insert_message,
 		"INSERT INTO pgmarket.chat_messages (session_id, user_id, role,"
-		"       content, tokens, cost, tool_calls, entry_id)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+		"       content, tokens, cost, tool_calls, entry_id, message_uuid,"
+		"       model_id)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+		" ON CONFLICT (message_uuid) WHERE message_uuid IS NOT NULL DO NOTHING"
 		" RETURNING message_id",
-		8, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, INT8OID}},
+		10, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID,
+		INT8OID, UUIDOID, TEXTOID}},
+
+	/* the message a uuid names, whoever's it is */
+	{&plan_find_uuid,
+		"SELECT user_id, session_id, role, content, tokens, cost, model_id,"
+		"       message_id, entry_id"
+		"  FROM pgmarket.chat_messages WHERE message_uuid = $1",
+		1, {UUIDOID}},
+
+	/* what a completion's charge left available */
+	{&plan_entry,
+		"SELECT amount, available FROM pgmarket.ledger"
+		" WHERE user_id = $1 AND entry_id = $2",
+		2, {UUIDOID, INT8OID}},
 
 	/* the entry of an idempotency key, and the message that carries it */
 	{&plan_find_completion,
@@ -164,13 +208,23 @@ static const PgmPlanDef chat_plans[] = {
 		" WHERE session_id = $1",
 		1, {UUIDOID}},
 
+	/*
+	 * A page of sessions, newest first, with each one's message count and
+	 * last activity (its newest message, or its own last change): the
+	 * counts read the primary key of chat_messages, by session.
+	 */
 	{&plan_sessions,
-		"SELECT session_id, model_id, title, agent_id, status, end_reason,"
-		"       context, created_at, updated_at, ended_at"
-		"  FROM pgmarket.chat_sessions"
-		" WHERE user_id = $1 AND deleted_at IS NULL"
-		" ORDER BY created_at DESC, session_id",
-		1, {UUIDOID}},
+		"SELECT s.session_id, s.model_id, s.agent_id, s.title, s.status,"
+		"       s.context, m.n, s.created_at, greatest(s.updated_at, m.last)"
+		"  FROM pgmarket.chat_sessions s"
+		"  CROSS JOIN LATERAL (SELECT count(*) AS n, max(created_at) AS last"
+		"                        FROM pgmarket.chat_messages"
+		"                       WHERE session_id = s.session_id) m"
+		" WHERE s.user_id = $1 AND s.deleted_at IS NULL"
+		"   AND ($2::text IS NULL OR s.status = $2)"
+		"   AND ($4::timestamptz IS NULL OR s.created_at < $4)"
+		" ORDER BY s.created_at DESC, s.session_id LIMIT $3",
+		4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}},
 
 	{&plan_rate,
 		"INSERT INTO pgmarket.ratings (user_id, model_id, stars, review)"
@@ -191,6 +245,24 @@ static const PgmPlanDef chat_plans[] = {
 	{&plan_prefs,
 		"SELECT key, value, updated_at FROM pgmarket.preferences"
 		" WHERE user_id = $1 ORDER BY key",
+		1, {UUIDOID}},
+
+	/* a top-level merge: the keys given replace theirs, the others stay */
+	{&plan_merge_context,
+		"UPDATE pgmarket.chat_sessions"
+		"   SET context = coalesce(context, '{}'::jsonb) || $2,"
+		"       updated_at = now()"
+		" WHERE session_id = $1",
+		2, {UUIDOID, JSONBOID}},
+
+	{&plan_delete_pref,
+		"DELETE FROM pgmarket.preferences WHERE user_id = $1 AND key = $2"
+		" RETURNING key",
+		2, {UUIDOID, TEXTOID}},
+
+	{&plan_owner,
+		"SELECT user_id FROM pgmarket.chat_sessions"
+		" WHERE session_id = $1 AND deleted_at IS NULL",
 		1, {UUIDOID}},
 };
 
@@ -292,36 +364,134 @@ recorded_cost(Datum num)
 	return pgm_numeric_to_micro(num, "cost");
 }
 
-/* Insert a message into a locked, open session; returns its id. */
-static int64
-insert_message(Datum session_id, Datum user_id, const char *role,
-			   text *content, int32 tokens, int64 cost, Datum tool_calls,
-			   bool has_tool_calls, int64 entry_id, bool has_entry)
+/* A message to store, as the calls that store one describe it. */
+typedef struct NewMessage
 {
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
+	Datum		session_id;
+	Datum		user_id;
+	const char *role;
+	text	   *content;
+	int32		tokens;
+	int64		cost;
+	Datum		tool_calls;		/* (Datum) 0: none */
+	int64		entry_id;		/* 0: not a completion */
+	Datum		message_uuid;	/* (Datum) 0: none */
+	text	   *model_id;		/* the message's, else the session's */
+} NewMessage;
 
-	values[0] = session_id;
-	values[1] = user_id;
-	values[2] = CStringGetTextDatum(role);
-	values[3] = PointerGetDatum(content);
-	values[4] = Int32GetDatum(tokens);
-	values[5] = Int64GetDatum(cost);
-	values[6] = tool_calls;
-	values[7] = Int64GetDatum(entry_id);
-	if (!has_tool_calls)
+/*
+ * Insert a message into a locked, open session; returns its id, or 0 when
+ * a concurrent call committed a message under the same uuid first.
+ */
+static int64
+insert_message(const NewMessage *m)
+{
+	Datum		values[10];
+	char		nulls[10];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = m->session_id;
+	values[1] = m->user_id;
+	values[2] = CStringGetTextDatum(m->role);
+	values[3] = PointerGetDatum(m->content);
+	values[4] = Int32GetDatum(m->tokens);
+	values[5] = Int64GetDatum(m->cost);
+	values[6] = m->tool_calls;
+	values[7] = Int64GetDatum(m->entry_id);
+	values[8] = m->message_uuid;
+	values[9] = PointerGetDatum(m->model_id);
+	if (m->tool_calls == (Datum) 0)
 		nulls[6] = 'n';
-	if (!has_entry)
+	if (m->entry_id == 0)
 		nulls[7] = 'n';
+	if (m->message_uuid == (Datum) 0)
+		nulls[8] = 'n';
 	pgm_exec(plan_insert_message, values, nulls, false);
-	return DatumGetInt64(pgm_col(0, 1, &isnull));
+	return SPI_processed == 1 ? pgm_col_int64(0, 1) : 0;
+}
+
+static bool
+same_uuid(Datum a, Datum b)
+{
+	return memcmp(DatumGetUUIDP(a)->data, DatumGetUUIDP(b)->data, UUID_LEN) == 0;
+}
+
+static bool
+same_text(Datum a, Datum b)
+{
+	return DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, a, b));
+}
+
+/*
+ * The message that m's uuid already names, if any: its id (and in
+ * *entry_id its ledger charge, 0 for none) when it is the same message of
+ * the same user and session; PM003 when it is anything else, naming
+ * nothing of it (it may be another user's).  False when the uuid is free.
+ */
+static bool
+find_by_uuid(const NewMessage *m, int64 *message_id, int64 *entry_id)
+{
+	Datum		values[1] = {m->message_uuid};
+	bool		isnull;
+	bool		model_null;
+	bool		same;
+	Datum		model;
+
+	pgm_exec(plan_find_uuid, values, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	model = pgm_col(0, 7, &model_null);
+	same = same_uuid(pgm_col(0, 1, &isnull), m->user_id) &&
+		same_uuid(pgm_col(0, 2, &isnull), m->session_id) &&
+		same_text(pgm_col(0, 3, &isnull), CStringGetTextDatum(m->role)) &&
+		same_text(pgm_col(0, 4, &isnull), PointerGetDatum(m->content)) &&
+		DatumGetInt32(pgm_col(0, 5, &isnull)) == m->tokens &&
+		pgm_col_int64(0, 6) == m->cost &&
+		!model_null && same_text(model, PointerGetDatum(m->model_id));
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("message_uuid %s was already used with other arguments",
+						pgm_uuid_cstring(m->message_uuid)),
+				 errdetail("A message uuid names one message: the same role, content, tokens, cost and model in the same session of the same user.")));
+	*message_id = pgm_col_int64(0, 8);
+	*entry_id = pgm_col_int64(0, 9);
+	return true;
+}
+
+/* The optional message_uuid argument: (Datum) 0 when NULL. */
+static Datum
+uuid_arg_or_none(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno);
 }
 
 /* ----------------------------------------------------------------
  * create_chat_session(user_id, model_id, title, agent_id) RETURNS uuid
  * ----------------------------------------------------------------
  */
+/*
+ * The session a taken id names: the same user and model (not deleted) make
+ * it a repeat of this call, which returns the id; anything else is 23505.
+ */
+static void
+check_taken_id(Datum session_id, Datum user_id, text *model_id)
+{
+	Datum		values[1] = {session_id};
+	bool		isnull;
+
+	pgm_exec(plan_session_of_id, values, NULL, false);
+	if (SPI_processed == 1 &&
+		same_uuid(pgm_col(0, 1, &isnull), user_id) &&
+		same_text(pgm_col(0, 2, &isnull), PointerGetDatum(model_id)) &&
+		!pgm_col_bool(0, 3))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("chat session %s already exists", pgm_uuid_cstring(session_id)),
+			 errdetail("A session id names one session: the same id again is a repeat only for the same user and model.")));
+}
+
 Datum
 pgm_create_chat_session(PG_FUNCTION_ARGS)
 {
@@ -329,20 +499,19 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 	text	   *model_id;
 	text	   *title;
 	text	   *agent_id;
-	pg_uuid_t  *session_id = palloc(sizeof(pg_uuid_t));
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	model_id = required_text(fcinfo, 1, "model_id", PGM_MAX_MODEL_ID_LEN);
 	title = pgm_optional_text(fcinfo, 2, "title", PGM_MAX_TITLE_LEN);
 	agent_id = pgm_optional_text(fcinfo, 3, "agent_id", PGM_MAX_AGENT_ID_LEN);
-	pgm_random_uuid(session_id);
+	pgm_require_arg(fcinfo, 4, "id");
 
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_check_user(user_id, false);
 
-	values[0] = UUIDPGetDatum(session_id);
+	values[0] = PG_GETARG_DATUM(4);
 	values[1] = user_id;
 	values[2] = PointerGetDatum(model_id);
 	values[3] = PointerGetDatum(title);
@@ -352,9 +521,11 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 	if (agent_id == NULL)
 		nulls[4] = 'n';
 	pgm_exec(plan_new_session, values, nulls, false);
+	if (SPI_processed != 1)
+		check_taken_id(values[0], user_id, model_id);
 
 	SPI_finish();
-	PG_RETURN_UUID_P(session_id);
+	PG_RETURN_DATUM(PG_GETARG_DATUM(4));
 }
 
 /*
@@ -382,38 +553,47 @@ content_arg(FunctionCallInfo fcinfo, int argno)
 Datum
 pgm_save_chat_message(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = pgm_user_arg(fcinfo, 0);
-	Datum		session_id;
-	char	   *role;
-	text	   *content;
-	int32		tokens;
-	int64		cost;
+	NewMessage	m;
 	SessionInfo info;
-	int64		message_id;
+	text	   *model_id;
+	int64		message_id = 0;
+	int64		entry_id;
 
+	m.user_id = pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "role");
 	pgm_require_arg(fcinfo, 3, "content");
-	session_id = PG_GETARG_DATUM(1);
-	role = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
-		strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0)
+	m.session_id = PG_GETARG_DATUM(1);
+	m.role = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strcmp(m.role, "system") != 0 && strcmp(m.role, "user") != 0 &&
+		strcmp(m.role, "assistant") != 0 && strcmp(m.role, "tool") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("role \"%s\" is not a chat role", role),
+				 errmsg("role \"%s\" is not a chat role", m.role),
 				 errhint("A message's role is system, user, assistant or tool.")));
-	content = content_arg(fcinfo, 3);
-	tokens = tokens_arg(fcinfo, 4);
+	m.content = content_arg(fcinfo, 3);
+	m.tokens = tokens_arg(fcinfo, 4);
 	pgm_require_arg(fcinfo, 5, "cost");
-	cost = recorded_cost(PG_GETARG_DATUM(5));
+	m.cost = recorded_cost(PG_GETARG_DATUM(5));
+	m.tool_calls = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+	m.entry_id = 0;
+	m.message_uuid = uuid_arg_or_none(fcinfo, 7);
+	model_id = pgm_optional_text(fcinfo, 8, "model_id", PGM_MAX_MODEL_ID_LEN);
 
 	pgm_spi_connect();
 	prepare_plans();
-	find_session(user_id, session_id, SESSION_SHARE, &info);
-	check_open(session_id, &info);
-	message_id = insert_message(session_id, user_id, role, content, tokens,
-								cost, PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6),
-								!PG_ARGISNULL(6), 0, false);
+	find_session(m.user_id, m.session_id, SESSION_SHARE, &info);
+	m.model_id = model_id ? model_id : info.model_id;
+	/* a repeat under the same uuid returns the first message's id */
+	if (m.message_uuid == (Datum) 0 ||
+		!find_by_uuid(&m, &message_id, &entry_id))
+	{
+		check_open(m.session_id, &info);
+		message_id = insert_message(&m);
+		/* a concurrent call with this uuid committed first: its message */
+		if (message_id == 0 && !find_by_uuid(&m, &message_id, &entry_id))
+			elog(ERROR, "message_uuid conflict without a visible message");
+	}
 	SPI_finish();
 	PG_RETURN_INT64(message_id);
 }
@@ -423,90 +603,144 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
  *					 idempotency_key) RETURNS ledger_result
  * ----------------------------------------------------------------
  */
+/*
+ * A completion repeated under its idempotency key (the caller holds the
+ * user's lock): true, with the first call's result in *out, when the key
+ * was used by this completion; PM003 when it was used by anything else.
+ */
+static bool
+replay_by_key(const NewMessage *m, text *key, PgmLedgerOutcome *out)
+{
+	Datum		kv[2] = {m->user_id, PointerGetDatum(key)};
+	bool		isnull;
+	bool		msg_null;
+	bool		same;
+	int64		prior_entry;
+	Datum		prior_session;
+
+	pgm_exec(plan_find_completion, kv, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	prior_entry = pgm_col_int64(0, 1);
+	prior_session = pgm_col(0, 5, &msg_null);
+	same = !msg_null && same_uuid(prior_session, m->session_id) &&
+		DatumGetInt32(pgm_col(0, 7, &isnull)) == m->tokens &&
+		pgm_col_int64(0, 8) == m->cost &&
+		pgm_col_int64(0, 3) == m->cost &&
+		same_text(pgm_col(0, 6, &isnull), PointerGetDatum(m->content));
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("idempotency key \"%s\" was already used with other arguments",
+						text_to_cstring(key)),
+				 msg_null
+				 ? errdetail("It was used by a ledger entry %lld of user %s that is not a completion.",
+							 (long long) prior_entry, pgm_uuid_cstring(m->user_id))
+				 : errdetail("It was used by the completion recorded as entry %lld for user %s.",
+							 (long long) prior_entry, pgm_uuid_cstring(m->user_id))));
+	out->entry_id = prior_entry;
+	out->kind = "charge";
+	out->amount = pgm_col_int64(0, 3);
+	out->available = pgm_col_int64(0, 4);
+	out->replayed = true;
+	return true;
+}
+
+/*
+ * A completion repeated under its message uuid (the caller holds the
+ * user's lock): true, with the first call's result in *out, when the uuid
+ * names this completion; PM003 when it names another message, or a message
+ * that is not a completion.
+ */
+static bool
+replay_by_uuid(const NewMessage *m, PgmLedgerOutcome *out)
+{
+	int64		message_id;
+	int64		entry_id;
+	Datum		values[2];
+
+	if (m->message_uuid == (Datum) 0 || !find_by_uuid(m, &message_id, &entry_id))
+		return false;
+	if (entry_id == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("message_uuid %s was already used with other arguments",
+						pgm_uuid_cstring(m->message_uuid)),
+				 errdetail("It names message %lld, which is not a completion.",
+						   (long long) message_id)));
+	values[0] = m->user_id;
+	values[1] = Int64GetDatum(entry_id);
+	pgm_exec(plan_entry, values, NULL, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "the charge of message %lld is missing", (long long) message_id);
+	out->entry_id = entry_id;
+	out->kind = "charge";
+	out->amount = pgm_col_int64(0, 1);
+	out->available = pgm_col_int64(0, 2);
+	out->replayed = true;
+	return true;
+}
+
 Datum
 pgm_record_completion(PG_FUNCTION_ARGS)
 {
-	Datum		user_id = pgm_user_arg(fcinfo, 0);
-	Datum		session_id;
-	text	   *content;
-	int32		tokens;
-	int64		cost;
+	NewMessage	m;
 	text	   *key;
+	text	   *model_id;
 	SessionInfo info;
-	bool		isnull;
 	PgmLedgerOutcome out;
 
+	m.user_id = pgm_user_arg(fcinfo, 0);
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "content");
-	session_id = PG_GETARG_DATUM(1);
-	content = content_arg(fcinfo, 2);
-	tokens = tokens_arg(fcinfo, 3);
+	m.session_id = PG_GETARG_DATUM(1);
+	m.role = "assistant";
+	m.content = content_arg(fcinfo, 2);
+	m.tokens = tokens_arg(fcinfo, 3);
 	pgm_require_arg(fcinfo, 4, "cost");
-	cost = pgm_numeric_to_micro(PG_GETARG_DATUM(4), "cost");
+	m.cost = pgm_numeric_to_micro(PG_GETARG_DATUM(4), "cost");
 	key = pgm_optional_text(fcinfo, 5, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
+	m.tool_calls = (Datum) 0;
+	m.message_uuid = uuid_arg_or_none(fcinfo, 6);
+	model_id = pgm_optional_text(fcinfo, 7, "model_id", PGM_MAX_MODEL_ID_LEN);
 
 	pgm_spi_connect();
 	prepare_plans();
 
-	if (key != NULL)
+	/* under the user's lock, no twin of this key or uuid is in flight */
+	if (key != NULL || m.message_uuid != (Datum) 0)
+		pgm_check_user(m.user_id, true);
+	if (key != NULL && replay_by_key(&m, key, &out))
 	{
-		Datum		kv[2] = {user_id, PointerGetDatum(key)};
-
-		/* under the user's lock, no twin of this key is in flight */
-		pgm_check_user(user_id, true);
-		pgm_exec(plan_find_completion, kv, NULL, false);
-		if (SPI_processed == 1)
-		{
-			bool		msg_null;
-			bool		same;
-			int64		prior_entry = DatumGetInt64(pgm_col(0, 1, &isnull));
-			int64		prior_amount = DatumGetInt64(pgm_col(0, 3, &isnull));
-			int64		prior_available = DatumGetInt64(pgm_col(0, 4, &isnull));
-			Datum		prior_session = pgm_col(0, 5, &msg_null);
-
-			same = !msg_null &&
-				memcmp(DatumGetUUIDP(prior_session)->data,
-					   DatumGetUUIDP(session_id)->data, UUID_LEN) == 0 &&
-				DatumGetInt32(pgm_col(0, 7, &isnull)) == tokens &&
-				DatumGetInt64(pgm_col(0, 8, &isnull)) == cost &&
-				prior_amount == cost &&
-				DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
-													 pgm_col(0, 6, &isnull),
-													 PointerGetDatum(content)));
-			if (!same)
-				ereport(ERROR,
-						(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
-						 errmsg("idempotency key \"%s\" was already used with other arguments",
-								text_to_cstring(key)),
-						 msg_null
-						 ? errdetail("It was used by a ledger entry %lld of user %s that is not a completion.",
-									 (long long) prior_entry, pgm_uuid_cstring(user_id))
-						 : errdetail("It was used by the completion recorded as entry %lld for user %s.",
-									 (long long) prior_entry, pgm_uuid_cstring(user_id))));
-			out.entry_id = prior_entry;
-			out.kind = "charge";
-			out.amount = prior_amount;
-			out.available = prior_available;
-			out.replayed = true;
-			SPI_finish();
-			PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
-		}
+		SPI_finish();
+		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
 	}
 
-	find_session(user_id, session_id, SESSION_SHARE, &info);
-	check_open(session_id, &info);
+	find_session(m.user_id, m.session_id, SESSION_SHARE, &info);
+	m.model_id = model_id ? model_id : info.model_id;
+	if (replay_by_uuid(&m, &out))
+	{
+		SPI_finish();
+		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
+	}
+	check_open(m.session_id, &info);
 
-	/* the charge, as deduct_balance makes it, with the session's model */
-	pgm_ledger_charge(user_id, cost, info.model_id, (int64) tokens, key, &out);
+	/* the charge, as deduct_balance makes it, with the message's model */
+	pgm_ledger_charge(m.user_id, m.cost, m.model_id, (int64) m.tokens, key, &out);
 	if (out.replayed)
 		elog(ERROR, "idempotency key \"%s\" replayed under the user's lock",
 			 text_to_cstring(key));
 
-	insert_message(session_id, user_id, "assistant", content, tokens, cost,
-				   (Datum) 0, false, out.entry_id, true);
+	m.entry_id = out.entry_id;
+	if (insert_message(&m) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("message_uuid %s was already used with other arguments",
+						pgm_uuid_cstring(m.message_uuid)),
+				 errdetail("A message of another user took it meanwhile.")));
 
 	SPI_finish();
-	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
+	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
 }
 
 /*
@@ -517,20 +751,21 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 enum
 {
 	MC_MESSAGE_ID, MC_ROLE, MC_CONTENT, MC_TOKENS, MC_COST, MC_TOOL_CALLS,
-	MC_CREATED_AT, MC_NCOLS
+	MC_CREATED_AT, MC_MODEL_ID, MC_MESSAGE_UUID, MC_NCOLS
 };
 
 static PgmIndexRef messages_by_session = {
 	"chat_messages", "chat_messages_pkey",
 	2, {BTEqualStrategyNumber, BTLessStrategyNumber},
 	MC_NCOLS, {"message_id", "role", "content", "tokens", "cost",
-	"tool_calls", "created_at"},
-	{INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TIMESTAMPTZOID}
+	"tool_calls", "created_at", "model_id", "message_uuid"},
+	{INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TIMESTAMPTZOID,
+	TEXTOID, UUIDOID}
 };
 
 static PgmIndexRef session_by_id = {
 	"chat_sessions", "chat_sessions_pkey", 1, {BTEqualStrategyNumber},
-	2, {"user_id", "deleted_at"}, {UUIDOID, TIMESTAMPTZOID}
+	3, {"user_id", "deleted_at", "model_id"}, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 };
 
 static PgmIndexRef balance_by_user = {
@@ -541,9 +776,12 @@ static PgmIndexRef balance_by_user = {
 /*
  * Is the session the user's, not deleted, and the user active?  What the
  * EXISTS of the history query asked; false says find_session must tell why.
+ * *model receives the session's model_id (for messages stored before 0.6.0,
+ * which have none of their own).
  */
 static bool
-session_readable(Snapshot snapshot, Datum user_id, Datum session_id)
+session_readable(Snapshot snapshot, Datum user_id, Datum session_id,
+				 Datum *model)
 {
 	PgmIndexScan scan;
 	bool		ok = false;
@@ -558,6 +796,8 @@ session_readable(Snapshot snapshot, Datum user_id, Datum session_id)
 					UUID_LEN) == 0;
 		(void) pgm_index_col(&scan, 1, &isnull);
 		ok = ok && isnull;		/* deleted_at */
+		if (ok)
+			*model = datumCopy(pgm_index_col(&scan, 2, &isnull), false, -1);
 	}
 	pgm_index_end(&scan);
 	if (!ok)
@@ -570,12 +810,20 @@ session_readable(Snapshot snapshot, Datum user_id, Datum session_id)
 	return ok;
 }
 
-/* One message into the result, its cost from micro-credits to credits. */
+/*
+ * One message into the result, its cost from micro-credits to credits, its
+ * model the session's when it has none of its own.
+ */
 static void
-put_message(ReturnSetInfo *rsinfo, Datum *values, bool *nulls)
+put_message(ReturnSetInfo *rsinfo, Datum *values, bool *nulls, Datum model)
 {
 	if (!nulls[MC_COST])
 		values[MC_COST] = pgm_micro_to_numeric(DatumGetInt64(values[MC_COST]));
+	if (nulls[MC_MODEL_ID])
+	{
+		values[MC_MODEL_ID] = model;
+		nulls[MC_MODEL_ID] = false;
+	}
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
@@ -604,6 +852,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	Datum		values[MC_NCOLS];
 	bool		nulls[MC_NCOLS];
 	int			n = 0;
+	Datum		model = (Datum) 0;
 
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "max_rows");
@@ -621,7 +870,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 
 	/* the snapshot of the statement, as a read-only SPI plan would use */
 	snapshot = GetActiveSnapshot();
-	if (!session_readable(snapshot, user_id, session_id))
+	if (!session_readable(snapshot, user_id, session_id, &model))
 	{
 		/* raises unless the session is the user's */
 		pgm_spi_connect();
@@ -641,7 +890,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 		while (n < max_rows && pgm_index_next(&scan, BackwardScanDirection))
 		{
 			pgm_index_row(&scan, values, nulls);
-			put_message(rsinfo, values, nulls);
+			put_message(rsinfo, values, nulls, model);
 			n++;
 		}
 	}
@@ -660,7 +909,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 			for (c = 0; c < MC_NCOLS; c++)
 				values[c] = heap_getattr(page[n], scan.attnums[c], desc,
 										 &nulls[c]);
-			put_message(rsinfo, values, nulls);
+			put_message(rsinfo, values, nulls, model);
 		}
 	}
 	pgm_index_end(&scan);
@@ -723,6 +972,7 @@ pgm_update_chat_context(PG_FUNCTION_ARGS)
 {
 	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	Datum		values[2];
+	bool		merge;
 
 	pgm_require_arg(fcinfo, 1, "session_id");
 	pgm_require_arg(fcinfo, 2, "context");
@@ -730,13 +980,16 @@ pgm_update_chat_context(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("context must be a JSON object")));
+	pgm_require_arg(fcinfo, 3, "merge");
+	merge = PG_GETARG_BOOL(3);
 	values[0] = PG_GETARG_DATUM(1);
 	values[1] = PG_GETARG_DATUM(2);
 
 	pgm_spi_connect();
 	prepare_plans();
+	/* the row lock first: a merge reads the context the last one committed */
 	find_session(user_id, values[0], SESSION_UPDATE, NULL);
-	pgm_exec(plan_context, values, NULL, false);
+	pgm_exec(merge ? plan_merge_context : plan_context, values, NULL, false);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -768,12 +1021,53 @@ pgm_delete_chat_session(PG_FUNCTION_ARGS)
  * newest first.
  * ----------------------------------------------------------------
  */
+/*
+ * list_chat_sessions(user_id, status, max_rows, before): a page of the
+ * user's sessions, newest first.
+ */
 Datum
 pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 {
-	pgm_user_arg(fcinfo, 0);
-	return pgm_user_rows(fcinfo, chat_plans, lengthof(chat_plans),
-						 &plan_sessions, 0);
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int32		max_rows;
+
+	values[0] = pgm_user_arg(fcinfo, 0);
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		if (strcmp(status, "active") != 0 && strcmp(status, "completed") != 0 &&
+			strcmp(status, "failed") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("status \"%s\" is not a session status",
+							pgm_shown_value(status, 40)),
+					 errhint("A session is active, completed or failed.")));
+	}
+	pgm_require_arg(fcinfo, 2, "max_rows");
+	max_rows = PG_GETARG_INT32(2);
+	if (max_rows < 1 || max_rows > 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows %d is out of range", max_rows),
+				 errdetail("A page holds 1 to 1000 sessions.")));
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	values[2] = Int32GetDatum(max_rows);
+	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	if (PG_ARGISNULL(3))
+		nulls[3] = 'n';
+
+	InitMaterializedSRF(fcinfo, 0);
+	pgm_spi_connect();
+	prepare_plans();
+	pgm_check_user(values[0], false);
+	pgm_exec(plan_sessions, values, nulls, true);
+	pgm_put_rows((ReturnSetInfo *) fcinfo->resultinfo, 0);
+	SPI_finish();
+	return (Datum) 0;
 }
 
 /* ----------------------------------------------------------------
@@ -856,4 +1150,50 @@ pgm_get_preferences(PG_FUNCTION_ARGS)
 	pgm_user_arg(fcinfo, 0);
 	return pgm_user_rows(fcinfo, chat_plans, lengthof(chat_plans),
 						 &plan_prefs, 0);
+}
+
+/* delete_preference(user_id, key) RETURNS boolean: was it there? */
+Datum
+pgm_delete_preference(PG_FUNCTION_ARGS)
+{
+	pgm_user_arg(fcinfo, 0);
+	(void) required_text(fcinfo, 1, "key", PGM_MAX_PREF_KEY_LEN);
+	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, chat_plans, lengthof(chat_plans),
+									 &plan_delete_pref, 2));
+}
+
+/*
+ * chat_session_owner(session_id) RETURNS uuid: the user a session belongs
+ * to, for callers that hold only its id; NULL when it is unknown or
+ * deleted, and when pgmarket.actor names another user (a connection acting
+ * for one user learns nothing of the others' sessions).
+ */
+Datum
+pgm_chat_session_owner(PG_FUNCTION_ARGS)
+{
+	Datum		values[1];
+	pg_uuid_t  *owner = NULL;
+
+	pgm_require_arg(fcinfo, 0, "session_id");
+	values[0] = PG_GETARG_DATUM(0);
+
+	pgm_spi_connect();
+	prepare_plans();
+	pgm_exec(plan_owner, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		pg_uuid_t  *found = DatumGetUUIDP(pgm_col(0, 1, &isnull));
+
+		/* copied into the caller's context, which outlives SPI_finish */
+		if (pgm_actor_allows(found))
+		{
+			owner = (pg_uuid_t *) SPI_palloc(sizeof(pg_uuid_t));
+			memcpy(owner, found, sizeof(pg_uuid_t));
+		}
+	}
+	SPI_finish();
+	if (owner == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(owner);
 }

@@ -258,6 +258,7 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.verify_password_sealed_on_any(text, bytea, text),
     pgmarket_proxy.authenticate_all(text, text, text),
     pgmarket_proxy.authenticate_sealed_all(text, text, bytea),
+    pgmarket_proxy.chat_session_owner_all(text, uuid),
     pgmarket_proxy.expire_reservations_all(text),
     pgmarket_proxy.deduct_batch_on(text, int, pgmarket.charge[]),
     pgmarket_proxy.claim_identity(uuid, text, text)

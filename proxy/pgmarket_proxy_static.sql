@@ -216,6 +216,24 @@ CREATE FUNCTION pgmarket.authenticate(login text, password text) RETURNS uuid
                        current_setting('pgmarket.actor', true), login, password) a
              WHERE a IS NOT NULL LIMIT 1);
 
+-- A session id is the application's own and names no partition: every
+-- node looks (an index probe each), at most one knows the session.
+CREATE FUNCTION pgmarket_proxy.chat_session_owner_all(actor text, session_id uuid)
+    RETURNS SETOF uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.chat_session_owner(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.chat_session_owner(session_id uuid) RETURNS uuid
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT o FROM pgmarket_proxy.chat_session_owner_all(
+                       current_setting('pgmarket.actor', true), session_id) o
+             WHERE o IS NOT NULL LIMIT 1);
+
 CREATE FUNCTION pgmarket_proxy.authenticate_sealed_all(actor text, login text,
         sealed_password bytea)
     RETURNS SETOF uuid

@@ -45,7 +45,7 @@ SELECT pgmarket.create_chat_session(:u1, 'claude-3') AS s2 \gset
 SELECT pgmarket.create_chat_session(:u2, 'gpt-4', 'bob''s chat') AS s3 \gset
 INSERT INTO named VALUES (:'s1', '<s1>'), (:'s2', '<s2>'), (:'s3', '<s3>');
 SELECT count(DISTINCT x) AS distinct_ids FROM unnest(ARRAY[:'s1', :'s2', :'s3']::uuid[]) x;
-SELECT model_id, title, agent_id, status, end_reason, context, ended_at
+SELECT model_id, title, agent_id, status, context, message_count
   FROM pgmarket.list_chat_sessions(:u1) ORDER BY model_id;
 SELECT * FROM state;
 SELECT pg_temp.err($$SELECT pgmarket.create_chat_session(NULL, 'gpt-4')$$);
@@ -166,6 +166,7 @@ SELECT pg_temp.err(format($$SELECT * FROM pgmarket.get_chat_history(%L, %L)$$, :
 -- context, ending
 -------------------------------------------------------------------------------
 SELECT pgmarket.update_chat_context(:u1, :'s2', '{"summary": "short answers", "turns": 2}');
+-- merged: summary replaced, turns kept
 SELECT pgmarket.update_chat_context(:u1, :'s2', '{"summary": "shorter"}');
 SELECT model_id, context FROM pgmarket.list_chat_sessions(:u1) WHERE session_id = :'s2';
 SELECT pg_temp.err(format($$SELECT pgmarket.update_chat_context(%L, %L, NULL)$$, :u1, :'s2'));
@@ -175,8 +176,9 @@ SELECT pg_temp.err(format($$SELECT pgmarket.end_chat_session(%L, %L, 'done')$$, 
 SELECT pg_temp.err(format($$SELECT pgmarket.end_chat_session(%L, %L, NULL)$$, :u1, :'s2'));
 SELECT pg_temp.err(format($$SELECT pgmarket.end_chat_session(%L, %L, 'completed')$$, :u2, :'s2'));
 SELECT pgmarket.end_chat_session(:u1, :'s2', 'completed', 'user closed the tab');
-SELECT model_id, status, end_reason, ended_at IS NOT NULL AS ended
-  FROM pgmarket.list_chat_sessions(:u1) WHERE session_id = :'s2';
+SELECT l.model_id, l.status, s.end_reason, s.ended_at IS NOT NULL AS ended
+  FROM pgmarket.list_chat_sessions(:u1) l
+  JOIN pgmarket.chat_sessions s USING (session_id) WHERE session_id = :'s2';
 -- an ended session takes no new messages, and ends once
 SELECT * FROM state;
 SELECT pg_temp.err(format($$SELECT pgmarket.save_chat_message(%L, %L, 'user', 'more?')$$, :u1, :'s2'));
@@ -186,7 +188,8 @@ SELECT * FROM state;
 -- its history stays readable
 SELECT count(*) FROM pgmarket.get_chat_history(:u1, :'s2');
 SELECT pgmarket.end_chat_session(:u2, :'s3', 'failed');
-SELECT status, end_reason FROM pgmarket.list_chat_sessions(:u2);
+SELECT l.status, s.end_reason FROM pgmarket.list_chat_sessions(:u2) l
+  JOIN pgmarket.chat_sessions s USING (session_id);
 
 -------------------------------------------------------------------------------
 -- soft deletion: the rows stay, the API no longer finds the session

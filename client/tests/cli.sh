@@ -39,20 +39,20 @@ cp "$tmp/out" "$tmp/import1.out"
 has "import reports what it created" "$tmp/out" '^users: 3 created'
 has "import reports the chat sessions" "$tmp/out" '^chat sessions: 3 created \(5 messages\), 0 already present'
 if grep -q 'chat_history skipped' "$tmp/err"; then notok "cli: chat_history was skipped"; else ok "cli: chat_history not skipped"; fi
-[ "$(q "SELECT count(*) FROM pgmarket.chat_sessions WHERE context->>'imported_from' LIKE '0b000000-%'")" = 3 ] &&
-    ok "cli: chat sessions carry the source session id" || notok "cli: chat sessions"
+[ "$(q "SELECT count(*) FROM pgmarket.chat_sessions WHERE session_id::text LIKE '0b000000-%'")" = 3 ] &&
+    ok "cli: chat sessions keep the source session id" || notok "cli: chat sessions"
 imported_msgs="SELECT count(*) || ' ' || sum(m.cost) FROM pgmarket.chat_messages m
-                 JOIN pgmarket.chat_sessions s USING (session_id) WHERE s.context->>'imported_from' LIKE '0b000000-%'"
+                 JOIN pgmarket.chat_sessions s USING (session_id) WHERE s.session_id::text LIKE '0b000000-%'"
 [ "$(q "$imported_msgs")" = "5 5245901" ] &&
     ok "cli: chat messages stored with their cost" || notok "cli: chat messages: $(q "$imported_msgs")"
 [ "$(q "SELECT m.content FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id)
-        WHERE s.context->>'imported_from' = '0b000000-0000-4000-8000-000000000001'")" = "Hi é😀" ] &&
+        WHERE s.session_id = '0b000000-0000-4000-8000-000000000001'")" = "Hi é😀" ] &&
     ok "cli: chat content kept exactly" || notok "cli: chat content"
 [ "$(q "SELECT m.tool_calls->0->'arguments'->>'expr' FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id)
-        WHERE s.context->>'imported_from' = '0b000000-0000-4000-8000-000000000002' AND m.role = 'tool'")" = "2+2" ] &&
+        WHERE s.session_id = '0b000000-0000-4000-8000-000000000002' AND m.role = 'tool'")" = "2+2" ] &&
     ok "cli: tool_calls kept" || notok "cli: tool_calls"
 [ "$(q "SELECT string_agg(role, ',' ORDER BY message_id) FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id)
-        WHERE s.context->>'imported_from' = '0b000000-0000-4000-8000-000000000002'")" = "system,user,tool,assistant" ] &&
+        WHERE s.session_id = '0b000000-0000-4000-8000-000000000002'")" = "system,user,tool,assistant" ] &&
     ok "cli: chat messages in their order" || notok "cli: chat message order"
 [ "$(q "SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'claude-3'")" = 1 ] &&
     ok "cli: a message's cost is recorded, not charged" || notok "cli: chat cost charged"
@@ -91,7 +91,7 @@ has "malformed key reported" "$tmp/broken.err" 'malformed key'
 has "bad chat role reported" "$tmp/broken.err" 'rejected chat_history\[0d000000-0000-4000-8000-000000000001\]: message 0: role must be'
 has "inexact chat cost reported" "$tmp/broken.err" 'rejected chat_history\[0d000000-0000-4000-8000-000000000002\]: message 0: cost is not a whole'
 has "malformed session id reported" "$tmp/broken.err" 'rejected chat_history\[not-a-session\]: malformed uuid'
-[ "$(q "SELECT count(*) FROM pgmarket.chat_sessions WHERE context->>'imported_from' LIKE '0d000000-%'")" = 0 ] &&
+[ "$(q "SELECT count(*) FROM pgmarket.chat_sessions WHERE session_id::text LIKE '0d000000-%'")" = 0 ] &&
     ok "cli: no rejected chat session stored" || notok "cli: a rejected chat session was stored"
 has "the rejections are summed up" "$tmp/broken.err" 'records rejected'
 printf '{"users": {\n  "x": [1, 2,\n' >"$tmp/notjson.json"

@@ -1116,6 +1116,80 @@ chat_preferences(pgm_conn *c, const char *u)
 	CHECK(r == NULL, c);
 }
 
+/* The application's own ids: sessions, message uuids, models, context
+ * replaced, pages of sessions, the owner of a session, preferences deleted. */
+static void
+chat_own_ids(pgm_conn *c, const char *other)
+{
+	char		u[PGM_UUID_LEN],
+				sid[PGM_UUID_LEN],
+				again[PGM_UUID_LEN],
+				owner[PGM_UUID_LEN],
+				muuid[PGM_UUID_LEN];
+	int64_t		m1 = 0,
+				m2 = 0;
+	int			deleted = -1;
+	pgm_ledger_result lr;
+	pgm_result *r = NULL;
+
+	make_user(c, "chatids", u);
+	EXPECT(pgm_add_funds(c, u, "1", NULL, NULL, &lr), PGM_OK, c);
+	/* a session, then the same id again: a replay; another model or user: 23505 */
+	EXPECT(pgm_create_chat_session_with_id(c, u, "gpt-4o", "kept", NULL, NULL, sid), PGM_OK, c);
+	EXPECT(pgm_create_chat_session_with_id(c, u, "gpt-4o", NULL, NULL, sid, again), PGM_OK, c);
+	CHECK(strcmp(sid, again) == 0, c);
+	EXPECT(pgm_create_chat_session_with_id(c, u, "claude", NULL, NULL, sid, again),
+		   PGM_DUPLICATE, c);
+	EXPECT(pgm_create_chat_session_with_id(c, other, "gpt-4o", NULL, NULL, sid, again),
+		   PGM_DUPLICATE, c);
+	/* a message uuid (any fresh uuid: the one of a second session) replays */
+	EXPECT(pgm_create_chat_session(c, u, "gpt-4o", NULL, NULL, muuid), PGM_OK, c);
+	EXPECT(pgm_save_chat_message_ex(c, u, sid, "user", "hello", 2, NULL, NULL, muuid,
+									"gpt-4o-mini", &m1), PGM_OK, c);
+	EXPECT(pgm_save_chat_message_ex(c, u, sid, "user", "hello", 2, NULL, NULL, muuid,
+									"gpt-4o-mini", &m2), PGM_OK, c);
+	CHECK(m1 > 0 && m1 == m2, c);
+	EXPECT(pgm_save_chat_message_ex(c, u, sid, "user", "hello!", 2, NULL, NULL, muuid,
+									"gpt-4o-mini", &m2), PGM_IDEMPOTENCY_CONFLICT, c);
+	EXPECT(pgm_record_completion_ex(c, u, sid, "answer", 3, "0.25", NULL, sid, "gpt-4o",
+									&lr), PGM_OK, c);
+	CHECK(!lr.replayed, c);
+	EXPECT(pgm_record_completion_ex(c, u, sid, "answer", 3, "0.25", NULL, sid, "gpt-4o",
+									&lr), PGM_OK, c);
+	CHECK(lr.replayed && strcmp(lr.available_balance, "0.750000") == 0, c);
+	EXPECT(pgm_get_chat_history(c, u, sid, 10, 0, 1, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	CHECK_VALUE(r, "model_id", "gpt-4o-mini", c);
+	CHECK_VALUE(r, "message_uuid", muuid, c);
+	pgm_result_free(r);
+	/* context: merged, then replaced */
+	EXPECT(pgm_update_chat_context(c, u, sid, "{\"a\": 1}"), PGM_OK, c);
+	EXPECT(pgm_update_chat_context(c, u, sid, "{\"b\": 2}"), PGM_OK, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, "active", 1, NULL, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 1, c);
+	pgm_result_free(r);
+	EXPECT(pgm_replace_chat_context(c, u, sid, "{\"c\": 3}"), PGM_OK, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, NULL, 10, NULL, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	pgm_result_free(r);
+	EXPECT(pgm_list_chat_sessions_page(c, u, "open", 10, NULL, &r), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, NULL, 10, "2000-01-01", &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 0, c);
+	pgm_result_free(r);
+	/* the owner of a session */
+	EXPECT(pgm_chat_session_owner(c, sid, owner), PGM_OK, c);
+	CHECK(strcmp(owner, u) == 0, c);
+	EXPECT(pgm_chat_session_owner(c, unknown_sid, owner), PGM_OK, c);
+	CHECK(owner[0] == '\0', c);
+	/* preferences deleted */
+	EXPECT(pgm_set_preference(c, u, "theme", "\"dark\""), PGM_OK, c);
+	EXPECT(pgm_delete_preference(c, u, "theme", &deleted), PGM_OK, c);
+	CHECK(deleted == 1, c);
+	EXPECT(pgm_delete_preference(c, u, "theme", &deleted), PGM_OK, c);
+	CHECK(deleted == 0, c);
+	EXPECT(pgm_delete_preference(c, unknown_user, "theme", &deleted), PGM_UNKNOWN_ACCOUNT, c);
+}
+
 /* An actor, and named prepared statements, through the same path. */
 static void
 chat_as_actor(pgm_conn *c, const char *u, const char *other, const char *osid)
@@ -1162,6 +1236,7 @@ test_chat(pgm_conn *c)
 	chat_end_and_delete(c, u, sid);
 	chat_ratings(c, u, other);
 	chat_preferences(c, u);
+	chat_own_ids(c, other);
 	chat_as_actor(c, u, other, osid);
 }
 
