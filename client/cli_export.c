@@ -302,6 +302,22 @@ write_user_sessions(exporter *ex, const char *uid, const pgm_result *sessions)
 
 /* What one user has of a per-user section, from list; 0, or 1 after failed(what). */
 typedef pgm_status (*user_list_fn) (pgm_conn *conn, const char *user_id, pgm_result **out);
+
+/*
+ * Every session of a user that is not deleted, oldest first: read from the
+ * table (as the users are from their view), since list_chat_sessions
+ * answers pages of at most 1000.
+ */
+static pgm_status
+list_user_sessions(pgm_conn *c, const char *user_id, pgm_result **out)
+{
+	const char *p[1] = {user_id};
+
+	return pgm_exec(c, "SELECT session_id, model_id, title, agent_id"
+					" FROM pgmarket.chat_sessions"
+					" WHERE user_id = $1::uuid AND deleted_at IS NULL"
+					" ORDER BY created_at, session_id", 1, p, out);
+}
 typedef int (*user_write_fn) (exporter *ex, const char *uid, const pgm_result *r);
 
 /* ",\n  \"NAME\": {" then each user's part, listed by list and written by write_user. */
@@ -367,8 +383,8 @@ write_document(exporter *ex, int have_chat, int with_secrets)
 	write_users(ex);
 	if (write_balances(ex) != 0 || write_transactions(ex) != 0)
 		return 1;
-	if (have_chat && write_per_user(ex, "chat_history", pgm_list_chat_sessions,
-									"export: list_chat_sessions", write_user_sessions) != 0)
+	if (have_chat && write_per_user(ex, "chat_history", list_user_sessions,
+									"export: chat sessions", write_user_sessions) != 0)
 		return 1;
 	if (server_has("pgmarket.get_template(text)") && store_export(conn, ex->f, ex->users) != 0)
 		return failed("export: projects and templates");
@@ -418,7 +434,7 @@ cmd_export(int argc, char **argv)
 		pgm_result_free(ex.users);
 		return 1;
 	}
-	have_chat = server_has("pgmarket.list_chat_sessions(uuid)");
+	have_chat = server_has("pgmarket.list_chat_sessions(uuid,text,integer,timestamp with time zone)");
 	progress_start(&ex.p, "exporting",
 				   pgm_result_rows(ex.users) * (2 + (with_secrets ? 1 : 0) + (have_chat ? 1 : 0)));
 	rc = write_document(&ex, have_chat, with_secrets);

@@ -197,8 +197,8 @@ key_hash(int32 version, const char *raw, size_t len, unsigned char *out)
 {
 	unsigned char subkey[PGM_SUBKEY_BYTES];
 
-	if (!pgm_vault_subkey(version, PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID,
-						  subkey))
+	if (!pgm_keyring_subkey(version, PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID,
+							subkey))
 		return false;
 	crypto_generichash(out, APIKEY_HASH_BYTES, (const unsigned char *) raw, len,
 					   subkey, sizeof(subkey));
@@ -320,7 +320,7 @@ verify_key(text *api_key, VerifiedKey *out)
 	size_t		len = VARSIZE_ANY_EXHDR(api_key);
 	unsigned char expected[APIKEY_HASH_BYTES];
 	unsigned char actual[APIKEY_HASH_BYTES];
-	int32		version = pgm_vault_newest_version();	/* PM010 */
+	int32		version = pgm_keyring_newest_version();	/* PM010 */
 	bool		found = false;
 	bool		usable = false;
 	bool		match;
@@ -565,7 +565,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 					 errmsg("spend_period \"%s\" needs a spend_limit", period)));
 	}
 
-	version = pgm_vault_newest_version();	/* PM010 */
+	version = pgm_keyring_newest_version();	/* PM010 */
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();
@@ -917,11 +917,7 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 Datum
 pgm_revoke_api_key(PG_FUNCTION_ARGS)
 {
-	pgm_user_arg(fcinfo, 0);
-	pgm_require_arg(fcinfo, 1, "key_id");
-
-	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, apikey_plans,
-									 lengthof(apikey_plans), &plan_revoke, 2));
+	return pgm_user_revoke(fcinfo, apikey_plans, lengthof(apikey_plans), &plan_revoke);
 }
 
 /* ----------------------------------------------------------------

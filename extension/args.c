@@ -112,3 +112,12 @@ pgm_uuid_cstring(Datum uuid)
 {
 	return DatumGetCString(DirectFunctionCall1(uuid_out, uuid));
 }
+
+/* A required short text argument: not NULL (22004), then as above. */
+text *
+pgm_required_text(FunctionCallInfo fcinfo, int argno, const char *argname,
+				  int maxlen)
+{
+	pgm_require_arg(fcinfo, argno, argname);
+	return pgm_optional_text(fcinfo, argno, argname, maxlen);
+}

@@ -232,7 +232,7 @@ audit_subkey(int32 version)
 {
 	unsigned char *key = pgm_secret_alloc(PGM_SUBKEY_BYTES);
 
-	if (!pgm_vault_subkey(version, PGM_KDF_CONTEXT_AUDIT, AUDIT_SUBKEY_ID, key))
+	if (!pgm_keyring_subkey(version, PGM_KDF_CONTEXT_AUDIT, AUDIT_SUBKEY_ID, key))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_VAULT_UNAVAILABLE),
 				 errmsg("master key version %d, which sealed part of the audit trail, is not loaded",
@@ -410,7 +410,7 @@ chain_begin(SealTip *tip, int32 *version)
 	LockRelationOid(pgm_audit_rels().seals, ExclusiveLock);
 	/* see what a sealer we queued behind committed, whatever the isolation */
 	PushActiveSnapshot(GetLatestSnapshot());
-	*version = pgm_vault_newest_version();
+	*version = pgm_keyring_newest_version();
 	key = audit_subkey(*version);
 	read_tip(tip);
 	return key;

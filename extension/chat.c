@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * chat.c
- *	  Chat sessions and messages, completions charged with their message,
- *	  model ratings and user preferences.
+ *	  Chat sessions and messages, and completions charged with their
+ *	  message.
  *
  * Ownership
  * ---------
@@ -75,18 +75,11 @@ PG_FUNCTION_INFO_V1(pgm_end_chat_session);
 PG_FUNCTION_INFO_V1(pgm_update_chat_context);
 PG_FUNCTION_INFO_V1(pgm_delete_chat_session);
 PG_FUNCTION_INFO_V1(pgm_list_chat_sessions);
-PG_FUNCTION_INFO_V1(pgm_rate_model);
-PG_FUNCTION_INFO_V1(pgm_set_preference);
-PG_FUNCTION_INFO_V1(pgm_get_preferences);
-PG_FUNCTION_INFO_V1(pgm_delete_preference);
 PG_FUNCTION_INFO_V1(pgm_chat_session_owner);
-
 
 #define PGM_MAX_TITLE_LEN		500
 #define PGM_MAX_AGENT_ID_LEN	200
 #define PGM_MAX_REASON_LEN		2000
-#define PGM_MAX_REVIEW_LEN		10000
-#define PGM_MAX_PREF_KEY_LEN	100
 
 /* How a session row is read: for a message, for a change, or just read. */
 typedef enum SessionLock
@@ -115,14 +108,10 @@ static SPIPlanPtr plan_end;
 static SPIPlanPtr plan_context;
 static SPIPlanPtr plan_delete;
 static SPIPlanPtr plan_sessions;
-static SPIPlanPtr plan_rate;
-static SPIPlanPtr plan_set_pref;
-static SPIPlanPtr plan_prefs;
 static SPIPlanPtr plan_session_of_id;
 static SPIPlanPtr plan_find_uuid;
 static SPIPlanPtr plan_entry;
 static SPIPlanPtr plan_merge_context;
-static SPIPlanPtr plan_delete_pref;
 static SPIPlanPtr plan_owner;
 
 #define SESSION_SQL \
@@ -226,27 +215,6 @@ static const PgmPlanDef chat_plans[] = {
 		" ORDER BY s.created_at DESC, s.session_id LIMIT $3",
 		4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}},
 
-	{&plan_rate,
-		"INSERT INTO pgmarket.ratings (user_id, model_id, stars, review)"
-		" VALUES ($1, $2, $3, $4)"
-		" ON CONFLICT (user_id, model_id) DO UPDATE"
-		"   SET stars = excluded.stars, review = excluded.review,"
-		"       updated_at = now()",
-		4, {UUIDOID, TEXTOID, INT4OID, TEXTOID}},
-
-	{&plan_set_pref,
-		"INSERT INTO pgmarket.preferences (user_id, key, value)"
-		" VALUES ($1, $2, $3)"
-		" ON CONFLICT (user_id, key) DO UPDATE"
-		"   SET value = excluded.value, updated_at = now()"
-		" WHERE preferences.value IS DISTINCT FROM excluded.value",
-		3, {UUIDOID, TEXTOID, JSONBOID}},
-
-	{&plan_prefs,
-		"SELECT key, value, updated_at FROM pgmarket.preferences"
-		" WHERE user_id = $1 ORDER BY key",
-		1, {UUIDOID}},
-
 	/* a top-level merge: the keys given replace theirs, the others stay */
 	{&plan_merge_context,
 		"UPDATE pgmarket.chat_sessions"
@@ -254,11 +222,6 @@ static const PgmPlanDef chat_plans[] = {
 		"       updated_at = now()"
 		" WHERE session_id = $1",
 		2, {UUIDOID, JSONBOID}},
-
-	{&plan_delete_pref,
-		"DELETE FROM pgmarket.preferences WHERE user_id = $1 AND key = $2"
-		" RETURNING key",
-		2, {UUIDOID, TEXTOID}},
 
 	{&plan_owner,
 		"SELECT user_id FROM pgmarket.chat_sessions"
@@ -327,14 +290,6 @@ check_open(Datum session_id, const SessionInfo *info)
 				 errdetail("An ended session takes no new messages.")));
 }
 
-/* A required text argument, checked like the other short texts. */
-static text *
-required_text(FunctionCallInfo fcinfo, int argno, const char *argname,
-			  int maxlen)
-{
-	pgm_require_arg(fcinfo, argno, argname);
-	return pgm_optional_text(fcinfo, argno, argname, maxlen);
-}
 
 static int32
 tokens_arg(FunctionCallInfo fcinfo, int argno)
@@ -502,7 +457,7 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
-	model_id = required_text(fcinfo, 1, "model_id", PGM_MAX_MODEL_ID_LEN);
+	model_id = pgm_required_text(fcinfo, 1, "model_id", PGM_MAX_MODEL_ID_LEN);
 	title = pgm_optional_text(fcinfo, 2, "title", PGM_MAX_TITLE_LEN);
 	agent_id = pgm_optional_text(fcinfo, 3, "agent_id", PGM_MAX_AGENT_ID_LEN);
 	pgm_require_arg(fcinfo, 4, "id");
@@ -1068,98 +1023,6 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 	pgm_put_rows((ReturnSetInfo *) fcinfo->resultinfo, 0);
 	SPI_finish();
 	return (Datum) 0;
-}
-
-/* ----------------------------------------------------------------
- * rate_model(user_id, model_id, stars, review): one rating per user and
- * model; a second call replaces the first.
- * ----------------------------------------------------------------
- */
-Datum
-pgm_rate_model(PG_FUNCTION_ARGS)
-{
-	Datum		user_id = pgm_user_arg(fcinfo, 0);
-	text	   *model_id;
-	int32		stars;
-	text	   *review = NULL;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-
-	model_id = required_text(fcinfo, 1, "model_id", PGM_MAX_MODEL_ID_LEN);
-	pgm_require_arg(fcinfo, 2, "stars");
-	stars = PG_GETARG_INT32(2);
-	if (stars < 1 || stars > 5)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("stars %d is out of range", stars),
-				 errdetail("A rating is 1 to 5 stars.")));
-	if (!PG_ARGISNULL(3))
-	{
-		review = PG_GETARG_TEXT_PP(3);
-		if (pg_mbstrlen_with_len(VARDATA_ANY(review),
-								 VARSIZE_ANY_EXHDR(review)) > PGM_MAX_REVIEW_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("review is longer than %d characters",
-							PGM_MAX_REVIEW_LEN)));
-	}
-
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
-	values[0] = user_id;
-	values[1] = PointerGetDatum(model_id);
-	values[2] = Int32GetDatum(stars);
-	values[3] = PointerGetDatum(review);
-	if (review == NULL)
-		nulls[3] = 'n';
-	pgm_exec(plan_rate, values, nulls, false);
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-/* ----------------------------------------------------------------
- * set_preference(user_id, key, value): insert or replace; JSON null is a
- * value like any other.  get_preferences(user_id): all of them, by key.
- * ----------------------------------------------------------------
- */
-Datum
-pgm_set_preference(PG_FUNCTION_ARGS)
-{
-	Datum		user_id = pgm_user_arg(fcinfo, 0);
-	text	   *key;
-	Datum		values[3];
-
-	key = required_text(fcinfo, 1, "key", PGM_MAX_PREF_KEY_LEN);
-	pgm_require_arg(fcinfo, 2, "value");
-
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
-	values[0] = user_id;
-	values[1] = PointerGetDatum(key);
-	values[2] = PG_GETARG_DATUM(2);
-	pgm_exec(plan_set_pref, values, NULL, false);
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-Datum
-pgm_get_preferences(PG_FUNCTION_ARGS)
-{
-	pgm_user_arg(fcinfo, 0);
-	return pgm_user_rows(fcinfo, chat_plans, lengthof(chat_plans),
-						 &plan_prefs, 0);
-}
-
-/* delete_preference(user_id, key) RETURNS boolean: was it there? */
-Datum
-pgm_delete_preference(PG_FUNCTION_ARGS)
-{
-	pgm_user_arg(fcinfo, 0);
-	(void) required_text(fcinfo, 1, "key", PGM_MAX_PREF_KEY_LEN);
-	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, chat_plans, lengthof(chat_plans),
-									 &plan_delete_pref, 2));
 }
 
 /*

@@ -106,8 +106,8 @@ check_vault(bool *loaded, int *versions, int32 *newest, char **problem)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		*versions = pgm_vault_versions();
-		*newest = pgm_vault_newest_version();
+		*versions = pgm_keyring_versions();
+		*newest = pgm_keyring_newest_version();
 		*loaded = true;
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -180,7 +180,7 @@ pgm_health(PG_FUNCTION_ARGS)
 	Oid			types[6] = {BOOLOID, BOOLOID, INT4OID, INT4OID, TEXTOID, BOOLOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	bool		configured = pgm_vault_configured();
+	bool		configured = pgm_keyring_configured();
 	bool		loaded = false;
 	int			versions = 0;
 	int32		newest = 0;

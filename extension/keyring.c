@@ -155,7 +155,7 @@ vault_xact_callback(XactEvent event, void *arg)
  * reserved, so that a value set in the configuration file is picked up.
  */
 void
-pgm_vault_init(void)
+pgm_keyring_init(void)
 {
 	DefineCustomStringVariable("pgmarket.master_key_file",
 							   "File that holds the vault's master keys.",
@@ -491,7 +491,7 @@ vault_find(int32 version)
 
 /* The version that encrypts: the highest one in the file.  Raises PM010. */
 int32
-pgm_vault_newest_version(void)
+pgm_keyring_newest_version(void)
 {
 	vault_ensure();
 	return vault_keys->keys[vault_keys->nkeys - 1].version;
@@ -528,8 +528,8 @@ vault_key(int32 version)
  * returns false when that version is not in the file.  The caller wipes out.
  */
 bool
-pgm_vault_subkey(int32 version, const char *context, uint64 subkey_id,
-				 unsigned char *out)
+pgm_keyring_subkey(int32 version, const char *context, uint64 subkey_id,
+				   unsigned char *out)
 {
 	const VaultKey *k = vault_key(version);
 
@@ -575,12 +575,12 @@ pgm_keyring_box_keypair(int32 version, unsigned char *pk, unsigned char *sk)
  * no key is loaded; false when no key pair opens it.  For sealed.c.
  */
 bool
-pgm_vault_open_sealed(const unsigned char *sealed, size_t sealed_len,
-					  unsigned char *out)
+pgm_keyring_open_sealed(const unsigned char *sealed, size_t sealed_len,
+						unsigned char *out)
 {
 	int			i;
 
-	(void) pgm_vault_newest_version();	/* PM010 if no key is loaded */
+	(void) pgm_keyring_newest_version();	/* PM010 if no key is loaded */
 	if (sealed_len < crypto_box_SEALBYTES)
 		return false;
 	for (i = vault_keys->nkeys - 1; i >= 0; i--)
@@ -596,14 +596,14 @@ pgm_vault_open_sealed(const unsigned char *sealed, size_t sealed_len,
 
 /* For health(): is pgmarket.master_key_file set at all? */
 bool
-pgm_vault_configured(void)
+pgm_keyring_configured(void)
 {
 	return master_key_file != NULL && master_key_file[0] != '\0';
 }
 
 /* For health(): how many key versions are loaded; PM010 when none can be. */
 int
-pgm_vault_versions(void)
+pgm_keyring_versions(void)
 {
 	vault_ensure();
 	return vault_keys->nkeys;

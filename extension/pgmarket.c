@@ -8,18 +8,19 @@
  * The C files stand in floors, each calling only the files below it:
  *
  *	features	ledger.c batch.c vault.c apikeys.c accounts.c (with
- *				passwords.c and emails.c) chat.c audit.c (capture) and
- *				audit_chain.c (seal, verify, purge) sealed.c health.c
- *				projects.c
+ *				passwords.c and emails.c) chat.c preferences.c audit.c
+ *				(capture) and audit_chain.c (seal, verify, purge)
+ *				sealed.c health.c projects.c
  *				(they call each other only through C entry points:
  *				the ledger's pgm_ledger_charge, pgm_ledger_reserve and
  *				pgm_ledger_result, audit's pgm_audit_record_event,
  *				the password floor of passwords.c; never through SQL)
  *	floor		userlock.c (the per-user lock protocol), actor.c (the
  *				pgmarket.actor rule), keyring.c (master keys, subkeys,
- *				secret buffers, random ids), spi.c (kept plans, columns),
- *				args.c (argument checks, message text), money.c
- *				(micro-credits)
+ *				sealing key pairs, secret buffers, random ids), spi.c
+ *				(kept plans, columns), index_read.c (rows read by index
+ *				without SPI, for the hottest reads), args.c (argument
+ *				checks, message text), money.c (micro-credits)
  *
  *-------------------------------------------------------------------------
  */
@@ -54,7 +55,7 @@ _PG_init(void)
 
 	pgm_actor_init();
 	pgm_audit_init();
-	pgm_vault_init();
+	pgm_keyring_init();
 	pgm_sealed_init();
 	MarkGUCPrefixReserved("pgmarket");
 }

@@ -65,6 +65,8 @@ extern char *pgm_micro_to_cstring(int64 micro);
 extern void pgm_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern text *pgm_optional_text(FunctionCallInfo fcinfo, int argno,
 							   const char *argname, int maxlen);
+extern text *pgm_required_text(FunctionCallInfo fcinfo, int argno,
+							   const char *argname, int maxlen);
 extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern char *pgm_shown_value(const char *value, int maxchars);
@@ -124,6 +126,8 @@ extern bool pgm_user_exec_one(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 							  int ndefs, SPIPlanPtr *plan, int nargs);
 extern Datum pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 						   int ndefs, SPIPlanPtr *plan, uint32 money_columns);
+extern Datum pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
+							 int ndefs, SPIPlanPtr *plan);
 
 /* keyring.c: the master key file, subkeys, secret buffers, random ids */
 #define PGM_SUBKEY_BYTES		32
@@ -131,16 +135,16 @@ extern Datum pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 #define PGM_KDF_CONTEXT_APIKEY	"pgmapkey"	/* platform API key hashes */
 #define PGM_KDF_CONTEXT_AUDIT	"pgmaudit"	/* the audit hash chain */
 #define PGM_KDF_CONTEXT_BOX		"pgmboxky"	/* the sealing key pair */
-extern void pgm_vault_init(void);
-extern int32 pgm_vault_newest_version(void);
-extern bool pgm_vault_subkey(int32 version, const char *context,
-							 uint64 subkey_id, unsigned char *out);
+extern void pgm_keyring_init(void);
+extern int32 pgm_keyring_newest_version(void);
+extern bool pgm_keyring_subkey(int32 version, const char *context,
+							   uint64 subkey_id, unsigned char *out);
 extern bool pgm_keyring_box_keypair(int32 version, unsigned char *pk,
 									unsigned char *sk);
-extern bool pgm_vault_open_sealed(const unsigned char *sealed,
-								  size_t sealed_len, unsigned char *out);
-extern bool pgm_vault_configured(void);
-extern int	pgm_vault_versions(void);
+extern bool pgm_keyring_open_sealed(const unsigned char *sealed,
+									size_t sealed_len, unsigned char *out);
+extern bool pgm_keyring_configured(void);
+extern int	pgm_keyring_versions(void);
 extern void pgm_random_uuid(pg_uuid_t *uuid);
 extern void *pgm_secret_alloc(Size len);
 extern void pgm_secret_register(void *ptr, Size len);

@@ -166,8 +166,8 @@ open_sealed(FunctionCallInfo fcinfo, int argno, const char *argname, char kind)
 				 errmsg("%s holds more than %d bytes", argname, SEALED_MAX_SECRET)));
 
 	payload = pgm_secret_alloc(plen);
-	if (!pgm_vault_open_sealed((const unsigned char *) VARDATA_ANY(sealed),
-							   slen, payload))
+	if (!pgm_keyring_open_sealed((const unsigned char *) VARDATA_ANY(sealed),
+								 slen, payload))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_DECRYPTION_FAILED),
 				 errmsg("%s could not be opened", argname),

@@ -327,3 +327,16 @@ pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
 	SPI_finish();
 	return (Datum) 0;
 }
+
+/*
+ * revoke_api_key and revoke_provider_key: (user_id, key_id), the user's
+ * key revoked by the caller's plan; true when it was active.
+ */
+Datum
+pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
+				SPIPlanPtr *plan)
+{
+	pgm_user_arg(fcinfo, 0);
+	pgm_require_arg(fcinfo, 1, "key_id");
+	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, defs, ndefs, plan, 2));
+}

@@ -117,7 +117,7 @@ encrypt_secret(int32 version, const pg_uuid_t *key_id, const pg_uuid_t *user_id,
 	bytea	   *ct = palloc(VARHDRSZ + len + VAULT_TAG_BYTES);
 	unsigned long long ctlen = 0;
 
-	if (!pgm_vault_subkey(version, PGM_KDF_CONTEXT_VAULT, VAULT_SUBKEY_ID, subkey))
+	if (!pgm_keyring_subkey(version, PGM_KDF_CONTEXT_VAULT, VAULT_SUBKEY_ID, subkey))
 		elog(ERROR, "master key version %d is not loaded", version);
 	SET_VARSIZE(nonce, VARHDRSZ + VAULT_NONCE_BYTES);
 	randombytes_buf(VARDATA(nonce), VAULT_NONCE_BYTES);
@@ -149,7 +149,7 @@ decrypt_secret(int32 version, const pg_uuid_t *key_id, const pg_uuid_t *user_id,
 	int			rc;
 	char	   *id = pgm_uuid_cstring(UUIDPGetDatum((pg_uuid_t *) key_id));
 
-	if (!pgm_vault_subkey(version, PGM_KDF_CONTEXT_VAULT, VAULT_SUBKEY_ID, subkey))
+	if (!pgm_keyring_subkey(version, PGM_KDF_CONTEXT_VAULT, VAULT_SUBKEY_ID, subkey))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_DECRYPTION_FAILED),
 				 errmsg("provider key %s cannot be decrypted: master key version %d is not loaded",
@@ -348,7 +348,7 @@ put_secret(Datum user_id, const char *provider, text *label,
 	char		nulls[8];
 
 	check_secret(secret, len);
-	version = pgm_vault_newest_version();
+	version = pgm_keyring_newest_version();
 	pgm_random_uuid(key_id);
 	hint = secret_hint(secret, len);
 	ct = encrypt_secret(version, key_id, DatumGetUUIDP(user_id), provider,
@@ -424,7 +424,7 @@ pgm_vault_public_key(PG_FUNCTION_ARGS)
 	bytea	   *pk = palloc(VARHDRSZ + crypto_box_PUBLICKEYBYTES);
 
 	SET_VARSIZE(pk, VARHDRSZ + crypto_box_PUBLICKEYBYTES);
-	if (!pgm_keyring_box_keypair(pgm_vault_newest_version(), (unsigned char *) VARDATA(pk), sk))
+	if (!pgm_keyring_box_keypair(pgm_keyring_newest_version(), (unsigned char *) VARDATA(pk), sk))
 		elog(ERROR, "newest master key version is not loaded");
 	sodium_memzero(sk, sizeof(sk));
 	PG_RETURN_BYTEA_P(pk);
@@ -466,8 +466,8 @@ pgm_put_provider_key_sealed(PG_FUNCTION_ARGS)
 				 errmsg("secret is longer than %d bytes", SECRET_MAX_BYTES)));
 
 	secret = pgm_secret_alloc(len + 1);
-	if (!pgm_vault_open_sealed((const unsigned char *) VARDATA_ANY(sealed),
-							   slen, (unsigned char *) secret))
+	if (!pgm_keyring_open_sealed((const unsigned char *) VARDATA_ANY(sealed),
+								 slen, (unsigned char *) secret))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_DECRYPTION_FAILED),
 				 errmsg("sealed secret could not be opened"),
@@ -543,7 +543,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	pgm_user_arg(fcinfo, 0);
 	user_id = PG_GETARG_DATUM(0);
 	provider = provider_arg(fcinfo, 1);
-	(void) pgm_vault_newest_version();	/* PM010 before anything else */
+	(void) pgm_keyring_newest_version();	/* PM010 before anything else */
 
 	pgm_spi_connect();
 	prepare_plans();
@@ -623,11 +623,7 @@ pgm_list_provider_keys(PG_FUNCTION_ARGS)
 Datum
 pgm_revoke_provider_key(PG_FUNCTION_ARGS)
 {
-	pgm_user_arg(fcinfo, 0);
-	pgm_require_arg(fcinfo, 1, "key_id");
-
-	PG_RETURN_BOOL(pgm_user_exec_one(fcinfo, vault_plans,
-									 lengthof(vault_plans), &plan_revoke, 2));
+	return pgm_user_revoke(fcinfo, vault_plans, lengthof(vault_plans), &plan_revoke);
 }
 
 /* ----------------------------------------------------------------
@@ -657,7 +653,7 @@ pgm_rotate_master_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size %d is out of range", batch),
 				 errdetail("A batch holds 1 to %d keys.", ROTATE_MAX_BATCH)));
-	newest = pgm_vault_newest_version();
+	newest = pgm_keyring_newest_version();
 
 	pgm_spi_connect();
 	prepare_plans();
