@@ -215,6 +215,7 @@ static const PgmPlanDef chat_plans[] = {
 		" ORDER BY s.created_at DESC, s.session_id LIMIT $3",
 		4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}},
 
+
 	/* a top-level merge: the keys given replace theirs, the others stay */
 	{&plan_merge_context,
 		"UPDATE pgmarket.chat_sessions"
@@ -229,7 +230,22 @@ static const PgmPlanDef chat_plans[] = {
 		1, {UUIDOID}},
 };
 
-#define prepare_plans() PGM_PREPARE_PLANS(chat_plans)
+/*
+ * The chat's plans read the columns of 0.6.0: until ALTER EXTENSION UPDATE
+ * they are not prepared, and the calls say so (pgm_require_schema).
+ */
+static bool chat_schema_checked = false;
+
+static void
+prepare_plans(void)
+{
+	if (!chat_schema_checked)
+	{
+		pgm_require_schema();
+		chat_schema_checked = true;
+	}
+	PGM_PREPARE_PLANS(chat_plans);
+}
 
 /* ----------------------------------------------------------------
  * Helpers
@@ -414,11 +430,31 @@ find_by_uuid(const NewMessage *m, int64 *message_id, int64 *entry_id)
 	return true;
 }
 
-/* The optional message_uuid argument: (Datum) 0 when NULL. */
+/*
+ * Is argument argno there and not NULL?  The arguments that 0.6.0 added
+ * come last; until ALTER EXTENSION UPDATE, the functions of 0.5.0 call
+ * this library without them, and get what the defaults give.
+ */
+static bool
+has_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_NARGS() > argno && !PG_ARGISNULL(argno);
+}
+
+/* The optional message_uuid argument: (Datum) 0 when NULL or absent. */
 static Datum
 uuid_arg_or_none(FunctionCallInfo fcinfo, int argno)
 {
-	return PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno);
+	return has_arg(fcinfo, argno) ? PG_GETARG_DATUM(argno) : (Datum) 0;
+}
+
+/* An optional trailing text argument: NULL when absent, else checked. */
+static text *
+optional_trailing_text(FunctionCallInfo fcinfo, int argno,
+					   const char *argname, int maxlen)
+{
+	return PG_NARGS() > argno ?
+		pgm_optional_text(fcinfo, argno, argname, maxlen) : NULL;
 }
 
 /* ----------------------------------------------------------------
@@ -460,13 +496,24 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 	model_id = pgm_required_text(fcinfo, 1, "model_id", PGM_MAX_MODEL_ID_LEN);
 	title = pgm_optional_text(fcinfo, 2, "title", PGM_MAX_TITLE_LEN);
 	agent_id = pgm_optional_text(fcinfo, 3, "agent_id", PGM_MAX_AGENT_ID_LEN);
-	pgm_require_arg(fcinfo, 4, "id");
+	if (PG_NARGS() > 4)
+	{
+		pgm_require_arg(fcinfo, 4, "id");
+		values[0] = PG_GETARG_DATUM(4);
+	}
+	else
+	{
+		/* the 0.5.0 function: the server makes the id */
+		pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+		pgm_random_uuid(id);
+		values[0] = UUIDPGetDatum(id);
+	}
 
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_check_user(user_id, false);
 
-	values[0] = PG_GETARG_DATUM(4);
 	values[1] = user_id;
 	values[2] = PointerGetDatum(model_id);
 	values[3] = PointerGetDatum(title);
@@ -480,7 +527,7 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 		check_taken_id(values[0], user_id, model_id);
 
 	SPI_finish();
-	PG_RETURN_DATUM(PG_GETARG_DATUM(4));
+	PG_RETURN_DATUM(values[0]);
 }
 
 /*
@@ -533,7 +580,7 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
 	m.tool_calls = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
 	m.entry_id = 0;
 	m.message_uuid = uuid_arg_or_none(fcinfo, 7);
-	model_id = pgm_optional_text(fcinfo, 8, "model_id", PGM_MAX_MODEL_ID_LEN);
+	model_id = optional_trailing_text(fcinfo, 8, "model_id", PGM_MAX_MODEL_ID_LEN);
 
 	pgm_spi_connect();
 	prepare_plans();
@@ -657,7 +704,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	key = pgm_optional_text(fcinfo, 5, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	m.tool_calls = (Datum) 0;
 	m.message_uuid = uuid_arg_or_none(fcinfo, 6);
-	model_id = pgm_optional_text(fcinfo, 7, "model_id", PGM_MAX_MODEL_ID_LEN);
+	model_id = optional_trailing_text(fcinfo, 7, "model_id", PGM_MAX_MODEL_ID_LEN);
 
 	pgm_spi_connect();
 	prepare_plans();
@@ -822,6 +869,12 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 				 errdetail("A page holds 1 to 1000 messages.")));
 
 	pgm_materialize(fcinfo);
+	if (!chat_schema_checked)
+	{
+		pgm_spi_connect();
+		prepare_plans();
+		SPI_finish();
+	}
 
 	/* the snapshot of the statement, as a read-only SPI plan would use */
 	snapshot = GetActiveSnapshot();
@@ -935,8 +988,13 @@ pgm_update_chat_context(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("context must be a JSON object")));
-	pgm_require_arg(fcinfo, 3, "merge");
-	merge = PG_GETARG_BOOL(3);
+	/* the 0.5.0 function has no merge argument and replaces */
+	merge = false;
+	if (PG_NARGS() > 3)
+	{
+		pgm_require_arg(fcinfo, 3, "merge");
+		merge = PG_GETARG_BOOL(3);
+	}
 	values[0] = PG_GETARG_DATUM(1);
 	values[1] = PG_GETARG_DATUM(2);
 
@@ -988,6 +1046,13 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 	int32		max_rows;
 
 	values[0] = pgm_user_arg(fcinfo, 0);
+	if (PG_NARGS() < 4)
+	{
+		/* the 0.5.0 function: refused until the update (55000) */
+		pgm_spi_connect();
+		prepare_plans();
+		elog(ERROR, "list_chat_sessions called with %d arguments", PG_NARGS());
+	}
 	if (!PG_ARGISNULL(1))
 	{
 		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(1));

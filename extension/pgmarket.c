@@ -61,6 +61,34 @@ _PG_init(void)
 }
 
 /*
+ * Raise 55000 unless the extension installed in this database is the
+ * version this library was built for.  Between installing a new library
+ * and ALTER EXTENSION UPDATE, the functions of the old version call the
+ * new C with fewer arguments, over tables without the new columns: a
+ * feature whose C reads what the old version lacks checks once, before it
+ * prepares its plans, and refuses with a message that says what to do
+ * rather than failing on a missing column.  Needs an SPI connection.
+ */
+void
+pgm_require_schema(void)
+{
+	bool		isnull;
+	char	   *installed = NULL;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension"
+					" WHERE extname = 'pgmarket'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		installed = TextDatumGetCString(pgm_col(0, 1, &isnull));
+	if (installed != NULL && strcmp(installed, PGM_VERSION) == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the pgmarket library is version %s, the extension in this database is %s",
+					PGM_VERSION, installed ? installed : "missing"),
+			 errhint("Run ALTER EXTENSION pgmarket UPDATE.")));
+}
+
+/*
  * Trigger that makes a table append-only: any UPDATE, DELETE or TRUNCATE
  * raises 55000, whoever runs it (the owner too; only a superuser who disables
  * the trigger can get past it, and that is what sealing is for).

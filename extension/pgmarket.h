@@ -17,6 +17,12 @@
 #include "datatype/timestamp.h"
 #include "utils/uuid.h"
 
+/* The version of the extension's SQL that this library is built for. */
+#define PGM_VERSION				"0.6.0"
+
+/* pgmarket.c: is the installed extension the one this library is for? */
+extern void pgm_require_schema(void);
+
 /* SQLSTATEs of the contract (SPEC, "Error codes") */
 #define ERRCODE_PGM_INSUFFICIENT_FUNDS		MAKE_SQLSTATE('P','M','0','0','1')
 #define ERRCODE_PGM_UNKNOWN_ACCOUNT			MAKE_SQLSTATE('P','M','0','0','2')

@@ -3,7 +3,7 @@
 -- the pgbench scripts need no look-up: user n is
 -- 00000000-0000-4000-8000-<n, 12 digits>, its session
 -- 00000000-0000-4000-9000-<n, 12 digits>.
-CREATE EXTENSION pgmarket VERSION '0.4.0';
+CREATE EXTENSION pgmarket;
 SELECT count(pgmarket.create_user('u' || n || '@bench.io', 'bench_' || n, NULL, '{user}',
               ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid))
   FROM generate_series(1, :users) n;
