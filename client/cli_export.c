@@ -434,7 +434,7 @@ cmd_export(int argc, char **argv)
 		pgm_result_free(ex.users);
 		return 1;
 	}
-	have_chat = server_has("pgmarket.list_chat_sessions(uuid,text,integer,timestamp with time zone)");
+	have_chat = server_has("pgmarket.list_chat_sessions(uuid,text,integer,timestamp with time zone,uuid)");
 	progress_start(&ex.p, "exporting",
 				   pgm_result_rows(ex.users) * (2 + (with_secrets ? 1 : 0) + (have_chat ? 1 : 0)));
 	rc = write_document(&ex, have_chat, with_secrets);

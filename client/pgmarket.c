@@ -126,7 +126,7 @@ struct pgm_result
 	  "$4::boolean)") \
 	Q(DELETE_CHAT_SESSION, "SELECT pgmarket.delete_chat_session($1::uuid, $2::uuid)") \
 	Q(LIST_CHAT_SESSIONS, "SELECT * FROM pgmarket.list_chat_sessions($1::uuid, $2, " \
-	  "$3::int, $4::timestamptz)") \
+	  "$3::int, $4::timestamptz, $5::uuid)") \
 	Q(CHAT_SESSION_OWNER, "SELECT pgmarket.chat_session_owner($1::uuid)") \
 	Q(RATE_MODEL, "SELECT pgmarket.rate_model($1::uuid, $2, $3::int, $4)") \
 	Q(MODEL_RATINGS, "SELECT model_id, ratings, average_stars FROM pgmarket.model_ratings " \
@@ -2245,18 +2245,20 @@ pgm_delete_chat_session(pgm_conn *c, const char *user_id, const char *session_id
 pgm_status
 pgm_list_chat_sessions_page(pgm_conn *c, const char *user_id,
 							const char *status, int max_rows,
-							const char *before, pgm_result **out)
+							const char *before, const char *before_session_id,
+							pgm_result **out)
 {
 	char		rows[I64BUF];
-	const char *vals[4] = {user_id, status, fmt_i64(rows, max_rows), before};
+	const char *vals[5] = {user_id, status, fmt_i64(rows, max_rows), before,
+	before_session_id};
 
-	return rows_call(c, Q_LIST_CHAT_SESSIONS, 4, vals, out);
+	return rows_call(c, Q_LIST_CHAT_SESSIONS, 5, vals, out);
 }
 
 pgm_status
 pgm_list_chat_sessions(pgm_conn *c, const char *user_id, pgm_result **out)
 {
-	return pgm_list_chat_sessions_page(c, user_id, NULL, 1000, NULL, out);
+	return pgm_list_chat_sessions_page(c, user_id, NULL, 1000, NULL, NULL, out);
 }
 
 pgm_status

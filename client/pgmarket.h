@@ -495,14 +495,19 @@ pgm_status	pgm_replace_chat_context(pgm_conn *conn, const char *user_id,
 /* Soft deletion: the session is gone to the API. */
 pgm_status	pgm_delete_chat_session(pgm_conn *conn, const char *user_id,
 									const char *session_id);
-/* A page of the sessions not deleted, newest created_at first: status
- * (active, completed, failed; NULL: any), max_rows 1..1000, before (a
- * timestamptz, exclusive; NULL: the newest).  Rows by column name:
- * session_id, model_id, agent_id, title, status, context, message_count,
- * created_at, last_activity_at.  pgm_list_chat_sessions: the newest 1000. */
+/* A page of the sessions not deleted, newest created_at first (ties by
+ * session_id): status (active, completed, failed; NULL: any), max_rows
+ * 1..1000, before (a timestamptz, exclusive; NULL: the newest) and
+ * before_session_id (with before: the sessions of that created_at after
+ * this id).  The next page: the last row's created_at and session_id.
+ * Rows by column name: session_id, model_id, agent_id, title, status,
+ * context, message_count, created_at, last_activity_at.
+ * pgm_list_chat_sessions: the newest 1000. */
 pgm_status	pgm_list_chat_sessions_page(pgm_conn *conn, const char *user_id,
 										const char *status, int max_rows,
-										const char *before, pgm_result **out);
+										const char *before,
+										const char *before_session_id,
+										pgm_result **out);
 pgm_status	pgm_list_chat_sessions(pgm_conn *conn, const char *user_id,
 								   pgm_result **out);
 /* The user a session belongs to, "" when it is unknown or deleted (or not

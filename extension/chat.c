@@ -63,6 +63,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -159,7 +160,7 @@ static const PgmPlanDef chat_plans[] = {
 	/* the message a uuid names, whoever's it is */
 	{&plan_find_uuid,
 		"SELECT user_id, session_id, role, content, tokens, cost, model_id,"
-		"       message_id, entry_id"
+		"       message_id, entry_id, tool_calls"
 		"  FROM pgmarket.chat_messages WHERE message_uuid = $1",
 		1, {UUIDOID}},
 
@@ -172,7 +173,8 @@ static const PgmPlanDef chat_plans[] = {
 	/* the entry of an idempotency key, and the message that carries it */
 	{&plan_find_completion,
 		"SELECT l.entry_id, l.kind, l.amount, l.available,"
-		"       m.session_id, m.content, m.tokens, m.cost"
+		"       m.session_id, m.content, m.tokens, m.cost, l.model_id,"
+		"       m.message_uuid"
 		"  FROM pgmarket.ledger l"
 		"  LEFT JOIN pgmarket.chat_messages m"
 		"    ON m.user_id = l.user_id AND m.entry_id = l.entry_id"
@@ -211,9 +213,10 @@ static const PgmPlanDef chat_plans[] = {
 		"                       WHERE session_id = s.session_id) m"
 		" WHERE s.user_id = $1 AND s.deleted_at IS NULL"
 		"   AND ($2::text IS NULL OR s.status = $2)"
-		"   AND ($4::timestamptz IS NULL OR s.created_at < $4)"
+		"   AND ($4::timestamptz IS NULL OR s.created_at < $4"
+		"        OR (s.created_at = $4 AND s.session_id > $5))"
 		" ORDER BY s.created_at DESC, s.session_id LIMIT $3",
-		4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}},
+		5, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, UUIDOID}},
 
 
 	/* a top-level merge: the keys given replace theirs, the others stay */
@@ -225,8 +228,9 @@ static const PgmPlanDef chat_plans[] = {
 		2, {UUIDOID, JSONBOID}},
 
 	{&plan_owner,
-		"SELECT user_id FROM pgmarket.chat_sessions"
-		" WHERE session_id = $1 AND deleted_at IS NULL",
+		"SELECT s.user_id FROM pgmarket.chat_sessions s"
+		"  JOIN pgmarket.balances b ON b.user_id = s.user_id AND b.active"
+		" WHERE s.session_id = $1 AND s.deleted_at IS NULL",
 		1, {UUIDOID}},
 };
 
@@ -235,12 +239,29 @@ static const PgmPlanDef chat_plans[] = {
  * they are not prepared, and the calls say so (pgm_require_schema).
  */
 static bool chat_schema_checked = false;
+static bool chat_callback_registered = false;
+
+/*
+ * Any relcache invalidation may be the chat's tables dropped and created
+ * again, by another version of the extension: check again at the next use
+ * (one catalog query after a DDL, cheap next to what invalidated it).
+ */
+static void
+chat_relcache_callback(Datum arg, Oid relid)
+{
+	chat_schema_checked = false;
+}
 
 static void
 prepare_plans(void)
 {
 	if (!chat_schema_checked)
 	{
+		if (!chat_callback_registered)
+		{
+			CacheRegisterRelcacheCallback(chat_relcache_callback, (Datum) 0);
+			chat_callback_registered = true;
+		}
 		pgm_require_schema();
 		chat_schema_checked = true;
 	}
@@ -419,12 +440,21 @@ find_by_uuid(const NewMessage *m, int64 *message_id, int64 *entry_id)
 		DatumGetInt32(pgm_col(0, 5, &isnull)) == m->tokens &&
 		pgm_col_int64(0, 6) == m->cost &&
 		!model_null && same_text(model, PointerGetDatum(m->model_id));
+	if (same)
+	{
+		bool		tools_null;
+		Datum		tools = pgm_col(0, 10, &tools_null);
+
+		same = m->tool_calls == (Datum) 0 ? tools_null :
+			!tools_null && DatumGetBool(DirectFunctionCall2(jsonb_eq, tools,
+															m->tool_calls));
+	}
 	if (!same)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
 				 errmsg("message_uuid %s was already used with other arguments",
 						pgm_uuid_cstring(m->message_uuid)),
-				 errdetail("A message uuid names one message: the same role, content, tokens, cost and model in the same session of the same user.")));
+				 errdetail("A message uuid names one message: the same role, content, tokens, cost, model and tool calls in the same session of the same user.")));
 	*message_id = pgm_col_int64(0, 8);
 	*entry_id = pgm_col_int64(0, 9);
 	return true;
@@ -571,7 +601,8 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
 		strcmp(m.role, "assistant") != 0 && strcmp(m.role, "tool") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("role \"%s\" is not a chat role", m.role),
+				 errmsg("role \"%s\" is not a chat role",
+						pgm_shown_value(m.role, 40)),
 				 errhint("A message's role is system, user, assistant or tool.")));
 	m.content = content_arg(fcinfo, 3);
 	m.tokens = tokens_arg(fcinfo, 4);
@@ -606,6 +637,28 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------
  */
 /*
+ * Did the earlier charge carry the model this call names (or, when it
+ * names none, the session's)?
+ */
+static bool
+same_model(Datum prior, bool prior_null, const NewMessage *m)
+{
+	Datum		values[1] = {m->session_id};
+	Datum		model;
+	bool		isnull;
+
+	if (prior_null)
+		return false;
+	if (m->model_id != NULL)
+		return same_text(prior, PointerGetDatum(m->model_id));
+	pgm_exec(plan_session_of_id, values, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	model = pgm_col(0, 2, &isnull);
+	return same_text(prior, model);
+}
+
+/*
  * A completion repeated under its idempotency key (the caller holds the
  * user's lock): true, with the first call's result in *out, when the key
  * was used by this completion; PM003 when it was used by anything else.
@@ -616,20 +669,36 @@ replay_by_key(const NewMessage *m, text *key, PgmLedgerOutcome *out)
 	Datum		kv[2] = {m->user_id, PointerGetDatum(key)};
 	bool		isnull;
 	bool		msg_null;
+	bool		model_null;
+	bool		uuid_null;
 	bool		same;
 	int64		prior_entry;
-	Datum		prior_session;
+	Datum		prior_model;
+	Datum		prior_uuid;
 
 	pgm_exec(plan_find_completion, kv, NULL, false);
 	if (SPI_processed != 1)
 		return false;
 	prior_entry = pgm_col_int64(0, 1);
-	prior_session = pgm_col(0, 5, &msg_null);
-	same = !msg_null && same_uuid(prior_session, m->session_id) &&
+	out->entry_id = prior_entry;
+	out->kind = "charge";
+	out->amount = pgm_col_int64(0, 3);
+	out->available = pgm_col_int64(0, 4);
+	out->replayed = true;
+	(void) pgm_col(0, 5, &msg_null);
+	same = !msg_null && same_uuid(pgm_col(0, 5, &isnull), m->session_id) &&
 		DatumGetInt32(pgm_col(0, 7, &isnull)) == m->tokens &&
 		pgm_col_int64(0, 8) == m->cost &&
-		pgm_col_int64(0, 3) == m->cost &&
+		out->amount == m->cost &&
 		same_text(pgm_col(0, 6, &isnull), PointerGetDatum(m->content));
+	/* copied out: same_model may run a query of its own */
+	prior_model = pgm_col(0, 9, &model_null);
+	prior_model = model_null ? (Datum) 0 : datumCopy(prior_model, false, -1);
+	prior_uuid = pgm_col(0, 10, &uuid_null);
+	/* a uuid given with the key must be the one the completion took */
+	if (same && m->message_uuid != (Datum) 0)
+		same = !uuid_null && same_uuid(prior_uuid, m->message_uuid);
+	same = same && same_model(prior_model, model_null, m);
 	if (!same)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
@@ -640,22 +709,18 @@ replay_by_key(const NewMessage *m, text *key, PgmLedgerOutcome *out)
 							 (long long) prior_entry, pgm_uuid_cstring(m->user_id))
 				 : errdetail("It was used by the completion recorded as entry %lld for user %s.",
 							 (long long) prior_entry, pgm_uuid_cstring(m->user_id))));
-	out->entry_id = prior_entry;
-	out->kind = "charge";
-	out->amount = pgm_col_int64(0, 3);
-	out->available = pgm_col_int64(0, 4);
-	out->replayed = true;
 	return true;
 }
 
 /*
  * A completion repeated under its message uuid (the caller holds the
  * user's lock): true, with the first call's result in *out, when the uuid
- * names this completion; PM003 when it names another message, or a message
- * that is not a completion.
+ * names this completion; PM003 when it names another message, a message
+ * that is not a completion, or when the call also brings a key that the
+ * completion was not recorded under (key was looked up first and is free).
  */
 static bool
-replay_by_uuid(const NewMessage *m, PgmLedgerOutcome *out)
+replay_by_uuid(const NewMessage *m, text *key, PgmLedgerOutcome *out)
 {
 	int64		message_id;
 	int64		entry_id;
@@ -663,6 +728,14 @@ replay_by_uuid(const NewMessage *m, PgmLedgerOutcome *out)
 
 	if (m->message_uuid == (Datum) 0 || !find_by_uuid(m, &message_id, &entry_id))
 		return false;
+	/* the key, when one came too, named nothing: not this completion's */
+	if (key != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+				 errmsg("message_uuid %s was already used with other arguments",
+						pgm_uuid_cstring(m->message_uuid)),
+				 errdetail("It names a completion recorded without idempotency key \"%s\".",
+						   text_to_cstring(key))));
 	if (entry_id == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
@@ -706,6 +779,8 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	m.message_uuid = uuid_arg_or_none(fcinfo, 6);
 	model_id = optional_trailing_text(fcinfo, 7, "model_id", PGM_MAX_MODEL_ID_LEN);
 
+	m.model_id = model_id;		/* the session's, once it is read */
+
 	pgm_spi_connect();
 	prepare_plans();
 
@@ -720,7 +795,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 
 	find_session(m.user_id, m.session_id, SESSION_SHARE, &info);
 	m.model_id = model_id ? model_id : info.model_id;
-	if (replay_by_uuid(&m, &out))
+	if (replay_by_uuid(&m, key, &out))
 	{
 		SPI_finish();
 		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
@@ -739,7 +814,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
 				 errmsg("message_uuid %s was already used with other arguments",
 						pgm_uuid_cstring(m.message_uuid)),
-				 errdetail("A message of another user took it meanwhile.")));
+				 errdetail("Another message took it while this completion was being recorded.")));
 
 	SPI_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
@@ -1035,14 +1110,16 @@ pgm_delete_chat_session(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------
  */
 /*
- * list_chat_sessions(user_id, status, max_rows, before): a page of the
- * user's sessions, newest first.
+ * list_chat_sessions(user_id, status, max_rows, before, before_session_id):
+ * a page of the user's sessions, newest first; the next page is
+ * before => the last row's created_at, before_session_id => its
+ * session_id (sessions made in one transaction share created_at).
  */
 Datum
 pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 {
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int32		max_rows;
 
 	values[0] = pgm_user_arg(fcinfo, 0);
@@ -1079,6 +1156,10 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 		nulls[1] = 'n';
 	if (PG_ARGISNULL(3))
 		nulls[3] = 'n';
+	/* among sessions made at `before`, those after the last row's id */
+	values[4] = has_arg(fcinfo, 4) ? PG_GETARG_DATUM(4) : (Datum) 0;
+	if (!has_arg(fcinfo, 4))
+		nulls[4] = 'n';
 
 	InitMaterializedSRF(fcinfo, 0);
 	pgm_spi_connect();
@@ -1093,8 +1174,9 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 /*
  * chat_session_owner(session_id) RETURNS uuid: the user a session belongs
  * to, for callers that hold only its id; NULL when it is unknown or
- * deleted, and when pgmarket.actor names another user (a connection acting
- * for one user learns nothing of the others' sessions).
+ * deleted or its user is deactivated, and when pgmarket.actor names another
+ * user (a connection acting for one user learns nothing of the others'
+ * sessions).
  */
 Datum
 pgm_chat_session_owner(PG_FUNCTION_ARGS)

@@ -10,7 +10,10 @@
 -- what they do, as the contract now says: update_chat_context merges the
 -- keys it is given into the context (merge => false replaces it, as
 -- before), and list_chat_sessions returns message counts and last activity
--- instead of end_reason, updated_at and ended_at.
+-- instead of end_reason, updated_at and ended_at.  Its pages go by
+-- created_at and, among sessions created at the same time, by session_id
+-- (before_session_id: the last row's), so that no session falls between
+-- two pages.
 
 -------------------------------------------------------------------------------
 -- Messages: the application's uuid and the message's own model
@@ -84,7 +87,7 @@ CREATE FUNCTION @extschema@.update_chat_context(user_id uuid,
 DROP FUNCTION @extschema@.list_chat_sessions(uuid);
 CREATE FUNCTION @extschema@.list_chat_sessions(user_id uuid,
         status text DEFAULT NULL, max_rows int DEFAULT 50,
-        before timestamptz DEFAULT NULL)
+        before timestamptz DEFAULT NULL, before_session_id uuid DEFAULT NULL)
     RETURNS TABLE (session_id uuid, model_id text, agent_id text,
                    title text, status text, context jsonb,
                    message_count bigint, created_at timestamptz,
@@ -124,7 +127,7 @@ REVOKE ALL ON FUNCTION
                                   text),
     @extschema@.get_chat_history(uuid, uuid, int, bigint, boolean),
     @extschema@.update_chat_context(uuid, uuid, jsonb, boolean),
-    @extschema@.list_chat_sessions(uuid, text, int, timestamptz),
+    @extschema@.list_chat_sessions(uuid, text, int, timestamptz, uuid),
     @extschema@.delete_preference(uuid, text),
     @extschema@.chat_session_owner(uuid)
     FROM PUBLIC;
@@ -137,7 +140,7 @@ GRANT EXECUTE ON FUNCTION
                                   text),
     @extschema@.get_chat_history(uuid, uuid, int, bigint, boolean),
     @extschema@.update_chat_context(uuid, uuid, jsonb, boolean),
-    @extschema@.list_chat_sessions(uuid, text, int, timestamptz),
+    @extschema@.list_chat_sessions(uuid, text, int, timestamptz, uuid),
     @extschema@.delete_preference(uuid, text),
     @extschema@.chat_session_owner(uuid)
     TO pgmarket_app, pgmarket_admin;

@@ -437,21 +437,21 @@ BEGIN ATOMIC
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 END;
 
-CREATE FUNCTION pgmarket_proxy.list_chat_sessions_on_node(actor text, user_id uuid, status text, max_rows integer, before timestamp with time zone)
+CREATE FUNCTION pgmarket_proxy.list_chat_sessions_on_node(actor text, user_id uuid, status text, max_rows integer, before timestamp with time zone, before_session_id uuid)
     RETURNS TABLE(session_id uuid, model_id text, agent_id text, title text, status text, context jsonb, message_count bigint, created_at timestamp with time zone, last_activity_at timestamp with time zone)
     LANGUAGE plproxy
 AS $$
     CLUSTER 'pgmarket';
     RUN ON coalesce(hashtext(user_id::text), 0);
-    SELECT * FROM pgmarket.list_chat_sessions(pgmarket.proxy_actor($1, $2), $3, $4, $5);
+    SELECT * FROM pgmarket.list_chat_sessions(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
 $$;
 
-CREATE FUNCTION pgmarket.list_chat_sessions(user_id uuid, status text DEFAULT NULL::text, max_rows integer DEFAULT 50, before timestamp with time zone DEFAULT NULL::timestamp with time zone)
+CREATE FUNCTION pgmarket.list_chat_sessions(user_id uuid, status text DEFAULT NULL::text, max_rows integer DEFAULT 50, before timestamp with time zone DEFAULT NULL::timestamp with time zone, before_session_id uuid DEFAULT NULL::uuid)
     RETURNS TABLE(session_id uuid, model_id text, agent_id text, title text, status text, context jsonb, message_count bigint, created_at timestamp with time zone, last_activity_at timestamp with time zone)
     LANGUAGE sql
 BEGIN ATOMIC
     SELECT * FROM pgmarket_proxy.list_chat_sessions_on_node(
-        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
 END;
 
 CREATE FUNCTION pgmarket_proxy.list_modifications_on_node(actor text, user_id uuid, project_id uuid)
@@ -1073,12 +1073,14 @@ AS $$
     SELECT pgmarket.chat_session_owner(pgmarket.proxy_actor($1, $2));
 $$;
 
+-- An id that two nodes know (an application chose it twice) names no one.
 CREATE FUNCTION pgmarket.chat_session_owner(session_id uuid) RETURNS uuid
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT o FROM pgmarket_proxy.chat_session_owner_all(
+    RETURN (SELECT CASE WHEN count(*) = 1 THEN (array_agg(o))[1] END
+              FROM pgmarket_proxy.chat_session_owner_all(
                        current_setting('pgmarket.actor', true), session_id) o
-             WHERE o IS NOT NULL LIMIT 1);
+             WHERE o IS NOT NULL);
 
 CREATE FUNCTION pgmarket_proxy.authenticate_sealed_all(actor text, login text,
         sealed_password bytea)
@@ -1622,8 +1624,8 @@ GRANT EXECUTE ON FUNCTION pgmarket.ledger_entries(user_id uuid, max_rows integer
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.ledger_entries_on_node(actor text, user_id uuid, max_rows integer, before_id bigint) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_api_keys(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_api_keys_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
-GRANT EXECUTE ON FUNCTION pgmarket.list_chat_sessions(user_id uuid, status text, max_rows integer, before timestamp with time zone) TO pgmarket_admin, pgmarket_app;
-GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_chat_sessions_on_node(actor text, user_id uuid, status text, max_rows integer, before timestamp with time zone) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.list_chat_sessions(user_id uuid, status text, max_rows integer, before timestamp with time zone, before_session_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_chat_sessions_on_node(actor text, user_id uuid, status text, max_rows integer, before timestamp with time zone, before_session_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_modifications(user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_modifications_on_node(actor text, user_id uuid, project_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_projects(user_id uuid, status text, max_rows integer, before timestamp with time zone) TO pgmarket_admin, pgmarket_app;

@@ -227,12 +227,14 @@ AS $$
     SELECT pgmarket.chat_session_owner(pgmarket.proxy_actor($1, $2));
 $$;
 
+-- An id that two nodes know (an application chose it twice) names no one.
 CREATE FUNCTION pgmarket.chat_session_owner(session_id uuid) RETURNS uuid
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT o FROM pgmarket_proxy.chat_session_owner_all(
+    RETURN (SELECT CASE WHEN count(*) = 1 THEN (array_agg(o))[1] END
+              FROM pgmarket_proxy.chat_session_owner_all(
                        current_setting('pgmarket.actor', true), session_id) o
-             WHERE o IS NOT NULL LIMIT 1);
+             WHERE o IS NOT NULL);
 
 CREATE FUNCTION pgmarket_proxy.authenticate_sealed_all(actor text, login text,
         sealed_password bytea)

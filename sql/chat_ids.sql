@@ -58,6 +58,8 @@ SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-
 SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'user', 'hello', 4, 0, message_uuid => '6b000000-0000-4000-8000-00000000f001')$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'user', 'hello', 3, 0.5, message_uuid => '6b000000-0000-4000-8000-00000000f001')$$);
 SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'user', 'hello', 3, 0, message_uuid => '6b000000-0000-4000-8000-00000000f001', model_id => 'claude-3')$$);
+SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'user', 'hello', 3, 0, '{"x": 1}', message_uuid => '6b000000-0000-4000-8000-00000000f001')$$);
+SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', E'us\ner', 'hello')$$);
 SELECT * FROM state;
 -- a message with a model of its own; one without takes the session's
 SELECT pgmarket.save_chat_message(:u1, :sa, 'assistant', 'hi', 2, 0.25,
@@ -81,6 +83,13 @@ SELECT pg_temp.err($$SELECT pgmarket.record_completion('6b000000-0000-4000-8000-
 SELECT * FROM state;
 -- the charge carries the message's model
 SELECT kind, amount, model_id, tokens_used FROM pgmarket.ledger_entries(:u1, 1);
+-- the same key with another model, or with a uuid it was not recorded
+-- under; a uuid with a key the completion did not take: PM003
+SELECT amount, replayed FROM pgmarket.record_completion(:u1, :sa, 'keyed', 1, 0.5, 'k-ids');
+SELECT pg_temp.err($$SELECT pgmarket.record_completion('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'keyed', 1, 0.5, 'k-ids', model_id => 'other-model')$$);
+SELECT pg_temp.err($$SELECT pgmarket.record_completion('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'keyed', 1, 0.5, 'k-ids', '6b000000-0000-4000-8000-00000000f009')$$);
+SELECT pg_temp.err($$SELECT pgmarket.record_completion('6b000000-0000-4000-8000-000000000001', '6b000000-0000-4000-8000-0000000000a1', 'answer', 10, 1.5, 'k-other', '6b000000-0000-4000-8000-00000000f003', 'gpt-4o')$$);
+SELECT amount, replayed FROM pgmarket.record_completion(:u1, :sa, 'keyed', 1, 0.5, 'k-ids');
 -- a uuid is unique across all messages: another user's session cannot take it
 SELECT pgmarket.create_chat_session(:u2, 'gpt-4', id => :sb) = :sb AS made;
 SELECT pg_temp.err($$SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000002', '6b000000-0000-4000-8000-0000000000b1', 'user', 'hello', 3, 0, message_uuid => '6b000000-0000-4000-8000-00000000f001')$$);
@@ -113,6 +122,15 @@ SELECT model_id FROM pgmarket.list_chat_sessions(:u1, 'completed');
 SELECT model_id, message_count, last_activity_at >= created_at AS ordered
   FROM pgmarket.list_chat_sessions(:u1, 'active') WHERE model_id = 'gpt-4';
 SELECT count(*) FROM pgmarket.list_chat_sessions(:u1);
+-- sessions made in one statement share created_at: the next page goes on
+-- by session_id, so that none falls between two pages
+SELECT count(pgmarket.create_chat_session(:u2, 'tie', id => ('6b000000-0000-4000-8000-0000000002' || lpad(i::text, 2, '0'))::uuid)) AS made
+  FROM generate_series(1, 3) i;
+SELECT session_id, created_at AS tie_at FROM pgmarket.list_chat_sessions(:u2, max_rows => 2)
+ WHERE model_id = 'tie' ORDER BY session_id DESC LIMIT 1 \gset
+SELECT substr(session_id::text, 33) AS page1 FROM pgmarket.list_chat_sessions(:u2, max_rows => 2);
+SELECT substr(session_id::text, 33) AS page2
+  FROM pgmarket.list_chat_sessions(:u2, max_rows => 2, before => :'tie_at', before_session_id => :'session_id');
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_chat_sessions('6b000000-0000-4000-8000-000000000001', 'open')$$);
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_chat_sessions('6b000000-0000-4000-8000-000000000001', max_rows => 0)$$);
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_chat_sessions('6b000000-0000-4000-8000-000000000001', max_rows => 1001)$$);
@@ -141,5 +159,7 @@ SET LOCAL pgmarket.actor = '6b000000-0000-4000-8000-000000000002';
 SELECT pgmarket.chat_session_owner(:sa) IS NULL AS hidden,
        pgmarket.chat_session_owner(:sb) = :u2 AS own;
 ROLLBACK;
+SELECT pgmarket.deactivate_user(:u2);
+SELECT pgmarket.chat_session_owner(:sb) IS NULL AS deactivated;
 SELECT pgmarket.delete_chat_session(:u1, :sa);
 SELECT pgmarket.chat_session_owner(:sa) IS NULL AS deleted;

@@ -1165,15 +1165,15 @@ chat_own_ids(pgm_conn *c, const char *other)
 	/* context: merged, then replaced */
 	EXPECT(pgm_update_chat_context(c, u, sid, "{\"a\": 1}"), PGM_OK, c);
 	EXPECT(pgm_update_chat_context(c, u, sid, "{\"b\": 2}"), PGM_OK, c);
-	EXPECT(pgm_list_chat_sessions_page(c, u, "active", 1, NULL, &r), PGM_OK, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, "active", 1, NULL, NULL, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 1, c);
 	pgm_result_free(r);
 	EXPECT(pgm_replace_chat_context(c, u, sid, "{\"c\": 3}"), PGM_OK, c);
-	EXPECT(pgm_list_chat_sessions_page(c, u, NULL, 10, NULL, &r), PGM_OK, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, NULL, 10, NULL, NULL, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 2, c);
 	pgm_result_free(r);
-	EXPECT(pgm_list_chat_sessions_page(c, u, "open", 10, NULL, &r), PGM_INVALID_PARAMETER, c);
-	EXPECT(pgm_list_chat_sessions_page(c, u, NULL, 10, "2000-01-01", &r), PGM_OK, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, "open", 10, NULL, NULL, &r), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_list_chat_sessions_page(c, u, NULL, 10, "2000-01-01", NULL, &r), PGM_OK, c);
 	CHECK(pgm_result_rows(r) == 0, c);
 	pgm_result_free(r);
 	/* the owner of a session */
