@@ -56,6 +56,54 @@ static const struct
 };
 
 /*
+ * The usage of one command, from usage_text: its lines (a line that starts
+ * with "  NAME " and the lines indented further under it).  0, or 2 when
+ * the command is unknown.
+ */
+static int
+command_usage(const char *name)
+{
+	/* the list of commands: after the title's and the synopsis's blank lines */
+	const char *line = strstr(strstr(usage_text, "\n\n") + 2, "\n\n") + 2;
+	size_t		len = strlen(name);
+	int			in = 0,
+				found = 0;
+
+	while (*line && *line != '\n')	/* up to the blank line after the list */
+	{
+		const char *end = strchr(line, '\n');
+		int			n = end ? (int) (end - line) : (int) strlen(line);
+
+		if (strncmp(line, "  ", 2) == 0 && line[2] != ' ')
+			in = strncmp(line + 2, name, len) == 0 &&
+				(line[2 + len] == ' ' || line[2 + len] == '\n');
+		if (in)
+		{
+			if (!found)
+				printf("usage: pgmarket [-d CONNINFO] [--actor UUID] %s ...\n\n", name);
+			printf("%.*s\n", n, line);
+			found = 1;
+		}
+		if (!end)
+			break;
+		line = end + 1;
+	}
+	return found ? 0 : usage_error("unknown command \"%s\"", name);
+}
+
+/* Does the command's part of argv ask for its usage (-h, --help)? */
+static int
+asks_help(int argc, char **argv)
+{
+	int			i;
+
+	for (i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	return 0;
+}
+
+/*
  * The options before the command: the index of the command in argv, or -1
  * with *rc the exit status (after --help, --version or a usage error).
  */
@@ -122,6 +170,9 @@ main(int argc, char **argv)
 	if ((i = parse_options(argc, argv, &conninfo, &actor, &rc)) < 0)
 		return rc;
 	cmd = argv[i++];
+	/* COMMAND --help: its usage, without connecting or doing anything */
+	if (asks_help(argc - i, argv + i))
+		return command_usage(cmd);
 	if (strcmp(cmd, "demo") == 0)
 		return cmd_demo();
 	if (strcmp(cmd, "health") == 0)

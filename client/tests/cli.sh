@@ -230,3 +230,14 @@ expect "a missing argument fails" 2 pgm balance
 expect "a bad connection fails" 1 pgm -d "host=/nonexistent port=1" balance "$linus"
 has "and says why" "$tmp/err" 'cannot connect'
 expect "help" 0 pgm --help
+# COMMAND --help: the command's usage, exit 0, no connection and no change
+# (the connection given cannot be reached)
+for c in balance add-funds charge keys rotate-keys verify health import export demo; do
+    expect "$c --help" 0 pgm -d "host=/nonexistent port=1" "$c" --help
+    has "$c --help shows its usage" "$tmp/out" "^  $c( |\$)"
+done
+expect "rotate-keys -h" 0 pgm -d "host=/nonexistent port=1" rotate-keys -h
+expect "an unknown command's --help fails" 2 pgm frobnicate --help
+# one version: the tool's is the extension's
+expect "version" 0 pgm --version
+has "the tool's version is the extension's" "$tmp/out" "^pgmarket $(q "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")\$"
