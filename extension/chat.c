@@ -869,8 +869,7 @@ session_readable(Snapshot snapshot, Datum user_id, Datum session_id,
 	{
 		Datum		owner = pgm_index_col(&scan, 0, &isnull);
 
-		ok = memcmp(DatumGetUUIDP(owner)->data, DatumGetUUIDP(user_id)->data,
-					UUID_LEN) == 0;
+		ok = same_uuid(owner, user_id);
 		(void) pgm_index_col(&scan, 1, &isnull);
 		ok = ok && isnull;		/* deleted_at */
 		if (ok)

@@ -137,6 +137,26 @@ SELECT pg_temp.err($$SELECT * FROM pgmarket.list_chat_sessions('6b000000-0000-40
 SELECT pg_temp.err($$SELECT * FROM pgmarket.list_chat_sessions('6b000000-0000-4000-8000-000000000001', max_rows => NULL)$$);
 
 -------------------------------------------------------------------------------
+-- the calls wrapped: in a CTE, in a function, in COPY; a uuid replays
+-- the same way from each
+-------------------------------------------------------------------------------
+WITH w AS (SELECT pgmarket.save_chat_message(:u1, '6b000000-0000-4000-8000-000000000101', 'user', 'wrapped',
+                  message_uuid => '6b000000-0000-4000-8000-00000000f0c1') AS id)
+SELECT id > 0 AS in_cte FROM w;
+CREATE FUNCTION pg_temp.save_wrapped() RETURNS bigint LANGUAGE sql AS $$
+    SELECT pgmarket.save_chat_message('6b000000-0000-4000-8000-000000000001',
+           '6b000000-0000-4000-8000-000000000101', 'user', 'wrapped',
+           message_uuid => '6b000000-0000-4000-8000-00000000f0c1') $$;
+SELECT pg_temp.save_wrapped() = (SELECT message_id FROM pgmarket.chat_messages
+                                  WHERE message_uuid = '6b000000-0000-4000-8000-00000000f0c1') AS in_function;
+COPY (SELECT replayed FROM pgmarket.record_completion(:u1, '6b000000-0000-4000-8000-000000000101', 'copied', 1, 0.1,
+      message_uuid => '6b000000-0000-4000-8000-00000000f0c2')) TO STDOUT;
+COPY (SELECT replayed FROM pgmarket.record_completion(:u1, '6b000000-0000-4000-8000-000000000101', 'copied', 1, 0.1,
+      message_uuid => '6b000000-0000-4000-8000-00000000f0c2')) TO STDOUT;
+SELECT count(*) AS stored FROM pgmarket.chat_messages
+ WHERE message_uuid IN ('6b000000-0000-4000-8000-00000000f0c1', '6b000000-0000-4000-8000-00000000f0c2');
+
+-------------------------------------------------------------------------------
 -- preferences deleted
 -------------------------------------------------------------------------------
 SELECT pgmarket.set_preference(:u1, 'theme', '"dark"');

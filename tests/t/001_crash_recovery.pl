@@ -10,7 +10,9 @@
 #
 # After recovery: verify_ledger() is empty, every acknowledged entry is in
 # the ledger, every retry of an idempotency key (acknowledged or in flight
-# at the crash) applies at most once, and the node takes new charges.
+# at the crash) applies at most once, and the node takes new charges.  Then
+# the same for a completion under its message uuid, with one held open in a
+# transaction at a second crash.
 #
 # (PostgreSQL::Test::Cluster runs with fsync = off.  That does not weaken the
 # test: an immediate stop kills the server's processes, not the machine, so
@@ -307,6 +309,47 @@ is( $node->safe_psql(
 	'and its key replays');
 is($node->safe_psql('postgres', 'SELECT * FROM pgmarket.verify_ledger()'),
 	'', 'verify_ledger() is empty at the end');
+
+# Chat: a completion stored under its message uuid before a crash replays
+# after it; one in flight at the crash (its transaction open) is gone, and
+# its retry stores it once.
+my $sid = '00000000-0000-4000-a000-000000000001';
+my $m1  = '00000000-0000-4000-b000-000000000001';
+my $m2  = '00000000-0000-4000-b000-000000000002';
+$node->safe_psql('postgres',
+	"SELECT pgmarket.create_chat_session('$u1', 'model-chat', id => '$sid')");
+my $completion = sub {
+	my ($content, $uuid) = @_;
+	return "SELECT amount, replayed FROM pgmarket.record_completion('$u1', '$sid',"
+	  . " '$content', 5, 0.25, message_uuid => '$uuid')";
+};
+is($node->safe_psql('postgres', $completion->('before the crash', $m1)),
+	'0.250000|f', 'a completion under its message uuid');
+my ($in, $out, $err) = ("BEGIN;\n" . $completion->('in flight', $m2) . ";\n", '', '');
+my $held = IPC::Run::start([ $psql, '-X', '-qAt', '-d', $node->connstr('postgres') ],
+	'<', \$in, '>', \$out, '2>', \$err,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+$held->pump until $out =~ /\|f$/m;
+$node->stop('immediate');
+eval { $held->finish; };
+$node->start;
+is($node->safe_psql('postgres', $completion->('before the crash', $m1)),
+	'0.250000|t', 'after the crash, the committed completion replays');
+is( $node->safe_psql(
+		'postgres', "SELECT count(*) FROM pgmarket.chat_messages WHERE message_uuid = '$m2'"),
+	'0', 'the completion in flight at the crash is gone');
+is($node->safe_psql('postgres', $completion->('in flight', $m2)),
+	'0.250000|f', 'its retry stores it');
+is($node->safe_psql('postgres', $completion->('in flight', $m2)),
+	'0.250000|t', 'once');
+is( $node->safe_psql(
+		'postgres', qq{
+	SELECT count(*), count(DISTINCT m.entry_id), sum(l.amount)
+	  FROM pgmarket.chat_messages m JOIN pgmarket.ledger l USING (user_id, entry_id)
+	 WHERE m.session_id = '$sid'}),
+	'2|2|500000', 'two messages, each with its own charge');
+is($node->safe_psql('postgres', 'SELECT * FROM pgmarket.verify_ledger()'),
+	'', 'verify_ledger() is empty after the chat crash');
 
 $node->stop;
 done_testing();
