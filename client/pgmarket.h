@@ -32,9 +32,9 @@ extern "C" {
 #endif
 
 #define PGM_VERSION_MAJOR 0
-#define PGM_VERSION_MINOR 6
+#define PGM_VERSION_MINOR 7
 #define PGM_VERSION_PATCH 0
-#define PGM_VERSION_STRING "0.6.0"
+#define PGM_VERSION_STRING "0.7.0"
 
 /* Sizes of the fixed text buffers in result structs, with the final NUL. */
 #define PGM_UUID_LEN	37		/* 8-4-4-4-12 */

@@ -18,7 +18,7 @@
 #include "utils/uuid.h"
 
 /* The version of the extension's SQL that this library is built for. */
-#define PGM_VERSION				"0.6.0"
+#define PGM_VERSION				"0.7.0"
 
 /* pgmarket.c: is the installed extension the one this library is for? */
 extern void pgm_require_schema(void);
