@@ -2,10 +2,11 @@
  * cli.c: the pgmarket command-line tool, on libpgmarket: its options, its
  * usage and the dispatch to the commands (cli_*.c).
  *
- *   pgmarket [-d CONNINFO] [--actor UUID] COMMAND [ARGS]
+ *   pgmarket [CONNECTION OPTIONS] [--actor UUID] COMMAND [ARGS]
  *
- * The connection comes from -d/--dbname (a libpq conninfo string or URI)
- * or the PG* environment.  Every failure prints what failed and the
+ * The connection options are psql's: -d/--dbname (a database name, or a
+ * libpq conninfo string or URI), -h/--host, -p/--port, -U/--username, -w;
+ * what they leave out comes from the PG* environment.  Every failure prints what failed and the
  * server's message on stderr and exits non-zero.
  */
 #include "cli.h"
@@ -16,7 +17,8 @@
 static const char *usage_text =
 "pgmarket: the command-line tool of pgmarket " PGM_VERSION_STRING "\n"
 "\n"
-"usage: pgmarket [-d CONNINFO] [--actor UUID] COMMAND [ARGS]\n"
+"usage: pgmarket [-d DBNAME] [-h HOST] [-p PORT] [-U USER] [--actor UUID] [-q]\n"
+"                COMMAND [ARGS]\n"
 "\n"
 "  balance USER_ID                      the user's balance\n"
 "  add-funds USER_ID AMOUNT [--key IDEMPOTENCY_KEY] [--note TEXT]\n"
@@ -37,7 +39,10 @@ static const char *usage_text =
 "  export [FILE] [--with-secrets]       write one\n"
 "  demo                                 a throwaway cluster and a tour\n"
 "\n"
-"The connection: -d/--dbname CONNINFO, else PGHOST, PGPORT, PGDATABASE, ...\n";
+"The connection, as psql's: -d/--dbname DBNAME (a database name, or a\n"
+"conninfo string or URI), -h/--host, -p/--port, -U/--username, -w/--no-password\n"
+"(the tool never prompts); what they leave out comes from PGHOST, PGPORT,\n"
+"PGUSER, PGDATABASE, ...  -q/--quiet: no progress.  -?/--help, -V/--version.\n";
 
 /* The commands that run on the shared connection, which main opens. */
 static const struct
@@ -80,7 +85,7 @@ command_usage(const char *name)
 		if (in)
 		{
 			if (!found)
-				printf("usage: pgmarket [-d CONNINFO] [--actor UUID] %s ...\n\n", name);
+				printf("usage: pgmarket [CONNECTION OPTIONS] [--actor UUID] %s ...\n\n", name);
 			printf("%.*s\n", n, line);
 			found = 1;
 		}
@@ -104,40 +109,98 @@ asks_help(int argc, char **argv)
 }
 
 /*
+ * The options before the command that take a value, psql's connection
+ * options among them: "-x VALUE", "--long VALUE" or "--long=VALUE".
+ */
+static const struct
+{
+	const char *short_name;
+	const char *long_name;
+	const char *keyword;		/* for set_conn_option; NULL: not one */
+}			value_options[] = {
+	{"-d", "--dbname", NULL},
+	{"-h", "--host", "host"},
+	{"-p", "--port", "port"},
+	{"-U", "--username", "user"},
+	{NULL, "--actor", NULL},
+};
+
+/*
+ * The value of option o at argv[*i] (advancing *i past it), or NULL when
+ * argv[*i] is not that option.  *missing is set when it is, without a value.
+ */
+static const char *
+option_value(int argc, char **argv, int *i, int o, int *missing)
+{
+	const char *arg = argv[*i];
+	const char *l = value_options[o].long_name;
+	size_t		n = strlen(l);
+
+	if ((value_options[o].short_name && strcmp(arg, value_options[o].short_name) == 0) ||
+		strcmp(arg, l) == 0)
+	{
+		if (*i + 1 >= argc)
+		{
+			*missing = 1;
+			return NULL;
+		}
+		*i += 2;
+		return argv[*i - 1];
+	}
+	if (strncmp(arg, l, n) == 0 && arg[n] == '=')
+	{
+		*i += 1;
+		return arg + n + 1;
+	}
+	return NULL;
+}
+
+/*
  * The options before the command: the index of the command in argv, or -1
  * with *rc the exit status (after --help, --version or a usage error).
  */
 static int
-parse_options(int argc, char **argv, const char **conninfo, const char **actor, int *rc)
+parse_options(int argc, char **argv, const char **dbname, const char **actor, int *rc)
 {
 	int			i = 1;
 
 	*rc = 0;
 	while (i < argc && argv[i][0] == '-')
 	{
-		if ((strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--dbname") == 0) && i + 1 < argc)
+		const char *v = NULL;
+		int			missing = 0;
+		size_t		o;
+
+		for (o = 0; o < sizeof(value_options) / sizeof(value_options[0]); o++)
+			if ((v = option_value(argc, argv, &i, (int) o, &missing)) != NULL || missing)
+				break;
+		if (missing)
 		{
-			*conninfo = argv[i + 1];
-			i += 2;
+			*rc = usage_error("option \"%s\" needs a value", argv[i]);
+			return -1;
 		}
-		else if (strncmp(argv[i], "--dbname=", 9) == 0)
-			*conninfo = argv[i++] + 9;
-		else if (strcmp(argv[i], "--actor") == 0 && i + 1 < argc)
+		if (v != NULL)
 		{
-			*actor = argv[i + 1];
-			i += 2;
+			if (value_options[o].keyword)
+				set_conn_option(value_options[o].keyword, v);
+			else if (strcmp(value_options[o].long_name, "--dbname") == 0)
+				*dbname = v;
+			else
+				*actor = v;
 		}
 		else if (strcmp(argv[i], "-q") == 0 || strcmp(argv[i], "--quiet") == 0)
 		{
 			quiet = 1;
 			i++;
 		}
-		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+		else if (strcmp(argv[i], "-w") == 0 || strcmp(argv[i], "--no-password") == 0)
+			i++;				/* the tool never prompts for a password */
+		else if (strcmp(argv[i], "-?") == 0 || strcmp(argv[i], "--help") == 0)
 		{
 			fputs(usage_text, stdout);
 			return -1;
 		}
-		else if (strcmp(argv[i], "--version") == 0)
+		else if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0)
 		{
 			printf("pgmarket %s\n", PGM_VERSION_STRING);
 			return -1;
@@ -160,14 +223,14 @@ parse_options(int argc, char **argv, const char **conninfo, const char **actor, 
 int
 main(int argc, char **argv)
 {
-	const char *conninfo = "";
+	const char *dbname = "";
 	const char *actor = NULL;
 	const char *cmd;
 	size_t		c;
 	int			i,
 				rc;
 
-	if ((i = parse_options(argc, argv, &conninfo, &actor, &rc)) < 0)
+	if ((i = parse_options(argc, argv, &dbname, &actor, &rc)) < 0)
 		return rc;
 	cmd = argv[i++];
 	/* COMMAND --help: its usage, without connecting or doing anything */
@@ -176,7 +239,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "demo") == 0)
 		return cmd_demo();
 	if (strcmp(cmd, "health") == 0)
-		return cmd_health(conninfo, argc - i, argv + i);
+		return cmd_health(dbname, argc - i, argv + i);
 	if (strcmp(cmd, "help") == 0)
 	{
 		fputs(usage_text, stdout);
@@ -187,8 +250,8 @@ main(int argc, char **argv)
 			break;
 	if (c == sizeof(commands) / sizeof(commands[0]))
 		return usage_error("unknown command \"%s\"", cmd);
-	if (open_conn(conninfo) != 0)
-		return 1;
+	if (open_conn(dbname) != 0)
+		return 3;
 	if (actor)
 		pgm_set_actor(conn, actor);
 	rc = commands[c].fn(argc - i, argv + i);

@@ -15,16 +15,21 @@ extern int	quiet;
 
 /* "pgmarket: WHAT failed: message (sqlstate, status)", DETAIL, HINT. */
 void		complain(const char *what);
-/* complain(what), then 1: a command's exit status for a failed call. */
+/* complain(what), then 3: the exit status when the server refused a call. */
 int			failed(const char *what);
 /* "pgmarket: MESSAGE\nTry ..." on stderr; returns 2. */
 int			usage_error(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
 /*
- * Opens conn from conninfo; 0, or -1 with "out of memory" or "cannot
- * connect: ..." said on stderr (conn then NULL).
+ * Opens conn as psql would: dbname is a database name or a conninfo string
+ * or URI ("" or NULL: PGDATABASE, ...), with the host, port and user that
+ * set_conn_option gave (psql's -h, -p, -U) over the ones in dbname and the
+ * PG* environment.  0, or -1 with "out of memory" or "cannot connect: ..."
+ * said on stderr (conn then NULL).
  */
-int			open_conn(const char *conninfo);
+int			open_conn(const char *dbname);
+/* keyword is "host", "port" or "user"; value is kept, not copied. */
+void		set_conn_option(const char *keyword, const char *value);
 /* Does the server have the function of this signature ("schema.f(types)")? */
 int			server_has(const char *signature);
 
@@ -67,7 +72,7 @@ int			cmd_verify(int argc, char **argv);
 int			cmd_import(int argc, char **argv);
 int			cmd_export(int argc, char **argv);
 /* These two open no shared connection. */
-int			cmd_health(const char *conninfo, int argc, char **argv);
+int			cmd_health(const char *dbname, int argc, char **argv);
 int			cmd_demo(void);
 
 #endif

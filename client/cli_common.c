@@ -37,7 +37,7 @@ int
 failed(const char *what)
 {
 	complain(what);
-	return 1;
+	return 3;
 }
 
 int
@@ -57,10 +57,29 @@ usage_error(const char *fmt,...)
  * The connection
  * ------------------------------------------------------------------------ */
 
-int
-open_conn(const char *conninfo)
+/*
+ * psql's connection options, in the order libpq applies them: a keyword
+ * that comes after "dbname" overrides what an expanded dbname says.
+ */
+static const char *conn_keywords[] = {"dbname", "host", "port", "user",
+"fallback_application_name", NULL};
+static const char *conn_values[] = {NULL, NULL, NULL, NULL, "pgmarket", NULL};
+
+void
+set_conn_option(const char *keyword, const char *value)
 {
-	conn = pgm_connect(conninfo);
+	int			i;
+
+	for (i = 1; conn_keywords[i] != NULL; i++)
+		if (strcmp(conn_keywords[i], keyword) == 0)
+			conn_values[i] = value;
+}
+
+int
+open_conn(const char *dbname)
+{
+	conn_values[0] = dbname;
+	conn = pgm_connect_params(conn_keywords, conn_values);
 	if (conn == NULL)
 	{
 		fprintf(stderr, "pgmarket: out of memory\n");

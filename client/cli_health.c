@@ -17,7 +17,7 @@
  * the server cannot be reached or the call fails.
  */
 int
-cmd_health(const char *conninfo, int argc, char **argv)
+cmd_health(const char *dbname, int argc, char **argv)
 {
 	char	   *j = NULL;
 	json	   *doc;
@@ -27,14 +27,14 @@ cmd_health(const char *conninfo, int argc, char **argv)
 
 	if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h"))
 	{
-		printf("usage: pgmarket [-d CONNINFO] health\n"
+		printf("usage: pgmarket [CONNECTION OPTIONS] health\n"
 			   "Prints pgmarket.health() as JSON; exits 0 when it is ok, 1 when not,\n"
 			   "3 when the server cannot be reached or the call fails.\n");
 		return 0;
 	}
 	if (argc > 0)
 		return usage_error("health takes no arguments, not \"%s\"", argv[0]);
-	if (open_conn(conninfo) != 0)
+	if (open_conn(dbname) != 0)
 		return 3;
 	if (pgm_health(conn, &j) != PGM_OK)
 	{

@@ -365,10 +365,10 @@ new_conn(PGconn *pg, int owned)
 	return c;
 }
 
-pgm_conn *
-pgm_connect(const char *conninfo)
+/* The library's side of a connection that libpq has opened (or not). */
+static pgm_conn *
+connected(PGconn *pg)
 {
-	PGconn	   *pg = PQconnectdb(conninfo ? conninfo : "");
 	pgm_conn   *c;
 
 	if (pg == NULL)
@@ -382,6 +382,18 @@ pgm_connect(const char *conninfo)
 	if (PQstatus(pg) != CONNECTION_OK)
 		set_result_error(c, NULL);
 	return c;
+}
+
+pgm_conn *
+pgm_connect(const char *conninfo)
+{
+	return connected(PQconnectdb(conninfo ? conninfo : ""));
+}
+
+pgm_conn *
+pgm_connect_params(const char *const *keywords, const char *const *values)
+{
+	return connected(PQconnectdbParams(keywords, values, 1));
 }
 
 pgm_conn *

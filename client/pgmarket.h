@@ -85,6 +85,13 @@ typedef struct pgm_conn pgm_conn;
  * Returns NULL only when out of memory; otherwise check pgm_conn_status().
  */
 pgm_conn   *pgm_connect(const char *conninfo);
+/*
+ * The same from keyword/value arrays ending at a NULL keyword, as libpq's
+ * PQconnectdbParams with expand_dbname: a "dbname" value that is a conninfo
+ * string or URI is expanded (psql's -d), and a keyword whose value is NULL
+ * or "" is left to the PG* environment.
+ */
+pgm_conn   *pgm_connect_params(const char *const *keywords, const char *const *values);
 /* Wraps a connection the application owns: pgm_finish will not close it. */
 pgm_conn   *pgm_wrap(PGconn *pgconn);
 /* Closes (if the library opened it) and frees. NULL is a no-op. */

@@ -124,6 +124,9 @@ has "add-funds replays" "$tmp/out" 'replayed'
 expect "charge" 0 pgm charge "$linus" 0.25 gpt-4 --tokens 10 --key cli-chg-1
 has "charge shows the entry" "$tmp/out" 'charge of 0\.250000'
 expect "charge beyond the balance fails" 1 pgm charge "$linus" 99999999 gpt-4
+has "and says PM001" "$tmp/err" 'PM001'
+pgm charge "$linus" 99999999 gpt-4 >/dev/null 2>&1
+[ $? -eq 3 ] && ok "cli: a call the server refuses exits 3" || notok "cli: a call the server refuses exits 3"
 has "with the SQLSTATE" "$tmp/err" 'PM001'
 expect "add-funds of an inexact amount fails" 1 pgm add-funds "$linus" 1.0000001
 expect "balance of an unknown user fails" 1 pgm balance 0a000000-0000-4000-8000-0000000000ff
@@ -229,6 +232,22 @@ expect "an unknown command fails" 2 pgm frobnicate
 expect "a missing argument fails" 2 pgm balance
 expect "a bad connection fails" 1 pgm -d "host=/nonexistent port=1" balance "$linus"
 has "and says why" "$tmp/err" 'cannot connect'
+pgm -d "host=/nonexistent port=1" balance "$linus" >/dev/null 2>&1
+[ $? -eq 3 ] && ok "cli: a server that cannot be reached exits 3" || notok "cli: a server that cannot be reached exits 3"
+# psql's connection options: -d takes a database name (or a conninfo), and
+# -h/-p/-U override the environment (PGDATABASE unset: only -d names it)
+expect "-d DBNAME" 0 env -u PGDATABASE ./pgmarket -d "$db" balance "$linus"
+has "-d DBNAME reads that database" "$tmp/out" '[0-9]'
+expect "-h/-p/-U as psql's" 0 env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE \
+    ./pgmarket -h "${PGHOST:-/tmp}" -p "${PGPORT:-5432}" -U "${PGUSER:-$(id -un)}" \
+    --dbname="$db" balance "$linus"
+expect "-p overrides the port of a conninfo in -d" 1 pgm -d "host=${PGHOST:-/tmp} port=${PGPORT:-5432} dbname=$db" -p 1 balance "$linus"
+has "the overriding port is the one tried" "$tmp/err" 'PGSQL\.1"|port 1 '
+for o in -d -h -p -U --actor; do
+    pgm "$o" >"$tmp/out" 2>"$tmp/err"
+    if [ $? -eq 2 ]; then ok "cli: $o without a value exits 2"; else notok "cli: $o without a value exits 2"; fi
+done
+expect "-V" 0 pgm -V
 expect "help" 0 pgm --help
 # COMMAND --help: the command's usage, exit 0, no connection and no change
 # (the connection given cannot be reached)
