@@ -22,8 +22,15 @@ OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 
+# The one version of the tree: pgmarket.control's default_version, which the
+# library checks against the installed extension (and client/Makefile gives
+# the client library and the tool).
+PGM_VERSION := $(shell sed -n "s/^default_version *= *'\([0-9.]*\)'.*/\1/p" \
+                 $(dir $(lastword $(MAKEFILE_LIST)))pgmarket.control)
+
 PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter \
-               -Wno-missing-field-initializers -Wno-sign-compare
+               -Wno-missing-field-initializers -Wno-sign-compare \
+               -DPGM_VERSION='"$(PGM_VERSION)"'
 SHLIB_LINK   = -lsodium
 
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))

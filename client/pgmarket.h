@@ -31,10 +31,12 @@
 extern "C" {
 #endif
 
-#define PGM_VERSION_MAJOR 0
-#define PGM_VERSION_MINOR 7
-#define PGM_VERSION_PATCH 0
-#define PGM_VERSION_STRING "0.7.0"
+/*
+ * PGM_VERSION_MAJOR, _MINOR, _PATCH and PGM_VERSION_STRING: the version of
+ * the tree (pgmarket.control's default_version), which the library, the
+ * tool and the extension share; client/Makefile writes the header.
+ */
+#include "pgmarket_version.h"
 
 /* Sizes of the fixed text buffers in result structs, with the final NUL. */
 #define PGM_UUID_LEN	37		/* 8-4-4-4-12 */

@@ -17,8 +17,13 @@
 #include "datatype/timestamp.h"
 #include "utils/uuid.h"
 
-/* The version of the extension's SQL that this library is built for. */
-#define PGM_VERSION				"0.7.0"
+/*
+ * PGM_VERSION, the version of the extension's SQL that this library is
+ * built for, is pgmarket.control's default_version: the Makefile passes it.
+ */
+#ifndef PGM_VERSION
+#error "PGM_VERSION comes from pgmarket.control through the Makefile"
+#endif
 
 /* pgmarket.c: is the installed extension the one this library is for? */
 extern void pgm_require_schema(void);
