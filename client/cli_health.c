@@ -52,7 +52,13 @@ cmd_health(const char *dbname, int argc, char **argv)
 	return rc;
 }
 
-/* scripts/demo.sh from here, from .., or next to the executable: 1 with its path in path. */
+/*
+ * The demo script: scripts/demo.sh of a clone (from here, from .., or next
+ * to the executable, client/pgmarket -> scripts/demo.sh), else the one that
+ * `make -C client install` put into PREFIX/share/pgmarket (found from the
+ * executable's PREFIX/bin, else at PGM_DATADIR, the PREFIX it was built
+ * for).  1 with its path in path.
+ */
 static int
 find_demo(char *path, size_t size)
 {
@@ -68,15 +74,23 @@ find_demo(char *path, size_t size)
 		if (access(path, R_OK) == 0)
 			return 1;
 	}
-	/* next to the executable: client/pgmarket -> scripts/demo.sh */
 	len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (len <= 0)
-		return 0;
-	self[len] = '\0';
-	if ((slash = strrchr(self, '/')) == NULL)
-		return 0;
-	*slash = '\0';
-	snprintf(path, size, "%s/../scripts/demo.sh", self);
+	if (len > 0)
+	{
+		self[len] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL)
+		{
+			*slash = '\0';
+			snprintf(path, size, "%s/../scripts/demo.sh", self);
+			if (access(path, R_OK) == 0)
+				return 1;
+			/* installed: PREFIX/bin/pgmarket -> PREFIX/share/pgmarket */
+			snprintf(path, size, "%s/../share/pgmarket/demo.sh", self);
+			if (access(path, R_OK) == 0)
+				return 1;
+		}
+	}
+	snprintf(path, size, "%s/demo.sh", PGM_DATADIR);
 	return access(path, R_OK) == 0;
 }
 
@@ -87,8 +101,10 @@ cmd_demo(void)
 
 	if (!find_demo(path, sizeof(path)))
 	{
-		fprintf(stderr, "pgmarket demo: scripts/demo.sh not found; from a clone of pgmarket, run\n"
-				"  bash scripts/demo.sh     (a throwaway cluster with the extension and a tour)\n");
+		fprintf(stderr, "pgmarket demo: needs the demo script: %s/demo.sh (installed by\n"
+				"  make -C client install) or scripts/demo.sh of a clone of pgmarket, run from\n"
+				"  the clone (bash scripts/demo.sh: a throwaway cluster, the extension, a tour)\n",
+				PGM_DATADIR);
 		return 1;
 	}
 	execlp("bash", "bash", path, (char *) NULL);

@@ -257,6 +257,21 @@ for c in balance add-funds charge keys rotate-keys verify health import export d
 done
 expect "rotate-keys -h" 0 pgm -d "host=/nonexistent port=1" rotate-keys -h
 expect "an unknown command's --help fails" 2 pgm frobnicate --help
+# pgmarket demo from an installed tool: it finds the demo installed beside
+# it and says what it lacks (here: a PostgreSQL, then the extension in one)
+if make -s install PREFIX="$tmp/inst" >/dev/null 2>&1; then
+    ok "cli: make install into a prefix"
+    printf '#!/bin/sh\necho %s/inst/fake-share\n' "$tmp" >"$tmp/fake_pg_config"
+    chmod +x "$tmp/fake_pg_config"
+    (cd "$tmp" && PGMARKET_PG_CONFIG=/nonexistent/pg_config inst/bin/pgmarket demo) >"$tmp/out" 2>"$tmp/err"
+    [ $? -eq 1 ] && ok "cli: installed demo without PostgreSQL exits 1" || notok "cli: installed demo without PostgreSQL exits 1"
+    has "and names what it needs" "$tmp/err" 'needs PostgreSQL 15'
+    (cd "$tmp" && PGMARKET_PG_CONFIG="$tmp/fake_pg_config" inst/bin/pgmarket demo) >"$tmp/out" 2>"$tmp/err"
+    [ $? -eq 1 ] && ok "cli: installed demo without the extension exits 1" || notok "cli: installed demo without the extension exits 1"
+    has "and says how to install it" "$tmp/err" 'fake-share/extension/pgmarket.control is missing'
+else
+    notok "cli: make install into a prefix"
+fi
 # one version: the tool's is the extension's
 expect "version" 0 pgm --version
 has "the tool's version is the extension's" "$tmp/out" "^pgmarket $(q "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")\$"
