@@ -44,20 +44,26 @@ static const char *usage_text =
 "(the tool never prompts); what they leave out comes from PGHOST, PGPORT,\n"
 "PGUSER, PGDATABASE, ...  -q/--quiet: no progress.  -?/--help, -V/--version.\n";
 
-/* The commands that run on the shared connection, which main opens. */
+/*
+ * The commands that run on the shared connection, conn.  Those that read
+ * their arguments with parse_args open it themselves once the arguments
+ * are good (a usage error then exits 2 without connecting); for the
+ * others main opens it first.
+ */
 static const struct
 {
 	const char *name;
 	int			(*fn) (int argc, char **argv);
+	int			opens_conn;
 }			commands[] = {
-	{"balance", cmd_balance},
-	{"add-funds", cmd_add_funds},
-	{"charge", cmd_charge},
-	{"keys", cmd_keys},
-	{"rotate-keys", cmd_rotate},
-	{"verify", cmd_verify},
-	{"import", cmd_import},
-	{"export", cmd_export},
+	{"balance", cmd_balance, 1},
+	{"add-funds", cmd_add_funds, 1},
+	{"charge", cmd_charge, 1},
+	{"keys", cmd_keys, 1},
+	{"rotate-keys", cmd_rotate, 1},
+	{"verify", cmd_verify, 1},
+	{"import", cmd_import, 0},
+	{"export", cmd_export, 0},
 };
 
 /*
@@ -118,7 +124,7 @@ static const struct
 	const char *long_name;
 	const char *keyword;		/* for set_conn_option; NULL: not one */
 }			value_options[] = {
-	{"-d", "--dbname", NULL},
+	{"-d", "--dbname", "dbname"},
 	{"-h", "--host", "host"},
 	{"-p", "--port", "port"},
 	{"-U", "--username", "user"},
@@ -160,7 +166,7 @@ option_value(int argc, char **argv, int *i, int o, int *missing)
  * with *rc the exit status (after --help, --version or a usage error).
  */
 static int
-parse_options(int argc, char **argv, const char **dbname, const char **actor, int *rc)
+parse_options(int argc, char **argv, const char **actor, int *rc)
 {
 	int			i = 1;
 
@@ -183,8 +189,6 @@ parse_options(int argc, char **argv, const char **dbname, const char **actor, in
 		{
 			if (value_options[o].keyword)
 				set_conn_option(value_options[o].keyword, v);
-			else if (strcmp(value_options[o].long_name, "--dbname") == 0)
-				*dbname = v;
 			else
 				*actor = v;
 		}
@@ -223,14 +227,13 @@ parse_options(int argc, char **argv, const char **dbname, const char **actor, in
 int
 main(int argc, char **argv)
 {
-	const char *dbname = "";
 	const char *actor = NULL;
 	const char *cmd;
 	size_t		c;
 	int			i,
 				rc;
 
-	if ((i = parse_options(argc, argv, &dbname, &actor, &rc)) < 0)
+	if ((i = parse_options(argc, argv, &actor, &rc)) < 0)
 		return rc;
 	cmd = argv[i++];
 	/* COMMAND --help: its usage, without connecting or doing anything */
@@ -239,7 +242,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "demo") == 0)
 		return cmd_demo();
 	if (strcmp(cmd, "health") == 0)
-		return cmd_health(dbname, argc - i, argv + i);
+		return cmd_health(argc - i, argv + i);
 	if (strcmp(cmd, "help") == 0)
 	{
 		fputs(usage_text, stdout);
@@ -250,10 +253,9 @@ main(int argc, char **argv)
 			break;
 	if (c == sizeof(commands) / sizeof(commands[0]))
 		return usage_error("unknown command \"%s\"", cmd);
-	if (open_conn(dbname) != 0)
+	set_actor(actor);
+	if (!commands[c].opens_conn && open_conn() != 0)
 		return 3;
-	if (actor)
-		pgm_set_actor(conn, actor);
 	rc = commands[c].fn(argc - i, argv + i);
 	pgm_finish(conn);
 	return rc;

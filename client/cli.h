@@ -21,17 +21,50 @@ int			failed(const char *what);
 int			usage_error(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
 /*
- * Opens conn as psql would: dbname is a database name or a conninfo string
- * or URI ("" or NULL: PGDATABASE, ...), with the host, port and user that
- * set_conn_option gave (psql's -h, -p, -U) over the ones in dbname and the
- * PG* environment.  0, or -1 with "out of memory" or "cannot connect: ..."
- * said on stderr (conn then NULL).
+ * Opens conn, once, as psql would: with the dbname (a database name, or a
+ * conninfo string or URI expanded by libpq), host, port and user that
+ * set_conn_option gave (psql's -d, -h, -p, -U) over the PG* environment.
+ * 0 (also when conn is open already), or -1 with "out of memory" or
+ * "cannot connect: ..." said on stderr (conn then NULL).
  */
-int			open_conn(const char *dbname);
-/* keyword is "host", "port" or "user"; value is kept, not copied. */
+int			open_conn(void);
+/* keyword "dbname", "host", "port" or "user"; value is kept, not copied. */
 void		set_conn_option(const char *keyword, const char *value);
+/* The user the connection acts for (pgmarket.actor), set when it opens. */
+void		set_actor(const char *actor);
 /* Does the server have the function of this signature ("schema.f(types)")? */
 int			server_has(const char *signature);
+
+/*
+ * One option of a command, --NAME (a NULL name ends a list): one that
+ * takes a value when value is set (*value stays NULL when it is absent), a
+ * flag when flag is set (*flag becomes 1).
+ */
+typedef struct
+{
+	const char *name;
+	const char **value;
+	int		   *flag;
+} cli_opt;
+
+/*
+ * A command's arguments (argv: those after the command's name, which is
+ * cmd) through getopt_long: the options of opts anywhere among the
+ * positional arguments, as --NAME VALUE or --NAME=VALUE, "--" ending them;
+ * the positional arguments into pos[0..max_pos), their number in *npos.
+ * 0 when there are min_pos to max_pos of them; otherwise, and for an
+ * unknown option, a missing value or an option given twice, 2 after a
+ * usage error (what: "charge needs USER_ID AMOUNT MODEL", say).
+ */
+int			parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts,
+					   char **pos, int min_pos, int max_pos, int *npos, const char *what);
+/*
+ * The whole number s (dflt when s is NULL) from min to max into *out: 0,
+ * or 2 after a usage error naming option name for a malformed number or
+ * one out of range (strtoll's overflow included, never clamped).
+ */
+int			int_value(const char *name, const char *s, long long min, long long max,
+					  long long dflt, long long *out);
 
 /* --name value options after the positional arguments. */
 const char *opt(int argc, char **argv, const char *name);
@@ -71,8 +104,8 @@ int			cmd_rotate(int argc, char **argv);
 int			cmd_verify(int argc, char **argv);
 int			cmd_import(int argc, char **argv);
 int			cmd_export(int argc, char **argv);
-/* These two open no shared connection. */
-int			cmd_health(const char *dbname, int argc, char **argv);
+/* These two open no connection before they have read their arguments. */
+int			cmd_health(int argc, char **argv);
 int			cmd_demo(void);
 
 #endif

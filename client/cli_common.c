@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,20 +66,30 @@ static const char *conn_keywords[] = {"dbname", "host", "port", "user",
 "fallback_application_name", NULL};
 static const char *conn_values[] = {NULL, NULL, NULL, NULL, "pgmarket", NULL};
 
+/* --actor: the user every call of the command acts for (NULL: none) */
+static const char *conn_actor;
+
+void
+set_actor(const char *actor)
+{
+	conn_actor = actor;
+}
+
 void
 set_conn_option(const char *keyword, const char *value)
 {
 	int			i;
 
-	for (i = 1; conn_keywords[i] != NULL; i++)
+	for (i = 0; conn_keywords[i] != NULL; i++)
 		if (strcmp(conn_keywords[i], keyword) == 0)
 			conn_values[i] = value;
 }
 
 int
-open_conn(const char *dbname)
+open_conn(void)
 {
-	conn_values[0] = dbname;
+	if (conn != NULL)
+		return 0;
 	conn = pgm_connect_params(conn_keywords, conn_values);
 	if (conn == NULL)
 	{
@@ -92,6 +103,8 @@ open_conn(const char *dbname)
 		conn = NULL;
 		return -1;
 	}
+	if (conn_actor)
+		pgm_set_actor(conn, conn_actor);
 	return 0;
 }
 
@@ -111,6 +124,98 @@ server_has(const char *signature)
 /* ------------------------------------------------------------------------
  * Arguments
  * ------------------------------------------------------------------------ */
+
+int
+parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts,
+		   char **pos, int min_pos, int max_pos, int *npos, const char *what)
+{
+	struct option *lo;
+	char	  **v;
+	char	   *seen;
+	int			nopts = 0,
+				rc = 0,
+				c,
+				i;
+
+	*npos = 0;
+	while (opts && opts[nopts].name)
+		nopts++;
+	/* getopt_long permutes its argv: a copy, with the command as argv[0] */
+	v = calloc(argc + 2, sizeof(char *));
+	lo = calloc(nopts + 1, sizeof(struct option));
+	seen = calloc(nopts + 1, 1);
+	if (v == NULL || lo == NULL || seen == NULL)
+	{
+		fprintf(stderr, "pgmarket: out of memory\n");
+		rc = 2;
+		goto done;
+	}
+	v[0] = (char *) cmd;
+	memcpy(v + 1, argv, argc * sizeof(char *));
+	for (i = 0; i < nopts; i++)
+	{
+		lo[i].name = opts[i].name;
+		lo[i].has_arg = opts[i].value ? required_argument : no_argument;
+		lo[i].val = 256 + i;
+	}
+	opterr = 0;
+	optind = 0;					/* glibc: start afresh */
+	while ((c = getopt_long(argc + 1, v, ":", lo, NULL)) != -1)
+	{
+		if (c == ':')
+		{
+			rc = usage_error("%s: option \"%s\" needs a value", cmd, v[optind - 1]);
+			goto done;
+		}
+		if (c < 256 || c - 256 >= nopts)
+		{
+			rc = usage_error("%s: unknown option \"%s\"", cmd, v[optind - 1]);
+			goto done;
+		}
+		i = c - 256;
+		if (seen[i]++)
+		{
+			rc = usage_error("%s: option \"--%s\" given twice", cmd, opts[i].name);
+			goto done;
+		}
+		if (opts[i].value)
+			*opts[i].value = optarg;
+		else
+			*opts[i].flag = 1;
+	}
+	for (i = optind; i < argc + 1; i++)
+	{
+		if (*npos < max_pos)
+			pos[*npos] = v[i];
+		(*npos)++;
+	}
+	if (*npos < min_pos || *npos > max_pos)
+		rc = usage_error("%s", what);
+done:
+	free(v);
+	free(lo);
+	free(seen);
+	return rc;
+}
+
+int
+int_value(const char *name, const char *s, long long min, long long max,
+		  long long dflt, long long *out)
+{
+	char	   *end;
+	long long	v;
+
+	*out = dflt;
+	if (s == NULL)
+		return 0;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (end == s || *end != '\0' || errno == ERANGE || v < min || v > max)
+		return usage_error("%s must be a whole number from %lld to %lld, not \"%s\"",
+						   name, min, max, s);
+	*out = v;
+	return 0;
+}
 
 const char *
 opt(int argc, char **argv, const char *name)

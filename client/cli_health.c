@@ -17,7 +17,7 @@
  * the server cannot be reached or the call fails.
  */
 int
-cmd_health(const char *dbname, int argc, char **argv)
+cmd_health(int argc, char **argv)
 {
 	char	   *j = NULL;
 	json	   *doc;
@@ -34,7 +34,7 @@ cmd_health(const char *dbname, int argc, char **argv)
 	}
 	if (argc > 0)
 		return usage_error("health takes no arguments, not \"%s\"", argv[0]);
-	if (open_conn(dbname) != 0)
+	if (open_conn() != 0)
 		return 3;
 	if (pgm_health(conn, &j) != PGM_OK)
 	{

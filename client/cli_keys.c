@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 /* "read,write" -> NULL-terminated list in one allocation. */
 static char **
 split_list(const char *s)
@@ -39,28 +41,43 @@ split_list(const char *s)
 	return list;
 }
 
-/* What a keys subcommand is given: its name, its arguments after it, the
- * positional ones of those in a[0..n-1] (at most four kept). */
+/*
+ * What a keys subcommand is given: its name and the arguments after it,
+ * which it reads with parse_args before it opens the connection.
+ */
 typedef struct
 {
 	const char *sub;
 	int			argc;
 	char	  **argv;
-	char	   *a[4];
-	int			n;
 } keys_args;
 
 typedef int (*keys_fn) (const keys_args *k);
+
+/* The arguments of a subcommand that takes n positional ones, then conn. */
+static int
+keys_parse(const keys_args *k, const cli_opt *opts, char **a, int n, const char *what)
+{
+	char		cmd[64];
+	int			got;
+
+	snprintf(cmd, sizeof(cmd), "keys %s", k->sub);
+	if (parse_args(cmd, k->argc, k->argv, opts, a, n, n, &got, what))
+		return 2;
+	return open_conn() != 0 ? 3 : 0;
+}
 
 static int
 keys_list(const keys_args *k)
 {
 	pgm_result *r = NULL;
-	int			i;
+	char	   *a[1];
+	int			i,
+				rc;
 
-	if (k->n != 1)
-		return usage_error("keys list needs USER_ID");
-	if (pgm_list_api_keys(conn, k->a[0], &r) != PGM_OK)
+	if ((rc = keys_parse(k, NULL, a, 1, "keys list needs USER_ID")) != 0)
+		return rc;
+	if (pgm_list_api_keys(conn, a[0], &r) != PGM_OK)
 		return failed("keys list");
 	printf("%-36s  %-24s  %-16s  %-12s  %-10s  %s\n", "key_id", "prefix", "name",
 		   "scopes", "spent", "state");
@@ -84,20 +101,22 @@ keys_create(const keys_args *k)
 	char	  **scopes = NULL;
 	char		key_id[PGM_UUID_LEN];
 	char	   *key = NULL;
-	const char *s = opt(k->argc, k->argv, "--scopes");
+	char	   *a[2];
+	const char *s = NULL;
+	const cli_opt opts[] = {
+		{"scopes", &s, NULL}, {"tier", &o.rate_limit_tier, NULL},
+		{"env", &o.environment, NULL}, {"limit", &o.spend_limit, NULL},
+		{"period", &o.spend_period, NULL}, {"expires", &o.expires_at, NULL},
+		{NULL, NULL, NULL}};
 	pgm_status	st;
+	int			rc;
 
-	if (k->n != 2)
-		return usage_error("keys create needs USER_ID NAME");
+	if ((rc = keys_parse(k, opts, a, 2, "keys create needs USER_ID NAME")) != 0)
+		return rc;
 	if (s && (scopes = split_list(s)) == NULL)
 		return 1;
 	o.scopes = (const char *const *) scopes;
-	o.rate_limit_tier = opt(k->argc, k->argv, "--tier");
-	o.environment = opt(k->argc, k->argv, "--env");
-	o.spend_limit = opt(k->argc, k->argv, "--limit");
-	o.spend_period = opt(k->argc, k->argv, "--period");
-	o.expires_at = opt(k->argc, k->argv, "--expires");
-	st = pgm_create_api_key(conn, k->a[0], k->a[1], &o, key_id, &key);
+	st = pgm_create_api_key(conn, a[0], a[1], &o, key_id, &key);
 	free(scopes);
 	if (st != PGM_OK)
 		return failed("keys create");
@@ -112,12 +131,16 @@ static int
 keys_revoke(const keys_args *k)
 {
 	int			revoked = 0;
+	char	   *a[2];
+	char		what[64];
 	pgm_status	st;
+	int			rc;
 
-	if (k->n != 2)
-		return usage_error("keys %s needs USER_ID KEY_ID", k->sub);
-	st = k->sub[6] == '\0' ? pgm_revoke_api_key(conn, k->a[0], k->a[1], &revoked)
-		: pgm_revoke_provider_key(conn, k->a[0], k->a[1], &revoked);
+	snprintf(what, sizeof(what), "keys %s needs USER_ID KEY_ID", k->sub);
+	if ((rc = keys_parse(k, NULL, a, 2, what)) != 0)
+		return rc;
+	st = k->sub[6] == '\0' ? pgm_revoke_api_key(conn, a[0], a[1], &revoked)
+		: pgm_revoke_provider_key(conn, a[0], a[1], &revoked);
 	if (st != PGM_OK)
 		return failed("keys revoke");
 	printf("%s\n", revoked ? "revoked" : "was revoked already");
@@ -129,13 +152,18 @@ keys_put(const keys_args *k)
 {
 	char		secret[4096];
 	char		key_id[PGM_UUID_LEN];
+	char	   *a[2];
+	const char *label = NULL;
+	const cli_opt opts[] = {{"label", &label, NULL}, {NULL, NULL, NULL}};
 	size_t		len;
 	pgm_status	st;
+	int			rc;
 
-	if (k->n != 2)
-		return usage_error("keys put needs USER_ID PROVIDER (the secret on stdin)");
+	if ((rc = keys_parse(k, opts, a, 2,
+						 "keys put needs USER_ID PROVIDER (the secret on stdin)")) != 0)
+		return rc;
 	if (isatty(STDIN_FILENO))
-		fprintf(stderr, "secret for %s: ", k->a[1]);
+		fprintf(stderr, "secret for %s: ", a[1]);
 	if (fgets(secret, sizeof(secret), stdin) == NULL)
 	{
 		fprintf(stderr, "pgmarket: keys put: no secret on stdin\n");
@@ -143,8 +171,8 @@ keys_put(const keys_args *k)
 	}
 	len = strcspn(secret, "\r\n");
 	secret[len] = '\0';
-	st = pgm_put_provider_key(conn, k->a[0], k->a[1], secret, opt(k->argc, k->argv, "--label"), key_id);
-	memset(secret, 0, sizeof(secret));
+	st = pgm_put_provider_key(conn, a[0], a[1], secret, label, key_id);
+	sodium_memzero(secret, sizeof(secret));
 	if (st != PGM_OK)
 		return failed("keys put");
 	printf("key_id %s\n", key_id);
@@ -156,11 +184,13 @@ keys_providers(const keys_args *k)
 {
 	pgm_result *r = NULL;
 	pgm_provider_key_info info;
-	int			i;
+	char	   *a[1];
+	int			i,
+				rc;
 
-	if (k->n != 1)
-		return usage_error("keys providers needs USER_ID");
-	if (pgm_list_provider_keys(conn, k->a[0], &r) != PGM_OK)
+	if ((rc = keys_parse(k, NULL, a, 1, "keys providers needs USER_ID")) != 0)
+		return rc;
+	if (pgm_list_provider_keys(conn, a[0], &r) != PGM_OK)
 		return failed("keys providers");
 	printf("%-36s  %-16s  %-6s  %-3s  %s\n", "key_id", "provider", "hint", "v", "state");
 	for (i = 0; i < pgm_result_rows(r); i++)
@@ -195,7 +225,6 @@ cmd_keys(int argc, char **argv)
 	k.sub = argv[0];
 	k.argc = argc - 1;
 	k.argv = argv + 1;
-	k.n = positional(k.argc, k.argv, k.a, 4);
 	for (i = 0; i < sizeof(keys_subcommands) / sizeof(keys_subcommands[0]); i++)
 		if (strcmp(k.sub, keys_subcommands[i].name) == 0)
 			return keys_subcommands[i].fn(&k);
@@ -211,8 +240,17 @@ cmd_rotate(int argc, char **argv)
 	pgm_result *r = NULL;
 	progress	p;
 
-	if (int_opt(argc, argv, "--batch", 1, INT32_MAX, 100, &batch) != 0)
+	const char *batch_text = NULL;
+	const cli_opt opts[] = {{"batch", &batch_text, NULL}, {NULL, NULL, NULL}};
+	char	   *a[1];
+	int			npos;
+
+	if (parse_args("rotate-keys", argc, argv, opts, a, 0, 0, &npos,
+				   "rotate-keys takes no arguments but --batch N") ||
+		int_value("--batch", batch_text, 1, INT32_MAX, 100, &batch))
 		return 2;
+	if (open_conn() != 0)
+		return 3;
 	/* an upper bound for the bar, when this role may count */
 	if (pgm_exec(conn, "SELECT count(*) AS n FROM pgmarket.provider_keys", 0, NULL, &r) == PGM_OK)
 		total = atol(pgm_result_value(r, 0, "n"));

@@ -6,7 +6,7 @@
 
 #include <stdio.h>
 
-/* The outcome of a ledger call: the entry printed (0), or the failure of WHAT (1). */
+/* The outcome of a ledger call: the entry printed (0), or the failure of WHAT (3). */
 static int
 ledger_outcome(pgm_status st, const char *what, const pgm_ledger_result *r)
 {
@@ -21,10 +21,13 @@ int
 cmd_balance(int argc, char **argv)
 {
 	char	   *a[1];
+	int			n;
 	pgm_balance b;
 
-	if (need_args(argc, argv, a, 1, "balance needs USER_ID"))
+	if (parse_args("balance", argc, argv, NULL, a, 1, 1, &n, "balance needs USER_ID"))
 		return 2;
+	if (open_conn() != 0)
+		return 3;
 	if (pgm_get_balance(conn, a[0], &b) != PGM_OK)
 		return failed("balance");
 	printf("user       %s\ntotal      %s\nspent      %s\nreserved   %s\navailable  %s\n",
@@ -37,27 +40,37 @@ int
 cmd_add_funds(int argc, char **argv)
 {
 	char	   *a[2];
+	const char *key = NULL,
+			   *note = NULL;
+	const cli_opt opts[] = {{"key", &key, NULL}, {"note", &note, NULL}, {NULL, NULL, NULL}};
+	int			n;
 	pgm_ledger_result r;
 
-	if (need_args(argc, argv, a, 2, "add-funds needs USER_ID AMOUNT"))
+	if (parse_args("add-funds", argc, argv, opts, a, 2, 2, &n,
+				   "add-funds needs USER_ID AMOUNT"))
 		return 2;
-	return ledger_outcome(pgm_add_funds(conn, a[0], a[1], opt(argc, argv, "--key"),
-										opt(argc, argv, "--note"), &r),
-						  "add-funds", &r);
+	if (open_conn() != 0)
+		return 3;
+	return ledger_outcome(pgm_add_funds(conn, a[0], a[1], key, note, &r), "add-funds", &r);
 }
 
 int
 cmd_charge(int argc, char **argv)
 {
 	char	   *a[3];
+	const char *key = NULL,
+			   *tokens_text = NULL;
+	const cli_opt opts[] = {{"key", &key, NULL}, {"tokens", &tokens_text, NULL}, {NULL, NULL, NULL}};
 	long long	tokens;
+	int			n;
 	pgm_ledger_result r;
 
-	if (need_args(argc, argv, a, 3, "charge needs USER_ID AMOUNT MODEL"))
+	if (parse_args("charge", argc, argv, opts, a, 3, 3, &n,
+				   "charge needs USER_ID AMOUNT MODEL") ||
+		int_value("--tokens", tokens_text, 0, INT64_MAX, 0, &tokens))
 		return 2;
-	if (int_opt(argc, argv, "--tokens", 0, INT64_MAX, 0, &tokens) != 0)
-		return 2;
-	return ledger_outcome(pgm_deduct_balance(conn, a[0], a[1], a[2], (int64_t) tokens,
-											 opt(argc, argv, "--key"), &r),
+	if (open_conn() != 0)
+		return 3;
+	return ledger_outcome(pgm_deduct_balance(conn, a[0], a[1], a[2], (int64_t) tokens, key, &r),
 						  "charge", &r);
 }

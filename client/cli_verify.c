@@ -143,26 +143,26 @@ cmd_verify(int argc, char **argv)
 {
 	int64_t		bad = 0,
 				checked = 0;
-	int			i,
-				rc;
+	int			rc,
+				npos;
 	const char *anchor_file = NULL;
+	const cli_opt opts[] = {{"anchor", &anchor_file, NULL}, {NULL, NULL, NULL}};
+	char	   *a[1];
 	unsigned char anchor[PGM_AUDIT_ANCHOR_LEN];
 	int			have_anchor = 0;
 	pgm_audit_head_info head;
 
-	for (i = 0; i < argc; i++)
-	{
-		if (strcmp(argv[i], "--anchor") == 0 && i + 1 < argc)
-			anchor_file = argv[++i];
-		else
-			return usage_error("verify takes only --anchor FILE, not \"%s\"", argv[i]);
-	}
+	if (parse_args("verify", argc, argv, opts, a, 0, 0, &npos,
+				   "verify takes no arguments but --anchor FILE"))
+		return 2;
 	if (anchor_file && (have_anchor = read_anchor(anchor_file, anchor)) < 0)
 	{
 		fprintf(stderr, "pgmarket verify: %s is not an anchor file (one line of %d hex digits)\n",
 				anchor_file, 2 * PGM_AUDIT_ANCHOR_LEN);
 		return 2;
 	}
+	if (open_conn() != 0)
+		return 3;
 	if ((rc = check_ledger()) < 0)
 		return 1;
 	if (anchor_file == NULL)

@@ -228,6 +228,43 @@ else
 fi
 
 # usage errors, connection errors
+# Every option of every command: without its value, twice, and an unknown
+# one beside it; each exits 2 before connecting (the connection given cannot
+# be reached: a 3 would mean it tried) and changes nothing.
+before=$(counts)
+usage_cases=(
+    "balance $linus --bogus"
+    "add-funds $linus 1 --key" "add-funds $linus 1 --note" "add-funds $linus 1 --key a --key b"
+    "add-funds $linus 1 --bogus x" "add-funds $linus" "add-funds $linus 1 2"
+    "charge $linus 1 m --key" "charge $linus 1 m --tokens" "charge $linus 1 m --tokens abc"
+    "charge $linus 1 m --tokens 1e3" "charge $linus 1 m --tokens -1"
+    "charge $linus 1 m --tokens 99999999999999999999" "charge $linus 1 m --tokens 1 --tokens 2"
+    "charge $linus 1 m --bogus" "charge $linus 1"
+    "keys list" "keys list $linus extra" "keys create $linus n --scopes" "keys create $linus n --tier"
+    "keys create $linus n --env" "keys create $linus n --limit" "keys create $linus n --period"
+    "keys create $linus n --expires" "keys create $linus n --bogus 1" "keys create $linus"
+    "keys revoke $linus" "keys revoke-provider $linus" "keys put $linus openai --label"
+    "keys providers" "keys frobnicate" "keys"
+    "rotate-keys --batch" "rotate-keys --batch 0" "rotate-keys --batch x" "rotate-keys extra"
+    "verify --anchor" "verify extra" "verify --bogus"
+)
+for c in "${usage_cases[@]}"; do
+    # shellcheck disable=SC2086
+    pgm -d "host=/nonexistent port=1" $c </dev/null >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ "$rc" -eq 2 ] && ! grep -q 'cannot connect' "$tmp/err"; then
+        ok "cli: usage error exits 2 without connecting: $c"
+    else
+        notok "cli: usage error exits 2 without connecting: $c (exit $rc)"
+        sed 's/^/#   /' "$tmp/err"
+    fi
+done
+[ "$(counts)" = "$before" ] && ok "cli: and the usage errors changed nothing" || notok "cli: a usage error changed something"
+# the same arguments made good reach the server: --opt=VALUE as well
+expect "charge with --key=K --tokens=N" 0 pgm charge "$linus" 0.01 gpt-4 --key=cli-eq-1 --tokens=3
+has "and the key is the one given" "$tmp/out" 'charge of 0\.010000'
+expect "options before the arguments" 0 pgm charge --tokens 3 --key cli-eq-1 "$linus" 0.01 gpt-4
+has "a repeat under that key replays" "$tmp/out" 'replayed'
 expect "an unknown command fails" 2 pgm frobnicate
 expect "a missing argument fails" 2 pgm balance
 expect "a bad connection fails" 1 pgm -d "host=/nonexistent port=1" balance "$linus"

@@ -67,7 +67,7 @@ exits "charge --tokens 10abc" 2 pgm charge "$amt_user" 1 m-int --tokens 10abc
 exits "charge --tokens past int64" 2 pgm charge "$amt_user" 1 m-int --tokens 99999999999999999999
 exits "charge --tokens -5" 2 pgm charge "$amt_user" 1 m-int --tokens -5
 exits "charge --tokens without a value" 2 pgm charge "$amt_user" 1 m-int --tokens
-has "the message names the value" "$tmp/err" '--tokens needs a value'
+has "the message names the value" "$tmp/err" 'option "--tokens" needs a value'
 [ "$(entries)" = "$before" ] && ok "cli: nothing charged by a bad --tokens" ||
     notok "cli: a bad --tokens charged"
 exits "charge --tokens at int64's maximum" 0 pgm charge "$amt_user" 1 m-int --tokens 9223372036854775807
