@@ -244,19 +244,13 @@ int_opt(int argc, char **argv, const char *name, long long min, long long max,
 		long long dflt, long long *out)
 {
 	const char *s = opt(argc, argv, name);
-	char	   *end;
-	long long	v;
 
-	*out = dflt;
-	if (s == NULL)
-		return has_flag(argc, argv, name) ? usage_error("%s needs a value", name) : 0;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (end == s || *end != '\0' || errno == ERANGE || v < min || v > max)
-		return usage_error("%s must be a whole number from %lld to %lld, not \"%s\"",
-						   name, min, max, s);
-	*out = v;
-	return 0;
+	if (s == NULL && has_flag(argc, argv, name))
+	{
+		*out = dflt;
+		return usage_error("%s needs a value", name);
+	}
+	return int_value(name, s, min, max, dflt, out);
 }
 
 int
