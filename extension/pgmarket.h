@@ -233,6 +233,9 @@ extern bool pgm_password_login(const char *password, size_t len,
 							   const char *stored, bool active, char **rehash);
 extern bool pgm_hash_costs_at_least_standard(const char *hash);
 
+/* accounts.c: the username rule, for profiles.c */
+extern void pgm_check_username(const char *username);
+
 /* emails.c: the one spelling of an address, for accounts.c */
 extern char *pgm_normalize_email(text *raw);
 extern void pgm_login_forms(const char *login, char **email, char **username);
