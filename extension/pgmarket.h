@@ -141,6 +141,7 @@ extern Datum pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 #define PGM_KDF_CONTEXT_APIKEY	"pgmapkey"	/* platform API key hashes */
 #define PGM_KDF_CONTEXT_AUDIT	"pgmaudit"	/* the audit hash chain */
 #define PGM_KDF_CONTEXT_BOX		"pgmboxky"	/* the sealing key pair */
+#define PGM_KDF_CONTEXT_RESET	"pgmreset"	/* password reset token hashes */
 extern void pgm_keyring_init(void);
 extern int32 pgm_keyring_newest_version(void);
 extern bool pgm_keyring_subkey(int32 version, const char *context,
