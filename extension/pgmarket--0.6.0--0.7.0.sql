@@ -161,6 +161,19 @@ CREATE FUNCTION @extschema@.user_by_identity(provider text, subject text)
     LANGUAGE C STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp;
 
+-- The routing partition of a reset token (its four hex digits after
+-- "pwr_": hashtext(user_id::text) & 65535), as api_key_partition is a
+-- platform key's: what a PL/Proxy front routes reset_password by.
+CREATE FUNCTION @extschema@.reset_token_partition(token text)
+    RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN token OPERATOR(pg_catalog.~)
+                     '^pwr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$'
+                THEN pg_catalog.int4(pg_catalog.textcat('x',
+                         pg_catalog.substr(token, 5, 4))::bit(16))
+           END;
+
 -- Audited from install, like accounts; a reset's hash is recorded as
 -- changed, never with its value.
 CREATE TRIGGER pgmarket_audit
@@ -213,7 +226,8 @@ REVOKE ALL ON FUNCTION
     @extschema@.has_role(uuid, text),
     @extschema@.link_identity(uuid, text, text),
     @extschema@.unlink_identity(uuid, text),
-    @extschema@.user_by_identity(text, text)
+    @extschema@.user_by_identity(text, text),
+    @extschema@.reset_token_partition(text)
     FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
@@ -233,7 +247,8 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.has_role(uuid, text),
     @extschema@.link_identity(uuid, text, text),
     @extschema@.unlink_identity(uuid, text),
-    @extschema@.user_by_identity(text, text)
+    @extschema@.user_by_identity(text, text),
+    @extschema@.reset_token_partition(text)
     TO pgmarket_app, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.add_account_role(text, text)
     TO pgmarket_admin;
