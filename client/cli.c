@@ -28,6 +28,14 @@ static const char *usage_text =
 "  keys put USER_ID PROVIDER [--label L]   provider key, read from stdin, sealed\n"
 "  keys providers USER_ID               provider keys (never the secret)\n"
 "  keys revoke-provider USER_ID KEY_ID\n"
+"  user show USER_ID | --email EMAIL | --username NAME\n"
+"  user set USER_ID [--email EMAIL] [--username NAME]\n"
+"  user grant USER_ID ROLE              an account role (user revoke: take it)\n"
+"  user revoke USER_ID ROLE\n"
+"  user reset-password USER_ID [--ttl INTERVAL]\n"
+"                                       a single-use reset token, shown once\n"
+"  user link USER_ID PROVIDER SUBJECT   an external identity (single sign-on)\n"
+"  user unlink USER_ID PROVIDER\n"
 "  rotate-keys [--batch N]              re-encrypt under the newest master key\n"
 "  verify [--anchor FILE]               verify_ledger and verify_audit; with FILE,\n"
 "                                       check the chain against the anchor it\n"
@@ -49,6 +57,7 @@ static const struct
 	{"add-funds", cmd_add_funds},
 	{"charge", cmd_charge},
 	{"keys", cmd_keys},
+	{"user", cmd_user},
 	{"rotate-keys", cmd_rotate},
 	{"verify", cmd_verify},
 	{"import", cmd_import},
@@ -187,6 +196,8 @@ main(int argc, char **argv)
 			break;
 	if (c == sizeof(commands) / sizeof(commands[0]))
 		return usage_error("unknown command \"%s\"", cmd);
+	if (commands[c].fn == cmd_user && (rc = cmd_user_check(argc - i, argv + i)) != 0)
+		return rc;
 	if (open_conn(conninfo) != 0)
 		return 1;
 	if (actor)

@@ -62,6 +62,9 @@ int			cmd_balance(int argc, char **argv);
 int			cmd_add_funds(int argc, char **argv);
 int			cmd_charge(int argc, char **argv);
 int			cmd_keys(int argc, char **argv);
+int			cmd_user(int argc, char **argv);
+/* The user command's arguments checked without a connection: 0 or 2. */
+int			cmd_user_check(int argc, char **argv);
 int			cmd_rotate(int argc, char **argv);
 int			cmd_verify(int argc, char **argv);
 int			cmd_import(int argc, char **argv);
