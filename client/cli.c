@@ -30,6 +30,14 @@ static const char *usage_text =
 "  keys put USER_ID PROVIDER [--label L]   provider key, read from stdin, sealed\n"
 "  keys providers USER_ID               provider keys (never the secret)\n"
 "  keys revoke-provider USER_ID KEY_ID\n"
+"  user show USER_ID | --email EMAIL | --username NAME\n"
+"  user set USER_ID [--email EMAIL] [--username NAME]\n"
+"  user grant USER_ID ROLE              an account role (user revoke: take it)\n"
+"  user revoke USER_ID ROLE\n"
+"  user reset-password USER_ID [--ttl INTERVAL]\n"
+"                                       a single-use reset token, shown once\n"
+"  user link USER_ID PROVIDER SUBJECT   an external identity (single sign-on)\n"
+"  user unlink USER_ID PROVIDER\n"
 "  rotate-keys [--batch N]              re-encrypt under the newest master key\n"
 "  verify [--anchor FILE]               verify_ledger and verify_audit; with FILE,\n"
 "                                       check the chain against the anchor it\n"
@@ -60,6 +68,7 @@ static const struct
 	{"add-funds", cmd_add_funds, 1},
 	{"charge", cmd_charge, 1},
 	{"keys", cmd_keys, 1},
+	{"user", cmd_user, 1},
 	{"rotate-keys", cmd_rotate, 1},
 	{"verify", cmd_verify, 1},
 	{"import", cmd_import, 0},

@@ -13,6 +13,7 @@
  * detail, hint) is kept on the connection.
  */
 #include "pgmarket.h"
+#include "pgm_private.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -966,6 +967,71 @@ run_sealed(pgm_conn *c, query_id q, int n, const char **vals, int at,
 			break;
 	}
 	return res;
+}
+
+/*
+ * For the library's other files (pgm_private.h): sealed_sql with the text
+ * parameters vals, those whose bit is set in secrets (and not NULL) sealed
+ * as passwords and sent as binary bytea; plain_sql with every parameter as
+ * text when plain secrets are on.  A blob the server cannot open is sealed
+ * again to a freshly fetched key, once, as run_sealed does.  out as
+ * pgm_exec.
+ */
+pgm_status
+pgmi_exec_passwords(pgm_conn *c, const char *plain_sql, const char *sealed_sql,
+					int n, const char *const *vals, unsigned secrets,
+					pgm_result **out)
+{
+	const char *v[8];
+	int			lens[8] = {0};
+	int			fmts[8] = {0};
+	unsigned char *sealed[8] = {0};
+	PGresult   *res = NULL;
+	int			attempt;
+	int			i;
+
+	if (out)
+		*out = NULL;
+	if (c == NULL || n > 8)
+		return PGM_CLIENT_ERROR;
+	if (c->plain_secrets)
+		return pgm_exec(c, plain_sql, n, vals, out);
+	clear_error(c);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		int			ok = 1;
+
+		if (attempt == 1)
+			c->have_pk = 0;
+		for (i = 0; i < n; i++)
+		{
+			size_t		slen = 0;
+
+			v[i] = vals[i];
+			lens[i] = 0;
+			fmts[i] = 0;
+			if (!(secrets & (1u << i)) || vals[i] == NULL)
+				continue;
+			if (seal_secret(c, SEAL_TAG_PASSWORD, vals[i], &sealed[i], &slen) != PGM_OK)
+			{
+				ok = 0;
+				break;
+			}
+			v[i] = (const char *) sealed[i];
+			lens[i] = (int) slen;
+			fmts[i] = 1;
+		}
+		if (ok)
+			res = run(c, Q_COUNT, sealed_sql, n, v, lens, fmts);
+		for (i = 0; i < n; i++)
+		{
+			free(sealed[i]);
+			sealed[i] = NULL;
+		}
+		if (!ok || res != NULL || c->status != PGM_DECRYPTION_FAILED)
+			break;
+	}
+	return give_result(c, res, out);
 }
 
 /* scalar_call with a sealed secret. */

@@ -238,6 +238,72 @@ pgm_status	pgm_verify_password(pgm_conn *conn, const char *password,
  * "ok" member says: read it from the JSON. */
 pgm_status	pgm_health(pgm_conn *conn, char **json);
 
+/* ---- The account surface (client/accounts.c) ------------------------- */
+
+/* One row of the view users; fields point into the result. */
+typedef struct pgm_user
+{
+	const char *id;
+	const char *email;
+	const char *username;
+	const char *roles;			/* array text: {user,developer} */
+	int			is_active;
+	const char *created_at;
+	const char *last_login_at;	/* NULL before the first login */
+} pgm_user;
+
+/* The lookups: a result of no row (unknown) or one; read it with
+ * pgm_result_user.  A deactivated user is found, is_active 0.  An email
+ * or username that cannot be one is PGM_INVALID_PARAMETER. */
+pgm_status	pgm_get_user(pgm_conn *conn, const char *user_id, pgm_result **out);
+pgm_status	pgm_get_user_by_email(pgm_conn *conn, const char *email,
+								  pgm_result **out);
+pgm_status	pgm_get_user_by_username(pgm_conn *conn, const char *username,
+									 pgm_result **out);
+pgm_status	pgm_result_user(const pgm_result *res, int row, pgm_user *out);
+/* at (may be NULL) receives the time stamped. */
+pgm_status	pgm_update_last_login(pgm_conn *conn, const char *user_id,
+								  char at[PGM_TIME_LEN]);
+/* email, username: NULL keeps the current one. */
+pgm_status	pgm_update_user(pgm_conn *conn, const char *user_id,
+							const char *email, const char *username);
+pgm_status	pgm_reactivate_user(pgm_conn *conn, const char *user_id);
+/* *changed 0 (nothing changed) when the old password is wrong.  Both
+ * passwords travel sealed (see pgm_set_plain_secrets). */
+pgm_status	pgm_change_password(pgm_conn *conn, const char *user_id,
+								const char *old_password,
+								const char *new_password, int *changed);
+/* ttl: an interval as text, NULL for 1 hour.  *token: shown once; free
+ * with pgm_free_secret. */
+pgm_status	pgm_create_password_reset(pgm_conn *conn, const char *user_id,
+									  const char *ttl, char **token);
+/* user_id is "" for an unknown, used or expired token.  The new password
+ * travels sealed; the token as text (it is single-use). */
+pgm_status	pgm_reset_password(pgm_conn *conn, const char *token,
+							   const char *new_password,
+							   char user_id[PGM_UUID_LEN]);
+/* Account roles: the role registered in table roles; with an actor set
+ * (pgm_set_actor), grants and revokes are PGM_PERMISSION_DENIED. */
+pgm_status	pgm_add_account_role(pgm_conn *conn, const char *name,
+								 const char *description);
+pgm_status	pgm_grant_user_role(pgm_conn *conn, const char *user_id,
+								const char *role);
+pgm_status	pgm_revoke_user_role(pgm_conn *conn, const char *user_id,
+								 const char *role);
+pgm_status	pgm_has_role(pgm_conn *conn, const char *user_id,
+						 const char *role, int *has);
+/* External identities (single sign-on). */
+pgm_status	pgm_link_identity(pgm_conn *conn, const char *user_id,
+							  const char *provider, const char *subject);
+pgm_status	pgm_unlink_identity(pgm_conn *conn, const char *user_id,
+								const char *provider, int *removed);
+/* user_id is "" when the identity is unknown. */
+pgm_status	pgm_user_by_identity(pgm_conn *conn, const char *provider,
+								 const char *subject,
+								 char user_id[PGM_UUID_LEN]);
+
+/* ---- end of the account surface -------------------------------------- */
+
 /* ------------------------------------------------------------------------
  * Ledger.  Optional text arguments may be NULL (the SQL default).
  * ------------------------------------------------------------------------ */

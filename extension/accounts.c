@@ -57,6 +57,13 @@ check_username(const char *username)
 				 errdetail("A username has 3 to 64 characters, each a letter, a digit, \"_\", \".\" or \"-\".")));
 }
 
+/* The same rule, for the other account files (profiles.c: update_user). */
+void
+pgm_check_username(const char *username)
+{
+	check_username(username);
+}
+
 /* The roles must be a non-empty list of names that pgmarket.roles holds. */
 static void
 check_roles(ArrayType *roles)

@@ -5,3 +5,261 @@
 --
 -- Each part below stands under a heading of its own; new functions only,
 -- and the tables they need, so that the calls of 0.6.0 keep working.
+
+-------------------------------------------------------------------------------
+-------------------------------------------------------------------------------
+-- Part: the account surface (lookups, updates, passwords and resets,
+-- account roles, reactivation, external identities)
+-------------------------------------------------------------------------------
+-------------------------------------------------------------------------------
+
+-- Password reset tokens, stored only as a BLAKE2b-256 hash keyed with a
+-- subkey of the master key (resets.c); the raw token is returned once.
+-- hash_version is the master key version of the hash (the token carries it
+-- too, so that reset_password hashes once and looks up once).
+CREATE TABLE @extschema@.password_resets (
+    reset_id     uuid PRIMARY KEY,
+    token_hash   bytea NOT NULL,
+    hash_version int NOT NULL,
+    user_id      uuid NOT NULL REFERENCES @extschema@.accounts (id),
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at   timestamptz NOT NULL,
+    used_at      timestamptz
+);
+CREATE UNIQUE INDEX password_resets_token
+    ON @extschema@.password_resets (token_hash);
+CREATE INDEX password_resets_user ON @extschema@.password_resets (user_id);
+
+-- External identities (single sign-on): one user per (provider, subject),
+-- one subject per user and provider.
+CREATE TABLE @extschema@.identities (
+    provider   text NOT NULL,
+    subject    text NOT NULL,
+    user_id    uuid NOT NULL REFERENCES @extschema@.accounts (id),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (provider, subject)
+);
+CREATE UNIQUE INDEX identities_user_provider
+    ON @extschema@.identities (user_id, provider);
+
+-- Lookups (profiles.c)
+CREATE FUNCTION @extschema@.get_user(user_id uuid)
+    RETURNS SETOF @extschema@.users
+    AS 'MODULE_PATHNAME', 'pgm_get_user'
+    LANGUAGE C STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.get_user_by_email(email text)
+    RETURNS SETOF @extschema@.users
+    AS 'MODULE_PATHNAME', 'pgm_get_user_by_email'
+    LANGUAGE C STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.get_user_by_username(username text)
+    RETURNS SETOF @extschema@.users
+    AS 'MODULE_PATHNAME', 'pgm_get_user_by_username'
+    LANGUAGE C STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.update_last_login(user_id uuid)
+    RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'pgm_update_last_login'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.update_user(user_id uuid, email text DEFAULT NULL,
+        username text DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_update_user'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.reactivate_user(user_id uuid)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_reactivate_user'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+-- Passwords and resets (resets.c; the sealed forms in sealed.c)
+CREATE FUNCTION @extschema@.change_password(user_id uuid, old_password text,
+        new_password text)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'pgm_change_password'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.change_password_sealed(user_id uuid,
+        sealed_old_password bytea, sealed_new_password bytea)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'pgm_change_password_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.create_password_reset(user_id uuid,
+        ttl interval DEFAULT '1 hour')
+    RETURNS text
+    AS 'MODULE_PATHNAME', 'pgm_create_password_reset'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.reset_password(token text, new_password text)
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'pgm_reset_password'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.reset_password_sealed(token text,
+        sealed_new_password bytea)
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'pgm_reset_password_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+-- Account roles (roles.c)
+CREATE FUNCTION @extschema@.add_account_role(name text,
+        description text DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_add_account_role'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.grant_user_role(user_id uuid, role text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_grant_user_role'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.revoke_user_role(user_id uuid, role text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_revoke_user_role'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.has_role(user_id uuid, role text)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'pgm_has_role'
+    LANGUAGE C STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+-- External identities (identities.c)
+CREATE FUNCTION @extschema@.link_identity(user_id uuid, provider text,
+        subject text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'pgm_link_identity'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.unlink_identity(user_id uuid, provider text)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'pgm_unlink_identity'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.user_by_identity(provider text, subject text)
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'pgm_user_by_identity'
+    LANGUAGE C STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+-- The routing partition of a reset token (its four hex digits after
+-- "pwr_": hashtext(user_id::text) & 65535), as api_key_partition is a
+-- platform key's: what a PL/Proxy front routes reset_password by.
+CREATE FUNCTION @extschema@.reset_token_partition(token text)
+    RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN token OPERATOR(pg_catalog.~)
+                     '^pwr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$'
+                THEN pg_catalog.int4(pg_catalog.textcat('x',
+                         pg_catalog.substr(token, 5, 4))::bit(16))
+           END;
+
+-- Audited from install, like accounts; a reset's hash is recorded as
+-- changed, never with its value.
+CREATE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.password_resets
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger('token_hash');
+CREATE TRIGGER pgmarket_audit_truncate
+    AFTER TRUNCATE ON @extschema@.password_resets
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.identities
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger();
+CREATE TRIGGER pgmarket_audit_truncate
+    AFTER TRUNCATE ON @extschema@.identities
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger();
+
+-- Row-level security, as for the other tables of per-user rows.
+ALTER TABLE @extschema@.password_resets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.identities ENABLE ROW LEVEL SECURITY;
+CREATE POLICY password_resets_staff ON @extschema@.password_resets
+    FOR SELECT TO pgmarket_auditor, pgmarket_admin USING (true);
+CREATE POLICY identities_actor ON @extschema@.identities FOR ALL TO pgmarket_app
+    USING (pg_catalog.current_setting('pgmarket.actor', true) IS NULL
+        OR pg_catalog.current_setting('pgmarket.actor', true) OPERATOR(pg_catalog.=) ''
+        OR user_id OPERATOR(pg_catalog.=) @extschema@.current_actor())
+    WITH CHECK (pg_catalog.current_setting('pgmarket.actor', true) IS NULL
+        OR pg_catalog.current_setting('pgmarket.actor', true) OPERATOR(pg_catalog.=) ''
+        OR user_id OPERATOR(pg_catalog.=) @extschema@.current_actor());
+CREATE POLICY identities_staff ON @extschema@.identities
+    FOR SELECT TO pgmarket_auditor, pgmarket_admin USING (true);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.password_resets', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.identities', '');
+
+REVOKE ALL ON @extschema@.password_resets, @extschema@.identities FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    @extschema@.get_user(uuid),
+    @extschema@.get_user_by_email(text),
+    @extschema@.get_user_by_username(text),
+    @extschema@.update_last_login(uuid),
+    @extschema@.update_user(uuid, text, text),
+    @extschema@.reactivate_user(uuid),
+    @extschema@.change_password(uuid, text, text),
+    @extschema@.change_password_sealed(uuid, bytea, bytea),
+    @extschema@.create_password_reset(uuid, interval),
+    @extschema@.reset_password(text, text),
+    @extschema@.reset_password_sealed(text, bytea),
+    @extschema@.add_account_role(text, text),
+    @extschema@.grant_user_role(uuid, text),
+    @extschema@.revoke_user_role(uuid, text),
+    @extschema@.has_role(uuid, text),
+    @extschema@.link_identity(uuid, text, text),
+    @extschema@.unlink_identity(uuid, text),
+    @extschema@.user_by_identity(text, text),
+    @extschema@.reset_token_partition(text)
+    FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    @extschema@.get_user(uuid),
+    @extschema@.get_user_by_email(text),
+    @extschema@.get_user_by_username(text),
+    @extschema@.update_last_login(uuid),
+    @extschema@.update_user(uuid, text, text),
+    @extschema@.reactivate_user(uuid),
+    @extschema@.change_password(uuid, text, text),
+    @extschema@.change_password_sealed(uuid, bytea, bytea),
+    @extschema@.create_password_reset(uuid, interval),
+    @extschema@.reset_password(text, text),
+    @extschema@.reset_password_sealed(text, bytea),
+    @extschema@.grant_user_role(uuid, text),
+    @extschema@.revoke_user_role(uuid, text),
+    @extschema@.has_role(uuid, text),
+    @extschema@.link_identity(uuid, text, text),
+    @extschema@.unlink_identity(uuid, text),
+    @extschema@.user_by_identity(text, text),
+    @extschema@.reset_token_partition(text)
+    TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.add_account_role(text, text)
+    TO pgmarket_admin;
+
+-- Identities are read under the policies, like preferences; reset hashes,
+-- like platform key hashes, by nobody but the auditors.
+GRANT SELECT ON @extschema@.identities
+    TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+GRANT SELECT (reset_id, user_id, created_at, expires_at, used_at)
+    ON @extschema@.password_resets TO pgmarket_auditor, pgmarket_admin;
+
+-------------------------------------------------------------------------------
+-- End of part: the account surface
+-------------------------------------------------------------------------------

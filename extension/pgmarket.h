@@ -146,6 +146,7 @@ extern Datum pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 #define PGM_KDF_CONTEXT_APIKEY	"pgmapkey"	/* platform API key hashes */
 #define PGM_KDF_CONTEXT_AUDIT	"pgmaudit"	/* the audit hash chain */
 #define PGM_KDF_CONTEXT_BOX		"pgmboxky"	/* the sealing key pair */
+#define PGM_KDF_CONTEXT_RESET	"pgmreset"	/* password reset token hashes */
 extern void pgm_keyring_init(void);
 extern int32 pgm_keyring_newest_version(void);
 extern bool pgm_keyring_subkey(int32 version, const char *context,
@@ -237,6 +238,9 @@ extern void pgm_check_hash_to_store(const char *hash, const char *what);
 extern bool pgm_password_login(const char *password, size_t len,
 							   const char *stored, bool active, char **rehash);
 extern bool pgm_hash_costs_at_least_standard(const char *hash);
+
+/* accounts.c: the username rule, for profiles.c */
+extern void pgm_check_username(const char *username);
 
 /* emails.c: the one spelling of an address, for accounts.c */
 extern char *pgm_normalize_email(text *raw);

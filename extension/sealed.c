@@ -4,7 +4,7 @@
  *	  The sealed forms of the calls that take a password or a platform key:
  *	  create_user_sealed, authenticate_sealed, hash_password_sealed,
  *	  verify_password_sealed, verify_api_key_sealed, charge_api_key_sealed,
- *	  reserve_api_key_sealed.
+ *	  reserve_api_key_sealed, change_password_sealed, reset_password_sealed.
  *
  * With log_statement = all (and with several other settings, see health.c)
  * the server log holds every bind parameter of every call.  A password or a
@@ -59,6 +59,8 @@ PG_FUNCTION_INFO_V1(pgm_verify_password_sealed);
 PG_FUNCTION_INFO_V1(pgm_verify_api_key_sealed);
 PG_FUNCTION_INFO_V1(pgm_charge_api_key_sealed);
 PG_FUNCTION_INFO_V1(pgm_reserve_api_key_sealed);
+PG_FUNCTION_INFO_V1(pgm_change_password_sealed);
+PG_FUNCTION_INFO_V1(pgm_reset_password_sealed);
 
 /* the plain functions (accounts.c, passwords.c, apikeys.c) */
 extern PGDLLEXPORT Datum pgm_create_user(PG_FUNCTION_ARGS);
@@ -68,6 +70,8 @@ extern PGDLLEXPORT Datum pgm_verify_password(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_verify_api_key(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_charge_api_key(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_reserve_api_key(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum pgm_change_password(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum pgm_reset_password(PG_FUNCTION_ARGS);
 
 #define SEALED_VERSION			1
 #define SEALED_PASSWORD			'P'
@@ -472,4 +476,61 @@ Datum
 pgm_reserve_api_key_sealed(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_DATUM(call_key_sealed(fcinfo, pgm_reserve_api_key, 4));
+}
+
+/* ----------------------------------------------------------------
+ * Password changes (resets.c)
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * change_password_sealed(user_id uuid, sealed_old_password bytea,
+ *						  sealed_new_password bytea) RETURNS boolean
+ */
+Datum
+pgm_change_password_sealed(PG_FUNCTION_ARGS)
+{
+	Datum		values[3];
+	bool		nulls[3];
+	text	   *old_pw;
+	text	   *new_pw;
+	Datum		result;
+
+	pgm_user_arg(fcinfo, 0);
+	pgm_require_arg(fcinfo, 1, "sealed_old_password");
+	pgm_require_arg(fcinfo, 2, "sealed_new_password");
+	copy_args(fcinfo, 3, values, nulls);
+	old_pw = open_sealed(fcinfo, 1, "sealed_old_password", SEALED_PASSWORD);
+	new_pw = open_sealed(fcinfo, 2, "sealed_new_password", SEALED_PASSWORD);
+	values[1] = PointerGetDatum(old_pw);
+	values[2] = PointerGetDatum(new_pw);
+	result = call_plain(pgm_change_password, fcinfo, 3, values, nulls,
+						&fcinfo->isnull);
+	wipe_text(old_pw);
+	wipe_text(new_pw);
+	return result;
+}
+
+/*
+ * reset_password_sealed(token text, sealed_new_password bytea) RETURNS uuid.
+ * The token travels as text: it is single-use, and used up by the call
+ * that succeeds.
+ */
+Datum
+pgm_reset_password_sealed(PG_FUNCTION_ARGS)
+{
+	Datum		values[2];
+	bool		nulls[2];
+	text	   *new_pw;
+	Datum		result;
+
+	pgm_require_arg(fcinfo, 0, "token");
+	pgm_require_arg(fcinfo, 1, "sealed_new_password");
+	copy_args(fcinfo, 2, values, nulls);
+	new_pw = open_sealed(fcinfo, 1, "sealed_new_password", SEALED_PASSWORD);
+	values[1] = PointerGetDatum(new_pw);
+	result = call_plain(pgm_reset_password, fcinfo, 2, values, nulls,
+						&fcinfo->isnull);
+	wipe_text(new_pw);
+	return result;
 }

@@ -71,14 +71,18 @@ routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',
         'verify_api_key_sealed', 'charge_api_key_sealed',
         'reserve_api_key_sealed',
-        'save_template', 'get_template', 'list_templates'"
+        'save_template', 'get_template', 'list_templates',
+        'reset_password', 'reset_password_sealed'"
+# Per-user functions declared wholly by the static part (their result is
+# the row type of the proxy's view users, which the static part creates).
+own="'get_user'"
 # Declared by the static part (its CREATE FUNCTION pgmarket.X).
 static=$(sed -n 's/^CREATE FUNCTION pgmarket\.\([a-z_0-9]*\)(.*/'"'"'\1'"'"'/p' \
              "$here/pgmarket_proxy_static.sql" | sort -u | paste -sd, -)
 
 q() {
     "$PSQL" -X -q -At -v ON_ERROR_STOP=1 -v "internal=$internal" \
-        -v "routed=$routed" -v "static=$static" "$@"
+        -v "routed=$routed" -v "static=$static" -v "own=$own" "$@"
 }
 
 version=$(q "$@" -c "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")
@@ -169,6 +173,8 @@ WITH api AS (
                 -- the catalogue node
                 WHEN p.proname IN ('save_template', 'get_template', 'list_templates')
                 THEN '0'
+                WHEN p.proname IN ('reset_password', 'reset_password_sealed')
+                THEN 'coalesce(pgmarket.reset_token_partition(token), 0)'
                 ELSE 'coalesce(pgmarket.api_key_partition(api_key), 0)'
            END AS run_on,
            -- $2 .. $(n+1) of the proxy call: the API's arguments after the actor
@@ -180,6 +186,7 @@ WITH api AS (
      WHERE p.pronamespace = 'pgmarket'::regnamespace
        AND p.prokind = 'f'
        AND p.proname NOT IN (:internal)
+       AND p.proname NOT IN (:own)
        AND (   (p.proargnames[1] = 'user_id' AND p.proargtypes[0] = 'uuid'::regtype)
             OR p.proname IN (:routed))
 )
@@ -195,7 +202,8 @@ SELECT format(E'CREATE FUNCTION pgmarket_proxy.%I(actor text, %s)\n'
               pg_get_function_identity_arguments(a.oid),
               pg_get_function_result(a.oid),
               a.run_on, a.proname, coalesce(a.rest, ''))
-       || CASE WHEN a.proname IN ('create_user', 'create_user_sealed', 'import_user')
+       || CASE WHEN a.proname IN ('create_user', 'create_user_sealed', 'import_user',
+                                  'update_user')
                THEN ''
                -- the wrappers of these two claim the email and username
                -- first: proxy/pgmarket_proxy_static.sql
@@ -261,8 +269,14 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.chat_session_owner_all(text, uuid),
     pgmarket_proxy.expire_reservations_all(text),
     pgmarket_proxy.deduct_batch_on(text, int, pgmarket.charge[]),
-    pgmarket_proxy.claim_identity(uuid, text, text)
+    pgmarket_proxy.claim_identity(uuid, text, text),
+    pgmarket_proxy.claim_update(uuid, text, text),
+    pgmarket_proxy.get_user_by_email_all(text, text),
+    pgmarket_proxy.get_user_by_username_all(text, text),
+    pgmarket_proxy.user_by_identity_all(text, text, text)
     TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.add_account_role_all(text, text, text)
+    TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(text),
     pgmarket_proxy.usage_daily_all(text),

@@ -145,6 +145,36 @@ CREATE FUNCTION pgmarket.archive_project(user_id uuid, project_id uuid)
     RETURN pgmarket_proxy.archive_project_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
 
+CREATE FUNCTION pgmarket_proxy.change_password_on_node(actor text, user_id uuid, old_password text, new_password text)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.change_password(pgmarket.proxy_actor($1, $2), $3, $4);
+$$;
+
+CREATE FUNCTION pgmarket.change_password(user_id uuid, old_password text, new_password text)
+    RETURNS boolean
+    LANGUAGE sql
+    RETURN pgmarket_proxy.change_password_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3);
+
+CREATE FUNCTION pgmarket_proxy.change_password_sealed_on_node(actor text, user_id uuid, sealed_old_password bytea, sealed_new_password bytea)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.change_password_sealed(pgmarket.proxy_actor($1, $2), $3, $4);
+$$;
+
+CREATE FUNCTION pgmarket.change_password_sealed(user_id uuid, sealed_old_password bytea, sealed_new_password bytea)
+    RETURNS boolean
+    LANGUAGE sql
+    RETURN pgmarket_proxy.change_password_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3);
+
 CREATE FUNCTION pgmarket_proxy.charge_api_key_on_node(actor text, api_key text, amount numeric, model_id text, tokens_used bigint, idempotency_key text)
     RETURNS pgmarket.ledger_result
     LANGUAGE plproxy
@@ -206,6 +236,21 @@ CREATE FUNCTION pgmarket.create_chat_session(user_id uuid, model_id text, title 
     LANGUAGE sql
     RETURN pgmarket_proxy.create_chat_session_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
+
+CREATE FUNCTION pgmarket_proxy.create_password_reset_on_node(actor text, user_id uuid, ttl interval)
+    RETURNS text
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.create_password_reset(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.create_password_reset(user_id uuid, ttl interval DEFAULT '01:00:00'::interval)
+    RETURNS text
+    LANGUAGE sql
+    RETURN pgmarket_proxy.create_password_reset_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
 
 CREATE FUNCTION pgmarket_proxy.create_user_on_node(actor text, email text, username text, password text, roles text[], id uuid)
     RETURNS uuid
@@ -394,6 +439,36 @@ CREATE FUNCTION pgmarket.get_template(name text)
     RETURN pgmarket_proxy.get_template_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 
+CREATE FUNCTION pgmarket_proxy.grant_user_role_on_node(actor text, user_id uuid, role text)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.grant_user_role(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.grant_user_role(user_id uuid, role text)
+    RETURNS void
+    LANGUAGE sql
+    RETURN pgmarket_proxy.grant_user_role_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
+CREATE FUNCTION pgmarket_proxy.has_role_on_node(actor text, user_id uuid, role text)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.has_role(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.has_role(user_id uuid, role text)
+    RETURNS boolean
+    LANGUAGE sql
+    RETURN pgmarket_proxy.has_role_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
 CREATE FUNCTION pgmarket_proxy.import_user_on_node(actor text, id uuid, email text, username text, password_hash text, created_at timestamp with time zone)
     RETURNS uuid
     LANGUAGE plproxy
@@ -419,6 +494,21 @@ BEGIN ATOMIC
     SELECT * FROM pgmarket_proxy.ledger_entries_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3);
 END;
+
+CREATE FUNCTION pgmarket_proxy.link_identity_on_node(actor text, user_id uuid, provider text, subject text)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.link_identity(pgmarket.proxy_actor($1, $2), $3, $4);
+$$;
+
+CREATE FUNCTION pgmarket.link_identity(user_id uuid, provider text, subject text)
+    RETURNS void
+    LANGUAGE sql
+    RETURN pgmarket_proxy.link_identity_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3);
 
 CREATE FUNCTION pgmarket_proxy.list_api_keys_on_node(actor text, user_id uuid)
     RETURNS TABLE(key_id uuid, name text, prefix text, scopes text[], rate_limit_tier text, environment text, spend_limit numeric, spend_period text, spent numeric, total_spent numeric, created_at timestamp with time zone, expires_at timestamp with time zone, last_used_at timestamp with time zone, revoked_at timestamp with time zone)
@@ -567,6 +657,21 @@ CREATE FUNCTION pgmarket.rate_model(user_id uuid, model_id text, stars integer, 
     RETURN pgmarket_proxy.rate_model_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
 
+CREATE FUNCTION pgmarket_proxy.reactivate_user_on_node(actor text, user_id uuid)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.reactivate_user(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.reactivate_user(user_id uuid)
+    RETURNS void
+    LANGUAGE sql
+    RETURN pgmarket_proxy.reactivate_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1);
+
 CREATE FUNCTION pgmarket_proxy.record_completion_on_node(actor text, user_id uuid, session_id uuid, content text, tokens integer, cost numeric, idempotency_key text, message_uuid uuid, model_id text)
     RETURNS pgmarket.ledger_result
     LANGUAGE plproxy
@@ -672,6 +777,36 @@ CREATE FUNCTION pgmarket.reserve_api_key_sealed(key_prefix text, sealed_key byte
     RETURN pgmarket_proxy.reserve_api_key_sealed_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
 
+CREATE FUNCTION pgmarket_proxy.reset_password_on_node(actor text, token text, new_password text)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.reset_token_partition(token), 0);
+    SELECT * FROM pgmarket.reset_password(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.reset_password(token text, new_password text)
+    RETURNS uuid
+    LANGUAGE sql
+    RETURN pgmarket_proxy.reset_password_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
+CREATE FUNCTION pgmarket_proxy.reset_password_sealed_on_node(actor text, token text, sealed_new_password bytea)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.reset_token_partition(token), 0);
+    SELECT * FROM pgmarket.reset_password_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.reset_password_sealed(token text, sealed_new_password bytea)
+    RETURNS uuid
+    LANGUAGE sql
+    RETURN pgmarket_proxy.reset_password_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
 CREATE FUNCTION pgmarket_proxy.revoke_api_key_on_node(actor text, user_id uuid, key_id uuid)
     RETURNS boolean
     LANGUAGE plproxy
@@ -700,6 +835,21 @@ CREATE FUNCTION pgmarket.revoke_provider_key(user_id uuid, key_id uuid)
     RETURNS boolean
     LANGUAGE sql
     RETURN pgmarket_proxy.revoke_provider_key_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
+CREATE FUNCTION pgmarket_proxy.revoke_user_role_on_node(actor text, user_id uuid, role text)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.revoke_user_role(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.revoke_user_role(user_id uuid, role text)
+    RETURNS void
+    LANGUAGE sql
+    RETURN pgmarket_proxy.revoke_user_role_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
 
 CREATE FUNCTION pgmarket_proxy.save_chat_message_on_node(actor text, user_id uuid, session_id uuid, role text, content text, tokens integer, cost numeric, tool_calls jsonb, message_uuid uuid, model_id text)
@@ -792,6 +942,21 @@ CREATE FUNCTION pgmarket.settle(user_id uuid, reservation_id bigint, amount nume
     RETURN pgmarket_proxy.settle_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5);
 
+CREATE FUNCTION pgmarket_proxy.unlink_identity_on_node(actor text, user_id uuid, provider text)
+    RETURNS boolean
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.unlink_identity(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.unlink_identity(user_id uuid, provider text)
+    RETURNS boolean
+    LANGUAGE sql
+    RETURN pgmarket_proxy.unlink_identity_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+
 CREATE FUNCTION pgmarket_proxy.update_chat_context_on_node(actor text, user_id uuid, session_id uuid, context jsonb, merge boolean)
     RETURNS void
     LANGUAGE plproxy
@@ -806,6 +971,30 @@ CREATE FUNCTION pgmarket.update_chat_context(user_id uuid, session_id uuid, cont
     LANGUAGE sql
     RETURN pgmarket_proxy.update_chat_context_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
+
+CREATE FUNCTION pgmarket_proxy.update_last_login_on_node(actor text, user_id uuid)
+    RETURNS timestamp with time zone
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.update_last_login(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.update_last_login(user_id uuid)
+    RETURNS timestamp with time zone
+    LANGUAGE sql
+    RETURN pgmarket_proxy.update_last_login_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1);
+
+CREATE FUNCTION pgmarket_proxy.update_user_on_node(actor text, user_id uuid, email text, username text)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.update_user(pgmarket.proxy_actor($1, $2), $3, $4);
+$$;
 
 CREATE FUNCTION pgmarket_proxy.verify_api_key_on_node(actor text, api_key text)
     RETURNS TABLE(key_id uuid, user_id uuid, scopes text[], rate_limit_tier text)
@@ -1524,6 +1713,172 @@ END
 $$;
 
 -------------------------------------------------------------------------------
+-- Accounts: lookups, updates, resets, roles and identities
+-------------------------------------------------------------------------------
+
+-- The routing partition of a password reset token (resets.c on a node):
+-- the four hex digits after "pwr_" are hashtext(user_id::text) & 65535, as
+-- in a platform key.  NULL for a text that is not shaped like a token; the
+-- call then goes to partition 0, which answers NULL as every node would.
+CREATE FUNCTION pgmarket.reset_token_partition(token text) RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN token OPERATOR(pg_catalog.~)
+                     '^pwr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$'
+                THEN pg_catalog.int4(pg_catalog.textcat('x',
+                         pg_catalog.substr(token, 5, 4))::bit(16))
+           END;
+
+-- get_user: on the user's node.  Declared here rather than generated: its
+-- result is the row type of the view users, which this part creates.
+CREATE FUNCTION pgmarket_proxy.get_user_on_node(actor text, user_id uuid)
+    RETURNS TABLE (id uuid, email text, username text, roles text[],
+                   is_active boolean, created_at timestamptz,
+                   last_login_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.get_user(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_user(user_id uuid)
+    RETURNS SETOF pgmarket.users
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.get_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), user_id);
+END;
+
+-- An email or a username names no partition: every node looks (an index
+-- probe each), at most one finds the user.
+CREATE FUNCTION pgmarket_proxy.get_user_by_email_all(actor text, email text)
+    RETURNS TABLE (id uuid, email text, username text, roles text[],
+                   is_active boolean, created_at timestamptz,
+                   last_login_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT * FROM pgmarket.get_user_by_email(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_user_by_email(email text)
+    RETURNS SETOF pgmarket.users
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.get_user_by_email_all(
+        pg_catalog.current_setting('pgmarket.actor', true), email);
+END;
+
+CREATE FUNCTION pgmarket_proxy.get_user_by_username_all(actor text, username text)
+    RETURNS TABLE (id uuid, email text, username text, roles text[],
+                   is_active boolean, created_at timestamptz,
+                   last_login_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT * FROM pgmarket.get_user_by_username(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_user_by_username(username text)
+    RETURNS SETOF pgmarket.users
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.get_user_by_username_all(
+        pg_catalog.current_setting('pgmarket.actor', true), username);
+END;
+
+-- update_user claims a new email or username in the directory first (as
+-- create_user does), so that they stay unique across all nodes; the node
+-- then checks and changes them.  A user the directory does not know
+-- (created on a node directly) is the node's alone to check.
+CREATE FUNCTION pgmarket_proxy.claim_update(p_id uuid, p_email text,
+        p_username text)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e text := lower(btrim(p_email, E' \t\n\r'));
+    u text := lower(p_username);
+BEGIN
+    IF p_id IS NULL OR (p_email IS NULL AND p_username IS NULL) THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM pgmarket_proxy.directory d
+                WHERE d.email = e AND d.user_id <> p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = '23505',
+            MESSAGE = format('email "%s" is already registered', e);
+    END IF;
+    IF EXISTS (SELECT FROM pgmarket_proxy.directory d
+                WHERE d.username_lower = u AND d.user_id <> p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = '23505',
+            MESSAGE = format('username "%s" is already taken', p_username),
+            DETAIL = 'Usernames are unique without regard to case.';
+    END IF;
+    UPDATE pgmarket_proxy.directory d
+       SET email = coalesce(e, d.email),
+           username_lower = coalesce(u, d.username_lower)
+     WHERE d.user_id = p_id;
+END
+$$;
+
+CREATE FUNCTION pgmarket.update_user(user_id uuid, email text DEFAULT NULL::text,
+        username text DEFAULT NULL::text)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_update(user_id, email, username);
+    PERFORM pgmarket_proxy.update_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        user_id, email, username);
+END
+$$;
+
+-- An identity names no partition: every node looks, and an identity that
+-- two nodes know (linked on each) names no one.
+CREATE FUNCTION pgmarket_proxy.user_by_identity_all(actor text, provider text,
+        subject text)
+    RETURNS SETOF uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.user_by_identity(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.user_by_identity(provider text, subject text)
+    RETURNS uuid
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT CASE WHEN count(*) = 1 THEN (array_agg(o))[1] END
+              FROM pgmarket_proxy.user_by_identity_all(
+                       current_setting('pgmarket.actor', true), provider, subject) o
+             WHERE o IS NOT NULL);
+
+-- Every node has its own table of roles: a role is registered on all.
+CREATE FUNCTION pgmarket_proxy.add_account_role_all(actor text, name text,
+        description text)
+    RETURNS SETOF int
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT 1 FROM pgmarket.add_account_role(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.add_account_role(name text, description text DEFAULT NULL::text)
+    RETURNS void
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT count(*) FROM pgmarket_proxy.add_account_role_all(
+        pg_catalog.current_setting('pgmarket.actor', true), name, description);
+END;
+
+-------------------------------------------------------------------------------
 -- Privileges, as on a node
 -------------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgmarket FROM PUBLIC;
@@ -1551,8 +1906,14 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.chat_session_owner_all(text, uuid),
     pgmarket_proxy.expire_reservations_all(text),
     pgmarket_proxy.deduct_batch_on(text, int, pgmarket.charge[]),
-    pgmarket_proxy.claim_identity(uuid, text, text)
+    pgmarket_proxy.claim_identity(uuid, text, text),
+    pgmarket_proxy.claim_update(uuid, text, text),
+    pgmarket_proxy.get_user_by_email_all(text, text),
+    pgmarket_proxy.get_user_by_username_all(text, text),
+    pgmarket_proxy.user_by_identity_all(text, text, text)
     TO pgmarket_app, pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.add_account_role_all(text, text, text)
+    TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(text),
     pgmarket_proxy.usage_daily_all(text),
@@ -1569,6 +1930,7 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(text),
     pgmarket_proxy.rotate_master_key_all(text, int)
     TO pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket.add_account_role(name text, description text) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.add_funds(user_id uuid, amount numeric, idempotency_key text, note text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.add_funds_on_node(actor text, user_id uuid, amount numeric, idempotency_key text, note text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.api_key_partition(api_key text) TO pgmarket_admin, pgmarket_app;
@@ -1577,6 +1939,10 @@ GRANT EXECUTE ON FUNCTION pgmarket_proxy.archive_project_on_node(actor text, use
 GRANT EXECUTE ON FUNCTION pgmarket.audit_head() TO pgmarket_admin, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket.authenticate(login text, password text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.authenticate_sealed(login text, sealed_password bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.change_password(user_id uuid, old_password text, new_password text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.change_password_on_node(actor text, user_id uuid, old_password text, new_password text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.change_password_sealed(user_id uuid, sealed_old_password bytea, sealed_new_password bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.change_password_sealed_on_node(actor text, user_id uuid, sealed_old_password bytea, sealed_new_password bytea) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.charge_api_key(api_key text, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.charge_api_key_on_node(actor text, api_key text, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.charge_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
@@ -1586,6 +1952,8 @@ GRANT EXECUTE ON FUNCTION pgmarket.create_api_key(user_id uuid, name text, scope
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_chat_session(user_id uuid, model_id text, title text, agent_id text, id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_chat_session_on_node(actor text, user_id uuid, model_id text, title text, agent_id text, id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.create_password_reset(user_id uuid, ttl interval) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_password_reset_on_node(actor text, user_id uuid, ttl interval) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_user(email text, username text, password text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_user_on_node(actor text, email text, username text, password text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_user_sealed(email text, username text, sealed_password bytea, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
@@ -1615,6 +1983,14 @@ GRANT EXECUTE ON FUNCTION pgmarket.get_provider_key(user_id uuid, provider text)
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_provider_key_on_node(actor text, user_id uuid, provider text) TO pgmarket_admin, pgmarket_keyreader;
 GRANT EXECUTE ON FUNCTION pgmarket.get_template(name text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_template_on_node(actor text, name text) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
+GRANT EXECUTE ON FUNCTION pgmarket.get_user(user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_user_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.get_user_by_email(email text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.get_user_by_username(username text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.grant_user_role(user_id uuid, role text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.grant_user_role_on_node(actor text, user_id uuid, role text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.has_role(user_id uuid, role text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.has_role_on_node(actor text, user_id uuid, role text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.hash_password(password text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.hash_password_sealed(sealed_password bytea) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.health() TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
@@ -1622,6 +1998,8 @@ GRANT EXECUTE ON FUNCTION pgmarket.import_user(id uuid, email text, username tex
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.import_user_on_node(actor text, id uuid, email text, username text, password_hash text, created_at timestamp with time zone) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.ledger_entries(user_id uuid, max_rows integer, before_id bigint) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.ledger_entries_on_node(actor text, user_id uuid, max_rows integer, before_id bigint) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.link_identity(user_id uuid, provider text, subject text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.link_identity_on_node(actor text, user_id uuid, provider text, subject text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_api_keys(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.list_api_keys_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.list_chat_sessions(user_id uuid, status text, max_rows integer, before timestamp with time zone, before_session_id uuid) TO pgmarket_admin, pgmarket_app;
@@ -1640,6 +2018,8 @@ GRANT EXECUTE ON FUNCTION pgmarket.put_provider_key_sealed(user_id uuid, provide
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.put_provider_key_sealed_on_node(actor text, user_id uuid, provider text, sealed bytea, label text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.rate_model(user_id uuid, model_id text, stars integer, review text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.rate_model_on_node(actor text, user_id uuid, model_id text, stars integer, review text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.reactivate_user(user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.reactivate_user_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.record_completion(user_id uuid, session_id uuid, content text, tokens integer, cost numeric, idempotency_key text, message_uuid uuid, model_id text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.record_completion_on_node(actor text, user_id uuid, session_id uuid, content text, tokens integer, cost numeric, idempotency_key text, message_uuid uuid, model_id text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.refund(user_id uuid, entry_id bigint, amount numeric, idempotency_key text) TO pgmarket_admin, pgmarket_app;
@@ -1654,10 +2034,17 @@ GRANT EXECUTE ON FUNCTION pgmarket.reserve_api_key(api_key text, amount numeric,
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.reserve_api_key_on_node(actor text, api_key text, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.reserve_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.reserve_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea, amount numeric, ttl interval, idempotency_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.reset_password(token text, new_password text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.reset_password_on_node(actor text, token text, new_password text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.reset_password_sealed(token text, sealed_new_password bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.reset_password_sealed_on_node(actor text, token text, sealed_new_password bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.reset_token_partition(token text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.revoke_api_key(user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.revoke_api_key_on_node(actor text, user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.revoke_provider_key(user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.revoke_provider_key_on_node(actor text, user_id uuid, key_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.revoke_user_role(user_id uuid, role text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.revoke_user_role_on_node(actor text, user_id uuid, role text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.rotate_master_key(batch_size integer) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.save_chat_message(user_id uuid, session_id uuid, role text, content text, tokens integer, cost numeric, tool_calls jsonb, message_uuid uuid, model_id text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.save_chat_message_on_node(actor text, user_id uuid, session_id uuid, role text, content text, tokens integer, cost numeric, tool_calls jsonb, message_uuid uuid, model_id text) TO pgmarket_admin, pgmarket_app;
@@ -1672,8 +2059,15 @@ GRANT EXECUTE ON FUNCTION pgmarket.set_preference(user_id uuid, key text, value 
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.set_preference_on_node(actor text, user_id uuid, key text, value jsonb) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.settle(user_id uuid, reservation_id bigint, amount numeric, model_id text, tokens_used bigint) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.settle_on_node(actor text, user_id uuid, reservation_id bigint, amount numeric, model_id text, tokens_used bigint) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.unlink_identity(user_id uuid, provider text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.unlink_identity_on_node(actor text, user_id uuid, provider text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.update_chat_context(user_id uuid, session_id uuid, context jsonb, merge boolean) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.update_chat_context_on_node(actor text, user_id uuid, session_id uuid, context jsonb, merge boolean) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.update_last_login(user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.update_last_login_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.update_user(user_id uuid, email text, username text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.update_user_on_node(actor text, user_id uuid, email text, username text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.user_by_identity(provider text, subject text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.vault_public_key() TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.verify_api_key(api_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.verify_api_key_on_node(actor text, api_key text) TO pgmarket_admin, pgmarket_app;

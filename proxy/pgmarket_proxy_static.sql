@@ -676,3 +676,169 @@ BEGIN
         id, email, username, password_hash, created_at);
 END
 $$;
+
+-------------------------------------------------------------------------------
+-- Accounts: lookups, updates, resets, roles and identities
+-------------------------------------------------------------------------------
+
+-- The routing partition of a password reset token (resets.c on a node):
+-- the four hex digits after "pwr_" are hashtext(user_id::text) & 65535, as
+-- in a platform key.  NULL for a text that is not shaped like a token; the
+-- call then goes to partition 0, which answers NULL as every node would.
+CREATE FUNCTION pgmarket.reset_token_partition(token text) RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN token OPERATOR(pg_catalog.~)
+                     '^pwr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$'
+                THEN pg_catalog.int4(pg_catalog.textcat('x',
+                         pg_catalog.substr(token, 5, 4))::bit(16))
+           END;
+
+-- get_user: on the user's node.  Declared here rather than generated: its
+-- result is the row type of the view users, which this part creates.
+CREATE FUNCTION pgmarket_proxy.get_user_on_node(actor text, user_id uuid)
+    RETURNS TABLE (id uuid, email text, username text, roles text[],
+                   is_active boolean, created_at timestamptz,
+                   last_login_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.get_user(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_user(user_id uuid)
+    RETURNS SETOF pgmarket.users
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.get_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), user_id);
+END;
+
+-- An email or a username names no partition: every node looks (an index
+-- probe each), at most one finds the user.
+CREATE FUNCTION pgmarket_proxy.get_user_by_email_all(actor text, email text)
+    RETURNS TABLE (id uuid, email text, username text, roles text[],
+                   is_active boolean, created_at timestamptz,
+                   last_login_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT * FROM pgmarket.get_user_by_email(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_user_by_email(email text)
+    RETURNS SETOF pgmarket.users
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.get_user_by_email_all(
+        pg_catalog.current_setting('pgmarket.actor', true), email);
+END;
+
+CREATE FUNCTION pgmarket_proxy.get_user_by_username_all(actor text, username text)
+    RETURNS TABLE (id uuid, email text, username text, roles text[],
+                   is_active boolean, created_at timestamptz,
+                   last_login_at timestamptz)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT * FROM pgmarket.get_user_by_username(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.get_user_by_username(username text)
+    RETURNS SETOF pgmarket.users
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.get_user_by_username_all(
+        pg_catalog.current_setting('pgmarket.actor', true), username);
+END;
+
+-- update_user claims a new email or username in the directory first (as
+-- create_user does), so that they stay unique across all nodes; the node
+-- then checks and changes them.  A user the directory does not know
+-- (created on a node directly) is the node's alone to check.
+CREATE FUNCTION pgmarket_proxy.claim_update(p_id uuid, p_email text,
+        p_username text)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e text := lower(btrim(p_email, E' \t\n\r'));
+    u text := lower(p_username);
+BEGIN
+    IF p_id IS NULL OR (p_email IS NULL AND p_username IS NULL) THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM pgmarket_proxy.directory d
+                WHERE d.email = e AND d.user_id <> p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = '23505',
+            MESSAGE = format('email "%s" is already registered', e);
+    END IF;
+    IF EXISTS (SELECT FROM pgmarket_proxy.directory d
+                WHERE d.username_lower = u AND d.user_id <> p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = '23505',
+            MESSAGE = format('username "%s" is already taken', p_username),
+            DETAIL = 'Usernames are unique without regard to case.';
+    END IF;
+    UPDATE pgmarket_proxy.directory d
+       SET email = coalesce(e, d.email),
+           username_lower = coalesce(u, d.username_lower)
+     WHERE d.user_id = p_id;
+END
+$$;
+
+CREATE FUNCTION pgmarket.update_user(user_id uuid, email text DEFAULT NULL::text,
+        username text DEFAULT NULL::text)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_update(user_id, email, username);
+    PERFORM pgmarket_proxy.update_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        user_id, email, username);
+END
+$$;
+
+-- An identity names no partition: every node looks, and an identity that
+-- two nodes know (linked on each) names no one.
+CREATE FUNCTION pgmarket_proxy.user_by_identity_all(actor text, provider text,
+        subject text)
+    RETURNS SETOF uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT pgmarket.user_by_identity(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.user_by_identity(provider text, subject text)
+    RETURNS uuid
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT CASE WHEN count(*) = 1 THEN (array_agg(o))[1] END
+              FROM pgmarket_proxy.user_by_identity_all(
+                       current_setting('pgmarket.actor', true), provider, subject) o
+             WHERE o IS NOT NULL);
+
+-- Every node has its own table of roles: a role is registered on all.
+CREATE FUNCTION pgmarket_proxy.add_account_role_all(actor text, name text,
+        description text)
+    RETURNS SETOF int
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT 1 FROM pgmarket.add_account_role(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.add_account_role(name text, description text DEFAULT NULL::text)
+    RETURNS void
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT count(*) FROM pgmarket_proxy.add_account_role_all(
+        pg_catalog.current_setting('pgmarket.actor', true), name, description);
+END;

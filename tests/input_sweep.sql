@@ -242,7 +242,15 @@ INSERT INTO sweep.valid_by_name VALUES
 	('target', '', $$'sweep.audited'::regclass$$),
 	('before', '', $$(now() - interval '1 year')$$),
 	('micro', '', '1::bigint'),
-	('charges', '', $$ARRAY[ROW({uid}, 0.5, 'm', 1, NULL)]::pgmarket.charge[]$$);
+	('charges', '', $$ARRAY[ROW({uid}, 0.5, 'm', 1, NULL)]::pgmarket.charge[]$$),
+	('old_password', '', $$'sweep password 1'::text$$),
+	('new_password', '', $$'sweep password 2'::text$$),
+	('sealed_old_password', '', $$decode(repeat('5a', 80), 'hex')$$),
+	('sealed_new_password', '', $$decode(repeat('5a', 80), 'hex')$$),
+	('token', '', $$'pwr_000000000001_' || repeat('A', 43)$$),
+	('subject', '', $$'sweep-subject-{n}'::text$$),
+	('description', '', $$'a role of the sweep'::text$$),
+	('name', 'add_account_role', $$'sweep_role'::text$$);
 
 CREATE TABLE sweep.valid_by_type (typ regtype PRIMARY KEY, expr text NOT NULL);
 INSERT INTO sweep.valid_by_type VALUES

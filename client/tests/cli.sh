@@ -312,3 +312,59 @@ fi
 # one version: the tool's is the extension's
 expect "version" 0 pgm --version
 has "the tool's version is the extension's" "$tmp/out" "^pgmarket $(q "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")\$"
+
+# --- user: the account surface ------------------------------------------------
+echo "# pgmarket user"
+uid=0a000000-0000-4000-8000-0000000000c1
+q "SELECT pgmarket.create_user('cli.user@example.com', 'cli_user', NULL, '{user}', '$uid')" >/dev/null
+expect "user --help" 0 pgm user --help
+has "user --help lists the subcommands" "$tmp/out" 'user reset-password USER_ID'
+expect "user show by id" 0 pgm user show "$uid"
+has "user show prints the email" "$tmp/out" '^email +cli\.user@example\.com$'
+has "user show prints the roles" "$tmp/out" '^roles +\{user\}$'
+expect "user show by email, any spelling" 0 pgm user show --email ' CLI.User@Example.com'
+has "user show finds the user by email" "$tmp/out" "^id +$uid\$"
+expect "user show by username" 0 pgm user show --username CLI_USER
+expect "user show of nobody exits 1" 1 pgm user show --username nobody_here
+has "user show says no such user" "$tmp/err" 'no such user'
+expect "user set" 0 pgm user set "$uid" --username cli_user2 --email cli.user2@example.com
+[ "$(q "SELECT username || ' ' || email FROM pgmarket.users WHERE id = '$uid'")" = "cli_user2 cli.user2@example.com" ] &&
+    ok "cli: user set changes email and username" || notok "cli: user set"
+expect "user set a malformed email fails" 1 pgm user set "$uid" --email not-an-email
+has "user set names the bad email" "$tmp/err" 'not a valid address'
+expect "user grant" 0 pgm user grant "$uid" developer
+expect "user grant an unknown role fails" 1 pgm user grant "$uid" wizard
+expect "user revoke" 0 pgm user revoke "$uid" user
+[ "$(q "SELECT roles FROM pgmarket.users WHERE id = '$uid'")" = "{developer}" ] &&
+    ok "cli: grant and revoke change the roles" || notok "cli: user grant/revoke"
+expect "user grant with --actor is refused" 1 pgm --actor "$uid" user grant "$uid" admin
+has "user grant with an actor: permission denied" "$tmp/err" '42501'
+expect "user reset-password" 0 pgm user reset-password "$uid" --ttl '10 minutes'
+token=$(cat "$tmp/out")
+[[ $token =~ ^pwr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$ ]] && ok "cli: reset-password prints a token" ||
+    notok "cli: reset-password token: $token"
+[ "$(q "SELECT pgmarket.reset_password('$token', 'cli new password')")" = "$uid" ] &&
+    ok "cli: the printed token resets the password" || notok "cli: token does not reset"
+expect "user reset-password with a bad ttl fails" 1 pgm user reset-password "$uid" --ttl '8 days'
+expect "user link" 0 pgm user link "$uid" GitHub cli-octocat
+[ "$(q "SELECT pgmarket.user_by_identity('github', 'cli-octocat')")" = "$uid" ] &&
+    ok "cli: user link links the identity" || notok "cli: user link"
+expect "user link of a taken identity fails" 1 pgm user link "$grace" github cli-octocat
+expect "user unlink" 0 pgm user unlink "$uid" github
+expect "user unlink again exits 1" 1 pgm user unlink "$uid" github
+# usage errors: exit 2 and nothing done, without asking the server
+before=$(q "SELECT count(*) FROM pgmarket.audit_log")
+for args in "user" "user frob" "user show" "user show $uid --email x@example.com" \
+            "user show --bogus x" "user set $uid" "user set $uid --email" \
+            "user grant $uid" "user grant $uid admin extra" "user reset-password $uid --ttl" \
+            "user reset-password $uid --days 3" "user link $uid github" "user unlink $uid"; do
+    # shellcheck disable=SC2086
+    pgm $args >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 2 ] && ok "cli: pgmarket $args exits 2" || notok "cli: pgmarket $args exits $rc"
+done
+# shellcheck disable=SC2086
+pgm -d "host=/nonexistent port=1" user grant "$uid" --bogus >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: a bad option exits 2 before connecting" || notok "cli: bad option with no server"
+[ "$(q "SELECT count(*) FROM pgmarket.audit_log")" = "$before" ] &&
+    ok "cli: the usage errors changed nothing" || notok "cli: a usage error changed something"

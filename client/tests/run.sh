@@ -8,7 +8,8 @@
 #      (scripts/test.sh's cluster names pgmarket_test.key; a server that
 #      names none is refused), log_statement = 'all' for the database;
 #   2. tests/test_json.bin: the import's JSON reader and checks (no server);
-#      tests/test_client.bin: every library call;
+#      tests/test_client.bin: every library call; tests/test_accounts.bin:
+#      the account surface;
 #   3. each examples/*.bin;
 #   4. tests/test_client.bin bouncer: through a pgbouncer of our own in
 #      transaction mode (skipped with a note when pgbouncer is missing);
@@ -99,6 +100,7 @@ run_counted() {
 }
 run_counted json tests/test_json.bin
 run_counted library tests/test_client.bin
+run_counted accounts tests/test_accounts.bin
 
 # --- 3. the examples ------------------------------------------------------------
 for ex in examples/*.bin; do

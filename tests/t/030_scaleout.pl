@@ -214,6 +214,43 @@ is( $nodes[0]->safe_psql(dbof($nodes[0]), 'SELECT count(*) FROM pgmarket.users')
 is(q_proxy('SELECT count(*) FROM pgmarket.users'),
 	scalar(@uids), 'users view through the proxy: the union');
 
+# --- the account surface through the proxy ---------------------------------
+
+is(q_proxy("SELECT id FROM pgmarket.get_user_by_email(' U2\@Example.COM')"),
+	$uids[1], 'get_user_by_email finds a user on whichever node holds it');
+is(q_proxy("SELECT id FROM pgmarket.get_user_by_username('USER3')"),
+	$uids[2], 'get_user_by_username too');
+is(q_proxy("SELECT username FROM pgmarket.get_user('$uids[3]')"),
+	'user4', 'get_user on the user\'s node');
+is(q_proxy("SELECT count(*) FROM pgmarket.get_user_by_email('nobody\@example.com')"),
+	'0', 'an unknown email: no row from any node');
+q_proxy("SELECT pgmarket.update_user('$uids[0]', username => 'user1_new')");
+is(q_proxy("SELECT username_lower FROM pgmarket_proxy.directory WHERE user_id = '$uids[0]'"),
+	'user1_new', 'update_user claims the new username in the directory');
+is( q_proxy(
+		"SELECT t.run(\$q\$SELECT pgmarket.update_user('$elsewhere', email => 'u1\@example.com')\$q\$)"),
+	'ERROR 23505', 'an email of another node is refused to update_user');
+is( q_proxy(
+		"SELECT t.run(\$q\$SELECT pgmarket.update_user('$uids[1]', username => 'USER1_NEW')\$q\$)"),
+	'ERROR 23505', 'so is a username another user holds');
+my $token = q_proxy("SELECT pgmarket.create_password_reset('$uids[4]')");
+is(q_proxy("SELECT pgmarket.reset_password('$token', 'proxy reset')"),
+	$uids[4], 'a reset token routes to its user\'s node');
+is(q_proxy("SELECT pgmarket.reset_password('$token', 'again') IS NULL"),
+	't', 'and is used up there');
+is(q_proxy("SELECT pgmarket.reset_password('not a token', 'x') IS NULL"),
+	't', 'a text that is no token resets nothing');
+q_proxy("SELECT pgmarket.link_identity('$uids[5]', 'github', 'proxy-octocat')");
+is(q_proxy("SELECT pgmarket.user_by_identity('GitHub', 'proxy-octocat')"),
+	$uids[5], 'user_by_identity asks every node');
+q_proxy("SELECT pgmarket.add_account_role('proxy-role', 'on every node')");
+is( $nodes[0]->safe_psql(dbof($nodes[0]), "SELECT count(*) FROM pgmarket.roles WHERE name = 'proxy-role'")
+	  . $nodes[1]->safe_psql(dbof($nodes[1]), "SELECT count(*) FROM pgmarket.roles WHERE name = 'proxy-role'"),
+	'11', 'add_account_role registers the role on every node');
+q_proxy("SELECT pgmarket.grant_user_role('$uids[6]', 'proxy-role')");
+is(q_proxy("SELECT pgmarket.has_role('$uids[6]', 'proxy-role')"),
+	't', 'a role granted through the proxy');
+
 # --- the same sequence through the proxy and on one node --------------------
 
 my @seq = (
