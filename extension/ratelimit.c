@@ -245,16 +245,19 @@ rate_shmem_startup(void)
 
 /*
  * Called by _PG_init: the settings, and the shared memory when the library
- * is being preloaded (it cannot be had later).
+ * is being preloaded (it cannot be had later; nor can a PGC_POSTMASTER
+ * setting be defined then, so pgmarket.rate_limit_keys exists only in a
+ * server that preloads the library).
  */
 void
 pgm_ratelimit_init(void)
 {
-	DefineCustomIntVariable("pgmarket.rate_limit_keys",
-							"Platform keys whose rate limits are counted in shared memory.",
-							"Needs pgmarket in shared_preload_libraries; keys beyond it are counted in a table.",
-							&rate_limit_keys, 10000, 0, 1000000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("pgmarket.rate_limit_keys",
+								"Platform keys whose rate limits are counted in shared memory.",
+								"Keys beyond it are counted in a table.",
+								&rate_limit_keys, 10000, 0, 1000000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("pgmarket.rate_limiter",
 							   "Where the rate limiter counts: shared_memory or table.",
 							   NULL, &rate_limiter_mode,

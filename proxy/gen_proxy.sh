@@ -26,8 +26,8 @@
 #    before routing), as pgmarket_proxy.*_on_node behind wrappers in the
 #    static part that first claim the email and username in the proxy's
 #    directory, so that they stay unique across all nodes;
-#  - verify_api_key / charge_api_key / reserve_api_key routed by
-#    api_key_partition(api_key), computed on the proxy from the key's public
+#  - verify_api_key / charge_api_key / reserve_api_key / check_rate_limit
+#    routed by api_key_partition(api_key), computed on the proxy from the key's public
 #    part (same int as hashtext(owner::text) & 65535), and their sealed
 #    forms by api_key_partition(key_prefix), the public part they carry in
 #    the clear;
@@ -70,7 +70,7 @@ internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
 routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',
         'verify_api_key_sealed', 'charge_api_key_sealed',
-        'reserve_api_key_sealed',
+        'reserve_api_key_sealed', 'check_rate_limit',
         'save_template', 'get_template', 'list_templates'"
 # Declared by the static part (its CREATE FUNCTION pgmarket.X).
 static=$(sed -n 's/^CREATE FUNCTION pgmarket\.\([a-z_0-9]*\)(.*/'"'"'\1'"'"'/p' \
@@ -277,7 +277,8 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(text),
-    pgmarket_proxy.rotate_master_key_all(text, int)
+    pgmarket_proxy.rotate_master_key_all(text, int),
+    pgmarket_proxy.set_tier_all(text, text, int, bigint, int)
     TO pgmarket_admin;
 EOF
 
