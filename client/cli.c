@@ -28,6 +28,12 @@ static const char *usage_text =
 "  keys put USER_ID PROVIDER [--label L]   provider key, read from stdin, sealed\n"
 "  keys providers USER_ID               provider keys (never the secret)\n"
 "  keys revoke-provider USER_ID KEY_ID\n"
+"  tiers [list]                         rate limit tiers of platform keys\n"
+"  tiers set NAME [--rpm N] [--tpm N] [--burst N]\n"
+"                                       create or change one; no --rpm or\n"
+"                                       --tpm: no such limit\n"
+"  tiers check                          the key on stdin: may it call now?\n"
+"                                       exit 1 when it must wait\n"
 "  rotate-keys [--batch N]              re-encrypt under the newest master key\n"
 "  verify [--anchor FILE]               verify_ledger and verify_audit; with FILE,\n"
 "                                       check the chain against the anchor it\n"
@@ -49,6 +55,7 @@ static const struct
 	{"add-funds", cmd_add_funds},
 	{"charge", cmd_charge},
 	{"keys", cmd_keys},
+	{"tiers", cmd_tiers},
 	{"rotate-keys", cmd_rotate},
 	{"verify", cmd_verify},
 	{"import", cmd_import},

@@ -61,14 +61,26 @@ CREATE FUNCTION @extschema@.check_rate_limit(api_key text)
     LANGUAGE C VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp;
 
+-- The sealed form, which the client library sends (see sealed.c).
+CREATE FUNCTION @extschema@.check_rate_limit_sealed(key_prefix text,
+        sealed_key bytea)
+    RETURNS TABLE (allowed boolean, retry_after_ms bigint,
+                   remaining_requests bigint)
+    AS 'MODULE_PATHNAME', 'pgm_check_rate_limit_sealed'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
 REVOKE ALL ON @extschema@.tiers, @extschema@.rate_counters FROM PUBLIC;
 REVOKE ALL ON FUNCTION
     @extschema@.set_tier(text, int, bigint, int),
-    @extschema@.check_rate_limit(text)
+    @extschema@.check_rate_limit(text),
+    @extschema@.check_rate_limit_sealed(text, bytea)
     FROM PUBLIC;
 GRANT SELECT ON @extschema@.tiers
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
-GRANT EXECUTE ON FUNCTION @extschema@.check_rate_limit(text)
+GRANT EXECUTE ON FUNCTION
+    @extschema@.check_rate_limit(text),
+    @extschema@.check_rate_limit_sealed(text, bytea)
     TO pgmarket_app, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.set_tier(text, int, bigint, int)
     TO pgmarket_admin;

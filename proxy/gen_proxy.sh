@@ -27,10 +27,10 @@
 #    static part that first claim the email and username in the proxy's
 #    directory, so that they stay unique across all nodes;
 #  - verify_api_key / charge_api_key / reserve_api_key / check_rate_limit
-#    routed by api_key_partition(api_key), computed on the proxy from the key's public
-#    part (same int as hashtext(owner::text) & 65535), and their sealed
-#    forms by api_key_partition(key_prefix), the public part they carry in
-#    the clear;
+#    routed by api_key_partition(api_key), computed on the proxy from the
+#    key's public part (same int as hashtext(owner::text) & 65535), and
+#    their sealed forms by api_key_partition(key_prefix), the public part
+#    they carry in the clear;
 #  - the template catalogue (save_template, get_template, list_templates),
 #    which belongs to no user, RUN ON 0: one catalogue node, so that a
 #    template name stays unique and list_templates comes back in the node's
@@ -71,6 +71,7 @@ routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',
         'verify_api_key_sealed', 'charge_api_key_sealed',
         'reserve_api_key_sealed', 'check_rate_limit',
+        'check_rate_limit_sealed',
         'save_template', 'get_template', 'list_templates'"
 # Declared by the static part (its CREATE FUNCTION pgmarket.X).
 static=$(sed -n 's/^CREATE FUNCTION pgmarket\.\([a-z_0-9]*\)(.*/'"'"'\1'"'"'/p' \
@@ -165,6 +166,7 @@ WITH api AS (
                 WHEN p.proargnames[1] = 'user_id'
                 THEN 'coalesce(hashtext(user_id::text), 0)'
                 WHEN p.proname LIKE '%\_api\_key\_sealed'
+                  OR p.proname = 'check_rate_limit_sealed'
                 THEN 'coalesce(pgmarket.api_key_partition(key_prefix), 0)'
                 -- the catalogue node
                 WHEN p.proname IN ('save_template', 'get_template', 'list_templates')

@@ -192,6 +192,23 @@ BEGIN ATOMIC
         pg_catalog.current_setting('pgmarket.actor', true), $1);
 END;
 
+CREATE FUNCTION pgmarket_proxy.check_rate_limit_sealed_on_node(actor text, key_prefix text, sealed_key bytea)
+    RETURNS TABLE(allowed boolean, retry_after_ms bigint, remaining_requests bigint)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.api_key_partition(key_prefix), 0);
+    SELECT * FROM pgmarket.check_rate_limit_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.check_rate_limit_sealed(key_prefix text, sealed_key bytea)
+    RETURNS TABLE(allowed boolean, retry_after_ms bigint, remaining_requests bigint)
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.check_rate_limit_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+END;
+
 CREATE FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text)
     RETURNS TABLE(key_id uuid, api_key text)
     LANGUAGE plproxy
@@ -1625,6 +1642,8 @@ GRANT EXECUTE ON FUNCTION pgmarket_proxy.charge_api_key_sealed_on_node(actor tex
 GRANT EXECUTE ON FUNCTION pgmarket.chat_session_owner(session_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.check_rate_limit(api_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.check_rate_limit_on_node(actor text, api_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.check_rate_limit_sealed(key_prefix text, sealed_key bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.check_rate_limit_sealed_on_node(actor text, key_prefix text, sealed_key bytea) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_api_key(user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_chat_session(user_id uuid, model_id text, title text, agent_id text, id uuid) TO pgmarket_admin, pgmarket_app;
