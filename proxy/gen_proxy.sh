@@ -270,8 +270,11 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.usage_daily_all(text),
     pgmarket_proxy.users_all(text),
     pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.health_all(text)
+    pgmarket_proxy.health_all(text),
+    pgmarket_proxy.tiers_on_any()
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+-- a table on the node, a view here
+GRANT SELECT ON pgmarket.tiers TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.verify_audit_all(text, boolean, bytea),
     pgmarket_proxy.audit_head_all(text),

@@ -1431,6 +1431,21 @@ CREATE VIEW pgmarket.model_ratings AS
       FROM pgmarket_proxy.model_ratings_all() r
      GROUP BY r.model_id;
 
+-- The tiers, which set_tier keeps the same on every node: partition 0's
+-- node answers for all, as a table of the node would.
+CREATE FUNCTION pgmarket_proxy.tiers_on_any()
+    RETURNS TABLE (name text, requests_per_minute int, tokens_per_minute bigint,
+                   burst int)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON 0;
+    SELECT name, requests_per_minute, tokens_per_minute, burst FROM pgmarket.tiers;
+$$;
+
+CREATE VIEW pgmarket.tiers AS
+    SELECT * FROM pgmarket_proxy.tiers_on_any();
+
 -------------------------------------------------------------------------------
 -- deduct_batch: split by partition, one call per partition, merged back
 -- into input order
@@ -1615,8 +1630,11 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.usage_daily_all(text),
     pgmarket_proxy.users_all(text),
     pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.health_all(text)
+    pgmarket_proxy.health_all(text),
+    pgmarket_proxy.tiers_on_any()
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+-- a table on the node, a view here
+GRANT SELECT ON pgmarket.tiers TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.verify_audit_all(text, boolean, bytea),
     pgmarket_proxy.audit_head_all(text),

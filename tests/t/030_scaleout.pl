@@ -501,7 +501,7 @@ SKIP:
 {
 	my $pgbouncer = `command -v pgbouncer 2>/dev/null`;
 	chomp $pgbouncer;
-	skip 'pgbouncer is not installed', 8 unless $pgbouncer;
+	skip 'pgbouncer is not installed', 9 unless $pgbouncer;
 
 	my $dir = PostgreSQL::Test::Utils::tempdir_short();
 	my $bport = PostgreSQL::Test::Cluster::get_free_port();
@@ -569,6 +569,9 @@ SKIP:
 			} @nodes),
 		'3,3',
 		'set_tier through pgbouncer and the proxy sets the tier on every node');
+	is( $via_bouncer->(
+			"SELECT format('%s %s %s', requests_per_minute, tokens_per_minute IS NULL, burst) FROM pgmarket.tiers WHERE name = 'scale3'"),
+		'3 t 0', 'and the proxy\'s tiers read them back');
 	my $lu = $via_bouncer->(
 		"SELECT pgmarket.create_user('limited\@example.com', 'limited')");
 	$via_bouncer->("SELECT pgmarket.add_funds('$lu', 1)");

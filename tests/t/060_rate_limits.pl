@@ -15,7 +15,8 @@
 # minute.  Then, on each: a charge that fails (PM001) and a rolled-back
 # savepoint give their request back; the shared-memory cluster counts its
 # third key in the table; and after a crash (immediate stop) the counters
-# are forgotten, the ledger is intact.
+# are forgotten, the ledger is intact.  Last, pgmarket tiers (list, set,
+# check) against the first cluster.
 
 use strict;
 use warnings;
@@ -185,6 +186,39 @@ for my $mode ('table', 'shared_memory')
 		$admitted, "$mode: and the ledger is as it was");
 	is($q->("SELECT count(*) FROM pgmarket.verify_ledger()"), '0',
 		"$mode: and verifies");
+}
+
+# --- the command-line tool: pgmarket tiers -----------------------------------
+SKIP:
+{
+	my $cli = ($ENV{TESTDIR} // '.') . '/client/pgmarket';
+	skip 'client/pgmarket is not built', 6 unless -x $cli;
+	my $n = $nodes{table};
+	my $conninfo = 'host=' . $n->host . ' port=' . $n->port . ' dbname=postgres';
+	my $cli_run = sub {
+		my ($in, @args) = @_;
+		my ($out, $err);
+		IPC::Run::run([ $cli, '-d', $conninfo, @args ], '<', \$in, '>', \$out, '2>', \$err);
+		return ($? >> 8, $out // '', $err // '');
+	};
+	my ($rc, $out, $err) = $cli_run->('', 'tiers', 'set', 'cli-tier', '--rpm', '5', '--burst', '2');
+	is($rc, 0, 'pgmarket tiers set') or diag $err;
+	($rc, $out, $err) = $cli_run->('', 'tiers');
+	like($out, qr/^cli-tier\s+5\s+-\s+2$/m, 'pgmarket tiers lists it, "-" for no limit');
+	like($out, qr/^free\s+60\s+40000\s+10$/m, 'and the default tiers');
+	($rc, $out, $err) = $cli_run->('', 'tiers', 'set', 'cli-tier', '--rpm', '-3');
+	is($rc, 2, 'a negative limit is a usage error');
+	my $k2 = $n->safe_psql('postgres', 'SELECT api_key FROM t.k WHERE n = 2');
+	# the crash above forgave its window: use it up again
+	$n->safe_psql('postgres',
+		"SELECT t.run(\$\$SELECT 1 FROM pgmarket.charge_api_key('$k2', 1, 'm-tiny')\$\$) FROM generate_series(1, 2)");
+	($rc, $out, $err) = $cli_run->("$k2\n", 'tiers', 'check');
+	ok($rc == 1 && $out =~ /^allowed\s+no$/m && $out =~ /^remaining_requests\s+0$/m,
+		'pgmarket tiers check: the key on stdin must wait (exit 1)')
+	  or diag "$out\n$err";
+	($rc, $out, $err) = $cli_run->("sk_live_nope\n", 'tiers', 'check');
+	ok($rc == 1 && $err =~ /invalid API key/, 'and a key that does not verify fails')
+	  or diag "$out\n$err";
 }
 
 $_->stop for values %nodes;
