@@ -42,11 +42,14 @@
  * is in one place or the other, never both, so the limit stays exact).
  *
  * Without preloading (or for the keys that do not fit): the UNLOGGED table
- * rate_counters, one row per key holding its RateWindow, read and written
- * under the row's lock (SELECT ... FOR UPDATE), so concurrent calls with
- * one key queue on that row and calls with different keys never meet.
- * The row lock is held to the end of the transaction, so admissions of one
- * key are serialised with its charges' commits.
+ * rate_counters, one row per key holding its RateWindow.  A call first
+ * reads the committed row without a lock, and is refused from it when it
+ * does not fit (see table_decide: that refusal is always right); a call
+ * that fits is decided again and counted under the row's lock (SELECT ...
+ * FOR UPDATE), so concurrent admissions through one key queue on that row
+ * and calls with different keys never meet.  The row lock is held to the
+ * end of the transaction, so admissions of one key are serialised with its
+ * charges' commits; it is taken before the user's lock, never after.
  *
  * Neither place is WAL-logged: counters are not money.  A crash (or a
  * failover: an unlogged table is empty on a promoted standby, and shared
@@ -158,7 +161,6 @@ static bool callbacks_registered = false;
  * ----------------------------------------------------------------
  */
 static SPIPlanPtr plan_lock;
-static SPIPlanPtr plan_read;
 static SPIPlanPtr plan_create;
 static SPIPlanPtr plan_store;
 static SPIPlanPtr plan_set_tier;
@@ -166,9 +168,6 @@ static SPIPlanPtr plan_set_tier;
 static const PgmPlanDef rate_plans[] = {
 	{&plan_lock,
 		"SELECT state FROM pgmarket.rate_counters WHERE key_id = $1 FOR UPDATE",
-		1, {UUIDOID}},
-	{&plan_read,
-		"SELECT state FROM pgmarket.rate_counters WHERE key_id = $1",
 		1, {UUIDOID}},
 	{&plan_create,
 		"INSERT INTO pgmarket.rate_counters (key_id, state) VALUES ($1, $2)"
@@ -188,6 +187,12 @@ static const PgmPlanDef rate_plans[] = {
 };
 
 #define prepare_plans() PGM_PREPARE_PLANS(rate_plans)
+
+/* A key's committed counters, read without SPI or a lock. */
+static PgmIndexRef counter_by_key = {
+	"rate_counters", "rate_counters_pkey", 1, {BTEqualStrategyNumber},
+	1, {"state"}, {BYTEAOID}
+};
 
 /* A tier's row, read by its primary key without SPI on every call. */
 static PgmIndexRef tier_by_name = {
@@ -656,7 +661,41 @@ window_to_datum(const RateWindow *w)
 	return PointerGetDatum(b);
 }
 
-/* Decide (and count, with consume) in rate_counters, under the row lock. */
+/*
+ * The committed window of a key in rate_counters, read by its primary key
+ * without SPI or a lock; false when the key has no row.
+ */
+static bool
+table_read(const pg_uuid_t *key_id, RateWindow *w)
+{
+	PgmIndexScan scan;
+	Datum		key = UUIDPGetDatum(key_id);
+	bool		isnull;
+	bool		found;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgm_index_begin(&scan, &counter_by_key, GetActiveSnapshot(), 1, &key);
+	found = pgm_index_next(&scan, ForwardScanDirection);
+	if (found)
+		window_from_datum(pgm_index_col(&scan, 0, &isnull), w);
+	else
+		memset(w, 0, sizeof(RateWindow));
+	pgm_index_end(&scan);
+	PopActiveSnapshot();
+	return found;
+}
+
+/*
+ * Decide (and count, with consume) in rate_counters.
+ *
+ * First from the committed row, without a lock: calls that other
+ * transactions admitted and have not committed yet only add to it, and a
+ * row of a later commit only drops seconds that are out of this call's
+ * window anyway, so a call the committed row refuses would be refused
+ * under the lock too.  That makes a refusal a read (no lock, no xid, no
+ * wait behind the key's open charges).  A call it would admit is decided
+ * again under the row's lock, and counted there.
+ */
 static void
 table_decide(const pg_uuid_t *key_id, const RateLimits *l, int64 tokens,
 			 bool consume, bool *admitted, int64 *retry_ms, int64 *remaining)
@@ -668,10 +707,17 @@ table_decide(const pg_uuid_t *key_id, const RateLimits *l, int64 tokens,
 	int64		now_us;
 	int64		second;
 
+	(void) table_read(key_id, &w);
+	now_us = clock_now(&second);
+	window_advance(&w, second);
+	*admitted = window_decide(&w, l, now_us, tokens, retry_ms, remaining);
+	if (!consume || !*admitted)
+		return;
+
 	pgm_spi_connect();
 	prepare_plans();
 	values[0] = UUIDPGetDatum(key_id);
-	pgm_exec(consume ? plan_lock : plan_read, values, NULL, !consume);
+	pgm_exec(plan_lock, values, NULL, false);
 	exists = SPI_processed == 1;
 	if (exists)
 		window_from_datum(pgm_col(0, 1, &isnull), &w);
@@ -681,7 +727,7 @@ table_decide(const pg_uuid_t *key_id, const RateLimits *l, int64 tokens,
 	now_us = clock_now(&second);
 	window_advance(&w, second);
 	*admitted = window_decide(&w, l, now_us, tokens, retry_ms, remaining);
-	if (consume && *admitted)
+	if (*admitted)
 	{
 		window_count(&w, tokens);
 		values[1] = window_to_datum(&w);
