@@ -433,14 +433,20 @@ pgm_tier_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return PG_GETARG_TEXT_PP(argno);
 }
 
-/* 22023 unless a tier of that name exists (create_api_key's check). */
+/*
+ * 22023 unless a tier of that name exists (create_api_key's check); any
+ * name passes while the tiers table of 0.7.0 is not installed yet.
+ */
 void
 pgm_tier_must_exist(text *tier)
 {
 	PgmIndexScan scan;
 	Datum		d = PointerGetDatum(tier);
+	Oid			nsp = get_namespace_oid("pgmarket", true);
 	bool		found;
 
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("tiers", nsp)))
+		return;
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgm_index_begin(&scan, &tier_by_name, GetActiveSnapshot(), 1, &d);
 	found = pgm_index_next(&scan, ForwardScanDirection);
@@ -485,8 +491,6 @@ rate_xact_callback(XactEvent event, void *arg)
 {
 	int			i;
 
-	if (npending == 0)
-		return;
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 		for (i = 0; i < npending; i++)
 			undo_pending(&pending[i]);
@@ -778,6 +782,8 @@ pgm_ratelimit_admit(const pg_uuid_t *key_id, Datum tier, int64 tokens,
 
 	if (!tier_limits(tier, &l))
 		return;
+	if (!l.has_tokens)
+		tokens = 0;				/* not counted: nothing bounds their sum */
 	if (l.has_tokens && tokens > l.tokens)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

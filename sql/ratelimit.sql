@@ -135,12 +135,18 @@ SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 1, 'm', 51)$$, :'
 -- no limits; tiers changed take effect at the next call
 -------------------------------------------------------------------------------
 SELECT api_key AS a4 FROM pgmarket.create_api_key(:u1, 'open', rate_limit_tier => 'open') \gset
-SELECT count(*) AS charged FROM generate_series(1, 20), pgmarket.charge_api_key(:'a4', 0.01, 'm', 1000000);
+SELECT count((pgmarket.charge_api_key(:'a4', 0.01, 'm', 1000000)).entry_id) AS charged
+  FROM generate_series(1, 20);
 SELECT * FROM pgmarket.check_rate_limit(:'a4');
 SELECT count(*) AS rows FROM pgmarket.rate_counters WHERE key_id = (SELECT key_id FROM pgmarket.verify_api_key(:'a4'));
 SELECT pgmarket.set_tier('open', 20, NULL);
 SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
 SELECT available_balance > 0 AS charged FROM pgmarket.charge_api_key(:'a4', 0.01, 'm');
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
+-- with a request limit and no token limit, tokens are not summed: no
+-- amount of them can overflow a counter
+SELECT count((pgmarket.charge_api_key(:'a4', 0.01, 'm', 9000000000000000000)).entry_id) AS charged
+  FROM generate_series(1, 3);
 SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
 SELECT pgmarket.set_tier('open', NULL, NULL);
 
@@ -168,5 +174,25 @@ RESET ROLE;
 SET ROLE pgmarket_admin;
 SELECT pgmarket.set_tier('admin-set', 1, 1);
 RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- between the library of 0.7.0 and ALTER EXTENSION UPDATE: keys of 0.6.0
+-- work as they did, unlimited; after it, the installed tiers limit them,
+-- and a tier of 0.6.0 that is not one of them becomes a tier without limits
+-------------------------------------------------------------------------------
+DROP EXTENSION pgmarket;
+CREATE EXTENSION pgmarket VERSION '0.6.0';
+SELECT pgmarket.create_user('rate2@example.com', 'rate2', id => '5c000000-0000-4000-8000-000000000002');
+\set u2 '''5c000000-0000-4000-8000-000000000002'''
+SELECT available_balance FROM pgmarket.add_funds(:u2, 100);
+SELECT api_key AS f1 FROM pgmarket.create_api_key(:u2, 'free key') \gset
+SELECT api_key AS g1 FROM pgmarket.create_api_key(:u2, 'gold key', rate_limit_tier => 'gold') \gset
+SELECT count((pgmarket.charge_api_key(:'f1', 0.01, 'm')).entry_id) AS charged FROM generate_series(1, 80);
+ALTER EXTENSION pgmarket UPDATE;
+SELECT * FROM pgmarket.tiers ORDER BY name;
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'f1');
+SELECT count((pgmarket.charge_api_key(:'f1', 0.01, 'm')).entry_id) AS charged FROM generate_series(1, 70);
+SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.01, 'm')$$, :'f1'));
+SELECT count((pgmarket.charge_api_key(:'g1', 0.01, 'm')).entry_id) AS charged FROM generate_series(1, 80);
 
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
