@@ -94,7 +94,7 @@
 PG_FUNCTION_INFO_V1(pgm_set_tier);
 
 #define RL_SLOTS				61	/* seconds S-60 .. S */
-#define RL_PARTITIONS			16	/* a power of two */
+#define RL_PARTITIONS			64	/* a power of two */
 #define RL_TIER_MAX				32
 
 /* The last 61 seconds of a key; stored as is in rate_counters.state. */
