@@ -354,8 +354,8 @@ SKIP:
 		'>', \$out, '2>', \$err);
 	is($? >> 8, 0, 'the client library\'s platform key example through the proxy')
 	  or diag "$out\n$err";
-	like($out // '', qr/charged 0\.75.*over the daily limit.*after revocation/s,
-		'sealed verify and charge through the proxy, on the owner\'s node');
+	like($out // '', qr/charged 0\.75.*rate limit: allowed, 69 requests left.*over the daily limit.*after revocation/s,
+		'sealed verify, charge and check_rate_limit through the proxy, on the owner\'s node');
 }
 is(q_proxy("SELECT t.run(\$q\$SELECT pgmarket.authenticate_sealed('user3', '\\x00')\$q\$)"),
 	$nodes[0]->safe_psql(dbof($nodes[0]),
