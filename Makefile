@@ -20,7 +20,7 @@ OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/chat.o extension/preferences.o extension/sealed.o \
                extension/health.o extension/projects.o \
                extension/profiles.o extension/resets.o extension/roles.o \
-               extension/identities.o
+               extension/identities.o extension/ratelimit.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 

@@ -38,6 +38,12 @@ static const char *usage_text =
 "                                       a single-use reset token, shown once\n"
 "  user link USER_ID PROVIDER SUBJECT   an external identity (single sign-on)\n"
 "  user unlink USER_ID PROVIDER\n"
+"  tiers [list]                         rate limit tiers of platform keys\n"
+"  tiers set NAME [--rpm N] [--tpm N] [--burst N]\n"
+"                                       create or change one; no --rpm or\n"
+"                                       --tpm: no such limit\n"
+"  tiers check                          the key on stdin: may it call now?\n"
+"                                       exit 1 when it must wait\n"
 "  rotate-keys [--batch N]              re-encrypt under the newest master key\n"
 "  verify [--anchor FILE]               verify_ledger and verify_audit; with FILE,\n"
 "                                       check the chain against the anchor it\n"
@@ -69,6 +75,7 @@ static const struct
 	{"charge", cmd_charge, 1},
 	{"keys", cmd_keys, 1},
 	{"user", cmd_user, 1},
+	{"tiers", cmd_tiers, 1},
 	{"rotate-keys", cmd_rotate, 1},
 	{"verify", cmd_verify, 1},
 	{"import", cmd_import, 0},

@@ -101,6 +101,7 @@ int			cmd_add_funds(int argc, char **argv);
 int			cmd_charge(int argc, char **argv);
 int			cmd_keys(int argc, char **argv);
 int			cmd_user(int argc, char **argv);
+int			cmd_tiers(int argc, char **argv);
 int			cmd_rotate(int argc, char **argv);
 int			cmd_verify(int argc, char **argv);
 int			cmd_import(int argc, char **argv);

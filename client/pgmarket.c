@@ -32,7 +32,7 @@ struct pgm_conn
 	char	   *actor;
 	int			prepared;		/* use named statements */
 	int			plain_secrets;	/* passwords and platform keys as text */
-	uint64_t	prepared_mask;	/* which of queries[] are prepared */
+	uint64_t	prepared_mask[4];	/* which of queries[] are prepared, a bit each */
 	int			have_pk;
 	unsigned char pk[PGM_PUBLICKEY_BYTES];
 	/* the last call's outcome */
@@ -41,6 +41,7 @@ struct pgm_conn
 	char	   *msg;
 	char	   *detail;
 	char	   *hint;
+	int64_t		retry_after_ms; /* the wait a PM005 named */
 };
 
 struct pgm_result
@@ -108,6 +109,11 @@ struct pgm_result
 	  "$2::bytea, $3::numeric, COALESCE($4::interval, '15 minutes'::interval), $5)") \
 	Q(REVOKE_API_KEY, "SELECT pgmarket.revoke_api_key($1::uuid, $2::uuid)") \
 	Q(LIST_API_KEYS, "SELECT * FROM pgmarket.list_api_keys($1::uuid)") \
+	Q(CHECK_RATE_LIMIT, "SELECT * FROM pgmarket.check_rate_limit($1)") \
+	Q(CHECK_RATE_LIMIT_SEALED, "SELECT * FROM pgmarket.check_rate_limit_sealed($1, $2::bytea)") \
+	Q(SET_TIER, "SELECT pgmarket.set_tier($1, $2::int, $3::bigint, $4::int)") \
+	Q(LIST_TIERS, "SELECT name, requests_per_minute, tokens_per_minute, burst" \
+	  " FROM pgmarket.tiers ORDER BY name") \
 	Q(SEAL_AUDIT, "SELECT pgmarket.seal_audit()") \
 	Q(VERIFY_AUDIT, "SELECT * FROM pgmarket.verify_audit($1::boolean)") \
 	Q(AUDIT_HEAD, "SELECT last_id, pg_catalog.encode(chain_hash, 'hex') AS chain_hash," \
@@ -161,6 +167,8 @@ typedef enum
 	Q_COUNT
 } query_id;
 
+_Static_assert(Q_COUNT <= 64 * 4, "prepared_mask has a bit for each query");
+
 static const char *const queries[Q_COUNT] = {
 #define QUERY_SQL(name, sql) [Q_##name] = sql,
 	QUERIES(QUERY_SQL)
@@ -189,6 +197,7 @@ static const struct
 	{"PM002", PGM_UNKNOWN_ACCOUNT},
 	{"PM003", PGM_IDEMPOTENCY_CONFLICT},
 	{"PM004", PGM_RESERVATION_STATE},
+	{"PM005", PGM_RATE_LIMITED},
 	{"PM010", PGM_VAULT_UNAVAILABLE},
 	{"PM011", PGM_DECRYPTION_FAILED},
 	{"PM012", PGM_KEY_NOT_FOUND},
@@ -226,6 +235,7 @@ pgm_status_name(pgm_status status)
 		case PGM_CONNECTION_ERROR: return "PGM_CONNECTION_ERROR";
 		case PGM_SERVER_ERROR: return "PGM_SERVER_ERROR";
 		case PGM_CLIENT_ERROR: return "PGM_CLIENT_ERROR";
+		case PGM_RATE_LIMITED: return "PGM_RATE_LIMITED";
 	}
 	return "PGM_UNKNOWN_STATUS";
 }
@@ -258,6 +268,7 @@ clear_error(pgm_conn *c)
 	c->msg = c->detail = c->hint = NULL;
 	c->sqlstate[0] = '\0';
 	c->status = PGM_OK;
+	c->retry_after_ms = 0;
 }
 
 static char *
@@ -282,6 +293,21 @@ set_error(pgm_conn *c, pgm_status status, const char *fmt,...)
 	return status;
 }
 
+/*
+ * The wait a PM005 message names ("... retry after N ms"); 1000 when it
+ * names none (a server that words it otherwise), never 0.
+ */
+static int64_t
+retry_after(const char *msg)
+{
+	const char *p = msg ? strstr(msg, "retry after ") : NULL;
+	long long	ms;
+
+	if (p && sscanf(p + strlen("retry after "), "%lld ms", &ms) == 1 && ms > 0)
+		return (int64_t) ms;
+	return 1000;
+}
+
 /* The error of a failed PGresult (or of the connection when res is NULL). */
 static pgm_status
 set_result_error(pgm_conn *c, const PGresult *res)
@@ -299,6 +325,8 @@ set_result_error(pgm_conn *c, const PGresult *res)
 		c->msg = dup_or_null(msg);
 		c->detail = dup_or_null(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
 		c->hint = dup_or_null(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+		if (c->status == PGM_RATE_LIMITED)
+			c->retry_after_ms = retry_after(c->msg);
 		return c->status;
 	}
 	/* no SQLSTATE: libpq's own error, usually the connection */
@@ -345,6 +373,12 @@ const char *
 pgm_sqlstate(const pgm_conn *c)
 {
 	return c ? c->sqlstate : "";
+}
+
+int64_t
+pgm_retry_after_ms(const pgm_conn *c)
+{
+	return c && c->status == PGM_RATE_LIMITED ? c->retry_after_ms : 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -477,7 +511,7 @@ ensure_prepared(pgm_conn *c, query_id q, int nparams, char *name, size_t namesiz
 	PGresult   *res;
 
 	snprintf(name, namesize, "pgmarket_q%d", (int) q);
-	if (c->prepared_mask & (UINT64_C(1) << q))
+	if (c->prepared_mask[q / 64] & (UINT64_C(1) << (q % 64)))
 		return PGM_OK;
 	res = PQprepare(c->pg, name, queries[q], nparams, NULL);
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
@@ -488,7 +522,7 @@ ensure_prepared(pgm_conn *c, query_id q, int nparams, char *name, size_t namesiz
 		return st;
 	}
 	PQclear(res);
-	c->prepared_mask |= UINT64_C(1) << q;
+	c->prepared_mask[q / 64] |= UINT64_C(1) << (q % 64);
 	return PGM_OK;
 }
 
@@ -2059,6 +2093,67 @@ pgm_status
 pgm_list_api_keys(pgm_conn *c, const char *user_id, pgm_result **out)
 {
 	return rows_of(c, Q_LIST_API_KEYS, user_id, out);
+}
+
+/* ------------------------------------------------------------------------
+ * Tiers and rate limits
+ * ------------------------------------------------------------------------ */
+
+static pgm_status
+fill_rate_limit(pgm_conn *c UNUSED, PGresult *res, void *out)
+{
+	pgm_rate_limit *r = out;
+	const char *remaining = val(res, 0, PQfnumber(res, "remaining_requests"));
+
+	r->allowed = to_bool(val(res, 0, PQfnumber(res, "allowed")));
+	r->retry_after_ms = to_i64(val(res, 0, PQfnumber(res, "retry_after_ms")));
+	r->remaining_requests = remaining ? to_i64(remaining) : PGM_UNLIMITED;
+	return PGM_OK;
+}
+
+pgm_status
+pgm_check_rate_limit(pgm_conn *c, const char *api_key, pgm_rate_limit *out)
+{
+	pgm_rate_limit r = {0, 0, 0};
+	pgm_status	st;
+
+	if (out)
+		*out = r;
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	st = take_row(c, api_key_call(c, Q_CHECK_RATE_LIMIT, Q_CHECK_RATE_LIMIT_SEALED,
+								  api_key, 0, NULL),
+				  fill_rate_limit, &r);
+	if (st == PGM_OK && out)
+		*out = r;
+	return st;
+}
+
+pgm_status
+pgm_set_tier(pgm_conn *c, const char *name, int64_t requests_per_minute,
+			 int64_t tokens_per_minute, int64_t burst)
+{
+	char		rpm[I64BUF];
+	char		tpm[I64BUF];
+	char		b[I64BUF];
+	const char *vals[4] = {
+		name,
+		requests_per_minute == PGM_UNLIMITED ? NULL : fmt_i64(rpm, requests_per_minute),
+		tokens_per_minute == PGM_UNLIMITED ? NULL : fmt_i64(tpm, tokens_per_minute),
+		fmt_i64(b, burst)
+	};
+
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	return take_row(c, call(c, Q_SET_TIER, 4, vals), NULL, NULL);
+}
+
+pgm_status
+pgm_list_tiers(pgm_conn *c, pgm_result **out)
+{
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	return rows_call(c, Q_LIST_TIERS, 0, NULL, out);
 }
 
 /* ------------------------------------------------------------------------

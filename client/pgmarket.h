@@ -68,7 +68,8 @@ typedef enum pgm_status
 	PGM_APPEND_ONLY,			/* 55000 */
 	PGM_CONNECTION_ERROR,		/* no connection, or class 08 */
 	PGM_SERVER_ERROR,			/* any other SQLSTATE */
-	PGM_CLIENT_ERROR			/* bad use of the library, out of memory */
+	PGM_CLIENT_ERROR,			/* bad use of the library, out of memory */
+	PGM_RATE_LIMITED			/* PM005: pgm_retry_after_ms says how long */
 } pgm_status;
 
 /* "PGM_OK", "PGM_INSUFFICIENT_FUNDS", ...; never NULL. */
@@ -122,6 +123,9 @@ const char *pgm_errmsg(const pgm_conn *conn);
 const char *pgm_errdetail(const pgm_conn *conn);
 const char *pgm_errhint(const pgm_conn *conn);
 const char *pgm_sqlstate(const pgm_conn *conn);
+/* After a call that returned PGM_RATE_LIMITED: the milliseconds to wait
+ * before the key's tier admits a call again, as the server said; else 0. */
+int64_t		pgm_retry_after_ms(const pgm_conn *conn);
 
 /* ------------------------------------------------------------------------
  * Money helpers (exact)
@@ -454,6 +458,34 @@ pgm_status	pgm_revoke_api_key(pgm_conn *conn, const char *user_id,
  * expires_at, last_used_at, revoked_at. */
 pgm_status	pgm_list_api_keys(pgm_conn *conn, const char *user_id,
 							  pgm_result **out);
+
+/* ---- Tiers and rate limits (a platform key's tier: SPEC "Platform API
+ * keys").  charge and reserve through a key over its tier's limits return
+ * PGM_RATE_LIMITED, having charged nothing; pgm_retry_after_ms(conn) then
+ * says when to retry. ---- */
+
+/* A limit given as PGM_UNLIMITED is NULL in the table: no limit. */
+#define PGM_UNLIMITED	INT64_C(-1)
+
+typedef struct pgm_rate_limit
+{
+	int			allowed;		/* would a call be admitted now */
+	int64_t		retry_after_ms; /* when not: the wait */
+	int64_t		remaining_requests; /* PGM_UNLIMITED: no request limit */
+} pgm_rate_limit;
+
+/* check_rate_limit: reads, consumes nothing; the key travels as the key
+ * calls above send it.  PGM_INVALID_API_KEY for a key that does not verify. */
+pgm_status	pgm_check_rate_limit(pgm_conn *conn, const char *api_key,
+								 pgm_rate_limit *out);
+/* set_tier (pgmarket_admin): creates or changes a tier; burst >= 0. */
+pgm_status	pgm_set_tier(pgm_conn *conn, const char *name,
+						 int64_t requests_per_minute,
+						 int64_t tokens_per_minute, int64_t burst);
+/* Rows by column name: name, requests_per_minute, tokens_per_minute, burst
+ * (NULL: no limit), ordered by name. */
+pgm_status	pgm_list_tiers(pgm_conn *conn, pgm_result **out);
+/* ---- end of tiers and rate limits ---- */
 
 /* ------------------------------------------------------------------------
  * Audit trail

@@ -3,7 +3,7 @@
  * apikeys.c
  *	  Platform API keys, the keys the marketplace issues: create_api_key,
  *	  verify_api_key, charge_api_key, reserve_api_key, revoke_api_key,
- *	  list_api_keys.
+ *	  list_api_keys, check_rate_limit (the limiter itself is ratelimit.c's).
  *
  * The raw key
  * -----------
@@ -23,7 +23,11 @@
  *
  * Concurrency rules
  * -----------------
- * charge_api_key and reserve_api_key lock the owner's balance row first (the
+ * charge_api_key and reserve_api_key first ask the key's rate limiter
+ * (ratelimit.c), which refuses with PM005 before anything is locked or
+ * written, or counts the call (in shared memory, or under the key's row of
+ * rate_counters, taken before and never after the user's lock).  Then they
+ * lock the owner's balance row first (the
  * lock every ledger operation takes first, see ledger.c) and then the key's
  * row, FOR UPDATE; nothing locks them in the other order (revoke and the
  * last_used_at stamp of verify_api_key lock the key row only).  Under the
@@ -62,6 +66,7 @@ PG_FUNCTION_INFO_V1(pgm_charge_api_key);
 PG_FUNCTION_INFO_V1(pgm_reserve_api_key);
 PG_FUNCTION_INFO_V1(pgm_revoke_api_key);
 PG_FUNCTION_INFO_V1(pgm_list_api_keys);
+PG_FUNCTION_INFO_V1(pgm_check_rate_limit);
 
 #define APIKEY_ENV_LEN			8	/* "sk_live_" */
 #define APIKEY_PUBLIC_HEX		16	/* partition (4) and random id (12) */
@@ -72,7 +77,6 @@ PG_FUNCTION_INFO_V1(pgm_list_api_keys);
 #define APIKEY_HASH_BYTES		32
 #define APIKEY_SUBKEY_ID		1
 #define APIKEY_NAME_MAX			200
-#define APIKEY_TIER_MAX			32
 
 /* ----------------------------------------------------------------
  * Prepared statements
@@ -482,28 +486,6 @@ scopes_arg(FunctionCallInfo fcinfo, int argno)
 										   TYPALIGN_INT));
 }
 
-/* A rate limit tier: 1 to 32 of [a-z0-9_-]. */
-static text *
-tier_arg(FunctionCallInfo fcinfo, int argno)
-{
-	char	   *s;
-	char	   *p;
-	bool		ok;
-
-	pgm_require_arg(fcinfo, argno, "rate_limit_tier");
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	ok = s[0] != '\0' && strlen(s) <= APIKEY_TIER_MAX;
-	for (p = s; ok && *p; p++)
-		ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-			*p == '_' || *p == '-';
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("rate_limit_tier \"%s\" is not valid", s),
-				 errdetail("A tier is 1 to 32 of the characters a-z, 0-9, underscore and hyphen.")));
-	return PG_GETARG_TEXT_PP(argno);
-}
-
 Datum
 pgm_create_api_key(PG_FUNCTION_ARGS)
 {
@@ -535,7 +517,8 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 1, "name");
 	name = pgm_optional_text(fcinfo, 1, "name", APIKEY_NAME_MAX);
 	scopes = scopes_arg(fcinfo, 2);
-	tier = tier_arg(fcinfo, 3);
+	tier = pgm_tier_arg(fcinfo, 3, "rate_limit_tier");
+	pgm_tier_must_exist(tier);
 	if (!PG_ARGISNULL(4) &&
 		PG_GETARG_TIMESTAMPTZ(4) <= GetCurrentTransactionStartTimestamp())
 		ereport(ERROR,
@@ -691,11 +674,12 @@ typedef struct KeySpend
 } KeySpend;
 
 /*
- * Verify the key, check its write scope and lock its user's balance row.
- * Raises 28000 or 42501.
+ * Verify the key, check its write scope, admit the call under the key's
+ * rate limit (a call of tokens) and lock its user's balance row.  Raises
+ * 28000, 42501 or PM005.
  */
 static void
-lock_user_for_spending(text *api_key, VerifiedKey *key)
+lock_user_for_spending(text *api_key, int64 tokens, VerifiedKey *key)
 {
 	if (!verify_key(api_key, key))
 		raise_invalid_key();
@@ -704,6 +688,9 @@ lock_user_for_spending(text *api_key, VerifiedKey *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("API key %s does not have the write scope", key->prefix)));
+
+	/* the tier's limits before any lock: a refused call is cheap (PM005) */
+	pgm_ratelimit_admit(&key->key_id, key->tier, tokens, key->prefix);
 
 	/* the user's lock first, as every ledger operation takes it */
 	if (!pgm_try_lock_user(UUIDPGetDatum(&key->user_id)))
@@ -810,7 +797,7 @@ record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
  */
 static bool
 begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
-			const char *what, VerifiedKey *key, KeySpend *spend,
+			const char *what, int64 tokens, VerifiedKey *key, KeySpend *spend,
 			int64 *amount, bool *counted)
 {
 	bool		repeat = false;
@@ -821,7 +808,7 @@ begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_user_for_spending(PG_GETARG_TEXT_PP(0), key);
+	lock_user_for_spending(PG_GETARG_TEXT_PP(0), tokens, key);
 	if (counted)
 	{
 		*counted = false;
@@ -869,9 +856,13 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	PgmLedgerOutcome out;
 	bool		counted;
 
-	(void) begin_spend(fcinfo, &plan_ledger_key, 4, "a charge", &key, &spend,
-					   &amount, &counted);
+	/* the arguments first: the limiter counts tokens_used */
+	pgm_require_arg(fcinfo, 0, "api_key");
+	pgm_require_arg(fcinfo, 1, "amount");
+	(void) pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
 	pgm_charge_args(fcinfo, 2, 3, &model_id, &tokens);
+	(void) begin_spend(fcinfo, &plan_ledger_key, 4, "a charge", tokens, &key,
+					   &spend, &amount, &counted);
 	idem = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	pgm_ledger_charge(UUIDPGetDatum(&key.user_id), amount, model_id, tokens,
 					  idem, &out);
@@ -897,7 +888,7 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 	int64		reservation_id;
 	bool		repeat;
 
-	repeat = begin_spend(fcinfo, &plan_hold_key, 3, "a reservation", &key,
+	repeat = begin_spend(fcinfo, &plan_hold_key, 3, "a reservation", 0, &key,
 						 &spend, &amount, NULL);
 	ttl = pgm_ttl_arg(fcinfo, 2);
 	idem = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
@@ -932,4 +923,39 @@ pgm_list_api_keys(PG_FUNCTION_ARGS)
 	/* spend_limit, period_spent and total_spent are money */
 	return pgm_user_rows(fcinfo, apikey_plans, lengthof(apikey_plans),
 						 &plan_list, (1U << 6) | (1U << 8) | (1U << 9));
+}
+
+/* ----------------------------------------------------------------
+ * check_rate_limit(api_key text)
+ *	 RETURNS TABLE(allowed boolean, retry_after_ms bigint,
+ *				   remaining_requests bigint)
+ *
+ * What the key's tier would say to a call now, consuming nothing; 28000
+ * for a key that does not verify, as charge_api_key.
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_check_rate_limit(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	VerifiedKey key;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	bool		allowed;
+	int64		retry_ms;
+	int64		remaining;
+	bool		has_remaining;
+
+	pgm_require_arg(fcinfo, 0, "api_key");
+	pgm_materialize(fcinfo);
+	if (!verify_key(PG_GETARG_TEXT_PP(0), &key))
+		raise_invalid_key();
+	pgm_ratelimit_peek(&key.key_id, key.tier, &allowed, &retry_ms,
+					   &remaining, &has_remaining);
+	values[0] = BoolGetDatum(allowed);
+	values[1] = Int64GetDatum(retry_ms);
+	values[2] = Int64GetDatum(remaining);
+	nulls[2] = !has_remaining;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
 }

@@ -10,7 +10,8 @@
  *	features	ledger.c batch.c vault.c apikeys.c accounts.c (with
  *				passwords.c and emails.c) chat.c preferences.c audit.c
  *				(capture) and audit_chain.c (seal, verify, purge)
- *				sealed.c health.c projects.c
+ *				sealed.c health.c projects.c ratelimit.c (tiers and the
+ *				rate limiter of platform keys, for apikeys.c)
  *				(they call each other only through C entry points:
  *				the ledger's pgm_ledger_charge, pgm_ledger_reserve and
  *				pgm_ledger_result, audit's pgm_audit_record_event,
@@ -57,6 +58,7 @@ _PG_init(void)
 	pgm_audit_init();
 	pgm_keyring_init();
 	pgm_sealed_init();
+	pgm_ratelimit_init();
 	MarkGUCPrefixReserved("pgmarket");
 }
 

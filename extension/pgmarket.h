@@ -33,6 +33,7 @@ extern void pgm_require_schema(void);
 #define ERRCODE_PGM_UNKNOWN_ACCOUNT			MAKE_SQLSTATE('P','M','0','0','2')
 #define ERRCODE_PGM_IDEMPOTENCY_CONFLICT	MAKE_SQLSTATE('P','M','0','0','3')
 #define ERRCODE_PGM_RESERVATION_STATE		MAKE_SQLSTATE('P','M','0','0','4')
+#define ERRCODE_PGM_RATE_LIMITED			MAKE_SQLSTATE('P','M','0','0','5')
 #define ERRCODE_PGM_VAULT_UNAVAILABLE		MAKE_SQLSTATE('P','M','0','1','0')
 #define ERRCODE_PGM_DECRYPTION_FAILED		MAKE_SQLSTATE('P','M','0','1','1')
 #define ERRCODE_PGM_KEY_NOT_FOUND			MAKE_SQLSTATE('P','M','0','1','2')
@@ -250,6 +251,16 @@ extern void pgm_login_forms(const char *login, char **email, char **username);
 extern void pgm_audit_init(void);
 extern void pgm_audit_record_event(const char *table_name,
 								   const char *operation, Datum details);
+
+/* ratelimit.c: tiers and the rate limiter, for apikeys.c */
+extern void pgm_ratelimit_init(void);
+extern text *pgm_tier_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern void pgm_tier_must_exist(text *tier);
+extern void pgm_ratelimit_admit(const pg_uuid_t *key_id, Datum tier,
+								int64 tokens, const char *key_prefix);
+extern void pgm_ratelimit_peek(const pg_uuid_t *key_id, Datum tier,
+							   bool *allowed, int64 *retry_ms,
+							   int64 *remaining, bool *has_remaining);
 
 /* sealed.c: the sealed forms of the password and platform key calls */
 extern void pgm_sealed_init(void);

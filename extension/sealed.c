@@ -4,7 +4,8 @@
  *	  The sealed forms of the calls that take a password or a platform key:
  *	  create_user_sealed, authenticate_sealed, hash_password_sealed,
  *	  verify_password_sealed, verify_api_key_sealed, charge_api_key_sealed,
- *	  reserve_api_key_sealed, change_password_sealed, reset_password_sealed.
+ *	  reserve_api_key_sealed, change_password_sealed, reset_password_sealed,
+ *	  check_rate_limit_sealed.
  *
  * With log_statement = all (and with several other settings, see health.c)
  * the server log holds every bind parameter of every call.  A password or a
@@ -58,6 +59,7 @@ PG_FUNCTION_INFO_V1(pgm_hash_password_sealed);
 PG_FUNCTION_INFO_V1(pgm_verify_password_sealed);
 PG_FUNCTION_INFO_V1(pgm_verify_api_key_sealed);
 PG_FUNCTION_INFO_V1(pgm_charge_api_key_sealed);
+PG_FUNCTION_INFO_V1(pgm_check_rate_limit_sealed);
 PG_FUNCTION_INFO_V1(pgm_reserve_api_key_sealed);
 PG_FUNCTION_INFO_V1(pgm_change_password_sealed);
 PG_FUNCTION_INFO_V1(pgm_reset_password_sealed);
@@ -69,6 +71,7 @@ extern PGDLLEXPORT Datum pgm_hash_password(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_verify_password(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_verify_api_key(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_charge_api_key(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum pgm_check_rate_limit(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_reserve_api_key(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_change_password(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum pgm_reset_password(PG_FUNCTION_ARGS);
@@ -401,11 +404,11 @@ pgm_verify_password_sealed(PG_FUNCTION_ARGS)
  */
 
 /*
- * verify_api_key_sealed(key_prefix text, sealed_key bytea)
- *	 RETURNS TABLE(key_id uuid, user_id uuid, scopes text[], rate_limit_tier text)
+ * The key calls without other arguments: the plain function with the
+ * opened key in place of the prefix and the blob.
  */
-Datum
-pgm_verify_api_key_sealed(PG_FUNCTION_ARGS)
+static Datum
+call_key_only_sealed(FunctionCallInfo fcinfo, PGFunction plain)
 {
 	char	   *prefix;
 	Datum		values[1];
@@ -418,9 +421,30 @@ pgm_verify_api_key_sealed(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 1, "sealed_key");
 	key = open_sealed_key(fcinfo, prefix, 1);
 	values[0] = PointerGetDatum(key);
-	result = call_plain(pgm_verify_api_key, fcinfo, 1, values, nulls, &isnull);
+	result = call_plain(plain, fcinfo, 1, values, nulls, &isnull);
 	wipe_text(key);
 	return result;
+}
+
+/*
+ * verify_api_key_sealed(key_prefix text, sealed_key bytea)
+ *	 RETURNS TABLE(key_id uuid, user_id uuid, scopes text[], rate_limit_tier text)
+ */
+Datum
+pgm_verify_api_key_sealed(PG_FUNCTION_ARGS)
+{
+	return call_key_only_sealed(fcinfo, pgm_verify_api_key);
+}
+
+/*
+ * check_rate_limit_sealed(key_prefix text, sealed_key bytea)
+ *	 RETURNS TABLE(allowed boolean, retry_after_ms bigint,
+ *				   remaining_requests bigint)
+ */
+Datum
+pgm_check_rate_limit_sealed(PG_FUNCTION_ARGS)
+{
+	return call_key_only_sealed(fcinfo, pgm_check_rate_limit);
 }
 
 /*

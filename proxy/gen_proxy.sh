@@ -26,11 +26,11 @@
 #    before routing), as pgmarket_proxy.*_on_node behind wrappers in the
 #    static part that first claim the email and username in the proxy's
 #    directory, so that they stay unique across all nodes;
-#  - verify_api_key / charge_api_key / reserve_api_key routed by
-#    api_key_partition(api_key), computed on the proxy from the key's public
-#    part (same int as hashtext(owner::text) & 65535), and their sealed
-#    forms by api_key_partition(key_prefix), the public part they carry in
-#    the clear;
+#  - verify_api_key / charge_api_key / reserve_api_key / check_rate_limit
+#    routed by api_key_partition(api_key), computed on the proxy from the
+#    key's public part (same int as hashtext(owner::text) & 65535), and
+#    their sealed forms by api_key_partition(key_prefix), the public part
+#    they carry in the clear;
 #  - the template catalogue (save_template, get_template, list_templates),
 #    which belongs to no user, RUN ON 0: one catalogue node, so that a
 #    template name stays unique and list_templates comes back in the node's
@@ -72,7 +72,8 @@ routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key_sealed', 'charge_api_key_sealed',
         'reserve_api_key_sealed',
         'save_template', 'get_template', 'list_templates',
-        'reset_password', 'reset_password_sealed'"
+        'reset_password', 'reset_password_sealed',
+        'check_rate_limit', 'check_rate_limit_sealed'"
 # Per-user functions declared wholly by the static part (their result is
 # the row type of the proxy's view users, which the static part creates).
 own="'get_user'"
@@ -169,6 +170,7 @@ WITH api AS (
                 WHEN p.proargnames[1] = 'user_id'
                 THEN 'coalesce(hashtext(user_id::text), 0)'
                 WHEN p.proname LIKE '%\_api\_key\_sealed'
+                  OR p.proname = 'check_rate_limit_sealed'
                 THEN 'coalesce(pgmarket.api_key_partition(key_prefix), 0)'
                 -- the catalogue node
                 WHEN p.proname IN ('save_template', 'get_template', 'list_templates')
@@ -282,8 +284,11 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.usage_daily_all(text),
     pgmarket_proxy.users_all(text),
     pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.health_all(text)
+    pgmarket_proxy.health_all(text),
+    pgmarket_proxy.tiers_on_any()
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+-- a table on the node, a view here
+GRANT SELECT ON pgmarket.tiers TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.verify_audit_all(text, boolean, bytea),
     pgmarket_proxy.audit_head_all(text),
@@ -291,7 +296,8 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(text),
-    pgmarket_proxy.rotate_master_key_all(text, int)
+    pgmarket_proxy.rotate_master_key_all(text, int),
+    pgmarket_proxy.set_tier_all(text, text, int, bigint, int)
     TO pgmarket_admin;
 EOF
 

@@ -205,6 +205,40 @@ CREATE FUNCTION pgmarket.charge_api_key_sealed(key_prefix text, sealed_key bytea
     RETURN pgmarket_proxy.charge_api_key_sealed_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4, $5, $6);
 
+CREATE FUNCTION pgmarket_proxy.check_rate_limit_on_node(actor text, api_key text)
+    RETURNS TABLE(allowed boolean, retry_after_ms bigint, remaining_requests bigint)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.api_key_partition(api_key), 0);
+    SELECT * FROM pgmarket.check_rate_limit(pgmarket.proxy_actor($1, $2));
+$$;
+
+CREATE FUNCTION pgmarket.check_rate_limit(api_key text)
+    RETURNS TABLE(allowed boolean, retry_after_ms bigint, remaining_requests bigint)
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.check_rate_limit_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1);
+END;
+
+CREATE FUNCTION pgmarket_proxy.check_rate_limit_sealed_on_node(actor text, key_prefix text, sealed_key bytea)
+    RETURNS TABLE(allowed boolean, retry_after_ms bigint, remaining_requests bigint)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(pgmarket.api_key_partition(key_prefix), 0);
+    SELECT * FROM pgmarket.check_rate_limit_sealed(pgmarket.proxy_actor($1, $2), $3);
+$$;
+
+CREATE FUNCTION pgmarket.check_rate_limit_sealed(key_prefix text, sealed_key bytea)
+    RETURNS TABLE(allowed boolean, retry_after_ms bigint, remaining_requests bigint)
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM pgmarket_proxy.check_rate_limit_sealed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), $1, $2);
+END;
+
 CREATE FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text)
     RETURNS TABLE(key_id uuid, api_key text)
     LANGUAGE plproxy
@@ -1397,6 +1431,29 @@ CREATE FUNCTION pgmarket.rotate_master_key(batch_size int DEFAULT 1000) RETURNS 
               FROM pgmarket_proxy.rotate_master_key_all(
                        current_setting('pgmarket.actor', true), batch_size) n);
 
+-- Tiers are each node's own table: set on every node, so that a key
+-- created on any node finds its tier there and its limiter (on the key's
+-- own node) reads the same limits.
+CREATE FUNCTION pgmarket_proxy.set_tier_all(actor text, name text,
+        requests_per_minute int, tokens_per_minute bigint, burst int)
+    RETURNS SETOF int
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT 1 FROM pgmarket.set_tier(pgmarket.proxy_actor($1, $2), $3, $4, $5);
+$$;
+
+CREATE FUNCTION pgmarket.set_tier(name text, requests_per_minute int,
+        tokens_per_minute bigint, burst int DEFAULT 0) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT count(*) FROM pgmarket_proxy.set_tier_all(
+        current_setting('pgmarket.actor', true), name, requests_per_minute,
+        tokens_per_minute, burst);
+END;
+
 -- Each node's audit chain is its own: one row per node here, merged to
 -- the first bad id (an id of the node whose chain broke) and the rows
 -- checked over all nodes.  strict => true raises PM013 from that node.  An
@@ -1562,6 +1619,21 @@ CREATE VIEW pgmarket.model_ratings AS
            round(sum(r.stars)::numeric / sum(r.ratings), 2) AS average_stars
       FROM pgmarket_proxy.model_ratings_all() r
      GROUP BY r.model_id;
+
+-- The tiers, which set_tier keeps the same on every node: partition 0's
+-- node answers for all, as a table of the node would.
+CREATE FUNCTION pgmarket_proxy.tiers_on_any()
+    RETURNS TABLE (name text, requests_per_minute int, tokens_per_minute bigint,
+                   burst int)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON 0;
+    SELECT name, requests_per_minute, tokens_per_minute, burst FROM pgmarket.tiers;
+$$;
+
+CREATE VIEW pgmarket.tiers AS
+    SELECT * FROM pgmarket_proxy.tiers_on_any();
 
 -------------------------------------------------------------------------------
 -- deduct_batch: split by partition, one call per partition, merged back
@@ -1919,8 +1991,11 @@ GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.usage_daily_all(text),
     pgmarket_proxy.users_all(text),
     pgmarket_proxy.model_ratings_all(),
-    pgmarket_proxy.health_all(text)
+    pgmarket_proxy.health_all(text),
+    pgmarket_proxy.tiers_on_any()
     TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
+-- a table on the node, a view here
+GRANT SELECT ON pgmarket.tiers TO pgmarket_app, pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.verify_audit_all(text, boolean, bytea),
     pgmarket_proxy.audit_head_all(text),
@@ -1928,7 +2003,8 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_auditor, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.seal_audit_all(text),
-    pgmarket_proxy.rotate_master_key_all(text, int)
+    pgmarket_proxy.rotate_master_key_all(text, int),
+    pgmarket_proxy.set_tier_all(text, text, int, bigint, int)
     TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.add_account_role(name text, description text) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.add_funds(user_id uuid, amount numeric, idempotency_key text, note text) TO pgmarket_admin, pgmarket_app;
@@ -1948,6 +2024,10 @@ GRANT EXECUTE ON FUNCTION pgmarket_proxy.charge_api_key_on_node(actor text, api_
 GRANT EXECUTE ON FUNCTION pgmarket.charge_api_key_sealed(key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.charge_api_key_sealed_on_node(actor text, key_prefix text, sealed_key bytea, amount numeric, model_id text, tokens_used bigint, idempotency_key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.chat_session_owner(session_id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.check_rate_limit(api_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.check_rate_limit_on_node(actor text, api_key text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.check_rate_limit_sealed(key_prefix text, sealed_key bytea) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.check_rate_limit_sealed_on_node(actor text, key_prefix text, sealed_key bytea) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_api_key(user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_api_key_on_node(actor text, user_id uuid, name text, scopes text[], rate_limit_tier text, expires_at timestamp with time zone, environment text, spend_limit numeric, spend_period text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_chat_session(user_id uuid, model_id text, title text, agent_id text, id uuid) TO pgmarket_admin, pgmarket_app;
@@ -2057,6 +2137,7 @@ GRANT EXECUTE ON FUNCTION pgmarket.set_modification_status(user_id uuid, modific
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.set_modification_status_on_node(actor text, user_id uuid, modification_id uuid, status text, results jsonb, modified_files text[]) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.set_preference(user_id uuid, key text, value jsonb) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.set_preference_on_node(actor text, user_id uuid, key text, value jsonb) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.set_tier(name text, requests_per_minute integer, tokens_per_minute bigint, burst integer) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.settle(user_id uuid, reservation_id bigint, amount numeric, model_id text, tokens_used bigint) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.settle_on_node(actor text, user_id uuid, reservation_id bigint, amount numeric, model_id text, tokens_used bigint) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.unlink_identity(user_id uuid, provider text) TO pgmarket_admin, pgmarket_app;

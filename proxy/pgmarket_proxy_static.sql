@@ -362,6 +362,29 @@ CREATE FUNCTION pgmarket.rotate_master_key(batch_size int DEFAULT 1000) RETURNS 
               FROM pgmarket_proxy.rotate_master_key_all(
                        current_setting('pgmarket.actor', true), batch_size) n);
 
+-- Tiers are each node's own table: set on every node, so that a key
+-- created on any node finds its tier there and its limiter (on the key's
+-- own node) reads the same limits.
+CREATE FUNCTION pgmarket_proxy.set_tier_all(actor text, name text,
+        requests_per_minute int, tokens_per_minute bigint, burst int)
+    RETURNS SETOF int
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON ALL;
+    SELECT 1 FROM pgmarket.set_tier(pgmarket.proxy_actor($1, $2), $3, $4, $5);
+$$;
+
+CREATE FUNCTION pgmarket.set_tier(name text, requests_per_minute int,
+        tokens_per_minute bigint, burst int DEFAULT 0) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT count(*) FROM pgmarket_proxy.set_tier_all(
+        current_setting('pgmarket.actor', true), name, requests_per_minute,
+        tokens_per_minute, burst);
+END;
+
 -- Each node's audit chain is its own: one row per node here, merged to
 -- the first bad id (an id of the node whose chain broke) and the rows
 -- checked over all nodes.  strict => true raises PM013 from that node.  An
@@ -527,6 +550,21 @@ CREATE VIEW pgmarket.model_ratings AS
            round(sum(r.stars)::numeric / sum(r.ratings), 2) AS average_stars
       FROM pgmarket_proxy.model_ratings_all() r
      GROUP BY r.model_id;
+
+-- The tiers, which set_tier keeps the same on every node: partition 0's
+-- node answers for all, as a table of the node would.
+CREATE FUNCTION pgmarket_proxy.tiers_on_any()
+    RETURNS TABLE (name text, requests_per_minute int, tokens_per_minute bigint,
+                   burst int)
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON 0;
+    SELECT name, requests_per_minute, tokens_per_minute, burst FROM pgmarket.tiers;
+$$;
+
+CREATE VIEW pgmarket.tiers AS
+    SELECT * FROM pgmarket_proxy.tiers_on_any();
 
 -------------------------------------------------------------------------------
 -- deduct_batch: split by partition, one call per partition, merged back

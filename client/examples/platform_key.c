@@ -1,6 +1,7 @@
 /*
  * platform_key.c: the marketplace issues an API key, the gateway checks it
- * and charges through it in one round trip, and the owner revokes it.
+ * and charges through it in one round trip, asks how much of its tier's
+ * rate limit is left, and the owner revokes it.
  */
 #include <pgmarket.h>
 
@@ -18,6 +19,7 @@ main(int argc, char **argv)
 	pgm_api_key_options opts = {0};
 	pgm_api_key_check check;
 	pgm_ledger_result r;
+	pgm_rate_limit limit;
 	int			valid = 0,
 				revoked = 0,
 				rc = 1;
@@ -43,12 +45,28 @@ main(int argc, char **argv)
 	printf("key of user %s, scopes %s, tier %s\n", check.user_id, check.scopes,
 		   check.rate_limit_tier);
 	/* charge: key check, scope, spend limit and the charge in one call */
-	if (pgm_charge_api_key(conn, api_key, "0.75", "gpt-4o", 900, "req-1", &r) != PGM_OK)
+	switch (pgm_charge_api_key(conn, api_key, "0.75", "gpt-4o", 900, "req-1", &r))
 	{
-		fprintf(stderr, "charge_api_key: %s\n", pgm_errmsg(conn));
-		goto out;
+		case PGM_OK:
+			break;
+		case PGM_RATE_LIMITED:
+			/* nothing was charged: the gateway answers 429 with Retry-After */
+			fprintf(stderr, "rate limited, retry in %lld ms\n",
+					(long long) pgm_retry_after_ms(conn));
+			goto out;
+		default:
+			fprintf(stderr, "charge_api_key: %s\n", pgm_errmsg(conn));
+			goto out;
 	}
 	printf("charged %s, available %s\n", r.amount, r.available_balance);
+	/* the key's tier (free: 60 requests a minute and a burst of 10) */
+	if (pgm_check_rate_limit(conn, api_key, &limit) != PGM_OK)
+	{
+		fprintf(stderr, "check_rate_limit: %s\n", pgm_errmsg(conn));
+		goto out;
+	}
+	printf("rate limit: %s, %lld requests left\n", limit.allowed ? "allowed" : "must wait",
+		   (long long) limit.remaining_requests);
 	if (pgm_charge_api_key(conn, api_key, "0.75", "gpt-4o", 900, "req-2", &r) ==
 		PGM_INSUFFICIENT_FUNDS)
 		printf("over the daily limit: %s\n", pgm_errmsg(conn));

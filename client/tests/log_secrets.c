@@ -37,6 +37,7 @@ main(int argc, char **argv)
 	int			valid = 0;
 	int64_t		rid = 0;
 	pgm_api_key_check chk;
+	pgm_rate_limit rl;
 	pgm_ledger_result lr;
 
 	c = driver_connect(argc, argv, 6,
@@ -82,6 +83,10 @@ main(int argc, char **argv)
 		  PGM_INSUFFICIENT_FUNDS, "charge_api_key: insufficient funds", c);
 	check(pgm_reserve_api_key(c, key, "1", NULL, NULL, &rid) == PGM_OK && rid > 0,
 		  "reserve_api_key", c);
+	check(pgm_check_rate_limit(c, key, &rl) == PGM_OK && rl.allowed,
+		  "check_rate_limit", c);
+	check(pgm_check_rate_limit(c, wrong_key, &rl) == PGM_INVALID_API_KEY,
+		  "check_rate_limit: a wrong key is 28000", c);
 	check(pgm_put_provider_key(c, uid, "openai", argv[4], NULL, pkid) == PGM_OK,
 		  "put_provider_key", c);
 

@@ -116,11 +116,13 @@ test_status_and_money(void)
 	int			s;
 
 	printf("# status names, SQLSTATE map, money helpers\n");
-	for (s = PGM_OK; s <= PGM_CLIENT_ERROR; s++)
+	for (s = PGM_OK; s <= PGM_RATE_LIMITED; s++)
 		CHECK(strncmp(pgm_status_name((pgm_status) s), "PGM_", 4) == 0, NULL);
 	CHECK(strcmp(pgm_status_name(PGM_INSUFFICIENT_FUNDS), "PGM_INSUFFICIENT_FUNDS") == 0, NULL);
 	CHECK(pgm_status_from_sqlstate("PM001") == PGM_INSUFFICIENT_FUNDS, NULL);
 	CHECK(pgm_status_from_sqlstate("PM013") == PGM_AUDIT_CHAIN_BROKEN, NULL);
+	CHECK(pgm_status_from_sqlstate("PM005") == PGM_RATE_LIMITED, NULL);
+	CHECK(strcmp(pgm_status_name(PGM_RATE_LIMITED), "PGM_RATE_LIMITED") == 0, NULL);
 	CHECK(pgm_status_from_sqlstate("08006") == PGM_CONNECTION_ERROR, NULL);
 	CHECK(pgm_status_from_sqlstate("22012") == PGM_SERVER_ERROR, NULL);
 	CHECK(pgm_status_from_sqlstate(NULL) == PGM_OK, NULL);
@@ -760,6 +762,68 @@ test_api_keys(pgm_conn *c)
 	pgm_free_secret(key);
 	pgm_free_secret(key_ro);
 	pgm_free_secret(key_lim);
+}
+
+static void
+test_rate_limits(pgm_conn *c)
+{
+	char		u[PGM_UUID_LEN],
+				kid[PGM_UUID_LEN];
+	char	   *key = NULL;
+	pgm_api_key_options o = {0};
+	pgm_rate_limit rl;
+	pgm_ledger_result lr;
+	pgm_result *r = NULL;
+	int64_t		rid = 0;
+	int			i,
+				found = 0;
+
+	printf("# tiers and rate limits\n");
+	make_user(c, "ratelimits", u);
+	EXPECT(pgm_add_funds(c, u, "10", NULL, NULL, &lr), PGM_OK, c);
+	EXPECT(pgm_set_tier(c, "client-two", 2, PGM_UNLIMITED, 0), PGM_OK, c);
+	EXPECT(pgm_set_tier(c, "client-bad", -5, PGM_UNLIMITED, 0), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_set_tier(c, "client-bad", 1, 1, -1), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_set_tier(c, NULL, 1, 1, 0), PGM_NULL_VALUE, c);
+	EXPECT(pgm_list_tiers(c, &r), PGM_OK, c);
+	for (i = 0; i < pgm_result_rows(r); i++)
+		if (strcmp(pgm_result_value(r, i, "name"), "client-two") == 0)
+			found = strcmp(pgm_result_value(r, i, "requests_per_minute"), "2") == 0 &&
+				pgm_result_value(r, i, "tokens_per_minute") == NULL &&
+				strcmp(pgm_result_value(r, i, "burst"), "0") == 0;
+	CHECK(found, c);
+	pgm_result_free(r);
+
+	o.rate_limit_tier = "no-such-tier";
+	EXPECT(pgm_create_api_key(c, u, "unknown tier", &o, kid, NULL), PGM_INVALID_PARAMETER, c);
+	o.rate_limit_tier = "client-two";
+	EXPECT(pgm_create_api_key(c, u, "two a minute", &o, kid, &key), PGM_OK, c);
+	EXPECT(pgm_check_rate_limit(c, key, &rl), PGM_OK, c);
+	CHECK(rl.allowed && rl.retry_after_ms == 0 && rl.remaining_requests == 2, c);
+	EXPECT(pgm_charge_api_key(c, key, "0.1", "m-rate", 1, NULL, &lr), PGM_OK, c);
+	CHECK(pgm_retry_after_ms(c) == 0, c);
+	EXPECT(pgm_reserve_api_key(c, key, "0.1", NULL, NULL, &rid), PGM_OK, c);
+	EXPECT(pgm_charge_api_key(c, key, "0.1", "m-rate", 1, NULL, &lr), PGM_RATE_LIMITED, c);
+	CHECK(strcmp(pgm_sqlstate(c), "PM005") == 0 && pgm_retry_after_ms(c) > 0 &&
+		  pgm_retry_after_ms(c) <= 61000, c);
+	EXPECT(pgm_reserve_api_key(c, key, "0.1", NULL, NULL, &rid), PGM_RATE_LIMITED, c);
+	CHECK(pgm_retry_after_ms(c) > 0, c);
+	EXPECT(pgm_check_rate_limit(c, key, &rl), PGM_OK, c);
+	CHECK(!rl.allowed && rl.retry_after_ms > 0 && rl.retry_after_ms <= 61000 &&
+		  rl.remaining_requests == 0, c);
+	CHECK(pgm_retry_after_ms(c) == 0, c);
+	EXPECT(pgm_check_rate_limit(c, "sk_live_nope", &rl), PGM_INVALID_API_KEY, c);
+	CHECK(!rl.allowed, c);
+	/* the plain form, as the text the SQL function takes */
+	pgm_set_plain_secrets(c, 1);
+	EXPECT(pgm_check_rate_limit(c, key, &rl), PGM_OK, c);
+	CHECK(!rl.allowed && rl.remaining_requests == 0, c);
+	pgm_set_plain_secrets(c, 0);
+	/* a tier without a request limit */
+	EXPECT(pgm_set_tier(c, "client-two", PGM_UNLIMITED, PGM_UNLIMITED, 0), PGM_OK, c);
+	EXPECT(pgm_check_rate_limit(c, key, &rl), PGM_OK, c);
+	CHECK(rl.allowed && rl.remaining_requests == PGM_UNLIMITED, c);
+	pgm_free_secret(key);
 }
 
 static void
@@ -1468,6 +1532,7 @@ main(int argc, char **argv)
 	test_vault(c);
 	test_sealed_log(c);
 	test_api_keys(c);
+	test_rate_limits(c);
 	test_audit_and_misc(c);
 	test_chat(c);
 	test_projects(c);

@@ -20,7 +20,8 @@
 #    another user's project, 42501 under another user's actor), templates
 #    on partition 0's node;
 #  - charge_api_key works through pgbouncer in transaction mode in front of
-#    the proxy, and its idempotent repeat replays;
+#    the proxy, and its idempotent repeat replays; set_tier reaches every
+#    node, and a key's rate limit holds through both (PM005 past it);
 #  - with one data node stopped, its users' calls fail with an error naming
 #    the node, the other node's users go on, and after a restart nothing
 #    acknowledged is lost.
@@ -390,8 +391,8 @@ SKIP:
 		'>', \$out, '2>', \$err);
 	is($? >> 8, 0, 'the client library\'s platform key example through the proxy')
 	  or diag "$out\n$err";
-	like($out // '', qr/charged 0\.75.*over the daily limit.*after revocation/s,
-		'sealed verify and charge through the proxy, on the owner\'s node');
+	like($out // '', qr/charged 0\.75.*rate limit: allowed, 69 requests left.*over the daily limit.*after revocation/s,
+		'sealed verify, charge and check_rate_limit through the proxy, on the owner\'s node');
 }
 is(q_proxy("SELECT t.run(\$q\$SELECT pgmarket.authenticate_sealed('user3', '\\x00')\$q\$)"),
 	$nodes[0]->safe_psql(dbof($nodes[0]),
@@ -537,7 +538,7 @@ SKIP:
 {
 	my $pgbouncer = `command -v pgbouncer 2>/dev/null`;
 	chomp $pgbouncer;
-	skip 'pgbouncer is not installed', 4 unless $pgbouncer;
+	skip 'pgbouncer is not installed', 9 unless $pgbouncer;
 
 	my $dir = PostgreSQL::Test::Utils::tempdir_short();
 	my $bport = PostgreSQL::Test::Cluster::get_free_port();
@@ -595,6 +596,39 @@ SKIP:
 				"SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'm-bouncer'") eq '1'
 		} @nodes);
 	is($home, 1, 'the charge is on one node, once');
+
+	# a key's rate limit holds through pgbouncer and the proxy: every call
+	# of the key reaches its owner's node, where its limiter lives
+	$via_bouncer->("SELECT pgmarket.set_tier('scale3', 3, NULL, 0)");
+	is( join(',', map {
+				$_->safe_psql(dbof($_),
+					"SELECT requests_per_minute FROM pgmarket.tiers WHERE name = 'scale3'")
+			} @nodes),
+		'3,3',
+		'set_tier through pgbouncer and the proxy sets the tier on every node');
+	is( $via_bouncer->(
+			"SELECT format('%s %s %s', requests_per_minute, tokens_per_minute IS NULL, burst) FROM pgmarket.tiers WHERE name = 'scale3'"),
+		'3 t 0', 'and the proxy\'s tiers read them back');
+	my $lu = $via_bouncer->(
+		"SELECT pgmarket.create_user('limited\@example.com', 'limited')");
+	$via_bouncer->("SELECT pgmarket.add_funds('$lu', 1)");
+	my $lkey = $via_bouncer->(
+		"SELECT api_key FROM pgmarket.create_api_key('$lu', 'limited', rate_limit_tier => 'scale3')");
+	is( join(',', map {
+				$via_bouncer->(
+					"SELECT t.run(\$\$SELECT amount FROM pgmarket.charge_api_key('$lkey', 0.01, 'm-limit')\$\$)")
+			} 1 .. 5),
+		'0.010000,0.010000,0.010000,ERROR PM005,ERROR PM005',
+		'a tier of 3 requests a minute admits 3 charges through pgbouncer and the proxy, then PM005');
+	is( $via_bouncer->(
+			"SELECT format('%s %s', allowed, remaining_requests) FROM pgmarket.check_rate_limit('$lkey')"),
+		'f 0', 'check_rate_limit through pgbouncer and the proxy says so');
+	is( join(',', map {
+				$_->safe_psql(dbof($_),
+					"SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'm-limit'")
+			} @nodes),
+		(home($lu) == 0 ? '3,0' : '0,3'),
+		'the three charges, on the owner\'s node only');
 
 	# the client library, through its command-line tool, unchanged: the
 	# tool is built by `make -C client` (scripts/test.sh runs the client
