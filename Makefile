@@ -24,7 +24,7 @@ PGFILEDESC   = "pgmarket - database core of an API marketplace"
 
 PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK   = -lsodium
+SHLIB_LINK   = -lsodium -lcrypt
 
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --load-extension=pgmarket
