@@ -15,7 +15,8 @@
  *	   their tool calls cleared, chat sessions' titles and contexts cleared
  *	   (ids, models, tokens and costs stay);
  *	 - provider keys deleted (the ciphertext goes; key_access_log keeps
- *	   when each was read, never a secret), platform keys revoked;
+ *	   when each was read, never a secret), platform keys revoked and their
+ *	   names replaced by "[erased]" (prefix, scopes and spending stay);
  *	 - the rows of other account tables (erase_account_rows);
  *	 - the user's key of personal values destroyed (personal.c): every
  *	   personal value that the audit trail holds of the user, the old email
@@ -66,9 +67,10 @@ static EraseStep erase_steps[] = {
 	"                         OR end_reason IS NOT NULL)", NULL},
 	{"provider_keys",
 	"DELETE FROM pgmarket.provider_keys WHERE user_id = $1", NULL},
-	{"platform_keys_revoked",
-		"UPDATE pgmarket.api_keys SET revoked_at = now()"
-	" WHERE user_id = $1 AND revoked_at IS NULL", NULL},
+	{"platform_keys",
+		"UPDATE pgmarket.api_keys SET revoked_at = coalesce(revoked_at, now()),"
+		"       name = '[erased]'"
+	" WHERE user_id = $1 AND (revoked_at IS NULL OR name <> '[erased]')", NULL},
 	/* the rows of account tables added later go here, one line each */
 };
 

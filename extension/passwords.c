@@ -337,8 +337,9 @@ parse_pbkdf2(const char *hash, PgmHash *h)
 
 /*
  * "pbkdf2:sha256:ROUNDS$SALT$HEX" (Werkzeug's generate_password_hash): the
- * salt as text, the derived key in lower-case hex, 16 to 32 bytes.  The
- * rounds must be written out (Werkzeug always does).
+ * salt as text, the derived key in lower-case hex, 32 bytes (SHA-256's
+ * length, which Werkzeug always uses; a shorter key would be a prefix of
+ * the right one).  The rounds must be written out (Werkzeug always does).
  */
 static PgmHashCheck
 parse_werkzeug(const char *hash, PgmHash *h)
@@ -351,7 +352,7 @@ parse_werkzeug(const char *hash, PgmHash *h)
 		h->rounds < 1 || !skip(&p, "$") || !parse_text_salt(&p, h))
 		return PGM_HASH_MALFORMED;
 	n = strspn(p, "0123456789abcdef");
-	if (p[n] != '\0' || n % 2 != 0 || n < 32 || n > 64 ||
+	if (p[n] != '\0' || n != 64 ||
 		sodium_hex2bin(h->digest, sizeof(h->digest), p, n, NULL,
 					   &h->digest_len, NULL) != 0)
 		return PGM_HASH_MALFORMED;

@@ -15,7 +15,7 @@
  * "owner:COLUMN", the uuid column that names the row's user, and
  * "personal:COLUMN", a column whose value is personal to that user:
  * accounts' email and username, preferences' value, provider_keys' label
- * and hint.  Wherever such a value would appear in audit_log (row_key,
+ * and hint, api_keys' name.  Wherever such a value would appear in audit_log (row_key,
  * old_values, new_values), the trail holds instead the JSON string
  *
  *	   personal:USER-UUID:BASE64
@@ -399,7 +399,8 @@ pgm_audit_open_value(PG_FUNCTION_ARGS)
 	s = pnstrdup(scalar.val.string.val, scalar.val.string.len);
 	len = strlen(s);
 	p = s + strlen(PERSONAL_PREFIX);
-	if (p[36] != ':')
+	if (strspn(p, "0123456789abcdef-") != 36 || p[36] != ':' || p[8] != '-' ||
+		p[13] != '-' || p[18] != '-' || p[23] != '-')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("personal value of column \"%s\" is malformed", column)));

@@ -55,6 +55,10 @@ CREATE OR REPLACE TRIGGER pgmarket_audit
     AFTER INSERT OR UPDATE OR DELETE ON @extschema@.provider_keys
     FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger('ciphertext', 'nonce',
         'owner:user_id', 'personal:label', 'personal:hint');
+CREATE OR REPLACE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.api_keys
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger('hash',
+        'owner:user_id', 'personal:name');
 
 CREATE FUNCTION @extschema@.erase_user(user_id uuid) RETURNS void
     AS 'MODULE_PATHNAME', 'pgm_erase_user'
