@@ -188,7 +188,7 @@ SELECT pgmarket.get_provider_key(:keep, 'openai') = 'sk-keep-provider-secret-987
 
 -- the chain: what was sealed before still verifies, the anchor still lies
 -- on it, and the rows since seal and verify too
-SELECT * FROM pgmarket.verify_audit(strict => true, anchor => :'anchor');
+SELECT first_bad_id FROM pgmarket.verify_audit(strict => true, anchor => :'anchor');
 SELECT pgmarket.seal_audit() > 0 AS sealed_again;
 SELECT first_bad_id FROM pgmarket.verify_audit(strict => true, anchor => :'anchor');
 SELECT first_bad_id FROM pgmarket.verify_audit(strict => true);
