@@ -235,7 +235,8 @@ pgm_status	pgm_authenticate(pgm_conn *conn, const char *login,
 pgm_status	pgm_deactivate_user(pgm_conn *conn, const char *user_id);
 /* The right to be forgotten (pgmarket_admin): the account becomes a
  * tombstone, its personal data and keys go, the books stay.  Again for an
- * erased user: PGM_OK, nothing changes.  PGM_UNKNOWN_ACCOUNT for no such
+ * erased user: PGM_OK (it removes what a write racing the first erasure
+ * left, else changes nothing).  PGM_UNKNOWN_ACCOUNT for no such
  * user, PGM_PERMISSION_DENIED for a role below pgmarket_admin. */
 pgm_status	pgm_erase_user(pgm_conn *conn, const char *user_id);
 /* *hash: free with pgm_free. */

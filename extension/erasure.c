@@ -25,8 +25,16 @@
  *	 - an ERASE event in the audit trail, with what was erased (counts).
  *
  * The ledger, balances and reservations are not touched: amounts stay and
- * verify_ledger passes.  Erasing an erased user again changes nothing and
- * records nothing (the key row says the user is erased).
+ * verify_ledger passes.
+ *
+ * A write for the user that passed its checks before the erasure committed
+ * (set_preference, save_chat_message, ... read the account without locking
+ * it) may still land after it: its audit values are sealed under the
+ * destroyed key or written as "[erased]", but its row stays.  Erasing an
+ * erased user again removes such rows (and records an ERASE event marked
+ * "again"); with none, it changes nothing and records nothing (the key row
+ * says the user is erased).  Deactivate the user first, let the traffic
+ * drain, then erase, and no such row appears.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,7 +48,8 @@ PG_FUNCTION_INFO_V1(pgm_erase_user);
 
 /*
  * The per-user rows of the other account tables: one statement each, with
- * SPI connected; adds each count to *counts as "name": N.  A table of the
+ * SPI connected; adds each count to *counts as "name": N and returns
+ * their sum.  A table of the
  * user's personal data added later (external identities, say) is erased
  * here, by one more entry.
  */
@@ -74,11 +83,12 @@ static EraseStep erase_steps[] = {
 	/* the rows of account tables added later go here, one line each */
 };
 
-static void
+static uint64
 erase_account_rows(Datum user_id, StringInfo counts)
 {
 	Oid			types[1] = {UUIDOID};
 	int			i;
+	uint64		total = 0;
 
 	for (i = 0; i < lengthof(erase_steps); i++)
 	{
@@ -89,7 +99,9 @@ erase_account_rows(Datum user_id, StringInfo counts)
 		pgm_exec(step->plan, &user_id, NULL, false);
 		appendStringInfo(counts, ", \"%s\": " UINT64_FORMAT,
 						 step->name, (uint64) SPI_processed);
+		total += SPI_processed;
 	}
+	return total;
 }
 
 /*
@@ -132,8 +144,23 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	pgm_exec(plan_find, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_raise_unknown_account(user_id);
+	initStringInfo(&counts);
+	appendStringInfo(&counts, "{\"user_id\": \"%s\"", id);
+
+	/*
+	 * Erased before: only rows that a write racing that erasure left
+	 * (it passed its checks before the erasure committed) are left to go;
+	 * with none, nothing changes and nothing is recorded.
+	 */
 	if (pgm_personal_erased(user_id))
 	{
+		if (erase_account_rows(user_id, &counts) > 0)
+		{
+			appendStringInfoString(&counts, ", \"again\": true}");
+			pgm_audit_record_event("pgmarket.accounts", "ERASE",
+								   DirectFunctionCall1(jsonb_in,
+													   CStringGetDatum(counts.data)));
+		}
 		SPI_finish();
 		PG_RETURN_VOID();
 	}
@@ -147,8 +174,6 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(psprintf("erased-%s", hex));
 	pgm_exec(plan_tomb, values, NULL, false);
 
-	initStringInfo(&counts);
-	appendStringInfo(&counts, "{\"user_id\": \"%s\"", id);
 	erase_account_rows(user_id, &counts);
 	appendStringInfoChar(&counts, '}');
 
