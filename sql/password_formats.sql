@@ -222,6 +222,24 @@ SELECT total_balance, available_balance FROM pgmarket.get_balance('7d000000-0000
 SELECT pgmarket.authenticate('app_hashed', 'correct horse') AS app_login;
 RESET ROLE;
 
+-- a stored hash beyond the bounds (written past the API) is never run:
+-- authenticate answers NULL (after the dummy Argon2id work alone, see
+-- tests/t/040_login_timing.pl) and keeps it
+CREATE TEMP TABLE costly (h text);
+INSERT INTO costly VALUES
+    ('$2b$15$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e'),
+    ('$2y$31$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e'),
+    ('pbkdf2:sha256:2000001$NaCl4Werkzeug123$a656d6309493e842c775cb22ee9dd136cc3d07a6088fa52acd27899262ad1135'),
+    ('$pbkdf2-sha256$99999999$AQIDBAUGBwgJCgsMDQ4PEA$YwKfNMrnHLcz6zlkYSHCNthMmUVmRkplZtxCdAZgV8M');
+CREATE FUNCTION pg_temp.login_with(h text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pgmarket.accounts SET password_hash = h WHERE username = 'bcrypt_2a';
+    RETURN coalesce(pgmarket.authenticate('bcrypt_2a', 'correct horse')::text, 'refused')
+           || CASE WHEN (SELECT password_hash FROM pgmarket.accounts
+                          WHERE username = 'bcrypt_2a') = h THEN ', kept' ELSE ', replaced' END;
+END $$;
+SELECT left(h, 24) AS hash, pg_temp.login_with(h) FROM costly;
+
 -- import_user keeps every format too
 SELECT name, pgmarket.import_user(('7d000000-0000-4000-8000-0000000001' || lpad(n::text, 2, '0'))::uuid,
            'imp' || n || '@example.com', 'imp_' || n, hash) IS NOT NULL AS imported
