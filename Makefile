@@ -20,7 +20,8 @@ OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/chat.o extension/preferences.o extension/sealed.o \
                extension/health.o extension/projects.o \
                extension/profiles.o extension/resets.o extension/roles.o \
-               extension/identities.o extension/ratelimit.o
+               extension/identities.o extension/ratelimit.o \
+               extension/personal.o extension/erasure.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 
@@ -33,7 +34,7 @@ PGM_VERSION := $(shell sed -n "s/^default_version *= *'\([0-9.]*\)'.*/\1/p" \
 PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-missing-field-initializers -Wno-sign-compare \
                -DPGM_VERSION='"$(PGM_VERSION)"'
-SHLIB_LINK   = -lsodium
+SHLIB_LINK   = -lsodium -lcrypt
 
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --load-extension=pgmarket

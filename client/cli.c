@@ -38,6 +38,7 @@ static const char *usage_text =
 "                                       a single-use reset token, shown once\n"
 "  user link USER_ID PROVIDER SUBJECT   an external identity (single sign-on)\n"
 "  user unlink USER_ID PROVIDER\n"
+"  user erase USER_ID --yes             erase_user: the right to be forgotten\n"
 "  tiers [list]                         rate limit tiers of platform keys\n"
 "  tiers set NAME [--rpm N] [--tpm N] [--burst N]\n"
 "                                       create or change one; no --rpm or\n"

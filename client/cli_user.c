@@ -7,6 +7,7 @@
  *   user reset-password USER_ID [--ttl INTERVAL]
  *   user link USER_ID PROVIDER SUBJECT
  *   user unlink USER_ID PROVIDER
+ *   user erase USER_ID --yes
  *
  * Arguments are read with parse_args before the connection opens: an
  * unknown option, one without its value or a wrong number of arguments
@@ -191,6 +192,30 @@ user_unlink(user_args *u)
 	return 0;
 }
 
+/* erase: the right to be forgotten (pgmarket_admin); asks for --yes */
+static int
+user_erase(user_args *u)
+{
+	int			yes = 0,
+				got,
+				rc;
+	char		cmd[64];
+	const cli_opt opts[] = {{"yes", NULL, &yes}, {NULL, NULL, NULL}};
+
+	snprintf(cmd, sizeof(cmd), "user %s", u->sub);
+	if (parse_args(cmd, u->argc, u->argv, opts, u->a, 1, 1, &got,
+				   "user erase: 1 argument expected (see pgmarket user --help)"))
+		return 2;
+	if (!yes)
+		return usage_error("user erase cannot be undone: give --yes to erase user %s", u->a[0]);
+	if ((rc = user_connect()) != 0)
+		return rc;
+	if (pgm_erase_user(conn, u->a[0]) != PGM_OK)
+		return failed("user erase");
+	printf("user %s erased\n", u->a[0]);
+	return 0;
+}
+
 int
 cmd_user(int argc, char **argv)
 {
@@ -206,12 +231,13 @@ cmd_user(int argc, char **argv)
 		{"reset-password", user_reset_password},
 		{"link", user_link},
 		{"unlink", user_unlink},
+		{"erase", user_erase},
 	};
 	user_args	u = {0};
 	size_t		i;
 
 	if (argc < 1)
-		return usage_error("user needs a subcommand: show, set, grant, revoke, reset-password, link, unlink");
+		return usage_error("user needs a subcommand: show, set, grant, revoke, reset-password, link, unlink, erase");
 	for (i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
 		if (strcmp(argv[0], subs[i].name) == 0)
 		{

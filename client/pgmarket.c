@@ -61,6 +61,10 @@ struct pgm_result
 	Q(CREATE_USER_SEALED, "SELECT pgmarket.create_user_sealed($1, $2, $3::bytea, " \
 	  "COALESCE($4::text[], '{user}'::text[]), " \
 	  "COALESCE($5::uuid, pg_catalog.gen_random_uuid()))") \
+	Q(CREATE_USER_HASHED, "SELECT pgmarket.create_user_hashed($1, $2, $3, " \
+	  "COALESCE($4::text[], '{user}'::text[]), " \
+	  "COALESCE($5::uuid, pg_catalog.gen_random_uuid()))") \
+	Q(ERASE_USER, "SELECT pgmarket.erase_user($1::uuid)") \
 	Q(AUTHENTICATE, "SELECT pgmarket.authenticate($1, $2)") \
 	Q(AUTHENTICATE_SEALED, "SELECT pgmarket.authenticate_sealed($1, $2::bytea)") \
 	Q(DEACTIVATE_USER, "SELECT pgmarket.deactivate_user($1::uuid)") \
@@ -1410,6 +1414,34 @@ pgm_create_user(pgm_conn *c, const char *email, const char *username,
 }
 
 pgm_status
+pgm_create_user_hashed(pgm_conn *c, const char *email, const char *username,
+					   const char *password_hash, const char *const *roles,
+					   const char *id, char user_id[PGM_UUID_LEN])
+{
+	char	   *roles_lit = NULL;
+	const char *vals[5];
+	pgm_status	st;
+
+	if (user_id)
+		user_id[0] = '\0';
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	if (user_id == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "user_id must not be NULL");
+	if (roles && (roles_lit = array_literal(roles)) == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	vals[0] = email;
+	vals[1] = username;
+	vals[2] = password_hash;
+	vals[3] = roles_lit;
+	vals[4] = id;
+	st = scalar_into(c, call(c, Q_CREATE_USER_HASHED, 5, vals),
+					 take_uuid, user_id, PGM_UUID_LEN);
+	free(roles_lit);
+	return st;
+}
+
+pgm_status
 pgm_authenticate(pgm_conn *c, const char *login, const char *password,
 				 char user_id[PGM_UUID_LEN])
 {
@@ -1427,6 +1459,14 @@ pgm_deactivate_user(pgm_conn *c, const char *user_id)
 	const char *vals[1] = {user_id};
 
 	return scalar_call(c, Q_DEACTIVATE_USER, 1, vals, NULL, NULL);
+}
+
+pgm_status
+pgm_erase_user(pgm_conn *c, const char *user_id)
+{
+	const char *vals[1] = {user_id};
+
+	return scalar_call(c, Q_ERASE_USER, 1, vals, NULL, NULL);
 }
 
 static void

@@ -229,11 +229,29 @@ pgm_status	pgm_create_user(pgm_conn *conn, const char *email,
 							const char *username, const char *password,
 							const char *const *roles, const char *id,
 							char user_id[PGM_UUID_LEN]);
+/* An account whose password hash the application made (or kept from the
+ * service it replaces): Argon2id, Django pbkdf2_sha256$, Werkzeug
+ * pbkdf2:sha256:, passlib $pbkdf2-sha256$ or bcrypt $2a$/$2b$/$2y$, within
+ * the bounds (else PGM_INVALID_PARAMETER); replaced by Argon2id at the first
+ * successful login.  roles and id as for pgm_create_user.  The hash travels
+ * as a text parameter (it is no password; see the README on the server
+ * log). */
+pgm_status	pgm_create_user_hashed(pgm_conn *conn, const char *email,
+								   const char *username,
+								   const char *password_hash,
+								   const char *const *roles, const char *id,
+								   char user_id[PGM_UUID_LEN]);
 /* user_id is "" when the login is refused. */
 pgm_status	pgm_authenticate(pgm_conn *conn, const char *login,
 							 const char *password,
 							 char user_id[PGM_UUID_LEN]);
 pgm_status	pgm_deactivate_user(pgm_conn *conn, const char *user_id);
+/* The right to be forgotten (pgmarket_admin): the account becomes a
+ * tombstone, its personal data and keys go, the books stay.  Again for an
+ * erased user: PGM_OK (it removes what a write racing the first erasure
+ * left, else changes nothing).  PGM_UNKNOWN_ACCOUNT for no such
+ * user, PGM_PERMISSION_DENIED for a role below pgmarket_admin. */
+pgm_status	pgm_erase_user(pgm_conn *conn, const char *user_id);
 /* *hash: free with pgm_free. */
 pgm_status	pgm_hash_password(pgm_conn *conn, const char *password, char **hash);
 pgm_status	pgm_verify_password(pgm_conn *conn, const char *password,

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * accounts.c
- *	  Users: create_user, import_user, authenticate, deactivate_user.
+ *	  Users: create_user, create_user_hashed, import_user, authenticate,
+ *	  deactivate_user, erase_user.
  *
  * Password hashing and checking is passwords.c's, the spelling of an email
  * address emails.c's; this file holds the accounts table's calls.
@@ -33,6 +34,7 @@ PG_FUNCTION_INFO_V1(pgm_create_user);
 PG_FUNCTION_INFO_V1(pgm_authenticate);
 PG_FUNCTION_INFO_V1(pgm_deactivate_user);
 PG_FUNCTION_INFO_V1(pgm_import_user);
+PG_FUNCTION_INFO_V1(pgm_create_user_hashed);
 
 /* ----------------------------------------------------------------
  * create_user(email, username, password, roles, id)
@@ -211,6 +213,46 @@ pgm_create_user(PG_FUNCTION_ARGS)
 		hash = pgm_argon2id_hash(password, len);
 		sodium_memzero(password, len);
 	}
+
+	pgm_spi_connect();
+	check_roles(roles);
+	insert_account(id, email, username, hash, PointerGetDatum(roles),
+				   (Datum) 0, false);
+	SPI_finish();
+	PG_RETURN_DATUM(id);
+}
+
+/* ----------------------------------------------------------------
+ * create_user_hashed(email, username, password_hash, roles, id) RETURNS uuid
+ *
+ * create_user for an application that made the hash itself (or keeps one
+ * from the service it replaces): the same checks and the same account, the
+ * hash vetted as import_user vets it (a known format within the bounds,
+ * else 22023; never echoed).  authenticate replaces a hash that is not a
+ * standard Argon2id one at the first successful login.
+ * ----------------------------------------------------------------
+ */
+Datum
+pgm_create_user_hashed(PG_FUNCTION_ARGS)
+{
+	char	   *email;
+	char	   *username;
+	char	   *hash;
+	ArrayType  *roles;
+	Datum		id;
+
+	pgm_require_arg(fcinfo, 0, "email");
+	pgm_require_arg(fcinfo, 1, "username");
+	pgm_require_arg(fcinfo, 2, "password_hash");
+	pgm_require_arg(fcinfo, 3, "roles");
+	pgm_require_arg(fcinfo, 4, "id");
+	email = pgm_normalize_email(PG_GETARG_TEXT_PP(0));
+	username = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	check_username(username);
+	hash = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	pgm_check_hash_to_store(hash, "password_hash");
+	roles = PG_GETARG_ARRAYTYPE_P(3);
+	id = PG_GETARG_DATUM(4);
 
 	pgm_spi_connect();
 	check_roles(roles);

@@ -48,6 +48,8 @@
  */
 #include "audit.h"
 
+#include <sodium.h>
+
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -79,6 +81,7 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgm_audit_trigger);
 PG_FUNCTION_INFO_V1(pgm_audit_event);
@@ -365,12 +368,27 @@ is_redacted(Trigger *trigger, const char *attname)
 }
 
 /*
+ * The personal columns of a row change (personal.c): which columns, the
+ * owner column, and the key of the last owner met, so that the row key, the
+ * old and the new values of one change read it once.
+ */
+typedef struct PersonalCtx
+{
+	bool	   *personal;		/* NULL: the table has none */
+	AttrNumber	owner_attno;
+	pg_uuid_t	owner;			/* whose key is in key (key_state != 0) */
+	int			key_state;		/* 0 none read, 1 a key, 2 erased */
+	unsigned char *key;
+} PersonalCtx;
+
+/*
  * A jsonb object of the columns of tuple selected by cols (all live columns
- * when cols is NULL), redacted ones as "[redacted]".
+ * when cols is NULL), redacted ones as "[redacted]", personal ones sealed
+ * under the key of the row's owner (pc: NULL or no personal columns, none).
  */
 static Datum
 columns_to_jsonb(TupleDesc desc, HeapTuple tuple, const bool *cols,
-				 const bool *redacted)
+				 const bool *redacted, PersonalCtx *pc)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
@@ -395,6 +413,20 @@ columns_to_jsonb(TupleDesc desc, HeapTuple tuple, const bool *cols,
 			Datum		d = heap_getattr(tuple, i + 1, desc, &isnull);
 
 			datum_to_jsonb_value(d, isnull, att->atttypid, &v);
+			if (pc != NULL && pc->personal != NULL && pc->personal[i] && !isnull)
+			{
+				bool		onull;
+				Datum		owner = heap_getattr(tuple, pc->owner_attno, desc, &onull);
+
+				if (pc->key_state != 0 &&
+					(onull || memcmp(DatumGetUUIDP(owner), &pc->owner,
+									 sizeof(pg_uuid_t)) != 0))
+					pc->key_state = 0;
+				if (!onull)
+					memcpy(&pc->owner, DatumGetUUIDP(owner), sizeof(pg_uuid_t));
+				pgm_personal_seal(owner, onull, NameStr(att->attname), &v,
+								  &pc->key_state, pc->key);
+			}
 		}
 		pushJsonbValue(&state, WJB_VALUE, &v);
 	}
@@ -716,6 +748,7 @@ audit_write_row_change(Relation rel, Trigger *trigger, const RowChange *rc)
 	bool		nulls[AL_NATTS];
 	ColumnFlags cf;
 	HeapTuple	keytup = rc->oldtup != NULL ? rc->oldtup : rc->newtup;
+	PersonalCtx pc;
 
 	memset(nulls, 0, sizeof(nulls));
 	/* the transaction id first: it must exist before the row's id is drawn */
@@ -726,18 +759,27 @@ audit_write_row_change(Relation rel, Trigger *trigger, const RowChange *rc)
 	values[AL_OPERATION] = CStringGetTextDatum(rc->op);
 
 	column_flags(rel, trigger, rc, &cf);
-	values[AL_ROW_KEY] = columns_to_jsonb(desc, keytup, cf.keycols, cf.redacted);
+	memset(&pc, 0, sizeof(pc));
+	pc.personal = palloc0(sizeof(bool) * desc->natts);
+	if (pgm_personal_columns(rel, trigger, &pc.owner_attno, pc.personal))
+		pc.key = pgm_secret_alloc(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+	else
+		pc.personal = NULL;
+	values[AL_ROW_KEY] = columns_to_jsonb(desc, keytup, cf.keycols, cf.redacted,
+										  &pc);
 	if (rc->oldtup != NULL)
 		values[AL_OLD_VALUES] = columns_to_jsonb(desc, rc->oldtup, cf.changed,
-												 cf.redacted);
+												 cf.redacted, &pc);
 	else
 		nulls[AL_OLD_VALUES] = true;
 	if (rc->newtup != NULL)
 		values[AL_NEW_VALUES] = columns_to_jsonb(desc, rc->newtup, cf.changed,
-												 cf.redacted);
+												 cf.redacted, &pc);
 	else
 		nulls[AL_NEW_VALUES] = true;
 	values[AL_CHANGED_COLUMNS] = text_array(cf.names, cf.nnames);
+	if (pc.key != NULL)
+		sodium_memzero(pc.key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 
 	audit_write(values, nulls);
 }

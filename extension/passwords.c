@@ -6,11 +6,13 @@
  *	  verification of a login, for accounts.c.
  *
  * Passwords are stored as Argon2id strings (libsodium crypto_pwhash_str with
- * its "interactive" limits).  Hashes in Django's pbkdf2_sha256 format, which
- * services being migrated keep, and Argon2 hashes of other costs are
- * verified too, and authenticate replaces such a hash with a standard
- * Argon2id one at the first successful login (pgm_password_login says
- * when).  Stored hashes are parsed strictly and their cost is bounded
+ * its "interactive" limits).  The hashes that services being migrated keep
+ * are verified too: PBKDF2-HMAC-SHA256 as Django (pbkdf2_sha256$...),
+ * Werkzeug (pbkdf2:sha256:...) and passlib ($pbkdf2-sha256$...) write it,
+ * bcrypt ($2a$, $2b$, $2y$, through the system's libcrypt: crypt_rn), and
+ * Argon2 hashes of other costs; authenticate replaces such a hash with a
+ * standard Argon2id one at the first successful login (pgm_password_login
+ * says when).  Stored hashes are parsed strictly and their cost is bounded
  * (PGM_MAX_*): a hash beyond the bounds is refused when it is stored and
  * never run.
  *
@@ -32,6 +34,7 @@
  */
 #include "pgmarket.h"
 
+#include <crypt.h>
 #include <sodium.h>
 
 #include "miscadmin.h"
@@ -51,6 +54,7 @@ PG_FUNCTION_INFO_V1(pgm_verify_password);
 #define PGM_MAX_ARGON2_KIB		262144	/* 256 MiB */
 #define PGM_MAX_ARGON2_PASSES	10
 #define PGM_MAX_ARGON2_LANES	16
+#define PGM_MAX_BCRYPT_COST		14
 #define PGM_MAX_HASH_LEN		1024
 #define PGM_MAX_PBKDF2_SALT_LEN 128
 
@@ -172,7 +176,8 @@ typedef enum PgmHashKind
 {
 	PGM_HASH_ARGON2ID,
 	PGM_HASH_ARGON2I,
-	PGM_HASH_PBKDF2_SHA256
+	PGM_HASH_PBKDF2_SHA256,		/* Django, Werkzeug and passlib alike */
+	PGM_HASH_BCRYPT
 } PgmHashKind;
 
 typedef enum PgmHashCheck
@@ -185,9 +190,10 @@ typedef enum PgmHashCheck
 typedef struct PgmHash
 {
 	PgmHashKind kind;
-	uint64		rounds;			/* PBKDF2 */
-	const char *salt;			/* PBKDF2: the salt as the text holds it */
+	uint64		rounds;			/* PBKDF2; bcrypt: the cost (log2 rounds) */
+	const unsigned char *salt;	/* PBKDF2: the salt's bytes */
 	size_t		salt_len;
+	unsigned char salt_buf[PGM_MAX_PBKDF2_SALT_LEN];	/* decoded salts */
 	unsigned char digest[32];	/* PBKDF2: the derived key */
 	size_t		digest_len;
 	uint64		kib;			/* Argon2: m, t, p */
@@ -287,12 +293,27 @@ parse_argon2(const char *hash, PgmHash *h)
 	return PGM_HASH_VALID;
 }
 
+/* A PBKDF2 salt given as text: 1 to 128 printable ASCII characters but '$' */
+static bool
+parse_text_salt(const char **p, PgmHash *h)
+{
+	const char *q;
+
+	for (q = *p; *q > 0x20 && *q < 0x7f && *q != '$'; q++)
+		;
+	if (*q != '$' || q == *p || q - *p > PGM_MAX_PBKDF2_SALT_LEN)
+		return false;
+	h->salt = (const unsigned char *) *p;
+	h->salt_len = q - *p;
+	*p = q + 1;
+	return true;
+}
+
 /* "pbkdf2_sha256$ROUNDS$SALT$BASE64" (Django, passlib's django_pbkdf2_sha256) */
 static PgmHashCheck
 parse_pbkdf2(const char *hash, PgmHash *h)
 {
 	const char *p = hash;
-	const char *q;
 	size_t		n;
 
 	h->kind = PGM_HASH_PBKDF2_SHA256;
@@ -300,14 +321,9 @@ parse_pbkdf2(const char *hash, PgmHash *h)
 		h->rounds < 1 || !skip(&p, "$"))
 		return PGM_HASH_MALFORMED;
 	/* the salt: 1 to 128 printable ASCII characters other than '$' */
-	for (q = p; *q > 0x20 && *q < 0x7f && *q != '$'; q++)
-		;
-	if (*q != '$' || q == p || q - p > PGM_MAX_PBKDF2_SALT_LEN)
+	if (!parse_text_salt(&p, h))
 		return PGM_HASH_MALFORMED;
-	h->salt = p;
-	h->salt_len = q - p;
 	/* the derived key: padded base64 of 16 to 32 bytes */
-	p = q + 1;
 	n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=");
 	if (p[n] != '\0' ||
 		!b64_decode(p, n, sodium_base64_VARIANT_ORIGINAL, h->digest,
@@ -319,6 +335,128 @@ parse_pbkdf2(const char *hash, PgmHash *h)
 	return PGM_HASH_VALID;
 }
 
+/*
+ * "pbkdf2:sha256:ROUNDS$SALT$HEX" (Werkzeug's generate_password_hash): the
+ * salt as text, the derived key in lower-case hex, 32 bytes (SHA-256's
+ * length, which Werkzeug always uses; a shorter key would be a prefix of
+ * the right one).  The rounds must be written out (Werkzeug always does).
+ */
+static PgmHashCheck
+parse_werkzeug(const char *hash, PgmHash *h)
+{
+	const char *p = hash;
+	size_t		n;
+
+	h->kind = PGM_HASH_PBKDF2_SHA256;
+	if (!skip(&p, "pbkdf2:sha256:") || !parse_decimal(&p, &h->rounds) ||
+		h->rounds < 1 || !skip(&p, "$") || !parse_text_salt(&p, h))
+		return PGM_HASH_MALFORMED;
+	n = strspn(p, "0123456789abcdef");
+	if (p[n] != '\0' || n != 64 ||
+		sodium_hex2bin(h->digest, sizeof(h->digest), p, n, NULL,
+					   &h->digest_len, NULL) != 0)
+		return PGM_HASH_MALFORMED;
+	if (h->rounds > PGM_MAX_PBKDF2_ROUNDS)
+		return PGM_HASH_TOO_COSTLY;
+	return PGM_HASH_VALID;
+}
+
+/*
+ * passlib's adapted base64 (ab64): the standard alphabet with '.' for '+',
+ * no padding.  Decodes n characters at s into out[0..max).
+ */
+static bool
+ab64_decode(const char *s, size_t n, unsigned char *out, size_t max,
+			size_t *len)
+{
+	char		buf[PGM_MAX_HASH_LEN + 1];
+	size_t		i;
+
+	if (n > PGM_MAX_HASH_LEN)
+		return false;
+	for (i = 0; i < n; i++)
+		buf[i] = s[i] == '.' ? '+' : s[i];
+	return b64_decode(buf, n, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+					  out, max, len);
+}
+
+/* The length of a run of ab64 characters */
+static size_t
+ab64_span(const char *s)
+{
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789./");
+}
+
+/*
+ * "$pbkdf2-sha256$ROUNDS$SALT$HASH" (passlib's pbkdf2_sha256): salt and
+ * derived key in ab64; the salt 1 to 128 bytes, the key 32 bytes.
+ */
+static PgmHashCheck
+parse_passlib(const char *hash, PgmHash *h)
+{
+	const char *p = hash;
+	size_t		n;
+
+	h->kind = PGM_HASH_PBKDF2_SHA256;
+	if (!skip(&p, "$pbkdf2-sha256$") || !parse_decimal(&p, &h->rounds) ||
+		h->rounds < 1 || !skip(&p, "$"))
+		return PGM_HASH_MALFORMED;
+	n = ab64_span(p);
+	if (p[n] != '$' || n == 0 ||
+		!ab64_decode(p, n, h->salt_buf, sizeof(h->salt_buf), &h->salt_len) ||
+		h->salt_len < 1)
+		return PGM_HASH_MALFORMED;
+	h->salt = h->salt_buf;
+	p += n + 1;
+	n = ab64_span(p);
+	if (p[n] != '\0' ||
+		!ab64_decode(p, n, h->digest, sizeof(h->digest), &h->digest_len) ||
+		h->digest_len != 32)
+		return PGM_HASH_MALFORMED;
+	if (h->rounds > PGM_MAX_PBKDF2_ROUNDS)
+		return PGM_HASH_TOO_COSTLY;
+	return PGM_HASH_VALID;
+}
+
+/* bcrypt's base64 alphabet */
+static const char bcrypt_b64[] =
+"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/*
+ * "$2b$CC$" + 22 characters of salt + 31 of hash (also $2a$ and $2y$): 60
+ * characters in bcrypt's alphabet, the cost CC two digits from 04 to 31.
+ * The last character of the salt and of the hash carries unused bits that
+ * must be zero (else libcrypt would verify against another string).
+ */
+static PgmHashCheck
+parse_bcrypt(const char *hash, PgmHash *h)
+{
+	const char *p = hash;
+	int			last;
+
+	h->kind = PGM_HASH_BCRYPT;
+	if (!(skip(&p, "$2a$") || skip(&p, "$2b$") || skip(&p, "$2y$")))
+		return PGM_HASH_MALFORMED;
+	if (strlen(hash) != 60 || p[0] < '0' || p[0] > '3' ||
+		p[1] < '0' || p[1] > '9' || p[2] != '$')
+		return PGM_HASH_MALFORMED;
+	h->rounds = (p[0] - '0') * 10 + (p[1] - '0');
+	if (h->rounds < 4 || h->rounds > 31)
+		return PGM_HASH_MALFORMED;
+	p += 3;
+	if (strspn(p, bcrypt_b64) != 53)
+		return PGM_HASH_MALFORMED;
+	last = strchr(bcrypt_b64, p[21]) - bcrypt_b64;
+	if (last % 16 != 0)
+		return PGM_HASH_MALFORMED;
+	last = strchr(bcrypt_b64, p[52]) - bcrypt_b64;
+	if (last % 4 != 0)
+		return PGM_HASH_MALFORMED;
+	if (h->rounds > PGM_MAX_BCRYPT_COST)
+		return PGM_HASH_TOO_COSTLY;
+	return PGM_HASH_VALID;
+}
+
 /* Parse a stored hash of any format pgmarket knows. */
 static PgmHashCheck
 parse_hash(const char *hash, PgmHash *h)
@@ -326,8 +464,14 @@ parse_hash(const char *hash, PgmHash *h)
 	memset(h, 0, sizeof(PgmHash));
 	if (strlen(hash) > PGM_MAX_HASH_LEN)
 		return PGM_HASH_MALFORMED;
-	if (hash[0] == '$')
+	if (strncmp(hash, "$argon2", 7) == 0)
 		return parse_argon2(hash, h);
+	if (strncmp(hash, "$2", 2) == 0)
+		return parse_bcrypt(hash, h);
+	if (strncmp(hash, "$pbkdf2-sha256$", 15) == 0)
+		return parse_passlib(hash, h);
+	if (strncmp(hash, "pbkdf2:", 7) == 0)
+		return parse_werkzeug(hash, h);
 	return parse_pbkdf2(hash, h);
 }
 
@@ -342,7 +486,8 @@ is_standard_argon2id(const PgmHash *h)
 /*
  * Does a hash, within the bounds, cost at least what pgmarket's own cost
  * (Argon2id at the standard memory and passes) or Django's default PBKDF2
- * (600,000 rounds)?  The sealed verify_password tries a password against
+ * (600,000 rounds, in any of its three spellings), or bcrypt at cost 12?
+ * The sealed verify_password tries a password against
  * no cheaper hash, so that a blob copied from a log is no guessing oracle.
  */
 bool
@@ -354,7 +499,32 @@ pgm_hash_costs_at_least_standard(const char *hash)
 		return false;
 	if (h.kind == PGM_HASH_ARGON2ID)
 		return h.kib >= PGM_ARGON2_STD_KIB && h.passes >= PGM_ARGON2_STD_PASSES;
+	if (h.kind == PGM_HASH_BCRYPT)
+		return h.rounds >= 12;
 	return h.kind == PGM_HASH_PBKDF2_SHA256 && h.rounds >= 600000;
+}
+
+/*
+ * A bcrypt hash, through libcrypt's crypt_rn: the string it computes from
+ * the password and the stored setting, compared in constant time with the
+ * stored one.  The password must be a C string (bcrypt reads it up to its
+ * NUL, and only its first 72 bytes); its length is the caller's check.
+ * The crypt_data, which holds the key schedule, is wiped.
+ */
+static bool
+verify_bcrypt(const char *password, size_t len, const char *hash)
+{
+	struct crypt_data *data = pgm_secret_alloc(sizeof(struct crypt_data));
+	const char *out;
+	bool		ok;
+
+	if (strlen(password) != len)
+		return false;
+	out = crypt_rn(password, hash, data, sizeof(struct crypt_data));
+	ok = out != NULL && strlen(out) == 60 &&
+		sodium_memcmp(out, hash, 60) == 0;
+	sodium_memzero(data, sizeof(struct crypt_data));
+	return ok;
 }
 
 /* Verify a password against a parsed, valid hash: true on a match. */
@@ -365,10 +535,12 @@ verify_parsed(const char *password, size_t len, const char *hash,
 	unsigned char *actual;
 	bool		ok;
 
+	if (h->kind == PGM_HASH_BCRYPT)
+		return verify_bcrypt(password, len, hash);
 	if (h->kind != PGM_HASH_PBKDF2_SHA256)
 		return crypto_pwhash_str_verify(hash, password, len) == 0;
 	actual = pgm_secret_alloc(sizeof(h->digest));
-	pbkdf2_sha256(password, len, (const unsigned char *) h->salt,
+	pbkdf2_sha256(password, len, h->salt,
 				  h->salt_len, (long) h->rounds, actual, h->digest_len);
 	ok = sodium_memcmp(actual, h->digest, h->digest_len) == 0;
 	sodium_memzero(actual, sizeof(h->digest));
@@ -403,7 +575,7 @@ check_password(const char *password, size_t len, const char *hash)
 }
 
 /*
- * A password hash given to be stored (import_user): 22023 unless it is in a
+ * A password hash given to be stored (import_user, create_user_hashed): 22023 unless it is in a
  * known format and within the bounds.  Never echoes the hash; what names
  * the value in the message (e.g. "password_hash of user <id>").
  */
@@ -418,22 +590,23 @@ pgm_check_hash_to_store(const char *hash, const char *what)
 			if (h.kind == PGM_HASH_ARGON2I)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s is an Argon2i hash, not an Argon2id or pbkdf2_sha256 one",
+						 errmsg("%s is an Argon2i hash, which pgmarket verifies but does not store",
 								what)));
 			return;
 		case PGM_HASH_MALFORMED:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s is neither an Argon2id nor a pbkdf2_sha256 hash", what),
-					 errdetail("Accepted: $argon2id$v=19$m=KIB,t=PASSES,p=LANES$SALT$HASH and pbkdf2_sha256$ROUNDS$SALT$BASE64, parameters in plain decimal.")));
+					 errmsg("%s is not a password hash in a format pgmarket knows", what),
+					 errdetail("Accepted: $argon2id$v=19$m=KIB,t=PASSES,p=LANES$SALT$HASH, pbkdf2_sha256$ROUNDS$SALT$BASE64, pbkdf2:sha256:ROUNDS$SALT$HEX, $pbkdf2-sha256$ROUNDS$SALT$HASH and bcrypt $2a$, $2b$ or $2y$, parameters in plain decimal.")));
 			break;
 		case PGM_HASH_TOO_COSTLY:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s asks for more work than pgmarket allows", what),
-					 errdetail("The limits are %d PBKDF2 iterations, and for Argon2 %d KiB of memory, %d passes and %d lanes.",
-							   PGM_MAX_PBKDF2_ROUNDS, PGM_MAX_ARGON2_KIB,
-							   PGM_MAX_ARGON2_PASSES, PGM_MAX_ARGON2_LANES)));
+					 errdetail("The limits are %d PBKDF2 iterations, a bcrypt cost of %d, and for Argon2 %d KiB of memory, %d passes and %d lanes.",
+							   PGM_MAX_PBKDF2_ROUNDS, PGM_MAX_BCRYPT_COST,
+							   PGM_MAX_ARGON2_KIB, PGM_MAX_ARGON2_PASSES,
+							   PGM_MAX_ARGON2_LANES)));
 			break;
 	}
 }
@@ -477,7 +650,8 @@ pgm_verify_password(PG_FUNCTION_ARGS)
 	if (ok == PGM_PW_MALFORMED)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("hash is neither an Argon2id nor a pbkdf2_sha256 password hash")));
+				 errmsg("hash is not a password hash in a format pgmarket knows"),
+				 errdetail("Accepted: Argon2id and Argon2i, pbkdf2_sha256$ (Django), pbkdf2:sha256: (Werkzeug), $pbkdf2-sha256$ (passlib) and bcrypt $2a$, $2b$, $2y$.")));
 	PG_RETURN_BOOL(ok == PGM_PW_MATCH);
 }
 

@@ -8,14 +8,17 @@
  * The C files stand in floors, each calling only the files below it:
  *
  *	features	ledger.c batch.c vault.c apikeys.c accounts.c (with
- *				passwords.c and emails.c) chat.c preferences.c audit.c
- *				(capture) and audit_chain.c (seal, verify, purge)
- *				sealed.c health.c projects.c ratelimit.c (tiers and the
- *				rate limiter of platform keys, for apikeys.c)
+ *				passwords.c and emails.c) erasure.c chat.c
+ *				preferences.c audit.c (capture) and audit_chain.c
+ *				(seal, verify, purge) personal.c (personal values of
+ *				the trail under per-user keys) sealed.c health.c
+ *				projects.c ratelimit.c (tiers and the rate limiter of
+ *				platform keys, for apikeys.c)
  *				(they call each other only through C entry points:
  *				the ledger's pgm_ledger_charge, pgm_ledger_reserve and
  *				pgm_ledger_result, audit's pgm_audit_record_event,
- *				the password floor of passwords.c; never through SQL)
+ *				the password floor of passwords.c, personal.c's
+ *				pgm_personal_*; never through SQL)
  *	floor		userlock.c (the per-user lock protocol), actor.c (the
  *				pgmarket.actor rule), keyring.c (master keys, subkeys,
  *				sealing key pairs, secret buffers, random ids), spi.c

@@ -262,6 +262,22 @@ extern void pgm_ratelimit_peek(const pg_uuid_t *key_id, Datum tier,
 							   bool *allowed, int64 *retry_ms,
 							   int64 *remaining, bool *has_remaining);
 
+/*
+ * personal.c: personal values of the audit trail under per-user keys, for
+ * audit.c (the trigger) and erasure.c (erase_user)
+ */
+struct RelationData;
+struct Trigger;
+struct JsonbValue;
+extern bool pgm_personal_columns(struct RelationData *rel,
+								 struct Trigger *trigger,
+								 AttrNumber *owner_attno, bool *personal);
+extern void pgm_personal_seal(Datum owner, bool owner_null, const char *column,
+							  struct JsonbValue *v, int *key_state,
+							  unsigned char *key);
+extern bool pgm_personal_destroy(Datum user_id);
+extern bool pgm_personal_erased(Datum user_id);
+
 /* sealed.c: the sealed forms of the password and platform key calls */
 extern void pgm_sealed_init(void);
 

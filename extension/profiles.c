@@ -269,7 +269,8 @@ pgm_update_user(PG_FUNCTION_ARGS)
 /*
  * reactivate_user(user_id): undoes deactivate_user (the balance row active
  * again, deleted_at cleared).  A user who is active already is left as it
- * is; PM002 for an unknown user.
+ * is; PM002 for an unknown user; 55000 for an erased one (erase_user left a
+ * tombstone, which must not sign in again).
  */
 Datum
 pgm_reactivate_user(PG_FUNCTION_ARGS)
@@ -280,6 +281,11 @@ pgm_reactivate_user(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_queue_for_user(user_id);
+	if (pgm_personal_erased(user_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("user %s was erased and cannot be reactivated",
+						pgm_uuid_cstring(user_id))));
 	pgm_exec(plan_reactivate, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_account_state(user_id, &state);	/* PM002 unless already active */

@@ -384,7 +384,7 @@ check_hash_floor(const char *hash)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("a sealed password is verified only against an Argon2id hash of at least 64 MiB and 2 passes, or a pbkdf2_sha256 hash of at least 600000 rounds"),
+			 errmsg("a sealed password is verified only against an Argon2id hash of at least 64 MiB and 2 passes, a PBKDF2 hash of at least 600000 rounds or a bcrypt hash of cost 12 or more"),
 			 errhint("Use verify_password for other hashes, or authenticate_sealed to check a user's password.")));
 }
 

@@ -21,7 +21,8 @@
 #    wraps the first argument in the node's pgmarket.proxy_actor(actor, ...),
 #    which sets the actor on the node (from pgmarket.proxy_role only) before
 #    the API function runs;
-#  - create_user / create_user_sealed / import_user routed by their `id`
+#  - create_user / create_user_sealed / create_user_hashed / import_user
+#    routed by their `id`
 #    (create_user's default gen_random_uuid() is evaluated on the proxy,
 #    before routing), as pgmarket_proxy.*_on_node behind wrappers in the
 #    static part that first claim the email and username in the proxy's
@@ -60,14 +61,17 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PSQL=${PSQL:-psql}
 
 # Functions of the extension that only the node itself calls: triggers,
-# audit set-up, the actor plumbing and the store's shared checks.
+# audit set-up, the actor plumbing and the store's shared checks; and the
+# auditor's opener of personal values (audit_open), which reads the trail
+# and the per-user keys of one node, so it is called on that node.
 internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
           'disable_audit', 'current_actor', 'proxy_actor',
           'audit_require_owner', 'audit_restored', 'user_scope',
           'store_check_text', 'store_check_list', 'store_check_json',
-          'store_project', 'audit_ddl', 'audit_internal_active'"
+          'store_project', 'audit_ddl', 'audit_internal_active',
+          'audit_open', 'audit_open_value'"
 # Generated, besides the per-user functions (first argument user_id uuid).
-routed="'create_user', 'create_user_sealed', 'import_user',
+routed="'create_user', 'create_user_sealed', 'create_user_hashed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',
         'verify_api_key_sealed', 'charge_api_key_sealed',
         'reserve_api_key_sealed',
@@ -165,7 +169,8 @@ q "$@" <<'SQL'
 SET search_path = pg_catalog;
 WITH api AS (
     SELECT p.oid, p.proname, p.pronargs, p.proretset,
-           CASE WHEN p.proname IN ('create_user', 'create_user_sealed', 'import_user')
+           CASE WHEN p.proname IN ('create_user', 'create_user_sealed',
+                                   'create_user_hashed', 'import_user')
                 THEN 'coalesce(hashtext(id::text), 0)'
                 WHEN p.proargnames[1] = 'user_id'
                 THEN 'coalesce(hashtext(user_id::text), 0)'
@@ -204,11 +209,12 @@ SELECT format(E'CREATE FUNCTION pgmarket_proxy.%I(actor text, %s)\n'
               pg_get_function_identity_arguments(a.oid),
               pg_get_function_result(a.oid),
               a.run_on, a.proname, coalesce(a.rest, ''))
-       || CASE WHEN a.proname IN ('create_user', 'create_user_sealed', 'import_user',
-                                  'update_user')
+       || CASE WHEN a.proname IN ('create_user', 'create_user_sealed',
+                                  'create_user_hashed', 'import_user', 'update_user',
+                                  'erase_user')
                THEN ''
-               -- the wrappers of these two claim the email and username
-               -- first: proxy/pgmarket_proxy_static.sql
+               -- the wrappers of these claim the email and username first
+               -- (erase_user releases them after): proxy/pgmarket_proxy_static.sql
                WHEN a.proretset THEN
                    format(E'\nCREATE FUNCTION pgmarket.%I(%s)\n'
                           '    RETURNS %s\n'
@@ -279,6 +285,7 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_app, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.add_account_role_all(text, text, text)
     TO pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.release_identity(uuid) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(text),
     pgmarket_proxy.usage_daily_all(text),

@@ -295,6 +295,15 @@ AS $$
     SELECT * FROM pgmarket.create_user(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
 $$;
 
+CREATE FUNCTION pgmarket_proxy.create_user_hashed_on_node(actor text, email text, username text, password_hash text, roles text[], id uuid)
+    RETURNS uuid
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(id::text), 0);
+    SELECT * FROM pgmarket.create_user_hashed(pgmarket.proxy_actor($1, $2), $3, $4, $5, $6);
+$$;
+
 CREATE FUNCTION pgmarket_proxy.create_user_sealed_on_node(actor text, email text, username text, sealed_password bytea, roles text[], id uuid)
     RETURNS uuid
     LANGUAGE plproxy
@@ -378,6 +387,15 @@ CREATE FUNCTION pgmarket.end_chat_session(user_id uuid, session_id uuid, status 
     LANGUAGE sql
     RETURN pgmarket_proxy.end_chat_session_on_node(
         pg_catalog.current_setting('pgmarket.actor', true), $1, $2, $3, $4);
+
+CREATE FUNCTION pgmarket_proxy.erase_user_on_node(actor text, user_id uuid)
+    RETURNS void
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgmarket';
+    RUN ON coalesce(hashtext(user_id::text), 0);
+    SELECT * FROM pgmarket.erase_user(pgmarket.proxy_actor($1, $2));
+$$;
 
 CREATE FUNCTION pgmarket_proxy.get_balance_on_node(actor text, user_id uuid)
     RETURNS pgmarket.balance
@@ -1770,6 +1788,41 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION pgmarket.create_user_hashed(email text, username text,
+        password_hash text, roles text[] DEFAULT '{user}'::text[],
+        id uuid DEFAULT gen_random_uuid())
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.create_user_hashed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        email, username, password_hash, roles, id);
+END
+$$;
+
+-- erase_user: the node erases; the proxy's directory then forgets the
+-- user's email and username too (in the same transaction)
+CREATE FUNCTION pgmarket_proxy.release_identity(p_id uuid)
+    RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM pgmarket_proxy.directory d WHERE d.user_id = p_id;
+$$;
+
+CREATE FUNCTION pgmarket.erase_user(user_id uuid)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.erase_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), user_id);
+    PERFORM pgmarket_proxy.release_identity(user_id);
+END
+$$;
+
 CREATE FUNCTION pgmarket.import_user(id uuid, email text, username text,
         password_hash text DEFAULT NULL::text,
         created_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
@@ -1986,6 +2039,7 @@ GRANT EXECUTE ON FUNCTION
     TO pgmarket_app, pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.add_account_role_all(text, text, text)
     TO pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.release_identity(uuid) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION
     pgmarket_proxy.model_usage_all(text),
     pgmarket_proxy.usage_daily_all(text),
@@ -2036,6 +2090,8 @@ GRANT EXECUTE ON FUNCTION pgmarket.create_password_reset(user_id uuid, ttl inter
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_password_reset_on_node(actor text, user_id uuid, ttl interval) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_user(email text, username text, password text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_user_on_node(actor text, email text, username text, password text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.create_user_hashed(email text, username text, password_hash text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_user_hashed_on_node(actor text, email text, username text, password_hash text, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.create_user_sealed(email text, username text, sealed_password bytea, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.create_user_sealed_on_node(actor text, email text, username text, sealed_password bytea, roles text[], id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.credits(micro bigint) TO pgmarket_admin, pgmarket_app, pgmarket_auditor;
@@ -2050,6 +2106,8 @@ GRANT EXECUTE ON FUNCTION pgmarket.delete_preference(user_id uuid, key text) TO 
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.delete_preference_on_node(actor text, user_id uuid, key text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.end_chat_session(user_id uuid, session_id uuid, status text, reason text) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.end_chat_session_on_node(actor text, user_id uuid, session_id uuid, status text, reason text) TO pgmarket_admin, pgmarket_app;
+GRANT EXECUTE ON FUNCTION pgmarket.erase_user(user_id uuid) TO pgmarket_admin;
+GRANT EXECUTE ON FUNCTION pgmarket_proxy.erase_user_on_node(actor text, user_id uuid) TO pgmarket_admin;
 GRANT EXECUTE ON FUNCTION pgmarket.expire_reservations() TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket.get_balance(user_id uuid) TO pgmarket_admin, pgmarket_app;
 GRANT EXECUTE ON FUNCTION pgmarket_proxy.get_balance_on_node(actor text, user_id uuid) TO pgmarket_admin, pgmarket_app;

@@ -701,6 +701,41 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION pgmarket.create_user_hashed(email text, username text,
+        password_hash text, roles text[] DEFAULT '{user}'::text[],
+        id uuid DEFAULT gen_random_uuid())
+    RETURNS uuid
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.claim_identity(id, email, username);
+    RETURN pgmarket_proxy.create_user_hashed_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true),
+        email, username, password_hash, roles, id);
+END
+$$;
+
+-- erase_user: the node erases; the proxy's directory then forgets the
+-- user's email and username too (in the same transaction)
+CREATE FUNCTION pgmarket_proxy.release_identity(p_id uuid)
+    RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM pgmarket_proxy.directory d WHERE d.user_id = p_id;
+$$;
+
+CREATE FUNCTION pgmarket.erase_user(user_id uuid)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pgmarket_proxy.erase_user_on_node(
+        pg_catalog.current_setting('pgmarket.actor', true), user_id);
+    PERFORM pgmarket_proxy.release_identity(user_id);
+END
+$$;
+
 CREATE FUNCTION pgmarket.import_user(id uuid, email text, username text,
         password_hash text DEFAULT NULL::text,
         created_at timestamp with time zone DEFAULT NULL::timestamp with time zone)

@@ -25,7 +25,7 @@ else
 fi
 
 packages=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
-          libsodium-dev libpq-dev libipc-run-perl pgbouncer
+          libsodium-dev libcrypt-dev libpq-dev libipc-run-perl pgbouncer
           postgresql-15-plproxy)
 
 # For `make fuzz` with libFuzzer; without them it falls back to gcc and a

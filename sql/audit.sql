@@ -21,14 +21,15 @@ BEGIN
     EXECUTE format('COPY (%s) TO PROGRAM %L', q,
                    'umask 077 && cat > pgmarket_test.key.new && mv pgmarket_test.key.new pgmarket_test.key');
 END $$;
--- the audit rows written since id "after", without times and ids
+-- the audit rows written since id "after", without times and ids, personal
+-- values opened (they are kept under the user's key)
 CREATE FUNCTION pg_temp.trail(after bigint)
 RETURNS TABLE (table_name text, operation text, row_key jsonb, old_values jsonb,
                new_values jsonb, changed_columns text[], actor text, db_role text)
 LANGUAGE sql AS $$
     SELECT table_name, operation, row_key,
-           old_values - '{created_at,last_login_at,deleted_at}'::text[],
-           new_values - '{created_at,last_login_at,deleted_at}'::text[],
+           pgmarket.audit_open(old_values) - '{created_at,last_login_at,deleted_at}'::text[],
+           pgmarket.audit_open(new_values) - '{created_at,last_login_at,deleted_at}'::text[],
            changed_columns, actor, db_role
       FROM pgmarket.audit_log WHERE id > after ORDER BY id
 $$;
@@ -64,7 +65,8 @@ SELECT max(id) AS mark FROM pgmarket.audit_log \gset
 SELECT pgmarket.create_user('audit2@example.com', 'audit2',
                             id => '5c000000-0000-4000-8000-000000000002') IS NOT NULL AS created;
 SELECT count(*) AS issued FROM pgmarket.create_api_key('5c000000-0000-4000-8000-000000000002', 'ci');
-SELECT table_name, operation, new_values->>'hash' AS hash, new_values->>'name' AS name,
+SELECT table_name, operation, new_values->>'hash' AS hash,
+       pgmarket.audit_open(new_values)->>'name' AS name,
        changed_columns @> '{hash,prefix,scopes}' AS lists_columns
   FROM pgmarket.audit_log WHERE id > :mark ORDER BY id;
 -- provider keys: ciphertext and nonce are redacted; the secret is nowhere

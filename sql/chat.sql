@@ -241,8 +241,9 @@ SELECT pgmarket.set_preference(:u2, 'theme', '"dark"');
 SELECT key, value FROM pgmarket.get_preferences(:u1);
 SELECT key, value FROM pgmarket.get_preferences(:u2);
 SELECT count(*) FROM pgmarket.get_preferences(:u3);
-SELECT table_name, operation, row_key, old_values - 'updated_at' AS old_values,
-       new_values - 'updated_at' AS new_values
+SELECT table_name, operation, row_key,
+       pgmarket.audit_open(old_values) - 'updated_at' AS old_values,
+       pgmarket.audit_open(new_values) - 'updated_at' AS new_values
   FROM pgmarket.audit_log WHERE id > :mark ORDER BY id;
 SELECT pg_temp.err(format($$SELECT pgmarket.set_preference(%L, 'theme', NULL)$$, :u1));
 SELECT pg_temp.err(format($$SELECT pgmarket.set_preference(%L, NULL, '1')$$, :u1));

@@ -97,8 +97,11 @@ SELECT count(*) > 0 AS reads FROM pgmarket.identities;
 SELECT pg_temp.err($$SELECT pgmarket.user_by_identity('google', 'x')$$);
 RESET ROLE;
 
--- the audit trail has every link and unlink
-SELECT operation, row_key->>'provider' AS provider, left(row_key->>'subject', 12) AS subject
+-- the audit trail has every link and unlink; the subject is a personal
+-- value, sealed under the user's key, which the auditor opens
+SELECT operation, row_key->>'provider' AS provider,
+       left(pgmarket.audit_open(row_key)->>'subject', 12) AS subject,
+       row_key->>'subject' LIKE 'personal:%' AS sealed
   FROM pgmarket.audit_log
  WHERE table_name = 'pgmarket.identities' AND row_key->>'provider' IN ('github', 'google')
  ORDER BY id;

@@ -109,6 +109,19 @@ SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
     'pbkdf2_sha256$1$salt$' || encode(sha256('x'), 'base64'))$$);
 SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
     '$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA')$$);
+-- nor against the cheap hashes of the other formats (bcrypt below cost 12,
+-- Werkzeug and passlib PBKDF2 below 600,000 iterations)
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    '$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e')$$);
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    '$2y$11$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e')$$);
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    'pbkdf2:sha256:1000$NaCl4Werkzeug123$a656d6309493e842c775cb22ee9dd136cc3d07a6088fa52acd27899262ad1135')$$);
+SELECT pg_temp.err($$SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    '$pbkdf2-sha256$599999$AQIDBAUGBwgJCgsMDQ4PEA$YwKfNMrnHLcz6zlkYSHCNthMmUVmRkplZtxCdAZgV8M')$$);
+-- bcrypt at cost 12 is tried (and "pw" is not its password)
+SELECT pgmarket.verify_password_sealed(pg_temp.b('pw'),
+    '$2b$12$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e') AS bcrypt_12_tried;
 -- what the plain functions check, the sealed ones check the same way
 SELECT pg_temp.err($$SELECT pgmarket.create_user_sealed('not an email', 'sealed_x', pg_temp.b('pw'))$$);
 SELECT pg_temp.err($$SELECT pgmarket.create_user_sealed('sealed1@example.com', 'sealed_x', pg_temp.b('pw'))$$);

@@ -221,6 +221,7 @@ INSERT INTO sweep.valid_by_name VALUES
 	('login', '', $${uname}$$),
 	('password', '', $$'sweep password 1'::text$$),
 	('hash', '', '{phash}'),
+	('password_hash', 'create_user_hashed', '{phash}'),
 	('api_key', '', '{apikey}'),
 	('name', '', $$'sweep key'::text$$),
 	('name', 'set_tier', $$'sweep-tier'::text$$),

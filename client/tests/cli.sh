@@ -352,6 +352,16 @@ expect "user link" 0 pgm user link "$uid" GitHub cli-octocat
 expect "user link of a taken identity fails" 1 pgm user link "$grace" github cli-octocat
 expect "user unlink" 0 pgm user unlink "$uid" github
 expect "user unlink again exits 1" 1 pgm user unlink "$uid" github
+# user erase: only with --yes; then the account is a tombstone
+gone=$(q "SELECT pgmarket.create_user('cli.erase@example.com', 'cli_erase', 'erase me pw')")
+pgm user erase "$gone" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: user erase without --yes exits 2" || notok "cli: user erase without --yes exits 2"
+[ "$(q "SELECT email FROM pgmarket.users WHERE id = '$gone'")" = cli.erase@example.com ] &&
+    ok "cli: and erases nothing" || notok "cli: user erase without --yes erased"
+expect "user erase --yes" 0 pgm user erase "$gone" --yes
+[ "$(q "SELECT count(*) FROM pgmarket.users WHERE id = '$gone' AND NOT is_active AND email LIKE '%@erased.invalid'")" = 1 ] &&
+    ok "cli: user erase leaves a tombstone" || notok "cli: user erase"
+expect "user erase of nobody fails" 1 pgm user erase 0a000000-0000-4000-8000-0000000000fe --yes
 # usage errors: exit 2 and nothing done, without asking the server
 before=$(q "SELECT count(*) FROM pgmarket.audit_log")
 for args in "user" "user frob" "user show" "user show $uid --email x@example.com" \

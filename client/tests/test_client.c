@@ -245,6 +245,36 @@ test_accounts(pgm_conn *c)
 	EXPECT(pgm_deactivate_user(c, "c1ffffff-0000-4000-8000-00000000ffff"), PGM_UNKNOWN_ACCOUNT, c);
 	EXPECT(pgm_authenticate(c, uname, "correct horse", who), PGM_OK, c);
 	CHECK(who[0] == '\0', c);
+
+	/* a hash made elsewhere (bcrypt of "correct horse"), then its erasure */
+	snprintf(email, sizeof(email), "hashed-%s@example.com", suffix);
+	snprintf(uname, sizeof(uname), "hashed_%s", suffix);
+	EXPECT(pgm_create_user_hashed(c, email, uname,
+								  "$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e",
+								  roles, NULL, id), PGM_OK, c);
+	CHECK(strlen(id) == 36, c);
+	EXPECT(pgm_authenticate(c, email, "correct horse", who), PGM_OK, c);
+	CHECK(strcmp(who, id) == 0, c);
+	EXPECT(pgm_create_user_hashed(c, "h2@example.com", "h2_name", "correct horse",
+								  NULL, NULL, id2), PGM_INVALID_PARAMETER, c);
+	CHECK(id2[0] == '\0', c);
+	EXPECT(pgm_create_user_hashed(c, "h2@example.com", "h2_name",
+								  "$2b$15$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e",
+								  NULL, NULL, id2), PGM_INVALID_PARAMETER, c);
+	EXPECT(pgm_create_user_hashed(c, "h2@example.com", "h2_name", NULL, NULL, NULL, id2),
+		   PGM_NULL_VALUE, c);
+	EXPECT(pgm_create_user_hashed(c, "h2@example.com", "h2_name", "x", NULL, NULL, NULL),
+		   PGM_CLIENT_ERROR, c);
+	EXPECT(pgm_create_user_hashed(NULL, "h2@example.com", "h2_name", "x", NULL, NULL, id2),
+		   PGM_CLIENT_ERROR, NULL);
+	EXPECT(pgm_erase_user(c, id), PGM_OK, c);
+	EXPECT(pgm_authenticate(c, email, "correct horse", who), PGM_OK, c);
+	CHECK(who[0] == '\0', c);
+	EXPECT(pgm_erase_user(c, id), PGM_OK, c);	/* again: nothing to do */
+	EXPECT(pgm_add_funds(c, id, "1", NULL, NULL, &lr), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_erase_user(c, "c1ffffff-0000-4000-8000-00000000ffff"), PGM_UNKNOWN_ACCOUNT, c);
+	EXPECT(pgm_erase_user(c, NULL), PGM_NULL_VALUE, c);
+	EXPECT(pgm_erase_user(NULL, id), PGM_CLIENT_ERROR, NULL);
 }
 
 static void

@@ -123,7 +123,8 @@ is($proxy->safe_psql(dbof($proxy),
 	                                     'audit_restored', 'user_scope',
 	                                     'store_check_text', 'store_check_list',
 	                                     'store_check_json', 'store_project',
-	                                     'audit_ddl', 'audit_internal_active')};
+	                                     'audit_ddl', 'audit_internal_active',
+	                                     'audit_open', 'audit_open_value')};
 	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
@@ -695,6 +696,24 @@ is(q_proxy("SELECT count(*) FROM pgmarket.ledger_entries('$a0') WHERE idempotenc
 	'1', 'the charge made while the other node was down is there');
 is(q_proxy('SELECT count(*) FROM pgmarket.verify_ledger()'),
 	'0', 'verify_ledger after the restart: empty');
+
+# --- a user made from a hash, then erased, through the proxy -----------------
+
+my $hashed = 'd0000000-0000-4000-8000-0000000000e1';
+is( q_proxy(
+		"SELECT pgmarket.create_user_hashed('hashed\@example.com', 'hashed_user',"
+		  . " '\$2b\$04\$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e', id => '$hashed')"),
+	$hashed, 'create_user_hashed through the proxy');
+is(q_proxy("SELECT pgmarket.authenticate('hashed_user', 'correct horse')"),
+	$hashed, 'the bcrypt hash logs in through the proxy');
+is(q_proxy("SELECT count(*) FROM pgmarket_proxy.directory WHERE user_id = '$hashed'"),
+	'1', 'its email and username are claimed in the directory');
+q_proxy("SELECT pgmarket.erase_user('$hashed')");
+is(q_proxy("SELECT count(*) FROM pgmarket_proxy.directory WHERE user_id = '$hashed'"),
+	'0', 'erase_user through the proxy releases them');
+is( $nodes[ home($hashed) ]->safe_psql(dbof($nodes[ home($hashed) ]),
+		"SELECT email FROM pgmarket.users WHERE id = '$hashed'"),
+	"$hashed\@erased.invalid", 'and the user\'s node holds the tombstone');
 
 $proxy->stop;
 $_->stop for @nodes;

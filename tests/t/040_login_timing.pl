@@ -1,8 +1,12 @@
 # authenticate takes comparable time whatever the outcome: a right or wrong
-# password for an Argon2id user, a wrong password for an imported
-# pbkdf2_sha256 user (1,000 and 100,000 rounds), an unknown username or
-# email, a deactivated user, and a stored hash beyond the bounds (a user
-# without a password and a malformed stored hash take that path too).
+# password for an Argon2id user, a wrong password for a user of every hash
+# format pgmarket keeps (Argon2id of another cost; Django pbkdf2_sha256 at
+# 1,000 and 100,000 rounds; Werkzeug pbkdf2:sha256 at 100,000; passlib
+# $pbkdf2-sha256$ at 29,000, its default; bcrypt $2b$ and $2y$ at cost 10),
+# an unknown username or email, a deactivated user of every format, and a
+# stored hash beyond the bounds (a user without a password and a malformed
+# stored hash take that path too).  The imported formats are timed before
+# their first successful login, which would replace them by Argon2id.
 # Each path costs one Argon2id
 # verification at the standard cost (a hash of another kind is verified on
 # top of it), so no path answers early.
@@ -33,8 +37,33 @@ $node->safe_psql(
 	SELECT pgmarket.import_user('f0000000-0000-4000-8000-000000000002',
 	    'many@example.com', 'many_rounds',
 	    'pbkdf2_sha256$100000$salt$xeR41ZKIyEGqUw22hFxMjZYok6ABzk4RpJY4c6qYE0o=');
+	SELECT pgmarket.import_user('f0000000-0000-4000-8000-000000000003',
+	    'werkzeug@example.com', 'werkzeug',
+	    'pbkdf2:sha256:100000$TimingSalt0123$8b004abf4cec82959ae6f1959d90b0e43b54cf4b6793c199d3ec8f96701c1448');
+	SELECT pgmarket.import_user('f0000000-0000-4000-8000-000000000004',
+	    'passlib@example.com', 'passlib',
+	    '$pbkdf2-sha256$29000$KCkqKywtLi8wMTIzNDU2Nw$.wvVgq/DILqSP0KdsiyFAOE2ydfIRdGbOmj9zoQQ4sI');
+	SELECT pgmarket.import_user('f0000000-0000-4000-8000-000000000005',
+	    'bcrypt@example.com', 'bcrypt',
+	    '$2b$10$TimingSaltForBcrypt01uOcoaPURXZPuqgQ760w0eb1CzMW/MmvC');
+	SELECT pgmarket.import_user('f0000000-0000-4000-8000-000000000006',
+	    'bcrypt2y@example.com', 'bcrypt2y',
+	    '$2y$10$TimingSaltForBcrypt01uOcoaPURXZPuqgQ760w0eb1CzMW/MmvC');
+	SELECT pgmarket.import_user('f0000000-0000-4000-8000-000000000007',
+	    'argon8m@example.com', 'argon8m',
+	    '$argon2id$v=19$m=8192,t=1,p=1$7c2gt3OMCCpS/qSoBQwYQQ$KqvIuIyIGO7uB11zC+32FcItSrZRvI/0lASe4Dndj7k');
 	SELECT pgmarket.deactivate_user(
 	    pgmarket.create_user('gone@example.com', 'gone', 'right password'));
+	-- deactivated users of every imported format (their right passwords)
+	SELECT pgmarket.import_user(('f0000000-0000-4000-8000-00000000010' || n)::uuid,
+	    'gone' || n || '@example.com', 'gone_' || f, h)
+	  FROM (VALUES
+	    (1, 'django', 'pbkdf2_sha256$100000$salt$xeR41ZKIyEGqUw22hFxMjZYok6ABzk4RpJY4c6qYE0o='),
+	    (2, 'werkzeug', 'pbkdf2:sha256:100000$TimingSalt0123$8b004abf4cec82959ae6f1959d90b0e43b54cf4b6793c199d3ec8f96701c1448'),
+	    (3, 'passlib', '$pbkdf2-sha256$29000$KCkqKywtLi8wMTIzNDU2Nw$.wvVgq/DILqSP0KdsiyFAOE2ydfIRdGbOmj9zoQQ4sI'),
+	    (4, 'bcrypt', '$2b$10$TimingSaltForBcrypt01uOcoaPURXZPuqgQ760w0eb1CzMW/MmvC')) AS g(n, f, h);
+	SELECT pgmarket.deactivate_user(('f0000000-0000-4000-8000-00000000010' || n)::uuid)
+	  FROM generate_series(1, 4) AS n;
 	SELECT pgmarket.create_user('costly@example.com', 'costly', 'right password');
 	UPDATE pgmarket.accounts
 	   SET password_hash = '$argon2id$v=19$m=65536,t=11,p=1$1rfEF1iI+VT2BnSTLKLWRg$VrjGm8eWkghZYQKAI/g13vBy5zYMUyS/c492sV6qVyM'
@@ -49,7 +78,16 @@ $node->safe_psql(
 	    (5, 'unknown username', 'nobody', 'wrong password'),
 	    (6, 'unknown email', 'nobody@example.com', 'wrong password'),
 	    (7, 'deactivated user', 'gone', 'right password'),
-	    (8, 'hash beyond the bounds', 'costly', 'right password');
+	    (8, 'hash beyond the bounds', 'costly', 'right password'),
+	    (9, 'werkzeug 100000 rounds, wrong password', 'werkzeug', 'wrong password'),
+	    (10, 'passlib 29000 rounds, wrong password', 'passlib@example.com', 'wrong password'),
+	    (11, 'bcrypt 2b cost 10, wrong password', 'bcrypt', 'wrong password'),
+	    (12, 'bcrypt 2y cost 10, wrong password', 'bcrypt2y@example.com', 'wrong password'),
+	    (13, 'argon2id 8 MiB, wrong password', 'argon8m', 'wrong password'),
+	    (14, 'deactivated django user', 'gone_django', 'password'),
+	    (15, 'deactivated werkzeug user', 'gone2@example.com', 'right password'),
+	    (16, 'deactivated passlib user', 'gone_passlib', 'right password'),
+	    (17, 'deactivated bcrypt user', 'gone_bcrypt', 'right password');
 
 	-- the fastest of seven runs of each case, the cases interleaved
 	CREATE FUNCTION fastest_logins(runs int)
@@ -78,7 +116,8 @@ is( $node->safe_psql(
 		'postgres', q{
 	SELECT string_agg(n || ':' || (pgmarket.authenticate(login, password) IS NOT NULL), ' ' ORDER BY n)
 	  FROM login_case}),
-	'1:true 2:false 3:false 4:false 5:false 6:false 7:false 8:false',
+	'1:true 2:false 3:false 4:false 5:false 6:false 7:false 8:false 9:false '
+	  . '10:false 11:false 12:false 13:false 14:false 15:false 16:false 17:false',
 	'only the right password of an active user logs in');
 
 my $out = $node->safe_psql('postgres', 'SELECT name, ms FROM fastest_logins(7)');
@@ -87,9 +126,9 @@ foreach my $line (split /\n/, $out)
 {
 	my ($name, $ms) = split /\|/, $line;
 	$ms{$name} = $ms;
-	note sprintf('%-40s %8.1f ms', $name, $ms);
+	note sprintf('%-42s %8.1f ms', $name, $ms);
 }
-is(scalar keys %ms, 8, 'every case was timed');
+is(scalar keys %ms, 17, 'every case was timed');
 
 my ($fastest) = sort { $ms{$a} <=> $ms{$b} } keys %ms;
 my ($slowest) = sort { $ms{$b} <=> $ms{$a} } keys %ms;

@@ -1,0 +1,191 @@
+/*-------------------------------------------------------------------------
+ *
+ * erasure.c
+ *	  erase_user: the right to be forgotten without breaking the books.
+ *
+ * In one transaction, under the user's lock (pgm_queue_for_user, then the
+ * account row FOR UPDATE):
+ *
+ *	 - the account keeps its id, roles and dates; its email becomes
+ *	   "<id>@erased.invalid", its username "erased-<id in hex>", its
+ *	   password hash NULL, and it is deactivated (deleted_at, the balance
+ *	   inactive), so later calls for it are PM002;
+ *	 - preferences deleted, rating reviews cleared (the stars stay, in the
+ *	   model's ratings), chat messages' content replaced by "[erased]" and
+ *	   their tool calls cleared, chat sessions' titles and contexts cleared
+ *	   (ids, models, tokens and costs stay);
+ *	 - provider keys deleted (the ciphertext goes; key_access_log keeps
+ *	   when each was read, never a secret), platform keys revoked and their
+ *	   names replaced by "[erased]" (prefix, scopes and spending stay);
+ *	 - the rows of other account tables (erase_account_rows);
+ *	 - the user's key of personal values destroyed (personal.c): every
+ *	   personal value that the audit trail holds of the user, the old email
+ *	   and username of the tombstoning above included, becomes unreadable,
+ *	   while every sealed byte stays as it was, so verify_audit passes;
+ *	 - an ERASE event in the audit trail, with what was erased (counts).
+ *
+ * The ledger, balances and reservations are not touched: amounts stay and
+ * verify_ledger passes.
+ *
+ * A write for the user that passed its checks before the erasure committed
+ * (set_preference, save_chat_message, ... read the account without locking
+ * it) may still land after it: its audit values are sealed under the
+ * destroyed key or written as "[erased]", but its row stays.  Erasing an
+ * erased user again removes such rows (and records an ERASE event marked
+ * "again"); with none, it changes nothing and records nothing (the key row
+ * says the user is erased).  Deactivate the user first, let the traffic
+ * drain, then erase, and no such row appears.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgmarket.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+PG_FUNCTION_INFO_V1(pgm_erase_user);
+
+/*
+ * The per-user rows of the other account tables: one statement each, with
+ * SPI connected; adds each count to *counts as "name": N and returns
+ * their sum.  A table of the
+ * user's personal data added later (external identities, say) is erased
+ * here, by one more entry.
+ */
+typedef struct EraseStep
+{
+	const char *name;			/* the count's name in the ERASE event */
+	const char *sql;			/* $1 is the user id */
+	SPIPlanPtr	plan;
+} EraseStep;
+
+static EraseStep erase_steps[] = {
+	{"preferences",
+	"DELETE FROM pgmarket.preferences WHERE user_id = $1", NULL},
+	{"rating_reviews",
+		"UPDATE pgmarket.ratings SET review = NULL, updated_at = now()"
+	" WHERE user_id = $1 AND review IS NOT NULL", NULL},
+	{"chat_messages",
+		"UPDATE pgmarket.chat_messages SET content = '[erased]', tool_calls = NULL"
+	" WHERE user_id = $1 AND (content <> '[erased]' OR tool_calls IS NOT NULL)", NULL},
+	{"chat_sessions",
+		"UPDATE pgmarket.chat_sessions SET title = NULL, context = NULL,"
+		"       end_reason = NULL, updated_at = now()"
+		" WHERE user_id = $1 AND (title IS NOT NULL OR context IS NOT NULL"
+	"                         OR end_reason IS NOT NULL)", NULL},
+	{"provider_keys",
+	"DELETE FROM pgmarket.provider_keys WHERE user_id = $1", NULL},
+	{"platform_keys",
+		"UPDATE pgmarket.api_keys SET revoked_at = coalesce(revoked_at, now()),"
+		"       name = '[erased]'"
+	" WHERE user_id = $1 AND (revoked_at IS NULL OR name <> '[erased]')", NULL},
+	{"identities",
+	"DELETE FROM pgmarket.identities WHERE user_id = $1", NULL},
+	{"password_resets",
+	"DELETE FROM pgmarket.password_resets WHERE user_id = $1", NULL},
+	/* the rows of account tables added later go here, one line each */
+};
+
+static uint64
+erase_account_rows(Datum user_id, StringInfo counts)
+{
+	Oid			types[1] = {UUIDOID};
+	int			i;
+	uint64		total = 0;
+
+	for (i = 0; i < lengthof(erase_steps); i++)
+	{
+		EraseStep  *step = &erase_steps[i];
+
+		if (step->plan == NULL)
+			step->plan = pgm_prepare(step->sql, 1, types);
+		pgm_exec(step->plan, &user_id, NULL, false);
+		appendStringInfo(counts, ", \"%s\": " UINT64_FORMAT,
+						 step->name, (uint64) SPI_processed);
+		total += SPI_processed;
+	}
+	return total;
+}
+
+/*
+ * erase_user(user_id uuid) RETURNS void, for pgmarket_admin.  22004 for a
+ * NULL, PM002 for an unknown user (a deactivated one is erased all the
+ * same); an erased user again: nothing to do.
+ */
+Datum
+pgm_erase_user(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	char	   *id;
+	char	   *hex;
+	char	   *p;
+	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
+	static SPIPlanPtr plan_find = NULL;
+	static SPIPlanPtr plan_tomb = NULL;
+	Datum		values[3];
+	StringInfoData counts;
+
+	user_id = pgm_user_arg(fcinfo, 0);
+	id = pgm_uuid_cstring(user_id);
+
+	pgm_spi_connect();
+	if (plan_find == NULL)
+	{
+		plan_find = pgm_prepare(
+			"SELECT 1 FROM pgmarket.accounts WHERE id = $1 FOR UPDATE",
+			1, types);
+		plan_tomb = pgm_prepare(
+			"WITH b AS ("
+			"  UPDATE pgmarket.balances SET active = false, updated_at = now()"
+			"   WHERE user_id = $1 AND active RETURNING user_id)"
+			"UPDATE pgmarket.accounts"
+			"   SET email = $2, username = $3, password_hash = NULL,"
+			"       deleted_at = coalesce(deleted_at, now())"
+			" WHERE id = $1", 3, types);
+	}
+	pgm_queue_for_user(user_id);
+	pgm_exec(plan_find, &user_id, NULL, false);
+	if (SPI_processed != 1)
+		pgm_raise_unknown_account(user_id);
+	initStringInfo(&counts);
+	appendStringInfo(&counts, "{\"user_id\": \"%s\"", id);
+
+	/*
+	 * Erased before: only rows that a write racing that erasure left
+	 * (it passed its checks before the erasure committed) are left to go;
+	 * with none, nothing changes and nothing is recorded.
+	 */
+	if (pgm_personal_erased(user_id))
+	{
+		if (erase_account_rows(user_id, &counts) > 0)
+		{
+			appendStringInfoString(&counts, ", \"again\": true}");
+			pgm_audit_record_event("pgmarket.accounts", "ERASE",
+								   DirectFunctionCall1(jsonb_in,
+													   CStringGetDatum(counts.data)));
+		}
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+
+	hex = pstrdup(id);
+	for (p = hex; *p; p++)
+		if (*p == '-')
+			memmove(p, p + 1, strlen(p));
+	values[0] = user_id;
+	values[1] = CStringGetTextDatum(psprintf("%s@erased.invalid", id));
+	values[2] = CStringGetTextDatum(psprintf("erased-%s", hex));
+	pgm_exec(plan_tomb, values, NULL, false);
+
+	erase_account_rows(user_id, &counts);
+	appendStringInfoChar(&counts, '}');
+
+	/* last: the tombstoning above sealed the old values under the key */
+	pgm_personal_destroy(user_id);
+	pgm_audit_record_event("pgmarket.accounts", "ERASE",
+						   DirectFunctionCall1(jsonb_in,
+											   CStringGetDatum(counts.data)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
