@@ -217,7 +217,7 @@ SKIP:
 		'pgmarket tiers check: the key on stdin must wait (exit 1)')
 	  or diag "$out\n$err";
 	($rc, $out, $err) = $cli_run->("sk_live_nope\n", 'tiers', 'check');
-	ok($rc == 1 && $err =~ /invalid API key/, 'and a key that does not verify fails')
+	ok($rc == 3 && $err =~ /invalid API key/, 'and a key that does not verify fails (exit 3: the server refused)')
 	  or diag "$out\n$err";
 }
 
