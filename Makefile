@@ -18,7 +18,7 @@ OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o extension/audit_chain.o \
                extension/chat.o extension/preferences.o extension/sealed.o \
-               extension/health.o extension/projects.o
+               extension/health.o extension/projects.o extension/importer.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 
