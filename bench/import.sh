@@ -33,6 +33,7 @@ fi
 make -s -C "$REPO/client" pgmarket >/dev/null
 work=$(mktemp -d /tmp/pgmarket-importbench.XXXXXX)
 chmod 755 "$work"
+[ "$(id -u)" = 0 ] && chown postgres "$work"
 trap 'bash "$REPO/scripts/cluster.sh" destroy $NAME >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 PGMARKET_CLUSTER_SETTINGS="pgmarket.master_key_file = 'bench.key'" \
@@ -60,12 +61,12 @@ mkdir -p "$REPO/bench/results"
         psqlb -d $db -c "CREATE EXTENSION pgmarket"
         t0=$(secs); tool -d "dbname=$db" import "$work/doc.json" >"$work/out1" 2>&1 || { cat "$work/out1" >&2; exit 1; }
         t1=$(secs); tool -d "dbname=$db" import "$work/doc.json" >"$work/out2" 2>&1 || { cat "$work/out2" >&2; exit 1; }
-        t2=$(secs); tool -d "dbname=$db" export --with-secrets "$work/export.json" >/dev/null 2>&1
+        t2=$(secs); tool -d "dbname=$db" export --with-secrets "$work/export.json" >/dev/null 2>"$work/err3" || { cat "$work/err3" >&2; exit 1; }
         t3=$(secs)
         grep -q '^ledger entries: 0 new' "$work/out2" || { echo "the re-run added entries" >&2; cat "$work/out2" >&2; exit 1; }
         awk -v r="$records" -v u="$users" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" \
             'BEGIN { printf "%10d %8d %10.1f %10.1f %10.1f %12.0f\n", r, u, b - a, c - b, d - c, r / (b - a) }'
-        rm -f "$work/export.json"
+        "${run[@]}" rm -f "$work/export.json"
         psqlb -d postgres -c "DROP DATABASE $db"
     done
 } | tee "$REPO/bench/results/import.txt"
