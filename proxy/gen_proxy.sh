@@ -60,12 +60,15 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PSQL=${PSQL:-psql}
 
 # Functions of the extension that only the node itself calls: triggers,
-# audit set-up, the actor plumbing and the store's shared checks.
+# audit set-up, the actor plumbing and the store's shared checks; and the
+# migration's batch apply and account export (import_batch,
+# export_accounts), which pgmarket import and export run on each node.
 internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
           'disable_audit', 'current_actor', 'proxy_actor',
           'audit_require_owner', 'audit_restored', 'user_scope',
           'store_check_text', 'store_check_list', 'store_check_json',
-          'store_project', 'audit_ddl', 'audit_internal_active'"
+          'store_project', 'audit_ddl', 'audit_internal_active',
+          'import_batch', 'export_accounts'"
 # Generated, besides the per-user functions (first argument user_id uuid).
 routed="'create_user', 'create_user_sealed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',

@@ -122,7 +122,8 @@ is($proxy->safe_psql(dbof($proxy),
 	                                     'audit_restored', 'user_scope',
 	                                     'store_check_text', 'store_check_list',
 	                                     'store_check_json', 'store_project',
-	                                     'audit_ddl', 'audit_internal_active')};
+	                                     'audit_ddl', 'audit_internal_active',
+	                                     'import_batch', 'export_accounts')};
 	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
