@@ -38,7 +38,9 @@
  */
 #include "pgmarket.h"
 
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "funcapi.h"
@@ -47,7 +49,10 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "storage/bufmgr.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
@@ -225,6 +230,56 @@ record_at(Batch *b, int i)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("record %d is not an object", i + 1)));
 	return v->val.binary.data;
+}
+
+/* ----------------------------------------------------------------
+ * Statistics that keep up with the import
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * ANALYZE the tables a section writes when they have more than doubled since
+ * their statistics were taken.  The single calls' cached plans were made
+ * for the tables as they were (empty, in a fresh database); without this, a
+ * lookup planned as a scan of a small table stays one while the import
+ * fills it, and the import turns quadratic.  ANALYZE invalidates those
+ * plans, and doubling keeps the number of ANALYZEs logarithmic.  The size
+ * is the relation's blocks, which counts this transaction's own rows too
+ * (a dry run is one transaction).
+ */
+static void
+refresh_stats(Section section)
+{
+	static const char *const tables[][3] = {
+		[SEC_USERS] = {"accounts", "balances", NULL},
+		[SEC_ENTRIES] = {"ledger", "balances", NULL},
+		[SEC_KEYS] = {"provider_keys", NULL, NULL},
+		[SEC_CHATS] = {"chat_sessions", "chat_messages", NULL},
+	};
+	int			i;
+
+	for (i = 0; tables[section][i]; i++)
+	{
+		Oid			relid = get_relname_relid(tables[section][i],
+											  get_namespace_oid("pgmarket", false));
+		Relation	rel;
+		BlockNumber blocks;
+		int32		relpages;
+
+		if (!OidIsValid(relid))
+			continue;
+		rel = table_open(relid, AccessShareLock);
+		blocks = RelationGetNumberOfBlocks(rel);
+		relpages = rel->rd_rel->relpages;
+		table_close(rel, AccessShareLock);
+		if (blocks > (BlockNumber) (2 * Max(relpages, 0) + 16))
+		{
+			char	   *sql = psprintf("ANALYZE pgmarket.%s", tables[section][i]);
+
+			if (SPI_execute(sql, false, 0) < 0)
+				elog(ERROR, "could not analyze pgmarket.%s", tables[section][i]);
+		}
+	}
 }
 
 /* ----------------------------------------------------------------
@@ -927,7 +982,11 @@ pgm_import_batch(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	MemoryContextSwitchTo(b.cxt);
 	if (b.n > 0)
+	{
+		refresh_stats(b.section);
+		MemoryContextSwitchTo(b.cxt);
 		batch_lookup(&b);
+	}
 	for (i = 0; i < b.n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
