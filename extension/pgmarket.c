@@ -10,10 +10,12 @@
  *	features	ledger.c batch.c vault.c apikeys.c accounts.c (with
  *				passwords.c and emails.c) chat.c preferences.c audit.c
  *				(capture) and audit_chain.c (seal, verify, purge)
- *				sealed.c health.c projects.c
+ *				sealed.c health.c projects.c importer.c
  *				(they call each other only through C entry points:
- *				the ledger's pgm_ledger_charge, pgm_ledger_reserve and
- *				pgm_ledger_result, audit's pgm_audit_record_event,
+ *				the ledger's pgm_ledger_charge, pgm_ledger_reserve,
+ *				pgm_ledger_import_entry and pgm_ledger_result, audit's
+ *				pgm_audit_record_event, the single calls' own C functions
+ *				that importer.c applies an import's records with,
  *				the password floor of passwords.c; never through SQL)
  *	floor		userlock.c (the per-user lock protocol), actor.c (the
  *				pgmarket.actor rule), keyring.c (master keys, subkeys,
