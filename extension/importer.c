@@ -91,9 +91,8 @@ typedef struct Found
 	char		key[NAMEDATALEN * 4];	/* hash key, see found_key() */
 	char	   *kind;			/* entries: the entry's kind */
 	int64		amount;			/* entries: its amount */
-	pg_uuid_t	owner;			/* users: none; chats: the session's user */
-	char	   *email;			/* users */
-	char	   *username;
+	char	   *email;			/* users; chats: the session's user, as text */
+	char	   *username;		/* users */
 } Found;
 
 typedef struct Batch
@@ -315,7 +314,6 @@ found_put(Batch *b, const char *a, const char *c)
 	{
 		f->kind = f->email = f->username = NULL;
 		f->amount = 0;
-		memset(&f->owner, 0, sizeof(f->owner));
 	}
 	return f;
 }
