@@ -23,8 +23,9 @@
  *
  * Concurrency rules
  * -----------------
- * The balance rows of every user a batch of entries or keys touches are
- * locked first, in uuid order (the order deduct_batch and
+ * The balance rows of every user a batch of entries or keys touches (but
+ * for the records it finds present, which need nothing) are locked first,
+ * after the lookup and before any record is applied, in uuid order (the order deduct_batch and
  * expire_reservations use, so that batches cannot deadlock with them or
  * with each other); each record's call then takes the same locks again,
  * which it already holds.  Users and chat sessions take the locks their
@@ -406,17 +407,6 @@ batch_lookup(Batch *b)
 	args[0] = text_array(ids, k);
 	args[1] = text_array(seconds, k);
 
-	if (b->section == SEC_ENTRIES || b->section == SEC_KEYS)
-	{
-		/* the lock, in uuid order, before anything is read */
-		plan = SPI_prepare("SELECT b.user_id FROM pgmarket.balances b"
-						   " WHERE b.user_id = ANY ($1::uuid[])"
-						   " ORDER BY b.user_id FOR UPDATE OF b", 1, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed");
-		pgm_exec(plan, args, NULL, false);
-		SPI_freeplan(plan);
-	}
 	switch (b->section)
 	{
 		case SEC_USERS:
@@ -482,6 +472,49 @@ batch_lookup(Batch *b)
 		else if (b->section == SEC_CHATS)
 			f->email = pgm_col_text(r, 3);	/* the owner's uuid, as text */
 	}
+	MemoryContextSwitchTo(b->cxt);
+}
+
+/*
+ * Locks the balance rows of the users whose records the lookup did not
+ * find present (entries and keys), in uuid order, before any of them is
+ * applied: the order deduct_batch takes, so that batches cannot deadlock.
+ * A record found present needs no lock (what was found is committed), so a
+ * re-run locks nothing and writes nothing.
+ */
+static void
+batch_lock(Batch *b, const bool *quick)
+{
+	char	  **ids = palloc0(sizeof(char *) * Max(b->n, 1));
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		args[1];
+	SPIPlanPtr	plan;
+	int			i,
+				k = 0;
+
+	if (b->section != SEC_ENTRIES && b->section != SEC_KEYS)
+		return;
+	for (i = 0; i < b->n; i++)
+	{
+		JsonbValue *rv = getIthJsonbValueFromContainer(&b->records->root, i);
+		char	   *id;
+
+		if (quick[i] || rv == NULL || rv->type != jbvBinary ||
+			!JsonContainerIsObject(rv->val.binary.data))
+			continue;
+		if ((id = uuid_text_noerror(rv->val.binary.data, "user_id")) != NULL)
+			ids[k++] = id;
+	}
+	if (k == 0)
+		return;
+	args[0] = text_array(ids, k);
+	plan = SPI_prepare("SELECT b.user_id FROM pgmarket.balances b"
+					   " WHERE b.user_id = ANY ($1::uuid[])"
+					   " ORDER BY b.user_id FOR UPDATE OF b", 1, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed");
+	pgm_exec(plan, args, NULL, false);
+	SPI_freeplan(plan);
 	MemoryContextSwitchTo(b->cxt);
 }
 
@@ -842,27 +875,18 @@ quick_present(Batch *b, JsonbContainer *c)
  * memory) is raised again and fails the batch.
  */
 static void
-apply_record(Batch *b, int i)
+apply_record(Batch *b, int i, bool quick)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile Outcome o = OUT_REJECTED;
 	char	   *volatile reason = NULL;
 
-	MemoryContextSwitchTo(b->rec_cxt);
+	if (quick)
 	{
-		JsonbValue *rv = getIthJsonbValueFromContainer(&b->records->root, i);
-
-		if (rv && rv->type == jbvBinary && JsonContainerIsObject(rv->val.binary.data) &&
-			quick_present(b, rv->val.binary.data))
-		{
-			MemoryContextSwitchTo(b->cxt);
-			put_outcome(b, i, OUT_PRESENT, NULL);
-			MemoryContextReset(b->rec_cxt);
-			return;
-		}
+		put_outcome(b, i, OUT_PRESENT, NULL);
+		return;
 	}
-	MemoryContextSwitchTo(oldcxt);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(b->rec_cxt);
 	PG_TRY();
@@ -946,6 +970,7 @@ pgm_import_batch(PG_FUNCTION_ARGS)
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	HASHCTL		hctl;
 	Batch		b;
+	bool	   *quick;
 	int			i;
 
 	pgm_require_arg(fcinfo, 0, "section");
@@ -979,16 +1004,29 @@ pgm_import_batch(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	MemoryContextSwitchTo(b.cxt);
+	quick = palloc0(sizeof(bool) * Max(b.n, 1));
 	if (b.n > 0)
 	{
 		refresh_stats(b.section);
 		MemoryContextSwitchTo(b.cxt);
 		batch_lookup(&b);
+		for (i = 0; i < b.n; i++)
+		{
+			JsonbValue *rv = getIthJsonbValueFromContainer(&b.records->root, i);
+
+			MemoryContextSwitchTo(b.rec_cxt);
+			quick[i] = rv && rv->type == jbvBinary &&
+				JsonContainerIsObject(rv->val.binary.data) &&
+				quick_present(&b, rv->val.binary.data);
+			MemoryContextSwitchTo(b.cxt);
+			MemoryContextReset(b.rec_cxt);
+		}
+		batch_lock(&b, quick);
 	}
 	for (i = 0; i < b.n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		apply_record(&b, i);
+		apply_record(&b, i, quick[i]);
 	}
 	SPI_finish();
 	MemoryContextSwitchTo(caller_cxt);
