@@ -21,7 +21,8 @@ OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/health.o extension/projects.o \
                extension/profiles.o extension/resets.o extension/roles.o \
                extension/identities.o extension/ratelimit.o \
-               extension/personal.o extension/erasure.o
+               extension/personal.o extension/erasure.o \
+               extension/importer.o
 DATA         = $(wildcard extension/pgmarket--*.sql)
 PGFILEDESC   = "pgmarket - database core of an API marketplace"
 

@@ -263,7 +263,9 @@ positional(int argc, char **argv, char **out, int max)
 	{
 		if (strncmp(argv[i], "--", 2) == 0)
 		{
-			if (strcmp(argv[i], "--with-secrets") != 0)
+			/* the options without a value; every other takes one */
+			if (strcmp(argv[i], "--with-secrets") != 0 &&
+				strcmp(argv[i], "--dry-run") != 0)
 				i++;
 			continue;
 		}

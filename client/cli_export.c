@@ -18,10 +18,45 @@
 typedef struct
 {
 	FILE	   *f;
-	pgm_result *users;			/* id, email, username, created_at */
+	pgm_result *users;			/* export_accounts() */
 	progress	p;
 	int			first;			/* no element of the section written yet */
+	int			with_secrets;
 } exporter;
+
+/*
+ * A timestamptz as the server writes it under TimeZone UTC and DateStyle
+ * ISO ("2026-01-02 03:04:05.12+00", fraction optional) in the export's one
+ * format, ISO 8601 in UTC with microseconds ("2026-01-02T03:04:05.120000Z");
+ * anything else as it is.
+ */
+static void
+write_time(FILE *f, const char *v)
+{
+	size_t		n = v ? strlen(v) : 0,
+				frac = 0;
+	char		out[40];
+
+	if (n < 22 || n > 32 || v[10] != ' ' || strcmp(v + n - 3, "+00") != 0)
+	{
+		if (v)
+			json_write_string(f, v);
+		else
+			fputs("null", f);
+		return;
+	}
+	memcpy(out, v, 19);
+	out[10] = 'T';
+	out[19] = '.';
+	if (v[19] == '.')
+		for (frac = 0; frac < 6 && v[20 + frac] >= '0' && v[20 + frac] <= '9'; frac++)
+			out[20 + frac] = v[20 + frac];
+	for (; frac < 6; frac++)
+		out[20 + frac] = '0';
+	out[26] = 'Z';
+	out[27] = '\0';
+	fprintf(f, "\"%s\"", out);
+}
 
 /* The element separator of a section: "" before the first, "," after. */
 static const char *
@@ -51,6 +86,11 @@ write_users(exporter *ex)
 		json_write_string(ex->f, pgm_result_value(ex->users, i, "email"));
 		fputs(", \"username\": ", ex->f);
 		json_write_string(ex->f, pgm_result_value(ex->users, i, "username"));
+		if (ex->with_secrets && pgm_result_value(ex->users, i, "password_hash"))
+		{
+			fputs(", \"password_hash\": ", ex->f);
+			json_write_string(ex->f, pgm_result_value(ex->users, i, "password_hash"));
+		}
 		fprintf(ex->f, ", \"created_at\": \"%s\"}", pgm_result_value(ex->users, i, "created_at"));
 	}
 }
@@ -155,8 +195,9 @@ write_entry(user_entries *u, const pgm_ledger_entry *e)
 		json_write_string(f, e->model_id);
 	else
 		fputs("null", f);
-	fprintf(f, ", \"tokens\": %lld, \"timestamp\": \"%s\"}",
-			(long long) e->tokens_used, e->created_at);
+	fprintf(f, ", \"tokens\": %lld, \"timestamp\": ", (long long) e->tokens_used);
+	write_time(f, e->created_at);
+	fputc('}', f);
 }
 
 static int
@@ -246,9 +287,9 @@ export_chat_messages(FILE *f, const char *uid, const char *sid)
 			json_write_string(f, pgm_result_value(r, row, "role"));
 			fputs(", \"content\": ", f);
 			json_write_string(f, pgm_result_value(r, row, "content"));
-			fprintf(f, ", \"tokens\": %s, \"cost\": %s, \"timestamp\": \"%s\"",
-					pgm_result_value(r, row, "tokens"), pgm_result_value(r, row, "cost"),
-					pgm_result_value(r, row, "created_at"));
+			fprintf(f, ", \"tokens\": %s, \"cost\": %s, \"timestamp\": ",
+					pgm_result_value(r, row, "tokens"), pgm_result_value(r, row, "cost"));
+			write_time(f, pgm_result_value(r, row, "created_at"));
 			if (tools)
 				fprintf(f, ", \"tool_calls\": %s", tools);
 			fputc('}', f);
@@ -424,11 +465,14 @@ cmd_export(int argc, char **argv)
 
 	if (positional(argc, argv, a, 1) > 1)
 		return usage_error("export takes at most one FILE");
-	if (pgm_exec(conn, "SELECT id, email, username, to_char(created_at AT TIME ZONE 'UTC', "
-				 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at "
-				 "FROM pgmarket.users WHERE is_active ORDER BY created_at, id",
-				 0, NULL, &ex.users) != PGM_OK)
-		return failed("export: reading users");
+	ex.with_secrets = with_secrets;
+	/* every timestamp in one format, whatever the role's settings say */
+	if (pgm_exec(conn, "SELECT pg_catalog.set_config('TimeZone', 'UTC', false), "
+				 "pg_catalog.set_config('DateStyle', 'ISO, YMD', false)",
+				 0, NULL, NULL) != PGM_OK)
+		return failed("export: setting TimeZone");
+	if (pgm_export_accounts(conn, &ex.users) != PGM_OK)
+		return failed("export: export_accounts");
 	if ((ex.f = open_output(argc, argv, with_secrets)) == NULL)
 	{
 		pgm_result_free(ex.users);
@@ -447,7 +491,7 @@ cmd_export(int argc, char **argv)
 	}
 	if (rc == 0 && !with_secrets)
 		fprintf(stderr, "pgmarket export: provider keys left out (--with-secrets writes "
-				"them in plaintext; needs pgmarket_keyreader); password hashes are never "
-				"exported\n");
+				"them and the password hashes; the keys in plaintext, which needs "
+				"pgmarket_keyreader)\n");
 	return rc;
 }

@@ -1,9 +1,17 @@
 /*
- * cli_import.c: pgmarket import FILE: loads a JSON document (see README)
- * in four steps: read it, validate every record (what is wrong is
- * rejected, with its reason, and the rest goes on), apply what is valid
- * (nothing twice: a re-run finds what a first run loaded), report the
- * counts.  Exit status 1 when any record was rejected.
+ * cli_import.c: pgmarket import FILE [--dry-run] [--report FILE]: loads a
+ * JSON document (see README) in four steps: read it (refused as a whole
+ * when it is not strict JSON), validate every record with every reason
+ * against it (in one pass, with hash tables: linear in the document),
+ * apply what is valid in batches on the server (import_batch, one
+ * statement per batch of records, which applies each record under its
+ * single call's rules and says whether it was created, present already or
+ * rejected), report the counts.  Exit status 1 when any record was
+ * rejected.
+ *
+ * Memory: the document as parsed (every string of it once), an entry per
+ * record of the users, transactions and chat sessions, and the text of one
+ * batch at a time.
  */
 #include "cli.h"
 #include "importdoc.h"
@@ -17,48 +25,173 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#define BATCH_RECORDS	2000	/* records a batch holds at most */
+#define BATCH_BYTES		(4 * 1024 * 1024)	/* and text, once past a record */
+
 static const char *
 str_member(const json *o, const char *key)
 {
-	json	   *v = json_get(o, key);
+	json	   *v = o && o->type == JSON_OBJECT ? json_get(o, key) : NULL;
 
 	return v && v->type == JSON_STRING ? v->text : NULL;
 }
+
+/* ------------------------------------------------------------------------
+ * A set of strings (case folded by the caller), open addressing
+ * ------------------------------------------------------------------------ */
+
+typedef struct
+{
+	char	  **keys;
+	void	  **vals;
+	size_t		cap,
+				n;
+} strmap;
+
+static uint64_t
+str_hash(const char *s)
+{
+	uint64_t	h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+	return h;
+}
+
+/* The value under key, or NULL. */
+static void *
+map_get(const strmap *m, const char *key)
+{
+	size_t		i;
+
+	if (m->cap == 0)
+		return NULL;
+	for (i = str_hash(key) & (m->cap - 1); m->keys[i]; i = (i + 1) & (m->cap - 1))
+		if (strcmp(m->keys[i], key) == 0)
+			return m->vals[i];
+	return NULL;
+}
+
+/* Puts key (copied) -> val unless key is there; 1 added, 0 there, -1 out of memory. */
+static int
+map_put(strmap *m, const char *key, void *val)
+{
+	size_t		i;
+
+	if ((m->n + 1) * 2 > m->cap)
+	{
+		strmap		g = {0};
+		size_t		k;
+
+		g.cap = m->cap ? m->cap * 2 : 64;
+		g.keys = calloc(g.cap, sizeof(char *));
+		g.vals = calloc(g.cap, sizeof(void *));
+		if (g.keys == NULL || g.vals == NULL)
+		{
+			free(g.keys);
+			free(g.vals);
+			return -1;
+		}
+		for (k = 0; k < m->cap; k++)
+			if (m->keys[k])
+			{
+				for (i = str_hash(m->keys[k]) & (g.cap - 1); g.keys[i]; i = (i + 1) & (g.cap - 1))
+					;
+				g.keys[i] = m->keys[k];
+				g.vals[i] = m->vals[k];
+			}
+		g.n = m->n;
+		free(m->keys);
+		free(m->vals);
+		*m = g;
+	}
+	for (i = str_hash(key) & (m->cap - 1); m->keys[i]; i = (i + 1) & (m->cap - 1))
+		if (strcmp(m->keys[i], key) == 0)
+			return 0;
+	if ((m->keys[i] = strdup(key)) == NULL)
+		return -1;
+	m->vals[i] = val;
+	m->n++;
+	return 1;
+}
+
+static void
+map_free(strmap *m)
+{
+	size_t		i;
+
+	for (i = 0; i < m->cap; i++)
+		free(m->keys[i]);
+	free(m->keys);
+	free(m->vals);
+}
+
+/* s lower-cased into buf (at most size-1 bytes). */
+static const char *
+fold(const char *s, char *buf, size_t size)
+{
+	size_t		i;
+
+	for (i = 0; s[i] && i + 1 < size; i++)
+		buf[i] = (char) tolower((unsigned char) s[i]);
+	buf[i] = '\0';
+	return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * The run
+ * ------------------------------------------------------------------------ */
 
 typedef struct
 {
 	const char *id;
 	const json *user;			/* in the users section, or NULL */
-	int			in_db;			/* exists already */
-	int			rejected;		/* unusable: everything of it is rejected */
+	int			rejected;		/* everything of it is rejected */
 	int			has_balance;
+	int			opening_new;	/* an opening entry was created */
+	int			opening_bad;
 	int64_t		total,
 				spent,
 				deposits,
 				charges;
 } imp_user;
 
+/* A record of a section, with what became of it. */
 typedef struct
 {
-	const json *t;
+	const char *key;			/* how the report names it */
+	const json *rec;
 	imp_user   *u;
-	int			charge;			/* else deposit */
-	int			ok;
+	int			charge;			/* transactions: else deposit */
 	char		amount[PGM_AMOUNT_LEN];
 	int64_t		tokens;
-} imp_tx;
+} imp_rec;
 
-/* A chat session of the file, validated. */
+/* One record's rejection, every reason of it. */
 typedef struct
 {
-	const char *id;				/* the session uuid in the file */
-	const json *s;
-	imp_user   *u;
-	const char *model;
-	const json *messages;		/* an array, or NULL */
-} imp_chat;
+	char	   *section;
+	char	   *key;
+	char	  **reasons;
+	size_t		nreasons;
+} rejection;
 
-/* One run of the import: the document, what of it is valid, the counts. */
+typedef struct
+{
+	long		created,
+				present,
+				rejected;
+} counts;
+
+enum
+{
+	C_USERS, C_BALANCES, C_TXS, C_KEYS, C_CHATS, C_PROJECTS, C_TEMPLATES, C_N
+};
+static const char *const count_names[C_N] = {"users", "balance_tracker", "transactions",
+"api_keys", "chat_history", "projects", "templates"};
+
 typedef struct
 {
 	json	   *doc;
@@ -67,33 +200,37 @@ typedef struct
 			   *txs,
 			   *keys,
 			   *chat;
-	imp_user   *iusers;
+	strmap		by_id;			/* folded uuid -> imp_user */
+	imp_user  **iusers;
 	size_t		nusers,
 				capusers;
-	imp_tx	   *tx;
+	imp_rec    *tx;				/* the valid transactions */
 	size_t		ntx;
-	imp_chat   *chats;
+	imp_rec    *chats;
 	size_t		nchats;
-	long		rejected;
-	long		steps;			/* of the progress bar */
-	progress	p;
-	long		users_created,
-				users_present,
-				entries_new,
-				entries_replayed,
+	rejection  *rej;
+	size_t		nrej,
+				caprej;
+	counts		c[C_N];
+	long		entries_new,
+				entries_present,
 				keys_new,
 				keys_present,
-				hashes_skipped,
-				chats_new,
-				chats_present,
 				chat_messages_new;
+	int			dry_run;
 	int			have_chat;
 	int			have_store;
+	long		steps;
+	progress	p;
 	store_counts projects,
 				templates;
+	int			oom;
 } importer;
 
-/* Says why a record is rejected, and counts it; returns 0 (the record is not taken). */
+/*
+ * Adds a reason to the record's rejection (the last one when it is of the
+ * same record, else a new one).  Returns 0: the record is not taken.
+ */
 static int
 reject(importer *im, const char *section, const char *record, const char *fmt,...)
 __attribute__((format(printf, 4, 5)));
@@ -102,13 +239,46 @@ static int
 reject(importer *im, const char *section, const char *record, const char *fmt,...)
 {
 	va_list		ap;
+	char		buf[1024];
+	rejection  *r;
+	char	  **nr;
 
-	im->rejected++;
-	fprintf(stderr, "rejected %s[%s]: ", section, record);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	r = im->nrej ? &im->rej[im->nrej - 1] : NULL;
+	if (r == NULL || strcmp(r->section, section) != 0 || strcmp(r->key, record) != 0)
+	{
+		if (im->nrej == im->caprej)
+		{
+			size_t		cap = im->caprej ? im->caprej * 2 : 64;
+			rejection  *n = realloc(im->rej, cap * sizeof(rejection));
+
+			if (n == NULL)
+			{
+				im->oom = 1;
+				return 0;
+			}
+			im->rej = n;
+			im->caprej = cap;
+		}
+		r = &im->rej[im->nrej++];
+		r->section = strdup(section);
+		r->key = strdup(record);
+		r->reasons = NULL;
+		r->nreasons = 0;
+	}
+	if (r->section == NULL || r->key == NULL ||
+		(nr = realloc(r->reasons, (r->nreasons + 1) * sizeof(char *))) == NULL)
+	{
+		im->oom = 1;
+		return 0;
+	}
+	r->reasons = nr;
+	if ((r->reasons[r->nreasons] = strdup(buf)) == NULL)
+		im->oom = 1;
+	else
+		r->nreasons++;
 	return 0;
 }
 
@@ -119,66 +289,36 @@ reject_store(void *arg, const char *section, const char *record, const char *rea
 	reject((importer *) arg, section, record, "%s", reason);
 }
 
-/* reject() of a record whose call failed: the server's message and SQLSTATE. */
-static void
-reject_call(importer *im, const char *section, const char *record)
-{
-	reject(im, section, record, "%s (%s)", pgm_errmsg(conn), pgm_sqlstate(conn));
-}
-
-/*
- * After a failed call of the apply step: ends the progress line, then 1
- * with the failure reported when the connection is gone (the import
- * stops), 0 when the record is to be rejected.
- */
-static int
-connection_lost(importer *im, pgm_status st, const char *what)
-{
-	progress_end(&im->p);
-	if (st != PGM_CONNECTION_ERROR)
-		return 0;
-	complain(what);
-	return 1;
-}
-
+/* The user of this id (created when asked), or NULL. */
 static imp_user *
 find_user(importer *im, const char *id, int create)
 {
-	size_t		i;
+	char		f[64];
+	imp_user   *u;
 
-	for (i = 0; i < im->nusers; i++)
-		if (strcasecmp(im->iusers[i].id, id) == 0)
-			return &im->iusers[i];
-	if (!create)
-		return NULL;
+	fold(id, f, sizeof(f));
+	if ((u = map_get(&im->by_id, f)) != NULL || !create)
+		return u;
 	if (im->nusers == im->capusers)
 	{
 		size_t		cap = im->capusers ? im->capusers * 2 : 64;
-		imp_user   *nu = realloc(im->iusers, cap * sizeof(imp_user));
+		imp_user  **nu = realloc(im->iusers, cap * sizeof(imp_user *));
 
 		if (nu == NULL)
 			return NULL;
 		im->iusers = nu;
 		im->capusers = cap;
 	}
-	memset(&im->iusers[im->nusers], 0, sizeof(imp_user));
-	im->iusers[im->nusers].id = id;
-	return &im->iusers[im->nusers++];
-}
-
-/* Is the user in the database (active)? -1 on error. */
-static int
-user_in_db(const char *id)
-{
-	pgm_result *r = NULL;
-	const char *p[1] = {id};
-	int			found;
-
-	if (pgm_exec(conn, "SELECT is_active FROM pgmarket.users WHERE id = $1::uuid", 1, p, &r) != PGM_OK)
-		return -1;
-	found = pgm_result_rows(r) > 0 && strcmp(pgm_result_value(r, 0, "is_active"), "t") == 0;
-	pgm_result_free(r);
-	return found;
+	if ((u = calloc(1, sizeof(imp_user))) == NULL)
+		return NULL;
+	u->id = id;
+	if (map_put(&im->by_id, f, u) < 0)
+	{
+		free(u);
+		return NULL;
+	}
+	im->iusers[im->nusers++] = u;
+	return u;
 }
 
 /* ------------------------------------------------------------------------
@@ -267,92 +407,95 @@ read_document(importer *im, const char *path)
 }
 
 /* ------------------------------------------------------------------------
- * Validation: each returns 0, or -1 when out of memory
+ * Validation: each record once, every reason of it
  * ------------------------------------------------------------------------ */
 
-/*
- * User i of the users section: 1 when it is valid, 0 when rejected, -1
- * when out of memory.
- */
 static int
-validate_user(importer *im, size_t i)
+validate_users(importer *im)
 {
-	const json *users = im->users;
-	const char *id = users->keys[i];
-	const json *u = users->items[i];
-	const char *email = str_member(u, "email"),
-			   *uname = str_member(u, "username");
-	imp_user   *iu;
-	size_t		k;
+	strmap		emails = {0},
+				names = {0};
+	size_t		i;
+	int			rc = 0;
 
-	if (!is_uuid(id))
-		return reject(im, "users", id, "malformed uuid");
-	if (u->type != JSON_OBJECT || email == NULL || uname == NULL)
-		return reject(im, "users", id, "needs an object with string email and username");
-	for (k = 0; k < i; k++)
+	for (i = 0; im->users && i < im->users->n && rc == 0; i++)
 	{
-		const char *e2 = str_member(users->items[k], "email"),
-				   *n2 = str_member(users->items[k], "username");
+		const char *id = im->users->keys[i];
+		const json *u = im->users->items[i];
+		const char *email = str_member(u, "email"),
+				   *uname = str_member(u, "username");
+		int			bad = 0;
+		char		f[512];
+		imp_user   *iu;
 
-		if ((e2 && strcasecmp(e2, email) == 0) || (n2 && strcasecmp(n2, uname) == 0))
-			return reject(im, "users", id, "duplicate email or username %s / %s in the file",
-						  email, uname);
+		if (!is_uuid(id))
+			bad = !reject(im, "users", id, "malformed uuid");
+		if (u->type != JSON_OBJECT || email == NULL || uname == NULL)
+			bad = !reject(im, "users", id, "needs an object with string email and username");
+		else
+		{
+			int			e = map_put(&emails, fold(email, f, sizeof(f)), NULL);
+			int			n = e < 0 ? -1 : map_put(&names, fold(uname, f, sizeof(f)), NULL);
+
+			if (e < 0 || n < 0)
+				rc = -1;
+			else if (e == 0 || n == 0)
+				bad = !reject(im, "users", id, "duplicate email or username %s / %s in the file",
+							  email, uname);
+		}
+		if (bad)
+			continue;
+		if (find_user(im, id, 0))
+		{
+			reject(im, "users", id, "listed twice");
+			continue;
+		}
+		if ((iu = find_user(im, id, 1)) == NULL)
+			rc = -1;
+		else
+			iu->user = u;
 	}
-	if (find_user(im, id, 0))
-		return reject(im, "users", id, "listed twice");
-	if ((iu = find_user(im, id, 1)) == NULL)
-		return -1;
-	iu->user = u;
-	return 1;
+	map_free(&emails);
+	map_free(&names);
+	return rc;
 }
 
 static int
 validate_balances(importer *im)
 {
-	const json *balances = im->balances;
 	size_t		i;
 
-	for (i = 0; balances && i < balances->n; i++)
+	for (i = 0; im->balances && i < im->balances->n; i++)
 	{
-		const char *id = balances->keys[i];
-		const json *b = balances->items[i];
+		const char *id = im->balances->keys[i];
+		const json *b = im->balances->items[i];
 		const char *why;
-		int64_t		total,
-					spent;
+		int64_t		total = 0,
+					spent = 0;
+		int			bad = 0;
 		imp_user   *iu;
 
 		if (!is_uuid(id))
-		{
-			reject(im, "balance_tracker", id, "malformed uuid");
-			continue;
-		}
+			bad = !reject(im, "balance_tracker", id, "malformed uuid");
 		if (b->type != JSON_OBJECT)
 		{
 			reject(im, "balance_tracker", id, "must be an object with total and spent");
 			continue;
 		}
 		if (!read_amount(json_get(b, "total"), &total, &why))
-		{
-			reject(im, "balance_tracker", id, "total is %s", why);
-			continue;
-		}
+			bad = !reject(im, "balance_tracker", id, "total is %s", why);
 		if (!read_amount(json_get(b, "spent"), &spent, &why))
-		{
-			reject(im, "balance_tracker", id, "spent is %s", why);
+			bad = !reject(im, "balance_tracker", id, "spent is %s", why);
+		if (!bad && spent > total)
+			bad = !reject(im, "balance_tracker", id, "spent %s exceeds total %s",
+						  json_get(b, "spent")->text, json_get(b, "total")->text);
+		if (bad)
 			continue;
-		}
-		if (spent > total)
-		{
-			reject(im, "balance_tracker", id, "spent %s exceeds total %s",
-				   json_get(b, "spent")->text, json_get(b, "total")->text);
-			continue;
-		}
 		if ((iu = find_user(im, id, 1)) == NULL)
 			return -1;
 		iu->has_balance = 1;
 		iu->total = total;
 		iu->spent = spent;
-		im->steps += 2;
 	}
 	return 0;
 }
@@ -387,83 +530,94 @@ tx_tokens(const json *tokens, int64_t *out)
 	return 1;
 }
 
-/*
- * Transaction i into the next free slot of im->tx: 1 when it is valid, 0
- * when rejected, -1 when out of memory.
- */
 static int
-validate_transaction(importer *im, size_t i)
+validate_transactions(importer *im)
 {
-	const json *t = im->txs->items[i];
-	const char *id = str_member(t, "id"),
-			   *uid = str_member(t, "user_id"),
-			   *type = str_member(t, "type"),
-			   *why;
-	char		label[128];
-	int64_t		m = 0,
-			   *sum,
-				next;
-	imp_tx	   *x = &im->tx[im->ntx];
-	size_t		k;
-
-	snprintf(label, sizeof(label), "%zu", i);
-	if (t->type != JSON_OBJECT)
-		return reject(im, "transactions", label, "not an object");
-	if (id == NULL || id[0] == '\0')
-		return reject(im, "transactions", label, "needs a string id (its idempotency key)");
-	snprintf(label, sizeof(label), "%zu, id %.40s", i, id);
-	if (!is_uuid(uid))
-		return reject(im, "transactions", label, "malformed user_id");
-	if ((x->charge = tx_kind(type)) < 0)
-		return reject(im, "transactions", label, "type must be deposit or charge, not %s",
-					  type ? type : "missing");
-	if (!read_amount(json_get(t, "amount"), &m, &why))
-		return reject(im, "transactions", label, "amount is %s", why);
-	if (m == 0)
-		return reject(im, "transactions", label, "amount is zero");
-	if (!tx_tokens(json_get(t, "tokens"), &x->tokens))
-		return reject(im, "transactions", label, "tokens must be a whole number >= 0");
-	for (k = 0; k < im->ntx; k++)
-		if (strcmp(str_member(im->tx[k].t, "id"), id) == 0 &&
-			strcasecmp(str_member(im->tx[k].t, "user_id"), uid) == 0)
-			return reject(im, "transactions", label, "duplicate id");
-	if ((x->u = find_user(im, uid, 1)) == NULL)
-		return -1;
-	/* the user's listed deposits or charges, checked: never wrapped */
-	sum = x->charge ? &x->u->charges : &x->u->deposits;
-	if (__builtin_add_overflow(*sum, m, &next) || next >= PGM_MICRO_LIMIT)
-		return reject(im, "transactions", label,
-					  "amount would take the user's listed %s to 9000000000000 credits or more",
-					  x->charge ? "charges" : "deposits");
-	*sum = next;
-	x->t = t;
-	x->ok = 1;
-	pgm_micro_to_str(m, x->amount);
-	return 1;
-}
-
-/*
- * Records 0..n-1 of a section through one (1 valid, 0 rejected, -1 out of
- * memory), counting the valid ones in *nvalid (unless NULL) and im->steps:
- * 0, or -1.  Used for the users, the transactions and the chat sessions.
- */
-static int
-validate_each(importer *im, size_t n, int (*one) (importer *im, size_t i), size_t *nvalid)
-{
+	strmap		ids = {0};
 	size_t		i;
+	int			rc = 0;
 
-	for (i = 0; i < n; i++)
-		switch (one(im, i))
+	if (im->txs && im->txs->n && (im->tx = calloc(im->txs->n, sizeof(imp_rec))) == NULL)
+		return -1;
+	for (i = 0; im->txs && i < im->txs->n && rc == 0; i++)
+	{
+		const json *t = im->txs->items[i];
+		const char *id = str_member(t, "id"),
+				   *uid = str_member(t, "user_id"),
+				   *type = str_member(t, "type"),
+				   *why;
+		char		label[128],
+					dk[512];
+		int64_t		m = 0,
+				   *sum,
+					next;
+		imp_rec    *x = &im->tx[im->ntx];
+		int			bad = 0,
+					added;
+
+		snprintf(label, sizeof(label), "%zu", i);
+		if (t->type != JSON_OBJECT)
 		{
-			case -1:
-				return -1;
-			case 1:
-				if (nvalid)
-					(*nvalid)++;
-				im->steps++;
-				break;
+			reject(im, "transactions", label, "not an object");
+			continue;
 		}
-	return 0;
+		if (id == NULL || id[0] == '\0')
+		{
+			reject(im, "transactions", label, "needs a string id (its idempotency key)");
+			continue;
+		}
+		snprintf(label, sizeof(label), "%zu, id %.40s", i, id);
+		if (!is_uuid(uid))
+			bad = !reject(im, "transactions", label, "malformed user_id");
+		if ((x->charge = tx_kind(type)) < 0)
+			bad = !reject(im, "transactions", label, "type must be deposit or charge, not %s",
+						  type ? type : "missing");
+		if (!read_amount(json_get(t, "amount"), &m, &why))
+			bad = !reject(im, "transactions", label, "amount is %s", why);
+		else if (m == 0)
+			bad = !reject(im, "transactions", label, "amount is zero");
+		if (!tx_tokens(json_get(t, "tokens"), &x->tokens))
+			bad = !reject(im, "transactions", label, "tokens must be a whole number >= 0");
+		if (json_get(t, "model_id") && json_get(t, "model_id")->type != JSON_NULL &&
+			str_member(t, "model_id") == NULL)
+			bad = !reject(im, "transactions", label, "model_id must be a string or null");
+		if (json_get(t, "timestamp") && json_get(t, "timestamp")->type != JSON_NULL &&
+			str_member(t, "timestamp") == NULL)
+			bad = !reject(im, "transactions", label, "timestamp must be a string");
+		if (uid)
+		{
+			char		fu[64];
+
+			snprintf(dk, sizeof(dk), "%s/%s", fold(uid, fu, sizeof(fu)), id);
+			if ((added = map_put(&ids, dk, NULL)) < 0)
+				rc = -1;
+			else if (added == 0)
+				bad = !reject(im, "transactions", label, "duplicate id");
+		}
+		if (bad)
+			continue;
+		if ((x->u = find_user(im, uid, 1)) == NULL)
+		{
+			rc = -1;
+			break;
+		}
+		/* the user's listed deposits or charges, checked: never wrapped */
+		sum = x->charge ? &x->u->charges : &x->u->deposits;
+		if (__builtin_add_overflow(*sum, m, &next) || next >= PGM_MICRO_LIMIT)
+		{
+			reject(im, "transactions", label,
+				   "amount would take the user's listed %s to 9000000000000 credits or more",
+				   x->charge ? "charges" : "deposits");
+			continue;
+		}
+		*sum = next;
+		x->rec = t;
+		x->key = id;
+		pgm_micro_to_str(m, x->amount);
+		im->ntx++;
+	}
+	map_free(&ids);
+	return rc;
 }
 
 /* Is the member absent, null or a string? */
@@ -473,81 +627,87 @@ null_or_string(const json *v)
 	return v == NULL || v->type == JSON_NULL || v->type == JSON_STRING;
 }
 
-/*
- * Chat session i into the next free slot of im->chats: 1 when it is
- * valid, 0 when rejected, -1 when out of memory.
- */
 static int
-validate_chat(importer *im, size_t i)
+validate_chats(importer *im)
 {
-	const char *id = im->chat->keys[i];
-	const json *cs = im->chat->items[i];
-	const char *uid = str_member(cs, "user_id");
-	const json *model = json_get(cs, "model_id"),
-			   *msgs = json_get(cs, "messages");
-	imp_chat   *ch = &im->chats[im->nchats];
-	const char *problem = NULL;
-	char		why[128];
-	size_t		k;
+	strmap		ids = {0};
+	size_t		i;
+	int			rc = 0;
 
-	if (!is_uuid(id))
-		return reject(im, "chat_history", id, "malformed uuid");
-	if (cs->type != JSON_OBJECT)
-		return reject(im, "chat_history", id, "must be an object with user_id, model_id, messages");
-	if (!is_uuid(uid))
-		return reject(im, "chat_history", id, "malformed user_id");
-	if (!null_or_string(model) || !null_or_string(json_get(cs, "title")) ||
-		!null_or_string(json_get(cs, "agent_id")))
-		return reject(im, "chat_history", id, "model_id, title and agent_id must be strings");
-	if (msgs && msgs->type != JSON_NULL && msgs->type != JSON_ARRAY)
-		return reject(im, "chat_history", id, "messages must be an array");
-	for (k = 0; msgs && msgs->type == JSON_ARRAY && k < msgs->n && !problem; k++)
-		problem = chat_message_problem(msgs->items[k], why, sizeof(why));
-	if (problem)
-		return reject(im, "chat_history", id, "message %zu: %s", k - 1, problem);
-	for (k = 0; k < im->nchats; k++)
-		if (strcasecmp(im->chats[k].id, id) == 0)
-			return reject(im, "chat_history", id, "%s", "listed twice");
-	ch->id = id;
-	ch->s = cs;
-	ch->model = model && model->type == JSON_STRING ? model->text : "unknown";
-	ch->messages = msgs && msgs->type == JSON_ARRAY ? msgs : NULL;
-	if ((ch->u = find_user(im, uid, 1)) == NULL)
+	if (im->chat && im->chat->n && (im->chats = calloc(im->chat->n, sizeof(imp_rec))) == NULL)
 		return -1;
-	return 1;
+	for (i = 0; im->chat && i < im->chat->n && rc == 0; i++)
+	{
+		const char *id = im->chat->keys[i];
+		const json *cs = im->chat->items[i];
+		const char *uid = str_member(cs, "user_id");
+		const json *msgs = cs->type == JSON_OBJECT ? json_get(cs, "messages") : NULL;
+		char		why[128],
+					f[64];
+		size_t		k;
+		int			bad = 0,
+					added;
+
+		if (!is_uuid(id))
+			bad = !reject(im, "chat_history", id, "malformed uuid");
+		if (cs->type != JSON_OBJECT)
+		{
+			reject(im, "chat_history", id, "must be an object with user_id, model_id, messages");
+			continue;
+		}
+		if (!is_uuid(uid))
+			bad = !reject(im, "chat_history", id, "malformed user_id");
+		if (!null_or_string(json_get(cs, "model_id")) || !null_or_string(json_get(cs, "title")) ||
+			!null_or_string(json_get(cs, "agent_id")))
+			bad = !reject(im, "chat_history", id, "model_id, title and agent_id must be strings");
+		if (msgs && msgs->type != JSON_NULL && msgs->type != JSON_ARRAY)
+			bad = !reject(im, "chat_history", id, "messages must be an array");
+		for (k = 0; msgs && msgs->type == JSON_ARRAY && k < msgs->n; k++)
+		{
+			const char *problem = chat_message_problem(msgs->items[k], why, sizeof(why));
+			const json *ts = msgs->items[k]->type == JSON_OBJECT ?
+			json_get(msgs->items[k], "timestamp") : NULL;
+
+			if (problem)
+				bad = !reject(im, "chat_history", id, "message %zu: %s", k, problem);
+			else if (!null_or_string(ts))
+				bad = !reject(im, "chat_history", id, "message %zu: timestamp must be a string", k);
+		}
+		if (is_uuid(id))
+		{
+			if ((added = map_put(&ids, fold(id, f, sizeof(f)), NULL)) < 0)
+				rc = -1;
+			else if (added == 0)
+				bad = !reject(im, "chat_history", id, "listed twice");
+		}
+		if (bad)
+			continue;
+		im->chats[im->nchats].key = id;
+		im->chats[im->nchats].rec = cs;
+		if ((im->chats[im->nchats].u = find_user(im, uid, 1)) == NULL)
+			rc = -1;
+		else
+			im->nchats++;
+	}
+	map_free(&ids);
+	return rc;
 }
 
-/*
- * Consistency and existence: every user named is in the file or the
- * database, its listed entries within its balance.  0, or -1 when the
- * lookup failed (reported).
- */
-static int
+/* Listed entries within the balance: else the user is inconsistent. */
+static void
 check_users(importer *im)
 {
 	size_t		i;
 
 	for (i = 0; i < im->nusers; i++)
 	{
-		imp_user   *u = &im->iusers[i];
-		int			in_db = user_in_db(u->id);
+		imp_user   *u = im->iusers[i];
 		char		a1[PGM_AMOUNT_LEN],
 					a2[PGM_AMOUNT_LEN],
 					a3[PGM_AMOUNT_LEN],
 					a4[PGM_AMOUNT_LEN];
 
-		if (in_db < 0)
-		{
-			complain("import: looking up users");
-			return -1;
-		}
-		u->in_db = in_db;
-		if (u->user == NULL && !in_db)
-		{
-			reject(im, "user", u->id, "unknown user: not in users and not in the database");
-			u->rejected = 1;
-		}
-		else if (u->has_balance && (u->deposits > u->total || u->charges > u->spent))
+		if (u->has_balance && (u->deposits > u->total || u->charges > u->spent))
 		{
 			reject(im, "balance_tracker", u->id,
 				   "inconsistent: listed deposits %s / charges %s exceed total %s / spent %s",
@@ -556,407 +716,437 @@ check_users(importer *im)
 			u->rejected = 1;
 		}
 	}
-	return 0;
 }
 
-/* All of the validation step: 0, or the exit status (1). */
 static int
 validate(importer *im)
 {
-	size_t		nusers = im->users ? im->users->n : 0,
-				ntxs = im->txs ? im->txs->n : 0,
-				nchats = im->chat ? im->chat->n : 0;
-
-	/* a slot for each transaction and chat session, filled by the valid ones */
-	if ((ntxs > 0 && (im->tx = calloc(ntxs, sizeof(imp_tx))) == NULL) ||
-		(nchats > 0 && (im->chats = calloc(nchats, sizeof(imp_chat))) == NULL) ||
-		validate_each(im, nusers, validate_user, NULL) != 0 || validate_balances(im) != 0 ||
-		validate_each(im, ntxs, validate_transaction, &im->ntx) != 0 ||
-		validate_each(im, nchats, validate_chat, &im->nchats) != 0)
+	if (validate_users(im) != 0 || validate_balances(im) != 0 ||
+		validate_transactions(im) != 0 || validate_chats(im) != 0 || im->oom)
 	{
 		fprintf(stderr, "pgmarket import: out of memory\n");
 		return 1;
 	}
-	return check_users(im) != 0 ? 1 : 0;
+	check_users(im);
+	return 0;
 }
 
 /* ------------------------------------------------------------------------
- * Applying: each returns 0, or -1 when the import stops (reported)
+ * Applying: batches of records, one import_batch statement each
  * ------------------------------------------------------------------------ */
 
-/* Creates user u: 1 when created, 0 when its call failed (the outcome on conn). */
-static int
-create_user(importer *im, const imp_user *u, int have_import_user)
+/* What a record of a batch stands for, to count and report its outcome. */
+typedef struct
 {
-	const char *hash = str_member(u->user, "password_hash");
-	char		out[PGM_UUID_LEN];
+	int			count;			/* C_* it counts in */
+	const char *section;		/* of the report */
+	char		key[160];
+	imp_user   *u;				/* its user, marked when a user is rejected */
+	int			is_user;
+	int			opening;		/* an opening entry */
+	long		messages;		/* chats: the session's messages */
+} batch_item;
 
-	if (hash && have_import_user)
+typedef struct
+{
+	importer   *im;
+	const char *section;		/* import_batch's */
+	char	   *buf;
+	size_t		len;
+	FILE	   *f;
+	batch_item *items;
+	int			n;
+} batch;
+
+static int
+batch_open(batch *b)
+{
+	b->buf = NULL;
+	b->len = 0;
+	b->n = 0;
+	if ((b->f = open_memstream(&b->buf, &b->len)) == NULL)
+		return -1;
+	fputc('[', b->f);
+	return 0;
+}
+
+/* Sends the batch, counts and reports what became of each record; 0 or -1. */
+static int
+batch_flush(batch *b)
+{
+	importer   *im = b->im;
+	pgm_result *r = NULL;
+	int			row,
+				rc = 0;
+
+	fputc(']', b->f);
+	if (fclose(b->f) != 0)
+		return -1;
+	b->f = NULL;
+	if (b->n > 0)
 	{
-		const char *params[5] = {u->id, str_member(u->user, "email"),
-			str_member(u->user, "username"), hash,
-		str_member(u->user, "created_at")};
+		if (pgm_import_batch(conn, b->section, b->buf, &r) != PGM_OK)
+		{
+			progress_end(&im->p);
+			complain("import: import_batch");
+			rc = -1;
+		}
+		for (row = 0; rc == 0 && row < pgm_result_rows(r); row++)
+		{
+			int			idx = atoi(pgm_result_value(r, row, "idx")) - 1;
+			const char *outcome = pgm_result_value(r, row, "outcome");
+			const char *reasons = pgm_result_value(r, row, "reasons");
+			batch_item *it;
 
-		return pgm_exec(conn, "SELECT pgmarket.import_user($1::uuid, $2, $3, $4, "
-						"$5::timestamptz)", 5, params, NULL) == PGM_OK;
+			if (idx < 0 || idx >= b->n)
+				continue;
+			it = &b->items[idx];
+			if (strcmp(outcome, "rejected") == 0)
+			{
+				char	   *why = strdup(reasons ? reasons : "{}");
+				size_t		wl = why ? strlen(why) : 0;
+
+				/* {"reason (SQLSTATE)"}: the one reason, unquoted */
+				if (why && wl >= 4 && why[1] == '"')
+				{
+					char	   *d = why,
+							   *s = why + 2;
+
+					for (; *s && !(s[0] == '"' && s[1] == '}'); s++)
+					{
+						if (*s == '\\' && s[1])
+							s++;
+						*d++ = *s;
+					}
+					*d = '\0';
+				}
+				else if (why && wl >= 2)
+				{
+					memmove(why, why + 1, wl - 2);
+					why[wl - 2] = '\0';
+				}
+				reject(im, it->section, it->key, "%s", why ? why : "rejected");
+				free(why);
+				if (it->opening && it->u)
+					it->u->opening_bad = 1;
+				if (it->is_user && it->u)
+					it->u->rejected = 1;
+				continue;
+			}
+			if (strcmp(outcome, "created") == 0)
+			{
+				if (it->opening)
+					it->u->opening_new = 1;
+				else
+					im->c[it->count].created++;
+				if (it->count == C_TXS || it->opening)
+					im->entries_new++;
+				else if (it->count == C_KEYS)
+					im->keys_new++;
+				else if (it->count == C_CHATS)
+					im->chat_messages_new += it->messages;
+			}
+			else
+			{
+				if (!it->opening)
+					im->c[it->count].present++;
+				if (it->count == C_TXS || it->opening)
+					im->entries_present++;
+				else if (it->count == C_KEYS)
+					im->keys_present++;
+			}
+		}
+		pgm_result_free(r);
+		progress_step(&im->p, b->n);
 	}
-	if (hash)
-		im->hashes_skipped++;
-	return pgm_create_user(conn, str_member(u->user, "email"),
-						   str_member(u->user, "username"), NULL, NULL, u->id,
-						   out) == PGM_OK;
+	free(b->buf);
+	b->buf = NULL;
+	b->n = 0;
+	if (rc == 0 && batch_open(b) != 0)
+		rc = -1;
+	return rc;
+}
+
+/* The next item of the batch (the record's text written by the caller). */
+static batch_item *
+batch_add(batch *b, int count, const char *section, const char *key, imp_user *u)
+{
+	batch_item *it = &b->items[b->n++];
+
+	memset(it, 0, sizeof(*it));
+	it->count = count;
+	it->section = section;
+	snprintf(it->key, sizeof(it->key), "%s", key);
+	it->u = u;
+	if (b->n > 1)
+		fputc(',', b->f);
+	return it;
+}
+
+/* After a record: send the batch when it is full. */
+static int
+batch_next(batch *b)
+{
+	fflush(b->f);
+	if (b->n >= BATCH_RECORDS || b->len >= BATCH_BYTES)
+		return batch_flush(b);
+	return 0;
+}
+
+static void
+put_member(FILE *f, const char *name, const char *value, int *first)
+{
+	if (value == NULL)
+		return;
+	fprintf(f, "%s\"%s\": ", *first ? "" : ", ", name);
+	json_write_string(f, value);
+	*first = 0;
 }
 
 static int
-apply_users(importer *im, int have_import_user)
+apply_users(importer *im, batch *b)
 {
 	size_t		i;
 
+	b->section = "users";
 	for (i = 0; i < im->nusers; i++)
 	{
-		imp_user   *u = &im->iusers[i];
+		imp_user   *u = im->iusers[i];
+		batch_item *it;
+		int			first = 1;
 
-		if (u->user == NULL)
+		if (u->user == NULL || u->rejected)
 			continue;
-		progress_step(&im->p, 1);
-		if (u->in_db)
-		{
-			im->users_present++;
-			continue;
-		}
-		if (create_user(im, u, have_import_user))
-		{
-			im->users_created++;
-			continue;
-		}
-		if (connection_lost(im, pgm_last_status(conn), "import"))
+		it = batch_add(b, C_USERS, "users", u->id, u);
+		it->is_user = 1;
+		fputc('{', b->f);
+		put_member(b->f, "id", u->id, &first);
+		put_member(b->f, "email", str_member(u->user, "email"), &first);
+		put_member(b->f, "username", str_member(u->user, "username"), &first);
+		put_member(b->f, "password_hash", str_member(u->user, "password_hash"), &first);
+		put_member(b->f, "created_at", str_member(u->user, "created_at"), &first);
+		fputc('}', b->f);
+		if (batch_next(b) != 0)
 			return -1;
-		reject(im, "users", u->id, "%s", pgm_errmsg(conn));
-		u->rejected = 1;
 	}
-	return 0;
+	return batch_flush(b);
+}
+
+/* One entry of the ledger, as import_batch reads it. */
+static void
+put_entry(FILE *f, const char *uid, int charge, const char *amount, const char *key,
+		  const char *model, int64_t tokens, const char *note, const char *ts)
+{
+	int			first = 1;
+
+	fputc('{', f);
+	put_member(f, "user_id", uid, &first);
+	put_member(f, "type", charge ? "charge" : "deposit", &first);
+	put_member(f, "amount", amount, &first);
+	put_member(f, "key", key, &first);
+	put_member(f, "model_id", model, &first);
+	put_member(f, "note", note, &first);
+	put_member(f, "created_at", ts, &first);
+	fprintf(f, ", \"tokens\": %lld}", (long long) tokens);
 }
 
 /*
- * A ledger call's outcome: 0 when it went through (counted), 1 when its
- * record is to be rejected, -1 when the connection is gone (reported).
+ * The ledger: the deposits, the opening deposits (total - deposits), the
+ * charges, the opening charges (spent - charges), so that every charge
+ * meets the money it was paid with.  An opening charge carries no model:
+ * no usage view counts it.
  */
 static int
-ledger_outcome(importer *im, pgm_status st, const pgm_ledger_result *r)
+apply_ledger(importer *im, batch *b)
 {
-	if (st == PGM_OK)
-	{
-		if (r->replayed)
-			im->entries_replayed++;
-		else
-			im->entries_new++;
-		return 0;
-	}
-	return connection_lost(im, st, "import") ? -1 : 1;
-}
-
-/* The transactions of one kind: pass 0 the deposits, pass 1 the charges. */
-static int
-apply_transactions(importer *im, int pass)
-{
+	int			pass;
 	size_t		i;
 
-	for (i = 0; i < im->ntx; i++)
+	b->section = "entries";
+	for (pass = 0; pass < 2; pass++)
 	{
-		imp_tx	   *x = &im->tx[i];
-		pgm_ledger_result r;
-		pgm_status	st;
-		const char *id = str_member(x->t, "id");
-		const char *model = str_member(x->t, "model_id");
-		const char *ts = str_member(x->t, "timestamp");
-		char		note[128];
+		for (i = 0; i < im->ntx; i++)
+		{
+			imp_rec    *x = &im->tx[i];
+			char		label[160];
 
-		if (x->charge != pass)
-			continue;
-		progress_step(&im->p, 1);
-		if (x->u->rejected)
-		{
-			im->rejected++;		/* reported with its user */
-			continue;
-		}
-		snprintf(note, sizeof(note), "import%s%.64s", ts ? " " : "", ts ? ts : "");
-		if (x->charge)
-			st = pgm_deduct_balance(conn, x->u->id, x->amount, model ? model : "unknown",
-									x->tokens, id, &r);
-		else
-			st = pgm_add_funds(conn, x->u->id, x->amount, id, note, &r);
-		switch (ledger_outcome(im, st, &r))
-		{
-			case -1:
+			if (x->charge != pass)
+				continue;
+			if (x->u->rejected)
+			{
+				im->c[C_TXS].rejected++;	/* reported with its user */
+				progress_step(&im->p, 1);
+				continue;
+			}
+			snprintf(label, sizeof(label), "%.120s", x->key);
+			batch_add(b, C_TXS, "transactions", label, x->u);
+			put_entry(b->f, x->u->id, x->charge, x->amount, x->key,
+					  str_member(x->rec, "model_id"), x->tokens, NULL,
+					  str_member(x->rec, "timestamp"));
+			if (batch_next(b) != 0)
 				return -1;
-			case 1:
-				reject_call(im, "transactions", id);
-				break;
 		}
+		for (i = 0; i < im->nusers; i++)
+		{
+			imp_user   *u = im->iusers[i];
+			int64_t		diff;
+			char		key[96],
+						amount[PGM_AMOUNT_LEN];
+			batch_item *it;
+
+			if (!u->has_balance || u->rejected)
+				continue;
+			diff = pass == 0 ? u->total - u->deposits : u->spent - u->charges;
+			if (diff <= 0)
+				continue;
+			pgm_micro_to_str(diff, amount);
+			snprintf(key, sizeof(key), "import-opening-%s-%s", pass ? "charge" : "deposit", u->id);
+			it = batch_add(b, C_BALANCES, "balance_tracker", u->id, u);
+			it->opening = 1;
+			put_entry(b->f, u->id, pass, amount, key, NULL, 0,
+					  pass ? NULL : "import: opening balance", NULL);
+			if (batch_next(b) != 0)
+				return -1;
+		}
+		if (batch_flush(b) != 0)
+			return -1;
 	}
-	return 0;
-}
-
-/*
- * What the balances say beyond the listed transactions: pass 0 the opening
- * deposit (total - deposits), pass 1 the opening charge (spent - charges).
- */
-static int
-apply_openings(importer *im, int pass)
-{
-	size_t		i;
-
+	/* each balance: created when an opening entry was */
 	for (i = 0; i < im->nusers; i++)
 	{
-		imp_user   *u = &im->iusers[i];
-		int64_t		diff;
-		char		key[96],
-					amount[PGM_AMOUNT_LEN];
-		pgm_ledger_result r;
-		pgm_status	st;
+		imp_user   *u = im->iusers[i];
 
 		if (!u->has_balance)
 			continue;
-		progress_step(&im->p, 1);
-		if (u->rejected)
-			continue;
-		diff = pass == 0 ? u->total - u->deposits : u->spent - u->charges;
-		if (diff <= 0)
-			continue;
-		pgm_micro_to_str(diff, amount);
-		snprintf(key, sizeof(key), "import-opening-%s-%s", pass ? "charge" : "deposit", u->id);
-		st = pass == 0
-			? pgm_add_funds(conn, u->id, amount, key, "import: opening balance", &r)
-			: pgm_deduct_balance(conn, u->id, amount, "import", 0, key, &r);
-		switch (ledger_outcome(im, st, &r))
-		{
-			case -1:
-				return -1;
-			case 1:
-				reject(im, "balance_tracker", u->id, "opening %s: %s (%s)",
-					   pass ? "charge" : "deposit", pgm_errmsg(conn), pgm_sqlstate(conn));
-				break;
-		}
+		if (u->rejected || u->opening_bad)
+			continue;			/* listed with its reason */
+		else if (u->opening_new)
+			im->c[C_BALANCES].created++;
+		else
+			im->c[C_BALANCES].present++;
 	}
 	return 0;
 }
 
-/* Per user: deposits, the opening deposit, charges, the opening charge. */
+/* The last four characters of a UTF-8 secret (the vault's hint). */
+static const char *
+last_four(const char *s, size_t len)
+{
+	const char *p = s + len;
+	int			chars = 0;
+
+	while (p > s && chars < 4)
+	{
+		p--;
+		if (((unsigned char) *p & 0xC0) != 0x80)
+			chars++;
+	}
+	return p;
+}
+
+/* Provider keys, sealed to the vault's public key on the way. */
 static int
-apply_ledger(importer *im)
+apply_provider_keys(importer *im, batch *b)
 {
-	int			pass;
-
-	for (pass = 0; pass < 2; pass++)
-		if (apply_transactions(im, pass) != 0 || apply_openings(im, pass) != 0)
-			return -1;
-	return 0;
-}
-
-/* Is this imported key of the user's (same provider, same last four) there already? */
-static int
-provider_key_present(const char *uid, const char *provider, const json *secret)
-{
-	pgm_result *r = NULL;
-	int			row,
-				present = 0;
-
-	if (pgm_list_provider_keys(conn, uid, &r) == PGM_OK)
-		for (row = 0; row < pgm_result_rows(r); row++)
-		{
-			pgm_provider_key_info info;
-
-			pgm_result_provider_key(r, row, &info);
-			if (info.revoked_at[0] == '\0' && info.label &&
-				strcmp(info.label, "imported") == 0 &&
-				strcasecmp(info.provider, provider) == 0 &&
-				strcmp(info.hint, secret->text + secret->len - 4) == 0)
-				present = 1;
-		}
-	pgm_result_free(r);
-	return present;
-}
-
-/* The user's key for provider, sealed on the way in. */
-static void
-import_provider_key(importer *im, const char *uid, const char *provider, const json *secret)
-{
-	char		key_id[PGM_UUID_LEN],
-				rec[128];
-	size_t		slen;
-
-	snprintf(rec, sizeof(rec), "%s.%s", uid, provider);
-	if (secret->type != JSON_STRING || secret->len < 4 || secret->len > 4096 ||
-		strlen(secret->text) != secret->len)
-	{
-		reject(im, "api_keys", rec, "the key must be a string of 4 to 4096 characters");
-		return;
-	}
-	for (slen = 0; slen < secret->len; slen++)
-		if (isspace((unsigned char) secret->text[slen]) ||
-			iscntrl((unsigned char) secret->text[slen]))
-			break;
-	if (slen != secret->len)
-	{
-		reject(im, "api_keys", rec, "malformed key (contains white space)");
-		return;
-	}
-	if (provider_key_present(uid, provider, secret))
-	{
-		im->keys_present++;
-		return;
-	}
-	if (pgm_put_provider_key(conn, uid, provider, secret->text, "imported",
-							 key_id) == PGM_OK)
-		im->keys_new++;
-	else
-	{
-		progress_end(&im->p);
-		reject_call(im, "api_keys", rec);
-	}
-}
-
-/* Provider keys, sealed on the way in; one imported key per provider. */
-static void
-apply_provider_keys(importer *im)
-{
-	const json *keys = im->keys;
+	unsigned char pk[PGM_PUBLICKEY_BYTES];
+	int			have_pk = 0;
 	size_t		i,
 				k;
 
-	for (i = 0; keys && i < keys->n; i++)
+	b->section = "provider_keys";
+	for (i = 0; im->keys && i < im->keys->n; i++)
 	{
-		const char *uid = keys->keys[i];
-		const json *pk = keys->items[i];
+		const char *uid = im->keys->keys[i];
+		const json *pks = im->keys->items[i];
 		imp_user   *u = is_uuid(uid) ? find_user(im, uid, 0) : NULL;
-		int			ok_user;
 
-		progress_step(&im->p, 1);
-		if (!is_uuid(uid) || pk->type != JSON_OBJECT)
+		if (!is_uuid(uid) || pks->type != JSON_OBJECT)
 		{
 			reject(im, "api_keys", uid, "%s", is_uuid(uid) ? "must be an object of provider: key"
 				   : "malformed uuid");
+			im->c[C_KEYS].rejected++;
 			continue;
 		}
-		ok_user = u ? !u->rejected : user_in_db(uid) == 1;
-		if (!ok_user)
+		for (k = 0; k < pks->n; k++)
 		{
-			reject(im, "api_keys", uid, "unknown user");
-			continue;
+			const json *secret = pks->items[k];
+			char		rec[160];
+			size_t		j;
+			unsigned char *sealed;
+			char	   *b64;
+			size_t		slen,
+						b64len;
+			int			first = 1;
+
+			snprintf(rec, sizeof(rec), "%s.%.100s", uid, pks->keys[k]);
+			if (u && u->rejected)
+			{
+				im->c[C_KEYS].rejected++;	/* reported with its user */
+				continue;
+			}
+			if (secret->type != JSON_STRING || secret->len < 4 || secret->len > 4096)
+			{
+				reject(im, "api_keys", rec, "the key must be a string of 4 to 4096 characters");
+				im->c[C_KEYS].rejected++;
+				continue;
+			}
+			for (j = 0; j < secret->len; j++)
+				if (isspace((unsigned char) secret->text[j]) ||
+					iscntrl((unsigned char) secret->text[j]))
+					break;
+			if (j != secret->len)
+			{
+				reject(im, "api_keys", rec, "malformed key (contains white space)");
+				im->c[C_KEYS].rejected++;
+				continue;
+			}
+			if (!have_pk)
+			{
+				if (pgm_vault_public_key(conn, pk) != PGM_OK)
+				{
+					progress_end(&im->p);
+					complain("import: vault_public_key");
+					return -1;
+				}
+				have_pk = 1;
+			}
+			slen = secret->len + crypto_box_SEALBYTES;
+			b64len = sodium_base64_ENCODED_LEN(slen, sodium_base64_VARIANT_ORIGINAL);
+			sealed = malloc(slen);
+			b64 = malloc(b64len);
+			if (sealed == NULL || b64 == NULL ||
+				crypto_box_seal(sealed, (const unsigned char *) secret->text, secret->len, pk) != 0)
+			{
+				free(sealed);
+				free(b64);
+				fprintf(stderr, "pgmarket import: sealing a key failed\n");
+				return -1;
+			}
+			sodium_bin2base64(b64, b64len, sealed, slen, sodium_base64_VARIANT_ORIGINAL);
+			batch_add(b, C_KEYS, "api_keys", rec, u);
+			fputc('{', b->f);
+			put_member(b->f, "user_id", uid, &first);
+			put_member(b->f, "provider", pks->keys[k], &first);
+			put_member(b->f, "sealed", b64, &first);
+			if (secret->len >= 8)
+				put_member(b->f, "hint", last_four(secret->text, secret->len), &first);
+			put_member(b->f, "label", "imported", &first);
+			fputc('}', b->f);
+			free(sealed);
+			free(b64);
+			if (batch_next(b) != 0)
+				return -1;
 		}
-		for (k = 0; k < pk->n; k++)
-			import_provider_key(im, uid, pk->keys[k], pk->items[k]);
 	}
+	return batch_flush(b);
 }
 
-/* Is the file's session id already imported for its user?  1, 0; -1 on
- * error.  A session counts as present when it is that session (imported
- * with its id, or an export imported back), or one that an import of
- * pgmarket 0.5.0 made with the context {"imported_from": id}. */
+/* Chat sessions under their ids, each message with its time. */
 static int
-chat_session_present(const imp_chat *ch)
+apply_chats(importer *im, batch *b)
 {
-	pgm_result *r = NULL;
-	char		owner[PGM_UUID_LEN];
-	int			row,
-				found = 0;
-
-	if (pgm_chat_session_owner(conn, ch->id, owner) != PGM_OK)
-		return -1;
-	if (strcasecmp(owner, ch->u->id) == 0)
-		return 1;
-	if (pgm_list_chat_sessions(conn, ch->u->id, &r) != PGM_OK)
-		return -1;
-	for (row = 0; row < pgm_result_rows(r) && !found; row++)
-	{
-		const char *ctx = pgm_result_value(r, row, "context");
-
-		if (ctx)
-		{
-			char		err[64];
-			json	   *cj = json_parse(ctx, strlen(ctx), err, sizeof(err));
-			const char *from = cj ? str_member(cj, "imported_from") : NULL;
-
-			found = from && strcasecmp(from, ch->id) == 0;
-			json_free(cj);
-		}
-	}
-	pgm_result_free(r);
-	return found;
-}
-
-/* Runs SQL outside the library (transaction control); 1 on success. */
-static int
-raw_exec(const char *sql)
-{
-	PGresult   *res = PQexec(pgm_pgconn(conn), sql);
-	int			ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-	if (!ok)
-		fprintf(stderr, "pgmarket import: %s failed: %s", sql, PQerrorMessage(pgm_pgconn(conn)));
-	PQclear(res);
-	return ok;
-}
-
-/*
- * One session and its messages, in one transaction: the session under the
- * file's id, then each message with its cost recorded (not charged).  *nmsg receives
- * the messages stored.  PGM_OK, or the failing call's status with the
- * transaction rolled back.
- */
-static pgm_status
-import_chat_session(const imp_chat *ch, long *nmsg)
-{
-	char		sid[PGM_UUID_LEN];
-	size_t		j;
-	pgm_status	st;
-
-	*nmsg = 0;
-	if (!raw_exec("BEGIN"))
-		return PGM_CONNECTION_ERROR;
-	st = pgm_create_chat_session_with_id(conn, ch->u->id, ch->model,
-										 str_member(ch->s, "title"),
-										 str_member(ch->s, "agent_id"), ch->id, sid);
-	for (j = 0; st == PGM_OK && ch->messages && j < ch->messages->n; j++)
-	{
-		const json *m = ch->messages->items[j];
-		const json *tokens = json_get(m, "tokens"),
-				   *cost = json_get(m, "cost"),
-				   *tools = json_get(m, "tool_calls");
-		char		amount[PGM_AMOUNT_LEN] = "0";
-		char	   *tool_text = NULL;
-		int64_t		micro = 0;
-		const char *why;
-
-		if (cost && cost->type != JSON_NULL && read_amount(cost, &micro, &why))
-			pgm_micro_to_str(micro, amount);
-		if (tools && tools->type != JSON_NULL && (tool_text = json_to_text(tools)) == NULL)
-		{
-			fprintf(stderr, "pgmarket import: out of memory\n");
-			st = PGM_CLIENT_ERROR;
-			break;
-		}
-		st = pgm_save_chat_message(conn, ch->u->id, sid, str_member(m, "role"),
-								   str_member(m, "content"),
-								   tokens && tokens->type == JSON_NUMBER ? atoi(tokens->text) : 0,
-								   amount, tool_text, NULL);
-		free(tool_text);
-		if (st == PGM_OK)
-			(*nmsg)++;
-	}
-	if (st == PGM_OK)
-		return raw_exec("COMMIT") ? PGM_OK : PGM_CONNECTION_ERROR;
-	PQclear(PQexec(pgm_pgconn(conn), "ROLLBACK"));
-	*nmsg = 0;
-	return st;
-}
-
-
-/* Chat sessions: one transaction each, under their ids. */
-static int
-apply_chats(importer *im)
-{
-	size_t		i;
+	size_t		i,
+				j;
 
 	if (im->chat && im->chat->n > 0)
 	{
@@ -965,47 +1155,65 @@ apply_chats(importer *im)
 			fprintf(stderr, "pgmarket import: warning: section chat_history skipped: "
 					"this server has no chat functions (create_chat_session)\n");
 	}
+	b->section = "chats";
 	for (i = 0; im->have_chat && i < im->nchats; i++)
 	{
-		imp_chat   *ch = &im->chats[i];
-		long		nmsg = 0;
-		int			present;
-		pgm_status	st;
+		imp_rec    *ch = &im->chats[i];
+		const json *msgs = json_get(ch->rec, "messages");
+		const char *model = str_member(ch->rec, "model_id");
+		batch_item *it;
+		int			first = 1;
 
-		progress_step(&im->p, 1);
 		if (ch->u->rejected)
 		{
-			im->rejected++;		/* reported with its user */
+			im->c[C_CHATS].rejected++;	/* reported with its user */
+			progress_step(&im->p, 1);
 			continue;
 		}
-		present = chat_session_present(ch);
-		if (present < 0)
+		it = batch_add(b, C_CHATS, "chat_history", ch->key, ch->u);
+		fputc('{', b->f);
+		put_member(b->f, "id", ch->key, &first);
+		put_member(b->f, "user_id", ch->u->id, &first);
+		put_member(b->f, "model_id", model ? model : "unknown", &first);
+		put_member(b->f, "title", str_member(ch->rec, "title"), &first);
+		put_member(b->f, "agent_id", str_member(ch->rec, "agent_id"), &first);
+		fputs(", \"messages\": [", b->f);
+		for (j = 0; msgs && msgs->type == JSON_ARRAY && j < msgs->n; j++)
 		{
-			if (connection_lost(im, pgm_last_status(conn), "import: list_chat_sessions"))
-				return -1;
-			reject_call(im, "chat_history", ch->id);
-			continue;
+			const json *m = msgs->items[j];
+			const json *tokens = json_get(m, "tokens"),
+					   *cost = json_get(m, "cost"),
+					   *tools = json_get(m, "tool_calls");
+			int64_t		micro = 0;
+			char		amount[PGM_AMOUNT_LEN] = "0";
+			const char *why;
+			int			mf = 1;
+
+			if (cost && cost->type != JSON_NULL && read_amount(cost, &micro, &why))
+				pgm_micro_to_str(micro, amount);
+			fputs(j ? ", {" : "{", b->f);
+			put_member(b->f, "role", str_member(m, "role"), &mf);
+			put_member(b->f, "content", str_member(m, "content"), &mf);
+			put_member(b->f, "cost", amount, &mf);
+			put_member(b->f, "created_at", str_member(m, "timestamp"), &mf);
+			if (tokens && tokens->type == JSON_NUMBER)
+				fprintf(b->f, ", \"tokens\": %s", tokens->text);
+			if (tools && tools->type != JSON_NULL)
+			{
+				fputs(", \"tool_calls\": ", b->f);
+				json_write_value(b->f, tools);
+			}
+			fputc('}', b->f);
 		}
-		if (present)
-		{
-			im->chats_present++;
-			continue;
-		}
-		st = import_chat_session(ch, &nmsg);
-		if (st == PGM_OK)
-		{
-			im->chats_new++;
-			im->chat_messages_new += nmsg;
-			continue;
-		}
-		if (connection_lost(im, st, "import"))
+		fputs("]}", b->f);
+		it->messages = msgs && msgs->type == JSON_ARRAY ? (long) msgs->n : 0;
+		if (batch_next(b) != 0)
 			return -1;
-		reject_call(im, "chat_history", ch->id);
 	}
-	return 0;
+	return batch_flush(b);
 }
 
-/* The agent platform's store: templates, then projects. */
+/* The agent platform's store: templates, then projects (a call each). */
 static int
 apply_store(importer *im)
 {
@@ -1015,6 +1223,12 @@ apply_store(importer *im)
 	if (!im->have_store)
 		fprintf(stderr, "pgmarket import: warning: sections projects and templates "
 				"skipped: this server has no store functions (save_project)\n");
+	else if (im->dry_run)
+	{
+		im->have_store = 0;
+		fprintf(stderr, "pgmarket import: note: --dry-run does not try the sections "
+				"projects and templates on the server\n");
+	}
 	else if (store_import(conn, im->doc, reject_store, im, &im->projects, &im->templates) != 0)
 	{
 		complain("import: projects and templates");
@@ -1023,41 +1237,120 @@ apply_store(importer *im)
 	return 0;
 }
 
-/* All of the apply step, in its order: 0, or -1 when the import stops. */
 static int
 apply(importer *im)
 {
-	int			have_import_user;
+	batch		b = {0};
+	int			rc;
 
+	b.im = im;
+	if ((b.items = calloc(BATCH_RECORDS, sizeof(batch_item))) == NULL || batch_open(&b) != 0)
+	{
+		free(b.items);
+		fprintf(stderr, "pgmarket import: out of memory\n");
+		return -1;
+	}
+	im->steps = (long) im->nusers * 3 + (long) im->ntx + (long) im->nchats;
 	if (im->keys)
 		im->steps += (long) im->keys->n;
-	have_import_user = server_has("pgmarket.import_user(uuid,text,text,text,timestamptz)");
-	progress_start(&im->p, "importing", im->steps);
-	if (apply_users(im, have_import_user) != 0 || apply_ledger(im) != 0)
-		return -1;
-	apply_provider_keys(im);
-	if (apply_chats(im) != 0)
-		return -1;
+	progress_start(&im->p, im->dry_run ? "checking" : "importing", im->steps);
+	rc = apply_users(im, &b) != 0 || apply_ledger(im, &b) != 0 ||
+		apply_provider_keys(im, &b) != 0 || apply_chats(im, &b) != 0 ? -1 : 0;
 	progress_end(&im->p);
-	return apply_store(im);
+	if (b.f)
+		fclose(b.f);
+	free(b.buf);
+	free(b.items);
+	if (rc == 0)
+		rc = apply_store(im);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
  * Reporting
  * ------------------------------------------------------------------------ */
 
-/* The counts on stdout; the exit status: 1 when any record was rejected. */
-static int
-report(const importer *im)
+static long
+total_rejected(const importer *im)
 {
-	printf("users: %ld created, %ld already present\n", im->users_created, im->users_present);
+	return (long) im->nrej;
+}
+
+/* The report file: counts and every rejected record with all its reasons. */
+static int
+write_report(const importer *im, const char *path)
+{
+	FILE	   *f = fopen(path, "w");
+	size_t		i,
+				k;
+	int			c;
+
+	if (f == NULL)
+	{
+		fprintf(stderr, "pgmarket import: cannot write %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	fprintf(f, "{\"dry_run\": %s,\n \"counts\": {", im->dry_run ? "true" : "false");
+	for (c = 0; c < C_N; c++)
+	{
+		counts		n = im->c[c];
+
+		if (c == C_PROJECTS)
+			n.created = im->projects.created, n.present = im->projects.present;
+		if (c == C_TEMPLATES)
+			n.created = im->templates.created, n.present = im->templates.present;
+		/* what was rejected with its user, and each rejection listed */
+		for (i = 0; i < im->nrej; i++)
+			if (strcmp(im->rej[i].section, count_names[c]) == 0)
+				n.rejected++;
+		fprintf(f, "%s\n  \"%s\": {\"created\": %ld, \"present\": %ld, \"rejected\": %ld}",
+				c ? "," : "", count_names[c], n.created, n.present, n.rejected);
+	}
+	fputs("},\n \"rejected\": [", f);
+	for (i = 0; i < im->nrej; i++)
+	{
+		fprintf(f, "%s\n  {\"section\": ", i ? "," : "");
+		json_write_string(f, im->rej[i].section);
+		fputs(", \"key\": ", f);
+		json_write_string(f, im->rej[i].key);
+		fputs(", \"reasons\": [", f);
+		for (k = 0; k < im->rej[i].nreasons; k++)
+		{
+			if (k)
+				fputs(", ", f);
+			json_write_string(f, im->rej[i].reasons[k]);
+		}
+		fputs("]}", f);
+	}
+	fputs("\n ]}\n", f);
+	return fclose(f) == 0 ? 0 : -1;
+}
+
+/* The rejections on stderr, then the counts on stdout; the exit status. */
+static int
+report(const importer *im, const char *report_path)
+{
+	size_t		i,
+				k;
+
+	for (i = 0; i < im->nrej; i++)
+	{
+		fprintf(stderr, "rejected %s[%s]: ", im->rej[i].section, im->rej[i].key);
+		for (k = 0; k < im->rej[i].nreasons; k++)
+			fprintf(stderr, "%s%s", k ? "; " : "", im->rej[i].reasons[k]);
+		fputc('\n', stderr);
+	}
+	if (im->dry_run)
+		printf("dry run: nothing was written; what an import would do:\n");
+	printf("users: %ld created, %ld already present\n", im->c[C_USERS].created,
+		   im->c[C_USERS].present);
 	printf("ledger entries: %ld new, %ld already present\n", im->entries_new,
-		   im->entries_replayed);
+		   im->entries_present);
 	printf("provider keys: %ld stored (sealed), %ld already present\n", im->keys_new,
 		   im->keys_present);
 	if (im->have_chat)
 		printf("chat sessions: %ld created (%ld messages), %ld already present\n",
-			   im->chats_new, im->chat_messages_new, im->chats_present);
+			   im->c[C_CHATS].created, im->chat_messages_new, im->c[C_CHATS].present);
 	if (im->have_store)
 	{
 		printf("templates: %ld created, %ld already present\n",
@@ -1065,16 +1358,39 @@ report(const importer *im)
 		printf("projects: %ld created, %ld already present\n",
 			   im->projects.created, im->projects.present);
 	}
-	if (im->hashes_skipped)
-		printf("password hashes: %ld not imported (the server has no import_user yet); "
-			   "those users have no password\n", im->hashes_skipped);
-	printf("rejected records: %ld\n", im->rejected);
-	if (im->rejected == 0)
+	printf("rejected records: %ld\n", total_rejected(im));
+	if (report_path && write_report(im, report_path) != 0)
+		return 1;
+	if (total_rejected(im) == 0)
 		return 0;
 	fprintf(stderr, "pgmarket import: %ld records rejected (listed above); "
 			"fix them and run the import again: what was loaded stays, "
-			"nothing is loaded twice\n", im->rejected);
+			"nothing is loaded twice\n", total_rejected(im));
 	return 1;
+}
+
+static void
+free_importer(importer *im)
+{
+	size_t		i,
+				k;
+
+	for (i = 0; i < im->nrej; i++)
+	{
+		for (k = 0; k < im->rej[i].nreasons; k++)
+			free(im->rej[i].reasons[k]);
+		free(im->rej[i].reasons);
+		free(im->rej[i].section);
+		free(im->rej[i].key);
+	}
+	free(im->rej);
+	for (i = 0; i < im->nusers; i++)
+		free(im->iusers[i]);
+	free(im->iusers);
+	map_free(&im->by_id);
+	free(im->tx);
+	free(im->chats);
+	json_free(im->doc);
 }
 
 int
@@ -1082,18 +1398,27 @@ cmd_import(int argc, char **argv)
 {
 	char	   *a[1];
 	importer	im = {0};
+	const char *report_path = opt(argc, argv, "--report");
 	int			rc;
 
 	if (need_args(argc, argv, a, 1, "import needs FILE (or - for stdin)"))
 		return 2;
+	im.dry_run = has_flag(argc, argv, "--dry-run");
+	if (has_flag(argc, argv, "--report") && report_path == NULL)
+		return usage_error("--report needs FILE");
 	if ((rc = read_document(&im, a[0])) != 0)
 		return rc;
 	rc = validate(&im);
+	if (rc == 0 && im.dry_run && pgm_begin(conn) != PGM_OK)
+		rc = failed("import: BEGIN");
 	if (rc == 0)
-		rc = apply(&im) != 0 ? 1 : report(&im);
-	free(im.tx);
-	free(im.chats);
-	free(im.iusers);
-	json_free(im.doc);
+	{
+		rc = apply(&im) != 0 ? 1 : 0;
+		if (im.dry_run && pgm_rollback(conn) != PGM_OK)
+			rc = failed("import: ROLLBACK");
+		if (rc == 0)
+			rc = report(&im, report_path);
+	}
+	free_importer(&im);
 	return rc;
 }

@@ -161,7 +161,13 @@ struct pgm_result
 	  "$3, COALESCE($4::jsonb, '{}'), COALESCE($5::text[], '{}'))") \
 	Q(SET_MODIFICATION_STATUS, "SELECT pgmarket.set_modification_status($1::uuid, " \
 	  "$2::uuid, $3, $4::jsonb)") \
-	Q(LIST_MODIFICATIONS, "SELECT * FROM pgmarket.list_modifications($1::uuid, $2::uuid)")
+	Q(LIST_MODIFICATIONS, "SELECT * FROM pgmarket.list_modifications($1::uuid, $2::uuid)") \
+	Q(IMPORT_USER, "SELECT pgmarket.import_user($1::uuid, $2, $3, $4, $5::timestamptz)") \
+	Q(IMPORT_BATCH, "SELECT idx, outcome, reasons FROM pgmarket.import_batch($1, $2::jsonb)" \
+	  " ORDER BY idx") \
+	Q(EXPORT_ACCOUNTS, "SELECT id, email, username, password_hash, pg_catalog.to_char(" \
+	  "created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at" \
+	  " FROM pgmarket.export_accounts()")
 
 typedef enum
 {
@@ -2666,4 +2672,54 @@ pgm_list_modifications(pgm_conn *c, const char *user_id,
 	const char *vals[2] = {user_id, project_id};
 
 	return rows_call(c, Q_LIST_MODIFICATIONS, 2, vals, out);
+}
+
+/* ------------------------------------------------------------------------
+ * Imports and exports (pgmarket import and export)
+ * ------------------------------------------------------------------------ */
+
+pgm_status
+pgm_import_user(pgm_conn *c, const char *id, const char *email,
+				const char *username, const char *password_hash,
+				const char *created_at)
+{
+	const char *vals[5] = {id, email, username, password_hash, created_at};
+
+	return scalar_call(c, Q_IMPORT_USER, 5, vals, NULL, NULL);
+}
+
+pgm_status
+pgm_import_batch(pgm_conn *c, const char *section, const char *records,
+				 pgm_result **out)
+{
+	const char *vals[2] = {section, records};
+
+	return rows_call(c, Q_IMPORT_BATCH, 2, vals, out);
+}
+
+pgm_status
+pgm_export_accounts(pgm_conn *c, pgm_result **out)
+{
+	return rows_call(c, Q_EXPORT_ACCOUNTS, 0, NULL, out);
+}
+
+pgm_status
+pgm_begin(pgm_conn *c)
+{
+	/* never prepared: transaction control cannot be */
+	return give_result(c, run(c, Q_COUNT, "BEGIN", 0, NULL, NULL, NULL), NULL);
+}
+
+pgm_status
+pgm_commit(pgm_conn *c)
+{
+	/* never prepared: transaction control cannot be */
+	return give_result(c, run(c, Q_COUNT, "COMMIT", 0, NULL, NULL, NULL), NULL);
+}
+
+pgm_status
+pgm_rollback(pgm_conn *c)
+{
+	/* never prepared: transaction control cannot be */
+	return give_result(c, run(c, Q_COUNT, "ROLLBACK", 0, NULL, NULL, NULL), NULL);
 }

@@ -738,4 +738,30 @@ pgm_status	pgm_list_modifications(pgm_conn *conn, const char *user_id,
 }
 #endif
 
+/* ------------------------------------------------------------------------
+ * Imports and exports (pgmarket import and export; pgmarket_admin)
+ * ------------------------------------------------------------------------ */
+
+/* An account with a hash made elsewhere; password_hash and created_at
+ * (ISO 8601) may be NULL.  A repeat of the same account changes nothing. */
+pgm_status	pgm_import_user(pgm_conn *conn, const char *id, const char *email,
+							const char *username, const char *password_hash,
+							const char *created_at);
+/*
+ * import_batch(section, records): records is the text of a JSON array of
+ * records of one section ("users", "entries", "provider_keys", "chats"; see
+ * the README), applied in one statement.  *out has a row per record, in
+ * order: idx (from 1), outcome ("created", "present", "rejected") and
+ * reasons (a text[] literal, NULL unless rejected).
+ */
+pgm_status	pgm_import_batch(pgm_conn *conn, const char *section,
+							 const char *records, pgm_result **out);
+/* The active accounts with their password hashes: id, email, username,
+ * password_hash, created_at (ISO 8601, UTC, microseconds). */
+pgm_status	pgm_export_accounts(pgm_conn *conn, pgm_result **out);
+/* One transaction over several calls (pgmarket import --dry-run). */
+pgm_status	pgm_begin(pgm_conn *conn);
+pgm_status	pgm_commit(pgm_conn *conn);
+pgm_status	pgm_rollback(pgm_conn *conn);
+
 #endif							/* PGMARKET_H */

@@ -83,6 +83,7 @@ static SPIPlanPtr plan_entries;
 static SPIPlanPtr plan_entries_before;
 static SPIPlanPtr plan_expired_users;
 static SPIPlanPtr plan_charge;
+static SPIPlanPtr plan_insert_dated;
 
 static const PgmPlanDef ledger_plans[] = {
 	{&plan_find_key,
@@ -226,6 +227,18 @@ static const PgmPlanDef ledger_plans[] = {
 		"       b.available, $3, $4 FROM b"
 		" RETURNING entry_id, available",
 		4, {UUIDOID, INT8OID, TEXTOID, INT8OID}},
+
+	/* an imported entry, with the time its document gives it */
+	{&plan_insert_dated,
+		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
+		"       available, model_id, tokens_used, idempotency_key, note,"
+		"       created_at)"
+		" VALUES (nextval('pgmarket.ledger_entry_id_seq'), $1, $2, $3, $4,"
+		"         $5, $6, $7, $8, coalesce($9, now()))"
+		" ON CONFLICT (user_id, idempotency_key)"
+		"   WHERE idempotency_key IS NOT NULL DO NOTHING"
+		" RETURNING entry_id",
+		9, {UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID}},
 };
 
 #define prepare_plans() PGM_PREPARE_PLANS(ledger_plans)
@@ -1112,4 +1125,108 @@ pgm_expire_reservations(PG_FUNCTION_ARGS)
 	if (swept > PG_INT32_MAX)
 		swept = PG_INT32_MAX;
 	PG_RETURN_INT32((int32) swept);
+}
+
+/* ----------------------------------------------------------------
+ * Imported entries (importer.c)
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * An imported entry is a repeat when its key holds an entry of the same
+ * kind and amount: the key names the document's record, and the note or
+ * model an earlier version of the import gave it does not make it another.
+ */
+static inline bool
+same_import(const PriorEntry *prior, bool charge, int64 amount)
+{
+	return str_eq(prior->kind, charge ? "charge" : "deposit") &&
+		prior->amount == amount;
+}
+
+/*
+ * A deposit or charge of an import, inside the caller's SPI connection,
+ * under the rules of add_funds and deduct_balance (the limit, the
+ * available balance, the idempotency key and its replay) with two
+ * differences: the entry keeps the time it was made (created_at, or now
+ * when has_created_at is false), and a charge may carry no model (the
+ * opening charge that reconciles a balance, which no usage view counts).
+ * key is required: it is what makes a re-run add nothing.  The caller has
+ * checked the arguments and locked the user's balance row.
+ */
+void
+pgm_ledger_import_entry(Datum user_id, bool charge, int64 amount,
+						text *model_id, int64 tokens, text *key, text *note,
+						Datum created_at, bool has_created_at,
+						PgmLedgerOutcome *out)
+{
+	PriorEntry	prior;
+	Datum		values[9];
+	char		nulls[9];
+
+	prepare_plans();
+	memset(out, 0, sizeof(*out));
+	out->kind = charge ? "charge" : "deposit";
+	out->amount = amount;
+	Assert(key != NULL);
+
+	if (find_key(user_id, key, &prior))
+	{
+		pgm_check_user(user_id, false);
+		replay(user_id, key, &prior, same_import(&prior, charge, amount), out);
+		return;
+	}
+	values[0] = user_id;
+	values[1] = Int64GetDatum(amount);
+	if (!charge)
+	{
+		pgm_queue_for_user(user_id);
+		pgm_exec(plan_credit, values, NULL, false);
+		if (SPI_processed != 1)
+		{
+			PgmAccountState state;
+
+			pgm_account_state(user_id, &state);
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("adding %s credits to user %s would take the balance past its limit",
+							pgm_micro_to_cstring(amount), pgm_uuid_cstring(user_id)),
+					 errdetail("The total is %s credits; balances stay below 9000000000000 credits.",
+							   pgm_micro_to_cstring(state.total))));
+		}
+	}
+	else if (!take_available(plan_debit, values, user_id, amount, "a charge",
+							 plan_find_key, key))
+		goto twin;
+	out->available = pgm_col_int64(0, 1);
+	if (pgm_col_bool(0, 2))
+		pgm_sweep_expired_holds(user_id, &out->available);
+
+	values[1] = CStringGetTextDatum(out->kind);
+	values[2] = Int64GetDatum(amount);
+	values[3] = Int64GetDatum(out->available);
+	values[4] = PointerGetDatum(model_id);
+	values[5] = Int64GetDatum(tokens);
+	values[6] = PointerGetDatum(key);
+	values[7] = PointerGetDatum(note);
+	values[8] = created_at;
+	memset(nulls, ' ', sizeof(nulls));
+	if (model_id == NULL)
+		nulls[4] = 'n';
+	if (note == NULL)
+		nulls[7] = 'n';
+	if (!has_created_at)
+		nulls[8] = 'n';
+	pgm_exec(plan_insert_dated, values, nulls, false);
+	if (SPI_processed == 1)
+	{
+		out->entry_id = pgm_col_int64(0, 1);
+		return;
+	}
+	/* a concurrent call with this key committed first: undo, replay it */
+	adjust_balance(user_id, charge ? 0 : -amount, charge ? -amount : 0, 0);
+twin:
+	if (!find_key(user_id, key, &prior))
+		elog(ERROR, "idempotency key conflict without a visible entry");
+	replay(user_id, key, &prior, same_import(&prior, charge, amount), out);
 }

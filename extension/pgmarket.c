@@ -13,10 +13,12 @@
  *				(seal, verify, purge) personal.c (personal values of
  *				the trail under per-user keys) sealed.c health.c
  *				projects.c ratelimit.c (tiers and the rate limiter of
- *				platform keys, for apikeys.c)
+ *				platform keys, for apikeys.c) importer.c
  *				(they call each other only through C entry points:
- *				the ledger's pgm_ledger_charge, pgm_ledger_reserve and
- *				pgm_ledger_result, audit's pgm_audit_record_event,
+ *				the ledger's pgm_ledger_charge, pgm_ledger_reserve,
+ *				pgm_ledger_import_entry and pgm_ledger_result, audit's
+ *				pgm_audit_record_event, the single calls' own C functions
+ *				that importer.c applies an import's records with,
  *				the password floor of passwords.c, personal.c's
  *				pgm_personal_*; never through SQL)
  *	floor		userlock.c (the per-user lock protocol), actor.c (the

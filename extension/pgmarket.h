@@ -231,6 +231,11 @@ extern int64 pgm_ledger_reserve(Datum user_id, int64 amount,
 								Interval *ttl, text *key);
 extern Datum pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,
 							   const PgmLedgerOutcome *out);
+extern void pgm_ledger_import_entry(Datum user_id, bool charge, int64 amount,
+									text *model_id, int64 tokens, text *key,
+									text *note, Datum created_at,
+									bool has_created_at,
+									PgmLedgerOutcome *out);
 
 /* passwords.c: password hashes, for accounts.c and sealed.c */
 extern char *pgm_password_arg(FunctionCallInfo fcinfo, int argno, size_t *len);

@@ -63,13 +63,16 @@ PSQL=${PSQL:-psql}
 # Functions of the extension that only the node itself calls: triggers,
 # audit set-up, the actor plumbing and the store's shared checks; and the
 # auditor's opener of personal values (audit_open), which reads the trail
-# and the per-user keys of one node, so it is called on that node.
+# and the per-user keys of one node, so it is called on that node; and the
+# migration's batch apply and account export (import_batch,
+# export_accounts), which pgmarket import and export run on each node.
 internal="'audit_event', 'audit_trigger', 'forbid_change', 'enable_audit',
           'disable_audit', 'current_actor', 'proxy_actor',
           'audit_require_owner', 'audit_restored', 'user_scope',
           'store_check_text', 'store_check_list', 'store_check_json',
           'store_project', 'audit_ddl', 'audit_internal_active',
-          'audit_open', 'audit_open_value'"
+          'audit_open', 'audit_open_value',
+          'import_batch', 'export_accounts'"
 # Generated, besides the per-user functions (first argument user_id uuid).
 routed="'create_user', 'create_user_sealed', 'create_user_hashed', 'import_user',
         'verify_api_key', 'charge_api_key', 'reserve_api_key',

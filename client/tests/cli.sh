@@ -81,7 +81,7 @@ has "malformed uuid reported" "$tmp/broken.err" 'rejected users\[not-a-uuid\]: m
 has "inexact amount reported" "$tmp/broken.err" 'total is not a whole number of micro-credits'
 has "negative amount reported" "$tmp/broken.err" 'amount is negative'
 has "spent above total reported" "$tmp/broken.err" 'spent 7 exceeds total 5'
-has "unknown user reported" "$tmp/broken.err" 'unknown user'
+has "unknown user reported" "$tmp/broken.err" 'does not exist or is deactivated \(PM002\)'
 has "duplicate email reported" "$tmp/broken.err" 'duplicate email or username'
 has "inconsistent user reported" "$tmp/broken.err" 'inconsistent: listed deposits'
 has "duplicate transaction id reported" "$tmp/broken.err" 'duplicate id'
@@ -113,6 +113,78 @@ pgm import "$tmp/bigint.json" >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 2 ] && ok "cli: an integer beyond 64 bits is refused (exit 2)" || notok "cli: big integer not refused"
 has "and says where" "$tmp/err" 'line 2, column 25: integer 99999999999999999999 does not fit'
 [ "$(counts)" = "$c0" ] && ok "cli: a refused document loads nothing" || notok "cli: counts $c0 -> $(counts)"
+
+# every strictness rule, generated: refused as a whole (exit 2) with line and
+# column, nothing loaded
+strict_case() {   # NAME TEXT PATTERN
+    printf '%b' "$2" >"$tmp/strict.json"
+    pgm import "$tmp/strict.json" >"$tmp/out" 2>"$tmp/err"
+    if [ $? -eq 2 ] && grep -qE -- "line [0-9]+, column [0-9]+: .*$3" "$tmp/err"; then
+        ok "cli: strict: $1"
+    else
+        notok "cli: strict: $1"; sed 's/^/#   /' "$tmp/err"
+    fi
+}
+strict_case "\\u0000 in a member name" '{"users": {"a\\u0000b": {}}}' '\\u0000'
+strict_case "\\u0000 deep in a message" '{"chat_history": {"0e000000-0000-4000-8000-000000000009": {"messages": [{"content": "x\\u0000"}]}}}' '\\u0000'
+strict_case "a repeated name in a record" '{"users": {"0e000000-0000-4000-8000-000000000003":\n  {"email": "a@b.io", "username": "abc", "email": "c@d.io"}}}' 'member name "email" repeated'
+strict_case "a repeated name in a balance" '{"balance_tracker": {"0e000000-0000-4000-8000-000000000003": {"total": 1, "total": 2}}}' 'member name "total" repeated'
+strict_case "an integer below int64" '{"transactions": [{"tokens": -9223372036854775809}]}' 'does not fit'
+strict_case "an integer above int64" '{"transactions": [{"tokens": 9223372036854775808}]}' 'does not fit'
+strict_case "invalid UTF-8" '{"users": {"\xff": {}}}' 'UTF-8'
+strict_case "a trailing comma" '{"users": {},}' ''
+strict_case "text after the document" '{"users": {}} x' ''
+strict_case "a lone surrogate" '{"users": {"\\ud800": {}}}' ''
+[ "$(counts)" = "$c0" ] && ok "cli: no refused document loaded anything" || notok "cli: counts $c0 -> $(counts)"
+
+# --dry-run: everything checked, nothing written (every table's row count)
+rows="SELECT string_agg(c.relname || '=' || (xpath('/row/n/text()', query_to_xml(
+          'SELECT count(*) AS n FROM pgmarket.' || quote_ident(c.relname), false, true, '')))[1]::text,
+          ',' ORDER BY c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = 'pgmarket' AND c.relkind IN ('r', 'p')"
+cat >"$tmp/fresh.json" <<'JSON'
+{"users": {"0f200000-0000-4000-8000-000000000001": {"email": "dry@example.com", "username": "dryrun",
+   "created_at": "2024-01-02T03:04:05Z"},
+  "0f200000-0000-4000-8000-000000000002": {"email": "dry@example.com", "username": "dryrun2"}},
+ "balance_tracker": {"0f200000-0000-4000-8000-000000000001": {"total": 5, "spent": 1},
+   "0f200000-0000-4000-8000-000000000003": {"total": -1, "spent": 7.0000001}},
+ "transactions": [{"id": "dry-1", "user_id": "0f200000-0000-4000-8000-000000000001", "type": "deposit",
+   "amount": 2, "timestamp": "2024-01-03T00:00:00Z"},
+  {"id": "dry-2", "user_id": "0f200000-0000-4000-8000-0000000000ff", "type": "deposit", "amount": 1},
+  {"id": "dry-3", "user_id": "bad", "type": "x", "amount": "1e3"}],
+ "chat_history": {"0f300000-0000-4000-8000-000000000001": {"user_id": "0f200000-0000-4000-8000-000000000001",
+   "model_id": "gpt-4", "messages": [{"role": "user", "content": "hi", "timestamp": "2024-01-04T00:00:00Z"}]}}}
+JSON
+r0=$(q "$rows")
+expect "import --dry-run of a file with bad records" 1 pgm import "$tmp/fresh.json" --dry-run --report "$tmp/report.json"
+has "the dry run says so" "$tmp/out" '^dry run: nothing was written'
+has "the dry run counts what it would create" "$tmp/out" '^users: 1 created'
+has "and the entries (a deposit, the opening deposit and charge)" "$tmp/out" '^ledger entries: 3 new'
+[ "$(q "$rows")" = "$r0" ] && ok "cli: --dry-run changed no table" || notok "cli: --dry-run changed rows: $r0 -> $(q "$rows")"
+if grep -q 'rejected' "$tmp/out"; then
+    grep -q '^rejected records: ' "$tmp/out" && ! grep -q '^rejected [a-z_]*\[' "$tmp/out" &&
+        ok "cli: rejections are not on standard output" || notok "cli: rejections on standard output"
+fi
+# the report's lines, as the tool writes them (one record a line)
+has "--report counts users" "$tmp/report.json" '"users": \{"created": 1, "present": 0, "rejected": 1\}'
+has "--report gives every reason of a record" "$tmp/report.json" \
+    '"key": "0f200000-0000-4000-8000-000000000003", "reasons": \["total is negative", "spent is not a whole number of micro-credits"\]'
+has "--report: a transaction's three reasons" "$tmp/report.json" \
+    '"key": "2, id dry-3", "reasons": \["malformed user_id", "type must be deposit or charge, not x", "amount is in exponent notation"\]'
+has "--report holds the server's rejections" "$tmp/report.json" '"key": "dry-2", "reasons": \[".*\(PM002\)"\]'
+has "--report says it was a dry run" "$tmp/report.json" '"dry_run": true'
+expect "import it for real" 1 pgm import "$tmp/fresh.json" --report "$tmp/report2.json"
+[ "$(q "SELECT created_at AT TIME ZONE 'UTC' FROM pgmarket.ledger WHERE idempotency_key = 'dry-1'")" = "2024-01-03 00:00:00" ] &&
+    ok "cli: a transaction keeps its timestamp" || notok "cli: transaction timestamp not kept"
+[ "$(q "SELECT m.created_at AT TIME ZONE 'UTC' FROM pgmarket.chat_messages m WHERE session_id = '0f300000-0000-4000-8000-000000000001'")" = "2024-01-04 00:00:00" ] &&
+    ok "cli: a message keeps its timestamp" || notok "cli: message timestamp not kept"
+[ "$(q "SELECT count(*) FROM pgmarket.model_usage WHERE model_id IS NULL OR model_id = 'import'")" = 0 ] &&
+    ok "cli: opening entries are outside metering" || notok "cli: opening entries in model_usage"
+r1=$(q "$rows")
+expect "a re-run" 1 pgm import "$tmp/fresh.json"
+has "adds no entry" "$tmp/out" '^ledger entries: 0 new'
+[ "$(q "$rows")" = "$r1" ] && ok "cli: a re-run adds nothing to any table" || notok "cli: re-run changed rows"
 
 # balance, add-funds, charge
 expect "balance" 0 pgm balance "$linus"
@@ -195,7 +267,16 @@ has "and no project" "$tmp/out" '^projects: 0 created, 2 already present'
     notok "cli: the second import changed the store"
 
 # export, and import the export into a second database
-expect "export" 0 pgm export "$tmp/export.json"
+expect "export" 0 pgm export "$tmp/export-plain.json"
+if grep -q password_hash "$tmp/export-plain.json"; then notok "cli: a plain export holds hashes"; else ok "cli: a plain export holds no hash"; fi
+expect "export --with-secrets" 0 pgm export --with-secrets "$tmp/export.json"
+[ "$(stat -c %a "$tmp/export.json")" = 600 ] && ok "cli: the export with secrets is mode 0600" || notok "cli: mode $(stat -c %a "$tmp/export.json")"
+if grep -qE '"timestamp": "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"' "$tmp/export.json" &&
+   ! grep -qE '"(timestamp|created_at)": "[^"]*[^Z"]"' "$tmp/export.json"; then
+    ok "cli: every exported time is ISO 8601 UTC in one format"
+else
+    notok "cli: exported times"; grep -oE '"(timestamp|created_at)": "[^"]*"' "$tmp/export.json" | sort -u | head -5 | sed 's/^/#   /'
+fi
 db2=${db}_b
 if psql -X -q -d postgres -c "CREATE DATABASE $db2" && psql -X -q -d "$db2" -c "CREATE EXTENSION pgmarket"; then
     expect "import the export elsewhere" 0 env PGDATABASE="$db2" "${vg[@]}" ./pgmarket import "$tmp/export.json"
@@ -205,6 +286,19 @@ if psql -X -q -d postgres -c "CREATE DATABASE $db2" && psql -X -q -d "$db2" -c "
     s2=$(q "$sums" "$db2")
     [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok "cli: every balance survives export and import" ||
         notok "cli: balances differ after export and import"
+    # every table the document covers, compared row for row
+    for what in \
+        "SELECT string_agg(id || '|' || email || '|' || username || '|' || coalesce(password_hash, '-') || '|' || created_at, ',' ORDER BY id) FROM pgmarket.accounts WHERE deleted_at IS NULL" \
+        "SELECT string_agg(user_id || '|' || kind || '|' || amount || '|' || coalesce(model_id, '-') || '|' || tokens_used || '|' || created_at, ',' ORDER BY user_id, created_at, kind, amount, model_id) FROM pgmarket.ledger l WHERE kind <> 'refund' AND coalesce(idempotency_key, '') NOT LIKE 'import-opening-%' AND NOT EXISTS (SELECT 1 FROM pgmarket.ledger r WHERE r.user_id = l.user_id AND r.refund_of = l.entry_id)" \
+        "SELECT string_agg(user_id || '|' || provider || '|' || coalesce(hint, '-'), ',' ORDER BY user_id, provider) FROM pgmarket.provider_keys WHERE revoked_at IS NULL" \
+        "SELECT string_agg(session_id || '|' || user_id || '|' || model_id || '|' || coalesce(title, '-'), ',' ORDER BY session_id) FROM pgmarket.chat_sessions WHERE deleted_at IS NULL" \
+        "SELECT string_agg(session_id || '|' || role || '|' || content || '|' || tokens || '|' || cost || '|' || coalesce(tool_calls::text, '-') || '|' || m.created_at, ',' ORDER BY session_id, message_id) FROM pgmarket.chat_messages m JOIN pgmarket.chat_sessions s USING (session_id) WHERE s.deleted_at IS NULL"; do
+        w1=$(q "$what"); w2=$(q "$what" "$db2")
+        [ -n "$w1" ] && [ "$w1" = "$w2" ] && ok "cli: round trip: ${what:0:60}..." ||
+            { notok "cli: round trip differs: ${what:0:60}..."; diff <(tr ',' '\n' <<<"$w1") <(tr ',' '\n' <<<"$w2") | head -8 | sed 's/^/#   /'; }
+    done
+    [ "$(q "SELECT count(*) FROM pgmarket.model_usage WHERE model_id = 'import'" "$db2")" = 0 ] &&
+        ok "cli: the round trip meters nothing under an import model" || notok "cli: model import metered"
     [ -n "$st1" ] && [ "$(q "$store" "$db2")" = "$st1" ] &&
         ok "cli: every project and template survives export and import" ||
         notok "cli: the store differs after export and import: '$st1' vs '$(q "$store" "$db2")'"

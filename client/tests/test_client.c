@@ -1525,6 +1525,70 @@ test_projects(pgm_conn *c)
 	pgm_result_free(r);
 }
 
+/* The calls of pgmarket import and export: import_user, import_batch, export_accounts, a transaction. */
+static void
+test_import(pgm_conn *c)
+{
+	unsigned char b[16];
+	char		id[PGM_UUID_LEN],
+				email[96],
+				uname[64],
+				json[1024];
+	pgm_result *r = NULL;
+	pgm_balance bal;
+	int			row,
+				found = 0;
+
+	randombytes_buf(b, sizeof(b));
+	snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-4%x%02x-8%x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6] & 15, b[7], b[8] & 15, b[9],
+			 b[10], b[11], b[12], b[13], b[14], b[15]);
+	snprintf(email, sizeof(email), "imp-%s@example.com", suffix);
+	snprintf(uname, sizeof(uname), "imp_%s", suffix);
+	EXPECT(pgm_import_user(c, id, email, uname, NULL, "2024-01-02T03:04:05Z"), PGM_OK, c);
+	EXPECT(pgm_import_user(c, id, email, uname, NULL, NULL), PGM_OK, c);
+	EXPECT(pgm_import_user(c, id, "other@example.com", uname, NULL, NULL), PGM_DUPLICATE, c);
+	EXPECT(pgm_import_user(c, id, email, uname, "not a hash", NULL), PGM_INVALID_PARAMETER, c);
+
+	snprintf(json, sizeof(json),
+			 "[{\"user_id\": \"%s\", \"type\": \"deposit\", \"amount\": \"2.5\", \"key\": \"imp-1\","
+			 " \"created_at\": \"2024-02-01T00:00:00Z\"},"
+			 " {\"user_id\": \"%s\", \"type\": \"charge\", \"amount\": \"9\", \"key\": \"imp-2\"}]",
+			 id, id);
+	EXPECT(pgm_import_batch(c, "entries", json, &r), PGM_OK, c);
+	CHECK(pgm_result_rows(r) == 2, c);
+	CHECK_VALUE(r, "outcome", "created", c);
+	CHECK(strcmp(pgm_result_value(r, 1, "outcome"), "rejected") == 0 &&
+		  strstr(pgm_result_value(r, 1, "reasons"), "PM001") != NULL, c);
+	pgm_result_free(r);
+	EXPECT(pgm_import_batch(c, "entries", json, &r), PGM_OK, c);
+	CHECK_VALUE(r, "outcome", "present", c);
+	pgm_result_free(r);
+	EXPECT(pgm_import_batch(c, "nonsense", "[]", &r), PGM_INVALID_PARAMETER, c);
+	CHECK(r == NULL, c);
+
+	/* a transaction over several calls, rolled back: nothing stays */
+	EXPECT(pgm_begin(c), PGM_OK, c);
+	snprintf(json, sizeof(json),
+			 "[{\"user_id\": \"%s\", \"type\": \"deposit\", \"amount\": \"1\", \"key\": \"imp-3\"}]", id);
+	EXPECT(pgm_import_batch(c, "entries", json, &r), PGM_OK, c);
+	CHECK_VALUE(r, "outcome", "created", c);
+	pgm_result_free(r);
+	EXPECT(pgm_rollback(c), PGM_OK, c);
+	EXPECT(pgm_get_balance(c, id, &bal), PGM_OK, c);
+	CHECK(strcmp(bal.total_balance, "2.500000") == 0, c);
+	EXPECT(pgm_begin(c), PGM_OK, c);
+	EXPECT(pgm_commit(c), PGM_OK, c);
+
+	EXPECT(pgm_export_accounts(c, &r), PGM_OK, c);
+	for (row = 0; row < pgm_result_rows(r); row++)
+		if (strcmp(pgm_result_value(r, row, "id"), id) == 0)
+			found = strcmp(pgm_result_value(r, row, "created_at"),
+						   "2024-01-02T03:04:05.000000Z") == 0;
+	CHECK(found, c);
+	pgm_result_free(r);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1566,6 +1630,7 @@ main(int argc, char **argv)
 	test_audit_and_misc(c);
 	test_chat(c);
 	test_projects(c);
+	test_import(c);
 	pgm_finish(c);
 	printf("# tally: %d %d\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;

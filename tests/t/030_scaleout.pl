@@ -124,7 +124,8 @@ is($proxy->safe_psql(dbof($proxy),
 	                                     'store_check_text', 'store_check_list',
 	                                     'store_check_json', 'store_project',
 	                                     'audit_ddl', 'audit_internal_active',
-	                                     'audit_open', 'audit_open_value')};
+	                                     'audit_open', 'audit_open_value',
+	                                     'import_batch', 'export_accounts')};
 	is($proxy->safe_psql('postgres', "SET search_path = pg_catalog; $sig"),
 		$nodes[0]->safe_psql(dbof($nodes[0]), "SET search_path = pg_catalog; $sig"),
 		'the proxy declares the API of the installed extension (regenerate proxy/pgmarket_proxy.sql if not)');
