@@ -242,9 +242,9 @@ SELECT left(h, 24) AS hash, pg_temp.login_with(h) FROM costly;
 
 -- import_user keeps every format too
 SELECT name, pgmarket.import_user(('7d000000-0000-4000-8000-0000000001' || lpad(n::text, 2, '0'))::uuid,
-           'imp' || n || '@example.com', 'imp_' || n, hash) IS NOT NULL AS imported
+           'fmtimp' || n || '@example.com', 'fmtimp_' || n, hash) IS NOT NULL AS imported
   FROM (SELECT name, hash, row_number() OVER (ORDER BY name) AS n FROM vec) s
  ORDER BY n;
 SELECT count(*) AS kept_as_given FROM pgmarket.accounts a JOIN vec v ON a.password_hash = v.hash
- WHERE a.username LIKE 'imp\_%';
+ WHERE a.username LIKE 'fmtimp\_%';
 RESET statement_timeout;
