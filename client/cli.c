@@ -64,27 +64,25 @@ static const char *usage_text =
 "PGUSER, PGDATABASE, ...  -q/--quiet: no progress.  -?/--help, -V/--version.\n";
 
 /*
- * The commands that run on the shared connection, conn.  Those that read
- * their arguments with parse_args open it themselves once the arguments
- * are good (a usage error then exits 2 without connecting); for the
- * others main opens it first.
+ * The commands that run on the shared connection, conn: each reads its
+ * arguments with parse_args and opens conn once they are good, so that a
+ * usage error exits 2 without connecting.
  */
 static const struct
 {
 	const char *name;
 	int			(*fn) (int argc, char **argv);
-	int			opens_conn;
 }			commands[] = {
-	{"balance", cmd_balance, 1},
-	{"add-funds", cmd_add_funds, 1},
-	{"charge", cmd_charge, 1},
-	{"keys", cmd_keys, 1},
-	{"user", cmd_user, 1},
-	{"tiers", cmd_tiers, 1},
-	{"rotate-keys", cmd_rotate, 1},
-	{"verify", cmd_verify, 1},
-	{"import", cmd_import, 0},
-	{"export", cmd_export, 0},
+	{"balance", cmd_balance},
+	{"add-funds", cmd_add_funds},
+	{"charge", cmd_charge},
+	{"keys", cmd_keys},
+	{"user", cmd_user},
+	{"tiers", cmd_tiers},
+	{"rotate-keys", cmd_rotate},
+	{"verify", cmd_verify},
+	{"import", cmd_import},
+	{"export", cmd_export},
 };
 
 /*
@@ -275,8 +273,6 @@ main(int argc, char **argv)
 	if (c == sizeof(commands) / sizeof(commands[0]))
 		return usage_error("unknown command \"%s\"", cmd);
 	set_actor(actor);
-	if (!commands[c].opens_conn && open_conn() != 0)
-		return 3;
 	rc = commands[c].fn(argc - i, argv + i);
 	pgm_finish(conn);
 	return rc;

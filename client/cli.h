@@ -66,21 +66,6 @@ int			parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts,
 int			int_value(const char *name, const char *s, long long min, long long max,
 					  long long dflt, long long *out);
 
-/* --name value options after the positional arguments. */
-const char *opt(int argc, char **argv, const char *name);
-int			has_flag(int argc, char **argv, const char *name);
-/*
- * A whole-number option from min to max (dflt when absent) into *out;
- * 0, or 2 after a usage error for a missing value, a malformed number or
- * one out of range (strtoll's overflow included, never clamped).
- */
-int			int_opt(int argc, char **argv, const char *name, long long min,
-					long long max, long long dflt, long long *out);
-/* Positional arguments (not an option or an option's value): how many; the first max in out. */
-int			positional(int argc, char **argv, char **out, int max);
-/* positional() into a[n], which must find exactly n; else usage_error(what). */
-int			need_args(int argc, char **argv, char **a, int n, const char *what);
-
 /* A progress bar on a terminal, a line per tenth elsewhere. */
 typedef struct
 {

@@ -436,35 +436,38 @@ write_document(exporter *ex, int have_chat, int with_secrets)
 	return 0;
 }
 
-/* FILE, created 0600 with secrets (0644 else); - or none: stdout.  NULL when it cannot be. */
+/* path, created 0600 with secrets (0644 else); - or NULL: stdout.  NULL when it cannot be. */
 static FILE *
-open_output(int argc, char **argv, int with_secrets)
+open_output(const char *path, int with_secrets)
 {
-	char	   *a[1];
 	mode_t		old;
 	FILE	   *f;
 
-	if (positional(argc, argv, a, 1) != 1 || strcmp(a[0], "-") == 0)
+	if (path == NULL || strcmp(path, "-") == 0)
 		return stdout;
 	old = umask(with_secrets ? 077 : 022);
-	f = fopen(a[0], "w");
+	f = fopen(path, "w");
 	umask(old);
 	if (f == NULL)
-		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", a[0], strerror(errno));
+		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path, strerror(errno));
 	return f;
 }
 
 int
 cmd_export(int argc, char **argv)
 {
-	char	   *a[1];
-	int			with_secrets = has_flag(argc, argv, "--with-secrets");
+	char	   *a[1] = {NULL};
+	int			with_secrets = 0;
+	const cli_opt opts[] = {{"with-secrets", NULL, &with_secrets}, {NULL, NULL, NULL}};
 	exporter	ex = {0};
 	int			rc,
+				npos,
 				have_chat;
 
-	if (positional(argc, argv, a, 1) > 1)
-		return usage_error("export takes at most one FILE");
+	if (parse_args("export", argc, argv, opts, a, 0, 1, &npos, "export takes at most one FILE"))
+		return 2;
+	if (open_conn() != 0)
+		return 3;
 	ex.with_secrets = with_secrets;
 	/* every timestamp in one format, whatever the role's settings say */
 	if (pgm_exec(conn, "SELECT pg_catalog.set_config('TimeZone', 'UTC', false), "
@@ -473,7 +476,7 @@ cmd_export(int argc, char **argv)
 		return failed("export: setting TimeZone");
 	if (pgm_export_accounts(conn, &ex.users) != PGM_OK)
 		return failed("export: export_accounts");
-	if ((ex.f = open_output(argc, argv, with_secrets)) == NULL)
+	if ((ex.f = open_output(npos == 1 ? a[0] : NULL, with_secrets)) == NULL)
 	{
 		pgm_result_free(ex.users);
 		return 1;

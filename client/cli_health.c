@@ -23,17 +23,12 @@ cmd_health(int argc, char **argv)
 	json	   *doc;
 	json	   *ok;
 	char		err[256];
-	int			rc;
+	char	   *a[1];
+	int			rc,
+				npos;
 
-	if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h"))
-	{
-		printf("usage: pgmarket [CONNECTION OPTIONS] health\n"
-			   "Prints pgmarket.health() as JSON; exits 0 when it is ok, 1 when not,\n"
-			   "3 when the server cannot be reached or the call fails.\n");
-		return 0;
-	}
-	if (argc > 0)
-		return usage_error("health takes no arguments, not \"%s\"", argv[0]);
+	if (parse_args("health", argc, argv, NULL, a, 0, 0, &npos, "health takes no arguments"))
+		return 2;
 	if (open_conn() != 0)
 		return 3;
 	if (pgm_health(conn, &j) != PGM_OK)

@@ -1398,14 +1398,17 @@ cmd_import(int argc, char **argv)
 {
 	char	   *a[1];
 	importer	im = {0};
-	const char *report_path = opt(argc, argv, "--report");
-	int			rc;
+	const char *report_path = NULL;
+	const cli_opt opts[] = {{"report", &report_path, NULL},
+	{"dry-run", NULL, &im.dry_run}, {NULL, NULL, NULL}};
+	int			rc,
+				npos;
 
-	if (need_args(argc, argv, a, 1, "import needs FILE (or - for stdin)"))
+	if (parse_args("import", argc, argv, opts, a, 1, 1, &npos,
+				   "import needs FILE (or - for stdin)"))
 		return 2;
-	im.dry_run = has_flag(argc, argv, "--dry-run");
-	if (has_flag(argc, argv, "--report") && report_path == NULL)
-		return usage_error("--report needs FILE");
+	if (open_conn() != 0)
+		return 3;
 	if ((rc = read_document(&im, a[0])) != 0)
 		return rc;
 	rc = validate(&im);

@@ -341,6 +341,11 @@ usage_cases=(
     "keys providers" "keys frobnicate" "keys"
     "rotate-keys --batch" "rotate-keys --batch 0" "rotate-keys --batch x" "rotate-keys extra"
     "verify --anchor" "verify extra" "verify --bogus"
+    "import" "import a.json b.json" "import a.json --report" "import a.json --bogus"
+    "import a.json --dry-run --dry-run" "export a.json b.json" "export --with-secrets=yes"
+    "export --bogus" "tiers set" "tiers set t1 --rpm" "tiers set t1 --rpm x" "tiers set t1 --burst -1"
+    "tiers list extra" "tiers check extra" "tiers frob" "health extra"
+    "user erase $linus" "user erase $linus --yes extra"
 )
 for c in "${usage_cases[@]}"; do
     # shellcheck disable=SC2086
@@ -382,7 +387,7 @@ expect "-V" 0 pgm -V
 expect "help" 0 pgm --help
 # COMMAND --help: the command's usage, exit 0, no connection and no change
 # (the connection given cannot be reached)
-for c in balance add-funds charge keys rotate-keys verify health import export demo; do
+for c in balance add-funds charge keys user tiers rotate-keys verify health import export demo; do
     expect "$c --help" 0 pgm -d "host=/nonexistent port=1" "$c" --help
     has "$c --help shows its usage" "$tmp/out" "^  $c( |\$)"
 done
