@@ -78,94 +78,24 @@ REPEAT=1
 BUILD=1
 STRICT=0
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --no-build) BUILD=0 ;;
-        --seconds) RUN_SECS=${2:?--seconds needs a value}; shift ;;
-        --seconds=*) RUN_SECS=${1#*=} ;;
-        --clients) CLIENTS=${2:?--clients needs a value}; shift ;;
-        --clients=*) CLIENTS=${1#*=} ;;
-        --repeat) REPEAT=${2:?--repeat needs a value}; shift ;;
-        --repeat=*) REPEAT=${1#*=} ;;
-        --strict) STRICT=1 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "keys.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
-    esac
-    shift
-done
-case "$RUN_SECS" in ''|*[!0-9]*|0) echo "keys.sh: --seconds must be a positive integer" >&2; exit 2 ;; esac
-case "$REPEAT" in ''|*[!0-9]*|0) echo "keys.sh: --repeat must be a positive integer" >&2; exit 2 ;; esac
-for c in $CLIENTS; do
-    case "$c" in ''|*[!0-9]*|0) echo "keys.sh: bad client count: $c" >&2; exit 2 ;; esac
-    [ "$c" -le 50 ] || { echo "keys.sh: at most 50 clients" >&2; exit 2; }
-done
-
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-stop_server() {
-    if [ -f "$DATA/postmaster.pid" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-}
-trap stop_server EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-[ -x "$PGBIN/pgbench" ] || die "$PGBIN/pgbench not found (apt-get install postgresql-15)"
-T_START=$(date +%s)
-
-# --- the working directory ---------------------------------------------------
-stop_server
-mkdir -p "$BASE"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$BASE"
-chmod 755 "$BASE"
-rm -rf "$DATA" "$BASE/runs"
-rm -f "$BASE/server.log" "$KEYFILE"
-mkdir -p "$BASE/runs"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$BASE/runs"
-cd "$BASE"
-
-# --- build and install --------------------------------------------------------
-if [ "$BUILD" -eq 1 ]; then
-    log "building pgmarket (make; make install) -> $BASE/build.log"
-    make -C "$REPO" PG_CONFIG="$PG_CONFIG" >"$BASE/build.log" 2>&1 ||
-        { tail -n 30 "$BASE/build.log" >&2; die "make failed (see $BASE/build.log)"; }
-    make -C "$REPO" PG_CONFIG="$PG_CONFIG" install >>"$BASE/build.log" 2>&1 ||
-        { tail -n 30 "$BASE/build.log" >&2; die "make install failed (run as root, or use --no-build)"; }
-fi
+while [ $# -gt 0 ]; do
+    bench_option "$@" || { usage >&2; exit 2; }
+    shift "$BENCH_SHIFT"
+done
+bench_check_options
+bench_begin
 [ -f "$($PG_CONFIG --sharedir)/extension/pgcrypto.control" ] ||
     die "pgcrypto is not installed (it ships with postgresql-15 on Debian)"
-
-# --- the master key file: one random key, readable by the server only --------
-as_pg sh -c "umask 077 && printf '1:%s\n' \"\$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\" > '$KEYFILE'"
-[ "$(stat -c %a "$KEYFILE")" = 600 ] || die "$KEYFILE is not mode 0600"
+bench_keyfile
 
 # --- the cluster --------------------------------------------------------------
-log "initdb $DATA"
-as_pg "$PGBIN/initdb" -D "$DATA" -U "$DBUSER" -E UTF8 --locale=C \
-    --auth-local=trust --auth-host=reject >"$BASE/initdb.log" 2>&1 ||
-    { cat "$BASE/initdb.log" >&2; die "initdb failed"; }
-as_pg tee -a "$DATA/postgresql.conf" >/dev/null <<EOF
-
-# ---- bench/keys.sh ----
-listen_addresses = ''
-port = $PORT
-unix_socket_directories = '$BASE'
-max_connections = 60
-shared_buffers = 256MB
-fsync = on
-synchronous_commit = on
-max_wal_size = 4GB
-checkpoint_timeout = 30min
-autovacuum = off
-log_min_messages = warning
-log_line_prefix = '%m [%p] %a '
+bench_initdb <<EOF
 pgmarket.master_key_file = '$KEYFILE'
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$BASE/server.log" -w -t 60 start >/dev/null ||
-    { tail -n 30 "$BASE/server.log" >&2; die "the server did not start"; }
+bench_start_server
 as_pg "$PGBIN/createdb" -h "$BASE" -p "$PORT" -U "$DBUSER" "$DB"
 
 # --- data ---------------------------------------------------------------------

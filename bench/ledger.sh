@@ -53,34 +53,20 @@ BUILD=1
 BASELINE_ONLY=0
 STRICT=0
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --no-build) BUILD=0 ;;
-        --seconds) RUN_SECS=${2:?--seconds needs a value}; shift ;;
-        --seconds=*) RUN_SECS=${1#*=} ;;
-        --clients) CLIENTS=${2:?--clients needs a value}; shift ;;
-        --clients=*) CLIENTS=${1#*=} ;;
-        --pause) PAUSE=${2:?--pause needs a value}; shift ;;
-        --pause=*) PAUSE=${1#*=} ;;
-        --repeat) REPEAT=${2:?--repeat needs a value}; shift ;;
-        --repeat=*) REPEAT=${1#*=} ;;
-        --baseline-only) BASELINE_ONLY=1; BUILD=0 ;;
-        --strict) STRICT=1 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "ledger.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
-    esac
-    shift
-done
-case "$RUN_SECS" in ''|*[!0-9]*|0) echo "ledger.sh: --seconds must be a positive integer" >&2; exit 2 ;; esac
-case "$REPEAT" in ''|*[!0-9]*|0) echo "ledger.sh: --repeat must be a positive integer" >&2; exit 2 ;; esac
-case "$PAUSE" in ''|*[!0-9.]*) echo "ledger.sh: --pause must be a number of seconds" >&2; exit 2 ;; esac
-for c in $CLIENTS; do
-    case "$c" in ''|*[!0-9]*|0) echo "ledger.sh: bad client count: $c" >&2; exit 2 ;; esac
-    [ "$c" -le 50 ] || { echo "ledger.sh: at most 50 clients (max_connections is 60)" >&2; exit 2; }
-done
-
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --pause) PAUSE=${2:?--pause needs a value}; shift 2; continue ;;
+        --pause=*) PAUSE=${1#*=}; shift; continue ;;
+        --baseline-only) BASELINE_ONLY=1; BUILD=0; shift; continue ;;
+    esac
+    bench_option "$@" || { usage >&2; exit 2; }
+    shift "$BENCH_SHIFT"
+done
+bench_check_options
+case "$PAUSE" in ''|*[!0-9.]*) echo "ledger.sh: --pause must be a number of seconds" >&2; exit 2 ;; esac
 
 SAMPLER_PID=
 stop_server() {
@@ -89,66 +75,18 @@ stop_server() {
         wait "$SAMPLER_PID" 2>/dev/null || true
         SAMPLER_PID=
     fi
-    if [ -f "$DATA/postmaster.pid" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
+    bench_stop_server
 }
-trap stop_server EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-[ -x "$PGBIN/pgbench" ] || die "$PGBIN/pgbench not found (apt-get install postgresql-15)"
-
-T_START=$(date +%s)
-
-# --- the working directory ---------------------------------------------------
-stop_server                       # a cluster left by an earlier, killed run
-mkdir -p "$BASE"
-if [ "$(id -u)" -eq 0 ]; then
-    chown postgres:postgres "$BASE"
-fi
-chmod 755 "$BASE"
-rm -rf "$DATA" "$BASE/runs"
-rm -f "$BASE/server.log" "$BASE/report.txt"
-mkdir -p "$BASE/runs"
-cd "$BASE"                        # the postgres user may not enter the caller's cwd
-
-# --- build and install --------------------------------------------------------
-if [ "$BUILD" -eq 1 ]; then
-    log "building pgmarket (make; make install) -> $BASE/build.log"
-    make -C "$REPO" PG_CONFIG="$PG_CONFIG" >"$BASE/build.log" 2>&1 ||
-        { tail -n 30 "$BASE/build.log" >&2; die "make failed (see $BASE/build.log)"; }
-    make -C "$REPO" PG_CONFIG="$PG_CONFIG" install >>"$BASE/build.log" 2>&1 ||
-        { tail -n 30 "$BASE/build.log" >&2; die "make install failed (run as root, or use --no-build after scripts/setup.sh)"; }
-fi
+BENCH_STOP=stop_server
+bench_begin
+rm -f "$BASE/report.txt"
 
 # --- the cluster --------------------------------------------------------------
-log "initdb $DATA"
-as_pg "$PGBIN/initdb" -D "$DATA" -U "$DBUSER" -E UTF8 --locale=C \
-    --auth-local=trust --auth-host=reject >"$BASE/initdb.log" 2>&1 ||
-    { cat "$BASE/initdb.log" >&2; die "initdb failed"; }
-as_pg tee -a "$DATA/postgresql.conf" >/dev/null <<EOF
-
-# ---- bench/ledger.sh ----
-listen_addresses = ''
-port = $PORT
-unix_socket_directories = '$BASE'
-max_connections = 60
-shared_buffers = 256MB
-fsync = on                      # durable: every commit waits for its WAL flush
-synchronous_commit = on
+bench_initdb <<EOF
 full_page_writes = on
-max_wal_size = 4GB              # checkpoints only where ledger.sh asks for them
-checkpoint_timeout = 30min
-autovacuum = off                # ledger.sh runs VACUUM between runs instead:
-                                # no vacuum competes for the 2 CPUs mid-run
 log_lock_waits = on             # lock waits over deadlock_timeout (1s) are logged
-log_min_messages = warning
-log_line_prefix = '%m [%p] %a '
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$BASE/server.log" -w -t 60 start >/dev/null ||
-    { tail -n 30 "$BASE/server.log" >&2; die "the server did not start"; }
+bench_start_server
 as_pg "$PGBIN/createdb" -h "$BASE" -p "$PORT" -U "$DBUSER" "$DB"
 
 # --- data ---------------------------------------------------------------------
