@@ -199,15 +199,8 @@ static const PgmPlanDef apikey_plans[] = {
 static bool
 key_hash(int32 version, const char *raw, size_t len, unsigned char *out)
 {
-	unsigned char subkey[PGM_SUBKEY_BYTES];
-
-	if (!pgm_keyring_subkey(version, PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID,
-							subkey))
-		return false;
-	crypto_generichash(out, APIKEY_HASH_BYTES, (const unsigned char *) raw, len,
-					   subkey, sizeof(subkey));
-	sodium_memzero(subkey, sizeof(subkey));
-	return true;
+	return pgm_keyring_keyed_hash(version, PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID,
+								  raw, len, out, APIKEY_HASH_BYTES);
 }
 
 /* The routing partition of a user: hashtext(user_id::text) & 65535. */

@@ -541,6 +541,26 @@ pgm_keyring_subkey(int32 version, const char *context, uint64 subkey_id,
 	return true;
 }
 
+/*
+ * A keyed BLAKE2b hash (out_len bytes) of data under the subkey of a master
+ * key version for one purpose: how platform keys and reset tokens are
+ * stored.  false when that version is not in the file (PM010 when no key
+ * is loaded); the subkey is wiped.
+ */
+bool
+pgm_keyring_keyed_hash(int32 version, const char *context, uint64 subkey_id,
+					   const char *data, size_t len,
+					   unsigned char *out, size_t out_len)
+{
+	unsigned char subkey[PGM_SUBKEY_BYTES];
+
+	if (!pgm_keyring_subkey(version, context, subkey_id, subkey))
+		return false;
+	crypto_generichash(out, out_len, (const unsigned char *) data, len,
+					   subkey, sizeof(subkey));
+	sodium_memzero(subkey, sizeof(subkey));
+	return true;
+}
 
 /* ----------------------------------------------------------------
  * The sealing key pairs

@@ -398,6 +398,29 @@ pgm_charge_args(FunctionCallInfo fcinfo, int model_arg, int tokens_arg,
 						(long long) *tokens)));
 }
 
+/*
+ * The deposit's write: the balance row credited (values: user_id, amount),
+ * with SPI_processed the row it credited.  PM002 for a user who cannot be
+ * credited, 22003 for a total past the balance limit.
+ */
+static void
+credit(Datum *values, Datum user_id, int64 amount)
+{
+	pgm_exec(plan_credit, values, NULL, false);
+	if (SPI_processed != 1)
+	{
+		PgmAccountState state;
+
+		pgm_account_state(user_id, &state);
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("adding %s credits to user %s would take the balance past its limit",
+						pgm_micro_to_cstring(amount), pgm_uuid_cstring(user_id)),
+				 errdetail("The total is %s credits; balances stay below 9000000000000 credits.",
+						   pgm_micro_to_cstring(state.total))));
+	}
+}
+
 /* ----------------------------------------------------------------
  * add_funds(user_id, amount, idempotency_key, note)
  * ----------------------------------------------------------------
@@ -437,19 +460,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 		values[0] = user_id;
 		values[1] = Int64GetDatum(amount);
 		pgm_queue_for_user(user_id);
-		pgm_exec(plan_credit, values, NULL, false);
-		if (SPI_processed != 1)
-		{
-			PgmAccountState state;
-
-			pgm_account_state(user_id, &state);
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("adding %s credits to user %s would take the balance past its limit",
-							pgm_micro_to_cstring(amount), pgm_uuid_cstring(user_id)),
-					 errdetail("The total is %s credits; balances stay below 9000000000000 credits.",
-							   pgm_micro_to_cstring(state.total))));
-		}
+		credit(values, user_id, amount);
 		out.available = pgm_col_int64(0, 1);
 		if (pgm_col_bool(0, 2))
 			pgm_sweep_expired_holds(user_id, &out.available);
@@ -1181,19 +1192,7 @@ pgm_ledger_import_entry(Datum user_id, bool charge, int64 amount,
 	if (!charge)
 	{
 		pgm_queue_for_user(user_id);
-		pgm_exec(plan_credit, values, NULL, false);
-		if (SPI_processed != 1)
-		{
-			PgmAccountState state;
-
-			pgm_account_state(user_id, &state);
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("adding %s credits to user %s would take the balance past its limit",
-							pgm_micro_to_cstring(amount), pgm_uuid_cstring(user_id)),
-					 errdetail("The total is %s credits; balances stay below 9000000000000 credits.",
-							   pgm_micro_to_cstring(state.total))));
-		}
+		credit(values, user_id, amount);
 	}
 	else if (!take_available(plan_debit, values, user_id, amount, "a charge",
 							 plan_find_key, key))

@@ -152,6 +152,9 @@ extern void pgm_keyring_init(void);
 extern int32 pgm_keyring_newest_version(void);
 extern bool pgm_keyring_subkey(int32 version, const char *context,
 							   uint64 subkey_id, unsigned char *out);
+extern bool pgm_keyring_keyed_hash(int32 version, const char *context,
+								   uint64 subkey_id, const char *data, size_t len,
+								   unsigned char *out, size_t out_len);
 extern bool pgm_keyring_box_keypair(int32 version, unsigned char *pk,
 									unsigned char *sk);
 extern bool pgm_keyring_open_sealed(const unsigned char *sealed,

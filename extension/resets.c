@@ -123,15 +123,8 @@ static const PgmPlanDef reset_plans[] = {
 static bool
 token_hash(int32 version, const char *token, size_t len, unsigned char *out)
 {
-	unsigned char subkey[PGM_SUBKEY_BYTES];
-
-	if (!pgm_keyring_subkey(version, PGM_KDF_CONTEXT_RESET, RESET_SUBKEY_ID,
-							subkey))
-		return false;
-	crypto_generichash(out, RESET_HASH_BYTES, (const unsigned char *) token,
-					   len, subkey, sizeof(subkey));
-	sodium_memzero(subkey, sizeof(subkey));
-	return true;
+	return pgm_keyring_keyed_hash(version, PGM_KDF_CONTEXT_RESET, RESET_SUBKEY_ID,
+								  token, len, out, RESET_HASH_BYTES);
 }
 
 static bool

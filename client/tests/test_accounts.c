@@ -15,30 +15,7 @@
 
 #include <sodium.h>
 
-static int	n_pass,
-			n_fail;
-
-static void
-check(int ok, const char *what, const char *file, int line, pgm_conn *c)
-{
-	if (ok)
-	{
-		n_pass++;
-		printf("ok - %s\n", what);
-	}
-	else
-	{
-		n_fail++;
-		printf("not ok - %s (%s:%d)%s%s%s%s\n", what, file, line,
-			   c ? " last: " : "", c ? pgm_status_name(pgm_last_status(c)) : "",
-			   c ? " " : "", c ? pgm_errmsg(c) : "");
-	}
-	fflush(stdout);
-}
-
-#define CHECK(cond, c) check((cond), #cond, __FILE__, __LINE__, (c))
-#define EXPECT(call, want, c) \
-	check((call) == (want), #call " == " #want, __FILE__, __LINE__, (c))
+#include "check.h"
 
 static char suffix[16];
 
