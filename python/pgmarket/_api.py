@@ -12,20 +12,20 @@ import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._core import (OMIT, OPT_ROW, PROCEDURE, ROW, ROWS, SCALAR, VOID, AmountLike,
                     Call, IntervalLike, Row, Sealed, UUIDLike, new_idempotency_key,
                     or_omit, to_amount, to_uuid)
-from .errors import InvalidApiKey, InvalidValue
+from .errors import InvalidApiKey
 
 _KEY_PREFIX = re.compile(r"\Ask_(live|test)_[0-9a-f]{16}")
 _PASSWORD, _API_KEY = b"P", b"K"
 
 
-def _args(*spec: tuple) -> List[tuple]:
+def _args(*spec: Tuple[str, str, Any]) -> List[Tuple[str, str, Any]]:
     """(name, sqltype, value) with uuids and amounts checked on the client."""
-    out = []
+    out: List[Tuple[str, str, Any]] = []
     for name, sqltype, value in spec:
         if value is not OMIT and not isinstance(value, Sealed):
             if sqltype == "uuid":

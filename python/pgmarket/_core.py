@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .errors import ConnectionFailed, Error, InvalidValue, error_class
+from .errors import Error, InvalidValue, error_class
 
 AmountLike = Union[Decimal, int, str, float]
 """An amount of credits: ``Decimal``, ``int``, ``str`` or ``float``."""

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import inspect
 import threading
-from typing import Any, AsyncIterator, Iterator, List, Optional, Union
+from typing import Any, AsyncIterator, Dict, Iterator, Optional, Union
 
 import psycopg
 from psycopg import pq
@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from . import _core
 from ._api import Methods
-from ._core import Call, KeyCache, Row, UUIDLike, connection_lost, to_uuid, translate
+from ._core import Call, KeyCache, UUIDLike, connection_lost, to_uuid, translate
 from .errors import DecryptionFailed, Error, InvalidValue
 
 __all__ = ["Client", "AsyncClient", "actor"]
@@ -71,7 +71,7 @@ class Client(Methods):
         self._fixed: Optional[psycopg.Connection[Any]] = None
         self._owns = False
         self._conninfo = ""
-        self._kwargs: dict = {}
+        self._kwargs: Dict[str, Any] = {}
         if connect_timeout is not None:
             self._kwargs["connect_timeout"] = connect_timeout
         if isinstance(source, psycopg.Connection):
@@ -225,7 +225,7 @@ class AsyncClient(Methods):
         self._owns = False
         self._conninfo = ""
         self._pool_size = pool_size
-        self._kwargs: dict = {}
+        self._kwargs: Dict[str, Any] = {}
         if connect_timeout is not None:
             self._kwargs["connect_timeout"] = connect_timeout
         if isinstance(source, psycopg.AsyncConnection):
@@ -274,7 +274,9 @@ class AsyncClient(Methods):
                         self._conninfo, autocommit=True, **self._kwargs)
                 except psycopg.Error as e:
                     raise translate(e) from e
-        yield self._conn
+        conn = self._conn
+        assert conn is not None
+        yield conn
 
     async def close(self) -> None:
         """Close what the client opened (never the caller's connection or pool)."""
@@ -348,7 +350,7 @@ class AsyncClient(Methods):
                     continue
                 raise
 
-    def _call(self, call: Call) -> Any:  # type: ignore[override]
+    def _call(self, call: Call) -> Any:
         return self._acall(call)
 
     async def ping(self) -> bool:
@@ -424,7 +426,7 @@ class actor:
     def __exit__(self, *exc: Any) -> Optional[bool]:
         stack, self._stack = self._stack, None
         try:
-            return stack.__exit__(*exc)
+            return bool(stack.__exit__(*exc))
         except psycopg.Error as e:
             raise translate(e) from e
 
@@ -448,6 +450,6 @@ class actor:
     async def __aexit__(self, *exc: Any) -> Optional[bool]:
         stack, self._stack = self._stack, None
         try:
-            return await stack.__aexit__(*exc)
+            return bool(await stack.__aexit__(*exc))
         except psycopg.Error as e:
             raise translate(e) from e

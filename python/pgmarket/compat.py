@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from . import _core
 from ._core import Call, UUIDLike
 from .client import Client
-from .errors import (Duplicate, Error, IdempotencyConflict, InsufficientFunds, InvalidValue,
+from .errors import (Duplicate, IdempotencyConflict, InsufficientFunds, InvalidValue,
                      KeyNotFound, NullValue, OutOfRange, UnknownAccount)
 
 __all__ = ["DatabaseService"]
@@ -143,6 +142,8 @@ class DatabaseService:
         """
         try:
             uid = _core.to_uuid(user_id, "user_id")
+            if uid is None:
+                return False
             if self._has("create_user_hashed"):
                 self._sql("SELECT pgmarket.create_user_hashed(email => %s, username => %s,"
                           " password_hash => %s, id => %s::uuid)",
@@ -365,7 +366,7 @@ class DatabaseService:
             if len(page) < 1000:
                 break
             before = min(r["message_id"] for r in page)
-        out.sort(key=lambda r: r["message_id"])
+        out.sort(key=lambda r: int(r["message_id"]))
         return [{
             "message_id": str(r["message_uuid"]) if r["message_uuid"] else str(r["message_id"]),
             "session_id": str(session_id),

@@ -33,6 +33,7 @@ def test_actor_hides_other_users_rows(client, make_user):
         sql(c, "SET LOCAL ROLE pgmarket_app", shape="void")
         ids = [r["id"] for r in sql(c, "SELECT id FROM pgmarket.users")]
     assert ids == [a]
+    assert b in [r["id"] for r in sql(client, "SELECT id FROM pgmarket.users")]
 
 
 def test_actor_on_a_callers_connection_and_pool(client, make_user):

@@ -14,7 +14,8 @@ NOT_METHODS = {"proxy_actor"}
 
 CATALOG = """
 SELECT p.proname AS name, p.prokind AS kind,
-       coalesce(p.proargnames[1:p.pronargs], '{}') AS args
+       coalesce(p.proargnames[1:p.pronargs], '{}') AS args,
+       p.pronargs - p.pronargdefaults AS required
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'pgmarket'
@@ -43,6 +44,11 @@ def test_every_function_has_a_method(client):
             continue
         if _params(m) != list(r["args"]):
             wrong.append((r["name"], list(r["args"]), _params(m)))
+        else:
+            ps = list(inspect.signature(m).parameters.values())[1:]
+            own = [p.default is inspect.Parameter.empty for p in ps]
+            if own != [i < r["required"] for i in range(len(ps))]:
+                wrong.append((r["name"], "required arguments differ", r["required"]))
     assert missing == [], f"functions without a Client method: {missing}"
     assert wrong == [], f"methods whose arguments differ from the function's: {wrong}"
 

@@ -3,7 +3,6 @@ example tests run unchanged against an AuthService built on it."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from decimal import Decimal
 
