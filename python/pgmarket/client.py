@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from . import _core
 from ._api import Methods
 from ._core import Call, KeyCache, UUIDLike, connection_lost, to_uuid, translate
-from .errors import DecryptionFailed, Error, InvalidValue
+from .errors import ConnectionFailed, DecryptionFailed, Error, InvalidValue
 
 __all__ = ["Client", "AsyncClient", "actor"]
 
@@ -32,6 +32,12 @@ try:  # python3-psycopg-pool; optional
     import psycopg_pool as _pool_mod
 except ImportError:  # pragma: no cover - the pool is packaged by Debian
     _pool_mod = None  # type: ignore[assignment]
+
+
+def _connect_failed(e: psycopg.Error) -> ConnectionFailed:
+    """A failed connection attempt, whatever its SQLSTATE (28P01, 3D000, ...)."""
+    err = translate(e)
+    return ConnectionFailed(err.message, e.sqlstate, err.detail, err.hint)
 
 
 def _is_pool(obj: Any) -> bool:
@@ -114,7 +120,7 @@ class Client(Methods):
                     try:
                         self._conn = psycopg.connect(self._conninfo, autocommit=True, **self._kwargs)
                     except psycopg.Error as e:
-                        raise translate(e) from e
+                        raise _connect_failed(e) from e
             yield self._conn
 
     def close(self) -> None:
@@ -273,7 +279,7 @@ class AsyncClient(Methods):
                     self._conn = await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True, **self._kwargs)
                 except psycopg.Error as e:
-                    raise translate(e) from e
+                    raise _connect_failed(e) from e
         conn = self._conn
         assert conn is not None
         yield conn

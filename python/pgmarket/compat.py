@@ -111,8 +111,8 @@ class DatabaseService:
                 [fn], _core.SCALAR))
         return self._functions[fn]
 
-    def _sql(self, sql: str, params: List[Any], shape: str) -> Any:
-        return self.client._call(Call("compat", [], shape, retry=True, sql=sql, params=params))
+    def _sql(self, sql: str, params: List[Any], shape: str, retry: bool = True) -> Any:
+        return self.client._call(Call("compat", [], shape, retry=retry, sql=sql, params=params))
 
     def _lookup(self, fn: str, column: str, value: Any) -> Optional[Dict[str, Any]]:
         if value is None:
@@ -147,7 +147,7 @@ class DatabaseService:
             if self._has("create_user_hashed"):
                 self._sql("SELECT pgmarket.create_user_hashed(email => %s, username => %s,"
                           " password_hash => %s, id => %s::uuid)",
-                          [email, username, password_hash, uid], _core.SCALAR)
+                          [email, username, password_hash, uid], _core.SCALAR, retry=False)
             else:
                 self.client.import_user(uid, email, username, password_hash)
             return True

@@ -152,3 +152,7 @@ def test_connection_failed():
         c.get_balance(uuid.uuid4())
     assert e.value.sqlstate is None
     assert c.ping() is False
+    c = pgmarket.Client("dbname=no_such_database_here")
+    with pytest.raises(pgmarket.ConnectionFailed) as e:
+        c.health()
+    assert "no_such_database_here" in e.value.message
