@@ -28,7 +28,8 @@ def test_pip_installs_it_offline():
         shutil.copytree(PYTHON_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
         venv = os.path.join(tmp, "venv")
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
-        env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONNOUSERSITE="1")
+        env = dict(os.environ, PIP_NO_INDEX="1", PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+                   PYTHONNOUSERSITE="1")
         env.pop("PYTHONPATH", None)
         py = os.path.join(venv, "bin", "python")
         r = subprocess.run([py, "-m", "pip", "install", "--no-deps", src], env=env, capture_output=True,
