@@ -156,3 +156,13 @@ def test_connection_failed():
     with pytest.raises(pgmarket.ConnectionFailed) as e:
         c.health()
     assert "no_such_database_here" in e.value.message
+
+
+def test_invalid_text(client):
+    import time
+    from nacl.public import PublicKey, SealedBox
+    blob = SealedBox(PublicKey(client.vault_public_key())).encrypt(
+        b"\x01P" + int(time.time()).to_bytes(8, "big") + b"\xff\xfe not utf-8")
+    with pytest.raises(pgmarket.InvalidText) as e:
+        client.authenticate_sealed("someone", blob)
+    assert e.value.sqlstate == "22021" and isinstance(e.value, pgmarket.InvalidValue)
