@@ -149,6 +149,113 @@ class Methods:
         """Micro-credits as credits (a display helper)."""
         return self._call(Call("credits", _args(("micro", "bigint", micro)), SCALAR, retry=True))
 
+    # ------------------------------------------------------- account surface
+
+    def get_user(self, user_id: UUIDLike) -> Optional[Row]:
+        """The user's row of view ``users`` (id, email, username, roles,
+        is_active, created_at, last_login_at; never the hash), or None."""
+        return self._call(Call("get_user", _args(("user_id", "uuid", user_id)), OPT_ROW, retry=True))
+
+    def get_user_by_email(self, email: str) -> Optional[Row]:
+        """The user with this email (any spelling: trimmed, any case), or None."""
+        return self._call(Call("get_user_by_email", _args(("email", "text", email)), OPT_ROW, retry=True))
+
+    def get_user_by_username(self, username: str) -> Optional[Row]:
+        """The user with this username (without regard to case), or None."""
+        return self._call(Call("get_user_by_username", _args(("username", "text", username)), OPT_ROW, retry=True))
+
+    def update_last_login(self, user_id: UUIDLike) -> datetime:
+        """Stamp ``last_login_at`` now (for logins that skip authenticate); the time."""
+        return self._call(Call("update_last_login", _args(("user_id", "uuid", user_id)), SCALAR, retry=True))
+
+    def update_user(self, user_id: UUIDLike, email: Optional[str] = None,
+                    username: Optional[str] = None) -> None:
+        """Change the email and/or the username, checked as create_user checks them."""
+        return self._call(Call("update_user", _args(
+            ("user_id", "uuid", user_id), ("email", "text", email), ("username", "text", username)), VOID))
+
+    def reactivate_user(self, user_id: UUIDLike) -> None:
+        """Undo deactivate_user."""
+        return self._call(Call("reactivate_user", _args(("user_id", "uuid", user_id)), VOID, retry=True))
+
+    def change_password(self, user_id: UUIDLike, old_password: str, new_password: str) -> bool:
+        """Change the password; False (and no change) when the old one is
+        wrong.  Both travel sealed (``change_password_sealed``)."""
+        if old_password is not None and new_password is not None and not self.plain_secrets:
+            return self._call(Call("change_password_sealed", _args(
+                ("user_id", "uuid", user_id),
+                ("sealed_old_password", "bytea", Sealed(_PASSWORD, old_password)),
+                ("sealed_new_password", "bytea", Sealed(_PASSWORD, new_password))), SCALAR))
+        return self._call(Call("change_password", _args(
+            ("user_id", "uuid", user_id), ("old_password", "text", old_password),
+            ("new_password", "text", new_password)), SCALAR))
+
+    def change_password_sealed(self, user_id: UUIDLike, sealed_old_password: bytes,
+                               sealed_new_password: bytes) -> bool:
+        """``change_password`` with passwords the caller sealed itself."""
+        return self._call(Call("change_password_sealed", _args(
+            ("user_id", "uuid", user_id), ("sealed_old_password", "bytea", sealed_old_password),
+            ("sealed_new_password", "bytea", sealed_new_password)), SCALAR))
+
+    def create_password_reset(self, user_id: UUIDLike, ttl: IntervalLike = "1 hour") -> str:
+        """A single-use reset token (1 second to 7 days), returned this once."""
+        return self._call(Call("create_password_reset", _args(
+            ("user_id", "uuid", user_id), ("ttl", "interval", ttl)), SCALAR))
+
+    def reset_password(self, token: str, new_password: str) -> Optional[uuid.UUID]:
+        """Use a reset token: the user, or None for an unknown, used or
+        expired token.  The new password travels sealed."""
+        if new_password is not None and not self.plain_secrets:
+            return self._call(Call("reset_password_sealed", _args(
+                ("token", "text", token), ("sealed_new_password", "bytea", Sealed(_PASSWORD, new_password))),
+                SCALAR))
+        return self._call(Call("reset_password", _args(
+            ("token", "text", token), ("new_password", "text", new_password)), SCALAR))
+
+    def reset_password_sealed(self, token: str, sealed_new_password: bytes) -> Optional[uuid.UUID]:
+        """``reset_password`` with a password the caller sealed itself."""
+        return self._call(Call("reset_password_sealed", _args(
+            ("token", "text", token), ("sealed_new_password", "bytea", sealed_new_password)), SCALAR))
+
+    def reset_token_partition(self, token: str) -> Optional[int]:
+        """The routing partition of a reset token (None when it is not shaped like one)."""
+        return self._call(Call("reset_token_partition", _args(("token", "text", token)), SCALAR, retry=True))
+
+    def add_account_role(self, name: str, description: Optional[str] = None) -> None:
+        """Register an account role (``pgmarket_admin``)."""
+        return self._call(Call("add_account_role", _args(
+            ("name", "text", name), ("description", "text", description)), VOID, retry=True))
+
+    def grant_user_role(self, user_id: UUIDLike, role: str) -> None:
+        """Give a user a registered role (not while an actor is set)."""
+        return self._call(Call("grant_user_role", _args(
+            ("user_id", "uuid", user_id), ("role", "text", role)), VOID, retry=True))
+
+    def revoke_user_role(self, user_id: UUIDLike, role: str) -> None:
+        """Take a role from a user."""
+        return self._call(Call("revoke_user_role", _args(
+            ("user_id", "uuid", user_id), ("role", "text", role)), VOID, retry=True))
+
+    def has_role(self, user_id: UUIDLike, role: str) -> bool:
+        """Whether the user has the role."""
+        return self._call(Call("has_role", _args(
+            ("user_id", "uuid", user_id), ("role", "text", role)), SCALAR, retry=True))
+
+    def link_identity(self, user_id: UUIDLike, provider: str, subject: str) -> None:
+        """Link an external identity (single sign-on) to the user."""
+        return self._call(Call("link_identity", _args(
+            ("user_id", "uuid", user_id), ("provider", "text", provider), ("subject", "text", subject)), VOID))
+
+    def unlink_identity(self, user_id: UUIDLike, provider: str) -> bool:
+        """Unlink the user's identity at a provider; whether there was one."""
+        return self._call(Call("unlink_identity", _args(
+            ("user_id", "uuid", user_id), ("provider", "text", provider)), SCALAR))
+
+    def user_by_identity(self, provider: str, subject: str) -> Optional[uuid.UUID]:
+        """The user an external identity is linked to, or None."""
+        return self._call(Call("user_by_identity", _args(
+            ("provider", "text", provider), ("subject", "text", subject)), SCALAR, retry=True))
+
     # ------------------------------------------------------------------- ledger
 
     def add_funds(self, user_id: UUIDLike, amount: AmountLike, idempotency_key: Optional[str] = None,
