@@ -26,7 +26,11 @@ fi
 
 packages=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
           libsodium-dev libcrypt-dev libpq-dev libipc-run-perl pgbouncer
-          postgresql-15-plproxy)
+          postgresql-15-plproxy
+          python3 python3-psycopg python3-psycopg-pool python3-nacl
+          python3-pytest python3-pytest-asyncio python3-flask
+          python3-setuptools python3-wheel python3-pip python3-venv
+          python3-mypy)
 
 # For `make fuzz` with libFuzzer; without them it falls back to gcc and a
 # driver of its own, so they are installed only where the archive has them.

@@ -16,8 +16,10 @@
 #     make installcheck, one suite per run so that a failing suite does not
 #     hide the others: pg_regress (sql/), isolation (tests/isolation/specs/),
 #     `make -C client check` when client/Makefile exists (it builds the
-#     tool that a TAP test uses), `make -C client fuzz` (a bounded run of
-#     the fuzz targets), then TAP (tests/t/, its own clusters);
+#     tool that a TAP test uses), the Python package's pytest suite
+#     (python/tests/run.sh, a database of its own), `make -C client fuzz`
+#     (a bounded run of the fuzz targets), then TAP (tests/t/, its own
+#     clusters);
 #  5. show the diffs and logs of what failed, keep them in
 #     /tmp/pgmarket-failed-PORT-TIME (named in the summary, with the first
 #     failing test), stop the cluster, remove the temporary directories, and
@@ -25,7 +27,7 @@
 # Exits non-zero when anything failed or when no test ran.
 #
 # Environment: PGMARKET_TEST_SUITES (a subset of "regress isolation client
-# fuzz tap"), PGMARKET_PG_CONFIG (another PostgreSQL 15 installation),
+# python fuzz tap"), PGMARKET_PG_CONFIG (another PostgreSQL 15 installation),
 # PGMARKET_TEST_PORT (54329), PGMARKET_TEST_BUDGET (seconds for
 # all suites together, 840), PGMARKET_KEEP=1 keeps the copy and the cluster's
 # directory for a look afterwards (the server is stopped all the same).
@@ -289,6 +291,9 @@ first_failed() {
         tap)
             t=$(grep -m1 -oE '^tests/t/[^ ]+\.pl' <(grep -E 'Dubious|Failed|not ok' "$log") || true)
             echo "${t:-prove itself}; log: @FAILDIR@/tap/" ;;
+        python)
+            t=$(grep -m1 -E '^(FAILED|ERROR) ' "$log" || grep -m1 -E '^not ok' "$log" || true)
+            echo "${t:-exit status}; log: @FAILDIR@/$step.log" ;;
         *)
             t=$(grep -m1 -E '^not ok' "$log" || true)
             echo "${t:-exit status}; log: @FAILDIR@/$step.log" ;;
@@ -364,7 +369,7 @@ show_failures() {
 have() { compgen -G "$work/$1" >/dev/null; }
 # PGMARKET_TEST_SUITES="regress isolation" runs only those suites (all by
 # default).
-want() { [[ " ${PGMARKET_TEST_SUITES:-regress isolation client fuzz tap} " == *" $1 "* ]]; }
+want() { [[ " ${PGMARKET_TEST_SUITES:-regress isolation client python fuzz tap} " == *" $1 "* ]]; }
 
 # --- 1. a private copy of the tree -----------------------------------------
 work=$(mktemp -d /tmp/pgmarket-check-XXXXXX)
@@ -418,6 +423,12 @@ if want client && [ -f "$work/client/Makefile" ]; then
     ran_any=1
     run_step client count_closing 300 make -C "$work/client" check \
         PG_CONFIG="$PG_CONFIG"
+fi
+# the Python package (python/): pytest with Debian's python3, in a database
+# of its own on this cluster
+if want python && [ -f "$work/python/tests/run.sh" ]; then
+    ran_any=1
+    run_step python count_closing 300 bash "$work/python/tests/run.sh"
 fi
 # the parsers of untrusted input under ASan/UBSan, 60 s of fuzzing in all
 if want fuzz && [ -f "$work/client/fuzz/run.sh" ]; then
