@@ -58,6 +58,7 @@ typedef struct EraseStep
 	const char *name;			/* the count's name in the ERASE event */
 	const char *sql;			/* $1 is the user id */
 	SPIPlanPtr	plan;
+	bool		ledger;			/* rewrites the append-only ledger's free text */
 } EraseStep;
 
 static EraseStep erase_steps[] = {
@@ -71,9 +72,9 @@ static EraseStep erase_steps[] = {
 	" WHERE user_id = $1 AND (content <> '[erased]' OR tool_calls IS NOT NULL)", NULL},
 	{"chat_sessions",
 		"UPDATE pgmarket.chat_sessions SET title = NULL, context = NULL,"
-		"       end_reason = NULL, updated_at = now()"
+		"       end_reason = NULL, agent_id = NULL, updated_at = now()"
 		" WHERE user_id = $1 AND (title IS NOT NULL OR context IS NOT NULL"
-	"                         OR end_reason IS NOT NULL)", NULL},
+	"                         OR end_reason IS NOT NULL OR agent_id IS NOT NULL)", NULL},
 	{"provider_keys",
 	"DELETE FROM pgmarket.provider_keys WHERE user_id = $1", NULL},
 	{"platform_keys",
@@ -84,8 +85,56 @@ static EraseStep erase_steps[] = {
 	"DELETE FROM pgmarket.identities WHERE user_id = $1", NULL},
 	{"password_resets",
 	"DELETE FROM pgmarket.password_resets WHERE user_id = $1", NULL},
+	/* the agent platform's store: the user's projects and change requests */
+	{"modifications",
+		"DELETE FROM pgmarket.modifications WHERE user_id = $1 OR project_id IN"
+	"       (SELECT id FROM pgmarket.projects WHERE user_id = $1)", NULL},
+	{"projects",
+	"DELETE FROM pgmarket.projects WHERE user_id = $1", NULL},
+	/*
+	 * Free text that the application gave with money: an idempotency key or
+	 * a note may spell the person's email or name.  The keys become random
+	 * ("erased:" and a uuid: still unique, linked to nothing), the notes go;
+	 * amounts, kinds, models and times stay.
+	 */
+	{"reservation_keys",
+		"UPDATE pgmarket.reservations"
+		"   SET idempotency_key = 'erased:' || gen_random_uuid()"
+		" WHERE user_id = $1 AND idempotency_key IS NOT NULL"
+	"   AND idempotency_key NOT LIKE 'erased:%'", NULL},
+	{"ledger_text",
+		"UPDATE pgmarket.ledger"
+		"   SET idempotency_key = CASE WHEN idempotency_key IS NULL"
+		"                               OR idempotency_key LIKE 'erased:%'"
+		"                              THEN idempotency_key"
+		"                              ELSE 'erased:' || gen_random_uuid() END,"
+		"       note = NULL"
+		" WHERE user_id = $1 AND (note IS NOT NULL OR"
+		"       (idempotency_key IS NOT NULL AND idempotency_key NOT LIKE 'erased:%'))",
+	NULL, true},
 	/* the rows of account tables added later go here, one line each */
 };
+
+/* One step; the ledger's with pgm_erasing_ledger_text set, and reset whatever happens. */
+static void
+exec_step(EraseStep *step, Datum user_id)
+{
+	if (!step->ledger)
+	{
+		pgm_exec(step->plan, &user_id, NULL, false);
+		return;
+	}
+	pgm_erasing_ledger_text = true;
+	PG_TRY();
+	{
+		pgm_exec(step->plan, &user_id, NULL, false);
+	}
+	PG_FINALLY();
+	{
+		pgm_erasing_ledger_text = false;
+	}
+	PG_END_TRY();
+}
 
 static uint64
 erase_account_rows(Datum user_id, StringInfo counts)
@@ -100,7 +149,7 @@ erase_account_rows(Datum user_id, StringInfo counts)
 
 		if (step->plan == NULL)
 			step->plan = pgm_prepare(step->sql, 1, types);
-		pgm_exec(step->plan, &user_id, NULL, false);
+		exec_step(step, user_id);
 		appendStringInfo(counts, ", \"%s\": " UINT64_FORMAT,
 						 step->name, (uint64) SPI_processed);
 		total += SPI_processed;

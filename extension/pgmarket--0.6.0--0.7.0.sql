@@ -398,6 +398,16 @@ CREATE OR REPLACE TRIGGER pgmarket_audit
     AFTER INSERT OR UPDATE OR DELETE ON @extschema@.identities
     FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger(
         'owner:user_id', 'personal:subject');
+CREATE OR REPLACE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.projects
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger(
+        'owner:user_id', 'personal:name', 'personal:codebase',
+        'personal:environment', 'personal:deployment');
+CREATE OR REPLACE TRIGGER pgmarket_audit
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.modifications
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger(
+        'owner:user_id', 'personal:request', 'personal:requested_by',
+        'personal:results');
 
 CREATE FUNCTION @extschema@.erase_user(user_id uuid) RETURNS void
     AS 'MODULE_PATHNAME', 'pgm_erase_user'

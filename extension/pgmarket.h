@@ -27,6 +27,8 @@
 
 /* pgmarket.c: is the installed extension the one this library is for? */
 extern void pgm_require_schema(void);
+/* set by erase_user around its rewrite of the ledger's free text (pgmarket.c) */
+extern bool pgm_erasing_ledger_text;
 
 /* SQLSTATEs of the contract (SPEC, "Error codes") */
 #define ERRCODE_PGM_INSUFFICIENT_FUNDS		MAKE_SQLSTATE('P','M','0','0','1')

@@ -94,6 +94,13 @@ SELECT pgmarket.put_provider_key(:eve, 'openai', 'sk-eve-provider-secret-0123456
 SELECT pgmarket.get_provider_key(:eve, 'openai') = 'sk-eve-provider-secret-0123456789' AS decrypts;
 SELECT count(*) AS platform_keys FROM pgmarket.create_api_key(:eve, 'ci of eve_erasable');
 SELECT pgmarket.put_provider_key(:keep, 'openai', 'sk-keep-provider-secret-987') IS NOT NULL AS keep_key;
+-- free text the application gave: an idempotency key and a note that spell
+-- her address, a hold's key, a project and its change request, an agent id
+SELECT available_balance FROM pgmarket.add_funds(:eve, 1, 'topup for eve.erasable@example.com',
+                                                 'invoice to eve_erasable');
+SELECT pgmarket.reserve(:eve, 1, '1 hour', 'hold-eve_erasable') IS NOT NULL AS hold;
+SELECT pgmarket.save_project(:eve, 'project of eve_erasable', 'web') IS NOT NULL AS project;
+SELECT pgmarket.create_chat_session(:eve, 'gpt-4', NULL, 'agent-eve_erasable') IS NOT NULL AS agent_session;
 -- a sign-on identity and an open password reset
 SELECT pgmarket.link_identity(:eve, 'github', 'eve-gh-subject-4711');
 SELECT pgmarket.create_password_reset(:eve) AS eve_reset_token \gset
@@ -163,6 +170,14 @@ SELECT count(*) AS password_resets FROM pgmarket.password_resets WHERE user_id =
 SELECT pgmarket.reset_password(:'eve_reset_token', 'a new password for eve') IS NULL AS reset_refused;
 -- an erased user is not reactivated
 SELECT pg_temp.err($$SELECT pgmarket.reactivate_user('e5000000-0000-4000-8000-000000000001')$$);
+-- the projects gone; the ledger's keys random, its notes gone, and the
+-- ledger append-only again right after
+SELECT count(*) AS projects FROM pgmarket.projects WHERE user_id = :eve;
+SELECT count(*) FILTER (WHERE idempotency_key LIKE 'erased:%') AS keys_replaced,
+       count(*) FILTER (WHERE note IS NOT NULL) AS notes_left
+  FROM pgmarket.ledger WHERE user_id = :eve;
+SELECT pg_temp.err($$UPDATE pgmarket.ledger SET note = 'x' WHERE user_id = 'e5000000-0000-4000-8000-000000000001'$$);
+SELECT pg_temp.err($$UPDATE pgmarket.ledger SET note = note$$);
 -- provider keys destroyed, platform keys revoked
 SELECT count(*) AS provider_keys FROM pgmarket.provider_keys WHERE user_id = :eve;
 SELECT count(*) AS platform_keys, count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked
