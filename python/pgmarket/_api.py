@@ -170,8 +170,10 @@ class Methods:
         """Forget a user (``pgmarket_admin``): the account becomes a
         tombstone without email, username or hash, and the user's key of the
         audit trail's personal values is destroyed, so that those values
-        read ``[erased]`` from then on while the chain still verifies."""
-        return self._call(Call("erase_user", _args(("user_id", "uuid", user_id)), VOID))
+        read ``[erased]`` from then on while the chain still verifies.
+        Erasing an erased user again is no error (so it is retried after a
+        lost connection)."""
+        return self._call(Call("erase_user", _args(("user_id", "uuid", user_id)), VOID, retry=True))
 
     # --------------------------------------------------------------- migration
 

@@ -12,14 +12,6 @@ import pgmarket
 from conftest import sql
 
 
-@pytest.fixture(autouse=True)
-def _account_surface(client):
-    if not sql(client, "SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
-                       " ON n.oid = p.pronamespace WHERE n.nspname = 'pgmarket'"
-                       " AND p.proname = 'reset_token_partition'"):
-        pytest.skip("the installed extension has no account surface yet")
-
-
 def test_lookups_and_updates(client):
     tag = uuid.uuid4().hex[:10]
     uid = client.create_user(f"Look{tag}@Example.com", f"look{tag}", "pw-lookups")
