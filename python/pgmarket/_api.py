@@ -8,11 +8,14 @@ one returns a coroutine.  Names and arguments are the SQL function's
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from psycopg.types.json import Jsonb
 
 from ._core import (OMIT, OPT_ROW, PROCEDURE, ROW, ROWS, SCALAR, VOID, AmountLike,
                     Call, IntervalLike, Row, Sealed, UUIDLike, new_idempotency_key,
@@ -34,6 +37,20 @@ def _args(*spec: Tuple[str, str, Any]) -> List[Tuple[str, str, Any]]:
                 value = to_amount(value, name)
         out.append((name, sqltype, value))
     return out
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the values a record of an import holds besides JSON's own:
+    uuids and amounts as their text (an amount is exact text), times in ISO 8601."""
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
 
 
 def _key(value: Optional[str]) -> str:
@@ -133,6 +150,52 @@ class Methods:
         return self._call(Call("import_user", _args(
             ("id", "uuid", id), ("email", "text", email), ("username", "text", username),
             ("password_hash", "text", password_hash), ("created_at", "timestamptz", created_at)), SCALAR))
+
+    def create_user_hashed(self, email: str, username: str, password_hash: str,
+                           roles: Sequence[str] = ("user",), id: Optional[UUIDLike] = None) -> uuid.UUID:
+        """Register a user with a password hash made elsewhere; the new id.
+
+        The hash must be in a format pgmarket keeps (Django / passlib
+        ``pbkdf2_sha256$...``, Argon2id, and the others README's Accounts
+        lists), else InvalidValue; ``authenticate`` verifies it and replaces
+        it with Argon2id at the first login.  Checked as ``create_user``
+        checks its arguments (Duplicate for a taken email, username or id).
+        ``id`` None lets the server choose."""
+        return self._call(Call("create_user_hashed", _args(
+            ("email", "text", email), ("username", "text", username),
+            ("password_hash", "text", password_hash), ("roles", "text[]", list(roles)),
+            ("id", "uuid", or_omit(id))), SCALAR))
+
+    def erase_user(self, user_id: UUIDLike) -> None:
+        """Forget a user (``pgmarket_admin``): the account becomes a
+        tombstone without email, username or hash, and the user's key of the
+        audit trail's personal values is destroyed, so that those values
+        read ``[erased]`` from then on while the chain still verifies.
+        Erasing an erased user again is no error (so it is retried after a
+        lost connection)."""
+        return self._call(Call("erase_user", _args(("user_id", "uuid", user_id)), VOID, retry=True))
+
+    # --------------------------------------------------------------- migration
+
+    def import_batch(self, section: str, records: Iterable[Mapping[str, Any]]) -> List[Row]:
+        """Apply a batch of at most 10,000 records of one section of an
+        import (``users``, ``entries``, ``provider_keys``, ``chats``; README
+        lists each record's members) in one statement (``pgmarket_admin``).
+
+        One row per record, in order: idx (from 1), outcome (``created``,
+        ``present`` or ``rejected``) and reasons (the server's message and
+        SQLSTATE of a rejected record).  uuids, Decimals and datetimes in
+        the records are sent as their text.  A bad batch raises and applies
+        nothing."""
+        return self._call(Call("import_batch", _args(
+            ("section", "text", section),
+            ("records", "jsonb", None if records is None else Jsonb(list(records), dumps=_json_dumps))), ROWS))
+
+    def export_accounts(self) -> List[Row]:
+        """The active accounts with their password hashes (id, email,
+        username, password_hash, created_at), for an export that gives every
+        login back (``pgmarket_admin``)."""
+        return self._call(Call("export_accounts", [], ROWS, retry=True))
 
     def health(self) -> Dict[str, Any]:
         """The server's ``health()`` as a dict: ok, version, vault, audit,
@@ -506,6 +569,37 @@ class Methods:
         """The user's platform keys with their spend (never the hash)."""
         return self._call(Call("list_api_keys", _args(("user_id", "uuid", user_id)), ROWS, retry=True))
 
+    def set_tier(self, name: str, requests_per_minute: Optional[int], tokens_per_minute: Optional[int],
+                 burst: int = 0) -> None:
+        """Create or change a tier of platform keys (``pgmarket_admin``): in
+        any 60 seconds at most requests_per_minute + burst calls and
+        tokens_per_minute tokens; None is no limit.  Takes effect at the
+        next call of every key of the tier; InvalidValue for a limit below 1
+        or a burst below 0."""
+        return self._call(Call("set_tier", _args(
+            ("name", "text", name), ("requests_per_minute", "integer", requests_per_minute),
+            ("tokens_per_minute", "bigint", tokens_per_minute), ("burst", "integer", burst)), VOID, retry=True))
+
+    def check_rate_limit(self, api_key: str) -> Dict[str, Any]:
+        """What the key's tier says to a call now, consuming nothing:
+        {allowed, retry_after_ms, remaining_requests} (remaining_requests
+        None when the tier has no request limit).  InvalidApiKey (28000) for
+        a key that does not verify.  The key travels sealed; a text not
+        shaped like a key is not sent at all."""
+        if api_key is not None and not self.plain_secrets:
+            prefix = _key_prefix(api_key)
+            if prefix is None:
+                return self._call(Call("check_rate_limit", [], ROW, local_error=InvalidApiKey("invalid API key")))
+            return self._call(Call("check_rate_limit_sealed", _args(
+                ("key_prefix", "text", prefix), ("sealed_key", "bytea", Sealed(_API_KEY, api_key))),
+                ROW, retry=True))
+        return self._call(Call("check_rate_limit", _args(("api_key", "text", api_key)), ROW, retry=True))
+
+    def check_rate_limit_sealed(self, key_prefix: str, sealed_key: bytes) -> Dict[str, Any]:
+        """``check_rate_limit`` of a key the caller sealed itself."""
+        return self._call(Call("check_rate_limit_sealed", _args(
+            ("key_prefix", "text", key_prefix), ("sealed_key", "bytea", sealed_key)), ROW, retry=True))
+
     def api_key_partition(self, api_key: str) -> int:
         """The routing partition in a key's public part (send the prefix, not the key)."""
         prefix = _key_prefix(api_key)
@@ -624,6 +718,19 @@ class Methods:
     def audit_head(self) -> Row:
         """{last_id, chain_hash, sealed_at}: the anchor to keep outside."""
         return self._call(Call("audit_head", [], ROW, retry=True))
+
+    def audit_open_value(self, col: str, value: Any) -> Any:
+        """A value of the audit trail as it was written: a personal value
+        (one kept under its user's key) opened, ``"[erased]"`` once the user
+        is erased, any other value as it is (``pgmarket_auditor``)."""
+        return self._call(Call("audit_open_value", _args(
+            ("col", "text", col), ("value", "jsonb", value)), SCALAR, retry=True))
+
+    def audit_open(self, vals: Any) -> Any:
+        """``audit_open_value`` of every member of an object of the trail
+        (an audit_log row's row_key, old_values or new_values); anything
+        but an object comes back as it is (``pgmarket_auditor``)."""
+        return self._call(Call("audit_open", _args(("vals", "jsonb", vals)), SCALAR, retry=True))
 
     # ----------------------------------------------------------------- projects
 

@@ -46,9 +46,6 @@ __all__ = ["DatabaseService"]
 # answered those with False or None, and so does this one.
 _REFUSED = (UnknownAccount, InvalidValue, NullValue, OutOfRange, IdempotencyConflict, Duplicate)
 
-_USER_COLUMNS = "id, email, username, roles, is_active, created_at, last_login_at"
-
-
 def _user(row: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if row is None:
         return None
@@ -94,7 +91,6 @@ class DatabaseService:
                 dsn = os.environ.get("DATABASE_URL", "")
             client = Client(dsn)
         self.client = client
-        self._functions: Dict[str, bool] = {}
 
     def close(self) -> None:
         """Close the connection the service opened."""
@@ -102,30 +98,8 @@ class DatabaseService:
 
     # -- helpers -------------------------------------------------------------
 
-    def _has(self, fn: str) -> bool:
-        """Whether the installed extension has function pgmarket.fn."""
-        if fn not in self._functions:
-            self._functions[fn] = bool(self._sql(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
-                " ON n.oid = p.pronamespace WHERE n.nspname = 'pgmarket' AND p.proname = %s)",
-                [fn], _core.SCALAR))
-        return self._functions[fn]
-
     def _sql(self, sql: str, params: List[Any], shape: str, retry: bool = True) -> Any:
         return self.client._call(Call("compat", [], shape, retry=retry, sql=sql, params=params))
-
-    def _lookup(self, fn: str, column: str, value: Any) -> Optional[Dict[str, Any]]:
-        if value is None:
-            return None
-        if self._has(fn):
-            rows = self._sql(f"SELECT {_USER_COLUMNS} FROM pgmarket.{fn}(%s)", [value], _core.ROWS)
-        elif column == "email":
-            rows = self._sql(f"SELECT {_USER_COLUMNS} FROM pgmarket.users"
-                             " WHERE email = lower(btrim(%s))", [value], _core.ROWS)
-        else:
-            rows = self._sql(f"SELECT {_USER_COLUMNS} FROM pgmarket.users"
-                             " WHERE lower(username) = lower(btrim(%s))", [value], _core.ROWS)
-        return _user(rows[0]) if rows else None
 
     # -- users -----------------------------------------------------------------
 
@@ -137,19 +111,13 @@ class DatabaseService:
         (Django / passlib ``pbkdf2_sha256$...``, Argon2id, and the others
         README's Accounts lists); ``authenticate`` verifies it and replaces
         it with Argon2id at the first login.  Stored through
-        ``create_user_hashed`` (``pgmarket_app``); on an extension without
-        it, through ``import_user``, which needs ``pgmarket_admin``.
+        ``create_user_hashed`` (``pgmarket_app``).
         """
         try:
             uid = _core.to_uuid(user_id, "user_id")
             if uid is None:
                 return False
-            if self._has("create_user_hashed"):
-                self._sql("SELECT pgmarket.create_user_hashed(email => %s, username => %s,"
-                          " password_hash => %s, id => %s::uuid)",
-                          [email, username, password_hash, uid], _core.SCALAR, retry=False)
-            else:
-                self.client.import_user(uid, email, username, password_hash)
+            self.client.create_user_hashed(email, username, password_hash, id=uid)
             return True
         except _REFUSED:
             return False
@@ -174,32 +142,29 @@ class DatabaseService:
             return None
         if uid is None:
             return None
-        if self._has("get_user"):
-            rows = self._sql(f"SELECT {_USER_COLUMNS} FROM pgmarket.get_user(%s::uuid)", [uid], _core.ROWS)
-        else:
-            rows = self._sql(f"SELECT {_USER_COLUMNS} FROM pgmarket.users WHERE id = %s::uuid", [uid], _core.ROWS)
-        return _user(rows[0]) if rows else None
+        return _user(self.client.get_user(uid))
 
     def get_user_by_email(self, email: str) -> Optional[Dict[str, Any]]:
         """The user dict for an email (any spelling of it: trimmed, any case), or None.
         No ``password_hash``: see :meth:`authenticate`."""
-        return self._lookup("get_user_by_email", "email", email)
+        try:
+            return None if email is None else _user(self.client.get_user_by_email(email))
+        except _REFUSED:
+            return None
 
     def get_user_by_username(self, username: str) -> Optional[Dict[str, Any]]:
         """The user dict for a username (without regard to case), or None."""
-        return self._lookup("get_user_by_username", "username", username)
+        try:
+            return None if username is None else _user(self.client.get_user_by_username(username))
+        except _REFUSED:
+            return None
 
     def update_last_login(self, user_id: UUIDLike) -> bool:
         """Stamp the user's last login now; False for an unknown user.
         (:meth:`authenticate` stamps it already; this is for logins that
         do not go through it.)"""
-        if not self._has("update_last_login"):
-            # an extension without update_last_login: authenticate stamps it,
-            # and there is no other way for pgmarket_app to
-            return self.get_user(user_id) is not None
         try:
-            self._sql("SELECT pgmarket.update_last_login(%s::uuid)",
-                      [_core.to_uuid(user_id, "user_id")], _core.SCALAR)
+            self.client.update_last_login(user_id)
             return True
         except _REFUSED:
             return False

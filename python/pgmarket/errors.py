@@ -7,6 +7,7 @@ SQLSTATE is in ``.sqlstate`` and its words in ``.message``, ``.detail`` and
 
 from __future__ import annotations
 
+import re
 from typing import Dict, Optional, Type
 
 __all__ = [
@@ -65,8 +66,19 @@ class ReservationState(Error):
 
 
 class RateLimited(Error):
-    """PM005: a platform key's tier allows no more requests or tokens now; the message says when to retry."""
+    """PM005: a platform key's tier allows no more requests or tokens now;
+    ``retry_after_ms`` is when to retry, as the server's message says it."""
     SQLSTATE = "PM005"
+
+    _RETRY = re.compile(r"retry after (\d+) ms")
+
+    @property
+    def retry_after_ms(self) -> Optional[int]:
+        """Milliseconds until a retry is admitted (the server's "retry after
+        N ms"), or None when the message names no wait (a call that no window
+        of the tier could ever admit)."""
+        m = self._RETRY.search(self.message or "")
+        return int(m.group(1)) if m else None
 
 
 class VaultUnavailable(Error):

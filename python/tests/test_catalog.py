@@ -12,15 +12,6 @@ from conftest import sql
 # calls: the PL/Proxy front's forwarding of the actor.
 NOT_METHODS = {"proxy_actor"}
 
-# Methods written ahead of the account surface that 0.7.0 adds (to SPEC's
-# signatures): until those functions are installed, their methods have no
-# function; once they are, the first test checks them like every other.
-AHEAD = {"get_user", "get_user_by_email", "get_user_by_username", "update_last_login",
-         "update_user", "reactivate_user", "change_password", "change_password_sealed",
-         "create_password_reset", "reset_password", "reset_password_sealed",
-         "reset_token_partition", "add_account_role", "grant_user_role", "revoke_user_role",
-         "has_role", "link_identity", "unlink_identity", "user_by_identity"}
-
 CATALOG = """
 SELECT p.proname AS name, p.prokind AS kind,
        coalesce(p.proargnames[1:p.pronargs], '{}') AS args,
@@ -75,7 +66,7 @@ def test_no_method_without_a_function(client):
     names = {r["name"] for r in sql(client, CATALOG)}
     own = {"ping", "connection", "close", "may_reconnect"}
     for name, fn in inspect.getmembers(pgmarket.Client, inspect.isfunction):
-        if name.startswith("_") or name in own or (name in AHEAD and name not in names):
+        if name.startswith("_") or name in own:
             continue
         assert name in names, f"Client.{name} names no SQL function a role may call"
 

@@ -301,6 +301,7 @@ def test_secrets_never_reach_the_server_log(client, user):
     client.verify_api_key(key)
     client.charge_api_key(key, 1, "gpt-4")
     client.reserve_api_key(key, 1)
+    client.check_rate_limit(key)
     sql(client, "SELECT 'log-marker-" + tag + "'")
     with open(log, encoding="utf-8", errors="replace") as f:
         text = f.read()

@@ -68,6 +68,20 @@ def test_reservation_state(client, user):
         client.settle(user, hold, 1, "gpt-4")
 
 
+def test_rate_limited(client, user):
+    tier = "err-" + uuid.uuid4().hex[:12]
+    client.set_tier(tier, 2, None)
+    key = client.create_api_key(user, "limited", rate_limit_tier=tier)["api_key"]
+    client.charge_api_key(key, 1, "gpt-4")
+    client.charge_api_key(key, 1, "gpt-4")
+    with pytest.raises(pgmarket.RateLimited) as e:
+        client.charge_api_key(key, 1, "gpt-4")
+    assert e.value.sqlstate == "PM005" and f'tier "{tier}"' in e.value.message
+    assert 0 < e.value.retry_after_ms <= 61000
+    assert "2 requests" in e.value.detail
+    assert client.get_balance(user)["available_balance"] == 98     # the refused call charged nothing
+
+
 def test_vault_unavailable(client, user):
     key = os.environ["PGMARKET_TEST_KEYFILE"]
     sql(client, f"COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && mv {key} {key}.away'", shape="void")
