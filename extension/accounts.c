@@ -66,6 +66,62 @@ pgm_check_username(const char *username)
 	check_username(username);
 }
 
+/*
+ * The shapes erase_user gives a tombstone ("<id>@erased.invalid",
+ * "erased-<id in hex>") are erase_user's alone: an account that is
+ * created, imported or renamed into one is 22023, so nobody looks erased
+ * who is not and nobody holds a tombstone before its user is erased.
+ * Either argument may be NULL (not checked).
+ */
+void
+pgm_check_not_tombstone(const char *email, const char *username)
+{
+	size_t		suffix = strlen(PGM_TOMBSTONE_DOMAIN);
+
+	if (email != NULL && strlen(email) >= suffix &&
+		pg_strcasecmp(email + strlen(email) - suffix, PGM_TOMBSTONE_DOMAIN) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("email \"%s\" is reserved", email),
+				 errdetail("Addresses ending in \"%s\" are the tombstones of erased users.",
+						   PGM_TOMBSTONE_DOMAIN)));
+	if (username != NULL &&
+		pg_strncasecmp(username, PGM_TOMBSTONE_USER_PREFIX,
+					   strlen(PGM_TOMBSTONE_USER_PREFIX)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("username \"%s\" is reserved", username),
+				 errdetail("Usernames beginning with \"%s\" are the tombstones of erased users.",
+						   PGM_TOMBSTONE_USER_PREFIX)));
+}
+
+/*
+ * With pgmarket.actor set, a new account gets the default roles {user} and
+ * no other (42501): a transaction that acts for a user never grants a
+ * role, and minting an account of higher roles would be one (roles.c's
+ * rule for grant_user_role).  Without an actor, the back end chooses.
+ */
+static void
+check_roles_for_actor(ArrayType *roles)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (pgm_actor == NULL || pgm_actor[0] == '\0')
+		return;
+	deconstruct_array(roles, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	if (ARR_NDIM(roles) == 1 && n == 1 && !nulls[0] &&
+		strcmp(TextDatumGetCString(elems[0]), "user") == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("an account with roles other than {user} cannot be created while pgmarket.actor is set"),
+			 errdetail("A transaction that acts for a user never grants a role."),
+			 errhint("Create the account with the default roles, or from the back end without pgmarket.actor.")));
+}
+
 /* The roles must be a non-empty list of names that pgmarket.roles holds. */
 static void
 check_roles(ArrayType *roles)
@@ -203,7 +259,9 @@ pgm_create_user(PG_FUNCTION_ARGS)
 	email = pgm_normalize_email(PG_GETARG_TEXT_PP(0));
 	username = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	check_username(username);
+	pgm_check_not_tombstone(email, username);
 	roles = PG_GETARG_ARRAYTYPE_P(3);
+	check_roles_for_actor(roles);
 	id = PG_GETARG_DATUM(4);
 	if (!PG_ARGISNULL(2))
 	{
@@ -249,9 +307,11 @@ pgm_create_user_hashed(PG_FUNCTION_ARGS)
 	email = pgm_normalize_email(PG_GETARG_TEXT_PP(0));
 	username = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	check_username(username);
+	pgm_check_not_tombstone(email, username);
+	roles = PG_GETARG_ARRAYTYPE_P(3);
+	check_roles_for_actor(roles);
 	hash = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	pgm_check_hash_to_store(hash, "password_hash");
-	roles = PG_GETARG_ARRAYTYPE_P(3);
 	id = PG_GETARG_DATUM(4);
 
 	pgm_spi_connect();
@@ -289,6 +349,7 @@ pgm_import_user(PG_FUNCTION_ARGS)
 	email = pgm_normalize_email(PG_GETARG_TEXT_PP(1));
 	username = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	check_username(username);
+	pgm_check_not_tombstone(email, username);
 	if (!PG_ARGISNULL(3))
 	{
 		hash = text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -429,7 +490,8 @@ pgm_authenticate(PG_FUNCTION_ARGS)
 }
 
 /* ----------------------------------------------------------------
- * deactivate_user(user_id): soft delete; the ledger keeps the history
+ * deactivate_user(user_id): soft delete; the ledger keeps the history.
+ * The user's open password reset tokens are used up.
  * ----------------------------------------------------------------
  */
 Datum
@@ -454,6 +516,8 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 	pgm_exec(plan, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_raise_unknown_account(user_id);
+	/* a token sent before the account was locked must not reopen it */
+	pgm_use_up_resets(user_id);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

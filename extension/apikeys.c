@@ -479,6 +479,32 @@ scopes_arg(FunctionCallInfo fcinfo, int argno)
 										   TYPALIGN_INT));
 }
 
+/*
+ * With pgmarket.actor set, a new key has the default tier (the declaration's
+ * DEFAULT, APIKEY_DEFAULT_TIER) and no other (42501): a tier is a limit the
+ * back end sets, and a user never chooses their own, as they never grant
+ * themselves a role.
+ */
+#define APIKEY_DEFAULT_TIER "free"
+
+static void
+check_tier_for_actor(text *tier)
+{
+	char	   *name;
+
+	if (pgm_actor == NULL || pgm_actor[0] == '\0')
+		return;
+	name = text_to_cstring(tier);
+	if (strcmp(name, APIKEY_DEFAULT_TIER) == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("rate_limit_tier \"%s\" cannot be chosen while pgmarket.actor is set", name),
+			 errdetail("A transaction that acts for a user creates keys of tier \"%s\" only.",
+					   APIKEY_DEFAULT_TIER),
+			 errhint("Choose other tiers from the back end, without pgmarket.actor.")));
+}
+
 Datum
 pgm_create_api_key(PG_FUNCTION_ARGS)
 {
@@ -512,6 +538,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	scopes = scopes_arg(fcinfo, 2);
 	tier = pgm_tier_arg(fcinfo, 3, "rate_limit_tier");
 	pgm_tier_must_exist(tier);
+	check_tier_for_actor(tier);
 	if (!PG_ARGISNULL(4) &&
 		PG_GETARG_TIMESTAMPTZ(4) <= GetCurrentTransactionStartTimestamp())
 		ereport(ERROR,
@@ -924,7 +951,8 @@ pgm_list_api_keys(PG_FUNCTION_ARGS)
  *				   remaining_requests bigint)
  *
  * What the key's tier would say to a call now, consuming nothing; 28000
- * for a key that does not verify, as charge_api_key.
+ * for a key that does not verify, and 42501 for another user's key with
+ * pgmarket.actor set, as charge_api_key.
  * ----------------------------------------------------------------
  */
 Datum
@@ -943,6 +971,8 @@ pgm_check_rate_limit(PG_FUNCTION_ARGS)
 	pgm_materialize(fcinfo);
 	if (!verify_key(PG_GETARG_TEXT_PP(0), &key))
 		raise_invalid_key();
+	/* the actor rule of charge_api_key: another user's key is 42501 */
+	pgm_check_actor(UUIDPGetDatum(&key.user_id));
 	pgm_ratelimit_peek(&key.key_id, key.tier, &allowed, &retry_ms,
 					   &remaining, &has_remaining);
 	values[0] = BoolGetDatum(allowed);

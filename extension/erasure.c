@@ -160,7 +160,9 @@ erase_account_rows(Datum user_id, StringInfo counts)
 /*
  * erase_user(user_id uuid) RETURNS void, for pgmarket_admin.  22004 for a
  * NULL, PM002 for an unknown user (a deactivated one is erased all the
- * same); an erased user again: nothing to do.
+ * same); an erased user again: nothing to do.  55000, naming the holder,
+ * when another account holds the tombstone email or username (possible
+ * only for an account older than the rule that reserves those shapes).
  */
 Datum
 pgm_erase_user(PG_FUNCTION_ARGS)
@@ -172,6 +174,7 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
 	static SPIPlanPtr plan_find = NULL;
 	static SPIPlanPtr plan_tomb = NULL;
+	static SPIPlanPtr plan_holder = NULL;
 	Datum		values[3];
 	StringInfoData counts;
 
@@ -192,6 +195,10 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 			"   SET email = $2, username = $3, password_hash = NULL,"
 			"       deleted_at = coalesce(deleted_at, now())"
 			" WHERE id = $1", 3, types);
+		plan_holder = pgm_prepare(
+			"SELECT id FROM pgmarket.accounts"
+			" WHERE id <> $1 AND (email = $2 OR lower(username) = lower($3))"
+			" LIMIT 1", 3, types);
 	}
 	pgm_queue_for_user(user_id);
 	pgm_exec(plan_find, &user_id, NULL, false);
@@ -225,6 +232,23 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	values[0] = user_id;
 	values[1] = CStringGetTextDatum(psprintf("%s@erased.invalid", id));
 	values[2] = CStringGetTextDatum(psprintf("erased-%s", hex));
+	/*
+	 * No other call writes a tombstone shape (pgm_check_not_tombstone), but
+	 * an account from before that rule may hold one: say so, by name,
+	 * rather than meet the unique index.
+	 */
+	pgm_exec(plan_holder, values, NULL, false);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("user %s cannot be erased: user %s holds its tombstone email or username",
+						id, pgm_uuid_cstring(pgm_col(0, 1, &isnull))),
+				 errhint("Give user %s another email and username (update_user), then erase again.",
+						 pgm_uuid_cstring(pgm_col(0, 1, &isnull)))));
+	}
 	pgm_exec(plan_tomb, values, NULL, false);
 
 	erase_account_rows(user_id, &counts);

@@ -10,7 +10,8 @@
  * Azure AD object id), 1 to 255 characters without control characters,
  * kept exactly as given (subjects are case-sensitive).  One user per
  * (provider, subject), and one subject per user and provider: linking a
- * taken identity, or a second subject of one provider, is 23505.
+ * taken identity, or a second subject of one provider, is 23505 (with
+ * pgmarket.actor set, a taken identity is 42501 and names nobody).
  *
  * user_by_identity answers NULL for an unknown identity and for a
  * deactivated user (a login through the provider must not revive one),
@@ -115,7 +116,8 @@ subject_arg(FunctionCallInfo fcinfo, int argno)
  * link_identity(user_id, provider, subject): the identity is the user's
  * from now on; the same link again changes nothing.  23505 when the
  * identity is another user's or the user has another subject of that
- * provider; PM002 for an unknown or deactivated user.
+ * provider (with pgmarket.actor set, another user's identity is 42501,
+ * naming nobody); PM002 for an unknown or deactivated user.
  */
 Datum
 pgm_link_identity(PG_FUNCTION_ARGS)
@@ -141,6 +143,18 @@ pgm_link_identity(PG_FUNCTION_ARGS)
 			SPI_finish();
 			PG_RETURN_VOID();
 		}
+		/*
+		 * With an actor set, whose the identity is stays hidden, as
+		 * user_by_identity hides it: the refusal is the actor rule's 42501
+		 * and names nobody.  That a taken identity cannot be linked is
+		 * told by necessity (a free one links), as an email taken is.
+		 */
+		if (same_subject && pgm_actor != NULL && pgm_actor[0] != '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("this %s identity cannot be linked while pgmarket.actor is set",
+							TextDatumGetCString(values[1])),
+					 errhint("Link it from the back end, without pgmarket.actor, to learn why.")));
 		if (same_subject)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),

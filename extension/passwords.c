@@ -418,6 +418,9 @@ parse_passlib(const char *hash, PgmHash *h)
 	return PGM_HASH_VALID;
 }
 
+/* bcrypt reads no more of a password than this */
+#define PGM_BCRYPT_MAX_PASSWORD 72
+
 /* bcrypt's base64 alphabet */
 static const char bcrypt_b64[] =
 "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -664,7 +667,9 @@ pgm_verify_password(PG_FUNCTION_ARGS)
  * The password check of authenticate: true when the account is active and
  * its stored hash (NULL: none) is valid and matches the password.  On a
  * match with a hash that is not a standard Argon2id one, *rehash is a new
- * standard hash to store in its place (else NULL).
+ * standard hash to store in its place (else NULL), except for a bcrypt
+ * hash and a password longer than bcrypt's 72 bytes, which bcrypt checked
+ * only in part: that hash stays.
  *
  * Every path costs one Argon2id verification at the standard cost: the
  * user's own hash when it is one, else the dummy hash.  A hash of another
@@ -694,7 +699,13 @@ pgm_password_login(const char *password, size_t len, const char *stored,
 		(void) dummy;
 		ok = usable && verify_parsed(password, len, stored, &h);
 	}
-	if (ok && !is_standard_argon2id(&h))
+	/*
+	 * bcrypt checks only the first 72 bytes: a longer password that matches
+	 * may not be the one the hash was made of, so an Argon2id of it could
+	 * lock the owner out.  Such a login keeps the bcrypt hash.
+	 */
+	if (ok && !is_standard_argon2id(&h) &&
+		!(h.kind == PGM_HASH_BCRYPT && len > PGM_BCRYPT_MAX_PASSWORD))
 		*rehash = pgm_argon2id_hash(password, len);
 	return ok;
 }

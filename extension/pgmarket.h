@@ -252,6 +252,12 @@ extern bool pgm_hash_costs_at_least_standard(const char *hash);
 
 /* accounts.c: the username rule, for profiles.c */
 extern void pgm_check_username(const char *username);
+/* the tombstone shapes of erase_user, which no other call writes */
+#define PGM_TOMBSTONE_DOMAIN		"@erased.invalid"
+#define PGM_TOMBSTONE_USER_PREFIX	"erased-"
+extern void pgm_check_not_tombstone(const char *email, const char *username);
+/* resets.c: use up the user's open reset tokens (SPI connected) */
+extern void pgm_use_up_resets(Datum user_id);
 
 /* emails.c: the one spelling of an address, for accounts.c */
 extern char *pgm_normalize_email(text *raw);

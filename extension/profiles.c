@@ -51,6 +51,7 @@ static SPIPlanPtr plan_by_username;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_taken;
 static SPIPlanPtr plan_update;
+static SPIPlanPtr plan_email_changes;
 static SPIPlanPtr plan_reactivate;
 
 static const PgmPlanDef profile_plans[] = {
@@ -85,6 +86,11 @@ static const PgmPlanDef profile_plans[] = {
 		"       OR username IS DISTINCT FROM coalesce($3, username))",
 		3, {UUIDOID, TEXTOID, TEXTOID}},
 
+	/* does update_user's email differ from the stored one? */
+	{&plan_email_changes,
+		"SELECT 1 FROM pgmarket.accounts"
+		" WHERE id = $1 AND email IS DISTINCT FROM $2",
+		3, {UUIDOID, TEXTOID, TEXTOID}},
 	/* both rows of a deactivated user, as deactivate_user set them */
 	{&plan_reactivate,
 		"WITH b AS ("
@@ -215,7 +221,8 @@ pgm_update_last_login(PG_FUNCTION_ARGS)
 /*
  * update_user(user_id, email DEFAULT NULL, username DEFAULT NULL): a new
  * email and/or username, checked as create_user checks them (22023) and
- * free (23505); NULL keeps the current one.  PM002 for an unknown or
+ * free (23505), not a tombstone shape (22023); NULL keeps the current
+ * one.  A new email uses up the user's open reset tokens.  PM002 for an unknown or
  * deactivated user, also when nothing is to change.
  */
 Datum
@@ -235,6 +242,7 @@ pgm_update_user(PG_FUNCTION_ARGS)
 		username = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		pgm_check_username(username);
 	}
+	pgm_check_not_tombstone(email, username);
 
 	pgm_spi_connect();
 	prepare_plans();
@@ -260,6 +268,13 @@ pgm_update_user(PG_FUNCTION_ARGS)
 					 errmsg("username \"%s\" is already taken", username),
 					 errdetail("Usernames are unique without regard to case.")));
 		}
+		/* a new recovery address: tokens mailed to the old one die */
+		if (email != NULL)
+		{
+			pgm_exec(plan_email_changes, values, nulls, false);
+			if (SPI_processed == 1)
+				pgm_use_up_resets(user_id);
+		}
 		pgm_exec(plan_update, values, nulls, false);
 	}
 	SPI_finish();
@@ -270,7 +285,9 @@ pgm_update_user(PG_FUNCTION_ARGS)
  * reactivate_user(user_id): undoes deactivate_user (the balance row active
  * again, deleted_at cleared).  A user who is active already is left as it
  * is; PM002 for an unknown user; 55000 for an erased one (erase_user left a
- * tombstone, which must not sign in again).
+ * tombstone, which must not sign in again).  42501 with pgmarket.actor
+ * set: a deactivation is undone by the back end, never by the user.  The
+ * user's open reset tokens are used up.
  */
 Datum
 pgm_reactivate_user(PG_FUNCTION_ARGS)
@@ -278,6 +295,12 @@ pgm_reactivate_user(PG_FUNCTION_ARGS)
 	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	PgmAccountState state;
 
+	if (pgm_actor != NULL && pgm_actor[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a user cannot be reactivated while pgmarket.actor is set"),
+				 errdetail("A transaction that acts for a user never undoes a deactivation."),
+				 errhint("Reactivate users from the back end, without pgmarket.actor.")));
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_queue_for_user(user_id);
@@ -289,6 +312,8 @@ pgm_reactivate_user(PG_FUNCTION_ARGS)
 	pgm_exec(plan_reactivate, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_account_state(user_id, &state);	/* PM002 unless already active */
+	else
+		pgm_use_up_resets(user_id);	/* none from before the lock survives */
 	SPI_finish();
 	PG_RETURN_VOID();
 }

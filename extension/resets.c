@@ -26,7 +26,8 @@
  * of two calls with one token at once, the second waits for the first's
  * row lock and then finds it used (READ COMMITTED re-checks the row), so
  * exactly one wins.  A successful reset or change_password uses up every
- * other open token of the user.  With pgmarket.actor set, another user's
+ * other open token of the user, and so do deactivate_user, reactivate_user
+ * and update_user with a new email (pgm_use_up_resets).  With pgmarket.actor set, another user's
  * token is unknown (and stays unused).
  *
  * change_password verifies the old password as authenticate does
@@ -65,6 +66,7 @@ static SPIPlanPtr plan_lock_account;
 static SPIPlanPtr plan_set_password;
 static SPIPlanPtr plan_new_reset;
 static SPIPlanPtr plan_use_reset;
+static SPIPlanPtr plan_use_up;
 
 static const PgmPlanDef reset_plans[] = {
 	{&plan_lock_account,
@@ -112,9 +114,29 @@ static const PgmPlanDef reset_plans[] = {
 		"     AND r.token_hash <> $1)"
 		"SELECT id FROM a",
 		2, {BYTEAOID, TEXTOID}},
+
+	/* every open token of the user used up (pgm_use_up_resets) */
+	{&plan_use_up,
+		"UPDATE pgmarket.password_resets SET used_at = now()"
+		" WHERE user_id = $1 AND used_at IS NULL",
+		1, {UUIDOID}},
 };
 
 #define prepare_plans() PGM_PREPARE_PLANS(reset_plans)
+
+/*
+ * For the account calls (accounts.c, profiles.c), with SPI connected: the
+ * user's open reset tokens are used up, as a new password uses them up.
+ * Called when the account's state or recovery address changes
+ * (deactivate_user, reactivate_user, update_user with a new email): a
+ * token mailed before that must not reset the password after it.
+ */
+void
+pgm_use_up_resets(Datum user_id)
+{
+	prepare_plans();
+	pgm_exec(plan_use_up, &user_id, NULL, false);
+}
 
 /*
  * The keyed hash of a token under a master key version (false when that

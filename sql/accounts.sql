@@ -135,3 +135,35 @@ SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a2', 'm2@example.
 SET ROLE pgmarket_app;
 SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000a3', 'm3@example.com', 'migrated3')$$);
 RESET ROLE;
+
+-- with pgmarket.actor set, a new account has the default roles {user} and
+-- no other: 42501 and nothing created (a user acting never grants a role)
+SET pgmarket.actor = 'a0000000-0000-4000-8000-000000000001';
+SELECT pg_temp.err($$SELECT pgmarket.create_user('act1@example.com', 'act_admin', 'pw-act-12', '{admin}')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user('act2@example.com', 'act_dev', 'pw-act-12', '{user,developer}')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user('act2@example.com', 'act_dev', 'pw-act-12', '{user,user}')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user_hashed('act3@example.com', 'act_hashed', '$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e', '{admin}')$$);
+SELECT count(*) AS none_created FROM pgmarket.accounts WHERE username LIKE 'act\_%';
+SELECT pgmarket.create_user('act4@example.com', 'act_plain', 'pw-act-12') IS NOT NULL AS default_roles;
+SELECT pgmarket.create_user('act5@example.com', 'act_user', 'pw-act-12', '{user}') IS NOT NULL AS user_named;
+SELECT pgmarket.create_user_hashed('act6@example.com', 'act_hashed_user',
+       '$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e') IS NOT NULL AS hashed_default;
+RESET pgmarket.actor;
+-- the back end, without an actor, chooses
+SELECT pgmarket.create_user('act7@example.com', 'act_backend', 'pw-act-12', '{admin}') IS NOT NULL AS backend_admin;
+SELECT username, roles FROM pgmarket.users WHERE username LIKE 'act\_%' ORDER BY username;
+
+-- the tombstone shapes of erase_user are reserved: 22023, nothing created
+SELECT pg_temp.err($$SELECT pgmarket.create_user('x@erased.invalid', 'tomb_a', 'pw-tomb-12')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user(' X@Erased.INVALID ', 'tomb_a', 'pw-tomb-12')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user('tomb@example.com', 'erased-a0000000000040008000000000000001', 'pw-tomb-12')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user('tomb@example.com', 'Erased-x', NULL)$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user_hashed('tomb@erased.invalid', 'tomb_b', '$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_user_hashed('tomb@example.com', 'erased-b', '$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e')$$);
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000b1', 'tomb@erased.invalid', 'tomb_c')$$);
+SELECT pg_temp.err($$SELECT pgmarket.import_user('a0000000-0000-4000-8000-0000000000b1', 'tomb@example.com', 'ERASED-c')$$);
+SELECT count(*) AS none_created FROM pgmarket.accounts
+ WHERE username ILIKE 'tomb\_%' OR username ILIKE 'erased-%' OR email LIKE 'tomb@%';
+-- the same words elsewhere are not the shapes
+SELECT pgmarket.create_user('erased-fan@example.com', 'not-erased', 'pw-tomb-12') IS NOT NULL AS other_spellings;
+SELECT pgmarket.create_user('fan@erased.invalid.example.com', 'erased_fan', 'pw-tomb-12') IS NOT NULL AS other_domain;

@@ -277,6 +277,26 @@ SELECT count(*) AS old_key_verifies FROM pgmarket.verify_api_key(:'a10');
 SELECT count(*) AS new_key_verifies FROM pgmarket.verify_api_key(:'a11');
 
 -------------------------------------------------------------------------------
+-- with pgmarket.actor set, a key has the default tier "free" only (42501):
+-- a user does not choose their own rate limit
+-------------------------------------------------------------------------------
+BEGIN;
+SET LOCAL pgmarket.actor = '5b000000-0000-4000-8000-000000000001';
+SELECT pg_temp.err($$SELECT pgmarket.create_api_key('5b000000-0000-4000-8000-000000000001', 'mine', '{read}', 'enterprise')$$);
+SELECT pg_temp.err($$SELECT pgmarket.create_api_key('5b000000-0000-4000-8000-000000000001', 'mine', '{read}', 'pro')$$);
+SELECT count(*) AS none_made FROM pgmarket.api_keys
+ WHERE user_id = '5b000000-0000-4000-8000-000000000001' AND name = 'mine';
+SELECT count(*) AS default_tier FROM pgmarket.create_api_key('5b000000-0000-4000-8000-000000000001', 'mine');
+SELECT count(*) AS free_named FROM pgmarket.create_api_key('5b000000-0000-4000-8000-000000000001', 'mine', '{read}', 'free');
+SELECT rate_limit_tier, count(*) FROM pgmarket.api_keys
+ WHERE user_id = '5b000000-0000-4000-8000-000000000001' AND name = 'mine' GROUP BY 1;
+ROLLBACK;
+-- the back end, without an actor, chooses
+BEGIN;
+SELECT count(*) AS backend_enterprise FROM pgmarket.create_api_key('5b000000-0000-4000-8000-000000000001', 'mine', '{read}', 'enterprise');
+ROLLBACK;
+
+-------------------------------------------------------------------------------
 -- no master key: PM010
 -------------------------------------------------------------------------------
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';

@@ -266,6 +266,25 @@ SET ROLE pgmarket_app;
 SELECT pg_temp.err($$SELECT pgmarket.audit_open('{}')$$);
 RESET ROLE;
 
+-- an account holding a victim's tombstone (from before create_user and
+-- update_user reserved the shapes, so written here directly) does not
+-- block the erasure with a raw 23505: 55000 names the holder, nothing
+-- changes; once it is renamed, the erasure goes through
+SELECT pgmarket.create_user('victim2@example.com', 'victim2', 'victim password',
+       id => 'e5000000-0000-4000-8000-0000000000a1') IS NOT NULL AS victim;
+SELECT pgmarket.create_user('squat@example.com', 'squatter', 'squat password',
+       id => 'e5000000-0000-4000-8000-0000000000a2') IS NOT NULL AS squatter;
+UPDATE pgmarket.accounts SET email = 'e5000000-0000-4000-8000-0000000000a1@erased.invalid'
+ WHERE id = 'e5000000-0000-4000-8000-0000000000a2';
+SELECT pg_temp.err($$SELECT pgmarket.erase_user('e5000000-0000-4000-8000-0000000000a1')$$);
+UPDATE pgmarket.accounts SET email = 'squat@example.com', username = 'ERASED-e50000000000400080000000000000a1'
+ WHERE id = 'e5000000-0000-4000-8000-0000000000a2';
+SELECT pg_temp.err($$SELECT pgmarket.erase_user('e5000000-0000-4000-8000-0000000000a1')$$);
+SELECT email, username FROM pgmarket.users WHERE id = 'e5000000-0000-4000-8000-0000000000a1';
+UPDATE pgmarket.accounts SET username = 'squatter' WHERE id = 'e5000000-0000-4000-8000-0000000000a2';
+SELECT pgmarket.erase_user('e5000000-0000-4000-8000-0000000000a1');
+SELECT email, username FROM pgmarket.users WHERE id = 'e5000000-0000-4000-8000-0000000000a1';
+
 -- clean up
 SELECT pg_temp.write_key_file($$SELECT ''$$);
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';

@@ -80,6 +80,9 @@ SELECT pgmarket.user_by_identity('azure-ad', '6f1c2d3e-aaaa-bbbb-cccc-0000000000
 SELECT pgmarket.user_by_identity('github', 'octocat') IS NULL AS others_hidden;
 SELECT pg_temp.err($$SELECT pgmarket.link_identity('ac300000-0000-4000-8000-000000000002', 'gitlab', 'x')$$);
 SELECT pg_temp.err($$SELECT pgmarket.unlink_identity('ac300000-0000-4000-8000-000000000002', 'github')$$);
+-- linking another user's identity: refused without saying whose (42501,
+-- as the actor rule answers), while user_by_identity answers NULL for it
+SELECT pg_temp.err($$SELECT pgmarket.link_identity('ac300000-0000-4000-8000-000000000001', 'github', 'octocat')$$);
 SELECT pgmarket.link_identity(:ann, 'gitlab', 'ann');
 SET LOCAL ROLE pgmarket_app;
 SELECT provider, subject FROM pgmarket.identities ORDER BY provider;

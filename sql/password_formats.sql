@@ -248,3 +248,18 @@ SELECT name, pgmarket.import_user(('7d000000-0000-4000-8000-0000000001' || lpad(
 SELECT count(*) AS kept_as_given FROM pgmarket.accounts a JOIN vec v ON a.password_hash = v.hash
  WHERE a.username LIKE 'fmtimp\_%';
 RESET statement_timeout;
+
+-- bcrypt checks 72 bytes: a longer password that matches may not be the
+-- one the hash was made of, so its login keeps the bcrypt hash (an
+-- Argon2id of it would lock the owner out); a login of 72 bytes or fewer
+-- replaces it as every other format's does
+SELECT pgmarket.create_user_hashed('bclong@example.com', 'bc_long',
+       '$2b$04$0123456789abcdefghijkuS2oNdylzRqHgoUhdHwdLxPI6Qj9CJpu') IS NOT NULL AS created;
+SELECT pgmarket.authenticate('bc_long', repeat('a', 72) || 'WRONG') IS NOT NULL AS longer_accepted_by_bcrypt;
+SELECT password_hash = '$2b$04$0123456789abcdefghijkuS2oNdylzRqHgoUhdHwdLxPI6Qj9CJpu' AS bcrypt_kept
+  FROM pgmarket.accounts WHERE username = 'bc_long';
+SELECT pgmarket.authenticate('bc_long', repeat('a', 72)) IS NOT NULL AS owner_still_logs_in;
+SELECT password_hash LIKE '$argon2id$%' AS replaced_at_72_bytes
+  FROM pgmarket.accounts WHERE username = 'bc_long';
+SELECT pgmarket.authenticate('bc_long', repeat('a', 72)) IS NOT NULL AS owner_after_upgrade,
+       pgmarket.authenticate('bc_long', repeat('a', 72) || 'WRONG') IS NULL AS longer_refused_after;

@@ -122,6 +122,27 @@ SELECT operation, changed_columns
    AND row_key->>'id' = 'ac100000-0000-4000-8000-000000000003'
  ORDER BY id;
 
+-- update_user never writes a tombstone shape of erase_user (22023)
+SELECT pg_temp.err($$SELECT pgmarket.update_user('ac100000-0000-4000-8000-000000000003', email => 'ac100000-0000-4000-8000-000000000001@erased.invalid')$$);
+SELECT pg_temp.err($$SELECT pgmarket.update_user('ac100000-0000-4000-8000-000000000003', email => 'X@ERASED.invalid')$$);
+SELECT pg_temp.err($$SELECT pgmarket.update_user('ac100000-0000-4000-8000-000000000003', username => 'erased-ac100000000040008000000000000001')$$);
+SELECT pg_temp.err($$SELECT pgmarket.update_user('ac100000-0000-4000-8000-000000000003', username => 'ERASED-x')$$);
+SELECT email, username FROM pgmarket.users WHERE id = 'ac100000-0000-4000-8000-000000000003';
+
+-- a deactivated user does not reactivate themselves: with pgmarket.actor
+-- set, reactivate_user is 42501 (for any user), and the user stays inactive
+SELECT pgmarket.deactivate_user('ac100000-0000-4000-8000-000000000003');
+SET pgmarket.actor = 'ac100000-0000-4000-8000-000000000003';
+SELECT pg_temp.err($$SELECT pgmarket.reactivate_user('ac100000-0000-4000-8000-000000000003')$$);
+SELECT pg_temp.err($$SELECT pgmarket.reactivate_user('ac100000-0000-4000-8000-000000000001')$$);
+SET ROLE pgmarket_app;
+SELECT pg_temp.err($$SELECT pgmarket.reactivate_user('ac100000-0000-4000-8000-000000000003')$$);
+RESET ROLE;
+RESET pgmarket.actor;
+SELECT is_active FROM pgmarket.users WHERE id = 'ac100000-0000-4000-8000-000000000003';
+SELECT pgmarket.reactivate_user('ac100000-0000-4000-8000-000000000003');
+SELECT is_active FROM pgmarket.users WHERE id = 'ac100000-0000-4000-8000-000000000003';
+
 -- as the application role
 SET ROLE pgmarket_app;
 SELECT id FROM pgmarket.get_user_by_email('pr.alice@example.com');

@@ -195,4 +195,16 @@ SELECT count((pgmarket.charge_api_key(:'f1', 0.01, 'm')).entry_id) AS charged FR
 SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.01, 'm')$$, :'f1'));
 SELECT count((pgmarket.charge_api_key(:'g1', 0.01, 'm')).entry_id) AS charged FROM generate_series(1, 80);
 
+-- with pgmarket.actor set, check_rate_limit refuses another user's key
+-- (42501) as charge_api_key does, and answers for the actor's own
+BEGIN;
+SET LOCAL pgmarket.actor = 'ab000000-0000-4000-8000-0000000000ff';
+SELECT pg_temp.err(format($$SELECT * FROM pgmarket.check_rate_limit(%L)$$, :'f1'));
+SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.01, 'm')$$, :'f1'));
+ROLLBACK;
+BEGIN;
+SELECT set_config('pgmarket.actor', :u2, true) IS NOT NULL AS acting_as_owner;
+SELECT count(*) AS own_key_answered FROM pgmarket.check_rate_limit(:'f1');
+ROLLBACK;
+
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';

@@ -121,6 +121,32 @@ SELECT pg_temp.err($$SELECT pgmarket.create_password_reset('ac400000-0000-4000-8
 SELECT pgmarket.reactivate_user(:bob);
 SELECT pgmarket.authenticate('rs_bob', 'bob new') = :bob AS unchanged;
 
+-- a token dies when the account's state or recovery address changes:
+-- deactivate_user (and reactivate_user after it) and update_user with a
+-- new email use up every open token; a new username, or the same email
+-- in another spelling, does not
+SELECT pgmarket.create_password_reset(:bob, '7 days') AS t_cycle \gset
+SELECT pgmarket.deactivate_user(:bob);
+SELECT pgmarket.reactivate_user(:bob);
+SELECT pgmarket.reset_password(:'t_cycle', 'attacker secret') IS NULL AS used_up_by_deactivation;
+SELECT pgmarket.create_password_reset(:bob) AS t_email \gset
+SELECT pgmarket.update_user(:bob, username => 'rs_bob_2');
+SELECT pgmarket.update_user(:bob, email => (SELECT upper(email) FROM pgmarket.users WHERE id = :bob));
+SELECT count(*) AS open_after_rename FROM pgmarket.password_resets
+ WHERE user_id = :bob AND used_at IS NULL;
+SELECT pgmarket.update_user(:bob, email => 'rs.bob.new@example.com', username => 'rs_bob');
+SELECT count(*) AS open_after_new_email FROM pgmarket.password_resets
+ WHERE user_id = :bob AND used_at IS NULL;
+SELECT pgmarket.reset_password(:'t_email', 'attacker secret') IS NULL AS used_up_by_new_email;
+-- a token in the table while the user is deactivated (one from before
+-- this rule) dies at the reactivation
+SELECT pgmarket.create_password_reset(:bob) AS t_react \gset
+UPDATE pgmarket.balances SET active = false WHERE user_id = :bob;
+UPDATE pgmarket.accounts SET deleted_at = now() WHERE id = :bob;
+SELECT pgmarket.reactivate_user(:bob);
+SELECT pgmarket.reset_password(:'t_react', 'attacker secret') IS NULL AS used_up_by_reactivation;
+SELECT pgmarket.authenticate('rs_bob', 'bob new') = :bob AS password_unchanged;
+
 -- ttl from 1 second to 7 days
 SELECT pg_temp.err($$SELECT pgmarket.create_password_reset('ac400000-0000-4000-8000-000000000001', '999 milliseconds')$$);
 SELECT pg_temp.err($$SELECT pgmarket.create_password_reset('ac400000-0000-4000-8000-000000000001', '0')$$);
