@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* One run of the export: where it writes, the users it writes of. */
 typedef struct
@@ -436,20 +438,45 @@ write_document(exporter *ex, int have_chat, int with_secrets)
 	return 0;
 }
 
-/* path, created 0600 with secrets (0644 else); - or NULL: stdout.  NULL when it cannot be. */
+/*
+ * path, mode 0600 with secrets (0644 else) whether it is created or was there:
+ * a symlink is refused (O_NOFOLLOW), and so is a file of another owner or one
+ * that is not a regular file; it is truncated only after those checks.
+ * - or NULL: stdout.  NULL when it cannot be.
+ */
 static FILE *
 open_output(const char *path, int with_secrets)
 {
-	mode_t		old;
+	mode_t		mode = with_secrets ? 0600 : 0644;
+	struct stat st;
+	const char *why = NULL;
+	int			fd;
 	FILE	   *f;
 
 	if (path == NULL || strcmp(path, "-") == 0)
 		return stdout;
-	old = umask(with_secrets ? 077 : 022);
-	f = fopen(path, "w");
-	umask(old);
-	if (f == NULL)
-		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path, strerror(errno));
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+	{
+		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path,
+				errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (st.st_uid != geteuid())
+		why = "the file belongs to another user";
+	else if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0)
+		why = strerror(errno);
+	if (why != NULL || (f = fdopen(fd, "w")) == NULL)
+	{
+		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path,
+				why != NULL ? why : strerror(errno));
+		close(fd);
+		return NULL;
+	}
 	return f;
 }
 
