@@ -30,8 +30,11 @@ typedef struct
  * A timestamptz as the server writes it under TimeZone UTC and DateStyle
  * ISO ("2026-01-02 03:04:05.12+00", fraction optional) in the export's one
  * format, ISO 8601 in UTC with microseconds ("2026-01-02T03:04:05.120000Z");
- * anything else as it is.
+ * infinity or -infinity (which no import takes: a time a record had is
+ * finite) as null, counted in nonfinite_times; anything else as it is.
  */
+static long nonfinite_times;
+
 static void
 write_time(FILE *f, const char *v)
 {
@@ -39,6 +42,12 @@ write_time(FILE *f, const char *v)
 				frac = 0;
 	char		out[40];
 
+	if (v && (strcmp(v, "infinity") == 0 || strcmp(v, "-infinity") == 0))
+	{
+		nonfinite_times++;
+		fputs("null", f);
+		return;
+	}
 	if (n < 22 || n > 32 || v[10] != ' ' || strcmp(v + n - 3, "+00") != 0)
 	{
 		if (v)
@@ -93,7 +102,9 @@ write_users(exporter *ex)
 			fputs(", \"password_hash\": ", ex->f);
 			json_write_string(ex->f, pgm_result_value(ex->users, i, "password_hash"));
 		}
-		fprintf(ex->f, ", \"created_at\": \"%s\"}", pgm_result_value(ex->users, i, "created_at"));
+		fputs(", \"created_at\": ", ex->f);
+		write_time(ex->f, pgm_result_value(ex->users, i, "created_at"));
+		fputc('}', ex->f);
 	}
 }
 
@@ -519,6 +530,9 @@ cmd_export(int argc, char **argv)
 		fprintf(stderr, "pgmarket export: write failed: %s\n", strerror(errno));
 		rc = 1;
 	}
+	if (nonfinite_times > 0)
+		fprintf(stderr, "pgmarket export: warning: %ld times were infinity or -infinity "
+				"(not a time a record had), written as null\n", nonfinite_times);
 	if (rc == 0 && !with_secrets)
 		fprintf(stderr, "pgmarket export: provider keys left out (--with-secrets writes "
 				"them and the password hashes; the keys in plaintext, which needs "
