@@ -272,6 +272,8 @@ main(int argc, char **argv)
 			break;
 	if (c == sizeof(commands) / sizeof(commands[0]))
 		return usage_error("unknown command \"%s\"", cmd);
+	if (actor != NULL && uuid_arg("--actor", actor) != 0)
+		return 2;
 	set_actor(actor);
 	rc = commands[c].fn(argc - i, argv + i);
 	pgm_finish(conn);

@@ -63,6 +63,13 @@ int			parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts,
  * or 2 after a usage error naming option name for a malformed number or
  * one out of range (strtoll's overflow included, never clamped).
  */
+/* 0 when s is a uuid, else a usage error naming it: 2. */
+int			uuid_arg(const char *name, const char *s);
+/*
+ * s with its control characters (and DEL) written \u00XX, into a buffer
+ * that the next call reuses: for text from outside shown on stderr.
+ */
+const char *printable(const char *s);
 int			int_value(const char *name, const char *s, long long min, long long max,
 					  long long dflt, long long *out);
 

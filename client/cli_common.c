@@ -4,6 +4,7 @@
  * progress bar.
  */
 #include "cli.h"
+#include "importdoc.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -158,6 +159,33 @@ parse_args(const char *cmd, int argc, char **argv, const cli_opt *opts,
 		lo[i].has_arg = opts[i].value ? required_argument : no_argument;
 		lo[i].val = 256 + i;
 	}
+	/*
+	 * Only an option's whole name: getopt_long would take any unique prefix
+	 * ("--y" for "--yes"), and a confirmation must be spelled out.  The
+	 * value of an option that takes one is skipped; "--" ends the options.
+	 */
+	for (i = 1; i < argc + 1; i++)
+	{
+		const char *arg = v[i];
+		size_t		n;
+		int			o;
+
+		if (strcmp(arg, "--") == 0)
+			break;
+		if (strncmp(arg, "--", 2) != 0)
+			continue;
+		n = strcspn(arg + 2, "=");
+		for (o = 0; o < nopts; o++)
+			if (strlen(opts[o].name) == n && strncmp(opts[o].name, arg + 2, n) == 0)
+				break;
+		if (o == nopts)
+		{
+			rc = usage_error("%s: unknown option \"%.*s\"", cmd, (int) n + 2, arg);
+			goto done;
+		}
+		if (opts[o].value && arg[n + 2] == '\0')
+			i++;				/* its value */
+	}
 	opterr = 0;
 	optind = 0;					/* glibc: start afresh */
 	while ((c = getopt_long(argc + 1, v, ":", lo, NULL)) != -1)
@@ -196,6 +224,46 @@ done:
 	free(lo);
 	free(seen);
 	return rc;
+}
+
+const char *
+printable(const char *s)
+{
+	/* four in turn: one message may show a few */
+	static char buf[4][1024];
+	static int	next;
+	char	   *out = buf[next++ % 4];
+	size_t		o = 0;
+
+	if (s == NULL)
+		return "(null)";
+	for (; *s && o + 8 < sizeof(buf[0]); s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if (c < 0x20 || c == 0x7f)
+			o += snprintf(out + o, sizeof(buf[0]) - o, "\\u%04x", c);
+		else if (c == 0xc2 && (unsigned char) s[1] >= 0x80 && (unsigned char) s[1] <= 0x9f)
+			o += snprintf(out + o, sizeof(buf[0]) - o, "\\u%04x", (unsigned char) *++s);	/* C1 */
+		else
+			out[o++] = (char) c;
+	}
+	if (*s)
+	{
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+int
+uuid_arg(const char *name, const char *s)
+{
+	if (is_uuid(s))
+		return 0;
+	return usage_error("%s must be a uuid (8-4-4-4-12 hex digits), not \"%s\"", name,
+					   printable(s));
 }
 
 int

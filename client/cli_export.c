@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* One run of the export: where it writes, the users it writes of. */
 typedef struct
@@ -28,8 +30,11 @@ typedef struct
  * A timestamptz as the server writes it under TimeZone UTC and DateStyle
  * ISO ("2026-01-02 03:04:05.12+00", fraction optional) in the export's one
  * format, ISO 8601 in UTC with microseconds ("2026-01-02T03:04:05.120000Z");
- * anything else as it is.
+ * infinity or -infinity (which no import takes: a time a record had is
+ * finite) as null, counted in nonfinite_times; anything else as it is.
  */
+static long nonfinite_times;
+
 static void
 write_time(FILE *f, const char *v)
 {
@@ -37,6 +42,12 @@ write_time(FILE *f, const char *v)
 				frac = 0;
 	char		out[40];
 
+	if (v && (strcmp(v, "infinity") == 0 || strcmp(v, "-infinity") == 0))
+	{
+		nonfinite_times++;
+		fputs("null", f);
+		return;
+	}
 	if (n < 22 || n > 32 || v[10] != ' ' || strcmp(v + n - 3, "+00") != 0)
 	{
 		if (v)
@@ -91,7 +102,9 @@ write_users(exporter *ex)
 			fputs(", \"password_hash\": ", ex->f);
 			json_write_string(ex->f, pgm_result_value(ex->users, i, "password_hash"));
 		}
-		fprintf(ex->f, ", \"created_at\": \"%s\"}", pgm_result_value(ex->users, i, "created_at"));
+		fputs(", \"created_at\": ", ex->f);
+		write_time(ex->f, pgm_result_value(ex->users, i, "created_at"));
+		fputc('}', ex->f);
 	}
 }
 
@@ -436,20 +449,45 @@ write_document(exporter *ex, int have_chat, int with_secrets)
 	return 0;
 }
 
-/* path, created 0600 with secrets (0644 else); - or NULL: stdout.  NULL when it cannot be. */
+/*
+ * path, mode 0600 with secrets (0644 else) whether it is created or was there:
+ * a symlink is refused (O_NOFOLLOW), and so is a file of another owner or one
+ * that is not a regular file; it is truncated only after those checks.
+ * - or NULL: stdout.  NULL when it cannot be.
+ */
 static FILE *
 open_output(const char *path, int with_secrets)
 {
-	mode_t		old;
+	mode_t		mode = with_secrets ? 0600 : 0644;
+	struct stat st;
+	const char *why = NULL;
+	int			fd;
 	FILE	   *f;
 
 	if (path == NULL || strcmp(path, "-") == 0)
 		return stdout;
-	old = umask(with_secrets ? 077 : 022);
-	f = fopen(path, "w");
-	umask(old);
-	if (f == NULL)
-		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path, strerror(errno));
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+	{
+		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path,
+				errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (st.st_uid != geteuid())
+		why = "the file belongs to another user";
+	else if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0)
+		why = strerror(errno);
+	if (why != NULL || (f = fdopen(fd, "w")) == NULL)
+	{
+		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path,
+				why != NULL ? why : strerror(errno));
+		close(fd);
+		return NULL;
+	}
 	return f;
 }
 
@@ -492,6 +530,9 @@ cmd_export(int argc, char **argv)
 		fprintf(stderr, "pgmarket export: write failed: %s\n", strerror(errno));
 		rc = 1;
 	}
+	if (nonfinite_times > 0)
+		fprintf(stderr, "pgmarket export: warning: %ld times were infinity or -infinity "
+				"(not a time a record had), written as null\n", nonfinite_times);
 	if (rc == 0 && !with_secrets)
 		fprintf(stderr, "pgmarket export: provider keys left out (--with-secrets writes "
 				"them and the password hashes; the keys in plaintext, which needs "

@@ -24,11 +24,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
 #define BATCH_RECORDS	2000	/* records a batch holds at most */
 #define BATCH_BYTES		(4 * 1024 * 1024)	/* and text, once past a record */
+#define TIME_SKEW		300		/* seconds a record's time may be past the clock */
 
 static const char *
 str_member(const json *o, const char *key)
@@ -164,6 +167,7 @@ typedef struct
 	const char *key;			/* how the report names it */
 	const json *rec;
 	imp_user   *u;
+	size_t		rec_index;		/* transactions: its place in the section */
 	int			charge;			/* transactions: else deposit */
 	char		amount[PGM_AMOUNT_LEN];
 	int64_t		tokens;
@@ -225,6 +229,8 @@ typedef struct
 	store_counts projects,
 				templates;
 	int			oom;
+	int64_t		now;			/* the clock when the import began */
+	long		with_user;		/* records rejected with their user, not listed */
 } importer;
 
 /*
@@ -379,14 +385,14 @@ read_document(importer *im, const char *path)
 
 	if (text == NULL)
 	{
-		fprintf(stderr, "pgmarket import: cannot read %s: %s\n", path, strerror(errno));
-		return 1;
+		fprintf(stderr, "pgmarket import: cannot read %s: %s\n", printable(path), strerror(errno));
+		return 2;
 	}
 	im->doc = import_parse(text, len, err, sizeof(err));
 	free(text);
 	if (im->doc == NULL)
 	{
-		fprintf(stderr, "pgmarket import: %s: %s\n", path, err);
+		fprintf(stderr, "pgmarket import: %s: %s\n", printable(path), printable(err));
 		return 2;
 	}
 	for (i = 0; i < im->doc->n; i++)
@@ -396,7 +402,7 @@ read_document(importer *im, const char *path)
 				break;
 		if (k == sizeof(known) / sizeof(known[0]))
 			fprintf(stderr, "pgmarket import: warning: unknown section \"%s\" ignored\n",
-					im->doc->keys[i]);
+					printable(im->doc->keys[i]));
 	}
 	im->users = json_get(im->doc, "users");
 	im->balances = json_get(im->doc, "balance_tracker");
@@ -443,6 +449,14 @@ validate_users(importer *im)
 				bad = !reject(im, "users", id, "duplicate email or username %s / %s in the file",
 							  email, uname);
 		}
+		if (json_get(u, "created_at") && json_get(u, "created_at")->type != JSON_NULL)
+		{
+			const char *at = str_member(u, "created_at"),
+					   *why = at ? import_time_problem(at, im->now, TIME_SKEW) : "must be a string";
+
+			if (why)
+				bad = !reject(im, "users", id, "created_at %s", why);
+		}
 		if (bad)
 			continue;
 		if (find_user(im, id, 0))
@@ -460,11 +474,63 @@ validate_users(importer *im)
 	return rc;
 }
 
+/*
+ * The folded ids listed more than once among the keys of obj (uuids that
+ * differ in letter case only are one): into dup; 0 or -1.
+ */
+static int
+twice_listed(const json *obj, strmap *dup)
+{
+	strmap		seen = {0};
+	size_t		i;
+	int			rc = 0;
+	char		f[64];
+
+	for (i = 0; obj && obj->type == JSON_OBJECT && i < obj->n && rc == 0; i++)
+	{
+		int			added;
+
+		if (!is_uuid(obj->keys[i]))
+			continue;
+		fold(obj->keys[i], f, sizeof(f));
+		if ((added = map_put(&seen, f, (void *) 1)) < 0)
+			rc = -1;
+		else if (added == 0 && map_put(dup, f, (void *) 1) < 0)
+			rc = -1;
+	}
+	map_free(&seen);
+	return rc;
+}
+
+/*
+ * A balance that is rejected rejects its user too (with everything of it):
+ * loading the user without it would load other money than the document says.
+ */
+static int
+balance_rejected(importer *im, const char *id)
+{
+	imp_user   *iu;
+
+	if (!is_uuid(id))
+		return 0;
+	if ((iu = find_user(im, id, 1)) == NULL)
+		return -1;
+	iu->rejected = 1;
+	return 0;
+}
+
 static int
 validate_balances(importer *im)
 {
+	strmap		dup = {0};
 	size_t		i;
+	char		f[64];
 
+	if (twice_listed(im->balances, &dup) != 0)
+	{
+		map_free(&dup);
+		return -1;
+	}
 	for (i = 0; im->balances && i < im->balances->n; i++)
 	{
 		const char *id = im->balances->keys[i];
@@ -477,9 +543,13 @@ validate_balances(importer *im)
 
 		if (!is_uuid(id))
 			bad = !reject(im, "balance_tracker", id, "malformed uuid");
+		else if (map_get(&dup, fold(id, f, sizeof(f))))
+			bad = !reject(im, "balance_tracker", id, "listed twice (uuids that differ in case only are one user)");
 		if (b->type != JSON_OBJECT)
 		{
 			reject(im, "balance_tracker", id, "must be an object with total and spent");
+			if (balance_rejected(im, id) != 0)
+				break;
 			continue;
 		}
 		if (!read_amount(json_get(b, "total"), &total, &why))
@@ -490,14 +560,19 @@ validate_balances(importer *im)
 			bad = !reject(im, "balance_tracker", id, "spent %s exceeds total %s",
 						  json_get(b, "spent")->text, json_get(b, "total")->text);
 		if (bad)
+		{
+			if (balance_rejected(im, id) != 0)
+				break;
 			continue;
+		}
 		if ((iu = find_user(im, id, 1)) == NULL)
-			return -1;
+			break;
 		iu->has_balance = 1;
 		iu->total = total;
 		iu->spent = spent;
 	}
-	return 0;
+	map_free(&dup);
+	return im->balances && i < im->balances->n ? -1 : 0;
 }
 
 /* A transaction's type: 0 deposit, 1 charge, -1 neither. */
@@ -581,9 +656,14 @@ validate_transactions(importer *im)
 		if (json_get(t, "model_id") && json_get(t, "model_id")->type != JSON_NULL &&
 			str_member(t, "model_id") == NULL)
 			bad = !reject(im, "transactions", label, "model_id must be a string or null");
-		if (json_get(t, "timestamp") && json_get(t, "timestamp")->type != JSON_NULL &&
-			str_member(t, "timestamp") == NULL)
-			bad = !reject(im, "transactions", label, "timestamp must be a string");
+		if (json_get(t, "timestamp") && json_get(t, "timestamp")->type != JSON_NULL)
+		{
+			const char *at = str_member(t, "timestamp"),
+					   *tw = at ? import_time_problem(at, im->now, TIME_SKEW) : "must be a string";
+
+			if (tw)
+				bad = !reject(im, "transactions", label, "timestamp %s", tw);
+		}
 		if (uid)
 		{
 			char		fu[64];
@@ -613,6 +693,7 @@ validate_transactions(importer *im)
 		*sum = next;
 		x->rec = t;
 		x->key = id;
+		x->rec_index = i;
 		pgm_micro_to_str(m, x->amount);
 		im->ntx++;
 	}
@@ -672,6 +753,9 @@ validate_chats(importer *im)
 				bad = !reject(im, "chat_history", id, "message %zu: %s", k, problem);
 			else if (!null_or_string(ts))
 				bad = !reject(im, "chat_history", id, "message %zu: timestamp must be a string", k);
+			else if (ts && ts->type == JSON_STRING &&
+					 (problem = import_time_problem(ts->text, im->now, TIME_SKEW)) != NULL)
+				bad = !reject(im, "chat_history", id, "message %zu: timestamp %s", k, problem);
 		}
 		if (is_uuid(id))
 		{
@@ -715,6 +799,9 @@ check_users(importer *im)
 				   pgm_micro_to_str(u->total, a3), pgm_micro_to_str(u->spent, a4));
 			u->rejected = 1;
 		}
+		/* its user record, listed: the counts add up to the document */
+		if (u->rejected && u->user != NULL)
+			reject(im, "users", u->id, "its balance_tracker record was rejected");
 	}
 }
 
@@ -974,7 +1061,8 @@ apply_ledger(importer *im, batch *b)
 				continue;
 			if (x->u->rejected)
 			{
-				im->c[C_TXS].rejected++;	/* reported with its user */
+				snprintf(label, sizeof(label), "%zu, id %.40s", (size_t) (x->rec_index), x->key);
+				reject(im, "transactions", label, "its user was rejected");
 				progress_step(&im->p, 1);
 				continue;
 			}
@@ -1052,7 +1140,16 @@ apply_provider_keys(importer *im, batch *b)
 	int			have_pk = 0;
 	size_t		i,
 				k;
+	strmap		dup = {0};
+	char		f[64];
 
+	/* one user listed twice: neither list is the one the document means */
+	if (twice_listed(im->keys, &dup) != 0)
+	{
+		map_free(&dup);
+		fprintf(stderr, "pgmarket import: out of memory\n");
+		return -1;
+	}
 	b->section = "provider_keys";
 	for (i = 0; im->keys && i < im->keys->n; i++)
 	{
@@ -1064,7 +1161,11 @@ apply_provider_keys(importer *im, batch *b)
 		{
 			reject(im, "api_keys", uid, "%s", is_uuid(uid) ? "must be an object of provider: key"
 				   : "malformed uuid");
-			im->c[C_KEYS].rejected++;
+			continue;
+		}
+		if (map_get(&dup, fold(uid, f, sizeof(f))))
+		{
+			reject(im, "api_keys", uid, "listed twice (uuids that differ in case only are one user)");
 			continue;
 		}
 		for (k = 0; k < pks->n; k++)
@@ -1079,15 +1180,9 @@ apply_provider_keys(importer *im, batch *b)
 			int			first = 1;
 
 			snprintf(rec, sizeof(rec), "%s.%.100s", uid, pks->keys[k]);
-			if (u && u->rejected)
-			{
-				im->c[C_KEYS].rejected++;	/* reported with its user */
-				continue;
-			}
 			if (secret->type != JSON_STRING || secret->len < 4 || secret->len > 4096)
 			{
 				reject(im, "api_keys", rec, "the key must be a string of 4 to 4096 characters");
-				im->c[C_KEYS].rejected++;
 				continue;
 			}
 			for (j = 0; j < secret->len; j++)
@@ -1097,7 +1192,12 @@ apply_provider_keys(importer *im, batch *b)
 			if (j != secret->len)
 			{
 				reject(im, "api_keys", rec, "malformed key (contains white space)");
-				im->c[C_KEYS].rejected++;
+				continue;
+			}
+			/* its own reasons first, then its user's */
+			if (u && u->rejected)
+			{
+				reject(im, "api_keys", rec, "its user was rejected");
 				continue;
 			}
 			if (!have_pk)
@@ -1106,7 +1206,7 @@ apply_provider_keys(importer *im, batch *b)
 				{
 					progress_end(&im->p);
 					complain("import: vault_public_key");
-					return -1;
+					goto fail;
 				}
 				have_pk = 1;
 			}
@@ -1120,7 +1220,7 @@ apply_provider_keys(importer *im, batch *b)
 				free(sealed);
 				free(b64);
 				fprintf(stderr, "pgmarket import: sealing a key failed\n");
-				return -1;
+				goto fail;
 			}
 			sodium_bin2base64(b64, b64len, sealed, slen, sodium_base64_VARIANT_ORIGINAL);
 			batch_add(b, C_KEYS, "api_keys", rec, u);
@@ -1135,10 +1235,14 @@ apply_provider_keys(importer *im, batch *b)
 			free(sealed);
 			free(b64);
 			if (batch_next(b) != 0)
-				return -1;
+				goto fail;
 		}
 	}
+	map_free(&dup);
 	return batch_flush(b);
+fail:
+	map_free(&dup);
+	return -1;
 }
 
 /* Chat sessions under their ids, each message with its time. */
@@ -1166,7 +1270,7 @@ apply_chats(importer *im, batch *b)
 
 		if (ch->u->rejected)
 		{
-			im->c[C_CHATS].rejected++;	/* reported with its user */
+			reject(im, "chat_history", ch->key, "its user was rejected");
 			progress_step(&im->p, 1);
 			continue;
 		}
@@ -1335,9 +1439,10 @@ report(const importer *im, const char *report_path)
 
 	for (i = 0; i < im->nrej; i++)
 	{
-		fprintf(stderr, "rejected %s[%s]: ", im->rej[i].section, im->rej[i].key);
+		/* text of the document, its control characters escaped: no terminal escapes */
+		fprintf(stderr, "rejected %s[%s]: ", im->rej[i].section, printable(im->rej[i].key));
 		for (k = 0; k < im->rej[i].nreasons; k++)
-			fprintf(stderr, "%s%s", k ? "; " : "", im->rej[i].reasons[k]);
+			fprintf(stderr, "%s%s", k ? "; " : "", printable(im->rej[i].reasons[k]));
 		fputc('\n', stderr);
 	}
 	if (im->dry_run)
@@ -1393,6 +1498,21 @@ free_importer(importer *im)
 	json_free(im->doc);
 }
 
+/* Are the two paths one file (the same name, or the same device and inode)? */
+static int
+same_file(const char *doc, const char *other)
+{
+	struct stat a,
+				b;
+
+	if (strcmp(doc, "-") == 0)
+		return strcmp(other, "/dev/stdin") == 0;
+	if (strcmp(doc, other) == 0)
+		return 1;
+	return stat(doc, &a) == 0 && stat(other, &b) == 0 &&
+		a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 int
 cmd_import(int argc, char **argv)
 {
@@ -1404,9 +1524,12 @@ cmd_import(int argc, char **argv)
 	int			rc,
 				npos;
 
+	im.now = (int64_t) time(NULL);
 	if (parse_args("import", argc, argv, opts, a, 1, 1, &npos,
 				   "import needs FILE (or - for stdin)"))
 		return 2;
+	if (report_path && same_file(a[0], report_path))
+		return usage_error("import: the report %s is the document itself", report_path);
 	if (open_conn() != 0)
 		return 3;
 	if ((rc = read_document(&im, a[0])) != 0)
@@ -1416,7 +1539,8 @@ cmd_import(int argc, char **argv)
 		rc = failed("import: BEGIN");
 	if (rc == 0)
 	{
-		rc = apply(&im) != 0 ? 1 : 0;
+		/* the server lost or refused a call: 3, not "records rejected" */
+		rc = apply(&im) != 0 ? 3 : 0;
 		if (im.dry_run && pgm_rollback(conn) != PGM_OK)
 			rc = failed("import: ROLLBACK");
 		if (rc == 0)

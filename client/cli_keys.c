@@ -62,7 +62,8 @@ keys_parse(const keys_args *k, const cli_opt *opts, char **a, int n, const char 
 	int			got;
 
 	snprintf(cmd, sizeof(cmd), "keys %s", k->sub);
-	if (parse_args(cmd, k->argc, k->argv, opts, a, n, n, &got, what))
+	if (parse_args(cmd, k->argc, k->argv, opts, a, n, n, &got, what) ||
+		uuid_arg("USER_ID", a[0]))
 		return 2;
 	return open_conn() != 0 ? 3 : 0;
 }

@@ -24,7 +24,8 @@ cmd_balance(int argc, char **argv)
 	int			n;
 	pgm_balance b;
 
-	if (parse_args("balance", argc, argv, NULL, a, 1, 1, &n, "balance needs USER_ID"))
+	if (parse_args("balance", argc, argv, NULL, a, 1, 1, &n, "balance needs USER_ID") ||
+		uuid_arg("USER_ID", a[0]))
 		return 2;
 	if (open_conn() != 0)
 		return 3;
@@ -47,7 +48,8 @@ cmd_add_funds(int argc, char **argv)
 	pgm_ledger_result r;
 
 	if (parse_args("add-funds", argc, argv, opts, a, 2, 2, &n,
-				   "add-funds needs USER_ID AMOUNT"))
+				   "add-funds needs USER_ID AMOUNT") ||
+		uuid_arg("USER_ID", a[0]))
 		return 2;
 	if (open_conn() != 0)
 		return 3;
@@ -67,6 +69,7 @@ cmd_charge(int argc, char **argv)
 
 	if (parse_args("charge", argc, argv, opts, a, 3, 3, &n,
 				   "charge needs USER_ID AMOUNT MODEL") ||
+		uuid_arg("USER_ID", a[0]) ||
 		int_value("--tokens", tokens_text, 0, INT64_MAX, 0, &tokens))
 		return 2;
 	if (open_conn() != 0)

@@ -104,11 +104,15 @@ tiers_check(int argc, char **argv)
 	if (isatty(STDIN_FILENO))
 		fprintf(stderr, "API key: ");
 	if (fgets(key, sizeof(key), stdin) == NULL)
-	{
-		fprintf(stderr, "pgmarket: tiers check: no key on stdin\n");
-		return 1;
-	}
+		return usage_error("tiers check: no key on stdin");
 	key[strcspn(key, "\r\n")] = '\0';
+	if (key[0] == '\0')
+		return usage_error("tiers check: no key on stdin");
+	if (getc(stdin) != EOF)
+	{
+		sodium_memzero(key, sizeof(key));
+		return usage_error("tiers check: one key on one line on stdin, nothing after it");
+	}
 	st = pgm_check_rate_limit(conn, key, &rl);
 	sodium_memzero(key, sizeof(key));
 	if (st != PGM_OK)

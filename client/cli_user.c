@@ -62,7 +62,9 @@ user_parse(user_args *u, const char *const *names, int min, int max)
 	else
 		snprintf(what, sizeof(what), "user %s: %d to %d arguments expected (see pgmarket user --help)",
 				 u->sub, min, max);
-	return parse_args(cmd, u->argc, u->argv, opts, u->a, min, max, &u->n, what);
+	if (parse_args(cmd, u->argc, u->argv, opts, u->a, min, max, &u->n, what))
+		return 2;
+	return u->n >= 1 ? uuid_arg("USER_ID", u->a[0]) : 0;
 }
 
 /* The connection, once the arguments are good: 0, or 3. */
@@ -204,7 +206,8 @@ user_erase(user_args *u)
 
 	snprintf(cmd, sizeof(cmd), "user %s", u->sub);
 	if (parse_args(cmd, u->argc, u->argv, opts, u->a, 1, 1, &got,
-				   "user erase: 1 argument expected (see pgmarket user --help)"))
+				   "user erase: 1 argument expected (see pgmarket user --help)") ||
+		uuid_arg("USER_ID", u->a[0]))
 		return 2;
 	if (!yes)
 		return usage_error("user erase cannot be undone: give --yes to erase user %s", u->a[0]);

@@ -86,6 +86,97 @@ is_uuid(const char *s)
 	return 1;
 }
 
+/* n digits at s as a number, or -1. */
+static int
+digits(const char *s, int n)
+{
+	int			v = 0,
+				i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar. */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t		era,
+				yoe,
+				doy,
+				doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+const char *
+import_time_problem(const char *s, int64_t now, int64_t skew)
+{
+	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int			y,
+				mo,
+				d,
+				h,
+				mi,
+				sec = 0,
+				oh = 0,
+				om = 0,
+				sign = 0,
+				dim;
+	const char *p;
+	int64_t		t;
+
+	if (s == NULL)
+		return "missing";
+	y = digits(s, 4);
+	if (y < 1 || s[4] != '-' || (mo = digits(s + 5, 2)) < 1 || mo > 12 || s[7] != '-' ||
+		(d = digits(s + 8, 2)) < 1 || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+		(h = digits(s + 11, 2)) < 0 || h > 23 || s[13] != ':' ||
+		(mi = digits(s + 14, 2)) < 0 || mi > 59)
+		return "must be ISO 8601 with its offset, as 2024-05-06T07:08:09Z";
+	dim = mdays[mo - 1] + (mo == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
+	if (d > dim)
+		return "is not a date of the calendar";
+	p = s + 16;
+	if (*p == ':')
+	{
+		if ((sec = digits(p + 1, 2)) < 0 || sec > 59)
+			return "must be ISO 8601 with its offset, as 2024-05-06T07:08:09Z";
+		p += 3;
+		if (*p == '.')
+		{
+			if (p[1] < '0' || p[1] > '9')
+				return "must be ISO 8601 with its offset, as 2024-05-06T07:08:09Z";
+			for (p++; *p >= '0' && *p <= '9'; p++)
+				;
+		}
+	}
+	if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
+		sign = 0;
+	else if ((*p == '+' || *p == '-') && (oh = digits(p + 1, 2)) >= 0 && oh <= 15 &&
+			 (p[3] == '\0' ||
+			  (p[3] == ':' && (om = digits(p + 4, 2)) >= 0 && om <= 59 && p[6] == '\0') ||
+			  ((om = digits(p + 3, 2)) >= 0 && om <= 59 && p[5] == '\0')))
+		sign = *p == '+' ? 1 : -1;
+	else
+		return "must be ISO 8601 with its offset (Z or +HH:MM), as 2024-05-06T07:08:09Z";
+	t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+		sign * (oh * 3600 + om * 60);
+	if (t > now + skew)
+		return "is in the future";
+	return NULL;
+}
+
 /*
  * The text of a number or a string, never through a double: exponents are
  * refused, the rest is pgm_str_to_micro's.

@@ -31,6 +31,15 @@ int			is_uuid(const char *s);
  */
 int			read_amount(const json *v, int64_t *micro, const char **why);
 
+/*
+ * Why the time text s of a record cannot be imported, or NULL: it must be
+ * ISO 8601 / RFC 3339 with its offset, "2024-05-06T07:08:09.5Z" or
+ * "2024-05-06 07:08:09+02:00" (seconds and fraction optional, Z or
+ * +HH[:MM] / -HH[:MM]), a real date and time, and not later than now plus
+ * skew seconds.
+ */
+const char *import_time_problem(const char *s, int64_t now, int64_t skew);
+
 /* Why a message of a chat session cannot be imported, or NULL. */
 const char *chat_message_problem(const json *m, char *why, size_t whysize);
 

@@ -163,7 +163,10 @@ need_uuid(JsonbContainer *c, const char *name)
 	return DirectFunctionCall1(uuid_in, CStringGetDatum(need_str(c, name)));
 }
 
-/* A timestamptz member, or false when absent. */
+/* How far past the server's clock an imported time may be: 5 minutes. */
+#define IMPORT_TIME_SKEW	(5 * 60 * USECS_PER_SEC)
+
+/* A timestamptz member, or false when absent; 22023 when not finite or in the future. */
 static bool
 member_time(JsonbContainer *c, const char *name, Datum *out)
 {
@@ -173,6 +176,15 @@ member_time(JsonbContainer *c, const char *name, Datum *out)
 		return false;
 	*out = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
 							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	/* a time a record had: finite, and not later than now (give or take a clock's skew) */
+	if (TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(*out)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a finite time, not \"%s\"", name, s)));
+	if (DatumGetTimestampTz(*out) > GetCurrentTimestamp() + IMPORT_TIME_SKEW)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s is in the future", name, s)));
 	return true;
 }
 

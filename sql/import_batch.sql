@@ -105,6 +105,33 @@ SELECT * FROM pgmarket.import_batch('chats', $$[
    "model_id": "gpt-4", "messages": []}
 ]$$);
 
+-- times: finite and not in the future (a few minutes of skew aside), each
+-- record alone: entries, users and messages
+SELECT * FROM pgmarket.import_batch('entries', $$[
+  {"user_id": "e0000000-0000-4000-8000-000000000001", "type": "deposit", "amount": "1",
+   "key": "t-inf", "created_at": "infinity"},
+  {"user_id": "e0000000-0000-4000-8000-000000000001", "type": "deposit", "amount": "1",
+   "key": "t-ninf", "created_at": "-infinity"},
+  {"user_id": "e0000000-0000-4000-8000-000000000001", "type": "deposit", "amount": "1",
+   "key": "t-2999", "created_at": "2999-01-01T00:00:00Z"},
+  {"user_id": "e0000000-0000-4000-8000-000000000001", "type": "deposit", "amount": "1",
+   "key": "t-bad", "created_at": "2024-13-01T00:00:00Z"}
+]$$);
+SELECT count(*) AS none FROM pgmarket.ledger WHERE idempotency_key LIKE 't-%inf' OR idempotency_key = 't-2999';
+-- a minute ahead (a clock's skew) is taken
+SELECT * FROM pgmarket.import_batch('users', jsonb_build_array(jsonb_build_object(
+  'id', 'e9000000-0000-4000-8000-0000000000a2', 'email', 'soon@example.com', 'username', 'soon_user',
+  'created_at', now() + interval '1 minute')));
+SELECT * FROM pgmarket.import_batch('users', $$[
+  {"id": "e0000000-0000-4000-8000-0000000000a1", "email": "inf@example.com", "username": "inf_user",
+   "created_at": "infinity"}
+]$$);
+SELECT * FROM pgmarket.import_batch('chats', $$[
+  {"id": "e1000000-0000-4000-8000-0000000000a1", "user_id": "e0000000-0000-4000-8000-000000000001",
+   "model_id": "gpt-4", "messages": [{"role": "user", "content": "late", "created_at": "3000-01-01T00:00:00Z"}]}
+]$$);
+SELECT count(*) AS none FROM pgmarket.users WHERE id = 'e0000000-0000-4000-8000-0000000000a1';
+
 -- provider keys: a blob that is not sealed to this vault is refused alone
 SELECT * FROM pgmarket.import_batch('provider_keys', $$[
   {"user_id": "e0000000-0000-4000-8000-000000000001", "provider": "openai", "sealed": "AAAA", "hint": "abcd"},

@@ -42,6 +42,31 @@ check_amount(const json *v)
 		FUZZ_CHECK(why != NULL && why[0] != '\0');
 }
 
+/*
+ * A time: one accepted is of the one shape (date, T or space, hh:mm, an
+ * offset at the end) and not past the clock given; a refused one says why.
+ */
+static void
+check_time(const char *s)
+{
+	const int64_t now = 1767225600;	/* 2026-01-01T00:00:00Z */
+	const char *problem;
+	size_t		n;
+
+	if (s == NULL)
+		return;
+	problem = import_time_problem(s, now, 300);
+	if (problem != NULL)
+	{
+		FUZZ_CHECK(problem[0] != '\0');
+		return;
+	}
+	n = strlen(s);
+	FUZZ_CHECK(n >= 17 && s[4] == '-' && s[7] == '-' && s[13] == ':');
+	FUZZ_CHECK(s[n - 1] == 'Z' || s[n - 1] == 'z' || (s[n - 1] >= '0' && s[n - 1] <= '9'));
+	FUZZ_CHECK(strncmp(s, "2100", 4) < 0);
+}
+
 /* One input: the document, then each section's records. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -65,6 +90,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		{
 			check_uuid(sec->keys[i]);
 			(void) str_member(sec->items[i], "email");
+			check_time(str_member(sec->items[i], "created_at"));
 		}
 	if ((sec = json_get(doc, "balance_tracker")) != NULL)
 		for (i = 0; i < sec->n; i++)
@@ -78,6 +104,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		{
 			check_uuid(str_member(sec->items[i], "user_id"));
 			check_amount(json_get(sec->items[i], "amount"));
+			check_time(str_member(sec->items[i], "timestamp"));
 		}
 	if ((sec = json_get(doc, "api_keys")) != NULL)
 		for (i = 0; i < sec->n; i++)
@@ -94,6 +121,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				const char *problem = chat_message_problem(msgs->items[k], why, sizeof(why));
 
 				FUZZ_CHECK(problem == NULL || problem[0] != '\0');
+				check_time(str_member(msgs->items[k], "timestamp"));
 			}
 		}
 	json_free(doc);

@@ -477,3 +477,133 @@ pgm -d "host=/nonexistent port=1" user grant "$uid" --bogus >"$tmp/out" 2>"$tmp/
 [ $? -eq 2 ] && ok "cli: a bad option exits 2 before connecting" || notok "cli: bad option with no server"
 [ "$(q "SELECT count(*) FROM pgmarket.audit_log")" = "$before" ] &&
     ok "cli: the usage errors changed nothing" || notok "cli: a usage error changed something"
+
+# --- import and export: what a hostile or careless document or path can do ---
+echo "# import and export: files, documents, exit codes"
+# export writes secrets only into a file of mode 0600, its own, not through a link
+: >"$tmp/exp-old.json"; chmod 644 "$tmp/exp-old.json"
+expect "export --with-secrets into an existing 0644 file" 0 pgm export --with-secrets "$tmp/exp-old.json"
+[ "$(stat -c %a "$tmp/exp-old.json")" = 600 ] && ok "cli: an existing file ends mode 0600" ||
+    notok "cli: an existing file keeps mode $(stat -c %a "$tmp/exp-old.json")"
+chmod 600 "$tmp/exp-old.json"
+expect "export without secrets into an existing 0600 file" 0 pgm export "$tmp/exp-old.json"
+[ "$(stat -c %a "$tmp/exp-old.json")" = 644 ] && ok "cli: a plain export is mode 0644" ||
+    notok "cli: a plain export is mode $(stat -c %a "$tmp/exp-old.json")"
+ln -s "$tmp/exp-target.json" "$tmp/exp-link.json"
+pgm export --with-secrets "$tmp/exp-link.json" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ "$rc" -ne 0 ] && [ ! -e "$tmp/exp-target.json" ]; then ok "cli: export refuses a symlink (exit $rc)"
+else notok "cli: export followed a symlink (exit $rc)"; fi
+has "and says it is a link" "$tmp/err" 'symbolic link'
+ln -s "$tmp/exp-old.json" "$tmp/exp-link2.json"
+pgm export --with-secrets "$tmp/exp-link2.json" >"$tmp/out" 2>"$tmp/err"
+[ $? -ne 0 ] && [ "$(stat -c %a "$tmp/exp-old.json")" = 644 ] &&
+    ok "cli: export writes nothing through a link to an existing file" || notok "cli: export wrote through a link"
+if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
+    : >"$tmp/exp-theirs.json"; chmod 666 "$tmp/exp-theirs.json"; chown nobody "$tmp/exp-theirs.json"
+    pgm export --with-secrets "$tmp/exp-theirs.json" >"$tmp/out" 2>"$tmp/err"
+    [ $? -ne 0 ] && [ ! -s "$tmp/exp-theirs.json" ] && ok "cli: export refuses a file of another user" ||
+        notok "cli: export wrote into a file of another user"
+fi
+# the report is never the document
+cp examples/import-good.json "$tmp/same.json"
+ln "$tmp/same.json" "$tmp/same-link.json"
+for r in "$tmp/same.json" "$tmp/same-link.json"; do
+    pgm import "$tmp/same.json" --report "$r" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    cmp -s examples/import-good.json "$tmp/same.json" && [ "$rc" -eq 2 ] &&
+        ok "cli: import refuses the document as its report ($(basename "$r"))" ||
+        notok "cli: import --report over its document (exit $rc)"
+done
+# exit codes: an unreadable file 2, a refused call 3; uuids and --actor checked first
+expect "import of a missing file" 2 pgm import "$tmp/no-such-file.json"
+pgm import "$tmp/no-such-file.json" >/dev/null 2>&1
+[ $? -eq 2 ] && ok "cli: a missing import file exits 2" || notok "cli: a missing import file does not exit 2"
+PGOPTIONS="-c role=pgmarket_app" pgm import examples/import-good.json >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 3 ] && grep -q 42501 "$tmp/err" && ok "cli: an import the server refuses (42501: not pgmarket_admin) exits 3" ||
+    { notok "cli: an import the server refuses exits $rc"; sed 's/^/#   /' "$tmp/err"; }
+for c in "--actor bogus balance $ada" "balance not-a-uuid" "add-funds x 1" "charge x 1 m" \
+         "keys list x" "user show x" "user erase x --yes" "user erase $ada --y" "user erase $ada --ye" \
+         "export --with" "import a.json --dry" "charge $ada 1 m --tok 3"; do
+    # shellcheck disable=SC2086
+    pgm -d "host=/nonexistent port=1" $c </dev/null >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 2 ] && ok "cli: $c exits 2 before connecting" || notok "cli: $c exits $rc"
+done
+gone2=$(q "SELECT pgmarket.create_user('cli.erase2@example.com', 'cli_erase2', 'erase me pw')")
+pgm user erase "$gone2" --y >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && [ "$(q "SELECT email FROM pgmarket.users WHERE id = '$gone2'")" = cli.erase2@example.com ] &&
+    ok "cli: user erase --y (a prefix of --yes) erases nothing, exit 2" || notok "cli: user erase --y (exit $rc)"
+printf '' | pgm tiers check >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: tiers check with no key on stdin exits 2" || notok "cli: tiers check with no key"
+printf 'pgm_key\nextra\n' | pgm tiers check >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && ok "cli: tiers check with more than the key on stdin exits 2" || notok "cli: tiers check with junk after the key"
+# a user listed twice (uuids in two cases): balance_tracker and api_keys
+cat >"$tmp/twice.json" <<'JSON'
+{"users": {"0a000000-0000-4000-8000-0000000000d1": {"email": "twice@example.com", "username": "twice_user"}},
+ "balance_tracker": {
+    "0a000000-0000-4000-8000-0000000000d1": {"total": 100, "spent": 0},
+    "0A000000-0000-4000-8000-0000000000D1": {"total": 1000, "spent": 0}},
+ "api_keys": {
+    "0a000000-0000-4000-8000-0000000000d2": {"openai": "sk-one-1234567890"},
+    "0A000000-0000-4000-8000-0000000000D2": {"openai": "sk-two-1234567890"}},
+ "transactions": [{"id": "tw1", "user_id": "0A000000-0000-4000-8000-0000000000D1", "type": "deposit",
+                   "amount": 5, "model_id": null, "tokens": 0}]}
+JSON
+expect "import of a document listing a user twice exits 1" 1 pgm import "$tmp/twice.json" --report "$tmp/twice-report.json"
+has "the balance listed twice is rejected" "$tmp/err" '^rejected balance_tracker\[0A000000-0000-4000-8000-0000000000D1\]: listed twice'
+has "the api_keys listed twice are rejected" "$tmp/err" '^rejected api_keys\[0a000000-0000-4000-8000-0000000000d2\]: listed twice'
+has "the user of the rejected balance is listed" "$tmp/err" '^rejected users\[0a000000-0000-4000-8000-0000000000d1\]: its balance_tracker record was rejected'
+has "and its transaction" "$tmp/err" '^rejected transactions\[0, id tw1\]: its user was rejected'
+[ "$(q "SELECT count(*) FROM pgmarket.users WHERE id = '0a000000-0000-4000-8000-0000000000d1'")" = 0 ] &&
+    ok "cli: no money loaded for a user listed twice" || notok "cli: a user listed twice was loaded"
+# the counts add up: 1 user, 2 balances, 2 api_keys, 1 transaction, all rejected
+has "the rejected records add up to the document" "$tmp/out" '^rejected records: 6$'
+python3 - "$tmp/twice-report.json" <<'PY' && ok "cli: the report's counts add up" || notok "cli: the report's counts"
+import json, sys
+c = json.load(open(sys.argv[1]))["counts"]
+assert (c["users"]["rejected"], c["balance_tracker"]["rejected"], c["api_keys"]["rejected"],
+        c["transactions"]["rejected"]) == (1, 2, 2, 1), c
+PY
+# text of the document on stderr: control characters escaped
+cat >"$tmp/esc.json" <<'JSON'
+{"transactions":[{"id":"\u001b]0;pwned\u0007\u001b[2J","user_id":"not-a-uuid","type":"deposit","amount":1}]}
+JSON
+expect "import of a document with escapes in its keys" 1 pgm import "$tmp/esc.json"
+if grep -q $'\x1b' "$tmp/err" || grep -q $'\x07' "$tmp/err"; then notok "cli: a terminal escape reached stderr"
+else ok "cli: no control character reaches stderr"; fi
+has "the escape is shown escaped" "$tmp/err" '\\u001b\]0;pwned\\u0007'
+# times: ISO 8601 with an offset, finite, not in the future
+cat >"$tmp/times.json" <<'JSON'
+{"users": {"0a000000-0000-4000-8000-0000000000d3": {"email": "times@example.com", "username": "times_user",
+                                                    "created_at": "infinity"},
+           "0a000000-0000-4000-8000-0000000000d4": {"email": "times2@example.com", "username": "times_user2",
+                                                    "created_at": "2024-02-29T12:00:00.5+02:00"}},
+ "transactions": [
+  {"id": "tt1", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "infinity"},
+  {"id": "tt2", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "-infinity"},
+  {"id": "tt3", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "yesterday"},
+  {"id": "tt4", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1,
+   "timestamp": "2025-01-01 00:00:00 America/New_York"},
+  {"id": "tt5", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "2999-01-01T00:00:00Z"},
+  {"id": "tt6", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "2025-02-29T00:00:00Z"},
+  {"id": "tt7", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "2025-01-01T00:00:00"},
+  {"id": "tt8", "user_id": "0a000000-0000-4000-8000-0000000000d4", "type": "deposit", "amount": 1, "timestamp": "2025-01-01T05:00:00-05:00"}],
+ "chat_history": {"0b000000-0000-4000-8000-0000000000d4": {"user_id": "0a000000-0000-4000-8000-0000000000d4", "model_id": "m",
+   "messages": [{"role": "user", "content": "x", "timestamp": "-infinity"}]}}}
+JSON
+expect "import of bad times exits 1" 1 pgm import "$tmp/times.json"
+has "a user's created_at infinity is rejected" "$tmp/err" '^rejected users\[0a000000-0000-4000-8000-0000000000d3\]: created_at must be ISO 8601'
+for t in tt1 tt2 tt3 tt4 tt6 tt7; do
+    has "transaction $t's time is rejected" "$tmp/err" "^rejected transactions\\[[0-9]+, id $t\\]: timestamp (must be ISO|is not a date)"
+done
+has "a time in the future is rejected" "$tmp/err" '^rejected transactions\[[0-9]+, id tt5\]: timestamp is in the future'
+has "a message's time is checked" "$tmp/err" '^rejected chat_history\[0b000000-0000-4000-8000-0000000000d4\]: message 0: timestamp must be ISO'
+[ "$(q "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM pgmarket.ledger
+        WHERE user_id = '0a000000-0000-4000-8000-0000000000d4' AND idempotency_key = 'tt8'")" = "2025-01-01 10:00" ] &&
+    ok "cli: a time with its offset is loaded as it says" || notok "cli: the time with an offset"
+[ "$(q "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM pgmarket.users
+        WHERE id = '0a000000-0000-4000-8000-0000000000d4'")" = "2024-02-29 10:00:00" ] &&
+    ok "cli: a user's created_at with an offset is kept" || notok "cli: the user's created_at"
