@@ -8,6 +8,9 @@
 
 #include "pgmarket.h"
 
+#include <stdio.h>
+#include <sys/types.h>
+
 /* The connection of the command being run (main opens it, health its own). */
 extern pgm_conn *conn;
 /* -q/--quiet: no progress bar. */
@@ -72,6 +75,15 @@ int			uuid_arg(const char *name, const char *s);
 const char *printable(const char *s);
 int			int_value(const char *name, const char *s, long long min, long long max,
 					  long long dflt, long long *out);
+
+/*
+ * path for writing, with mode whether it is created or was there: a
+ * symbolic link is refused (O_NOFOLLOW), and so is a file of another owner
+ * or one that is not a regular file; it is truncated only after those
+ * checks.  "-" or NULL: stdout.  NULL, said on stderr as "pgmarket WHAT:
+ * cannot write ...", when it cannot be.
+ */
+FILE	   *open_output(const char *what, const char *path, mode_t mode);
 
 /* A progress bar on a terminal, a line per tenth elsewhere. */
 typedef struct

@@ -7,6 +7,8 @@
 #include "importdoc.h"
 
 #include <errno.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -283,6 +285,45 @@ int_value(const char *name, const char *s, long long min, long long max,
 						   name, min, max, s);
 	*out = v;
 	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Output files
+ * ------------------------------------------------------------------------ */
+
+FILE *
+open_output(const char *what, const char *path, mode_t mode)
+{
+	struct stat st;
+	const char *why = NULL;
+	int			fd;
+	FILE	   *f;
+
+	if (path == NULL || strcmp(path, "-") == 0)
+		return stdout;
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+	{
+		fprintf(stderr, "pgmarket %s: cannot write %s: %s\n", what, path,
+				errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (st.st_uid != geteuid())
+		why = "the file belongs to another user";
+	else if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0)
+		why = strerror(errno);
+	if (why != NULL || (f = fdopen(fd, "w")) == NULL)
+	{
+		fprintf(stderr, "pgmarket %s: cannot write %s: %s\n", what, path,
+				why != NULL ? why : strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	return f;
 }
 
 /* ------------------------------------------------------------------------

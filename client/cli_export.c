@@ -449,48 +449,6 @@ write_document(exporter *ex, int have_chat, int with_secrets)
 	return 0;
 }
 
-/*
- * path, mode 0600 with secrets (0644 else) whether it is created or was there:
- * a symlink is refused (O_NOFOLLOW), and so is a file of another owner or one
- * that is not a regular file; it is truncated only after those checks.
- * - or NULL: stdout.  NULL when it cannot be.
- */
-static FILE *
-open_output(const char *path, int with_secrets)
-{
-	mode_t		mode = with_secrets ? 0600 : 0644;
-	struct stat st;
-	const char *why = NULL;
-	int			fd;
-	FILE	   *f;
-
-	if (path == NULL || strcmp(path, "-") == 0)
-		return stdout;
-	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode);
-	if (fd < 0)
-	{
-		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path,
-				errno == ELOOP ? "it is a symbolic link" : strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) != 0)
-		why = strerror(errno);
-	else if (!S_ISREG(st.st_mode))
-		why = "not a regular file";
-	else if (st.st_uid != geteuid())
-		why = "the file belongs to another user";
-	else if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0)
-		why = strerror(errno);
-	if (why != NULL || (f = fdopen(fd, "w")) == NULL)
-	{
-		fprintf(stderr, "pgmarket export: cannot write %s: %s\n", path,
-				why != NULL ? why : strerror(errno));
-		close(fd);
-		return NULL;
-	}
-	return f;
-}
-
 int
 cmd_export(int argc, char **argv)
 {
@@ -514,7 +472,7 @@ cmd_export(int argc, char **argv)
 		return failed("export: setting TimeZone");
 	if (pgm_export_accounts(conn, &ex.users) != PGM_OK)
 		return failed("export: export_accounts");
-	if ((ex.f = open_output(npos == 1 ? a[0] : NULL, with_secrets)) == NULL)
+	if ((ex.f = open_output("export", npos == 1 ? a[0] : NULL, with_secrets ? 0600 : 0644)) == NULL)
 	{
 		pgm_result_free(ex.users);
 		return 1;

@@ -1384,16 +1384,13 @@ total_rejected(const importer *im)
 static int
 write_report(const importer *im, const char *path)
 {
-	FILE	   *f = fopen(path, "w");
+	FILE	   *f = open_output("import", path, 0600);	/* it names users */
 	size_t		i,
 				k;
 	int			c;
 
 	if (f == NULL)
-	{
-		fprintf(stderr, "pgmarket import: cannot write %s: %s\n", path, strerror(errno));
 		return -1;
-	}
 	fprintf(f, "{\"dry_run\": %s,\n \"counts\": {", im->dry_run ? "true" : "false");
 	for (c = 0; c < C_N; c++)
 	{
@@ -1427,6 +1424,8 @@ write_report(const importer *im, const char *path)
 		fputs("]}", f);
 	}
 	fputs("\n ]}\n", f);
+	if (f == stdout)
+		return fflush(f) == 0 ? 0 : -1;
 	return fclose(f) == 0 ? 0 : -1;
 }
 

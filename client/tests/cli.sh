@@ -174,6 +174,12 @@ has "--report: a transaction's three reasons" "$tmp/report.json" \
     '"key": "2, id dry-3", "reasons": \["malformed user_id", "type must be deposit or charge, not x", "amount is in exponent notation"\]'
 has "--report holds the server's rejections" "$tmp/report.json" '"key": "dry-2", "reasons": \[".*\(PM002\)"\]'
 has "--report says it was a dry run" "$tmp/report.json" '"dry_run": true'
+[ "$(stat -c %a "$tmp/report.json")" = 600 ] && ok "cli: the report is 0600 (it names users)" ||
+    notok "cli: the report's mode is $(stat -c %a "$tmp/report.json")"
+ln -s "$tmp/report-target.json" "$tmp/report-link.json"
+pgm import "$tmp/fresh.json" --dry-run --report "$tmp/report-link.json" >"$tmp/out" 2>"$tmp/err"
+[ ! -e "$tmp/report-target.json" ] && grep -q 'symbolic link' "$tmp/err" &&
+    ok "cli: a report through a symbolic link is refused" || notok "cli: a report was written through a symbolic link"
 expect "import it for real" 1 pgm import "$tmp/fresh.json" --report "$tmp/report2.json"
 [ "$(q "SELECT created_at AT TIME ZONE 'UTC' FROM pgmarket.ledger WHERE idempotency_key = 'dry-1'")" = "2024-01-03 00:00:00" ] &&
     ok "cli: a transaction keeps its timestamp" || notok "cli: transaction timestamp not kept"
