@@ -24,10 +24,10 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SQLDIR=$REPO/bench/audit
 RESULTS=$REPO/bench/results/audit.txt
-PGBIN=/usr/lib/postgresql/15/bin
-BASE=/tmp/pgmarket-auditbench
+PGBIN=$("${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
+BASE=${PGMARKET_BENCH_BASE:-/tmp/pgmarket-auditbench}
 DATA=$BASE/data
-PORT=54391
+PORT=${PGMARKET_BENCH_PORT:-54391}
 DB=bench
 SECS=10
 CLIENTS=4

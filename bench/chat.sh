@@ -31,11 +31,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SQLDIR=$REPO/bench/chat
 RESULTS=$REPO/bench/results/chat.txt
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$("${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 PG_CONFIG=$PGBIN/pg_config
-BASE=/tmp/pgmarket-chatbench
+BASE=${PGMARKET_BENCH_BASE:-/tmp/pgmarket-chatbench}
 DATA=$BASE/data
-PORT=54392
+PORT=${PGMARKET_BENCH_PORT:-54392}
 DB=bench
 USERS=1000
 SEED=20240601

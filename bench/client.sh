@@ -8,9 +8,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 NAME=clientbench
-PORT=54396
+PORT=${PGMARKET_BENCH_PORT:-54396}
 CHARGES=10000
 USERS=1000
 BUILD=1

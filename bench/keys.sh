@@ -61,12 +61,12 @@ SQLDIR=$REPO/bench/keys
 RESULTS_DIR=$REPO/bench/results
 RESULTS=$RESULTS_DIR/keys.txt
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$("${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 PG_CONFIG=$PGBIN/pg_config
-BASE=/tmp/pgmarket-keysbench
+BASE=${PGMARKET_BENCH_BASE:-/tmp/pgmarket-keysbench}
 DATA=$BASE/data
 KEYFILE=$BASE/master.key
-PORT=54381
+PORT=${PGMARKET_BENCH_PORT:-54381}
 DB=bench
 DBUSER=postgres
 USERS=10000

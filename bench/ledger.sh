@@ -32,11 +32,11 @@ SQLDIR=$REPO/bench/ledger
 RESULTS_DIR=$REPO/bench/results
 RESULTS=$RESULTS_DIR/ledger.txt
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$("${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 PG_CONFIG=$PGBIN/pg_config
-BASE=/tmp/pgmarket-bench          # socket directory, logs
+BASE=${PGMARKET_BENCH_BASE:-/tmp/pgmarket-bench}          # socket directory, logs
 DATA=$BASE/data                   # the throwaway cluster
-PORT=54340
+PORT=${PGMARKET_BENCH_PORT:-54340}
 DB=bench
 DBUSER=postgres
 

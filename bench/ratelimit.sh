@@ -53,10 +53,10 @@ RESULTS=$RESULTS_DIR/ratelimit.txt
 
 PG_CONFIG=${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGBIN=$("$PG_CONFIG" --bindir)
-BASE=/tmp/pgmarket-ratebench
+BASE=${PGMARKET_BENCH_BASE:-/tmp/pgmarket-ratebench}
 DATA=$BASE/data
 KEYFILE=$BASE/master.key
-PORT=54393
+PORT=${PGMARKET_BENCH_PORT:-54393}
 DB=bench
 DBUSER=postgres
 USERS=1000

@@ -13,8 +13,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=/usr/lib/postgresql/15/bin
-BASE=/tmp/pgmarket-scaleout
+PGBIN=$("${PGMARKET_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
+BASE=${PGMARKET_BENCH_BASE:-/tmp/pgmarket-scaleout}
 RESULTS=$REPO/bench/results/scaleout.txt
 SECONDS_PER_RUN=5
 CLIENTS="1 8"
