@@ -821,6 +821,7 @@ pgm_ledger_charge(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	PriorEntry	prior;
 	Datum		values[2] = {user_id, Int64GetDatum(amount)};
 	bool		hot = false;
+	PgmQueueResult q = PGM_QUEUE_HELD;
 	bool		twin;
 	int64		row_available;
 
@@ -837,8 +838,6 @@ pgm_ledger_charge(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	 */
 	if (key == NULL)
 	{
-		PgmQueueResult q = PGM_QUEUE_HELD;
-
 		if (!esc)
 			pgm_queue_for_user(user_id);
 		else if ((q = pgm_queue_try(user_id)) == PGM_QUEUE_BUSY)
@@ -859,7 +858,7 @@ pgm_ledger_charge(Datum user_id, int64 amount, text *model_id, int64 tokens,
 				   same_charge(&prior, amount, model_id, tokens), out);
 			return;
 		}
-		if (esc && pgm_queue_try(user_id) == PGM_QUEUE_BUSY)
+		if (esc && (q = pgm_queue_try(user_id)) == PGM_QUEUE_BUSY)
 		{
 			hot = true;
 			if (keyed_charge_from_slot(user_id, amount, model_id, tokens, key,
@@ -870,6 +869,9 @@ pgm_ledger_charge(Datum user_id, int64 amount, text *model_id, int64 tokens,
 				goto replay_twin;
 			}
 		}
+		/* nothing written: the general path may gather the slots first */
+		if (q == PGM_QUEUE_TAKEN)
+			pgm_queue_release(user_id);
 	}
 
 	/*
