@@ -13,6 +13,7 @@ EXTENSION    = pgmarket
 MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/spi.o extension/actor.o extension/userlock.o \
+               extension/escrow.o \
                extension/keyring.o extension/index_read.o \
                extension/accounts.o extension/passwords.o extension/emails.o \
                extension/ledger.o extension/batch.o extension/vault.o \

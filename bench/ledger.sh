@@ -268,12 +268,17 @@ report() {
     local r1p=${TPS[pgmarket|random|1]:-} r1f=${TPS[floor|random|1]:-}
     local h1p=${TPS[pgmarket|hot|1]:-} h1f=${TPS[floor|hot|1]:-}
     local h16p=${TPS[pgmarket|hot|16]:-} h16b=${TPS[baseline|hot|16]:-}
+    local h8p=${TPS[pgmarket|hot|8]:-} h8b=${TPS[baseline|hot|8]:-}
     target "random user, 8 clients: pgmarket >= 1.3x baseline" "$r8p" \
         "$(check "$r8p" "$r8b" 1.3)" "$(ratio "$r8p" "$r8b")"
     target "random user, 1 client: pgmarket >= 0.8x floor" "$r1p" \
         "$(check "$r1p" "$r1f" 0.8)" "$(ratio "$r1p" "$r1f")"
     target "hot user, 1 client: pgmarket >= 0.8x floor" "$h1p" \
         "$(check "$h1p" "$h1f" 0.8)" "$(ratio "$h1p" "$h1f")"
+    target "hot user, 8 clients: pgmarket >= its own 1-client rate" "$h8p" \
+        "$(check "$h8p" "$h1p" 1)" "$(ratio "$h8p" "$h1p")"
+    target "hot user, 8 clients: pgmarket >= 2x baseline" "$h8p" \
+        "$(check "$h8p" "$h8b" 2)" "$(ratio "$h8p" "$h8b")"
     target "hot user, 16 clients: pgmarket >= its own 1-client rate" "$h16p" \
         "$(check "$h16p" "$h1p" 1)" "$(ratio "$h16p" "$h1p")"
     target "hot user, 16 clients: pgmarket >= 2x baseline" "$h16p" \

@@ -512,10 +512,17 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 			"   WHERE user_id = $1 AND active RETURNING user_id)"
 			"UPDATE pgmarket.accounts a SET deleted_at = now()"
 			"  FROM b WHERE a.id = b.user_id", 1, types);
+	/*
+	 * A hot user's charges from escrow slots do not wait for the balance
+	 * row: wait for the ones in flight first (the slots before the queue,
+	 * escrow.c's order), and bring the slots' money back into the row.
+	 */
+	(void) pgm_escrow_gather(user_id);
 	pgm_queue_for_user(user_id);
 	pgm_exec(plan, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_raise_unknown_account(user_id);
+	pgm_escrow_reclaim(user_id);
 	/* a token sent before the account was locked must not reopen it */
 	pgm_use_up_resets(user_id);
 	SPI_finish();

@@ -501,6 +501,7 @@ apply_charge(Batch *b, BatchCharge *c, Oid seqid)
 	int64		available;
 	int64		spent_delta;
 
+	u->available += c->amount > u->available ? pgm_escrow_reclaim(UUIDPGetDatum(&u->id)) : 0;
 	if (c->amount > u->available)
 	{
 		c->sqlstate = ERRCODE_PGM_INSUFFICIENT_FUNDS;

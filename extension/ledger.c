@@ -243,6 +243,131 @@ static const PgmPlanDef ledger_plans[] = {
 
 #define prepare_plans() PGM_PREPARE_PLANS(ledger_plans)
 
+/* Does the schema of this call have escrow slots?  Set by prepare_ledger. */
+static bool esc = false;
+
+/*
+ * The same writes where the schema has escrow slots (0.8.0, escrow.c):
+ * what the balance row leaves out of the whole available is the money in
+ * the user's slots, read only when balances.escrowed says there may be
+ * some.  Each returns the money in the slots as its last column.
+ */
+#define SLOT_MONEY(b) \
+	"CASE WHEN " b ".escrowed > 0 THEN" \
+	" (SELECT coalesce(sum(es.amount), 0)::bigint" \
+	"    FROM pgmarket.balance_slots es WHERE es.user_id = " b ".user_id)" \
+	" ELSE 0 END"
+#define SLOTS_STR2(n) #n
+#define SLOTS_STR(n) SLOTS_STR2(n)
+
+static SPIPlanPtr plan_credit_e;
+static SPIPlanPtr plan_debit_e;
+static SPIPlanPtr plan_adjust_e;
+static SPIPlanPtr plan_balance_e;
+static SPIPlanPtr plan_charge_e;
+static SPIPlanPtr plan_slot_charge;
+static SPIPlanPtr plan_slot_take;
+static SPIPlanPtr plan_slot_undo;
+
+/*
+ * A charge from a slot: the user active, with no hold that may have
+ * expired, and a slot that no one else holds with enough in it (SKIP
+ * LOCKED: never a wait), tried from slot $5 on so that sessions spread.
+ * The available recorded is the whole available as this statement sees
+ * it: the balance row's, this slot's after the charge and the others'.
+ */
+#define SLOT_TAKE_SQL \
+	"WITH m AS (" \
+	"  SELECT b.total - b.spent - b.reserved AS main FROM pgmarket.balances b" \
+	"   WHERE b.user_id = $1 AND b.active AND b.escrowed > 0" \
+	"     AND (b.next_expiry IS NULL OR b.next_expiry > now()))," \
+	" p AS (" \
+	"  SELECT s.slot FROM pgmarket.balance_slots s, m" \
+	"   WHERE s.user_id = $1 AND s.amount >= $2" \
+	"   ORDER BY (s.slot + $3) % " SLOTS_STR(PGM_ESCROW_SLOTS) \
+	"   LIMIT 1 FOR UPDATE OF s SKIP LOCKED)," \
+	" u AS (" \
+	"  UPDATE pgmarket.balance_slots s SET amount = s.amount - $2 FROM p" \
+	"   WHERE s.user_id = $1 AND s.slot = p.slot" \
+	"  RETURNING s.slot, s.amount)"
+#define SLOT_AVAILABLE \
+	"m.main + u.amount + (SELECT coalesce(sum(o.amount), 0)::bigint" \
+	"   FROM pgmarket.balance_slots o WHERE o.user_id = $1 AND o.slot <> u.slot)"
+
+static const PgmPlanDef escrow_ledger_plans[] = {
+	{&plan_credit_e,
+		"UPDATE pgmarket.balances b SET total = b.total + $2, updated_at = now()"
+		" WHERE b.user_id = $1 AND b.active"
+		"   AND b.total <= 8999999999999999999 - $2"
+		" RETURNING b.total - b.spent - b.reserved,"
+		"           coalesce(b.next_expiry <= now(), false), " SLOT_MONEY("b"),
+		2, {UUIDOID, INT8OID}},
+
+	{&plan_debit_e,
+		"UPDATE pgmarket.balances b SET spent = b.spent + $2, updated_at = now()"
+		" WHERE b.user_id = $1 AND b.active AND b.total - b.spent - b.reserved >= $2"
+		" RETURNING b.total - b.spent - b.reserved,"
+		"           coalesce(b.next_expiry <= now(), false), " SLOT_MONEY("b"),
+		2, {UUIDOID, INT8OID}},
+
+	{&plan_adjust_e,
+		"UPDATE pgmarket.balances b"
+		"   SET total = b.total + $2, spent = b.spent + $3,"
+		"       reserved = b.reserved + $4, updated_at = now()"
+		" WHERE b.user_id = $1"
+		" RETURNING b.total - b.spent - b.reserved, " SLOT_MONEY("b"),
+		4, {UUIDOID, INT8OID, INT8OID, INT8OID}},
+
+	{&plan_balance_e,
+		"SELECT b.active, b.total, b.spent, b.reserved, b.updated_at,"
+		"       coalesce(b.next_expiry <= now(), false), " SLOT_MONEY("b")
+		"  FROM pgmarket.balances b WHERE b.user_id = $1",
+		1, {UUIDOID}},
+
+	{&plan_charge_e,
+		"WITH b AS ("
+		"  UPDATE pgmarket.balances b SET spent = b.spent + $2, updated_at = now()"
+		"   WHERE b.user_id = $1 AND b.active AND b.total - b.spent - b.reserved >= $2"
+		"     AND (b.next_expiry IS NULL OR b.next_expiry > now())"
+		"  RETURNING b.total - b.spent - b.reserved + " SLOT_MONEY("b") " AS available)"
+		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
+		"       available, model_id, tokens_used)"
+		"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2,"
+		"       b.available, $3, $4 FROM b"
+		" RETURNING entry_id, available",
+		4, {UUIDOID, INT8OID, TEXTOID, INT8OID}},
+
+	{&plan_slot_charge,
+		SLOT_TAKE_SQL
+		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
+		"       available, model_id, tokens_used)"
+		"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2,"
+		"       " SLOT_AVAILABLE ", $4, $5 FROM u, m"
+		" RETURNING entry_id, available",
+		5, {UUIDOID, INT8OID, INT4OID, TEXTOID, INT8OID}},
+
+	{&plan_slot_take,
+		SLOT_TAKE_SQL
+		"SELECT u.slot, " SLOT_AVAILABLE " FROM u, m",
+		3, {UUIDOID, INT8OID, INT4OID}},
+
+	{&plan_slot_undo,
+		"UPDATE pgmarket.balance_slots SET amount = amount + $3"
+		" WHERE user_id = $1 AND slot = $2",
+		3, {UUIDOID, INT4OID, INT8OID}},
+};
+
+/* Prepare the plans; true when the schema has escrow slots. */
+static bool
+prepare_ledger(void)
+{
+	prepare_plans();
+	esc = pgm_escrow_on();
+	if (esc)
+		PGM_PREPARE_PLANS(escrow_ledger_plans);
+	return esc;
+}
+
 /* ----------------------------------------------------------------
  * Small helpers
  * ----------------------------------------------------------------
@@ -352,10 +477,33 @@ adjust_balance(Datum user_id, int64 d_total, int64 d_spent, int64 d_reserved)
 	Datum		values[4] = {user_id, Int64GetDatum(d_total),
 	Int64GetDatum(d_spent), Int64GetDatum(d_reserved)};
 
-	pgm_exec(plan_adjust, values, NULL, false);
+	pgm_exec(esc ? plan_adjust_e : plan_adjust, values, NULL, false);
 	if (SPI_processed != 1)
 		elog(ERROR, "balance row of user %s vanished", pgm_uuid_cstring(user_id));
-	return pgm_col_int64(0, 1);
+	return pgm_col_int64(0, 1) + (esc ? pgm_col_int64(0, 2) : 0);
+}
+
+/*
+ * The available balance after a write of the balance row by plan_credit or
+ * plan_debit (or their _e forms), which are the last SPI result: the
+ * row's, after a sweep of expired holds when the row says there are any,
+ * plus the money in the user's slots.  The row's own part goes to
+ * *row_part when that is not NULL.
+ */
+static int64
+written_available(Datum user_id, int64 *row_part)
+{
+	int64		main = pgm_col_int64(0, 1);
+	int64		money = esc ? pgm_col_int64(0, 3) : 0;
+
+	if (pgm_col_bool(0, 2))
+	{
+		pgm_sweep_expired_holds(user_id, &main);
+		money = pgm_escrow_money(user_id);
+	}
+	if (row_part)
+		*row_part = main;
+	return main + money;
 }
 
 /*
@@ -406,7 +554,7 @@ pgm_charge_args(FunctionCallInfo fcinfo, int model_arg, int tokens_arg,
 static void
 credit(Datum *values, Datum user_id, int64 amount)
 {
-	pgm_exec(plan_credit, values, NULL, false);
+	pgm_exec(esc ? plan_credit_e : plan_credit, values, NULL, false);
 	if (SPI_processed != 1)
 	{
 		PgmAccountState state;
@@ -445,7 +593,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 	out.amount = amount;
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 
 	if (key && find_key(user_id, key, &prior))
 	{
@@ -461,9 +609,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 		values[1] = Int64GetDatum(amount);
 		pgm_queue_for_user(user_id);
 		credit(values, user_id, amount);
-		out.available = pgm_col_int64(0, 1);
-		if (pgm_col_bool(0, 2))
-			pgm_sweep_expired_holds(user_id, &out.available);
+		out.available = written_available(user_id, NULL);
 
 		if (!insert_entry(user_id, "deposit", amount, out.available, NULL, 0,
 						  key, note, 0, false, 0, false, &out.entry_id))
@@ -521,35 +667,61 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 			   const char *what, SPIPlanPtr key_plan, text *key)
 {
 	PgmAccountState state;
-	int			attempt;
+	bool		swept = false;
+	bool		reclaimed = false;
+	bool		had_queue = esc && pgm_queue_held(user_id);
+	int64		money = 0;
 
 	pgm_queue_for_user(user_id);
 
-	for (attempt = 0;; attempt++)
+	for (;;)
 	{
 		pgm_exec(plan, values, NULL, false);
 		if (SPI_processed == 1)
 			return true;
 
 		pgm_account_state(user_id, &state);
-		if (attempt > 0 || !state.holds_expired)
+		if (state.holds_expired && !swept)
+		{
+			pgm_lock_user(user_id);	/* sweeps the expired holds */
+			swept = true;
+			continue;
+		}
+		if (esc && !reclaimed && (money = pgm_escrow_money(user_id)) > 0)
 		{
 			/*
-			 * A concurrent call with the same key may have committed while
-			 * this one waited, taking the money this one was looking for:
-			 * then this call is a repeat, not a charge that does not fit.
+			 * Short in the balance row, with money in the slots: bring it
+			 * back and try again.  When this call took the queue lock and
+			 * has written nothing under it, give the lock back so that the
+			 * slots can be gathered first (escrow.c's lock order); the
+			 * charges that hold slots then finish before the money is
+			 * counted.
 			 */
-			if (key != NULL)
-			{
-				Datum		key_args[2] = {user_id, PointerGetDatum(key)};
-
-				pgm_exec(key_plan, key_args, NULL, false);
-				if (SPI_processed > 0)
-					return false;
-			}
-			raise_insufficient(user_id, amount, state.available, what);
+			if (!had_queue && !swept && pgm_queue_held(user_id))
+				pgm_queue_release(user_id);
+			(void) pgm_escrow_gather(user_id);
+			pgm_lock_user(user_id);
+			pgm_escrow_reclaim(user_id);
+			reclaimed = swept = true;
+			continue;
 		}
-		pgm_lock_user(user_id);	/* sweeps the expired holds */
+
+		/*
+		 * A concurrent call with the same key may have committed while this
+		 * one waited, taking the money this one was looking for: then this
+		 * call is a repeat, not a charge that does not fit.
+		 */
+		if (key != NULL)
+		{
+			Datum		key_args[2] = {user_id, PointerGetDatum(key)};
+
+			pgm_exec(key_plan, key_args, NULL, false);
+			if (SPI_processed > 0)
+				return false;
+		}
+		if (esc && reclaimed)
+			money = pgm_escrow_money(user_id);
+		raise_insufficient(user_id, amount, state.available + money, what);
 	}
 }
 
@@ -567,12 +739,71 @@ charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	Datum		values[4] = {user_id, Int64GetDatum(amount),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
-	pgm_queue_for_user(user_id);
-	pgm_exec(plan_charge, values, NULL, false);
+	pgm_exec(esc ? plan_charge_e : plan_charge, values, NULL, false);
 	if (SPI_processed != 1)
 		return false;
 	out->entry_id = pgm_col_int64(0, 1);
 	out->available = pgm_col_int64(0, 2);
+	return true;
+}
+
+/* Where a session starts looking for a free slot: sessions spread out. */
+static inline Datum
+slot_offset(void)
+{
+	return Int32GetDatum(MyProcPid % PGM_ESCROW_SLOTS);
+}
+
+/*
+ * A charge without a key from one of the user's escrow slots, in one
+ * statement (the slot's UPDATE and the entry's INSERT); false, having
+ * changed nothing, when no free slot holds enough or the user is not
+ * active or may have expired holds.
+ */
+static bool
+charge_from_slot(Datum user_id, int64 amount, text *model_id, int64 tokens,
+				 PgmLedgerOutcome *out)
+{
+	Datum		values[5] = {user_id, Int64GetDatum(amount), slot_offset(),
+	PointerGetDatum(model_id), Int64GetDatum(tokens)};
+
+	pgm_exec(plan_slot_charge, values, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	out->entry_id = pgm_col_int64(0, 1);
+	out->available = pgm_col_int64(0, 2);
+	pgm_escrow_note_charge(user_id);
+	return true;
+}
+
+/*
+ * The same with a key: the slot's money taken first, then the entry
+ * inserted with its key; when a concurrent call with the same key
+ * committed first, the slot gets its money back and the call replays the
+ * twin's entry (*twin true).  False when no slot could be used.
+ */
+static bool
+keyed_charge_from_slot(Datum user_id, int64 amount, text *model_id,
+					   int64 tokens, text *key, PgmLedgerOutcome *out,
+					   bool *twin)
+{
+	Datum		values[3] = {user_id, Int64GetDatum(amount), slot_offset()};
+	int32		slot;
+
+	*twin = false;
+	pgm_exec(plan_slot_take, values, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	pgm_escrow_note_charge(user_id);
+	slot = (int32) pgm_col_int64(0, 1);
+	out->available = pgm_col_int64(0, 2);
+	if (insert_entry(user_id, "charge", amount, out->available, model_id,
+					 tokens, key, NULL, 0, false, 0, false, &out->entry_id))
+		return true;
+	values[1] = Int32GetDatum(slot);
+	values[2] = Int64GetDatum(amount);
+	pgm_exec(plan_slot_undo, values, NULL, false);
+	*twin = true;
 	return true;
 }
 
@@ -589,32 +820,81 @@ pgm_ledger_charge(Datum user_id, int64 amount, text *model_id, int64 tokens,
 {
 	PriorEntry	prior;
 	Datum		values[2] = {user_id, Int64GetDatum(amount)};
+	bool		hot = false;
+	PgmQueueResult q = PGM_QUEUE_HELD;
+	bool		twin;
+	int64		row_available;
 
-	prepare_plans();
+	(void) prepare_ledger();
 	memset(out, 0, sizeof(*out));
 	out->kind = "charge";
 	out->amount = amount;
 
-	if (key == NULL && charge_at_once(user_id, amount, model_id, tokens, out))
-		return;					/* the common case: done in one statement */
-	if (key && find_key(user_id, key, &prior))
+	/*
+	 * The common case, done in one statement: the user's queue lock is
+	 * free, and the charge goes to the balance row; or it is taken (the
+	 * user is being charged right now: hot) and the charge goes to a free
+	 * escrow slot without waiting.
+	 */
+	if (key == NULL)
 	{
-		pgm_check_user(user_id, false);
-		replay(user_id, key, &prior,
-			   same_charge(&prior, amount, model_id, tokens), out);
-		return;
+		if (!esc)
+			pgm_queue_for_user(user_id);
+		else if ((q = pgm_queue_try(user_id)) == PGM_QUEUE_BUSY)
+			hot = true;
+		if (hot ? charge_from_slot(user_id, amount, model_id, tokens, out)
+			: charge_at_once(user_id, amount, model_id, tokens, out))
+			return;
+		/* nothing written: the general path may gather the slots first */
+		if (q == PGM_QUEUE_TAKEN)
+			pgm_queue_release(user_id);
 	}
-	if (take_available(plan_debit, values, user_id, amount, "a charge",
-					   plan_find_key, key))
+	else
 	{
-		out->available = pgm_col_int64(0, 1);
-		if (pgm_col_bool(0, 2))
-			pgm_sweep_expired_holds(user_id, &out->available);
+		if (find_key(user_id, key, &prior))
+		{
+			pgm_check_user(user_id, false);
+			replay(user_id, key, &prior,
+				   same_charge(&prior, amount, model_id, tokens), out);
+			return;
+		}
+		if (esc && (q = pgm_queue_try(user_id)) == PGM_QUEUE_BUSY)
+		{
+			hot = true;
+			if (keyed_charge_from_slot(user_id, amount, model_id, tokens, key,
+									   out, &twin))
+			{
+				if (!twin)
+					return;
+				goto replay_twin;
+			}
+		}
+		/* nothing written: the general path may gather the slots first */
+		if (q == PGM_QUEUE_TAKEN)
+			pgm_queue_release(user_id);
+	}
+
+	/*
+	 * The general path: wait for the user, tell an unknown user, expired
+	 * holds and a short balance apart (bringing the slots' money back
+	 * when the row alone is short), and charge the balance row.  A hot
+	 * user's slots are topped up after, by the one writer that holds the
+	 * row.
+	 */
+	if (take_available(esc ? plan_debit_e : plan_debit, values, user_id,
+					   amount, "a charge", plan_find_key, key))
+	{
+		out->available = written_available(user_id, &row_available);
 		if (insert_entry(user_id, "charge", amount, out->available, model_id,
 						 tokens, key, NULL, 0, false, 0, false, &out->entry_id))
+		{
+			if (hot)
+				pgm_escrow_refill(user_id, row_available, amount);
 			return;
+		}
 		adjust_balance(user_id, 0, -amount, 0);
 	}
+replay_twin:
 	/* a concurrent call with this key committed first */
 	if (!find_key(user_id, key, &prior))
 		elog(ERROR, "idempotency key conflict without a visible entry");
@@ -676,7 +956,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 	key = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 	pgm_lock_user(user_id);
 
 	if (key && find_key(user_id, key, &prior))
@@ -761,11 +1041,12 @@ read_balance(Datum user_id, bool read_only, BalanceRow *row)
 	Datum		values[1] = {user_id};
 	bool		isnull;
 
-	pgm_exec(plan_balance, values, NULL, read_only);
+	pgm_exec(esc ? plan_balance_e : plan_balance, values, NULL, read_only);
 	if (SPI_processed != 1 || !pgm_col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
 	row->total = pgm_col_int64(0, 2);
-	row->spent = pgm_col_int64(0, 3);
+	/* the money in the slots is counted in the row's spent, not spent */
+	row->spent = pgm_col_int64(0, 3) - (esc ? pgm_col_int64(0, 7) : 0);
 	row->reserved = pgm_col_int64(0, 4);
 	row->updated_at = DatumGetTimestampTz(pgm_col(0, 5, &isnull));
 	if (pgm_col_bool(0, 6))
@@ -799,7 +1080,7 @@ pgm_get_balance(PG_FUNCTION_ARGS)
 	user_id = PG_GETARG_DATUM(0);
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 	read_balance(user_id, true, &row);
 	SPI_finish();
 	PG_RETURN_DATUM(balance_datum(fcinfo, user_id, &row));
@@ -830,7 +1111,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 	pgm_check_user(user_id, false);
 
 	args[0] = user_id;
@@ -938,7 +1219,7 @@ pgm_ledger_reserve(Datum user_id, int64 amount, Interval *ttl, text *key)
 	Datum		values[4] = {user_id, PointerGetDatum(key)};
 	char		nulls[4] = {' ', ' ', ' ', key ? ' ' : 'n'};
 
-	prepare_plans();
+	(void) prepare_ledger();
 	if (key)
 	{
 		pgm_exec(plan_find_hold_key, values, NULL, false);
@@ -1053,7 +1334,7 @@ pgm_settle(PG_FUNCTION_ARGS)
 	out.amount = amount;
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 	pgm_lock_user(user_id);
 	held = live_hold(user_id, reservation_id, "settle");
 	if (amount > held)
@@ -1090,7 +1371,7 @@ pgm_release(PG_FUNCTION_ARGS)
 	reservation_id = PG_GETARG_INT64(1);
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 	pgm_lock_user(user_id);
 	held = live_hold(user_id, reservation_id, "release");
 	adjust_balance(user_id, 0, 0, -held);
@@ -1114,7 +1395,7 @@ pgm_expire_reservations(PG_FUNCTION_ARGS)
 	uint64		i;
 
 	pgm_spi_connect();
-	prepare_plans();
+	(void) prepare_ledger();
 
 	pgm_exec(plan_expired_users, NULL, NULL, false);
 	nusers = SPI_processed;
@@ -1175,7 +1456,7 @@ pgm_ledger_import_entry(Datum user_id, bool charge, int64 amount,
 	Datum		values[9];
 	char		nulls[9];
 
-	prepare_plans();
+	(void) prepare_ledger();
 	memset(out, 0, sizeof(*out));
 	out->kind = charge ? "charge" : "deposit";
 	out->amount = amount;
@@ -1194,12 +1475,10 @@ pgm_ledger_import_entry(Datum user_id, bool charge, int64 amount,
 		pgm_queue_for_user(user_id);
 		credit(values, user_id, amount);
 	}
-	else if (!take_available(plan_debit, values, user_id, amount, "a charge",
-							 plan_find_key, key))
+	else if (!take_available(esc ? plan_debit_e : plan_debit, values, user_id,
+							 amount, "a charge", plan_find_key, key))
 		goto twin;
-	out->available = pgm_col_int64(0, 1);
-	if (pgm_col_bool(0, 2))
-		pgm_sweep_expired_holds(user_id, &out->available);
+	out->available = written_available(user_id, NULL);
 
 	values[1] = CStringGetTextDatum(out->kind);
 	values[2] = Int64GetDatum(amount);

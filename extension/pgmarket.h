@@ -130,6 +130,16 @@ typedef struct PgmAccountState
 
 extern void pgm_raise_unknown_account(Datum user_id);
 extern void pgm_queue_for_user(Datum user_id);
+typedef enum PgmQueueResult
+{
+	PGM_QUEUE_TAKEN,			/* this call took the user's queue lock */
+	PGM_QUEUE_HELD,				/* the transaction had it (or takes no more) */
+	PGM_QUEUE_BUSY				/* another transaction holds it */
+} PgmQueueResult;
+extern PgmQueueResult pgm_queue_try(Datum user_id);
+extern bool pgm_queue_held(Datum user_id);
+extern void pgm_queue_release(Datum user_id);
+extern bool pgm_user_row_held(Datum user_id);
 extern void pgm_account_state(Datum user_id, PgmAccountState *state);
 extern bool pgm_try_lock_user(Datum user_id);
 extern void pgm_lock_user(Datum user_id);
@@ -142,6 +152,19 @@ extern Datum pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 						   int ndefs, SPIPlanPtr *plan, uint32 money_columns);
 extern Datum pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 							 int ndefs, SPIPlanPtr *plan);
+
+/*
+ * escrow.c: a hot user's escrow slots (its comment states the rules).
+ * pgm_escrow_reclaim is for any writer that holds a user's balance row and
+ * needs the user's whole available in that row.
+ */
+#define PGM_ESCROW_SLOTS		16
+extern bool pgm_escrow_on(void);
+extern int64 pgm_escrow_reclaim(Datum user_id);
+extern bool pgm_escrow_gather(Datum user_id);
+extern int64 pgm_escrow_refill(Datum user_id, int64 available, int64 amount);
+extern int64 pgm_escrow_money(Datum user_id);
+extern void pgm_escrow_note_charge(Datum user_id);
 
 /* keyring.c: the master key file, subkeys, secret buffers, random ids */
 #define PGM_SUBKEY_BYTES		32

@@ -232,46 +232,115 @@ reset_queue_locks(XactEvent event, void *arg)
 	queue_locks_taken = 0;
 }
 
-void
-pgm_queue_for_user(Datum user_id)
+static void
+queue_tag(LOCKTAG *tag, Datum user_id)
 {
-	LOCKTAG		tag;
 	pg_uuid_t  *u = DatumGetUUIDP(user_id);
-	Datum		values[1] = {user_id};
-	bool		isnull;
-	TransactionId xmin;
-	TransactionId xmax;
-	LockAcquireResult got;
 
 	if (!queue_callback_registered)
 	{
 		RegisterXactCallback(reset_queue_locks, NULL);
 		queue_callback_registered = true;
 	}
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0x706d6b74,
+						 hash_bytes(u->data, UUID_LEN), PGM_LOCKTAG_FIELD4);
+}
+
+/*
+ * Has this transaction locked or written the user's balance row?  (Its
+ * xmin or xmax is this transaction or one of its subtransactions; a row
+ * locked by several transactions at once, a multixact, counts as not.)
+ */
+bool
+pgm_user_row_held(Datum user_id)
+{
+	Datum		values[1] = {user_id};
+	bool		isnull;
+	TransactionId xmin;
+	TransactionId xmax;
+
+	prepare_plans();
+	pgm_exec(plan_row_owner, values, NULL, false);
+	if (SPI_processed != 1)
+		return false;
+	xmin = DatumGetTransactionId(pgm_col(0, 1, &isnull));
+	xmax = DatumGetTransactionId(pgm_col(0, 2, &isnull));
+	return TransactionIdIsCurrentTransactionId(xmin) ||
+		(TransactionIdIsValid(xmax) &&
+		 TransactionIdIsCurrentTransactionId(xmax));
+}
+
+void
+pgm_queue_for_user(Datum user_id)
+{
+	LOCKTAG		tag;
+	LockAcquireResult got;
+
+	queue_tag(&tag, user_id);
 	if (queue_locks_taken >= PGM_MAX_QUEUE_LOCKS)
 		return;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x706d6b74,
-						 hash_bytes(u->data, UUID_LEN), PGM_LOCKTAG_FIELD4);
 	got = LockAcquire(&tag, ExclusiveLock, false, true);
 	if (got == LOCKACQUIRE_OK)
 		queue_locks_taken++;
 	if (got != LOCKACQUIRE_NOT_AVAIL)
 		return;
 
-	prepare_plans();
-	pgm_exec(plan_row_owner, values, NULL, false);
-	if (SPI_processed == 1)
-	{
-		xmin = DatumGetTransactionId(pgm_col(0, 1, &isnull));
-		xmax = DatumGetTransactionId(pgm_col(0, 2, &isnull));
-		if (TransactionIdIsCurrentTransactionId(xmin) ||
-			(TransactionIdIsValid(xmax) &&
-			 TransactionIdIsCurrentTransactionId(xmax)))
-			return;
-	}
+	if (pgm_user_row_held(user_id))
+		return;
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	queue_locks_taken++;
+}
+
+/*
+ * Queue for a user without waiting: PGM_QUEUE_TAKEN when this call took
+ * the lock, PGM_QUEUE_HELD when the transaction held it already (or takes
+ * no more of them), PGM_QUEUE_BUSY when another transaction holds it: the
+ * user is being charged right now, the sign that the user is hot.
+ */
+PgmQueueResult
+pgm_queue_try(Datum user_id)
+{
+	LOCKTAG		tag;
+	LockAcquireResult got;
+
+	queue_tag(&tag, user_id);
+	if (queue_locks_taken >= PGM_MAX_QUEUE_LOCKS)
+		return PGM_QUEUE_HELD;
+	got = LockAcquire(&tag, ExclusiveLock, false, true);
+	if (got == LOCKACQUIRE_NOT_AVAIL)
+		return PGM_QUEUE_BUSY;
+	if (got == LOCKACQUIRE_OK)
+	{
+		queue_locks_taken++;
+		return PGM_QUEUE_TAKEN;
+	}
+	return PGM_QUEUE_HELD;
+}
+
+/* Does this transaction hold the user's queue lock? */
+bool
+pgm_queue_held(Datum user_id)
+{
+	LOCKTAG		tag;
+
+	queue_tag(&tag, user_id);
+	return LockHeldByMe(&tag, ExclusiveLock);
+}
+
+/*
+ * Give back a queue lock that the caller took (PGM_QUEUE_TAKEN) and under
+ * which it has written nothing, so that it can wait for something else
+ * first (escrow.c's rule: the user's slots before the user's queue).
+ */
+void
+pgm_queue_release(Datum user_id)
+{
+	LOCKTAG		tag;
+
+	queue_tag(&tag, user_id);
+	if (LockRelease(&tag, ExclusiveLock, false))
+		queue_locks_taken--;
 }
 
 /* ----------------------------------------------------------------

@@ -194,3 +194,34 @@ BEGIN;
 DELETE FROM pgmarket.balances WHERE user_id = :u2;
 SELECT user_id = :u2 AS is_u2, problem FROM pgmarket.verify_ledger();
 ROLLBACK;
+
+-- escrow slots, the hot account's path (extension/escrow.c): money moved
+-- into 16 slots of 0.5 credits, as the refill moves it, keeps every figure
+SELECT amount FROM pgmarket.add_funds(:u1, 100, 'slots-test');
+BEGIN;
+SELECT available_balance AS avail0, spent_balance AS spent0
+  FROM pgmarket.get_balance(:u1) \gset
+INSERT INTO pgmarket.balance_slots (user_id, slot, amount)
+SELECT :u1, g, 500000 FROM generate_series(0, 15) g;
+UPDATE pgmarket.balances SET spent = spent + 8000000, escrowed = 8000000
+ WHERE user_id = :u1;
+SELECT * FROM pgmarket.verify_ledger();
+SELECT available_balance = :avail0 AS same_available,
+       spent_balance = :spent0 AS same_spent
+  FROM pgmarket.get_balance(:u1);
+-- a charge that the row's part (avail0 - 8) cannot cover, the whole can:
+-- the slots' money comes back first
+SELECT kind, amount = :avail0 - 4 AS amount_ok, available_balance
+  FROM pgmarket.deduct_balance(:u1, :avail0 - 4, 'model-slots', 1);
+SELECT count(*) AS slots, sum(amount) AS in_slots FROM pgmarket.balance_slots
+ WHERE user_id = :u1;
+SELECT escrowed FROM pgmarket.balances WHERE user_id = :u1;
+SELECT * FROM pgmarket.verify_ledger();
+-- and PM001 names the whole available
+SELECT pg_temp.err($$SELECT amount FROM pgmarket.deduct_balance(
+    'b0000000-0000-4000-8000-000000000001', 5, 'model-slots', 1)$$);
+-- verify_ledger finds slots that hold more than escrowed, or a spent that
+-- the slots no longer explain
+UPDATE pgmarket.balance_slots SET amount = 1000000 WHERE user_id = :u1 AND slot = 3;
+SELECT user_id = :u1 AS is_u1, problem FROM pgmarket.verify_ledger();
+ROLLBACK;

@@ -2,6 +2,8 @@
 #
 # Several clients charge 50 users as fast as they can, each charge its own
 # transaction (plus some two-charge transactions and reserve/settle pairs),
+# while as many others charge one hot user (so that its charges meet, and
+# go through its escrow slots: with and without idempotency keys),
 # and record every charge whose result came back from the server: psql
 # prints a result row only after the statement's transaction has committed
 # and the server has answered.  The server is then stopped with
@@ -28,7 +30,8 @@ use IPC::Run;
 use Time::HiRes qw(usleep);
 
 my $nusers   = 50;
-my $nclients = 4;
+my $nclients = 4;        # spread over the users
+my $nhot     = 4;        # all on user 1, the hot one
 my $nsteps   = 20000;    # per client: far more than run before the crash
 my $min_acks = 300;      # per client, before the crash
 
@@ -49,16 +52,19 @@ $node->safe_psql(
 	SELECT count(pgmarket.add_funds(('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
 	                                1000, 'opening-' || i))
 	  FROM generate_series(1, $nusers) i;
+	SELECT pgmarket.add_funds('00000000-0000-0000-0000-000000000001', 100000, 'hot-opening');
 });
 is($node->safe_psql('postgres', 'SELECT count(*) FROM pgmarket.verify_ledger()'),
 	'0', 'ledger consistent after setup');
 
 # The arguments of the autocommit charge number $i of client $c; the retry
 # after the crash must repeat them exactly.
+sub is_hot { return $_[0] > $nclients; }
+
 sub charge_args
 {
 	my ($c, $i) = @_;
-	my $u      = ($c * 7919 + $i * 31) % $nusers + 1;
+	my $u      = is_hot($c) ? 1 : ($c * 7919 + $i * 31) % $nusers + 1;
 	my $amount = sprintf('0.%02d%04d', 1 + $i % 5, $i % 9973);
 	my $tokens = $i % 1000;
 	return (uid($u), $amount, 'model-' . ($i % 3), $tokens, "c$c-$i");
@@ -69,15 +75,30 @@ sub charge_args
 #   T <key>                         a charge inside a transaction (not yet)
 #   C <key1> <key2>                 that transaction committed (read back)
 #   S <entry_id> <user>             a settle, acknowledged
+#   N <entry_id> <user>             a hot charge without a key, acknowledged
+# A hot client sends only autocommit charges of user 1, every other one
+# without a key.
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 my @scripts;
-for my $c (1 .. $nclients)
+for my $c (1 .. $nclients + $nhot)
 {
 	my $file = "$tmp/client$c.sql";
 	open my $fh, '>', $file or die "could not write $file: $!";
 	for my $i (1 .. $nsteps)
 	{
-		if ($i % 10 == 3)
+		if (is_hot($c) && $i % 2 == 0)
+		{
+			my ($u, $amount, $model, $tokens) = charge_args($c, $i);
+			print $fh "SELECT 'N', entry_id, user_id FROM "
+			  . "pgmarket.deduct_balance('$u', $amount, '$model', $tokens);\n";
+		}
+		elsif (is_hot($c))
+		{
+			my ($u, $amount, $model, $tokens, $key) = charge_args($c, $i);
+			print $fh "SELECT 'A', entry_id, user_id, '$key' FROM "
+			  . "pgmarket.deduct_balance('$u', $amount, '$model', $tokens, '$key');\n";
+		}
+		elsif ($i % 10 == 3)
 		{
 			# two charges in one explicit transaction, users in ascending
 			# order (as every client takes them) so that no deadlock occurs
@@ -119,7 +140,7 @@ for my $c (1 .. $nclients)
 # Start the clients.
 my $psql = $node->installed_command('psql');
 my @clients;
-for my $c (1 .. $nclients)
+for my $c (1 .. $nclients + $nhot)
 {
 	my ($out, $err) = ('', '');
 	my $cl = { c => $c, out => \$out, err => \$err };
@@ -135,7 +156,7 @@ for my $c (1 .. $nclients)
 	push @clients, $cl;
 }
 
-sub acks { my $o = shift; my $n = () = $$o =~ /^[AS] /mg; return $n; }
+sub acks { my $o = shift; my $n = () = $$o =~ /^[ASN] /mg; return $n; }
 
 # Let them run until each has some acknowledged charges, then crash.
 my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
@@ -180,7 +201,7 @@ for my $cl (@clients)
 			push @acked_keys,    [ $2, $3, $1 ];
 			$max_i{$4} = $5 if !defined $max_i{$4} || $5 > $max_i{$4};
 		}
-		elsif ($line =~ /^S (\d+) (\S+)$/)
+		elsif ($line =~ /^[SN] (\d+) (\S+)$/)
 		{
 			push @acked_entries, [ $2, $1 ];
 		}
@@ -211,6 +232,17 @@ is( $node->safe_psql(
 	 WHERE total - spent - reserved < 0 OR reserved < 0 OR spent < 0}),
 	'0',
 	'no balance is negative after crash recovery');
+is( $node->safe_psql(
+		'postgres', q{
+	SELECT count(*) > 0 AND bool_and(amount >= 0) FROM pgmarket.balance_slots
+	 WHERE user_id = '00000000-0000-0000-0000-000000000001'}),
+	't',
+	'the hot user has escrow slots, none negative');
+is( $node->safe_psql(
+		'postgres', q{
+	SELECT available_balance >= 0 FROM pgmarket.get_balance('00000000-0000-0000-0000-000000000001')}),
+	't',
+	'the hot user\'s available balance is not negative');
 
 # Every acknowledged entry is there.
 my $values = join(",\n", map { "('$_->[0]'::uuid, $_->[1]::bigint)" } @acked_entries);
@@ -235,15 +267,18 @@ is( $node->safe_psql(
 # The clients retry: every autocommit charge up to a few past the last one
 # acknowledged (so including the ones in flight at the crash) is sent again.
 # Acknowledged ones must replay their entry; all must end with one entry.
-my $spent_before = $node->safe_psql('postgres', 'SELECT sum(spent) FROM pgmarket.balances');
+my $spent_sql = 'SELECT sum(g.spent_balance * 1000000)::bigint FROM pgmarket.balances b,'
+  . ' LATERAL pgmarket.get_balance(b.user_id) g';
+my $spent_before = $node->safe_psql('postgres', $spent_sql);
 my %acked_entry = map { ($_->[1] => $_->[2]) } grep { defined $_->[2] } @acked_keys;
 my (@retry, $n_acked_retries);
-for my $c (1 .. $nclients)
+for my $c (1 .. $nclients + $nhot)
 {
 	my $last = ($max_i{$c} // 0) + 5;
 	for my $i (1 .. $last)
 	{
-		next if $i % 10 == 3 || $i % 10 == 7;
+		next if !is_hot($c) && ($i % 10 == 3 || $i % 10 == 7);
+		next if is_hot($c) && $i % 2 == 0;
 		my ($u, $amount, $model, $tokens, $key) = charge_args($c, $i);
 		my $expect = $acked_entry{$key} // 'NULL';
 		$n_acked_retries++ if $expect ne 'NULL';
@@ -279,7 +314,7 @@ is( $node->safe_psql(
 
 is( $node->safe_psql(
 		'postgres', qq{
-	SELECT sum(spent) - $spent_before = $applied_micro FROM pgmarket.balances}),
+	SELECT ($spent_sql) - $spent_before = $applied_micro}),
 	't',
 	'the retries charged exactly the charges that had not been applied');
 
