@@ -3,23 +3,39 @@
  * batch.c
  *	  deduct_batch(charge[]): many charges in one call, each on its own terms.
  *
- * A batch is decided in memory and written with a handful of set-based
- * statements, whatever its size:
+ * A batch is decided in memory and written at once, whatever its size:
  *
  *	1. every charge is checked; a bad one gets its SQLSTATE and is skipped;
- *	2. the balance rows of all users in the batch are locked in uuid order
+ *	2a. the balance rows of all users in the batch are locked in uuid order
  *	   (the order expire_reservations uses too, so batches cannot deadlock
  *	   with each other; a single-user call locks one row only);
+ *	2b. each locked user's available balance is read, once, after its
+ *	   expired holds are swept (batch_user_available: the one place where
+ *	   a balance row's available is read before charges are decided);
  *	3. the entries already recorded under the batch's idempotency keys are
  *	   read -- after the locks, so that no twin can still be in flight;
  *	4. charges are applied in input order against each user's available
  *	   balance: one that does not fit gets PM001, the next may still fit;
- *	5. one INSERT writes all entries (ids from the ledger's sequence, in
- *	   input order) and one UPDATE writes all balances;
+ *	5. all entries are written (ids from the ledger's sequence, in input
+ *	   order), then each user's balance row once;
  *	6. one row per input charge says what became of it.
  *
  * Each step is a function below, batch_<step>, called in this order by
  * pgm_deduct_batch.
+ *
+ * Steps 2a and 5 have two ways of doing their work.  The direct path finds
+ * each balance row through the primary key and locks it with
+ * table_tuple_lock (as SELECT ... FOR UPDATE does under READ COMMITTED),
+ * writes the entries with one table_multi_insert per chunk of BATCH_CHUNK
+ * (a WAL record per heap page, not per row) and enters them in the
+ * ledger's indexes in key order, and updates each balance row in place of
+ * the version it locked (no second look-up).  It keeps every index, CHECK
+ * and NOT NULL constraint (ExecInsertIndexTuples, ExecConstraints).  The SQL
+ * path runs one statement per step: SELECT ... FOR UPDATE of all users,
+ * INSERT ... SELECT FROM unnest of all entries, UPDATE ... FROM unnest of
+ * all balances.  batch_direct_open takes the direct path unless it would
+ * not write exactly what those statements write (a trigger, row-level
+ * security that applies, REPEATABLE READ or SERIALIZABLE, a changed table).
  *
  * One failing charge does not undo the others.  An error that is not about
  * one charge (say, the server running out of disk) still fails the call as a
@@ -79,6 +95,7 @@ typedef struct BatchUser
 	int64		demand;			/* sum of the user's checked charges (capped) */
 	int64		available;		/* what is left for the next charge (step 4) */
 	int64		spent_delta;
+	int			rank;			/* its place in uuid order (b->sorted) */
 	ItemPointerData tid;		/* direct path: the locked version of the row */
 	HeapTuple	row;			/* direct path: a copy of that version */
 } BatchUser;
@@ -95,7 +112,6 @@ typedef struct BatchCharge
 	int64		entry_id;
 	int64		available;
 	bool		inserted;		/* written by this call */
-	int			slot;			/* direct path: its slot in the chunk */
 	BatchUser  *user;
 } BatchCharge;
 
@@ -631,6 +647,8 @@ sort_users(Batch *b)
 	while ((u = hash_seq_search(&scan)) != NULL)
 		b->sorted[k++] = u;
 	qsort(b->sorted, k, sizeof(BatchUser *), user_cmp);
+	while (k-- > 0)
+		b->sorted[k]->rank = k;
 }
 
 /* SQL path of step 2: lock and read the k users of col_a, in one statement. */
@@ -1065,19 +1083,6 @@ sql_write_balances(Batch *b)
 	batch_exec_pairs(b, plan_update_many, k, INT8OID);
 }
 
-/* index insertion order: (user_id, entry_id), the order of ledger_pkey */
-static int
-entry_cmp(const void *a, const void *b)
-{
-	const BatchCharge *x = *(BatchCharge *const *) a;
-	const BatchCharge *y = *(BatchCharge *const *) b;
-	int			r = memcmp(x->user_id.data, y->user_id.data, UUID_LEN);
-
-	if (r != 0)
-		return r;
-	return x->entry_id < y->entry_id ? -1 : x->entry_id > y->entry_id;
-}
-
 /*
  * Direct path of step 5 for one chunk of entries (slots[i] holds the entry
  * of charges[i]): check the table's constraints, write the rows to the heap
@@ -1092,6 +1097,7 @@ direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
 {
 	BatchDirect *d = b->direct;
 	TupleTableSlot **order = palloc(sizeof(TupleTableSlot *) * k);
+	int		   *start = palloc0(sizeof(int) * (b->nusers + 1));
 	int			i;
 
 	if (RelationGetDescr(d->ledger)->constr)
@@ -1099,9 +1105,17 @@ direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
 			ExecConstraints(d->ledger_rri, slots[i], d->estate);
 	table_multi_insert(d->ledger, slots, k, cid, 0, NULL);
 
-	qsort(charges, k, sizeof(BatchCharge *), entry_cmp);
+	/*
+	 * (user_id, entry_id) order, the order of ledger_pkey: a counting sort
+	 * by the users' ranks in uuid order, stable, so that a user's entries
+	 * stay in input order, which is the order of their ids.
+	 */
 	for (i = 0; i < k; i++)
-		order[i] = slots[charges[i]->slot];
+		start[charges[i]->user->rank + 1]++;
+	for (i = 1; i <= b->nusers; i++)
+		start[i] += start[i - 1];
+	for (i = 0; i < k; i++)
+		order[start[charges[i]->user->rank]++] = slots[i];
 	for (i = 0; i < k; i++)
 	{
 		List	   *recheck;
@@ -1112,6 +1126,7 @@ direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
 	}
 	ResetPerTupleExprContext(d->estate);
 	pfree(order);
+	pfree(start);
 }
 
 /*
@@ -1169,7 +1184,6 @@ direct_write_entries(Batch *b)
 #undef SET
 		MemoryContextSwitchTo(old);
 		ExecStoreVirtualTuple(slot);
-		c->slot = k;
 		charges[k++] = c;
 		if (k == nslots)
 		{

@@ -166,6 +166,25 @@ SELECT ordinal, sqlstate FROM pgmarket.deduct_batch(ARRAY[
          (pg_temp.u(1, 3), 0.5, 'paths-y', 0, 'cross-1')]::pgmarket.charge[]);
 SELECT count(*) - :entries_before AS new_entries FROM pgmarket.ledger;
 
+-- every outcome in one batch on the direct path, under an actor (so that
+-- another user's charge is 42501): each charge gets its own sqlstate, the
+-- others apply, and a user's next charge may still fit after a PM001
+SET pgmarket.actor = 'b1000000-0000-4000-8000-000000000004';
+SELECT ordinal, sqlstate, available_balance
+  FROM pgmarket.deduct_batch(ARRAY[
+         (pg_temp.u(1, 4), 0.25, 'paths-e', 1, 'every-1'),   -- applies
+         NULL,                                               -- 22004
+         (pg_temp.u(1, 4), NULL, 'paths-e', 1, NULL),        -- 22004
+         (pg_temp.u(1, 4), 0.0000001, 'paths-e', 1, NULL),   -- 22023
+         (pg_temp.u(1, 4), 1e13, 'paths-e', 1, NULL),        -- 22003
+         (pg_temp.u(1, 5), 0.25, 'paths-e', 1, NULL),        -- 42501
+         (pg_temp.u(1, 4), 1e6, 'paths-e', 1, NULL),         -- PM001
+         (pg_temp.u(1, 4), 0.25, 'paths-e', 1, 'every-1'),   -- replay
+         (pg_temp.u(1, 4), 0.5, 'paths-e', 1, 'every-1'),    -- PM003
+         (pg_temp.u(1, 4), 0.25, 'paths-e', 1, NULL)         -- applies
+       ]::pgmarket.charge[]);
+RESET pgmarket.actor;
+
 -- a batch larger than one chunk of the direct path's inserts (1,000), with
 -- keys, in one call: its entries are in input order with their running
 -- balances, and a second call replays every one of them
