@@ -59,6 +59,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_trigger.h"
@@ -1280,6 +1281,104 @@ batch_write(Batch *b)
 }
 
 /*
+ * Steps 3 and 4 again, after step 5 met a twin (below): forget what step 4
+ * decided, read the keys again (the twin's entry is committed now) and
+ * decide every checked charge again from the available balances step 2b
+ * read, which the users' locks have kept as they were.
+ */
+static void
+batch_redecide(Batch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->nusers; i++)
+	{
+		b->sorted[i]->available = b->sorted[i]->row_available;
+		b->sorted[i]->spent_delta = 0;
+	}
+	for (i = 0; i < b->n; i++)
+	{
+		BatchCharge *c = &b->charges[i];
+
+		if (c->user == NULL)
+			continue;			/* refused in step 1: stays so */
+		c->sqlstate = 0;
+		c->inserted = false;
+		c->entry_id = 0;
+		c->available = 0;
+	}
+	b->napplied = 0;
+	hash_destroy(b->keys);
+	batch_find_replays(b);
+	batch_apply(b);
+}
+
+/* Whether step 5 writes an idempotency key. */
+static bool
+writes_keys(Batch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+		if (b->charges[i].inserted && b->charges[i].key)
+			return true;
+	return false;
+}
+
+#define BATCH_TWIN_TRIES	3
+
+/*
+ * Step 5 for a batch that writes idempotency keys, in a subtransaction of
+ * its own.  Every writer of a key holds its user's balance-row lock, which
+ * this batch holds since step 2a, so a twin of one of its charges cannot be
+ * in flight and step 3 saw every key there is.  Should a writer ever insert
+ * a key without that lock, the ledger's unique index makes this insert wait
+ * for it and then raise 23505; the subtransaction (entries only: the
+ * balances come after them) is rolled back, steps 3 and 4 run again and
+ * find the twin, which then replays, as INSERT ... ON CONFLICT would have
+ * it.  The users' locks, taken before, are kept.  After BATCH_TWIN_TRIES
+ * such rounds, or on any other error, the error stands.
+ */
+static void
+batch_write_keyed(Batch *b)
+{
+	volatile int tries;
+
+	for (tries = 1;; tries++)
+	{
+		ResourceOwner owner = CurrentResourceOwner;
+		ErrorData  *volatile edata = NULL;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(b->cxt);
+		PG_TRY();
+		{
+			batch_write(b);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(b->cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(b->cxt);
+		CurrentResourceOwner = owner;
+		if (edata == NULL)
+			return;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION ||
+			tries >= BATCH_TWIN_TRIES)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		batch_redecide(b);
+		if (b->napplied == 0)
+			return;
+	}
+}
+
+/*
  * Step 6, the result: one row per input charge, in input order: its ordinal,
  * its SQLSTATE ('00000' when applied or replayed) and then its entry id and
  * the available balance it left.  tuplestore_putvalues copies each row into
@@ -1348,7 +1447,9 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		batch_users_available(&b);
 		batch_find_replays(&b);
 		batch_apply(&b);
-		if (b.napplied > 0)
+		if (b.napplied > 0 && writes_keys(&b))
+			batch_write_keyed(&b);
+		else if (b.napplied > 0)
 			batch_write(&b);
 		if (b.direct)
 			batch_direct_close(&b);
