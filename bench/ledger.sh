@@ -3,7 +3,7 @@
 # PL/pgSQL baseline and a one-row-update floor, on one throwaway cluster.
 #
 #   bash bench/ledger.sh [--no-build] [--seconds N] [--clients "1 8 16"]
-#                        [--baseline-only] [--strict]
+#                        [--baseline-only] [--batch-only] [--strict]
 #
 # Prints a table and writes it to bench/results/ledger.txt.  See
 # bench/README.md for what is measured and how to read it.
@@ -22,6 +22,8 @@ usage: bash bench/ledger.sh [options]
                     noisy, interference only ever lowers a number)
   --baseline-only   skip pgmarket (no build, no CREATE EXTENSION): debug the
                     baseline and floor only
+  --batch-only      the batch runs alone (no single-charge runs): a short
+                    check of deduct_batch against its floor and the baseline
   --strict          exit 1 when a target is not met
   -h, --help        this text
 EOF
@@ -51,6 +53,7 @@ PAUSE=2
 REPEAT=1
 BUILD=1
 BASELINE_ONLY=0
+BATCH_ONLY=0
 STRICT=0
 
 # shellcheck source=bench/lib.sh
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
         --pause) PAUSE=${2:?--pause needs a value}; shift 2; continue ;;
         --pause=*) PAUSE=${1#*=}; shift; continue ;;
         --baseline-only) BASELINE_ONLY=1; BUILD=0; shift; continue ;;
+        --batch-only) BATCH_ONLY=1; shift; continue ;;
     esac
     bench_option "$@" || { usage >&2; exit 2; }
     shift "$BENCH_SHIFT"
@@ -119,6 +123,7 @@ ledger_rows() { psql_val -c "SELECT count(*) FROM pgmarket.ledger"; }
 #   before and after and compare with the transactions pgbench reports.
 run_one() {
     local key=$1 script=$2 clients=$3 lo=$4 hi=$5 per=$6
+    case "$BATCH_ONLY|$key" in 1\|*\|batch\|*|1\|*\|build\|*|0\|*) ;; *) return 0 ;; esac
     local jobs=$(( clients < 2 ? clients : 2 ))
     local out="$BASE/runs/${key//|/_}.$REP.log" rc=0 before=0 after tps processed note=
 
@@ -184,9 +189,18 @@ for dist in random hot; do
     done
 done
 
+# Batches: deduct_batch, its floor (the same writes with no checks, into
+# copies of pgmarket's tables made when the batch runs begin) and the
+# baseline's loop, interleaved.
+if [ "$BASELINE_ONLY" -eq 0 ]; then
+    log "batch floor: copies of pgmarket.balances and pgmarket.ledger"
+    psql_do -f "$SQLDIR/setup_floor_batch.sql" >/dev/null
+    psql_do -c "VACUUM ANALYZE bench_floor.balances" -c "VACUUM ANALYZE bench_floor.ledger"
+fi
 for REP in $(seq 1 "$REPEAT"); do
     if [ "$BASELINE_ONLY" -eq 0 ]; then
         run_one "pgmarket|batch|1" pgmarket_batch.sql 1 1 "$USERS" "$BATCH"
+        run_one "floor|batch|1" floor_batch.sql 1 1 "$USERS" 0
         run_one "pgmarket|build|1" pgmarket_batch_build.sql 1 1 "$USERS" 0
     fi
     run_one "baseline|batch|1" baseline_batch.sql 1 1 "$USERS" 0
@@ -251,12 +265,16 @@ report() {
     echo
     echo "Batches of $BATCH charges of random users, 1 client: charges per second (= $BATCH x calls/s)"
     local pb=${TPS[pgmarket|batch|1]:-} bb=${TPS[baseline|batch|1]:-} build=${TPS[pgmarket|build|1]:-}
-    local pbc bbc
+    local fb=${TPS[floor|batch|1]:-}
+    local pbc bbc fbc
     pbc=$(awk -v t="$pb" -v n="$BATCH" 'BEGIN { if (t != "") printf "%.0f", t * n }')
     bbc=$(awk -v t="$bb" -v n="$BATCH" 'BEGIN { if (t != "") printf "%.0f", t * n }')
+    fbc=$(awk -v t="$fb" -v n="$BATCH" 'BEGIN { if (t != "") printf "%.0f", t * n }')
     printf '%-44s %10s %12s\n' workload calls/s charges/s
     printf '%-44s %10s %12s\n' "pgmarket.deduct_batch(array of $BATCH)" "$(num "$pb")" "$(num "$pbc")"
+    printf '%-44s %10s %12s\n' "floor: INSERT + UPDATE from unnest, no checks" "$(num "$fb")" "$(num "$fbc")"
     printf '%-44s %10s %12s\n' "baseline_deduct x $BATCH in one statement" "$(num "$bb")" "$(num "$bbc")"
+    printf '%-44s %10s %12s\n' "ratio pgmarket/floor" "" "$(ratio "$pb" "$fb")"
     printf '%-44s %10s %12s\n' "ratio pgmarket/baseline" "" "$(ratio "$pb" "$bb")"
     printf '%-44s %10s %12s\n' "building the array alone (no call)" "$(num "$build")" ""
     if [ -n "$pb" ] && [ -n "$build" ]; then
@@ -285,6 +303,10 @@ report() {
         "$(check "$h16p" "$h16b" 2)" "$(ratio "$h16p" "$h16b")"
     target "deduct_batch >= 100,000 charges/s" "$pbc" \
         "$(check "$pbc" 100000 1)" "$(num "$pbc") charges/s"
+    target "deduct_batch >= 0.8x its floor (same writes, no checks)" "$pb" \
+        "$(check "$pb" "$fb" 0.8)" "$(ratio "$pb" "$fb")"
+    target "deduct_batch >= 5x the baseline's loop" "$pb" \
+        "$(check "$pb" "$bb" 5)" "$(ratio "$pb" "$bb")"
     echo
     echo "Checks"
     echo "  verify_ledger() after the runs: $VERIFY"

@@ -3,23 +3,39 @@
  * batch.c
  *	  deduct_batch(charge[]): many charges in one call, each on its own terms.
  *
- * A batch is decided in memory and written with a handful of set-based
- * statements, whatever its size:
+ * A batch is decided in memory and written at once, whatever its size:
  *
  *	1. every charge is checked; a bad one gets its SQLSTATE and is skipped;
- *	2. the balance rows of all users in the batch are locked in uuid order
+ *	2a. the balance rows of all users in the batch are locked in uuid order
  *	   (the order expire_reservations uses too, so batches cannot deadlock
  *	   with each other; a single-user call locks one row only);
+ *	2b. each locked user's available balance is read, once, after its
+ *	   expired holds are swept (batch_user_available: the one place where
+ *	   a balance row's available is read before charges are decided);
  *	3. the entries already recorded under the batch's idempotency keys are
  *	   read -- after the locks, so that no twin can still be in flight;
  *	4. charges are applied in input order against each user's available
  *	   balance: one that does not fit gets PM001, the next may still fit;
- *	5. one INSERT writes all entries (ids from the ledger's sequence, in
- *	   input order) and one UPDATE writes all balances;
+ *	5. all entries are written (ids from the ledger's sequence, in input
+ *	   order), then each user's balance row once;
  *	6. one row per input charge says what became of it.
  *
  * Each step is a function below, batch_<step>, called in this order by
  * pgm_deduct_batch.
+ *
+ * Steps 2a and 5 have two ways of doing their work.  The direct path finds
+ * each balance row through the primary key and locks it with
+ * table_tuple_lock (as SELECT ... FOR UPDATE does under READ COMMITTED),
+ * writes the entries with one table_multi_insert per chunk of BATCH_CHUNK
+ * (a WAL record per heap page, not per row) and enters them in the
+ * ledger's indexes in key order, and updates each balance row in place of
+ * the version it locked (no second look-up).  It keeps every index, CHECK
+ * and NOT NULL constraint (ExecInsertIndexTuples, ExecConstraints).  The SQL
+ * path runs one statement per step: SELECT ... FOR UPDATE of all users,
+ * INSERT ... SELECT FROM unnest of all entries, UPDATE ... FROM unnest of
+ * all balances.  batch_direct_open takes the direct path unless it would
+ * not write exactly what those statements write (a trigger, row-level
+ * security that applies, REPEATABLE READ or SERIALIZABLE, a changed table).
  *
  * One failing charge does not undo the others.  An error that is not about
  * one charge (say, the server running out of disk) still fails the call as a
@@ -37,17 +53,33 @@
  */
 #include "pgmarket.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "common/int.h"
+#include "executor/executor.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(pgm_deduct_batch);
@@ -60,8 +92,13 @@ typedef struct BatchUser
 	pg_uuid_t	id;				/* hash key */
 	bool		usable;			/* exists and is active */
 	bool		needs_sweep;	/* has holds that may have expired */
-	int64		available;
+	int64		row_available;	/* total - spent - reserved of the locked row */
+	int64		demand;			/* sum of the user's checked charges (capped) */
+	int64		available;		/* what is left for the next charge (step 4) */
 	int64		spent_delta;
+	int			rank;			/* its place in uuid order (b->sorted) */
+	ItemPointerData tid;		/* direct path: the locked version of the row */
+	HeapTuple	row;			/* direct path: a copy of that version */
 } BatchUser;
 
 /* One charge of the batch, and what became of it. */
@@ -111,7 +148,65 @@ typedef struct Batch
 	Datum	   *col_a;			/* scratch columns of n Datums for the */
 	Datum	   *col_b;			/* statements' array arguments */
 	bool	   *col_null;
+	BatchUser **sorted;			/* the nusers users in uuid order */
+	struct BatchDirect *direct; /* NULL: the batch goes through SQL */
 } Batch;
+
+/*
+ * The direct path: the balance rows are found through their primary key and
+ * locked with table_tuple_lock, the entries go into the ledger with one
+ * table_multi_insert per chunk and into its indexes in key order, and each
+ * balance row is updated in place of the version the batch locked.  It is
+ * what the statements of the SQL path do, without the executor in between;
+ * batch_direct_open says when it may be taken.
+ */
+#define BATCH_CHUNK		1000	/* entries per table_multi_insert */
+
+/* the ledger's columns, by name; a charge sets all of them but three */
+enum
+{
+	L_ENTRY_ID, L_USER_ID, L_KIND, L_AMOUNT, L_AVAILABLE, L_MODEL_ID,
+	L_TOKENS_USED, L_IDEMPOTENCY_KEY, L_NOTE, L_REFUND_OF, L_RESERVATION_ID,
+	L_CREATED_AT, L_NCOLS
+};
+static const char *const ledger_cols[L_NCOLS] = {
+	"entry_id", "user_id", "kind", "amount", "available", "model_id",
+	"tokens_used", "idempotency_key", "note", "refund_of", "reservation_id",
+	"created_at"
+};
+
+/* the balance row's columns the batch reads or writes */
+enum
+{
+	B_USER_ID, B_TOTAL, B_SPENT, B_RESERVED, B_NEXT_EXPIRY, B_ACTIVE,
+	B_UPDATED_AT, B_NCOLS
+};
+static const char *const balance_cols[B_NCOLS] = {
+	"user_id", "total", "spent", "reserved", "next_expiry", "active",
+	"updated_at"
+};
+static const Oid balance_types[B_NCOLS] = {
+	UUIDOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BOOLOID,
+	TIMESTAMPTZOID
+};
+
+typedef struct BatchDirect
+{
+	Relation	balances;
+	Relation	balances_pkey;
+	Relation	ledger;
+	EState	   *estate;
+	ResultRelInfo *balances_rri;
+	ResultRelInfo *ledger_rri;
+	TupleTableSlot *row_slot;	/* a balance row as found and locked */
+	TupleTableSlot *new_slot;	/* its new version */
+	IndexScanDesc scan;			/* balances_pkey, open during step 2 */
+	Snapshot	snapshot;		/* registered, for that scan */
+	AttrNumber	bcol[B_NCOLS];	/* 1-based */
+	AttrNumber	lcol[L_NCOLS];
+	Datum		now;			/* now(): updated_at, created_at */
+	Datum		kind_charge;	/* 'charge' */
+} BatchDirect;
 
 static SPIPlanPtr plan_lock_users;
 static SPIPlanPtr plan_find_keys;
@@ -329,12 +424,12 @@ batch_read_charges(Batch *b, ArrayType *input)
 		c->user = hash_search(b->users, &c->user_id, HASH_ENTER, &found);
 		if (!found)
 		{
-			c->user->usable = false;
-			c->user->needs_sweep = false;
-			c->user->available = 0;
-			c->user->spent_delta = 0;
+			memset((char *) c->user + sizeof(pg_uuid_t), 0,
+				   sizeof(BatchUser) - sizeof(pg_uuid_t));
 			b->nusers++;
 		}
+		if (pg_add_s64_overflow(c->user->demand, c->amount, &c->user->demand))
+			c->user->demand = PG_INT64_MAX;
 		if (c->key)
 			b->nkeyed++;
 	}
@@ -346,49 +441,430 @@ batch_read_charges(Batch *b, ArrayType *input)
 	b->col_null = palloc0(sizeof(bool) * b->n);
 }
 
+/* The attribute number of a table's column named so, or InvalidAttrNumber. */
+static AttrNumber
+column_number(TupleDesc desc, const char *name, Oid type, bool notnull)
+{
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->atttypid == type && (att->attnotnull || !notnull) &&
+				!att->attgenerated ? att->attnum : InvalidAttrNumber;
+	}
+	return InvalidAttrNumber;
+}
+
 /*
- * Step 2, lock the users: lock the balance rows of all users of the batch in
- * uuid order (the statement's ORDER BY b.user_id FOR UPDATE; the order
- * expire_reservations uses too, so that batches cannot deadlock with each
- * other), and read each user's state under the lock.  A user without a row
- * stays unusable (PM002 in step 4).  Expired holds are swept under the same
- * lock, so that the charges meet the balance that is really available.
+ * Whether a statement of the command would fire a trigger on the table.  For
+ * an UPDATE, the triggers of foreign keys do not count: the batch changes
+ * spent and updated_at only, never a key, and PostgreSQL itself skips those
+ * triggers when the key is unchanged (RI_FKey_fk_upd_check_required and
+ * RI_FKey_pk_upd_check_required).
+ */
+static bool
+has_triggers(Relation rel, CmdType cmd)
+{
+	TriggerDesc *t = rel->trigdesc;
+	int			i;
+
+	if (t == NULL)
+		return false;
+	if (cmd == CMD_INSERT)
+		return t->trig_insert_before_row || t->trig_insert_after_row ||
+			t->trig_insert_instead_row || t->trig_insert_before_statement ||
+			t->trig_insert_after_statement || t->trig_insert_new_table;
+	for (i = 0; i < t->numtriggers; i++)
+	{
+		Trigger    *trig = &t->triggers[i];
+
+		if (trig->tgenabled != TRIGGER_DISABLED &&
+			TRIGGER_FOR_UPDATE(trig->tgtype) &&
+			RI_FKey_trigger_type(trig->tgfoid) == RI_TRIGGER_NONE)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Whether the batch may write a table directly: a plain table that the SQL
+ * path's statement would write as it is, that is with no trigger for the
+ * command, no row-level security that applies to the function's owner, and
+ * the owner's privileges for it.
+ */
+static bool
+direct_writable(Relation rel, CmdType cmd, AclMode mode)
+{
+	Oid			relid = RelationGetRelid(rel);
+
+	return rel->rd_rel->relkind == RELKIND_RELATION &&
+		!has_triggers(rel, cmd) &&
+		check_enable_rls(relid, InvalidOid, true) != RLS_ENABLED &&
+		pg_class_aclcheck(relid, GetUserId(), mode) == ACLCHECK_OK;
+}
+
+/*
+ * Open the direct path (b->direct), or leave b->direct NULL for the SQL
+ * path when the direct one would not write exactly what the SQL statements
+ * write: under REPEATABLE READ or SERIALIZABLE (whose snapshot rules and
+ * predicate locks the statements keep), when a table has a trigger for the
+ * batch's command, row-level security that applies, a column the batch does
+ * not know that has a default or must be set, or when balances is not
+ * found by a one-column primary key on user_id.  Every index, CHECK and NOT
+ * NULL constraint is kept on either path (ExecInsertIndexTuples,
+ * ExecConstraints).
  */
 static void
-batch_lock_users(Batch *b)
+batch_direct_open(Batch *b)
+{
+	Oid			nsp = get_namespace_oid("pgmarket", false);
+	Oid			balances_id = get_relname_relid("balances", nsp);
+	Oid			ledger_id = get_relname_relid("ledger", nsp);
+	static const Oid ledger_types[L_NCOLS] = {
+		INT8OID, UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID,
+		TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID
+	};
+	BatchDirect *d;
+	TupleDesc	desc;
+	Oid			pkey;
+	int			i;
+
+	if (IsolationUsesXactSnapshot() || !OidIsValid(balances_id) ||
+		!OidIsValid(ledger_id))
+		return;
+	d = palloc0(sizeof(BatchDirect));
+	d->balances = table_open(balances_id, RowExclusiveLock);
+	d->ledger = table_open(ledger_id, RowExclusiveLock);
+	if (!direct_writable(d->balances, CMD_UPDATE, ACL_SELECT | ACL_UPDATE) ||
+		!direct_writable(d->ledger, CMD_INSERT, ACL_INSERT))
+		goto refuse;
+
+	desc = RelationGetDescr(d->balances);
+	for (i = 0; i < B_NCOLS; i++)
+	{
+		d->bcol[i] = column_number(desc, balance_cols[i], balance_types[i],
+								   i != B_NEXT_EXPIRY);
+		if (d->bcol[i] == InvalidAttrNumber)
+			goto refuse;
+	}
+	if (desc->constr && desc->constr->has_generated_stored)
+		goto refuse;
+	pkey = RelationGetPrimaryKeyIndex(d->balances);
+	if (!OidIsValid(pkey))
+		goto refuse;
+	d->balances_pkey = index_open(pkey, AccessShareLock);
+	if (d->balances_pkey->rd_rel->relam != BTREE_AM_OID ||
+		d->balances_pkey->rd_index->indnatts != 1 ||
+		d->balances_pkey->rd_index->indkey.values[0] != d->bcol[B_USER_ID])
+		goto refuse;
+
+	desc = RelationGetDescr(d->ledger);
+	for (i = 0; i < L_NCOLS; i++)
+	{
+		d->lcol[i] = column_number(desc, ledger_cols[i], ledger_types[i], false);
+		if (d->lcol[i] == InvalidAttrNumber)
+			goto refuse;
+	}
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			c;
+
+		if (att->attisdropped)
+			continue;
+		for (c = 0; c < L_NCOLS; c++)
+			if (att->attnum == d->lcol[c])
+				break;
+		/* the SQL path's INSERT leaves note, refund_of, reservation_id out */
+		if ((c == L_NCOLS || c == L_NOTE || c == L_REFUND_OF ||
+			 c == L_RESERVATION_ID) &&
+			(att->atthasdef || att->attnotnull || att->attgenerated))
+			goto refuse;
+	}
+
+	CheckCmdReplicaIdentity(d->balances, CMD_UPDATE);
+	CheckCmdReplicaIdentity(d->ledger, CMD_INSERT);
+	d->estate = CreateExecutorState();
+	d->balances_rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(d->balances_rri, d->balances, 0, NULL, 0);
+	ExecOpenIndices(d->balances_rri, false);
+	d->ledger_rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(d->ledger_rri, d->ledger, 0, NULL, 0);
+	ExecOpenIndices(d->ledger_rri, false);
+	d->row_slot = table_slot_create(d->balances, NULL);
+	d->new_slot = MakeSingleTupleTableSlot(RelationGetDescr(d->balances),
+										   &TTSOpsHeapTuple);
+	d->now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	d->kind_charge = CStringGetTextDatum("charge");
+	b->direct = d;
+	return;
+
+refuse:
+	if (d->balances_pkey)
+		index_close(d->balances_pkey, AccessShareLock);
+	table_close(d->ledger, RowExclusiveLock);
+	table_close(d->balances, RowExclusiveLock);
+	pfree(d);
+}
+
+/* Close the direct path; the tables stay locked to the end of the transaction. */
+static void
+batch_direct_close(Batch *b)
+{
+	BatchDirect *d = b->direct;
+
+	ExecDropSingleTupleTableSlot(d->row_slot);
+	ExecDropSingleTupleTableSlot(d->new_slot);
+	ExecCloseIndices(d->balances_rri);
+	ExecCloseIndices(d->ledger_rri);
+	FreeExecutorState(d->estate);
+	index_close(d->balances_pkey, NoLock);
+	table_close(d->ledger, NoLock);
+	table_close(d->balances, NoLock);
+	b->direct = NULL;
+}
+
+/* uuid order, the order of balances_pkey (uuid_cmp is a memcmp) */
+static int
+user_cmp(const void *a, const void *b)
+{
+	return memcmp((*(BatchUser *const *) a)->id.data,
+				  (*(BatchUser *const *) b)->id.data, UUID_LEN);
+}
+
+/* The users of the batch, in uuid order, into b->sorted. */
+static void
+sort_users(Batch *b)
 {
 	HASH_SEQ_STATUS scan;
 	BatchUser  *u;
-	Datum		args[1];
-	uint64		r;
 	int			k = 0;
 
-	if (b->nusers == 0)
-		return;
+	b->sorted = palloc(sizeof(BatchUser *) * Max(b->nusers, 1));
 	hash_seq_init(&scan, b->users);
 	while ((u = hash_seq_search(&scan)) != NULL)
-		b->col_a[k++] = UUIDPGetDatum(&u->id);
+		b->sorted[k++] = u;
+	qsort(b->sorted, k, sizeof(BatchUser *), user_cmp);
+	while (k-- > 0)
+		b->sorted[k]->rank = k;
+}
+
+/* SQL path of step 2: lock and read the k users of col_a, in one statement. */
+static void
+sql_lock_users(Batch *b, int k)
+{
+	Datum		args[1];
+	uint64		r;
+
 	args[0] = make_array(b->col_a, NULL, k, UUIDOID);
 	batch_exec(b, plan_lock_users, args, 1);
-
 	for (r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
 		Datum		id = pgm_col(r, 1, &isnull);
+		BatchUser  *u = hash_search(b->users, DatumGetUUIDP(id), HASH_FIND, NULL);
 
-		u = hash_search(b->users, DatumGetUUIDP(id), HASH_FIND, NULL);
 		Assert(u != NULL);
 		u->usable = pgm_col_bool(r, 2);
-		u->available = pgm_col_int64(r, 3);
+		u->row_available = pgm_col_int64(r, 3);
 		u->needs_sweep = pgm_col_bool(r, 4);
 	}
 	SPI_freetuptable(SPI_tuptable);
+}
 
-	hash_seq_init(&scan, b->users);
-	while ((u = hash_seq_search(&scan)) != NULL)
-		if (u->usable && u->needs_sweep)
-			pgm_sweep_expired_holds(UUIDPGetDatum(&u->id), &u->available);
-	MemoryContextSwitchTo(b->cxt);	/* the sweeps ran statements too */
+/*
+ * Direct path of step 2 for one user: find the balance row through the
+ * primary key and lock its newest version, as SELECT ... FOR UPDATE does
+ * under READ COMMITTED (wait for a writer of the row, then follow the row to
+ * the version it left, and lock that).  Keeps the locked version's place and
+ * a copy of it, for step 5.  False when the user has no row.
+ */
+static bool
+direct_lock_row(Batch *b, BatchUser *u)
+{
+	BatchDirect *d = b->direct;
+	ScanKeyData key;
+	TM_FailureData tmfd;
+	TM_Result	result;
+	ItemPointerData tid;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ,
+				UUIDPGetDatum(&u->id));
+	index_rescan(d->scan, &key, 1, NULL, 0);
+	if (!index_getnext_slot(d->scan, ForwardScanDirection, d->row_slot))
+		return false;
+	tid = d->row_slot->tts_tid;
+	ExecClearTuple(d->row_slot);
+	result = table_tuple_lock(d->balances, &tid, d->snapshot, d->row_slot,
+							  GetCurrentCommandId(true), LockTupleExclusive,
+							  LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+							  &tmfd);
+	if (result == TM_Deleted)
+		return false;
+	if (result != TM_Ok)
+		elog(ERROR, "could not lock the balance row of user %s (%d)",
+			 pgm_uuid_cstring(UUIDPGetDatum(&u->id)), (int) result);
+	u->tid = d->row_slot->tts_tid;
+	if (u->row)
+		heap_freetuple(u->row);
+	u->row = ExecCopySlotHeapTuple(d->row_slot);
+	ExecClearTuple(d->row_slot);
+	return true;
+}
+
+/* Direct path of step 2: the state of a user's locked row, from its copy. */
+static void
+direct_read_row(Batch *b, BatchUser *u)
+{
+	BatchDirect *d = b->direct;
+	TupleDesc	desc = RelationGetDescr(d->balances);
+	bool		isnull;
+	Datum		expiry;
+	int64		total;
+	int64		spent;
+	int64		reserved;
+
+	/* active, total, spent and reserved are NOT NULL (batch_direct_open) */
+	u->usable = DatumGetBool(heap_getattr(u->row, d->bcol[B_ACTIVE], desc, &isnull));
+	total = DatumGetInt64(heap_getattr(u->row, d->bcol[B_TOTAL], desc, &isnull));
+	spent = DatumGetInt64(heap_getattr(u->row, d->bcol[B_SPENT], desc, &isnull));
+	reserved = DatumGetInt64(heap_getattr(u->row, d->bcol[B_RESERVED], desc, &isnull));
+	if (pg_sub_s64_overflow(total, spent, &u->row_available) ||
+		pg_sub_s64_overflow(u->row_available, reserved, &u->row_available))
+		elog(ERROR, "balance row of user %s out of range",
+			 pgm_uuid_cstring(UUIDPGetDatum(&u->id)));
+	expiry = heap_getattr(u->row, d->bcol[B_NEXT_EXPIRY], desc, &isnull);
+	u->needs_sweep = !isnull &&
+		DatumGetTimestampTz(expiry) <= DatumGetTimestampTz(d->now);
+}
+
+/* Direct path: take a snapshot that sees everything committed until now. */
+static void
+direct_begin_scan(BatchDirect *d)
+{
+	d->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	d->scan = index_beginscan(d->balances, d->balances_pkey, d->snapshot, 1, 0);
+}
+
+static void
+direct_end_scan(BatchDirect *d)
+{
+	index_endscan(d->scan);
+	UnregisterSnapshot(d->snapshot);
+	d->scan = NULL;
+	d->snapshot = NULL;
+}
+
+/*
+ * Step 2a, lock the users: lock the balance rows of all users of the batch
+ * in uuid order (the order expire_reservations uses too, so that batches
+ * cannot deadlock with each other), and read each row's state under its
+ * lock.  A user without a row stays unusable (PM002 in step 4).  The direct
+ * path locks one row after the other through the primary key; the SQL path
+ * runs one statement (ORDER BY b.user_id FOR UPDATE).
+ */
+static void
+batch_lock_users(Batch *b)
+{
+	int			i;
+
+	if (b->nusers == 0)
+		return;
+	sort_users(b);
+	if (b->direct == NULL)
+	{
+		for (i = 0; i < b->nusers; i++)
+			b->col_a[i] = UUIDPGetDatum(&b->sorted[i]->id);
+		sql_lock_users(b, b->nusers);
+		return;
+	}
+	direct_begin_scan(b->direct);
+	for (i = 0; i < b->nusers; i++)
+	{
+		BatchUser  *u = b->sorted[i];
+
+		CHECK_FOR_INTERRUPTS();
+		if (direct_lock_row(b, u))
+			direct_read_row(b, u);
+	}
+	direct_end_scan(b->direct);
+}
+
+/*
+ * Read a locked user's row again, after a statement of this call wrote it
+ * (a sweep of expired holds): the row is still locked, by this transaction,
+ * and the direct path takes the place of its new version.
+ */
+static void
+batch_reread_user(Batch *b, BatchUser *u)
+{
+	CommandCounterIncrement();
+	if (b->direct == NULL)
+	{
+		b->col_a[0] = UUIDPGetDatum(&u->id);
+		sql_lock_users(b, 1);
+		return;
+	}
+	direct_begin_scan(b->direct);
+	if (direct_lock_row(b, u))
+		direct_read_row(b, u);
+	else
+		u->usable = false;
+	direct_end_scan(b->direct);
+}
+
+/*
+ * Step 2b, the available balance of each locked user.  This is the one place
+ * where the available of a user's balance row is read before any of the
+ * user's charges is decided (step 4 starts from u->available and never reads
+ * the row again).  Expired holds are swept first, under the lock step 2a
+ * took, so that the charges meet the balance that is really available; a
+ * sweep writes the row, which is then read again.  Whatever else must bring
+ * money back into the row before the user's charges are decided goes here
+ * too, under the same lock and before the read; u->demand says how much the
+ * batch asks of the user.
+ */
+static void
+batch_user_available(Batch *b, BatchUser *u)
+{
+	if (!u->usable)
+		return;
+	if (u->needs_sweep)
+	{
+		pgm_sweep_expired_holds(UUIDPGetDatum(&u->id), NULL);
+		MemoryContextSwitchTo(b->cxt);	/* the sweep ran a statement */
+		batch_reread_user(b, u);
+		u->needs_sweep = false;
+		if (!u->usable)
+			return;
+	}
+	if (u->demand > u->row_available)
+	{
+		/*
+		 * The row alone is short of what the batch asks: bring back the
+		 * money of the user's free escrow slots (escrow.c; a slot that
+		 * another transaction is charging stays its own).  The reclaim may
+		 * write the row, which is then read again.
+		 */
+		pgm_escrow_reclaim(UUIDPGetDatum(&u->id));
+		MemoryContextSwitchTo(b->cxt);
+		batch_reread_user(b, u);
+		if (!u->usable)
+			return;
+	}
+	u->available = u->row_available;
+}
+
+static void
+batch_users_available(Batch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->nusers; i++)
+		batch_user_available(b, b->sorted[i]);
 }
 
 /* Step 3's reader: enter row r of the key lookup into b->keys. */
@@ -501,7 +977,6 @@ apply_charge(Batch *b, BatchCharge *c, Oid seqid)
 	int64		available;
 	int64		spent_delta;
 
-	u->available += c->amount > u->available ? pgm_escrow_reclaim(UUIDPGetDatum(&u->id)) : 0;
 	if (c->amount > u->available)
 	{
 		c->sqlstate = ERRCODE_PGM_INSUFFICIENT_FUNDS;
@@ -564,13 +1039,9 @@ batch_apply(Batch *b)
 	}
 }
 
-/*
- * Step 5, write the entries: one INSERT of the charges step 4 applied, with
- * the ids it gave them (in input order) and the available balance each left.
- * The keys go in with them, while the users' locks from step 2 are held.
- */
+/* SQL path of step 5: one INSERT of all entries. */
 static void
-batch_write_entries(Batch *b)
+sql_write_entries(Batch *b)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * b->napplied);
 	Datum	   *amounts = palloc(sizeof(Datum) * b->napplied);
@@ -607,12 +1078,9 @@ batch_write_entries(Batch *b)
 	batch_exec(b, plan_insert_many, args, 7);
 }
 
-/*
- * Step 5, write the balances: one UPDATE adds each user's spent delta to the
- * balance row step 2 locked.
- */
+/* SQL path of step 5: one UPDATE of all balances. */
 static void
-batch_write_balances(Batch *b)
+sql_write_balances(Batch *b)
 {
 	HASH_SEQ_STATUS scan;
 	BatchUser  *u;
@@ -628,6 +1096,300 @@ batch_write_balances(Batch *b)
 		k++;
 	}
 	batch_exec_pairs(b, plan_update_many, k, INT8OID);
+}
+
+/*
+ * Direct path of step 5 for one chunk of entries (slots[i] holds the entry
+ * of charges[i]): check the table's constraints, write the rows to the heap
+ * with one table_multi_insert (a WAL record per page, not per row), then
+ * enter them in every index of the ledger in key order, so that consecutive
+ * insertions land on the same leaf pages.  A unique index raises 23505 as
+ * the SQL path's INSERT would.
+ */
+static void
+direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
+					 int k, CommandId cid)
+{
+	BatchDirect *d = b->direct;
+	TupleTableSlot **order = palloc(sizeof(TupleTableSlot *) * k);
+	int		   *start = palloc0(sizeof(int) * (b->nusers + 1));
+	int			i;
+
+	if (RelationGetDescr(d->ledger)->constr)
+		for (i = 0; i < k; i++)
+			ExecConstraints(d->ledger_rri, slots[i], d->estate);
+	table_multi_insert(d->ledger, slots, k, cid, 0, NULL);
+
+	/*
+	 * (user_id, entry_id) order, the order of ledger_pkey: a counting sort
+	 * by the users' ranks in uuid order, stable, so that a user's entries
+	 * stay in input order, which is the order of their ids.
+	 */
+	for (i = 0; i < k; i++)
+		start[charges[i]->user->rank + 1]++;
+	for (i = 1; i <= b->nusers; i++)
+		start[i] += start[i - 1];
+	for (i = 0; i < k; i++)
+		order[start[charges[i]->user->rank]++] = slots[i];
+	for (i = 0; i < k; i++)
+	{
+		List	   *recheck;
+
+		recheck = ExecInsertIndexTuples(d->ledger_rri, order[i], d->estate,
+										false, false, NULL, NIL);
+		list_free(recheck);
+	}
+	ResetPerTupleExprContext(d->estate);
+	pfree(order);
+	pfree(start);
+}
+
+/*
+ * Direct path of step 5, the entries: the rows the SQL path's INSERT writes
+ * (the columns it leaves out are NULL; created_at is now()), BATCH_CHUNK at
+ * a time, in input order.
+ */
+static void
+direct_write_entries(Batch *b)
+{
+	BatchDirect *d = b->direct;
+	TupleDesc	desc = CreateTupleDescCopy(RelationGetDescr(d->ledger));
+	int			nslots = Min(b->napplied, BATCH_CHUNK);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	BatchCharge **charges = palloc(sizeof(BatchCharge *) * nslots);
+	MemoryContext chunk_cxt = AllocSetContextCreate(b->cxt, "pgmarket deduct_batch chunk",
+													ALLOCSET_DEFAULT_SIZES);
+	CommandId	cid;
+	int			i;
+	int			k = 0;
+
+	/* see the rows of this call's statements (sweeps) as the INSERT would */
+	CommandCounterIncrement();
+	cid = GetCurrentCommandId(true);
+	/* the copy is not reference-counted: the slots pin nothing */
+	for (i = 0; i < nslots; i++)
+		slots[i] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+
+	for (i = 0; i < b->n; i++)
+	{
+		BatchCharge *c = &b->charges[i];
+		TupleTableSlot *slot;
+		MemoryContext old;
+
+		if (!c->inserted)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		slot = slots[k];
+		ExecClearTuple(slot);
+		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+#define SET(col, value) \
+	(slot->tts_values[d->lcol[col] - 1] = (value), \
+	 slot->tts_isnull[d->lcol[col] - 1] = false)
+		old = MemoryContextSwitchTo(chunk_cxt);
+		SET(L_ENTRY_ID, Int64GetDatum(c->entry_id));
+		SET(L_USER_ID, UUIDPGetDatum(&c->user_id));
+		SET(L_KIND, d->kind_charge);
+		SET(L_AMOUNT, Int64GetDatum(c->amount));
+		SET(L_AVAILABLE, Int64GetDatum(c->available));
+		SET(L_MODEL_ID, CStringGetTextDatum(c->model_id));
+		SET(L_TOKENS_USED, Int64GetDatum(c->tokens));
+		if (c->key)
+			SET(L_IDEMPOTENCY_KEY, CStringGetTextDatum(c->key));
+		SET(L_CREATED_AT, d->now);
+#undef SET
+		MemoryContextSwitchTo(old);
+		ExecStoreVirtualTuple(slot);
+		charges[k++] = c;
+		if (k == nslots)
+		{
+			direct_flush_entries(b, slots, charges, k, cid);
+			MemoryContextReset(chunk_cxt);
+			k = 0;
+		}
+	}
+	if (k > 0)
+		direct_flush_entries(b, slots, charges, k, cid);
+	for (i = 0; i < nslots; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	MemoryContextDelete(chunk_cxt);
+}
+
+/*
+ * Direct path of step 5, the balances: each user's row gets its new spent
+ * and updated_at in place of the version step 2 locked (so no second lookup,
+ * and no wait: the row is this transaction's), in uuid order.  The row's
+ * CHECK constraint is checked; its indexes get the new version when the
+ * update could not stay on the page (not HOT).
+ */
+static void
+direct_write_balances(Batch *b)
+{
+	BatchDirect *d = b->direct;
+	TupleDesc	desc = RelationGetDescr(d->balances);
+	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc0(sizeof(bool) * desc->natts);
+	bool	   *replace = palloc0(sizeof(bool) * desc->natts);
+	CommandId	cid = GetCurrentCommandId(true);
+	int			i;
+
+	replace[d->bcol[B_SPENT] - 1] = true;
+	replace[d->bcol[B_UPDATED_AT] - 1] = true;
+	values[d->bcol[B_UPDATED_AT] - 1] = d->now;
+	for (i = 0; i < b->nusers; i++)
+	{
+		BatchUser  *u = b->sorted[i];
+		TM_FailureData tmfd;
+		TM_Result	result;
+		LockTupleMode lockmode;
+		bool		update_indexes;
+		bool		isnull;
+		int64		spent;
+
+		if (u->spent_delta == 0)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		spent = DatumGetInt64(heap_getattr(u->row, d->bcol[B_SPENT], desc, &isnull));
+		if (pg_add_s64_overflow(spent, u->spent_delta, &spent))
+			elog(ERROR, "spent balance of user %s out of range",
+				 pgm_uuid_cstring(UUIDPGetDatum(&u->id)));
+		values[d->bcol[B_SPENT] - 1] = Int64GetDatum(spent);
+		ExecStoreHeapTuple(heap_modify_tuple(u->row, desc, values, nulls, replace),
+						   d->new_slot, true);
+		if (desc->constr)
+			ExecConstraints(d->balances_rri, d->new_slot, d->estate);
+		result = table_tuple_update(d->balances, &u->tid, d->new_slot, cid,
+									GetActiveSnapshot(), InvalidSnapshot, true,
+									&tmfd, &lockmode, &update_indexes);
+		if (result != TM_Ok)
+			elog(ERROR, "could not update the balance row of user %s (%d)",
+				 pgm_uuid_cstring(UUIDPGetDatum(&u->id)), (int) result);
+		if (update_indexes && d->balances_rri->ri_NumIndices > 0)
+			list_free(ExecInsertIndexTuples(d->balances_rri, d->new_slot,
+											d->estate, true, false, NULL, NIL));
+		ExecClearTuple(d->new_slot);
+		ResetPerTupleExprContext(d->estate);
+	}
+}
+
+/*
+ * Step 5, write: the entries of the charges step 4 applied, with the ids it
+ * gave them (in input order) and the available balance each left, then each
+ * user's spent delta into the balance row step 2 locked.  The keys go in with
+ * the entries, while the users' locks are held.  The SQL path does it with
+ * one INSERT ... SELECT FROM unnest and one UPDATE ... FROM unnest; the
+ * direct path as above.
+ */
+static void
+batch_write(Batch *b)
+{
+	if (b->direct)
+	{
+		direct_write_entries(b);
+		direct_write_balances(b);
+	}
+	else
+	{
+		sql_write_entries(b);
+		sql_write_balances(b);
+	}
+}
+
+/*
+ * Steps 3 and 4 again, after step 5 met a twin (below): forget what step 4
+ * decided, read the keys again (the twin's entry is committed now) and
+ * decide every checked charge again from the available balances step 2b
+ * read, which the users' locks have kept as they were.
+ */
+static void
+batch_redecide(Batch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->nusers; i++)
+	{
+		b->sorted[i]->available = b->sorted[i]->row_available;
+		b->sorted[i]->spent_delta = 0;
+	}
+	for (i = 0; i < b->n; i++)
+	{
+		BatchCharge *c = &b->charges[i];
+
+		if (c->user == NULL)
+			continue;			/* refused in step 1: stays so */
+		c->sqlstate = 0;
+		c->inserted = false;
+		c->entry_id = 0;
+		c->available = 0;
+	}
+	b->napplied = 0;
+	hash_destroy(b->keys);
+	batch_find_replays(b);
+	batch_apply(b);
+}
+
+/* Whether step 5 writes an idempotency key. */
+static bool
+writes_keys(Batch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+		if (b->charges[i].inserted && b->charges[i].key)
+			return true;
+	return false;
+}
+
+#define BATCH_TWIN_TRIES	3
+
+/*
+ * Step 5 for a batch that writes idempotency keys, in a subtransaction of
+ * its own.  Every writer of a key holds its user's balance-row lock, which
+ * this batch holds since step 2a, so a twin of one of its charges cannot be
+ * in flight and step 3 saw every key there is.  Should a writer ever insert
+ * a key without that lock, the ledger's unique index makes this insert wait
+ * for it and then raise 23505; the subtransaction (entries only: the
+ * balances come after them) is rolled back, steps 3 and 4 run again and
+ * find the twin, which then replays, as INSERT ... ON CONFLICT would have
+ * it.  The users' locks, taken before, are kept.  After BATCH_TWIN_TRIES
+ * such rounds, or on any other error, the error stands.
+ */
+static void
+batch_write_keyed(Batch *b)
+{
+	volatile int tries;
+
+	for (tries = 1;; tries++)
+	{
+		ResourceOwner owner = CurrentResourceOwner;
+		ErrorData  *volatile edata = NULL;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(b->cxt);
+		PG_TRY();
+		{
+			batch_write(b);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(b->cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(b->cxt);
+		CurrentResourceOwner = owner;
+		if (edata == NULL)
+			return;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION ||
+			tries >= BATCH_TWIN_TRIES)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		batch_redecide(b);
+		if (b->napplied == 0)
+			return;
+	}
 }
 
 /*
@@ -693,14 +1455,18 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 		pgm_spi_connect();
 		prepare_plans();
 		MemoryContextSwitchTo(b.cxt);
+		if (b.nusers > 0)
+			batch_direct_open(&b);
 		batch_lock_users(&b);
+		batch_users_available(&b);
 		batch_find_replays(&b);
 		batch_apply(&b);
-		if (b.napplied > 0)
-		{
-			batch_write_entries(&b);
-			batch_write_balances(&b);
-		}
+		if (b.napplied > 0 && writes_keys(&b))
+			batch_write_keyed(&b);
+		else if (b.napplied > 0)
+			batch_write(&b);
+		if (b.direct)
+			batch_direct_close(&b);
 		SPI_finish();
 		batch_put_result(&b, rsinfo);
 	}
