@@ -75,7 +75,9 @@ make_users(pgm_conn *c, const char *funds, char ids[U_COUNT][PGM_UUID_LEN])
 		snprintf(email, sizeof(email), "batch%d-%s@example.com", ++user_seq, suffix);
 		snprintf(uname, sizeof(uname), "batch%d_%s", user_seq, suffix);
 		EXPECT(pgm_create_user(c, email, uname, NULL, NULL, NULL, ids[i]), PGM_OK, c);
-		EXPECT(pgm_add_funds(c, ids[i], funds, NULL, NULL, &lr), PGM_OK, c);
+		/* the deactivated one without money: an export leaves it out */
+		if (i != U_GONE)
+			EXPECT(pgm_add_funds(c, ids[i], funds, NULL, NULL, &lr), PGM_OK, c);
 	}
 	EXPECT(pgm_deactivate_user(c, ids[U_GONE]), PGM_OK, c);
 }
