@@ -202,55 +202,46 @@ static void free_batch_errors(pgm_conn *c);
  * Status names and the SQLSTATE map
  * ------------------------------------------------------------------------ */
 
-static const struct
-{
-	const char *sqlstate;
-	pgm_status	status;
-}			state_map[] = {
-	{"PM001", PGM_INSUFFICIENT_FUNDS},
-	{"PM002", PGM_UNKNOWN_ACCOUNT},
-	{"PM003", PGM_IDEMPOTENCY_CONFLICT},
-	{"PM004", PGM_RESERVATION_STATE},
-	{"PM005", PGM_RATE_LIMITED},
-	{"PM010", PGM_VAULT_UNAVAILABLE},
-	{"PM011", PGM_DECRYPTION_FAILED},
-	{"PM012", PGM_KEY_NOT_FOUND},
-	{"PM013", PGM_AUDIT_CHAIN_BROKEN},
-	{"28000", PGM_INVALID_API_KEY},
-	{"22004", PGM_NULL_VALUE},
-	{"22023", PGM_INVALID_PARAMETER},
-	{"22003", PGM_OUT_OF_RANGE},
-	{"23505", PGM_DUPLICATE},
-	{"42501", PGM_PERMISSION_DENIED},
-	{"55000", PGM_APPEND_ONLY},
-};
+/*
+ * Every status, once: S(STATUS, SQLSTATE), the SQLSTATE that maps to it or
+ * NULL for the statuses of the library's own (no connection, bad use) and
+ * the catch-all.  pgm_status_name and the SQLSTATE map are made from it.
+ */
+#define STATUSES(S) \
+	S(PGM_OK, NULL) \
+	S(PGM_INSUFFICIENT_FUNDS, "PM001") \
+	S(PGM_UNKNOWN_ACCOUNT, "PM002") \
+	S(PGM_IDEMPOTENCY_CONFLICT, "PM003") \
+	S(PGM_RESERVATION_STATE, "PM004") \
+	S(PGM_RATE_LIMITED, "PM005") \
+	S(PGM_VAULT_UNAVAILABLE, "PM010") \
+	S(PGM_DECRYPTION_FAILED, "PM011") \
+	S(PGM_KEY_NOT_FOUND, "PM012") \
+	S(PGM_AUDIT_CHAIN_BROKEN, "PM013") \
+	S(PGM_INVALID_API_KEY, "28000") \
+	S(PGM_NULL_VALUE, "22004") \
+	S(PGM_INVALID_PARAMETER, "22023") \
+	S(PGM_OUT_OF_RANGE, "22003") \
+	S(PGM_DUPLICATE, "23505") \
+	S(PGM_PERMISSION_DENIED, "42501") \
+	S(PGM_APPEND_ONLY, "55000") \
+	S(PGM_CONNECTION_ERROR, NULL) \
+	S(PGM_SERVER_ERROR, NULL) \
+	S(PGM_CLIENT_ERROR, NULL) \
+	S(PGM_OUTCOME_UNKNOWN, NULL)
+
+#define STATUS_STATE(status, sqlstate) [status] = sqlstate,
+static const char *const status_sqlstate[] = {STATUSES(STATUS_STATE)};
+#undef STATUS_STATE
 
 const char *
 pgm_status_name(pgm_status status)
 {
 	switch (status)
 	{
-		case PGM_OK: return "PGM_OK";
-		case PGM_INSUFFICIENT_FUNDS: return "PGM_INSUFFICIENT_FUNDS";
-		case PGM_UNKNOWN_ACCOUNT: return "PGM_UNKNOWN_ACCOUNT";
-		case PGM_IDEMPOTENCY_CONFLICT: return "PGM_IDEMPOTENCY_CONFLICT";
-		case PGM_RESERVATION_STATE: return "PGM_RESERVATION_STATE";
-		case PGM_VAULT_UNAVAILABLE: return "PGM_VAULT_UNAVAILABLE";
-		case PGM_DECRYPTION_FAILED: return "PGM_DECRYPTION_FAILED";
-		case PGM_KEY_NOT_FOUND: return "PGM_KEY_NOT_FOUND";
-		case PGM_AUDIT_CHAIN_BROKEN: return "PGM_AUDIT_CHAIN_BROKEN";
-		case PGM_INVALID_API_KEY: return "PGM_INVALID_API_KEY";
-		case PGM_NULL_VALUE: return "PGM_NULL_VALUE";
-		case PGM_INVALID_PARAMETER: return "PGM_INVALID_PARAMETER";
-		case PGM_OUT_OF_RANGE: return "PGM_OUT_OF_RANGE";
-		case PGM_DUPLICATE: return "PGM_DUPLICATE";
-		case PGM_PERMISSION_DENIED: return "PGM_PERMISSION_DENIED";
-		case PGM_APPEND_ONLY: return "PGM_APPEND_ONLY";
-		case PGM_CONNECTION_ERROR: return "PGM_CONNECTION_ERROR";
-		case PGM_SERVER_ERROR: return "PGM_SERVER_ERROR";
-		case PGM_CLIENT_ERROR: return "PGM_CLIENT_ERROR";
-		case PGM_RATE_LIMITED: return "PGM_RATE_LIMITED";
-		case PGM_OUTCOME_UNKNOWN: return "PGM_OUTCOME_UNKNOWN";
+#define STATUS_NAME(st, sqlstate) case st: return #st;
+			STATUSES(STATUS_NAME)
+#undef STATUS_NAME
 	}
 	return "PGM_UNKNOWN_STATUS";
 }
@@ -262,9 +253,9 @@ pgm_status_from_sqlstate(const char *sqlstate)
 
 	if (sqlstate == NULL || strcmp(sqlstate, "00000") == 0)
 		return PGM_OK;
-	for (i = 0; i < sizeof(state_map) / sizeof(state_map[0]); i++)
-		if (strcmp(sqlstate, state_map[i].sqlstate) == 0)
-			return state_map[i].status;
+	for (i = 0; i < sizeof(status_sqlstate) / sizeof(status_sqlstate[0]); i++)
+		if (status_sqlstate[i] && strcmp(sqlstate, status_sqlstate[i]) == 0)
+			return (pgm_status) i;
 	if (strncmp(sqlstate, "08", 2) == 0)
 		return PGM_CONNECTION_ERROR;
 	return PGM_SERVER_ERROR;
@@ -918,6 +909,27 @@ rows_of(pgm_conn *c, query_id q, const char *key, pgm_result **out)
 	return rows_call(c, q, 1, &key, out);
 }
 
+/*
+ * The public call fn(conn, key, out): the rows of query q of one
+ * parameter (a user, a model, a name), through rows_of.
+ */
+#define ROWS_OF(fn, key, q) \
+	pgm_status \
+	fn(pgm_conn *c, const char *key, pgm_result **out) \
+	{ \
+		return rows_of(c, q, key, out); \
+	}
+
+/* The same with two text parameters. */
+#define ROWS_OF2(fn, a, b, q) \
+	pgm_status \
+	fn(pgm_conn *c, const char *a, const char *b, pgm_result **out) \
+	{ \
+		const char *vals[2] = {a, b}; \
+		\
+		return rows_call(c, q, 2, vals, out); \
+	}
+
 /* ------------------------------------------------------------------------
  * Sealed secrets
  *
@@ -1401,28 +1413,41 @@ pgm_exec(pgm_conn *c, const char *sql, int nparams,
  * Accounts
  * ------------------------------------------------------------------------ */
 
-pgm_status
-pgm_create_user(pgm_conn *c, const char *email, const char *username,
-				const char *password, const char *const *roles,
-				const char *id, char user_id[PGM_UUID_LEN])
+/*
+ * create_user and create_user_hashed: the roles as an array literal, the
+ * third value (a password or a hash) sealed when sealed is not Q_COUNT;
+ * user_id receives the new id ("" when the call fails).
+ */
+static pgm_status
+create_user_call(pgm_conn *c, query_id plain, query_id sealed, const char *email,
+				 const char *username, const char *secret,
+				 const char *const *roles, const char *id,
+				 char user_id[PGM_UUID_LEN])
 {
 	char	   *roles_lit = NULL;
-	const char *vals[5];
+	const char *vals[5] = {email, username, secret, NULL, id};
+	PGresult   *res;
 	pgm_status	st;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
 	if (roles && (roles_lit = array_literal(roles)) == NULL)
 		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	vals[0] = email;
-	vals[1] = username;
-	vals[2] = password;
 	vals[3] = roles_lit;
-	vals[4] = id;
-	st = scalar_into(c, password_call(c, Q_CREATE_USER, Q_CREATE_USER_SEALED, 5, vals, 2),
-					 take_uuid, user_id, PGM_UUID_LEN);
+	res = sealed == Q_COUNT ? call(c, plain, 5, vals)
+		: password_call(c, plain, sealed, 5, vals, 2);
+	st = scalar_into(c, res, take_uuid, user_id, PGM_UUID_LEN);
 	free(roles_lit);
 	return st;
+}
+
+pgm_status
+pgm_create_user(pgm_conn *c, const char *email, const char *username,
+				const char *password, const char *const *roles,
+				const char *id, char user_id[PGM_UUID_LEN])
+{
+	return create_user_call(c, Q_CREATE_USER, Q_CREATE_USER_SEALED, email, username,
+							password, roles, id, user_id);
 }
 
 pgm_status
@@ -1430,27 +1455,12 @@ pgm_create_user_hashed(pgm_conn *c, const char *email, const char *username,
 					   const char *password_hash, const char *const *roles,
 					   const char *id, char user_id[PGM_UUID_LEN])
 {
-	char	   *roles_lit = NULL;
-	const char *vals[5];
-	pgm_status	st;
-
 	if (user_id)
 		user_id[0] = '\0';
-	if (c == NULL)
-		return PGM_CLIENT_ERROR;
-	if (user_id == NULL)
+	if (c != NULL && user_id == NULL)
 		return set_error(c, PGM_CLIENT_ERROR, "user_id must not be NULL");
-	if (roles && (roles_lit = array_literal(roles)) == NULL)
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	vals[0] = email;
-	vals[1] = username;
-	vals[2] = password_hash;
-	vals[3] = roles_lit;
-	vals[4] = id;
-	st = scalar_into(c, call(c, Q_CREATE_USER_HASHED, 5, vals),
-					 take_uuid, user_id, PGM_UUID_LEN);
-	free(roles_lit);
-	return st;
+	return create_user_call(c, Q_CREATE_USER_HASHED, Q_COUNT, email, username,
+							password_hash, roles, id, user_id);
 }
 
 pgm_status
@@ -2239,6 +2249,7 @@ static pgm_status
 run_round(batch_run *b, int *unread)
 {
 	pgm_conn   *c = b->c;
+	pgm_status	fatal = PGM_OK;
 	int			k;
 
 	*unread = 0;
@@ -2260,23 +2271,24 @@ run_round(batch_run *b, int *unread)
 			;
 		else if (result_ok(res))
 			step_done(b, &b->steps[k], res);
-		else if (session_lost(c, res) || !step_failed(b, &b->steps[k], res))
+		else if (session_lost(c, res))
 		{
-			int			lost = session_lost(c, res);
-			pgm_status	s = set_result_error(c, res);
-
+			set_result_error(c, res);
 			PQclear(res);
-			if (lost)
-				return PGM_CONNECTION_ERROR;
-			return s == PGM_OK ? PGM_SERVER_ERROR : s;
+			return PGM_CONNECTION_ERROR;
 		}
-		else if (b->failed < 0)
+		else if (fatal == PGM_OK && !step_failed(b, &b->steps[k], res))
+			fatal = set_result_error(c, res);	/* the rest is skipped: read on */
+		if (b->failed < 0 && !result_ok(res) &&
+			PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
 			b->failed = k;
 		PQclear(res);
 	}
 	*unread = b->nsteps;
 	if (!read_sync(c))
 		return PGM_CONNECTION_ERROR;
+	if (fatal != PGM_OK)
+		return fatal == PGM_CONNECTION_ERROR ? PGM_SERVER_ERROR : fatal;
 	if (b->failed >= 0)
 		round_skipped(b);
 	return PGM_OK;
@@ -2612,25 +2624,40 @@ fill_secret(pgm_conn *c, PGresult *res, void *arg)
 	return PGM_OK;
 }
 
-pgm_status
-pgm_get_provider_key(pgm_conn *c, const char *user_id, const char *provider,
-					 char **secret)
+/* The secret of res (NULL: the call failed) into *secret (may be NULL). */
+static pgm_status
+secret_of(pgm_conn *c, PGresult *res, char **secret)
 {
-	const char *vals[2] = {user_id, provider};
 	char	   *s = NULL;
 	pgm_status	st;
 
 	if (secret)
 		*secret = NULL;
-	st = take_row(c, call(c, Q_GET_PROVIDER_KEY, 2, vals), fill_secret, &s);
+	st = take_row(c, res, fill_secret, &s);
 	return st == PGM_OK ? give_secret(s, secret) : st;
 }
 
 pgm_status
-pgm_list_provider_keys(pgm_conn *c, const char *user_id, pgm_result **out)
+pgmi_exec_secret(pgm_conn *c, const char *sql, int n, const char *const *vals,
+				 char **secret)
 {
-	return rows_of(c, Q_LIST_PROVIDER_KEYS, user_id, out);
+	if (secret)
+		*secret = NULL;
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	return secret_of(c, run(c, Q_COUNT, sql, n, vals, NULL, NULL), secret);
 }
+
+pgm_status
+pgm_get_provider_key(pgm_conn *c, const char *user_id, const char *provider,
+					 char **secret)
+{
+	const char *vals[2] = {user_id, provider};
+
+	return secret_of(c, call(c, Q_GET_PROVIDER_KEY, 2, vals), secret);
+}
+
+ROWS_OF(pgm_list_provider_keys, user_id, Q_LIST_PROVIDER_KEYS)
 
 /* A revoke_* call: *revoked says whether this call revoked the key (0: it was already). */
 static pgm_status
@@ -2789,11 +2816,7 @@ pgm_revoke_api_key(pgm_conn *c, const char *user_id, const char *key_id,
 	return revoke_call(c, Q_REVOKE_API_KEY, user_id, key_id, revoked);
 }
 
-pgm_status
-pgm_list_api_keys(pgm_conn *c, const char *user_id, pgm_result **out)
-{
-	return rows_of(c, Q_LIST_API_KEYS, user_id, out);
-}
+ROWS_OF(pgm_list_api_keys, user_id, Q_LIST_API_KEYS)
 
 /* ------------------------------------------------------------------------
  * Tiers and rate limits
@@ -3155,11 +3178,7 @@ pgm_rate_model(pgm_conn *c, const char *user_id, const char *model_id,
 	return scalar_call(c, Q_RATE_MODEL, 4, vals, NULL, NULL);
 }
 
-pgm_status
-pgm_model_ratings(pgm_conn *c, const char *model_id, pgm_result **out)
-{
-	return rows_of(c, Q_MODEL_RATINGS, model_id, out);
-}
+ROWS_OF(pgm_model_ratings, model_id, Q_MODEL_RATINGS)
 
 pgm_status
 pgm_set_preference(pgm_conn *c, const char *user_id, const char *key,
@@ -3170,11 +3189,7 @@ pgm_set_preference(pgm_conn *c, const char *user_id, const char *key,
 	return scalar_call(c, Q_SET_PREFERENCE, 3, vals, NULL, NULL);
 }
 
-pgm_status
-pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
-{
-	return rows_of(c, Q_GET_PREFERENCES, user_id, out);
-}
+ROWS_OF(pgm_get_preferences, user_id, Q_GET_PREFERENCES)
 
 pgm_status
 pgm_delete_preference(pgm_conn *c, const char *user_id, const char *key,
@@ -3240,14 +3255,7 @@ pgm_save_project(pgm_conn *c, const char *user_id, const char *name,
 	return uuid_call_lists(c, Q_SAVE_PROJECT, 11, vals, slots, lists, 1, project_id);
 }
 
-pgm_status
-pgm_get_project(pgm_conn *c, const char *user_id, const char *project_id,
-				pgm_result **out)
-{
-	const char *vals[2] = {user_id, project_id};
-
-	return rows_call(c, Q_GET_PROJECT, 2, vals, out);
-}
+ROWS_OF2(pgm_get_project, user_id, project_id, Q_GET_PROJECT)
 
 pgm_status
 pgm_list_projects(pgm_conn *c, const char *user_id, const char *status,
@@ -3282,17 +3290,9 @@ pgm_save_template(pgm_conn *c, const char *name, const char *category,
 	return uuid_call_lists(c, Q_SAVE_TEMPLATE, 10, vals, slots, lists, 3, template_id);
 }
 
-pgm_status
-pgm_get_template(pgm_conn *c, const char *name, pgm_result **out)
-{
-	return rows_of(c, Q_GET_TEMPLATE, name, out);
-}
+ROWS_OF(pgm_get_template, name, Q_GET_TEMPLATE)
 
-pgm_status
-pgm_list_templates(pgm_conn *c, const char *category, pgm_result **out)
-{
-	return rows_of(c, Q_LIST_TEMPLATES, category, out);
-}
+ROWS_OF(pgm_list_templates, category, Q_LIST_TEMPLATES)
 
 pgm_status
 pgm_request_modification(pgm_conn *c, const char *user_id,
@@ -3342,14 +3342,7 @@ pgm_import_user(pgm_conn *c, const char *id, const char *email,
 	return scalar_call(c, Q_IMPORT_USER, 5, vals, NULL, NULL);
 }
 
-pgm_status
-pgm_import_batch(pgm_conn *c, const char *section, const char *records,
-				 pgm_result **out)
-{
-	const char *vals[2] = {section, records};
-
-	return rows_call(c, Q_IMPORT_BATCH, 2, vals, out);
-}
+ROWS_OF2(pgm_import_batch, section, records, Q_IMPORT_BATCH)
 
 pgm_status
 pgm_export_accounts(pgm_conn *c, pgm_result **out)

@@ -700,6 +700,18 @@ typedef struct pgm_project_options
 	const char *last_deployed_at;	/* timestamptz text */
 } pgm_project_options;
 
+/* Every field NULL: the SQL default. */
+typedef struct pgm_template_options
+{
+	const char *description;
+	const char *const *required_vars;	/* NULL-terminated */
+	const char *const *tags;	/* NULL-terminated */
+	const char *optional_vars;	/* JSON object: name -> default */
+	const char *const *tech_stack;	/* NULL-terminated */
+	const char *setup_minutes;	/* integer text */
+	const char *complexity;
+} pgm_template_options;
+
 /* Insert a project, or update the user's project options->id (another
  * user's id: PGM_PERMISSION_DENIED).  project_id receives its id. */
 pgm_status	pgm_save_project(pgm_conn *conn, const char *user_id,
@@ -716,18 +728,6 @@ pgm_status	pgm_list_projects(pgm_conn *conn, const char *user_id,
 							  const char *before, pgm_result **out);
 pgm_status	pgm_archive_project(pgm_conn *conn, const char *user_id,
 								const char *project_id);
-/* Every field NULL: the SQL default. */
-typedef struct pgm_template_options
-{
-	const char *description;
-	const char *const *required_vars;	/* NULL-terminated */
-	const char *const *tags;	/* NULL-terminated */
-	const char *optional_vars;	/* JSON object: name -> default */
-	const char *const *tech_stack;	/* NULL-terminated */
-	const char *setup_minutes;	/* integer text */
-	const char *complexity;
-} pgm_template_options;
-
 /* pgmarket_admin: insert or replace the template of that name (files: a
  * JSON object or array). */
 pgm_status	pgm_save_template(pgm_conn *conn, const char *name,

@@ -27,9 +27,7 @@ main(int argc, char **argv)
 				applied = 0,
 				replayed = 0;
 
-	conn = example_start(argc, argv, "dave", "1.00", user_id);
-	if (conn == NULL)
-		return 1;
+	conn = example_start(argc, argv, "frank", "1.00", user_id);
 	for (i = 0; i < N; i++)
 	{
 		snprintf(keys[i], sizeof(keys[i]), "burst-%s-%d", user_id, i);
