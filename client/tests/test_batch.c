@@ -469,10 +469,19 @@ lock_holder(const char *user, int kill, int ready[2])
 					 1, p, NULL) != PGM_OK ||
 			write(ready[1], "1", 1) != 1)
 			_exit(2);
-		/* a bounded wait for the waiter to appear in pg_stat_activity */
+		/*
+		 * A bounded wait for a waiter to appear in pg_stat_activity (and,
+		 * to kill it, to be terminated: a wait under the batch's 1 ms
+		 * lock_timeout may end before the signal, and the waiter comes
+		 * again).
+		 */
 		for (tries = 0; tries < 6000 && !waited; tries++)
 		{
-			if (pgm_exec(h, "SELECT count(*) AS n FROM pg_stat_activity "
+			if (pgm_exec(h, kill ?
+						 "SELECT count(*) AS n FROM pg_stat_activity "
+						 "WHERE CASE WHEN pg_backend_pid() = ANY (pg_blocking_pids(pid)) "
+						 "THEN pg_terminate_backend(pid) END" :
+						 "SELECT count(*) AS n FROM pg_stat_activity "
 						 "WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))",
 						 0, NULL, &r) == PGM_OK)
 				waited = atoi(pgm_result_value(r, 0, "n")) > 0;
@@ -481,9 +490,6 @@ lock_holder(const char *user, int kill, int ready[2])
 			if (!waited)
 				usleep(10000);
 		}
-		if (kill)
-			pgm_exec(h, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-					 "WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))", 0, NULL, NULL);
 		pgm_commit(h);
 		pgm_finish(h);
 		_exit(waited ? 0 : 3);
