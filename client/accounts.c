@@ -41,10 +41,37 @@ void_call(pgm_conn *c, const char *sql, int n, const char *const *vals)
 	return pgm_exec(c, sql, n, vals, NULL);
 }
 
-/* A call of one boolean result "b" into *out (may be NULL). */
+/*
+ * The public call fn(conn, a[, b[, c]]): sql with those text parameters,
+ * its result dropped, through void_call.
+ */
+#define VOID_CALL1(fn, sql, a) \
+	pgm_status \
+	fn(pgm_conn *c, const char *a) \
+	{ \
+		return void_call(c, sql, 1, (const char *const[]) {a}); \
+	}
+#define VOID_CALL2(fn, sql, a, b) \
+	pgm_status \
+	fn(pgm_conn *c, const char *a, const char *b) \
+	{ \
+		return void_call(c, sql, 2, (const char *const[]) {a, b}); \
+	}
+#define VOID_CALL3(fn, sql, a, b, d) \
+	pgm_status \
+	fn(pgm_conn *c, const char *a, const char *b, const char *d) \
+	{ \
+		return void_call(c, sql, 3, (const char *const[]) {a, b, d}); \
+	}
+
+/*
+ * A call of one boolean result "b" into *out (may be NULL): plain_sql, or
+ * sealed_sql with the values whose bit is set in secrets sealed (0: none,
+ * and sealed_sql is not used).
+ */
 static pgm_status
-bool_call(pgm_conn *c, const char *sql, int n, const char *const *vals,
-		  unsigned secrets, int *out)
+bool_call(pgm_conn *c, const char *plain_sql, const char *sealed_sql, int n,
+		  const char *const *vals, unsigned secrets, int *out)
 {
 	pgm_result *r = NULL;
 	pgm_status	st;
@@ -52,18 +79,28 @@ bool_call(pgm_conn *c, const char *sql, int n, const char *const *vals,
 
 	if (out)
 		*out = 0;
-	st = secrets ? pgmi_exec_passwords(c, sql, sql, n, vals, secrets, &r)
-		: pgm_exec(c, sql, n, vals, &r);
+	st = secrets ? pgmi_exec_passwords(c, plain_sql, sealed_sql, n, vals, secrets, &r)
+		: pgm_exec(c, plain_sql, n, vals, &r);
 	if (st == PGM_OK && out && (v = scalar(r, "b")) != NULL)
 		*out = strcmp(v, "t") == 0;
 	pgm_result_free(r);
 	return st;
 }
 
-/* A call of one uuid result "u" into user_id ("" for NULL). */
+/*
+ * A call of one uuid result "u" into user_id ("" for NULL or a failure):
+ * plain_sql, or sealed_sql with the values whose bit is set in secrets
+ * sealed (0: none), as bool_call.
+ */
 static pgm_status
-uuid_call(pgm_status st, pgm_result *r, char user_id[PGM_UUID_LEN])
+uuid_call(pgm_conn *c, const char *plain_sql, const char *sealed_sql, int n,
+		  const char *const *vals, unsigned secrets, char user_id[PGM_UUID_LEN])
 {
+	pgm_result *r = NULL;
+	pgm_status	st;
+
+	st = secrets ? pgmi_exec_passwords(c, plain_sql, sealed_sql, n, vals, secrets, &r)
+		: pgm_exec(c, plain_sql, n, vals, &r);
 	copy_text(user_id, PGM_UUID_LEN, st == PGM_OK ? scalar(r, "u") : NULL);
 	pgm_result_free(r);
 	return st;
@@ -128,22 +165,10 @@ pgm_update_last_login(pgm_conn *c, const char *user_id, char at[PGM_TIME_LEN])
 	return st;
 }
 
-pgm_status
-pgm_update_user(pgm_conn *c, const char *user_id, const char *email,
-				const char *username)
-{
-	const char *vals[3] = {user_id, email, username};
+VOID_CALL3(pgm_update_user, "SELECT pgmarket.update_user($1::uuid, $2, $3)",
+		   user_id, email, username)
 
-	return void_call(c, "SELECT pgmarket.update_user($1::uuid, $2, $3)", 3, vals);
-}
-
-pgm_status
-pgm_reactivate_user(pgm_conn *c, const char *user_id)
-{
-	const char *vals[1] = {user_id};
-
-	return void_call(c, "SELECT pgmarket.reactivate_user($1::uuid)", 1, vals);
-}
+VOID_CALL1(pgm_reactivate_user, "SELECT pgmarket.reactivate_user($1::uuid)", user_id)
 
 /* ------------------------------------------------------------------------
  * Passwords
@@ -154,20 +179,10 @@ pgm_change_password(pgm_conn *c, const char *user_id, const char *old_password,
 					const char *new_password, int *changed)
 {
 	const char *vals[3] = {user_id, old_password, new_password};
-	pgm_result *r = NULL;
-	pgm_status	st;
-	const char *v;
 
-	if (changed)
-		*changed = 0;
-	st = pgmi_exec_passwords(c,
-							 "SELECT pgmarket.change_password($1::uuid, $2, $3) AS b",
-							 "SELECT pgmarket.change_password_sealed($1::uuid, $2::bytea, $3::bytea) AS b",
-							 3, vals, (1u << 1) | (1u << 2), &r);
-	if (st == PGM_OK && changed && (v = scalar(r, "b")) != NULL)
-		*changed = strcmp(v, "t") == 0;
-	pgm_result_free(r);
-	return st;
+	return bool_call(c, "SELECT pgmarket.change_password($1::uuid, $2, $3) AS b",
+					 "SELECT pgmarket.change_password_sealed($1::uuid, $2::bytea, $3::bytea) AS b",
+					 3, vals, (1u << 1) | (1u << 2), changed);
 }
 
 pgm_status
@@ -175,29 +190,10 @@ pgm_create_password_reset(pgm_conn *c, const char *user_id, const char *ttl,
 						  char **token)
 {
 	const char *vals[2] = {user_id, ttl};
-	pgm_result *r = NULL;
-	pgm_status	st;
-	const char *v;
 
-	if (token)
-		*token = NULL;
-	st = pgm_exec(c, "SELECT pgmarket.create_password_reset($1::uuid, "
-				  "COALESCE($2::interval, '1 hour')) AS t", 2, vals, &r);
-	if (st == PGM_OK && token && (v = scalar(r, "t")) != NULL)
-	{
-		size_t		len = strlen(v);
-
-		*token = malloc(len + 1);
-		if (*token == NULL)
-			st = PGM_CLIENT_ERROR;
-		else
-			memcpy(*token, v, len + 1);
-	}
 	/* the token in the result's memory is wiped before it goes */
-	if (r != NULL && (v = scalar(r, "t")) != NULL)
-		sodium_memzero((char *) v, strlen(v));
-	pgm_result_free(r);
-	return st;
+	return pgmi_exec_secret(c, "SELECT pgmarket.create_password_reset($1::uuid, "
+							"COALESCE($2::interval, '1 hour'))", 2, vals, token);
 }
 
 pgm_status
@@ -205,64 +201,36 @@ pgm_reset_password(pgm_conn *c, const char *token, const char *new_password,
 				   char user_id[PGM_UUID_LEN])
 {
 	const char *vals[2] = {token, new_password};
-	pgm_result *r = NULL;
-	pgm_status	st;
 
-	st = pgmi_exec_passwords(c,
-							 "SELECT pgmarket.reset_password($1, $2) AS u",
-							 "SELECT pgmarket.reset_password_sealed($1, $2::bytea) AS u",
-							 2, vals, 1u << 1, &r);
-	return uuid_call(st, r, user_id);
+	return uuid_call(c, "SELECT pgmarket.reset_password($1, $2) AS u",
+					 "SELECT pgmarket.reset_password_sealed($1, $2::bytea) AS u",
+					 2, vals, 1u << 1, user_id);
 }
 
 /* ------------------------------------------------------------------------
  * Account roles
  * ------------------------------------------------------------------------ */
 
-pgm_status
-pgm_add_account_role(pgm_conn *c, const char *name, const char *description)
-{
-	const char *vals[2] = {name, description};
+VOID_CALL2(pgm_add_account_role, "SELECT pgmarket.add_account_role($1, $2)", name, description)
 
-	return void_call(c, "SELECT pgmarket.add_account_role($1, $2)", 2, vals);
-}
+VOID_CALL2(pgm_grant_user_role, "SELECT pgmarket.grant_user_role($1::uuid, $2)", user_id, role)
 
-pgm_status
-pgm_grant_user_role(pgm_conn *c, const char *user_id, const char *role)
-{
-	const char *vals[2] = {user_id, role};
-
-	return void_call(c, "SELECT pgmarket.grant_user_role($1::uuid, $2)", 2, vals);
-}
-
-pgm_status
-pgm_revoke_user_role(pgm_conn *c, const char *user_id, const char *role)
-{
-	const char *vals[2] = {user_id, role};
-
-	return void_call(c, "SELECT pgmarket.revoke_user_role($1::uuid, $2)", 2, vals);
-}
+VOID_CALL2(pgm_revoke_user_role, "SELECT pgmarket.revoke_user_role($1::uuid, $2)", user_id, role)
 
 pgm_status
 pgm_has_role(pgm_conn *c, const char *user_id, const char *role, int *has)
 {
 	const char *vals[2] = {user_id, role};
 
-	return bool_call(c, "SELECT pgmarket.has_role($1::uuid, $2) AS b", 2, vals, 0, has);
+	return bool_call(c, "SELECT pgmarket.has_role($1::uuid, $2) AS b", NULL, 2, vals, 0, has);
 }
 
 /* ------------------------------------------------------------------------
  * External identities
  * ------------------------------------------------------------------------ */
 
-pgm_status
-pgm_link_identity(pgm_conn *c, const char *user_id, const char *provider,
-				  const char *subject)
-{
-	const char *vals[3] = {user_id, provider, subject};
-
-	return void_call(c, "SELECT pgmarket.link_identity($1::uuid, $2, $3)", 3, vals);
-}
+VOID_CALL3(pgm_link_identity, "SELECT pgmarket.link_identity($1::uuid, $2, $3)",
+		   user_id, provider, subject)
 
 pgm_status
 pgm_unlink_identity(pgm_conn *c, const char *user_id, const char *provider,
@@ -270,7 +238,7 @@ pgm_unlink_identity(pgm_conn *c, const char *user_id, const char *provider,
 {
 	const char *vals[2] = {user_id, provider};
 
-	return bool_call(c, "SELECT pgmarket.unlink_identity($1::uuid, $2) AS b", 2, vals,
+	return bool_call(c, "SELECT pgmarket.unlink_identity($1::uuid, $2) AS b", NULL, 2, vals,
 					 0, removed);
 }
 
@@ -279,9 +247,7 @@ pgm_user_by_identity(pgm_conn *c, const char *provider, const char *subject,
 					 char user_id[PGM_UUID_LEN])
 {
 	const char *vals[2] = {provider, subject};
-	pgm_result *r = NULL;
-	pgm_status	st;
 
-	st = pgm_exec(c, "SELECT pgmarket.user_by_identity($1, $2) AS u", 2, vals, &r);
-	return uuid_call(st, r, user_id);
+	return uuid_call(c, "SELECT pgmarket.user_by_identity($1, $2) AS u", NULL, 2, vals, 0,
+					 user_id);
 }

@@ -346,12 +346,12 @@ write_chat_session(exporter *ex, const char *uid, const pgm_result *sessions, in
 static int
 write_user_sessions(exporter *ex, const char *uid, const pgm_result *sessions)
 {
-	int			j,
-				rc = 0;
+	int			j;
 
-	for (j = 0; j < pgm_result_rows(sessions) && rc == 0; j++)
-		rc = write_chat_session(ex, uid, sessions, j);
-	return rc;
+	for (j = 0; j < pgm_result_rows(sessions); j++)
+		if (write_chat_session(ex, uid, sessions, j) != 0)
+			return 1;
+	return 0;
 }
 
 /* What one user has of a per-user section, from list; 0, or 1 after failed(what). */

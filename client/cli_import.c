@@ -605,100 +605,109 @@ tx_tokens(const json *tokens, int64_t *out)
 	return 1;
 }
 
+/*
+ * What checks one record of a section: 1 kept (*x filled), 0 rejected
+ * (the reasons said), -1 out of memory.  ids holds the section's keys seen
+ * so far, for duplicates.
+ */
+typedef int (*record_check) (importer *im, size_t i, strmap *ids, imp_rec *x);
+
+/*
+ * Every record of section (NULL: absent) through check, those kept into
+ * *recs, counted in *nrecs; 0, or -1 when out of memory.
+ */
 static int
-validate_transactions(importer *im)
+validate_section(importer *im, const json *section, record_check check,
+				 imp_rec **recs, size_t *nrecs)
 {
 	strmap		ids = {0};
-	size_t		i;
+	size_t		i,
+				n = section ? section->n : 0;
 	int			rc = 0;
 
-	if (im->txs && im->txs->n && (im->tx = calloc(im->txs->n, sizeof(imp_rec))) == NULL)
+	if (n > 0 && (*recs = calloc(n, sizeof(imp_rec))) == NULL)
 		return -1;
-	for (i = 0; im->txs && i < im->txs->n && rc == 0; i++)
-	{
-		const json *t = im->txs->items[i];
-		const char *id = str_member(t, "id"),
-				   *uid = str_member(t, "user_id"),
-				   *type = str_member(t, "type"),
-				   *why;
-		char		label[128],
-					dk[512];
-		int64_t		m = 0,
-				   *sum,
-					next;
-		imp_rec    *x = &im->tx[im->ntx];
-		int			bad = 0,
-					added;
-
-		snprintf(label, sizeof(label), "%zu", i);
-		if (t->type != JSON_OBJECT)
-		{
-			reject(im, "transactions", label, "not an object");
-			continue;
-		}
-		if (id == NULL || id[0] == '\0')
-		{
-			reject(im, "transactions", label, "needs a string id (its idempotency key)");
-			continue;
-		}
-		snprintf(label, sizeof(label), "%zu, id %.40s", i, id);
-		if (!is_uuid(uid))
-			bad = !reject(im, "transactions", label, "malformed user_id");
-		if ((x->charge = tx_kind(type)) < 0)
-			bad = !reject(im, "transactions", label, "type must be deposit or charge, not %s",
-						  type ? type : "missing");
-		if (!read_amount(json_get(t, "amount"), &m, &why))
-			bad = !reject(im, "transactions", label, "amount is %s", why);
-		else if (m == 0)
-			bad = !reject(im, "transactions", label, "amount is zero");
-		if (!tx_tokens(json_get(t, "tokens"), &x->tokens))
-			bad = !reject(im, "transactions", label, "tokens must be a whole number >= 0");
-		if (json_get(t, "model_id") && json_get(t, "model_id")->type != JSON_NULL &&
-			str_member(t, "model_id") == NULL)
-			bad = !reject(im, "transactions", label, "model_id must be a string or null");
-		if (json_get(t, "timestamp") && json_get(t, "timestamp")->type != JSON_NULL)
-		{
-			const char *at = str_member(t, "timestamp"),
-					   *tw = at ? import_time_problem(at, im->now, TIME_SKEW) : "must be a string";
-
-			if (tw)
-				bad = !reject(im, "transactions", label, "timestamp %s", tw);
-		}
-		if (uid)
-		{
-			char		fu[64];
-
-			snprintf(dk, sizeof(dk), "%s/%s", fold(uid, fu, sizeof(fu)), id);
-			if ((added = map_put(&ids, dk, NULL)) < 0)
-				rc = -1;
-			else if (added == 0)
-				bad = !reject(im, "transactions", label, "duplicate id");
-		}
-		if (bad)
-			continue;
-		if ((x->u = find_user(im, uid, 1)) == NULL)
-		{
-			rc = -1;
-			break;
-		}
-		/* the user's listed deposits or charges, checked: never wrapped */
-		sum = x->charge ? &x->u->charges : &x->u->deposits;
-		if (__builtin_add_overflow(*sum, m, &next) || next >= PGM_MICRO_LIMIT)
-		{
-			reject(im, "transactions", label,
-				   "amount would take the user's listed %s to 9000000000000 credits or more",
-				   x->charge ? "charges" : "deposits");
-			continue;
-		}
-		*sum = next;
-		x->rec = t;
-		x->key = id;
-		x->rec_index = i;
-		pgm_micro_to_str(m, x->amount);
-		im->ntx++;
-	}
+	for (i = 0; i < n && rc >= 0; i++)
+		if ((rc = check(im, i, &ids, &(*recs)[*nrecs])) > 0)
+			(*nrecs)++;
 	map_free(&ids);
-	return rc;
+	return rc < 0 ? -1 : 0;
+}
+
+/* One record of transactions. */
+static int
+check_transaction(importer *im, size_t i, strmap *ids, imp_rec *x)
+{
+	const json *t = im->txs->items[i];
+	const char *id = str_member(t, "id"),
+			   *uid = str_member(t, "user_id"),
+			   *type = str_member(t, "type"),
+			   *why;
+	char		label[128],
+				dk[512];
+	int64_t		m = 0,
+			   *sum,
+				next;
+	int			bad = 0,
+				added;
+
+	snprintf(label, sizeof(label), "%zu", i);
+	if (t->type != JSON_OBJECT)
+		return reject(im, "transactions", label, "not an object"), 0;
+	if (id == NULL || id[0] == '\0')
+		return reject(im, "transactions", label, "needs a string id (its idempotency key)"), 0;
+	snprintf(label, sizeof(label), "%zu, id %.40s", i, id);
+	if (!is_uuid(uid))
+		bad = !reject(im, "transactions", label, "malformed user_id");
+	if ((x->charge = tx_kind(type)) < 0)
+		bad = !reject(im, "transactions", label, "type must be deposit or charge, not %s",
+					  type ? type : "missing");
+	if (!read_amount(json_get(t, "amount"), &m, &why))
+		bad = !reject(im, "transactions", label, "amount is %s", why);
+	else if (m == 0)
+		bad = !reject(im, "transactions", label, "amount is zero");
+	if (!tx_tokens(json_get(t, "tokens"), &x->tokens))
+		bad = !reject(im, "transactions", label, "tokens must be a whole number >= 0");
+	if (json_get(t, "model_id") && json_get(t, "model_id")->type != JSON_NULL &&
+		str_member(t, "model_id") == NULL)
+		bad = !reject(im, "transactions", label, "model_id must be a string or null");
+	if (json_get(t, "timestamp") && json_get(t, "timestamp")->type != JSON_NULL)
+	{
+		const char *at = str_member(t, "timestamp"),
+				   *tw = at ? import_time_problem(at, im->now, TIME_SKEW) : "must be a string";
+
+		if (tw)
+			bad = !reject(im, "transactions", label, "timestamp %s", tw);
+	}
+	if (uid)
+	{
+		char		fu[64];
+
+		snprintf(dk, sizeof(dk), "%s/%s", fold(uid, fu, sizeof(fu)), id);
+		if ((added = map_put(ids, dk, NULL)) < 0)
+			return -1;
+		if (added == 0)
+			bad = !reject(im, "transactions", label, "duplicate id");
+	}
+	if (bad)
+		return 0;
+	if ((x->u = find_user(im, uid, 1)) == NULL)
+		return -1;
+	/* the user's listed deposits or charges, checked: never wrapped */
+	sum = x->charge ? &x->u->charges : &x->u->deposits;
+	if (__builtin_add_overflow(*sum, m, &next) || next >= PGM_MICRO_LIMIT)
+	{
+		reject(im, "transactions", label,
+			   "amount would take the user's listed %s to 9000000000000 credits or more",
+			   x->charge ? "charges" : "deposits");
+		return 0;
+	}
+	*sum = next;
+	x->rec = t;
+	x->key = id;
+	x->rec_index = i;
+	pgm_micro_to_str(m, x->amount);
+	return 1;
 }
 
 /* Is the member absent, null or a string? */
@@ -708,73 +717,66 @@ null_or_string(const json *v)
 	return v == NULL || v->type == JSON_NULL || v->type == JSON_STRING;
 }
 
+/* The problems of a session's messages, said; 1 when there was one. */
 static int
-validate_chats(importer *im)
+reject_chat_messages(importer *im, const char *id, const json *msgs)
 {
-	strmap		ids = {0};
-	size_t		i;
-	int			rc = 0;
+	char		why[128];
+	size_t		k;
+	int			bad = 0;
 
-	if (im->chat && im->chat->n && (im->chats = calloc(im->chat->n, sizeof(imp_rec))) == NULL)
-		return -1;
-	for (i = 0; im->chat && i < im->chat->n && rc == 0; i++)
+	if (msgs && msgs->type != JSON_NULL && msgs->type != JSON_ARRAY)
+		bad = !reject(im, "chat_history", id, "messages must be an array");
+	for (k = 0; msgs && msgs->type == JSON_ARRAY && k < msgs->n; k++)
 	{
-		const char *id = im->chat->keys[i];
-		const json *cs = im->chat->items[i];
-		const char *uid = str_member(cs, "user_id");
-		const json *msgs = cs->type == JSON_OBJECT ? json_get(cs, "messages") : NULL;
-		char		why[128],
-					f[64];
-		size_t		k;
-		int			bad = 0,
-					added;
+		const char *problem = chat_message_problem(msgs->items[k], why, sizeof(why));
+		const json *ts = msgs->items[k]->type == JSON_OBJECT ?
+		json_get(msgs->items[k], "timestamp") : NULL;
 
-		if (!is_uuid(id))
-			bad = !reject(im, "chat_history", id, "malformed uuid");
-		if (cs->type != JSON_OBJECT)
-		{
-			reject(im, "chat_history", id, "must be an object with user_id, model_id, messages");
-			continue;
-		}
-		if (!is_uuid(uid))
-			bad = !reject(im, "chat_history", id, "malformed user_id");
-		if (!null_or_string(json_get(cs, "model_id")) || !null_or_string(json_get(cs, "title")) ||
-			!null_or_string(json_get(cs, "agent_id")))
-			bad = !reject(im, "chat_history", id, "model_id, title and agent_id must be strings");
-		if (msgs && msgs->type != JSON_NULL && msgs->type != JSON_ARRAY)
-			bad = !reject(im, "chat_history", id, "messages must be an array");
-		for (k = 0; msgs && msgs->type == JSON_ARRAY && k < msgs->n; k++)
-		{
-			const char *problem = chat_message_problem(msgs->items[k], why, sizeof(why));
-			const json *ts = msgs->items[k]->type == JSON_OBJECT ?
-			json_get(msgs->items[k], "timestamp") : NULL;
-
-			if (problem)
-				bad = !reject(im, "chat_history", id, "message %zu: %s", k, problem);
-			else if (!null_or_string(ts))
-				bad = !reject(im, "chat_history", id, "message %zu: timestamp must be a string", k);
-			else if (ts && ts->type == JSON_STRING &&
-					 (problem = import_time_problem(ts->text, im->now, TIME_SKEW)) != NULL)
-				bad = !reject(im, "chat_history", id, "message %zu: timestamp %s", k, problem);
-		}
-		if (is_uuid(id))
-		{
-			if ((added = map_put(&ids, fold(id, f, sizeof(f)), NULL)) < 0)
-				rc = -1;
-			else if (added == 0)
-				bad = !reject(im, "chat_history", id, "listed twice");
-		}
-		if (bad)
-			continue;
-		im->chats[im->nchats].key = id;
-		im->chats[im->nchats].rec = cs;
-		if ((im->chats[im->nchats].u = find_user(im, uid, 1)) == NULL)
-			rc = -1;
-		else
-			im->nchats++;
+		if (problem)
+			bad = !reject(im, "chat_history", id, "message %zu: %s", k, problem);
+		else if (!null_or_string(ts))
+			bad = !reject(im, "chat_history", id, "message %zu: timestamp must be a string", k);
+		else if (ts && ts->type == JSON_STRING &&
+				 (problem = import_time_problem(ts->text, im->now, TIME_SKEW)) != NULL)
+			bad = !reject(im, "chat_history", id, "message %zu: timestamp %s", k, problem);
 	}
-	map_free(&ids);
-	return rc;
+	return bad;
+}
+
+/* One session of chat_history. */
+static int
+check_chat(importer *im, size_t i, strmap *ids, imp_rec *x)
+{
+	const char *id = im->chat->keys[i];
+	const json *cs = im->chat->items[i];
+	const char *uid = str_member(cs, "user_id");
+	char		f[64];
+	int			bad = 0,
+				added;
+
+	if (!is_uuid(id))
+		bad = !reject(im, "chat_history", id, "malformed uuid");
+	if (cs->type != JSON_OBJECT)
+		return reject(im, "chat_history", id, "must be an object with user_id, model_id, messages"), 0;
+	if (!is_uuid(uid))
+		bad = !reject(im, "chat_history", id, "malformed user_id");
+	if (!null_or_string(json_get(cs, "model_id")) || !null_or_string(json_get(cs, "title")) ||
+		!null_or_string(json_get(cs, "agent_id")))
+		bad = !reject(im, "chat_history", id, "model_id, title and agent_id must be strings");
+	bad |= reject_chat_messages(im, id, json_get(cs, "messages"));
+	if (is_uuid(id))
+	{
+		if ((added = map_put(ids, fold(id, f, sizeof(f)), NULL)) < 0)
+			return -1;
+		if (added == 0)
+			bad = !reject(im, "chat_history", id, "listed twice");
+	}
+	if (bad)
+		return 0;
+	x->key = id;
+	x->rec = cs;
+	return (x->u = find_user(im, uid, 1)) == NULL ? -1 : 1;
 }
 
 /* Listed entries within the balance: else the user is inconsistent. */
@@ -809,7 +811,8 @@ static int
 validate(importer *im)
 {
 	if (validate_users(im) != 0 || validate_balances(im) != 0 ||
-		validate_transactions(im) != 0 || validate_chats(im) != 0 || im->oom)
+		validate_section(im, im->txs, check_transaction, &im->tx, &im->ntx) != 0 ||
+		validate_section(im, im->chat, check_chat, &im->chats, &im->nchats) != 0 || im->oom)
 	{
 		fprintf(stderr, "pgmarket import: out of memory\n");
 		return 1;

@@ -68,18 +68,38 @@ keys_parse(const keys_args *k, const cli_opt *opts, char **a, int n, const char 
 	return open_conn() != 0 ? 3 : 0;
 }
 
+/*
+ * The rows that list (pgm_list_api_keys, pgm_list_provider_keys) gives for
+ * the one argument USER_ID of "keys SUB" into *r; 0, or the exit code.
+ */
+static int
+keys_of_user(const keys_args *k, pgm_status (*list) (pgm_conn *, const char *, pgm_result **),
+			 pgm_result **r)
+{
+	char	   *a[1];
+	char		what[64],
+				usage[64];
+	int			rc;
+
+	*r = NULL;
+	snprintf(what, sizeof(what), "keys %s", k->sub);
+	snprintf(usage, sizeof(usage), "keys %s needs USER_ID", k->sub);
+	if ((rc = keys_parse(k, NULL, a, 1, usage)) != 0)
+		return rc;
+	if (list(conn, a[0], r) != PGM_OK)
+		return failed(what);
+	return 0;
+}
+
 static int
 keys_list(const keys_args *k)
 {
-	pgm_result *r = NULL;
-	char	   *a[1];
+	pgm_result *r;
 	int			i,
 				rc;
 
-	if ((rc = keys_parse(k, NULL, a, 1, "keys list needs USER_ID")) != 0)
+	if ((rc = keys_of_user(k, pgm_list_api_keys, &r)) != 0)
 		return rc;
-	if (pgm_list_api_keys(conn, a[0], &r) != PGM_OK)
-		return failed("keys list");
 	printf("%-36s  %-24s  %-16s  %-12s  %-10s  %s\n", "key_id", "prefix", "name",
 		   "scopes", "spent", "state");
 	for (i = 0; i < pgm_result_rows(r); i++)
@@ -183,16 +203,13 @@ keys_put(const keys_args *k)
 static int
 keys_providers(const keys_args *k)
 {
-	pgm_result *r = NULL;
+	pgm_result *r;
 	pgm_provider_key_info info;
-	char	   *a[1];
 	int			i,
 				rc;
 
-	if ((rc = keys_parse(k, NULL, a, 1, "keys providers needs USER_ID")) != 0)
+	if ((rc = keys_of_user(k, pgm_list_provider_keys, &r)) != 0)
 		return rc;
-	if (pgm_list_provider_keys(conn, a[0], &r) != PGM_OK)
-		return failed("keys providers");
 	printf("%-36s  %-16s  %-6s  %-3s  %s\n", "key_id", "provider", "hint", "v", "state");
 	for (i = 0; i < pgm_result_rows(r); i++)
 		if (pgm_result_provider_key(r, i, &info) == PGM_OK)
@@ -202,11 +219,14 @@ keys_providers(const keys_args *k)
 	return 0;
 }
 
-static const struct
+/* A subcommand of keys, by name. */
+typedef struct keys_subcommand
 {
 	const char *name;
 	keys_fn		fn;
-}			keys_subcommands[] = {
+} keys_subcommand;
+
+static const keys_subcommand keys_subcommands[] = {
 	{"list", keys_list},
 	{"create", keys_create},
 	{"revoke", keys_revoke},

@@ -18,4 +18,11 @@ pgm_status	pgmi_exec_passwords(pgm_conn *conn, const char *plain_sql,
 								const char *const *vals, unsigned secrets,
 								pgm_result **out);
 
+/*
+ * sql (its text parameters vals) answering one secret, into *secret (may be
+ * NULL; free with pgm_free_secret), the copy in the result wiped.
+ */
+pgm_status	pgmi_exec_secret(pgm_conn *conn, const char *sql, int n,
+							 const char *const *vals, char **secret);
+
 #endif

@@ -25,6 +25,8 @@
 
 #include <sodium.h>
 
+struct pgm_batch_error;
+
 struct pgm_conn
 {
 	PGconn	   *pg;
@@ -42,6 +44,9 @@ struct pgm_conn
 	char	   *detail;
 	char	   *hint;
 	int64_t		retry_after_ms; /* the wait a PM005 named */
+	/* the last pgm_deduct_batch's words, a charge each (NULL: none) */
+	struct pgm_batch_error *batch_errors;
+	size_t		batch_n;
 };
 
 struct pgm_result
@@ -76,6 +81,8 @@ struct pgm_result
 	Q(ADD_FUNDS, "SELECT * FROM pgmarket.add_funds($1::uuid, $2::numeric, $3, $4)") \
 	Q(DEDUCT_BALANCE, "SELECT * FROM pgmarket.deduct_balance($1::uuid, " \
 	  "$2::numeric, $3, $4::bigint, $5)") \
+	Q(DEDUCT_RECORD, "SELECT pgmarket.deduct_balance($1::uuid, $2::numeric, $3, " \
+	  "$4::bigint, $5)") \
 	Q(REFUND, "SELECT * FROM pgmarket.refund($1::uuid, $2::bigint, $3::numeric, $4)") \
 	Q(GET_BALANCE, "SELECT * FROM pgmarket.get_balance($1::uuid)") \
 	Q(LEDGER_ENTRIES, "SELECT * FROM pgmarket.ledger_entries($1::uuid, $2::int, $3::bigint)") \
@@ -188,64 +195,55 @@ static const char *const queries[Q_COUNT] = {
 static const char actor_sql[] =
 	"SELECT pg_catalog.set_config('pgmarket.actor', $1, true)";
 
+static void free_batch_errors(pgm_conn *c);
+
 /* A parameter a callback of a common signature does not need. */
 #define UNUSED __attribute__((unused))
-
-/* Rows per round trip of pgm_deduct_batch: bounds what either side buffers. */
-#define BATCH_CHUNK 256
 
 /* ------------------------------------------------------------------------
  * Status names and the SQLSTATE map
  * ------------------------------------------------------------------------ */
 
-static const struct
-{
-	const char *sqlstate;
-	pgm_status	status;
-}			state_map[] = {
-	{"PM001", PGM_INSUFFICIENT_FUNDS},
-	{"PM002", PGM_UNKNOWN_ACCOUNT},
-	{"PM003", PGM_IDEMPOTENCY_CONFLICT},
-	{"PM004", PGM_RESERVATION_STATE},
-	{"PM005", PGM_RATE_LIMITED},
-	{"PM010", PGM_VAULT_UNAVAILABLE},
-	{"PM011", PGM_DECRYPTION_FAILED},
-	{"PM012", PGM_KEY_NOT_FOUND},
-	{"PM013", PGM_AUDIT_CHAIN_BROKEN},
-	{"28000", PGM_INVALID_API_KEY},
-	{"22004", PGM_NULL_VALUE},
-	{"22023", PGM_INVALID_PARAMETER},
-	{"22003", PGM_OUT_OF_RANGE},
-	{"23505", PGM_DUPLICATE},
-	{"42501", PGM_PERMISSION_DENIED},
-	{"55000", PGM_APPEND_ONLY},
-};
+/*
+ * Every status, once: S(STATUS, SQLSTATE), the SQLSTATE that maps to it or
+ * NULL for the statuses of the library's own (no connection, bad use) and
+ * the catch-all.  pgm_status_name and the SQLSTATE map are made from it.
+ */
+#define STATUSES(S) \
+	S(PGM_OK, NULL) \
+	S(PGM_INSUFFICIENT_FUNDS, "PM001") \
+	S(PGM_UNKNOWN_ACCOUNT, "PM002") \
+	S(PGM_IDEMPOTENCY_CONFLICT, "PM003") \
+	S(PGM_RESERVATION_STATE, "PM004") \
+	S(PGM_RATE_LIMITED, "PM005") \
+	S(PGM_VAULT_UNAVAILABLE, "PM010") \
+	S(PGM_DECRYPTION_FAILED, "PM011") \
+	S(PGM_KEY_NOT_FOUND, "PM012") \
+	S(PGM_AUDIT_CHAIN_BROKEN, "PM013") \
+	S(PGM_INVALID_API_KEY, "28000") \
+	S(PGM_NULL_VALUE, "22004") \
+	S(PGM_INVALID_PARAMETER, "22023") \
+	S(PGM_OUT_OF_RANGE, "22003") \
+	S(PGM_DUPLICATE, "23505") \
+	S(PGM_PERMISSION_DENIED, "42501") \
+	S(PGM_APPEND_ONLY, "55000") \
+	S(PGM_CONNECTION_ERROR, NULL) \
+	S(PGM_SERVER_ERROR, NULL) \
+	S(PGM_CLIENT_ERROR, NULL) \
+	S(PGM_OUTCOME_UNKNOWN, NULL)
+
+#define STATUS_STATE(status, sqlstate) [status] = sqlstate,
+static const char *const status_sqlstate[] = {STATUSES(STATUS_STATE)};
+#undef STATUS_STATE
 
 const char *
 pgm_status_name(pgm_status status)
 {
 	switch (status)
 	{
-		case PGM_OK: return "PGM_OK";
-		case PGM_INSUFFICIENT_FUNDS: return "PGM_INSUFFICIENT_FUNDS";
-		case PGM_UNKNOWN_ACCOUNT: return "PGM_UNKNOWN_ACCOUNT";
-		case PGM_IDEMPOTENCY_CONFLICT: return "PGM_IDEMPOTENCY_CONFLICT";
-		case PGM_RESERVATION_STATE: return "PGM_RESERVATION_STATE";
-		case PGM_VAULT_UNAVAILABLE: return "PGM_VAULT_UNAVAILABLE";
-		case PGM_DECRYPTION_FAILED: return "PGM_DECRYPTION_FAILED";
-		case PGM_KEY_NOT_FOUND: return "PGM_KEY_NOT_FOUND";
-		case PGM_AUDIT_CHAIN_BROKEN: return "PGM_AUDIT_CHAIN_BROKEN";
-		case PGM_INVALID_API_KEY: return "PGM_INVALID_API_KEY";
-		case PGM_NULL_VALUE: return "PGM_NULL_VALUE";
-		case PGM_INVALID_PARAMETER: return "PGM_INVALID_PARAMETER";
-		case PGM_OUT_OF_RANGE: return "PGM_OUT_OF_RANGE";
-		case PGM_DUPLICATE: return "PGM_DUPLICATE";
-		case PGM_PERMISSION_DENIED: return "PGM_PERMISSION_DENIED";
-		case PGM_APPEND_ONLY: return "PGM_APPEND_ONLY";
-		case PGM_CONNECTION_ERROR: return "PGM_CONNECTION_ERROR";
-		case PGM_SERVER_ERROR: return "PGM_SERVER_ERROR";
-		case PGM_CLIENT_ERROR: return "PGM_CLIENT_ERROR";
-		case PGM_RATE_LIMITED: return "PGM_RATE_LIMITED";
+#define STATUS_NAME(st, sqlstate) case st: return #st;
+			STATUSES(STATUS_NAME)
+#undef STATUS_NAME
 	}
 	return "PGM_UNKNOWN_STATUS";
 }
@@ -257,9 +255,9 @@ pgm_status_from_sqlstate(const char *sqlstate)
 
 	if (sqlstate == NULL || strcmp(sqlstate, "00000") == 0)
 		return PGM_OK;
-	for (i = 0; i < sizeof(state_map) / sizeof(state_map[0]); i++)
-		if (strcmp(sqlstate, state_map[i].sqlstate) == 0)
-			return state_map[i].status;
+	for (i = 0; i < sizeof(status_sqlstate) / sizeof(status_sqlstate[0]); i++)
+		if (status_sqlstate[i] && strcmp(sqlstate, status_sqlstate[i]) == 0)
+			return (pgm_status) i;
 	if (strncmp(sqlstate, "08", 2) == 0)
 		return PGM_CONNECTION_ERROR;
 	return PGM_SERVER_ERROR;
@@ -460,6 +458,7 @@ pgm_finish(pgm_conn *c)
 	if (c == NULL)
 		return;
 	clear_error(c);
+	free_batch_errors(c);
 	if (c->owned && c->pg)
 		PQfinish(c->pg);
 	free(c->actor);
@@ -911,6 +910,27 @@ rows_of(pgm_conn *c, query_id q, const char *key, pgm_result **out)
 {
 	return rows_call(c, q, 1, &key, out);
 }
+
+/*
+ * The public call fn(conn, key, out): the rows of query q of one
+ * parameter (a user, a model, a name), through rows_of.
+ */
+#define ROWS_OF(fn, key, q) \
+	pgm_status \
+	fn(pgm_conn *c, const char *key, pgm_result **out) \
+	{ \
+		return rows_of(c, q, key, out); \
+	}
+
+/* The same with two text parameters. */
+#define ROWS_OF2(fn, a, b, q) \
+	pgm_status \
+	fn(pgm_conn *c, const char *a, const char *b, pgm_result **out) \
+	{ \
+		const char *vals[2] = {a, b}; \
+		\
+		return rows_call(c, q, 2, vals, out); \
+	}
 
 /* ------------------------------------------------------------------------
  * Sealed secrets
@@ -1395,28 +1415,41 @@ pgm_exec(pgm_conn *c, const char *sql, int nparams,
  * Accounts
  * ------------------------------------------------------------------------ */
 
-pgm_status
-pgm_create_user(pgm_conn *c, const char *email, const char *username,
-				const char *password, const char *const *roles,
-				const char *id, char user_id[PGM_UUID_LEN])
+/*
+ * create_user and create_user_hashed: the roles as an array literal, the
+ * third value (a password or a hash) sealed when sealed is not Q_COUNT;
+ * user_id receives the new id ("" when the call fails).
+ */
+static pgm_status
+create_user_call(pgm_conn *c, query_id plain, query_id sealed, const char *email,
+				 const char *username, const char *secret,
+				 const char *const *roles, const char *id,
+				 char user_id[PGM_UUID_LEN])
 {
 	char	   *roles_lit = NULL;
-	const char *vals[5];
+	const char *vals[5] = {email, username, secret, NULL, id};
+	PGresult   *res;
 	pgm_status	st;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
 	if (roles && (roles_lit = array_literal(roles)) == NULL)
 		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	vals[0] = email;
-	vals[1] = username;
-	vals[2] = password;
 	vals[3] = roles_lit;
-	vals[4] = id;
-	st = scalar_into(c, password_call(c, Q_CREATE_USER, Q_CREATE_USER_SEALED, 5, vals, 2),
-					 take_uuid, user_id, PGM_UUID_LEN);
+	res = sealed == Q_COUNT ? call(c, plain, 5, vals)
+		: password_call(c, plain, sealed, 5, vals, 2);
+	st = scalar_into(c, res, take_uuid, user_id, PGM_UUID_LEN);
 	free(roles_lit);
 	return st;
+}
+
+pgm_status
+pgm_create_user(pgm_conn *c, const char *email, const char *username,
+				const char *password, const char *const *roles,
+				const char *id, char user_id[PGM_UUID_LEN])
+{
+	return create_user_call(c, Q_CREATE_USER, Q_CREATE_USER_SEALED, email, username,
+							password, roles, id, user_id);
 }
 
 pgm_status
@@ -1424,27 +1457,12 @@ pgm_create_user_hashed(pgm_conn *c, const char *email, const char *username,
 					   const char *password_hash, const char *const *roles,
 					   const char *id, char user_id[PGM_UUID_LEN])
 {
-	char	   *roles_lit = NULL;
-	const char *vals[5];
-	pgm_status	st;
-
 	if (user_id)
 		user_id[0] = '\0';
-	if (c == NULL)
-		return PGM_CLIENT_ERROR;
-	if (user_id == NULL)
+	if (c != NULL && user_id == NULL)
 		return set_error(c, PGM_CLIENT_ERROR, "user_id must not be NULL");
-	if (roles && (roles_lit = array_literal(roles)) == NULL)
-		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
-	vals[0] = email;
-	vals[1] = username;
-	vals[2] = password_hash;
-	vals[3] = roles_lit;
-	vals[4] = id;
-	st = scalar_into(c, call(c, Q_CREATE_USER_HASHED, 5, vals),
-					 take_uuid, user_id, PGM_UUID_LEN);
-	free(roles_lit);
-	return st;
+	return create_user_call(c, Q_CREATE_USER_HASHED, Q_COUNT, email, username,
+							password_hash, roles, id, user_id);
 }
 
 pgm_status
@@ -1623,43 +1641,729 @@ pgm_verify_ledger(pgm_conn *c, pgm_result **out)
 	return rows_call(c, Q_VERIFY_LEDGER, 0, NULL, out);
 }
 
-/* The outcome of one charge of a pipelined batch. */
-static void
-batch_outcome(pgm_conn *c, PGresult *ares, PGresult *res, pgm_charge_result *r)
+/* ------------------------------------------------------------------------
+ * Pipelined batches (pgm_deduct_batch)
+ *
+ * A round trip sends one transaction of up to BATCH_TXN charges:
+ *
+ *     BEGIN; [set_config(pgmarket.actor)];
+ *     SAVEPOINT c; deduct_balance(1st); set_config(lock_timeout, 1ms);
+ *     SAVEPOINT c; deduct_balance(2nd); ...
+ *     COMMIT; Sync
+ *
+ * and reads its results.  The charges share one commit (one WAL flush
+ * instead of one each) and each has a savepoint, so a charge that fails
+ * rolls back only itself.  The savepoints are never released: each nests
+ * in the one before, ROLLBACK TO SAVEPOINT finds the newest of the name
+ * (the failed charge's), COMMIT ends them all, and a charge costs two
+ * statements instead of three.  A failure makes the server skip the rest of the
+ * round up to the Sync, leaving the transaction aborted at that charge's
+ * savepoint; the next round begins with ROLLBACK TO SAVEPOINT and COMMIT
+ * (the charges before it stand) and sends the skipped charges again: none
+ * of them ran, so none runs twice.  Nothing that ran is ever sent again,
+ * which keeps a batch exact behind PL/Proxy too, where each charge commits
+ * on its node as it runs.
+ *
+ * Locks: a charge locks its user until the transaction's commit.  A
+ * transaction that held some users' locks while it waited for another's
+ * could close a cycle with deduct_batch or expire_reservations (which lock
+ * in uuid order) or with another batch; so every charge but a
+ * transaction's first runs under lock_timeout = 1ms, and one that meets a
+ * held lock (55P03, or 40P01) is put back and sent first in the next
+ * transaction, where it waits holding nothing, as a call of its own does.
+ * BATCH_TXN stays at the 64 subtransactions a backend caches, so no other
+ * backend's snapshot overflows to pg_subtrans.
+ * ------------------------------------------------------------------------ */
+
+#define BATCH_TXN 64
+#define BATCH_SAVEPOINT "pgmarket_charge"
+
+typedef enum
 {
-	PGresult   *bad = NULL;
+	B_BEGIN,
+	B_ACTOR,
+	B_TIMEOUT,
+	B_SAVEPOINT,
+	B_DEDUCT,
+	B_UNDO,						/* ROLLBACK TO SAVEPOINT: after a failed charge */
+	B_COMMIT,
+	B_ROLLBACK
+} bstep_kind;
+
+static const char *const bstep_sql[] = {
+	[B_BEGIN] = "BEGIN",
+	[B_ACTOR] = "SELECT pg_catalog.set_config('pgmarket.actor', $1, true)",
+	[B_TIMEOUT] = "SELECT pg_catalog.set_config('lock_timeout', '1ms', true)",
+	[B_SAVEPOINT] = "SAVEPOINT " BATCH_SAVEPOINT,
+	[B_DEDUCT] = NULL,			/* queries[Q_DEDUCT_RECORD] */
+	[B_UNDO] = "ROLLBACK TO SAVEPOINT " BATCH_SAVEPOINT,
+	[B_COMMIT] = "COMMIT",
+	[B_ROLLBACK] = "ROLLBACK",
+};
+
+typedef struct
+{
+	bstep_kind	kind;
+	size_t		charge;			/* B_DEDUCT */
+} bstep;
+
+struct pgm_batch_error
+{
+	char	   *msg;
+	char	   *detail;
+	char	   *hint;
+};
+
+typedef struct
+{
+	pgm_conn   *c;
+	const pgm_charge *charges;
+	pgm_charge_result *results;
+	size_t		n;
+	const char *stmt;			/* the named deduct statement, or NULL */
+	size_t		next;			/* the first charge not yet decided or sent */
+	size_t		txn_first;		/* the open transaction's first charge */
+	size_t		held_lo;		/* charges applied in the open transaction, */
+	size_t		held_hi;		/* not yet committed: [held_lo, held_hi) */
+	int			aborted;		/* the transaction is aborted at a savepoint */
+	int			stop;			/* every charge left is decided */
+	int			failed;			/* the round's failed step, or -1 */
+	size_t		resend;			/* a charge to send again first, or n */
+	bstep		steps[2 * BATCH_TXN + 8];
+	int			nsteps;
+} batch_run;
+
+static void
+free_batch_errors(pgm_conn *c)
+{
+	size_t		i;
+
+	if (c->batch_errors == NULL)
+		return;
+	for (i = 0; i < c->batch_n; i++)
+	{
+		free(c->batch_errors[i].msg);
+		free(c->batch_errors[i].detail);
+		free(c->batch_errors[i].hint);
+	}
+	free(c->batch_errors);
+	c->batch_errors = NULL;
+	c->batch_n = 0;
+}
+
+/* Charge i's words, replacing what it had; 0 when out of memory. */
+static int
+keep_batch_error(batch_run *b, size_t i, const char *msg, const char *detail,
+				 const char *hint)
+{
+	pgm_conn   *c = b->c;
+	struct pgm_batch_error *e;
+
+	if (c->batch_errors == NULL)
+	{
+		c->batch_errors = calloc(b->n, sizeof(*c->batch_errors));
+		if (c->batch_errors == NULL)
+			return 0;
+		c->batch_n = b->n;
+	}
+	e = &c->batch_errors[i];
+	free(e->msg);
+	free(e->detail);
+	free(e->hint);
+	e->msg = dup_or_null(msg);
+	e->detail = dup_or_null(detail);
+	e->hint = dup_or_null(hint);
+	return 1;
+}
+
+static const char *
+batch_error_field(const pgm_conn *c, size_t i, int which)
+{
+	const struct pgm_batch_error *e;
+	const char *s;
+
+	if (c == NULL || c->batch_errors == NULL || i >= c->batch_n)
+		return "";
+	e = &c->batch_errors[i];
+	s = which == 0 ? e->msg : which == 1 ? e->detail : e->hint;
+	return s ? s : "";
+}
+
+const char *
+pgm_batch_errmsg(const pgm_conn *c, size_t i)
+{
+	return batch_error_field(c, i, 0);
+}
+
+const char *
+pgm_batch_errdetail(const pgm_conn *c, size_t i)
+{
+	return batch_error_field(c, i, 1);
+}
+
+const char *
+pgm_batch_errhint(const pgm_conn *c, size_t i)
+{
+	return batch_error_field(c, i, 2);
+}
+
+/* Charge i's outcome: status and SQLSTATE, and its words (NULL: none). */
+static void
+decide(batch_run *b, size_t i, pgm_status status, const char *sqlstate,
+	   const char *msg, const char *detail, const char *hint)
+{
+	pgm_charge_result *r = &b->results[i];
 
 	memset(r, 0, sizeof(*r));
-	if (ares && !result_ok(ares))
-		bad = ares;
-	else if (!result_ok(res))
-		bad = res;
-	if (bad == NULL && PQntuples(res) == 1)
+	r->status = status;
+	copy(r->sqlstate, sizeof(r->sqlstate), sqlstate);
+	if (msg || detail || hint || (b->c->batch_errors && i < b->c->batch_n))
+		keep_batch_error(b, i, msg, detail, hint);
+}
+
+/* Charge i failed on the server with res's error. */
+static void
+decide_error(batch_run *b, size_t i, const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	decide(b, i, pgm_status_from_sqlstate(state), state,
+		   PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+		   PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL),
+		   PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+}
+
+/* ---- What the client refuses itself, in the words the server would use ---- */
+
+/* 8-4-4-4-12 hex digits: text that uuid_in reads, whatever else it reads. */
+static int
+plain_uuid(const char *s)
+{
+	int			i;
+
+	for (i = 0; i < 36; i++)
 	{
-		r->status = PGM_OK;
-		copy(r->sqlstate, sizeof(r->sqlstate), "00000");
-		r->entry_id = to_i64(val(res, 0, PQfnumber(res, "entry_id")));
-		copy(r->available_balance, sizeof(r->available_balance),
-			 val(res, 0, PQfnumber(res, "available_balance")));
-		r->replayed = to_bool(val(res, 0, PQfnumber(res, "replayed")));
-		return;
+		int			dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') ||
+								   (s[i] >= 'a' && s[i] <= 'f') ||
+								   (s[i] >= 'A' && s[i] <= 'F')))
+			return 0;
 	}
-	r->status = set_result_error(c, bad ? bad : res);
-	copy(r->sqlstate, sizeof(r->sqlstate), c->sqlstate);
-	clear_error(c);
+	return s[36] == '\0';
+}
+
+/*
+ * -?DIGITS(.DIGITS)?, at most 200 characters: text that numeric_in reads,
+ * and whose numeric_out the client can write itself (canon: leading zeros
+ * of the whole part dropped, the sign of a zero dropped, the fraction as
+ * it is).  0 for anything else.
+ */
+static int
+plain_amount(const char *s, char canon[256])
+{
+	const char *p = s;
+	const char *whole;
+	int			neg = 0,
+				zero = 1;
+	size_t		len;
+
+	if (strlen(s) > 200)
+		return 0;
+	if (*p == '-')
+		neg = 1, p++;
+	whole = p;
+	if (!(*p >= '0' && *p <= '9'))
+		return 0;
+	while (*p >= '0' && *p <= '9')
+		zero &= *p++ == '0';
+	if (*p == '.')
+	{
+		if (!(p[1] >= '0' && p[1] <= '9'))
+			return 0;
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			zero &= *p == '0';
+	}
+	if (*p != '\0')
+		return 0;
+	while (*whole == '0' && whole[1] >= '0' && whole[1] <= '9')
+		whole++;
+	len = (size_t) snprintf(canon, 256, "%s%s", neg && !zero ? "-" : "", whole);
+	return len < 256;
+}
+
+/* The value as pgm_shown_value shows ASCII text: maxchars, then "...". */
+static void
+shown(char *out, size_t size, const char *value, size_t maxchars)
+{
+	size_t		len = strlen(value),
+				cut = len < maxchars ? len : maxchars,
+				i,
+				o = 0;
+
+	for (i = 0; i < cut && o + 1 < size; i++)
+		out[o++] = ((unsigned char) value[i] < 0x20 || value[i] == 0x7f) ? '?' : value[i];
+	if (cut < len && o + 4 < size)
+		memcpy(out + o, "...", 3), o += 3;
+	out[o] = '\0';
+}
+
+/* An amount's refusal (amount: plain_amount's canon), as money.c words it. */
+static int
+refuse_amount(batch_run *b, size_t i, const char *amount)
+{
+	const char *p = amount;
+	int			digits = 0,
+				fdigits = 0,
+				nonzero = 0,
+				large = 0,
+				precise = 0;
+	char		v[80],
+				msg[160];
+
+	if (*p != '-')
+	{
+		for (; *p >= '0' && *p <= '9'; p++)
+		{
+			if (digits == 0 && *p == '0')
+				continue;
+			nonzero = 1;
+			if (++digits > 13)
+				large = 1;
+		}
+		/* 9,000,000,000,000 credits or more: 13 digits from "9" */
+		if (digits == 13 && amount[strspn(amount, "0")] >= '9')
+			large = 1;
+		if (*p == '.')
+			for (p++; *p; p++, fdigits++)
+			{
+				nonzero |= *p != '0';
+				precise |= fdigits >= 6 && *p != '0';
+			}
+	}
+	shown(v, sizeof(v), amount, 60);
+	if (*amount == '-' || !nonzero)
+		snprintf(msg, sizeof(msg), "amount %s must be greater than zero", v);
+	else if (large)
+	{
+		snprintf(msg, sizeof(msg), "amount %s is out of range", v);
+		decide(b, i, PGM_OUT_OF_RANGE, "22003", msg,
+			   "Amounts and balances stay below 9000000000000 credits.", NULL);
+		return 1;
+	}
+	else if (precise)
+	{
+		snprintf(msg, sizeof(msg), "amount %s is not a whole number of micro-credits", v);
+		decide(b, i, PGM_INVALID_PARAMETER, "22023", msg,
+			   "Amounts are exact to six fractional digits and are never rounded.", NULL);
+		return 1;
+	}
+	else
+		return 0;
+	decide(b, i, PGM_INVALID_PARAMETER, "22023", msg, NULL, NULL);
+	return 1;
+}
+
+/*
+ * A short text's refusal as args.c words it: 1 refused, 0 fine, -1 when
+ * the client cannot tell (text that is not ASCII: the server counts its
+ * characters).
+ */
+static int
+refuse_text(batch_run *b, size_t i, const char *name, const char *value, size_t maxlen)
+{
+	const char *p;
+	int			control = 0;
+	char		v[100],
+				msg[200];
+
+	for (p = value; *p; p++)
+	{
+		if ((unsigned char) *p >= 0x80)
+			return -1;
+		control |= (unsigned char) *p < 0x20 || *p == 0x7f;
+	}
+	if (*value == '\0')
+		snprintf(msg, sizeof(msg), "%s must not be empty", name);
+	else if (strlen(value) > maxlen)
+	{
+		shown(v, sizeof(v), value, 40);
+		snprintf(msg, sizeof(msg), "%s \"%s\" is longer than %zu characters", name, v, maxlen);
+	}
+	else if (control)
+	{
+		shown(v, sizeof(v), value, 80);
+		snprintf(msg, sizeof(msg), "%s \"%s\" contains a control character", name, v);
+	}
+	else
+		return 0;
+	decide(b, i, PGM_INVALID_PARAMETER, "22023", msg, NULL, NULL);
+	return 1;
+}
+
+static void
+refuse_null(batch_run *b, size_t i, const char *name)
+{
+	char		msg[64];
+
+	snprintf(msg, sizeof(msg), "%s must not be null", name);
+	decide(b, i, PGM_NULL_VALUE, "22004", msg, NULL, NULL);
+}
+
+/*
+ * Does the client refuse charge i itself (deciding its outcome)?  The
+ * checks run in deduct_balance's order, and stop short, leaving the charge
+ * to the server, wherever the server would decide first something the
+ * client cannot know (a cast it cannot mimic, pgmarket.actor) or would
+ * count otherwise (text that is not ASCII).
+ */
+static int
+client_refuses(batch_run *b, size_t i)
+{
+	const pgm_charge *ch = &b->charges[i];
+	char		canon[256];
+	int			t;
+
+	if ((ch->user_id && !plain_uuid(ch->user_id)) ||
+		(ch->amount && !plain_amount(ch->amount, canon)))
+		return 0;				/* a cast fails first, or passes: the server's */
+	if (ch->user_id == NULL)
+		return refuse_null(b, i, "user_id"), 1;
+	if (b->c->actor)
+		return 0;				/* the actor check comes next */
+	if (ch->amount == NULL)
+		return refuse_null(b, i, "amount"), 1;
+	if (refuse_amount(b, i, canon))
+		return 1;
+	if (ch->model_id == NULL)
+		return refuse_null(b, i, "model_id"), 1;
+	if ((t = refuse_text(b, i, "model_id", ch->model_id, 200)) != 0)
+		return t > 0;
+	if (ch->tokens_used < 0)
+	{
+		char		msg[80];
+
+		snprintf(msg, sizeof(msg), "tokens_used %" PRId64 " must not be negative",
+				 ch->tokens_used);
+		decide(b, i, PGM_INVALID_PARAMETER, "22023", msg, NULL, NULL);
+		return 1;
+	}
+	if (ch->idempotency_key &&
+		(t = refuse_text(b, i, "idempotency_key", ch->idempotency_key, 200)) != 0)
+		return t > 0;
+	return 0;
+}
+
+/* ---- Rounds ---- */
+
+static void
+add_step(batch_run *b, bstep_kind kind, size_t charge)
+{
+	b->steps[b->nsteps].kind = kind;
+	b->steps[b->nsteps].charge = charge;
+	b->nsteps++;
+}
+
+/* The steps of the next round: the way out of an aborted transaction, then
+ * a transaction of up to BATCH_TXN charges that the client does not refuse. */
+static void
+plan_round(batch_run *b)
+{
+	int			k = 0;
+
+	b->nsteps = 0;
+	if (b->aborted)
+		add_step(b, b->held_hi > b->held_lo ? B_UNDO : B_ROLLBACK, 0);
+	if (b->aborted && b->held_hi > b->held_lo)
+		add_step(b, B_COMMIT, 0);
+	for (; b->next < b->n && k < BATCH_TXN; b->next++)
+	{
+		if (client_refuses(b, b->next))
+			continue;
+		if (k == 0)
+		{
+			add_step(b, B_BEGIN, b->next);
+			if (b->c->actor)
+				add_step(b, B_ACTOR, 0);
+		}
+		add_step(b, B_SAVEPOINT, b->next);
+		add_step(b, B_DEDUCT, b->next);
+		if (k++ == 0)
+			add_step(b, B_TIMEOUT, 0);
+	}
+	if (k > 0)
+		add_step(b, B_COMMIT, 1);
+}
+
+/* Queues one step; 1 on success. */
+static int
+send_step(batch_run *b, const bstep *s)
+{
+	const pgm_charge *ch;
+	char		tokens[I64BUF];
+	const char *vals[5];
+
+	if (s->kind == B_ACTOR)
+		return PQsendQueryParams(b->c->pg, bstep_sql[B_ACTOR], 1, NULL,
+								 (const char *const *) &b->c->actor, NULL, NULL, 0);
+	if (s->kind != B_DEDUCT)
+		return PQsendQueryParams(b->c->pg, bstep_sql[s->kind], 0, NULL, NULL, NULL, NULL, 0);
+	ch = &b->charges[s->charge];
+	vals[0] = ch->user_id;
+	vals[1] = ch->amount;
+	vals[2] = ch->model_id;
+	vals[3] = fmt_i64(tokens, ch->tokens_used);
+	vals[4] = ch->idempotency_key;
+	return send_one(b->c, Q_DEDUCT_RECORD, NULL, b->stmt, 5, vals, NULL, NULL);
+}
+
+/* The charges the open transaction applied are committed. */
+static void
+held_committed(batch_run *b)
+{
+	b->held_lo = b->held_hi;
+}
+
+/* They are not: each gets why (res's error) or says it is unknown. */
+static void
+held_lost(batch_run *b, const PGresult *res)
+{
+	size_t		i;
+
+	for (i = b->held_lo; i < b->held_hi; i++)
+	{
+		if (res)
+			decide_error(b, i, res);
+		else
+			decide(b, i, PGM_OUTCOME_UNKNOWN, "", NULL, NULL, NULL);
+	}
+	b->held_lo = b->held_hi;
+}
+
+/*
+ * A ledger_result as its record text, "(entry_id,user_id,kind,amount,
+ * available_balance,replayed)": the batch calls deduct_balance in the
+ * target list, which spares the server a function scan per charge.  None
+ * of the six fields is ever quoted (digits, a uuid, a word, numbers, t/f).
+ */
+static void
+read_ledger_record(const char *rec, pgm_charge_result *r)
+{
+	char		field[6][PGM_AMOUNT_LEN + 8];
+	int			f = 0;
+	size_t		len = 0;
+	const char *p;
+
+	memset(field, 0, sizeof(field));
+	for (p = rec && *rec == '(' ? rec + 1 : ""; *p && *p != ')' && f < 6; p++)
+	{
+		if (*p == ',')
+		{
+			f++;
+			len = 0;
+		}
+		else if (len + 1 < sizeof(field[0]))
+			field[f][len++] = *p;
+	}
+	r->entry_id = to_i64(field[0]);
+	memcpy(r->available_balance, field[4], sizeof(r->available_balance) - 1);
+	r->available_balance[sizeof(r->available_balance) - 1] = '\0';
+	r->replayed = to_bool(field[5]);
+}
+
+/* A step's result that succeeded. */
+static void
+step_done(batch_run *b, const bstep *s, PGresult *res)
+{
+	pgm_charge_result *r;
+
+	switch (s->kind)
+	{
+		case B_BEGIN:
+			b->txn_first = b->held_lo = b->held_hi = s->charge;
+			break;
+		case B_DEDUCT:
+			decide(b, s->charge, PGM_OK, "00000", NULL, NULL, NULL);
+			r = &b->results[s->charge];
+			read_ledger_record(val(res, 0, 0), r);
+			b->held_hi = s->charge + 1;
+			break;
+		case B_UNDO:
+			b->aborted = 0;
+			break;
+		case B_ROLLBACK:
+			b->aborted = 0;
+			held_lost(b, NULL);
+			break;
+		case B_COMMIT:
+			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
+				held_committed(b);
+			else
+				held_lost(b, NULL);		/* cannot happen: the block was not aborted */
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * A step that failed; 0 when the batch cannot go on (res is then the
+ * error to report).  The server skips the rest of the round.
+ */
+static int
+step_failed(batch_run *b, const bstep *s, const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	size_t		i;
+
+	switch (s->kind)
+	{
+		case B_DEDUCT:
+			b->aborted = 1;
+			if (s->charge != b->txn_first && state &&
+				(strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0))
+				b->resend = s->charge;	/* again, first of the next transaction */
+			else
+				decide_error(b, s->charge, res);
+			return 1;
+		case B_ACTOR:
+			/* deterministic: each call of its own would meet it too */
+			b->aborted = 1;
+			for (i = b->txn_first; i < b->n; i++)
+				decide_error(b, i, res);
+			b->next = b->n;
+			b->stop = 1;
+			return 1;
+		case B_COMMIT:
+			held_lost(b, res);		/* rolled back: not applied */
+			b->aborted = 0;
+			return 1;
+		default:
+			return 0;
+	}
+}
+
+/*
+ * After a round with a failed step: the charges the server skipped (and
+ * one to retry) go again, from the first of them.
+ */
+static void
+round_skipped(batch_run *b)
+{
+	int			k;
+
+	if (b->stop)
+		return;
+	if (b->resend < b->next)
+		b->next = b->resend;
+	for (k = b->failed + 1; k < b->nsteps; k++)
+		if (b->steps[k].kind == B_DEDUCT && b->steps[k].charge < b->next)
+			b->next = b->steps[k].charge;
+}
+
+/* An error that ends the session (FATAL, PANIC), or no connection left. */
+static int
+session_lost(pgm_conn *c, const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+	return PQstatus(c->pg) != CONNECTION_OK ||
+		(sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0));
+}
+
+/*
+ * Sends and reads one round.  PGM_OK, or the status the batch ends with:
+ * *unread is then the first step whose result did not come.
+ */
+static pgm_status
+run_round(batch_run *b, int *unread)
+{
+	pgm_conn   *c = b->c;
+	pgm_status	fatal = PGM_OK;
+	int			k;
+
+	*unread = 0;
+	b->failed = -1;
+	b->resend = b->n;
+	for (k = 0; k < b->nsteps; k++)
+		if (!send_step(b, &b->steps[k]))
+			return PGM_CONNECTION_ERROR;
+	if (!PQpipelineSync(c->pg))
+		return PGM_CONNECTION_ERROR;
+	for (k = 0; k < b->nsteps; k++)
+	{
+		PGresult   *res = read_one(c);
+
+		*unread = k;
+		if (res == NULL)
+			return PGM_CONNECTION_ERROR;
+		if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
+			;
+		else if (result_ok(res))
+			step_done(b, &b->steps[k], res);
+		else if (session_lost(c, res))
+		{
+			set_result_error(c, res);
+			PQclear(res);
+			return PGM_CONNECTION_ERROR;
+		}
+		else if (fatal == PGM_OK && !step_failed(b, &b->steps[k], res))
+			fatal = set_result_error(c, res);	/* the rest is skipped: read on */
+		if (b->failed < 0 && !result_ok(res) &&
+			PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
+			b->failed = k;
+		PQclear(res);
+	}
+	*unread = b->nsteps;
+	if (!read_sync(c))
+		return PGM_CONNECTION_ERROR;
+	if (fatal != PGM_OK)
+		return fatal == PGM_CONNECTION_ERROR ? PGM_SERVER_ERROR : fatal;
+	if (b->failed >= 0)
+		round_skipped(b);
+	return PGM_OK;
+}
+
+/*
+ * The batch cannot go on: what each charge not yet decided is.  Applied in
+ * the open transaction, or sent and not answered: unknown; skipped by the
+ * server after a failure in the round, or never sent: not applied.
+ */
+static void
+batch_broke(batch_run *b, int unread)
+{
+	size_t		i;
+	int			k;
+
+	held_lost(b, NULL);
+	for (k = 0; k < b->nsteps; k++)
+	{
+		const bstep *s = &b->steps[k];
+
+		if (s->kind != B_DEDUCT)
+			continue;
+		if (b->failed >= 0 && (k > b->failed || s->charge == b->resend))
+			decide(b, s->charge, PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
+		else if (k >= unread)
+			decide(b, s->charge, PGM_OUTCOME_UNKNOWN, "", NULL, NULL, NULL);
+	}
+	for (i = b->next; i < b->n; i++)
+		decide(b, i, PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
 }
 
 pgm_status
 pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 				 pgm_charge_result *results)
 {
-	size_t		start;
 	char		name[32];
-	const char *stmt = NULL;
+	batch_run  *b;
+	pgm_status	st = PGM_OK;
+	int			unread = 0;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
 	clear_error(c);
+	free_batch_errors(c);
 	if (n > 0 && (charges == NULL || results == NULL))
 		return set_error(c, PGM_CLIENT_ERROR, "charges and results must not be NULL");
 	if (pgm_conn_status(c) != PGM_OK)
@@ -1667,64 +2371,55 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 	if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
 		return set_error(c, PGM_CLIENT_ERROR,
 						 "pgm_deduct_batch needs a connection outside a transaction block");
+	if (n == 0)
+		return PGM_OK;
+	b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	b->c = c;
+	b->charges = charges;
+	b->results = results;
+	b->n = n;
 	if (c->prepared)
 	{
-		if (ensure_prepared(c, Q_DEDUCT_BALANCE, 5, name, sizeof(name)) != PGM_OK)
+		if (ensure_prepared(c, Q_DEDUCT_RECORD, 5, name, sizeof(name)) != PGM_OK)
+		{
+			free(b);
 			return c->status;
-		stmt = name;
+		}
+		b->stmt = name;
 	}
 	if (!PQenterPipelineMode(c->pg))
-		return set_result_error(c, NULL);
-
-	for (start = 0; start < n; start += BATCH_CHUNK)
 	{
-		size_t		end = start + BATCH_CHUNK < n ? start + BATCH_CHUNK : n;
-		size_t		i;
-
-		for (i = start; i < end; i++)
-		{
-			const pgm_charge *ch = &charges[i];
-			char		tokens[I64BUF];
-			const char *vals[5] = {ch->user_id, ch->amount, ch->model_id,
-			fmt_i64(tokens, ch->tokens_used), ch->idempotency_key};
-
-			if (c->actor)
-			{
-				const char *avals[1] = {c->actor};
-
-				if (!PQsendQueryParams(c->pg, actor_sql, 1, NULL, avals, NULL, NULL, 0))
-					goto failed;
-			}
-			if (!send_one(c, Q_DEDUCT_BALANCE, NULL, stmt, 5, vals, NULL, NULL) ||
-				!PQpipelineSync(c->pg))
-				goto failed;
-		}
-		for (i = start; i < end; i++)
-		{
-			PGresult   *ares = c->actor ? read_one(c) : NULL;
-			PGresult   *res = read_one(c);
-
-			if (res == NULL || !read_sync(c))
-			{
-				PQclear(ares);
-				PQclear(res);
-				goto failed;
-			}
-			batch_outcome(c, ares, res, &results[i]);
-			PQclear(ares);
-			PQclear(res);
-		}
+		free(b);
+		return set_result_error(c, NULL);
+	}
+	b->failed = -1;
+	b->resend = n;
+	while (st == PGM_OK && (b->next < n || b->aborted))
+	{
+		plan_round(b);
+		if (b->nsteps > 0)
+			st = run_round(b, &unread);
+	}
+	if (st != PGM_OK)
+	{
+		batch_broke(b, unread);
+		if (c->status == PGM_OK)
+			set_result_error(c, NULL);
+		/* a broken connection says so, whatever its last words (57P01, ...) */
+		if (c->status == PGM_OK || st == PGM_CONNECTION_ERROR)
+			c->status = st;
+		st = c->status;
 	}
 	PQexitPipelineMode(c->pg);
-	clear_error(c);
-	return PGM_OK;
-
-failed:
-	set_result_error(c, NULL);
-	if (c->status == PGM_OK)
-		c->status = PGM_CONNECTION_ERROR;
-	PQexitPipelineMode(c->pg);
-	return c->status;
+	/* a server error that ends the batch leaves no transaction open */
+	if (PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		PQclear(PQexec(c->pg, "ROLLBACK"));
+	free(b);
+	if (st == PGM_OK)
+		clear_error(c);
+	return st;
 }
 
 /* Appends one array element ("..." or NULL) to a growing buffer. */
@@ -1783,6 +2478,7 @@ pgm_deduct_batch_array(pgm_conn *c, const pgm_charge *charges, size_t n,
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
+	free_batch_errors(c);
 	if (n > 0 && (charges == NULL || results == NULL))
 		return set_error(c, PGM_CLIENT_ERROR, "charges and results must not be NULL");
 	for (k = 0; k < 5 && ok; k++)
@@ -1958,25 +2654,40 @@ fill_secret(pgm_conn *c, PGresult *res, void *arg)
 	return PGM_OK;
 }
 
-pgm_status
-pgm_get_provider_key(pgm_conn *c, const char *user_id, const char *provider,
-					 char **secret)
+/* The secret of res (NULL: the call failed) into *secret (may be NULL). */
+static pgm_status
+secret_of(pgm_conn *c, PGresult *res, char **secret)
 {
-	const char *vals[2] = {user_id, provider};
 	char	   *s = NULL;
 	pgm_status	st;
 
 	if (secret)
 		*secret = NULL;
-	st = take_row(c, call(c, Q_GET_PROVIDER_KEY, 2, vals), fill_secret, &s);
+	st = take_row(c, res, fill_secret, &s);
 	return st == PGM_OK ? give_secret(s, secret) : st;
 }
 
 pgm_status
-pgm_list_provider_keys(pgm_conn *c, const char *user_id, pgm_result **out)
+pgmi_exec_secret(pgm_conn *c, const char *sql, int n, const char *const *vals,
+				 char **secret)
 {
-	return rows_of(c, Q_LIST_PROVIDER_KEYS, user_id, out);
+	if (secret)
+		*secret = NULL;
+	if (c == NULL)
+		return PGM_CLIENT_ERROR;
+	return secret_of(c, run(c, Q_COUNT, sql, n, vals, NULL, NULL), secret);
 }
+
+pgm_status
+pgm_get_provider_key(pgm_conn *c, const char *user_id, const char *provider,
+					 char **secret)
+{
+	const char *vals[2] = {user_id, provider};
+
+	return secret_of(c, call(c, Q_GET_PROVIDER_KEY, 2, vals), secret);
+}
+
+ROWS_OF(pgm_list_provider_keys, user_id, Q_LIST_PROVIDER_KEYS)
 
 /* A revoke_* call: *revoked says whether this call revoked the key (0: it was already). */
 static pgm_status
@@ -2135,11 +2846,7 @@ pgm_revoke_api_key(pgm_conn *c, const char *user_id, const char *key_id,
 	return revoke_call(c, Q_REVOKE_API_KEY, user_id, key_id, revoked);
 }
 
-pgm_status
-pgm_list_api_keys(pgm_conn *c, const char *user_id, pgm_result **out)
-{
-	return rows_of(c, Q_LIST_API_KEYS, user_id, out);
-}
+ROWS_OF(pgm_list_api_keys, user_id, Q_LIST_API_KEYS)
 
 /* ------------------------------------------------------------------------
  * Tiers and rate limits
@@ -2501,11 +3208,7 @@ pgm_rate_model(pgm_conn *c, const char *user_id, const char *model_id,
 	return scalar_call(c, Q_RATE_MODEL, 4, vals, NULL, NULL);
 }
 
-pgm_status
-pgm_model_ratings(pgm_conn *c, const char *model_id, pgm_result **out)
-{
-	return rows_of(c, Q_MODEL_RATINGS, model_id, out);
-}
+ROWS_OF(pgm_model_ratings, model_id, Q_MODEL_RATINGS)
 
 pgm_status
 pgm_set_preference(pgm_conn *c, const char *user_id, const char *key,
@@ -2516,11 +3219,7 @@ pgm_set_preference(pgm_conn *c, const char *user_id, const char *key,
 	return scalar_call(c, Q_SET_PREFERENCE, 3, vals, NULL, NULL);
 }
 
-pgm_status
-pgm_get_preferences(pgm_conn *c, const char *user_id, pgm_result **out)
-{
-	return rows_of(c, Q_GET_PREFERENCES, user_id, out);
-}
+ROWS_OF(pgm_get_preferences, user_id, Q_GET_PREFERENCES)
 
 pgm_status
 pgm_delete_preference(pgm_conn *c, const char *user_id, const char *key,
@@ -2586,14 +3285,7 @@ pgm_save_project(pgm_conn *c, const char *user_id, const char *name,
 	return uuid_call_lists(c, Q_SAVE_PROJECT, 11, vals, slots, lists, 1, project_id);
 }
 
-pgm_status
-pgm_get_project(pgm_conn *c, const char *user_id, const char *project_id,
-				pgm_result **out)
-{
-	const char *vals[2] = {user_id, project_id};
-
-	return rows_call(c, Q_GET_PROJECT, 2, vals, out);
-}
+ROWS_OF2(pgm_get_project, user_id, project_id, Q_GET_PROJECT)
 
 pgm_status
 pgm_list_projects(pgm_conn *c, const char *user_id, const char *status,
@@ -2628,17 +3320,9 @@ pgm_save_template(pgm_conn *c, const char *name, const char *category,
 	return uuid_call_lists(c, Q_SAVE_TEMPLATE, 10, vals, slots, lists, 3, template_id);
 }
 
-pgm_status
-pgm_get_template(pgm_conn *c, const char *name, pgm_result **out)
-{
-	return rows_of(c, Q_GET_TEMPLATE, name, out);
-}
+ROWS_OF(pgm_get_template, name, Q_GET_TEMPLATE)
 
-pgm_status
-pgm_list_templates(pgm_conn *c, const char *category, pgm_result **out)
-{
-	return rows_of(c, Q_LIST_TEMPLATES, category, out);
-}
+ROWS_OF(pgm_list_templates, category, Q_LIST_TEMPLATES)
 
 pgm_status
 pgm_request_modification(pgm_conn *c, const char *user_id,
@@ -2688,14 +3372,7 @@ pgm_import_user(pgm_conn *c, const char *id, const char *email,
 	return scalar_call(c, Q_IMPORT_USER, 5, vals, NULL, NULL);
 }
 
-pgm_status
-pgm_import_batch(pgm_conn *c, const char *section, const char *records,
-				 pgm_result **out)
-{
-	const char *vals[2] = {section, records};
-
-	return rows_call(c, Q_IMPORT_BATCH, 2, vals, out);
-}
+ROWS_OF2(pgm_import_batch, section, records, Q_IMPORT_BATCH)
 
 pgm_status
 pgm_export_accounts(pgm_conn *c, pgm_result **out)

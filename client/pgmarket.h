@@ -69,7 +69,9 @@ typedef enum pgm_status
 	PGM_CONNECTION_ERROR,		/* no connection, or class 08 */
 	PGM_SERVER_ERROR,			/* any other SQLSTATE */
 	PGM_CLIENT_ERROR,			/* bad use of the library, out of memory */
-	PGM_RATE_LIMITED			/* PM005: pgm_retry_after_ms says how long */
+	PGM_RATE_LIMITED,			/* PM005: pgm_retry_after_ms says how long */
+	PGM_OUTCOME_UNKNOWN			/* a charge of pgm_deduct_batch sent before the
+								 * connection broke, its commit unconfirmed */
 } pgm_status;
 
 /* "PGM_OK", "PGM_INSUFFICIENT_FUNDS", ...; never NULL. */
@@ -382,13 +384,32 @@ typedef struct pgm_charge_result
 } pgm_charge_result;
 
 /*
- * n charges in one round trip (libpq pipeline mode): each deduct_balance
- * is its own transaction, so one failing undoes no other.  results has n
- * slots.  Returns PGM_OK when every charge got its own outcome (see
- * results[i].status), PGM_CONNECTION_ERROR/PGM_CLIENT_ERROR otherwise.
+ * n charges pipelined (libpq pipeline mode), in order, each with the result
+ * or the error a pgm_deduct_balance call of its own would have given it:
+ * results[i].status, .sqlstate, and pgm_batch_errmsg(conn, i) and friends.
+ * A charge that fails undoes no other.  The charges travel in transactions
+ * of up to 64, a savepoint each, one round trip and one commit a
+ * transaction; a charge that would wait for a lock while its transaction
+ * holds others' is put back and sent first in the next transaction, so a
+ * batch never waits holding a lock.  What can be refused without the
+ * server (a NULL, an amount that is no whole positive number of
+ * micro-credits, a negative token count, an empty or over-long model or
+ * key) is refused on the client with the server's words, and sent not at
+ * all.  results has n slots.  Returns PGM_OK when every charge got its own
+ * outcome; when the connection breaks, PGM_CONNECTION_ERROR, and each charge
+ * says what is known of it: its outcome (committed or failed), or
+ * PGM_OUTCOME_UNKNOWN (sent, its commit not confirmed: look it up by its
+ * idempotency key), or PGM_CONNECTION_ERROR (never sent).  Outside a
+ * transaction block only (else PGM_CLIENT_ERROR).
  */
 pgm_status	pgm_deduct_batch(pgm_conn *conn, const pgm_charge *charges,
 							 size_t n, pgm_charge_result *results);
+/* The server's message, detail and hint for charge i of the last
+ * pgm_deduct_batch on conn ("" when it applied, or out of range); valid
+ * until the next pgm_deduct_batch, pgm_deduct_batch_array or pgm_finish. */
+const char *pgm_batch_errmsg(const pgm_conn *conn, size_t i);
+const char *pgm_batch_errdetail(const pgm_conn *conn, size_t i);
+const char *pgm_batch_errhint(const pgm_conn *conn, size_t i);
 /* The same through the server's deduct_batch(charge[]): one statement. */
 pgm_status	pgm_deduct_batch_array(pgm_conn *conn, const pgm_charge *charges,
 								   size_t n, pgm_charge_result *results);
@@ -679,6 +700,18 @@ typedef struct pgm_project_options
 	const char *last_deployed_at;	/* timestamptz text */
 } pgm_project_options;
 
+/* Every field NULL: the SQL default. */
+typedef struct pgm_template_options
+{
+	const char *description;
+	const char *const *required_vars;	/* NULL-terminated */
+	const char *const *tags;	/* NULL-terminated */
+	const char *optional_vars;	/* JSON object: name -> default */
+	const char *const *tech_stack;	/* NULL-terminated */
+	const char *setup_minutes;	/* integer text */
+	const char *complexity;
+} pgm_template_options;
+
 /* Insert a project, or update the user's project options->id (another
  * user's id: PGM_PERMISSION_DENIED).  project_id receives its id. */
 pgm_status	pgm_save_project(pgm_conn *conn, const char *user_id,
@@ -695,18 +728,6 @@ pgm_status	pgm_list_projects(pgm_conn *conn, const char *user_id,
 							  const char *before, pgm_result **out);
 pgm_status	pgm_archive_project(pgm_conn *conn, const char *user_id,
 								const char *project_id);
-/* Every field NULL: the SQL default. */
-typedef struct pgm_template_options
-{
-	const char *description;
-	const char *const *required_vars;	/* NULL-terminated */
-	const char *const *tags;	/* NULL-terminated */
-	const char *optional_vars;	/* JSON object: name -> default */
-	const char *const *tech_stack;	/* NULL-terminated */
-	const char *setup_minutes;	/* integer text */
-	const char *complexity;
-} pgm_template_options;
-
 /* pgmarket_admin: insert or replace the template of that name (files: a
  * JSON object or array). */
 pgm_status	pgm_save_template(pgm_conn *conn, const char *name,

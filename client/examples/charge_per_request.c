@@ -21,8 +21,6 @@ main(int argc, char **argv)
 	int			rc = 1;
 
 	conn = example_start(argc, argv, "bob", "0.01", user_id);
-	if (conn == NULL)
-		return 1;
 	for (int i = 1; i <= 4; i++)
 	{
 		snprintf(request_id, sizeof(request_id), "req-%s-%d", user_id, i);

@@ -11,6 +11,7 @@
 #include <pgmarket.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,8 +47,9 @@ example_names(const char *name, char *email, size_t email_size,
 
 /*
  * The connection of example_connect with a new user (no password) that has
- * FUNDS credits (NULL: none) for the example to work with, or NULL after
- * saying why on stderr.  user_id receives the user's id.
+ * FUNDS credits (NULL: none) for the example to work with; user_id receives
+ * the user's id.  Without them an example has nothing to show: it exits 1
+ * after saying why on stderr.
  */
 static inline pgm_conn *
 example_start(int argc, char **argv, const char *name, const char *funds,
@@ -58,14 +60,14 @@ example_start(int argc, char **argv, const char *name, const char *funds,
 				username[64];
 
 	if (conn == NULL)
-		return NULL;
+		exit(1);
 	example_names(name, email, sizeof(email), username, sizeof(username));
 	if (pgm_create_user(conn, email, username, NULL, NULL, NULL, user_id) != PGM_OK ||
 		(funds && pgm_add_funds(conn, user_id, funds, NULL, NULL, NULL) != PGM_OK))
 	{
 		fprintf(stderr, "setup: %s\n", pgm_errmsg(conn));
 		pgm_finish(conn);
-		return NULL;
+		exit(1);
 	}
 	return conn;
 }

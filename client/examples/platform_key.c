@@ -12,21 +12,20 @@
 int
 main(int argc, char **argv)
 {
-	pgm_conn   *conn;
-	char		user_id[PGM_UUID_LEN],
-				key_id[PGM_UUID_LEN];
-	char	   *api_key = NULL;
+	/* the key's terms, and what the calls tell of it */
 	pgm_api_key_options opts = {0};
 	pgm_api_key_check check;
-	pgm_ledger_result r;
 	pgm_rate_limit limit;
+	pgm_ledger_result r;
 	int			valid = 0,
 				revoked = 0,
 				rc = 1;
+	char		user_id[PGM_UUID_LEN],
+				key_id[PGM_UUID_LEN];
+	char	   *api_key = NULL;
+	pgm_conn   *conn;
 
 	conn = example_start(argc, argv, "erin", "5", user_id);
-	if (conn == NULL)
-		return 1;
 	/* issue: at most 1 credit a day through this key */
 	opts.spend_limit = "1.00";
 	opts.spend_period = "day";

@@ -24,8 +24,6 @@ main(int argc, char **argv)
 	int			rc = 1;
 
 	conn = example_start(argc, argv, "dave", NULL, user_id);
-	if (conn == NULL)
-		return 1;
 	/* the act on behalf of the user is recorded in the audit trail */
 	pgm_set_actor(conn, user_id);
 	if (pgm_put_provider_key(conn, user_id, "openai", "sk-proj-example-0000-1234",

@@ -22,8 +22,6 @@ main(int argc, char **argv)
 	int			rc = 1;
 
 	conn = example_start(argc, argv, "carol", "2.00", user_id);
-	if (conn == NULL)
-		return 1;
 	/* before streaming: hold the most the completion may cost */
 	if (pgm_reserve(conn, user_id, "0.50", "5 minutes", NULL, &hold) != PGM_OK ||
 		pgm_get_balance(conn, user_id, &b) != PGM_OK)

@@ -9,9 +9,10 @@
 #      names none is refused), log_statement = 'all' for the database;
 #   2. tests/test_json.bin: the import's JSON reader and checks (no server);
 #      tests/test_client.bin: every library call; tests/test_accounts.bin:
-#      the account surface;
+#      the account surface; tests/test_batch.bin: the pipelined batch;
 #   3. each examples/*.bin;
-#   4. tests/test_client.bin bouncer: through a pgbouncer of our own in
+#   4. tests/test_client.bin and tests/test_batch.bin bouncer: through a
+#      pgbouncer of our own in
 #      transaction mode (skipped with a note when pgbouncer is missing);
 #   5. the pgmarket tool: import (twice, and a broken file), export,
 #      balance, add-funds, charge, keys, verify, rotate-keys.
@@ -101,6 +102,7 @@ run_counted() {
 run_counted json tests/test_json.bin
 run_counted library tests/test_client.bin
 run_counted accounts tests/test_accounts.bin
+run_counted batch tests/test_batch.bin
 
 # --- 3. the examples ------------------------------------------------------------
 for ex in examples/*.bin; do
@@ -141,6 +143,8 @@ EOF
     done
     if [ -S "$tmp/.s.PGSQL.$BOUNCER_PORT" ]; then
         run_counted bouncer tests/test_client.bin bouncer \
+            "host=$tmp port=$BOUNCER_PORT dbname=$db user=$user"
+        run_counted bouncer_batch tests/test_batch.bin bouncer \
             "host=$tmp port=$BOUNCER_PORT dbname=$db user=$user"
     else
         notok "pgbouncer did not start"

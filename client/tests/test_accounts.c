@@ -92,31 +92,10 @@ test_lookups(pgm_conn *c, const char *id, const char *email, const char *uname)
 static int
 log_has(const char *needle)
 {
-	char		path[1024];
-	const char *logfile = getenv("PGMARKET_SERVER_LOG");
-	FILE	   *f;
-	char	   *buf;
-	long		size;
-	int			found = -1;
+	char	   *buf = server_log(NULL);
+	int			found = buf ? strstr(buf, needle) != NULL : -1;
 
-	if (logfile == NULL)
-	{
-		snprintf(path, sizeof(path), "%s/server.log", getenv("PGHOST") ? getenv("PGHOST") : "");
-		logfile = path;
-	}
-	if ((f = fopen(logfile, "r")) == NULL)
-		return -1;
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t) size + 1);
-	if (buf && fread(buf, 1, (size_t) size, f) == (size_t) size)
-	{
-		buf[size] = '\0';
-		found = strstr(buf, needle) != NULL;
-	}
 	free(buf);
-	fclose(f);
 	return found;
 }
 
@@ -242,14 +221,8 @@ main(void)
 	if (sodium_init() < 0)
 		return 2;
 	snprintf(suffix, sizeof(suffix), "%08x", randombytes_random());
-	c = pgm_connect("");
-	CHECK(pgm_conn_status(c) == PGM_OK, c);
-	if (pgm_conn_status(c) != PGM_OK)
-	{
-		pgm_finish(c);
-		printf("# tally: %d %d\n", n_pass, n_fail);
-		return 1;
-	}
+	if ((c = test_connect()) == NULL)
+		return tally() | 1;
 	snprintf(email, sizeof(email), "acct-%s@example.com", suffix);
 	snprintf(uname, sizeof(uname), "acct_%s", suffix);
 	EXPECT(pgm_create_user(c, email, uname, NULL, NULL, NULL, id), PGM_OK, c);
@@ -264,6 +237,5 @@ main(void)
 	test_roles(c, id);
 	test_identities(c, id, other);
 	pgm_finish(c);
-	printf("# tally: %d %d\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
+	return tally();
 }

@@ -642,21 +642,13 @@ test_sealed_log(pgm_conn *c)
 	char		u[PGM_UUID_LEN],
 				kid[PGM_UUID_LEN],
 				sealed_secret[64],
-				plain_secret[64],
-				path[1024];
-	const char *logfile = getenv("PGMARKET_SERVER_LOG");
+				plain_secret[64];
+	const char *logfile = NULL;
 	const char *pv[3];
 	PGresult   *res;
-	FILE	   *f;
 	char	   *buf;
-	long		size;
 
 	printf("# sealed path and the server log\n");
-	if (logfile == NULL)
-	{
-		snprintf(path, sizeof(path), "%s/server.log", getenv("PGHOST") ? getenv("PGHOST") : "");
-		logfile = path;
-	}
 	make_user(c, "sealedlog", u);
 	snprintf(sealed_secret, sizeof(sealed_secret), "sk-SEALEDMARK-%s-%u", suffix, randombytes_random());
 	snprintf(plain_secret, sizeof(plain_secret), "sk-PLAINMARK-%s-%u", suffix, randombytes_random());
@@ -671,27 +663,16 @@ test_sealed_log(pgm_conn *c)
 	PQclear(res);
 	/* the backend wrote the statement's log line before it ran it */
 
-	f = fopen(logfile, "r");
-	if (f == NULL)
+	buf = server_log(&logfile);
+	if (buf == NULL)
 	{
 		printf("# skip: server log %s not readable\n", logfile);
 		return;
 	}
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t) size + 1);
-	if (buf && fread(buf, 1, (size_t) size, f) == (size_t) size)
-	{
-		buf[size] = '\0';
-		CHECK(strstr(buf, "pgmarket.put_provider_key_sealed") != NULL, c);	/* logging is on */
-		CHECK(strstr(buf, plain_secret) != NULL, c);	/* and would show a bound secret */
-		CHECK(strstr(buf, sealed_secret) == NULL, c);	/* the sealed one never */
-	}
-	else
-		CHECK(!"read the server log", c);
+	CHECK(strstr(buf, "pgmarket.put_provider_key_sealed") != NULL, c);	/* logging is on */
+	CHECK(strstr(buf, plain_secret) != NULL, c);	/* and would show a bound secret */
+	CHECK(strstr(buf, sealed_secret) == NULL, c);	/* the sealed one never */
 	free(buf);
-	fclose(f);
 }
 
 static void
@@ -1578,20 +1559,13 @@ main(int argc, char **argv)
 	if (argc >= 3 && strcmp(argv[1], "bouncer") == 0)
 	{
 		test_bouncer(argv[2]);
-		printf("# tally: %d %d\n", n_pass, n_fail);
-		return n_fail ? 1 : 0;
+		return tally();
 	}
 
 	test_status_and_money();
 	test_connections();
-	c = pgm_connect("");
-	CHECK(pgm_conn_status(c) == PGM_OK, c);
-	if (pgm_conn_status(c) != PGM_OK)
-	{
-		pgm_finish(c);
-		printf("# tally: %d %d\n", n_pass, n_fail);
-		return 1;
-	}
+	if ((c = test_connect()) == NULL)
+		return tally() | 1;
 	PQsetNoticeProcessor(pgm_pgconn(c), quiet_notice, NULL);
 	test_accounts(c);
 	test_ledger(c);
@@ -1608,6 +1582,5 @@ main(int argc, char **argv)
 	test_projects(c);
 	test_import(c);
 	pgm_finish(c);
-	printf("# tally: %d %d\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
+	return tally();
 }

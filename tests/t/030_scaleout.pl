@@ -20,7 +20,8 @@
 #    another user's project, 42501 under another user's actor), templates
 #    on partition 0's node;
 #  - charge_api_key works through pgbouncer in transaction mode in front of
-#    the proxy, and its idempotent repeat replays; set_tier reaches every
+#    the proxy, and its idempotent repeat replays; so does the client
+#    library's pipelined batch (pgm_deduct_batch), each charge on its node; set_tier reaches every
 #    node, and a key's rate limit holds through both (PM005 past it);
 #  - with one data node stopped, its users' calls fail with an error naming
 #    the node, the other node's users go on, and after a restart nothing
@@ -540,7 +541,7 @@ SKIP:
 {
 	my $pgbouncer = `command -v pgbouncer 2>/dev/null`;
 	chomp $pgbouncer;
-	skip 'pgbouncer is not installed', 9 unless $pgbouncer;
+	skip 'pgbouncer is not installed', 12 unless $pgbouncer;
 
 	my $dir = PostgreSQL::Test::Utils::tempdir_short();
 	my $bport = PostgreSQL::Test::Cluster::get_free_port();
@@ -658,6 +659,28 @@ SKIP:
 		  or diag $err;
 		($rc, $out, $err) = $cli_run->('balance', $u);
 		like($out, qr/available\s+2\.250000/, 'and its balance reads back');
+	}
+
+	# the library's pipelined batch (client/examples/charge_batch.c) through
+	# pgbouncer and the proxy: BEGIN, a savepoint a charge and COMMIT on the
+	# proxy, each charge on its owner's node, each with its own outcome
+	SKIP:
+	{
+		my $ex = ($ENV{TESTDIR} // '.') . '/client/examples/charge_batch.bin';
+		skip 'client/examples are not built', 3 unless -x $ex;
+		my ($out, $err);
+		IPC::Run::run([ $ex, "host=$dir port=$bport dbname=postgres" ],
+			'>', \$out, '2>', \$err);
+		is($? >> 8, 0, 'pgm_deduct_batch through pgbouncer and the proxy')
+		  or diag "$out\n$err";
+		like($out // '',
+			qr/refused: PM001 PM002 22023\n97 applied, 1 of them replayed\n.*available 0\.040000/s,
+			'each charge of the batch with its own outcome, as on one node');
+		is( join(',', sort map {
+					$_->safe_psql(dbof($_),
+						"SELECT count(*) FROM pgmarket.ledger WHERE model_id = 'gpt-4o-mini'")
+				} @nodes),
+			'0,96', 'the batch\'s 96 entries, on the owner\'s node only, once each');
 	}
 
 	open(my $pidf, '<', "$dir/pgbouncer.pid") or die $!;
