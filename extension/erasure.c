@@ -200,6 +200,13 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 			" WHERE id <> $1 AND (email = $2 OR lower(username) = lower($3))"
 			" LIMIT 1", 3, types);
 	}
+	/*
+	 * A hot user's charges from escrow slots do not wait for the balance
+	 * row: wait for the ones in flight first (the slots before the queue,
+	 * escrow.c's order), so that none commits after the erasure with an
+	 * idempotency key or a note that the erasure did not see.
+	 */
+	(void) pgm_escrow_gather(user_id);
 	pgm_queue_for_user(user_id);
 	pgm_exec(plan_find, &user_id, NULL, false);
 	if (SPI_processed != 1)
@@ -250,6 +257,7 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 						 pgm_uuid_cstring(pgm_col(0, 1, &isnull)))));
 	}
 	pgm_exec(plan_tomb, values, NULL, false);
+	pgm_escrow_reclaim(user_id);	/* the slots' money back into the row */
 
 	erase_account_rows(user_id, &counts);
 	appendStringInfoChar(&counts, '}');

@@ -681,12 +681,13 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 			return true;
 
 		pgm_account_state(user_id, &state);
-		if (state.holds_expired && !swept)
-		{
-			pgm_lock_user(user_id);	/* sweeps the expired holds */
-			swept = true;
-			continue;
-		}
+
+		/*
+		 * The slots come before the sweep of expired holds: the sweep writes
+		 * the balance row, and a call that holds the row can no longer
+		 * gather the slots (escrow.c's lock order); gathering takes the row
+		 * and sweeps anyway.
+		 */
 		if (esc && !reclaimed && (money = pgm_escrow_money(user_id)) > 0)
 		{
 			/*
@@ -703,6 +704,12 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 			pgm_lock_user(user_id);
 			pgm_escrow_reclaim(user_id);
 			reclaimed = swept = true;
+			continue;
+		}
+		if (state.holds_expired && !swept)
+		{
+			pgm_lock_user(user_id);	/* sweeps the expired holds */
+			swept = true;
 			continue;
 		}
 
