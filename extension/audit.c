@@ -659,8 +659,8 @@ is_restore_copy(Relation rel)
  * columns redacted, in the key and personal, the context of the change; and
  * the batch of audit rows not yet in audit_log.
  */
-#define AUDIT_BATCH_ROWS	1000
-#define AUDIT_BATCH_BYTES	(384 * 1024)	/* of formed rows, per batch */
+#define AUDIT_BATCH_ROWS	200
+#define AUDIT_BATCH_BYTES	(96 * 1024)	/* of formed rows, per batch */
 
 /*
  * The memory of the batches, kept for the life of the backend so that a
@@ -687,8 +687,11 @@ typedef struct StmtAudit
 	bool	   *redacted;		/* among the trigger's arguments */
 	bool	   *keycols;		/* part of row_key */
 	bool	   *changed;		/* per row of an UPDATE */
-	Datum	   *names;			/* the changed columns' names, as text */
+	Datum	   *colnames;		/* every column's name, as text */
+	Datum	   *names;			/* the changed columns' names */
 	Datum		all_names;		/* text[] of every live column */
+	bool	   *last_changed;	/* the changed columns of the last UPDATE row */
+	Datum		last_names;		/* and their text[]; 0: none yet */
 	PersonalCtx pc;
 	Datum		ctx_values[AL_NATTS];	/* audit_context's part */
 	bool		ctx_nulls[AL_NATTS];
@@ -734,6 +737,9 @@ audit_stmt_begin(StmtAudit *sa, Relation rel, Trigger *trigger, const char *op)
 	sa->redacted = palloc0(sizeof(bool) * desc->natts);
 	sa->keycols = palloc0(sizeof(bool) * desc->natts);
 	sa->changed = palloc0(sizeof(bool) * desc->natts);
+	sa->last_changed = palloc0(sizeof(bool) * desc->natts);
+	sa->last_names = (Datum) 0;
+	sa->colnames = palloc0(sizeof(Datum) * desc->natts);
 	sa->names = palloc(sizeof(Datum) * desc->natts);
 	for (i = 0; i < desc->natts; i++)
 	{
@@ -745,7 +751,8 @@ audit_stmt_begin(StmtAudit *sa, Relation rel, Trigger *trigger, const char *op)
 			sa->redacted[i] = is_redacted(trigger, NameStr(att->attname));
 		sa->keycols[i] = pk == NULL ||
 			bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk);
-		sa->names[nnames++] = CStringGetTextDatum(NameStr(att->attname));
+		sa->colnames[i] = CStringGetTextDatum(NameStr(att->attname));
+		sa->names[nnames++] = sa->colnames[i];
 	}
 	sa->all_names = text_array(sa->names, nnames);
 
@@ -875,10 +882,19 @@ audit_stmt_row(StmtAudit *sa, const Datum *ov, const bool *on,
 				(!on[i] && !datum_image_eq(ov[i], nv[i], att->attbyval,
 										   att->attlen));
 			if (sa->changed[i])
-				sa->names[nnames++] = CStringGetTextDatum(NameStr(att->attname));
+				sa->names[nnames++] = sa->colnames[i];
 		}
 		cols = sa->changed;
-		values[AL_CHANGED_COLUMNS] = text_array(sa->names, nnames);
+		/* the rows of a statement mostly change the same columns */
+		if (sa->last_names == (Datum) 0 ||
+			memcmp(sa->changed, sa->last_changed, sizeof(bool) * desc->natts) != 0)
+		{
+			MemoryContextSwitchTo(old);
+			sa->last_names = text_array(sa->names, nnames);
+			memcpy(sa->last_changed, sa->changed, sizeof(bool) * desc->natts);
+			MemoryContextSwitchTo(sa->rowcxt);
+		}
+		values[AL_CHANGED_COLUMNS] = sa->last_names;
 	}
 	else
 		values[AL_CHANGED_COLUMNS] = sa->all_names;
