@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * audit.c
- *	  Capturing changes into the audit trail: the row trigger that writes
+ *	  Capturing changes into the audit trail: the trigger that writes
  *	  pgmarket.audit_log, the events enable_audit, disable_audit and the
  *	  chain's calls record there (audit_event, RESTORE, PURGE), and the
  *	  trail's relations.  Sealing, verifying and purging the trail is
@@ -9,25 +9,37 @@
  *
  * The trigger
  * -----------
- * audit_trigger() is a generic AFTER INSERT OR UPDATE OR DELETE row trigger.
- * Its arguments (TG_ARGV, cached with the trigger in the relcache, so no
- * look-up per row) are the columns to redact.  Per row it builds, in C:
- * row_key (the primary key columns, or the whole row when the table has no
- * primary key), old_values / new_values (an INSERT: new only, every column;
- * a DELETE: old only; an UPDATE: only the columns whose binary images differ,
+ * audit_trigger() runs in three forms.  The one enable_audit attaches to a
+ * table is per statement: AFTER INSERT, AFTER UPDATE and AFTER DELETE FOR
+ * EACH STATEMENT, each with its transition tables, which it reads at the
+ * end of the statement (an UPDATE's i-th old row is the old version of its
+ * i-th new row).  A partitioned table, a partition or an inheritance child
+ * has the row form instead (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW):
+ * a statement trigger does not fire for rows that reach a table through its
+ * parent.  TRUNCATE has a statement trigger of its own, recorded as an act.
+ * Its arguments (TG_ARGV, cached with the trigger in the relcache) are the
+ * columns to redact (and on pgmarket's own tables the personal columns,
+ * personal.c).  Per changed row, either form builds, in C: row_key (the
+ * primary key columns, or the whole row when the table has no primary key),
+ * old_values / new_values (an INSERT: new only, every column; a DELETE: old
+ * only; an UPDATE: only the columns whose binary images differ,
  * datum_image_eq), changed_columns, and the context of the change: the
  * transaction's start time, its top-level transaction id, pgmarket.actor,
  * the role in effect at the SQL surface (GetOuterUserId: SET ROLE counts,
  * a SECURITY DEFINER function does not), the client address and
  * application_name.  A redacted column is listed in changed_columns but its
- * value is the JSON string "[redacted]" wherever it would appear.
+ * value is the JSON string "[redacted]" wherever it would appear.  What the
+ * rows of a statement share is worked out once (StmtAudit).
  *
- * The row goes straight into the heap of audit_log and its indexes
- * (simple_heap_insert, index_insert), in the transaction of the change: no
- * executor, no plan, no permission check on audit_log (the trigger is the
- * only writer; application roles hold no privilege on it).  Values of the
- * common types go into jsonb without a detour through text; any other type
- * goes through to_jsonb itself, so the JSON is what to_jsonb(OLD) would give.
+ * The rows go straight into the heap of audit_log and its index, in the
+ * transaction of the change: no executor, no plan, no permission check on
+ * audit_log (the trigger is the only writer; application roles hold no
+ * privilege on it).  A statement's rows are written in batches: one
+ * heap_multi_insert (one WAL record per page), then each row's primary key
+ * entry, in id order; their memory is kept for the backend's life, so that
+ * a batch does not fault fresh pages in.  Values of the common types go into
+ * jsonb without a detour through text; any other type goes through to_jsonb
+ * itself, so the JSON is what to_jsonb(OLD) would give.
  *
  * Every writer takes its top-level transaction id BEFORE it draws an id
  * from audit_log_id_seq (audit_context, then audit_write): the sealer's
