@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * audit.c
- *	  Capturing changes into the audit trail: the row trigger that writes
+ *	  Capturing changes into the audit trail: the trigger that writes
  *	  pgmarket.audit_log, the events enable_audit, disable_audit and the
  *	  chain's calls record there (audit_event, RESTORE, PURGE), and the
  *	  trail's relations.  Sealing, verifying and purging the trail is
@@ -9,25 +9,37 @@
  *
  * The trigger
  * -----------
- * audit_trigger() is a generic AFTER INSERT OR UPDATE OR DELETE row trigger.
- * Its arguments (TG_ARGV, cached with the trigger in the relcache, so no
- * look-up per row) are the columns to redact.  Per row it builds, in C:
- * row_key (the primary key columns, or the whole row when the table has no
- * primary key), old_values / new_values (an INSERT: new only, every column;
- * a DELETE: old only; an UPDATE: only the columns whose binary images differ,
+ * audit_trigger() runs in three forms.  The one enable_audit attaches to a
+ * table is per statement: AFTER INSERT, AFTER UPDATE and AFTER DELETE FOR
+ * EACH STATEMENT, each with its transition tables, which it reads at the
+ * end of the statement (an UPDATE's i-th old row is the old version of its
+ * i-th new row).  A partitioned table, a partition or an inheritance child
+ * has the row form instead (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW):
+ * a statement trigger does not fire for rows that reach a table through its
+ * parent.  TRUNCATE has a statement trigger of its own, recorded as an act.
+ * Its arguments (TG_ARGV, cached with the trigger in the relcache) are the
+ * columns to redact (and on pgmarket's own tables the personal columns,
+ * personal.c).  Per changed row, either form builds, in C: row_key (the
+ * primary key columns, or the whole row when the table has no primary key),
+ * old_values / new_values (an INSERT: new only, every column; a DELETE: old
+ * only; an UPDATE: only the columns whose binary images differ,
  * datum_image_eq), changed_columns, and the context of the change: the
  * transaction's start time, its top-level transaction id, pgmarket.actor,
  * the role in effect at the SQL surface (GetOuterUserId: SET ROLE counts,
  * a SECURITY DEFINER function does not), the client address and
  * application_name.  A redacted column is listed in changed_columns but its
- * value is the JSON string "[redacted]" wherever it would appear.
+ * value is the JSON string "[redacted]" wherever it would appear.  What the
+ * rows of a statement share is worked out once (StmtAudit).
  *
- * The row goes straight into the heap of audit_log and its indexes
- * (simple_heap_insert, index_insert), in the transaction of the change: no
- * executor, no plan, no permission check on audit_log (the trigger is the
- * only writer; application roles hold no privilege on it).  Values of the
- * common types go into jsonb without a detour through text; any other type
- * goes through to_jsonb itself, so the JSON is what to_jsonb(OLD) would give.
+ * The rows go straight into the heap of audit_log and its index, in the
+ * transaction of the change: no executor, no plan, no permission check on
+ * audit_log (the trigger is the only writer; application roles hold no
+ * privilege on it).  A statement's rows are written in batches: one
+ * heap_multi_insert (one WAL record per page), then each row's primary key
+ * entry, in id order; their memory is kept for the backend's life, so that
+ * a batch does not fault fresh pages in.  Values of the common types go into
+ * jsonb without a detour through text; any other type goes through to_jsonb
+ * itself, so the JSON is what to_jsonb(OLD) would give.
  *
  * Every writer takes its top-level transaction id BEFORE it draws an id
  * from audit_log_id_seq (audit_context, then audit_write): the sealer's
@@ -58,6 +70,8 @@
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
@@ -81,6 +95,7 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgm_audit_trigger);
@@ -382,13 +397,14 @@ typedef struct PersonalCtx
 } PersonalCtx;
 
 /*
- * A jsonb object of the columns of tuple selected by cols (all live columns
- * when cols is NULL), redacted ones as "[redacted]", personal ones sealed
- * under the key of the row's owner (pc: NULL or no personal columns, none).
+ * A jsonb object of the columns of a row (its values and nulls, deformed)
+ * selected by cols (all live columns when cols is NULL), redacted ones as
+ * "[redacted]", personal ones sealed under the key of the row's owner (pc:
+ * NULL or no personal columns, none).
  */
 static Datum
-columns_to_jsonb(TupleDesc desc, HeapTuple tuple, const bool *cols,
-				 const bool *redacted, PersonalCtx *pc)
+columns_to_jsonb(TupleDesc desc, const Datum *values, const bool *isnulls,
+				 const bool *cols, const bool *redacted, PersonalCtx *pc)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
@@ -409,14 +425,13 @@ columns_to_jsonb(TupleDesc desc, HeapTuple tuple, const bool *cols,
 			string_value(&v, AUDIT_REDACTED, strlen(AUDIT_REDACTED));
 		else
 		{
-			bool		isnull;
-			Datum		d = heap_getattr(tuple, i + 1, desc, &isnull);
+			bool		isnull = isnulls[i];
 
-			datum_to_jsonb_value(d, isnull, att->atttypid, &v);
+			datum_to_jsonb_value(values[i], isnull, att->atttypid, &v);
 			if (pc != NULL && pc->personal != NULL && pc->personal[i] && !isnull)
 			{
-				bool		onull;
-				Datum		owner = heap_getattr(tuple, pc->owner_attno, desc, &onull);
+				bool		onull = isnulls[pc->owner_attno - 1];
+				Datum		owner = values[pc->owner_attno - 1];
 
 				if (pc->key_state != 0 &&
 					(onull || memcmp(DatumGetUUIDP(owner), &pc->owner,
@@ -650,67 +665,94 @@ is_restore_copy(Relation rel)
 	return RangeVarGetRelid(copy->relation, NoLock, true) == RelationGetRelid(rel);
 }
 
-/* The event of a row trigger, and the row versions it carries */
-typedef struct RowChange
-{
-	const char *op;				/* INSERT, UPDATE or DELETE */
-	HeapTuple	oldtup;			/* UPDATE, DELETE; else NULL */
-	HeapTuple	newtup;			/* INSERT, UPDATE; else NULL */
-} RowChange;
-
-static void
-row_change(TriggerData *td, RowChange *rc)
-{
-	rc->oldtup = NULL;
-	rc->newtup = NULL;
-	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-	{
-		rc->op = "INSERT";
-		rc->newtup = td->tg_trigtuple;
-	}
-	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-	{
-		rc->op = "UPDATE";
-		rc->oldtup = td->tg_trigtuple;
-		rc->newtup = td->tg_newtuple;
-	}
-	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-	{
-		rc->op = "DELETE";
-		rc->oldtup = td->tg_trigtuple;
-	}
-	else
-		elog(ERROR, "audit_trigger fired by an unexpected event");
-}
-
-/* Per column of a row change: what the audit row shows of it */
-typedef struct ColumnFlags
-{
-	bool	   *redacted;		/* among the trigger's arguments */
-	bool	   *keycols;		/* part of row_key */
-	bool	   *changed;		/* in old_values / new_values */
-	Datum	   *names;			/* the changed columns' names, as text */
-	int			nnames;
-} ColumnFlags;
+/*
+ * What the audit rows of one statement (or of one row, for the row form of
+ * the trigger) share, worked out once: the table's name, the operation, the
+ * columns redacted, in the key and personal, the context of the change; and
+ * the batch of audit rows not yet in audit_log.
+ */
+#define AUDIT_BATCH_ROWS	200
+#define AUDIT_BATCH_BYTES	(96 * 1024)	/* of formed rows, per batch */
 
 /*
- * Flag the live columns of rel: redacted, part of the key (the primary key,
- * or every column without one), changed (every column of an INSERT or a
- * DELETE; of an UPDATE, those whose binary images differ).
+ * The memory of the batches, kept for the life of the backend so that a
+ * statement's rows do not fault fresh pages in: the formed rows of a batch
+ * (reset after each batch), and what building one row takes (reset after
+ * each row).  Both are emptied at the start of each statement.
+ */
+static MemoryContext audit_batch_cxt = NULL;
+static MemoryContext audit_row_cxt = NULL;
+
+/*
+ * Statements being audited in this backend right now: more than one when a
+ * value's conversion to jsonb (a cast of the user's) runs a statement on an
+ * audited table; such an inner statement takes memory of its own.
+ */
+static int	audit_stmt_depth = 0;
+
+typedef struct StmtAudit
+{
+	TupleDesc	desc;			/* the audited table's */
+	bool		is_update;
+	Datum		table_name;
+	Datum		operation;
+	bool	   *redacted;		/* among the trigger's arguments */
+	bool	   *keycols;		/* part of row_key */
+	bool	   *changed;		/* per row of an UPDATE */
+	Datum	   *colnames;		/* every column's name, as text */
+	Datum	   *names;			/* the changed columns' names */
+	Datum		all_names;		/* text[] of every live column */
+	bool	   *last_changed;	/* the changed columns of the last UPDATE row */
+	Datum		last_names;		/* and their text[]; 0: none yet */
+	PersonalCtx pc;
+	Datum		ctx_values[AL_NATTS];	/* audit_context's part */
+	bool		ctx_nulls[AL_NATTS];
+	/* audit_log, its primary key, and the rows not written yet */
+	Relation	log;
+	Relation	idx;
+	IndexInfo  *ii;
+	TupleDesc	logdesc;		/* a copy: slots made from it pin nothing */
+	TupleTableSlot *slots[AUDIT_BATCH_ROWS];
+	int			nslots;			/* how many of slots are made */
+	int			nrows;			/* how many hold a row to write */
+	Size		nbytes;			/* their formed size */
+	MemoryContext batchcxt;		/* audit_batch_cxt, or one of its own */
+	MemoryContext rowcxt;		/* audit_row_cxt, or one of its own */
+	bool		own_cxts;
+} StmtAudit;
+
+/*
+ * Start the audit rows of a statement on rel: the context first (it takes
+ * the transaction id, which must exist before any row's id is drawn), then
+ * what every row shares, then audit_log and its primary key, opened once.
  */
 static void
-column_flags(Relation rel, Trigger *trigger, const RowChange *rc,
-			 ColumnFlags *cf)
+audit_stmt_begin(StmtAudit *sa, Relation rel, Trigger *trigger, const char *op)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	AuditRels	rels;
+	int			nnames = 0;
 	int			i;
 
-	cf->redacted = palloc0(sizeof(bool) * desc->natts);
-	cf->keycols = palloc0(sizeof(bool) * desc->natts);
-	cf->changed = palloc0(sizeof(bool) * desc->natts);
-	cf->names = palloc(sizeof(Datum) * desc->natts);
-	cf->nnames = 0;
+	memset(sa, 0, offsetof(StmtAudit, slots));
+	sa->nslots = 0;
+	sa->nrows = 0;
+	memset(sa->ctx_nulls, 0, sizeof(sa->ctx_nulls));
+	audit_context(sa->ctx_values, sa->ctx_nulls);
+
+	sa->desc = desc;
+	sa->is_update = strcmp(op, "UPDATE") == 0;
+	sa->table_name = CStringGetTextDatum(
+		qualified_name(RelationGetNamespace(rel), RelationGetRelationName(rel)));
+	sa->operation = CStringGetTextDatum(op);
+	sa->redacted = palloc0(sizeof(bool) * desc->natts);
+	sa->keycols = palloc0(sizeof(bool) * desc->natts);
+	sa->changed = palloc0(sizeof(bool) * desc->natts);
+	sa->last_changed = palloc0(sizeof(bool) * desc->natts);
+	sa->last_names = (Datum) 0;
+	sa->colnames = palloc0(sizeof(Datum) * desc->natts);
+	sa->names = palloc(sizeof(Datum) * desc->natts);
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -718,82 +760,428 @@ column_flags(Relation rel, Trigger *trigger, const RowChange *rc,
 		if (att->attisdropped)
 			continue;
 		if (trigger->tgnargs > 0)
-			cf->redacted[i] = is_redacted(trigger, NameStr(att->attname));
-		cf->keycols[i] = pk == NULL ||
+			sa->redacted[i] = is_redacted(trigger, NameStr(att->attname));
+		sa->keycols[i] = pk == NULL ||
 			bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk);
-
-		if (rc->oldtup != NULL && rc->newtup != NULL)
-		{
-			bool		n1,
-						n2;
-			Datum		d1 = heap_getattr(rc->oldtup, i + 1, desc, &n1);
-			Datum		d2 = heap_getattr(rc->newtup, i + 1, desc, &n2);
-
-			cf->changed[i] = (n1 != n2) ||
-				(!n1 && !datum_image_eq(d1, d2, att->attbyval, att->attlen));
-		}
-		else
-			cf->changed[i] = true;
-		if (cf->changed[i])
-			cf->names[cf->nnames++] = CStringGetTextDatum(NameStr(att->attname));
+		sa->colnames[i] = CStringGetTextDatum(NameStr(att->attname));
+		sa->names[nnames++] = sa->colnames[i];
 	}
-}
+	sa->all_names = text_array(sa->names, nnames);
 
-/* The audit row of one row change. */
-static void
-audit_write_row_change(Relation rel, Trigger *trigger, const RowChange *rc)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	Datum		values[AL_NATTS];
-	bool		nulls[AL_NATTS];
-	ColumnFlags cf;
-	HeapTuple	keytup = rc->oldtup != NULL ? rc->oldtup : rc->newtup;
-	PersonalCtx pc;
-
-	memset(nulls, 0, sizeof(nulls));
-	/* the transaction id first: it must exist before the row's id is drawn */
-	audit_context(values, nulls);
-
-	values[AL_TABLE_NAME] = CStringGetTextDatum(
-		qualified_name(RelationGetNamespace(rel), RelationGetRelationName(rel)));
-	values[AL_OPERATION] = CStringGetTextDatum(rc->op);
-
-	column_flags(rel, trigger, rc, &cf);
-	memset(&pc, 0, sizeof(pc));
-	pc.personal = palloc0(sizeof(bool) * desc->natts);
-	if (pgm_personal_columns(rel, trigger, &pc.owner_attno, pc.personal))
-		pc.key = pgm_secret_alloc(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+	sa->pc.personal = palloc0(sizeof(bool) * desc->natts);
+	if (pgm_personal_columns(rel, trigger, &sa->pc.owner_attno, sa->pc.personal))
+		sa->pc.key = pgm_secret_alloc(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 	else
-		pc.personal = NULL;
-	values[AL_ROW_KEY] = columns_to_jsonb(desc, keytup, cf.keycols, cf.redacted,
-										  &pc);
-	if (rc->oldtup != NULL)
-		values[AL_OLD_VALUES] = columns_to_jsonb(desc, rc->oldtup, cf.changed,
-												 cf.redacted, &pc);
-	else
-		nulls[AL_OLD_VALUES] = true;
-	if (rc->newtup != NULL)
-		values[AL_NEW_VALUES] = columns_to_jsonb(desc, rc->newtup, cf.changed,
-												 cf.redacted, &pc);
-	else
-		nulls[AL_NEW_VALUES] = true;
-	values[AL_CHANGED_COLUMNS] = text_array(cf.names, cf.nnames);
-	if (pc.key != NULL)
-		sodium_memzero(pc.key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+		sa->pc.personal = NULL;
 
-	audit_write(values, nulls);
+	rels = pgm_audit_rels();
+	sa->log = table_open(rels.log, RowExclusiveLock);
+	if (RelationGetDescr(sa->log)->natts != AL_NATTS)
+		elog(ERROR, "pgmarket.audit_log has %d columns, expected %d",
+			 RelationGetDescr(sa->log)->natts, AL_NATTS);
+	/* the primary key on id is audit_log's only index */
+	if (list_length(RelationGetIndexList(sa->log)) != 1)
+		elog(ERROR, "pgmarket.audit_log must have exactly one index, its primary key");
+	sa->idx = index_open(pgm_audit_pk_index(sa->log), RowExclusiveLock);
+	sa->ii = BuildIndexInfo(sa->idx);
+	if (sa->ii->ii_Expressions != NIL || sa->ii->ii_Predicate != NIL)
+		elog(ERROR, "pgmarket.audit_log's primary key is not a plain index");
+	sa->logdesc = CreateTupleDescCopy(RelationGetDescr(sa->log));
+	if (audit_stmt_depth > 1)
+	{
+		sa->own_cxts = true;
+		sa->batchcxt = AllocSetContextCreate(CurrentMemoryContext,
+											 "pgmarket audit rows",
+											 ALLOCSET_DEFAULT_SIZES);
+		sa->rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+										   "pgmarket audit row",
+										   ALLOCSET_DEFAULT_SIZES);
+		return;
+	}
+	if (audit_batch_cxt == NULL)
+	{
+		audit_batch_cxt = AllocSetContextCreate(TopMemoryContext,
+												"pgmarket audit rows",
+												AUDIT_BATCH_BYTES + 64 * 1024,
+												AUDIT_BATCH_BYTES + 64 * 1024,
+												ALLOCSET_DEFAULT_MAXSIZE);
+		audit_row_cxt = AllocSetContextCreate(TopMemoryContext,
+											  "pgmarket audit row",
+											  64 * 1024, 64 * 1024,
+											  ALLOCSET_DEFAULT_MAXSIZE);
+	}
+	/* what an error in an earlier statement left there */
+	MemoryContextReset(audit_batch_cxt);
+	MemoryContextReset(audit_row_cxt);
+	sa->own_cxts = false;
+	sa->batchcxt = audit_batch_cxt;
+	sa->rowcxt = audit_row_cxt;
 }
 
 /*
- * The trigger.  AFTER ROW for INSERT, UPDATE and DELETE; its arguments are
- * the columns to redact.  AFTER STATEMENT for TRUNCATE, recorded as an act.
+ * Write the batch: one multi-row insert into the heap of audit_log (one WAL
+ * record per page rather than per row), then each row's primary key entry,
+ * in id order.
+ */
+static void
+audit_stmt_flush(StmtAudit *sa)
+{
+	int			i,
+				k;
+
+	if (sa->nrows == 0)
+		return;
+	heap_multi_insert(sa->log, sa->slots, sa->nrows,
+					  GetCurrentCommandId(true), 0, NULL);
+	for (i = 0; i < sa->nrows; i++)
+	{
+		TupleTableSlot *slot = sa->slots[i];
+		Datum		ivalues[INDEX_MAX_KEYS];
+		bool		inulls[INDEX_MAX_KEYS];
+
+		for (k = 0; k < sa->ii->ii_NumIndexAttrs; k++)
+			ivalues[k] = slot_getattr(slot, sa->ii->ii_IndexAttrNumbers[k],
+									  &inulls[k]);
+		index_insert(sa->idx, ivalues, inulls, &slot->tts_tid, sa->log,
+					 UNIQUE_CHECK_YES, false, sa->ii);
+		ExecClearTuple(slot);
+	}
+	sa->nrows = 0;
+	sa->nbytes = 0;
+	MemoryContextReset(sa->batchcxt);
+}
+
+/*
+ * The audit row of one row change, from the deformed old and new versions
+ * of the row (ov/on: NULL for an INSERT; nv/nn: NULL for a DELETE), its id
+ * drawn now, in the order of the changes.
+ */
+static void
+audit_stmt_row(StmtAudit *sa, const Datum *ov, const bool *on,
+			   const Datum *nv, const bool *nn)
+{
+	TupleDesc	desc = sa->desc;
+	Datum		values[AL_NATTS];
+	bool		nulls[AL_NATTS];
+	const bool *cols = NULL;
+	MemoryContext old;
+	HeapTuple	tup;
+	int			i;
+
+	if (sa->nrows == AUDIT_BATCH_ROWS || sa->nbytes >= AUDIT_BATCH_BYTES)
+		audit_stmt_flush(sa);
+	old = MemoryContextSwitchTo(sa->rowcxt);
+
+	memcpy(values, sa->ctx_values, sizeof(values));
+	memcpy(nulls, sa->ctx_nulls, sizeof(nulls));
+	values[AL_TABLE_NAME] = sa->table_name;
+	values[AL_OPERATION] = sa->operation;
+
+	if (sa->is_update)
+	{
+		int			nnames = 0;
+
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped)
+			{
+				sa->changed[i] = false;
+				continue;
+			}
+			sa->changed[i] = (on[i] != nn[i]) ||
+				(!on[i] && !datum_image_eq(ov[i], nv[i], att->attbyval,
+										   att->attlen));
+			if (sa->changed[i])
+				sa->names[nnames++] = sa->colnames[i];
+		}
+		cols = sa->changed;
+		/* the rows of a statement mostly change the same columns */
+		if (sa->last_names == (Datum) 0 ||
+			memcmp(sa->changed, sa->last_changed, sizeof(bool) * desc->natts) != 0)
+		{
+			MemoryContextSwitchTo(old);
+			sa->last_names = text_array(sa->names, nnames);
+			memcpy(sa->last_changed, sa->changed, sizeof(bool) * desc->natts);
+			MemoryContextSwitchTo(sa->rowcxt);
+		}
+		values[AL_CHANGED_COLUMNS] = sa->last_names;
+	}
+	else
+		values[AL_CHANGED_COLUMNS] = sa->all_names;
+
+	values[AL_ROW_KEY] = columns_to_jsonb(desc, ov != NULL ? ov : nv,
+										  on != NULL ? on : nn,
+										  sa->keycols, sa->redacted, &sa->pc);
+	if (ov != NULL)
+		values[AL_OLD_VALUES] = columns_to_jsonb(desc, ov, on, cols,
+												 sa->redacted, &sa->pc);
+	else
+		nulls[AL_OLD_VALUES] = true;
+	if (nv != NULL)
+		values[AL_NEW_VALUES] = columns_to_jsonb(desc, nv, nn, cols,
+												 sa->redacted, &sa->pc);
+	else
+		nulls[AL_NEW_VALUES] = true;
+
+	/* the transaction id exists (audit_stmt_begin): now the row's id */
+	values[AL_ID] = Int64GetDatum(nextval_internal(pgm_audit_rels().seq, false));
+	nulls[AL_ID] = false;
+	MemoryContextSwitchTo(sa->batchcxt);
+	tup = heap_form_tuple(RelationGetDescr(sa->log), values, nulls);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(sa->rowcxt);
+	sa->nbytes += tup->t_len;
+
+	if (sa->nrows == sa->nslots)
+		sa->slots[sa->nslots++] = MakeSingleTupleTableSlot(sa->logdesc,
+														   &TTSOpsHeapTuple);
+	ExecStoreHeapTuple(tup, sa->slots[sa->nrows++], true);
+}
+
+/* Write what is left, and close the statement's audit. */
+static void
+audit_stmt_end(StmtAudit *sa)
+{
+	int			i;
+
+	audit_stmt_flush(sa);
+	for (i = 0; i < sa->nslots; i++)
+		ExecDropSingleTupleTableSlot(sa->slots[i]);
+	sa->nslots = 0;
+	index_close(sa->idx, NoLock);
+	table_close(sa->log, NoLock);
+	if (sa->pc.key != NULL)
+		sodium_memzero(sa->pc.key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+	if (sa->own_cxts)
+	{
+		MemoryContextDelete(sa->batchcxt);
+		MemoryContextDelete(sa->rowcxt);
+	}
+	else
+		MemoryContextReset(sa->rowcxt);
+}
+
+static void audit_statement_rows(StmtAudit *sa, TriggerData *td,
+								 const char *op, TupleDesc desc,
+								 Tuplestorestate *oldts,
+								 Tuplestorestate *newts);
+
+/* The operation a trigger was fired for. */
+static const char *
+trigger_operation(TriggerData *td)
+{
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		return "INSERT";
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		return "UPDATE";
+	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		return "DELETE";
+	elog(ERROR, "audit_trigger fired by an unexpected event");
+	return NULL;				/* keep the compiler quiet */
+}
+
+/*
+ * The row form: one row change, from the row versions of the trigger.
+ */
+static void
+audit_row_trigger(TriggerData *td)
+{
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	const char *op = trigger_operation(td);
+	HeapTuple	oldtup = NULL;
+	HeapTuple	newtup = NULL;
+	Datum	   *ov = NULL,
+			   *nv = NULL;
+	bool	   *on = NULL,
+			   *nn = NULL;
+	StmtAudit  *sa;
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		newtup = td->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		oldtup = td->tg_trigtuple;
+		newtup = td->tg_newtuple;
+	}
+	else
+		oldtup = td->tg_trigtuple;
+	if (oldtup != NULL)
+	{
+		ov = palloc(sizeof(Datum) * desc->natts);
+		on = palloc(sizeof(bool) * desc->natts);
+		heap_deform_tuple(oldtup, desc, ov, on);
+	}
+	if (newtup != NULL)
+	{
+		nv = palloc(sizeof(Datum) * desc->natts);
+		nn = palloc(sizeof(bool) * desc->natts);
+		heap_deform_tuple(newtup, desc, nv, nn);
+	}
+	sa = palloc(sizeof(StmtAudit));
+	audit_stmt_depth++;
+	PG_TRY();
+	{
+		audit_stmt_begin(sa, rel, td->tg_trigger, op);
+		audit_stmt_row(sa, ov, on, nv, nn);
+		audit_stmt_end(sa);
+	}
+	PG_FINALLY();
+	{
+		audit_stmt_depth--;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * A reader of a transition table of its own, from its start: a trigger of
+ * the user's that reads the same table keeps its place.
+ */
+static void
+transition_open(Tuplestorestate *ts)
+{
+	int			ptr = tuplestore_alloc_read_pointer(ts, EXEC_FLAG_REWIND);
+
+	tuplestore_select_read_pointer(ts, ptr);
+	tuplestore_rescan(ts);
+}
+
+static void
+transition_close(Tuplestorestate *ts)
+{
+	if (ts != NULL)
+		tuplestore_select_read_pointer(ts, 0);
+}
+
+/*
+ * The statement form: every row change of the statement, from its transition
+ * tables (an UPDATE's i-th old row is the old version of its i-th new row),
+ * in their order, written in batches.
+ */
+static void
+audit_statement_trigger(TriggerData *td)
+{
+	Relation	rel = td->tg_relation;
+	const char *op = trigger_operation(td);
+	Tuplestorestate *oldts = NULL;
+	Tuplestorestate *newts = NULL;
+	TupleDesc	desc;
+	StmtAudit  *sa;
+	int64		n;
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		newts = td->tg_newtable;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		oldts = td->tg_oldtable;
+		newts = td->tg_newtable;
+	}
+	else
+		oldts = td->tg_oldtable;
+	if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
+		newts == NULL)
+		elog(ERROR, "audit_trigger for %s must reference the new rows' transition table", op);
+	if ((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
+		oldts == NULL)
+		elog(ERROR, "audit_trigger for %s must reference the old rows' transition table", op);
+
+	n = tuplestore_tuple_count(newts != NULL ? newts : oldts);
+	if (n == 0)
+		return;					/* nothing changed: nothing to record */
+	if (oldts != NULL && newts != NULL && tuplestore_tuple_count(oldts) != n)
+		elog(ERROR, "audit_trigger: the transition tables of an UPDATE differ in length");
+	if (is_restore_copy(rel))
+		return;
+
+	desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	sa = palloc(sizeof(StmtAudit));
+	audit_stmt_depth++;
+	PG_TRY();
+	{
+		audit_statement_rows(sa, td, op, desc, oldts, newts);
+	}
+	PG_FINALLY();
+	{
+		audit_stmt_depth--;
+	}
+	PG_END_TRY();
+}
+
+/* The rows of audit_statement_trigger, from its transition tables. */
+static void
+audit_statement_rows(StmtAudit *sa, TriggerData *td, const char *op,
+					 TupleDesc desc, Tuplestorestate *oldts,
+					 Tuplestorestate *newts)
+{
+	TupleTableSlot *oslot = NULL;
+	TupleTableSlot *nslot = NULL;
+
+	audit_stmt_begin(sa, td->tg_relation, td->tg_trigger, op);
+	if (oldts != NULL)
+	{
+		oslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		transition_open(oldts);
+	}
+	if (newts != NULL)
+	{
+		nslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		transition_open(newts);
+	}
+	for (;;)
+	{
+		bool		have_old = oslot != NULL &&
+			tuplestore_gettupleslot(oldts, true, false, oslot);
+		bool		have_new = nslot != NULL &&
+			tuplestore_gettupleslot(newts, true, false, nslot);
+
+		if ((oslot != NULL && !have_old) || (nslot != NULL && !have_new))
+		{
+			if ((oslot != NULL && have_old) || (nslot != NULL && have_new))
+				elog(ERROR, "audit_trigger: the transition tables of an UPDATE differ in length");
+			break;
+		}
+		if (oslot != NULL)
+			slot_getallattrs(oslot);
+		if (nslot != NULL)
+			slot_getallattrs(nslot);
+		audit_stmt_row(sa,
+					   oslot != NULL ? oslot->tts_values : NULL,
+					   oslot != NULL ? oslot->tts_isnull : NULL,
+					   nslot != NULL ? nslot->tts_values : NULL,
+					   nslot != NULL ? nslot->tts_isnull : NULL);
+	}
+	/* an error leaves them to the statement's abort */
+	transition_close(oldts);
+	transition_close(newts);
+	audit_stmt_end(sa);
+	if (oslot != NULL)
+		ExecDropSingleTupleTableSlot(oslot);
+	if (nslot != NULL)
+		ExecDropSingleTupleTableSlot(nslot);
+}
+
+/*
+ * The trigger, in three forms:
+ *
+ *   AFTER INSERT, AFTER UPDATE, AFTER DELETE FOR EACH STATEMENT, each with
+ *   its transition tables (REFERENCING NEW TABLE / OLD TABLE): every row of
+ *   the statement, written in batches (the form enable_audit makes for a
+ *   table);
+ *   AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW: one row (the form for a
+ *   partitioned table, whose partitions inherit it, and for a partition or
+ *   an inheritance child, where the statement form would not fire);
+ *   AFTER TRUNCATE FOR EACH STATEMENT, recorded as an act.
+ *
+ * The arguments of the first two are the columns to redact (and, on
+ * pgmarket's own tables, 'owner:' and 'personal:' columns, personal.c).
  */
 Datum
 pgm_audit_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Relation	rel;
-	RowChange	rc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "audit_trigger must be called as a trigger");
@@ -808,13 +1196,14 @@ pgm_audit_trigger(PG_FUNCTION_ARGS)
 						CStringGetTextDatum("TRUNCATE"), (Datum) 0, true);
 		return PointerGetDatum(NULL);
 	}
-	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
-		elog(ERROR, "audit_trigger must be a row trigger for INSERT, UPDATE and DELETE");
+	if (TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+	{
+		audit_statement_trigger(td);
+		return PointerGetDatum(NULL);
+	}
 	if (is_restore_copy(rel))
 		return PointerGetDatum(NULL);
-
-	row_change(td, &rc);
-	audit_write_row_change(rel, td->tg_trigger, &rc);
+	audit_row_trigger(td);
 	return PointerGetDatum(NULL);
 }
 

@@ -140,3 +140,325 @@ BEGIN ATOMIC
      WHERE l.kind NOT IN ('deposit', 'charge', 'refund') OR l.amount <= 0
         OR l.available < 0 OR l.tokens_used < 0;
 END;
+
+-- Audited bulk statements: the audit trigger per statement
+-------------------------------------------------------------------------------
+
+-- An audited table records its row changes through three statement
+-- triggers with transition tables, all running audit_trigger() with the
+-- same arguments: pgmarket_audit (AFTER UPDATE, the name the row trigger
+-- had), pgmarket_audit_insert and pgmarket_audit_delete; pgmarket_audit_truncate
+-- stays as it was.  audit_trigger() writes one audit row per changed row, as
+-- before, from the transition tables in their order, and puts a
+-- statement's rows into audit_log in batches.  A partitioned table, a
+-- partition and an inheritance child keep the row trigger (AFTER INSERT OR
+-- UPDATE OR DELETE FOR EACH ROW, named pgmarket_audit): a statement trigger
+-- does not fire for rows that reach such a table through another.
+
+CREATE OR REPLACE FUNCTION @extschema@.enable_audit(target regclass,
+        redact text[] DEFAULT '{}')
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kind "char";
+    col  text;
+    args text;
+    cols text[];
+    trg  text;
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'target must not be null';
+    END IF;
+    IF redact IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'redact must not be null';
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+     WHERE c.oid OPERATOR(pg_catalog.=) target;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = pg_catalog.format('relation with OID %s does not exist',
+                                        target::oid);
+    END IF;
+    PERFORM @extschema@.audit_require_owner(target);
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = pg_catalog.format('%s is not a table', target);
+    END IF;
+    IF target IN ('@extschema@.audit_log'::regclass,
+                  '@extschema@.audit_seals'::regclass) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = pg_catalog.format('%s is the audit trail itself', target);
+    END IF;
+    FOREACH col IN ARRAY redact LOOP
+        IF col IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '22004',
+                MESSAGE = 'redact must not contain nulls';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid OPERATOR(pg_catalog.=) target
+                          AND a.attname OPERATOR(pg_catalog.=) col
+                          AND a.attnum OPERATOR(pg_catalog.>) 0
+                          AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = pg_catalog.format('column "%s" of %s does not exist',
+                                            col, target);
+        END IF;
+    END LOOP;
+    cols := ARRAY(SELECT DISTINCT u.c FROM pg_catalog.unnest(redact) AS u(c)
+                   ORDER BY u.c);
+    SELECT pg_catalog.string_agg(pg_catalog.quote_literal(c), ', ')
+      INTO args FROM pg_catalog.unnest(cols) AS u(c);
+    PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'on', true);
+    FOREACH trg IN ARRAY ARRAY['pgmarket_audit', 'pgmarket_audit_insert',
+                               'pgmarket_audit_delete', 'pgmarket_audit_truncate'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                    WHERE t.tgrelid OPERATOR(pg_catalog.=) target
+                      AND t.tgname OPERATOR(pg_catalog.=) trg) THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg, target);
+        END IF;
+    END LOOP;
+    IF kind OPERATOR(pg_catalog.=) 'p'
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                   WHERE i.inhrelid OPERATOR(pg_catalog.=) target) THEN
+        -- rows reach it through its parent or its partitions: per row
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit AFTER INSERT OR UPDATE OR DELETE ON %s'
+            ' FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            target, COALESCE(args, ''));
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit AFTER UPDATE ON %s'
+            ' REFERENCING OLD TABLE AS pgmarket_old NEW TABLE AS pgmarket_new'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            target, COALESCE(args, ''));
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit_insert AFTER INSERT ON %s'
+            ' REFERENCING NEW TABLE AS pgmarket_new'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            target, COALESCE(args, ''));
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit_delete AFTER DELETE ON %s'
+            ' REFERENCING OLD TABLE AS pgmarket_old'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            target, COALESCE(args, ''));
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER pgmarket_audit_truncate AFTER TRUNCATE ON %s'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger()',
+        target);
+    PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'off', true);
+    PERFORM @extschema@.audit_event(target, 'ENABLE_AUDIT',
+        pg_catalog.jsonb_build_object('redact', pg_catalog.to_jsonb(cols)));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.disable_audit(target regclass)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg text;
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'target must not be null';
+    END IF;
+    PERFORM @extschema@.audit_require_owner(target);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid OPERATOR(pg_catalog.=) target
+                  AND t.tgname IN ('pgmarket_audit', 'pgmarket_audit_insert',
+                                   'pgmarket_audit_delete', 'pgmarket_audit_truncate')) THEN
+        PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'on', true);
+        FOREACH trg IN ARRAY ARRAY['pgmarket_audit', 'pgmarket_audit_insert',
+                                   'pgmarket_audit_delete', 'pgmarket_audit_truncate'] LOOP
+            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trg, target);
+        END LOOP;
+        PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'off', true);
+        PERFORM @extschema@.audit_event(target, 'DISABLE_AUDIT', NULL);
+    END IF;
+END
+$$;
+
+-- audit_ddl knows the statement triggers' names, and refuses to make a table
+-- audited per statement a partition or an inheritance child (the rows that
+-- its parent's statements change there would not be recorded): detach the
+-- trail, attach the table, and enable_audit again, which makes the row form.
+CREATE OR REPLACE FUNCTION @extschema@.audit_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel  oid;
+    tag  text;
+    obj  text;
+    bad  text;
+BEGIN
+    -- the C flag, not the setting's text: before the library is loaded in
+    -- a session, pgmarket.audit_internal would be a placeholder anyone sets
+    IF @extschema@.audit_internal_active() THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT OPERATOR(pg_catalog.=) 'sql_drop' THEN
+        -- a dropped audit trigger of a table that is still there and still
+        -- has (or had, under that name) the trail
+        FOR rel, obj IN
+            SELECT c.oid, d.object_identity
+              FROM pg_catalog.pg_event_trigger_dropped_objects() d
+              JOIN pg_catalog.pg_namespace n
+                ON n.nspname OPERATOR(pg_catalog.=) d.address_names[1]
+              JOIN pg_catalog.pg_class c
+                ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
+               AND c.relname OPERATOR(pg_catalog.=) d.address_names[2]
+             WHERE d.object_type OPERATOR(pg_catalog.=) 'trigger'
+               AND d.address_names[3] IN ('pgmarket_audit', 'pgmarket_audit_insert',
+                                          'pgmarket_audit_delete', 'pgmarket_audit_truncate')
+               AND n.nspname OPERATOR(pg_catalog.<>) '@extschema@'
+        LOOP
+            PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
+                pg_catalog.jsonb_build_object('command', 'DROP TRIGGER', 'object', obj));
+        END LOOP;
+        RETURN;
+    END IF;
+    -- no trigger of those names but the audit trigger itself
+    SELECT pg_catalog.format('%s on %s', t.tgname, t.tgrelid::regclass) INTO bad
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_trigger t ON t.oid OPERATOR(pg_catalog.=) c.objid
+     WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+       AND t.tgname IN ('pgmarket_audit', 'pgmarket_audit_insert',
+                        'pgmarket_audit_delete', 'pgmarket_audit_truncate')
+       AND t.tgfoid OPERATOR(pg_catalog.<>) '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('trigger %s must run the audit trigger', bad),
+            HINT = 'Change the audit triggers with enable_audit and disable_audit.';
+    END IF;
+    -- no table audited per statement below a parent
+    SELECT t.tgrelid::regclass::text INTO bad
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_inherits i ON i.inhrelid OPERATOR(pg_catalog.=) t.tgrelid
+     WHERE t.tgfoid OPERATOR(pg_catalog.=) '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+       AND (t.tgnewtable IS NOT NULL OR t.tgoldtable IS NOT NULL)
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('%s is audited per statement and cannot be a partition or an inheritance child',
+                                        bad),
+            HINT = 'Call disable_audit, attach the table, then enable_audit, which audits it per row.';
+    END IF;
+    FOR rel, tag, obj IN
+        SELECT DISTINCT CASE WHEN c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                             THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t
+                                    WHERE t.oid OPERATOR(pg_catalog.=) c.objid)
+                             ELSE c.objid END,
+               c.command_tag, c.object_identity
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.command_tag IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER')
+           AND c.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass,
+                             'pg_catalog.pg_trigger'::pg_catalog.regclass)
+    LOOP
+        CONTINUE WHEN rel IS NULL
+            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                            WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                              AND t.tgfoid OPERATOR(pg_catalog.=)
+                                  '@extschema@.audit_trigger()'::pg_catalog.regprocedure)
+            OR EXISTS (SELECT 1 FROM pg_catalog.pg_class k
+                        WHERE k.oid OPERATOR(pg_catalog.=) rel
+                          AND k.relnamespace OPERATOR(pg_catalog.=)
+                              '@extschema@'::pg_catalog.regnamespace);
+        -- every redacted column still names a column
+        SELECT a.col INTO bad
+          FROM pg_catalog.pg_trigger t,
+               LATERAL pg_catalog.unnest(pg_catalog.string_to_array(
+                   pg_catalog.encode(t.tgargs, 'escape'), '\000')) AS a(col)
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+           AND t.tgname IN ('pgmarket_audit', 'pgmarket_audit_insert', 'pgmarket_audit_delete')
+           AND t.tgfoid OPERATOR(pg_catalog.=)
+               '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+           AND a.col OPERATOR(pg_catalog.<>) ''
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x
+                            WHERE x.attrelid OPERATOR(pg_catalog.=) rel
+                              AND x.attname OPERATOR(pg_catalog.=) a.col
+                              AND x.attnum OPERATOR(pg_catalog.>) 0
+                              AND NOT x.attisdropped)
+         LIMIT 1;
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = pg_catalog.format('column "%s" of %s is redacted in the audit trail',
+                                            bad, rel::regclass),
+                HINT = 'Call disable_audit, change the column, then enable_audit with the new redactions.';
+        END IF;
+        CONTINUE WHEN tag OPERATOR(pg_catalog.=) 'CREATE TRIGGER';
+        PERFORM @extschema@.audit_event(rel::regclass, 'DDL',
+            pg_catalog.jsonb_build_object('command', tag, 'object', obj,
+                'audit_triggers',
+                (SELECT pg_catalog.jsonb_object_agg(t.tgname,
+                            CASE WHEN t.tgenabled IN ('O', 'A') THEN 'enabled'
+                                 ELSE 'disabled' END)
+                   FROM pg_catalog.pg_trigger t
+                  WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                    AND t.tgfoid OPERATOR(pg_catalog.=)
+                        '@extschema@.audit_trigger()'::pg_catalog.regprocedure)));
+    END LOOP;
+END $$;
+
+-- Every table audited by the row trigger moves to the statement triggers,
+-- pgmarket's own and the users': same arguments, same enabled state.  A
+-- partitioned table, a partition and an inheritance child keep the row
+-- trigger.  Nothing is recorded in the trail: what it records does not
+-- change.
+DO $$
+DECLARE
+    r     record;
+    args  text;
+    trg   text;
+BEGIN
+    PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'on', true);
+    FOR r IN
+        SELECT t.oid AS tgoid, t.tgrelid::regclass AS target, t.tgenabled
+          FROM pg_catalog.pg_trigger t
+          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+         WHERE t.tgname OPERATOR(pg_catalog.=) 'pgmarket_audit'
+           AND t.tgfoid OPERATOR(pg_catalog.=) '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+           AND (t.tgtype::int OPERATOR(pg_catalog.&) 1) OPERATOR(pg_catalog.=) 1
+           AND t.tgparentid OPERATOR(pg_catalog.=) 0
+           AND c.relkind OPERATOR(pg_catalog.=) 'r'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                            WHERE i.inhrelid OPERATOR(pg_catalog.=) c.oid)
+         ORDER BY t.tgrelid
+    LOOP
+        args := pg_catalog.regexp_replace(pg_catalog.pg_get_triggerdef(r.tgoid),
+                    '^.* EXECUTE FUNCTION [^(]*audit_trigger\((.*)\)$', '\1');
+        EXECUTE pg_catalog.format('DROP TRIGGER pgmarket_audit ON %s', r.target);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit AFTER UPDATE ON %s'
+            ' REFERENCING OLD TABLE AS pgmarket_old NEW TABLE AS pgmarket_new'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            r.target, args);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit_insert AFTER INSERT ON %s'
+            ' REFERENCING NEW TABLE AS pgmarket_new'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            r.target, args);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER pgmarket_audit_delete AFTER DELETE ON %s'
+            ' REFERENCING OLD TABLE AS pgmarket_old'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_trigger(%s)',
+            r.target, args);
+        IF r.tgenabled OPERATOR(pg_catalog.<>) 'O' THEN
+            FOREACH trg IN ARRAY ARRAY['pgmarket_audit', 'pgmarket_audit_insert',
+                                       'pgmarket_audit_delete'] LOOP
+                EXECUTE pg_catalog.format('ALTER TABLE %s %s TRIGGER %I', r.target,
+                    CASE r.tgenabled WHEN 'D' THEN 'DISABLE'
+                                     WHEN 'R' THEN 'ENABLE REPLICA'
+                                     ELSE 'ENABLE ALWAYS' END, trg);
+            END LOOP;
+        END IF;
+    END LOOP;
+    PERFORM pg_catalog.set_config('pgmarket.audit_internal', 'off', true);
+END
+$$;

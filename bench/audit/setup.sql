@@ -1,6 +1,8 @@
--- bench/audit/setup.sql: three identical accounts-like tables, each with
--- 10,000 rows: t_none (not audited), t_c (pgmarket's C trigger, password_hash
--- redacted) and t_plpgsql (the PL/pgSQL audit trigger people write).
+-- bench/audit/setup.sql: four identical accounts-like tables, each with
+-- 100,000 rows: t_none (not audited), t_audited (enable_audit: pgmarket's
+-- statement triggers, password_hash redacted), t_row (the same C function as
+-- the row trigger of 0.7.0) and t_plpgsql (the PL/pgSQL audit trigger people
+-- write).
 CREATE EXTENSION IF NOT EXISTS pgmarket;
 CREATE SEQUENCE bench_n START 100001;
 
@@ -24,9 +26,15 @@ BEGIN
                '$argon2id$v=19$m=65536,t=2,p=1$' || md5(g::text), 100
           FROM generate_series(1, 100000) g$t$, name);
 END $$;
-SELECT make_table('t_none'), make_table('t_c'), make_table('t_plpgsql');
+SELECT make_table('t_none'), make_table('t_audited'), make_table('t_row'),
+       make_table('t_plpgsql');
 
-SELECT pgmarket.enable_audit('t_c', '{password_hash}');
+SELECT pgmarket.enable_audit('t_audited', '{password_hash}');
+-- the row trigger, as enable_audit made it up to 0.7.0
+CREATE TRIGGER pgmarket_audit AFTER INSERT OR UPDATE OR DELETE ON t_row
+    FOR EACH ROW EXECUTE FUNCTION pgmarket.audit_trigger('password_hash');
+CREATE TRIGGER pgmarket_audit_truncate AFTER TRUNCATE ON t_row
+    FOR EACH STATEMENT EXECUTE FUNCTION pgmarket.audit_trigger();
 
 -- The PL/pgSQL audit trigger as users write it.
 CREATE TABLE plpgsql_audit (
