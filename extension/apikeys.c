@@ -699,7 +699,8 @@ typedef struct KeySpend
  * 28000, 42501 or PM005.
  */
 static void
-lock_user_for_spending(text *api_key, int64 tokens, VerifiedKey *key)
+lock_user_for_spending(text *api_key, int64 tokens, int64 amount,
+					   VerifiedKey *key)
 {
 	if (!verify_key(api_key, key))
 		raise_invalid_key();
@@ -712,7 +713,13 @@ lock_user_for_spending(text *api_key, int64 tokens, VerifiedKey *key)
 	/* the tier's limits before any lock: a refused call is cheap (PM005) */
 	pgm_ratelimit_admit(&key->key_id, key->tier, tokens, key->prefix);
 
-	/* the user's lock first, as every ledger operation takes it */
+	/*
+	 * The user's lock first, as every ledger operation takes it; a hot
+	 * user's escrow slots before it when the balance row alone is short of
+	 * the amount (escrow.c's order), so that the ledger brings their money
+	 * back before it decides, and PM001 means the whole available is short.
+	 */
+	(void) pgm_escrow_gather_if_short(UUIDPGetDatum(&key->user_id), amount);
 	if (!pgm_try_lock_user(UUIDPGetDatum(&key->user_id)))
 		raise_invalid_key();	/* the user was deactivated meanwhile */
 }
@@ -828,7 +835,7 @@ begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 
 	pgm_spi_connect();
 	prepare_plans();
-	lock_user_for_spending(PG_GETARG_TEXT_PP(0), tokens, key);
+	lock_user_for_spending(PG_GETARG_TEXT_PP(0), tokens, *amount, key);
 	if (counted)
 	{
 		*counted = false;

@@ -65,6 +65,7 @@ static SPIPlanPtr plan_make_slots;
 static SPIPlanPtr plan_refill;
 static SPIPlanPtr plan_escrowed;
 static SPIPlanPtr plan_money;
+static SPIPlanPtr plan_row_short;
 
 static const PgmPlanDef escrow_plans[] = {
 	/* every slot of a user, in slot order, waiting for their holders */
@@ -139,6 +140,12 @@ static const PgmPlanDef escrow_plans[] = {
 		"       ELSE 0 END"
 		"  FROM pgmarket.balances b WHERE b.user_id = $1",
 		1, {UUIDOID}},
+
+	/* is the row alone, without a lock, short of $2 with money in slots? */
+	{&plan_row_short,
+		"SELECT b.escrowed > 0 AND b.total - b.spent - b.reserved < $2"
+		"  FROM pgmarket.balances b WHERE b.user_id = $1",
+		2, {UUIDOID, INT8OID}},
 };
 
 #define prepare_plans() PGM_PREPARE_PLANS(escrow_plans)
@@ -237,6 +244,29 @@ pgm_escrow_gather(Datum user_id)
 	prepare_plans();
 	pgm_exec(plan_gather, values, NULL, false);
 	return true;
+}
+
+/*
+ * For a call that must lock the user's balance row before it knows whether
+ * it charges (charge_api_key and reserve_api_key lock the user, then the
+ * key): when the row alone, as last committed, is short of amount while
+ * the slots hold money, gather the slots first, as long as this
+ * transaction may wait for them (pgm_escrow_gather); a reclaim under the
+ * row's lock then finds every slot free.  True when it gathered.
+ */
+bool
+pgm_escrow_gather_if_short(Datum user_id, int64 amount)
+{
+	Datum		values[2] = {user_id, Int64GetDatum(amount)};
+	bool		isnull;
+
+	if (!pgm_escrow_on())
+		return false;
+	prepare_plans();
+	pgm_exec(plan_row_short, values, NULL, false);
+	if (SPI_processed != 1 || !DatumGetBool(pgm_col(0, 1, &isnull)) || isnull)
+		return false;
+	return pgm_escrow_gather(user_id);
 }
 
 /*
