@@ -337,6 +337,40 @@ BEGIN
             MESSAGE = pg_catalog.format('trigger %s must run the audit trigger', bad),
             HINT = 'Change the audit triggers with enable_audit and disable_audit.';
     END IF;
+    -- the audit triggers keep their names: a renamed one would drop unseen
+    SELECT pg_catalog.format('%s on %s', t.tgname, t.tgrelid::regclass) INTO bad
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_trigger t ON t.oid OPERATOR(pg_catalog.=) c.objid
+     WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+       AND c.command_tag OPERATOR(pg_catalog.=) 'ALTER TRIGGER'
+       AND t.tgfoid OPERATOR(pg_catalog.=) '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+       AND t.tgname NOT IN ('pgmarket_audit', 'pgmarket_audit_insert',
+                            'pgmarket_audit_delete', 'pgmarket_audit_truncate')
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('trigger %s runs the audit trigger and cannot be renamed', bad),
+            HINT = 'Change the audit triggers with enable_audit and disable_audit.';
+    END IF;
+    -- no new inheritance child below a table audited per statement: the
+    -- child's own statements would not fire the parent's triggers
+    SELECT pg_catalog.format('%s cannot inherit from %s', c.objid::pg_catalog.regclass,
+                             i.inhparent::pg_catalog.regclass) INTO bad
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_inherits i ON i.inhrelid OPERATOR(pg_catalog.=) c.objid
+     WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND c.command_tag IN ('CREATE TABLE', 'ALTER TABLE')
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                    WHERE t.tgrelid OPERATOR(pg_catalog.=) i.inhparent
+                      AND t.tgfoid OPERATOR(pg_catalog.=)
+                          '@extschema@.audit_trigger()'::pg_catalog.regprocedure
+                      AND (t.tgnewtable IS NOT NULL OR t.tgoldtable IS NOT NULL))
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('%s: the parent is audited per statement', bad),
+            HINT = 'Call disable_audit on the parent, create the child, then enable_audit on each.';
+    END IF;
     -- no table audited per statement below a parent
     SELECT t.tgrelid::regclass::text INTO bad
       FROM pg_catalog.pg_trigger t
@@ -405,6 +439,13 @@ BEGIN
                         '@extschema@.audit_trigger()'::pg_catalog.regprocedure)));
     END LOOP;
 END $$;
+
+-- audit_ddl also sees CREATE TABLE, for an inheritance child of a table
+-- audited per statement.
+DROP EVENT TRIGGER pgmarket_audit_ddl;
+CREATE EVENT TRIGGER pgmarket_audit_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE')
+    EXECUTE FUNCTION @extschema@.audit_ddl();
 
 -- Every table audited by the row trigger moves to the statement triggers,
 -- pgmarket's own and the users': same arguments, same enabled state.  A
