@@ -29,11 +29,13 @@
 # baselines') through the same primary-key subquery on bench.raw_keys, since
 # pgbench cannot hold 10,000 random strings; that costs both sides alike.
 #
-# Targets: get_provider_key >= 0.85x the plain SELECT; verify_api_key >=
-# 0.85x the plain SELECT; charge_api_key faster than the two calls.
+# Targets (at every client count): get_provider_key >= 0.85x the plain
+# SELECT; verify_api_key >= 0.85x the plain SELECT; charge_api_key >= 1.2x
+# the two calls.
 #
 # The cluster: data in /tmp/pgmarket-keysbench/data, port 54381, socket in
-# /tmp/pgmarket-keysbench, fsync and synchronous_commit on, autovacuum off
+# /tmp/pgmarket-keysbench (PGMARKET_BENCH_BASE and PGMARKET_BENCH_PORT
+# choose others; PGMARKET_PG_CONFIG the PostgreSQL build), fsync and synchronous_commit on, autovacuum off
 # (VACUUM and CHECKPOINT before each run); the master key file is
 # /tmp/pgmarket-keysbench/master.key (mode 0600, a fresh random key).  Run as
 # root, the server runs as the postgres OS user.  The cluster is stopped on
@@ -229,8 +231,8 @@ report() {
         printf '%-34s %8s %10.0f %7sx   %s\n' "verify_api_key" "$c" "$v" "$r" ">= 0.85x plain SELECT: $verdict"
         printf '%-34s %8s %10.0f %7sx\n' "verify_api_key, cold minute" "$c" "$vc" "$(ratio "$vc" "$pa")"
         printf '%-34s %8s %10.0f %7sx\n' "plain SELECT by prefix" "$c" "$pa" "1.00"
-        r=$(ratio "$ch" "$two"); if awk -v a="$ch" -v b="$two" 'BEGIN { exit !(a > b) }'; then verdict=met; else verdict=MISSED; MISSED=1; fi
-        printf '%-34s %8s %10.0f %7sx   %s\n' "charge_api_key" "$c" "$ch" "$r" "faster than the two calls: $verdict"
+        r=$(ratio "$ch" "$two"); if ge "$r" 1.2; then verdict=met; else verdict=MISSED; MISSED=1; fi
+        printf '%-34s %8s %10.0f %7sx   %s\n' "charge_api_key" "$c" "$ch" "$r" ">= 1.2x the two calls: $verdict"
         printf '%-34s %8s %10.0f %7sx\n' "verify_api_key + deduct_balance" "$c" "$two" "1.00"
         echo
     done

@@ -191,7 +191,19 @@ check_account_free(Datum id, const char *email, const char *username)
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("user id %s already exists",
 						pgm_uuid_cstring(id))));
-	if (DatumGetBool(pgm_col(0, 2, &isnull)))
+	pgm_raise_account_taken(DatumGetBool(pgm_col(0, 2, &isnull)), email,
+							username);
+}
+
+/*
+ * 23505 for an email (email_taken) or else a username that another account
+ * holds: create_user's words, and update_user's (profiles.c).
+ */
+void
+pgm_raise_account_taken(bool email_taken, const char *email,
+						const char *username)
+{
+	if (email_taken)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("email \"%s\" is already registered", email)));
@@ -242,27 +254,59 @@ insert_account(Datum id, const char *email, const char *username,
 	pgm_exec(plan, values, nulls, false);
 }
 
-/* create_user: an account with an Argon2id hash of the password, if any */
-Datum
-pgm_create_user(PG_FUNCTION_ARGS)
+/*
+ * What create_user and create_user_hashed take alike, read and checked in
+ * their order: the NULL checks (password_hash too when with_hash: it is
+ * required there), the email, the username, the tombstone and actor rules,
+ * the roles and the id.  The third argument, the password or its hash, is
+ * each caller's own.
+ */
+typedef struct NewAccount
 {
 	char	   *email;
 	char	   *username;
 	ArrayType  *roles;
 	Datum		id;
-	char	   *hash = NULL;
+} NewAccount;
 
+static void
+new_account_args(FunctionCallInfo fcinfo, bool with_hash, NewAccount *a)
+{
 	pgm_require_arg(fcinfo, 0, "email");
 	pgm_require_arg(fcinfo, 1, "username");
+	if (with_hash)
+		pgm_require_arg(fcinfo, 2, "password_hash");
 	pgm_require_arg(fcinfo, 3, "roles");
 	pgm_require_arg(fcinfo, 4, "id");
-	email = pgm_normalize_email(PG_GETARG_TEXT_PP(0));
-	username = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	check_username(username);
-	pgm_check_not_tombstone(email, username);
-	roles = PG_GETARG_ARRAYTYPE_P(3);
-	check_roles_for_actor(roles);
-	id = PG_GETARG_DATUM(4);
+	a->email = pgm_normalize_email(PG_GETARG_TEXT_PP(0));
+	a->username = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	check_username(a->username);
+	pgm_check_not_tombstone(a->email, a->username);
+	a->roles = PG_GETARG_ARRAYTYPE_P(3);
+	check_roles_for_actor(a->roles);
+	a->id = PG_GETARG_DATUM(4);
+}
+
+/* The account of new_account_args, with its hash (NULL: no password). */
+static Datum
+create_account(const NewAccount *a, const char *hash)
+{
+	pgm_spi_connect();
+	check_roles(a->roles);
+	insert_account(a->id, a->email, a->username, hash,
+				   PointerGetDatum(a->roles), (Datum) 0, false);
+	SPI_finish();
+	return a->id;
+}
+
+/* create_user: an account with an Argon2id hash of the password, if any */
+Datum
+pgm_create_user(PG_FUNCTION_ARGS)
+{
+	NewAccount	a;
+	char	   *hash = NULL;
+
+	new_account_args(fcinfo, false, &a);
 	if (!PG_ARGISNULL(2))
 	{
 		size_t		len;
@@ -271,13 +315,7 @@ pgm_create_user(PG_FUNCTION_ARGS)
 		hash = pgm_argon2id_hash(password, len);
 		sodium_memzero(password, len);
 	}
-
-	pgm_spi_connect();
-	check_roles(roles);
-	insert_account(id, email, username, hash, PointerGetDatum(roles),
-				   (Datum) 0, false);
-	SPI_finish();
-	PG_RETURN_DATUM(id);
+	PG_RETURN_DATUM(create_account(&a, hash));
 }
 
 /* ----------------------------------------------------------------
@@ -293,33 +331,13 @@ pgm_create_user(PG_FUNCTION_ARGS)
 Datum
 pgm_create_user_hashed(PG_FUNCTION_ARGS)
 {
-	char	   *email;
-	char	   *username;
+	NewAccount	a;
 	char	   *hash;
-	ArrayType  *roles;
-	Datum		id;
 
-	pgm_require_arg(fcinfo, 0, "email");
-	pgm_require_arg(fcinfo, 1, "username");
-	pgm_require_arg(fcinfo, 2, "password_hash");
-	pgm_require_arg(fcinfo, 3, "roles");
-	pgm_require_arg(fcinfo, 4, "id");
-	email = pgm_normalize_email(PG_GETARG_TEXT_PP(0));
-	username = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	check_username(username);
-	pgm_check_not_tombstone(email, username);
-	roles = PG_GETARG_ARRAYTYPE_P(3);
-	check_roles_for_actor(roles);
+	new_account_args(fcinfo, true, &a);
 	hash = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	pgm_check_hash_to_store(hash, "password_hash");
-	id = PG_GETARG_DATUM(4);
-
-	pgm_spi_connect();
-	check_roles(roles);
-	insert_account(id, email, username, hash, PointerGetDatum(roles),
-				   (Datum) 0, false);
-	SPI_finish();
-	PG_RETURN_DATUM(id);
+	PG_RETURN_DATUM(create_account(&a, hash));
 }
 
 /* ----------------------------------------------------------------

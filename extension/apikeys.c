@@ -195,30 +195,14 @@ static const PgmPlanDef apikey_plans[] = {
 
 #define prepare_plans() PGM_PREPARE_PLANS(apikey_plans)
 
-/* The keyed hash of a raw key under a master key version; false if absent. */
-static bool
-key_hash(int32 version, const char *raw, size_t len, unsigned char *out)
-{
-	return pgm_keyring_keyed_hash(version, PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID,
-								  raw, len, out, APIKEY_HASH_BYTES);
-}
-
-/* The routing partition of a user: hashtext(user_id::text) & 65535. */
-static int
-user_partition(Datum user_id)
-{
-	char	   *s = pgm_uuid_cstring(user_id);
-	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
-														  CStringGetTextDatum(s)));
-
-	return h & 0xffff;
-}
-
-static bool
-is_lower_hex(char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
+/*
+ * A raw key is stored as its keyed hash under a master key version: the
+ * keyring's pgm_keyring_keyed_hash with PGM_KDF_CONTEXT_APIKEY and
+ * APIKEY_SUBKEY_ID, APIKEY_HASH_BYTES long (false: that version is absent).
+ */
+#define key_hash(version, raw, len, out) \
+	pgm_keyring_keyed_hash((version), PGM_KDF_CONTEXT_APIKEY, APIKEY_SUBKEY_ID, \
+						   (raw), (len), (out), APIKEY_HASH_BYTES)
 
 static bool
 is_base64url(char c)
@@ -239,7 +223,7 @@ well_formed(const char *raw, size_t len)
 		memcmp(raw, "sk_test_", APIKEY_ENV_LEN) != 0)
 		return false;
 	for (i = APIKEY_ENV_LEN; i < APIKEY_PREFIX_LEN; i++)
-		if (!is_lower_hex(raw[i]))
+		if (raw[i] == '\0' || strchr("0123456789abcdef", raw[i]) == NULL)
 			return false;
 	if (raw[APIKEY_PREFIX_LEN] != '_')
 		return false;
@@ -505,6 +489,40 @@ check_tier_for_actor(text *tier)
 			 errhint("Choose other tiers from the back end, without pgmarket.actor.")));
 }
 
+/*
+ * A new raw key of an environment and a partition into raw (APIKEY_LEN + 1
+ * bytes of secret memory): a random id and a random secret.
+ */
+static void
+mint_raw_key(char *raw, const char *env, int partition)
+{
+	unsigned char id[(APIKEY_PUBLIC_HEX - 4) / 2];
+	char		idhex[APIKEY_PUBLIC_HEX - 4 + 1];
+	unsigned char secret[APIKEY_SECRET_BYTES];
+
+	randombytes_buf(id, sizeof(id));
+	sodium_bin2hex(idhex, sizeof(idhex), id, sizeof(id));
+	snprintf(raw, APIKEY_PREFIX_LEN + 2, "sk_%s_%04x%s_", env, partition, idhex);
+	randombytes_buf(secret, sizeof(secret));
+	sodium_bin2base64(raw + APIKEY_PREFIX_LEN + 1, APIKEY_SECRET_CHARS + 1,
+					  secret, sizeof(secret),
+					  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	sodium_memzero(secret, sizeof(secret));
+	Assert(strlen(raw) == APIKEY_LEN);
+}
+
+/* The stored hash of a new raw key, under the newest version. */
+static bytea *
+raw_key_hash(int32 version, const char *raw)
+{
+	bytea	   *b = palloc(VARHDRSZ + APIKEY_HASH_BYTES);
+
+	SET_VARSIZE(b, VARHDRSZ + APIKEY_HASH_BYTES);
+	if (!key_hash(version, raw, APIKEY_LEN, (unsigned char *) VARDATA(b)))
+		elog(ERROR, "newest master key version is not loaded");
+	return b;
+}
+
 Datum
 pgm_create_api_key(PG_FUNCTION_ARGS)
 {
@@ -519,8 +537,6 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	char	   *period = NULL;
 	pg_uuid_t  *key_id = palloc(sizeof(pg_uuid_t));
 	char	   *raw = pgm_secret_alloc(APIKEY_LEN + 1);
-	unsigned char secret[APIKEY_SECRET_BYTES];
-	unsigned char hash[APIKEY_HASH_BYTES];
 	bytea	   *hash_datum;
 	int32		version;
 	int			partition;
@@ -574,29 +590,13 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_check_user(user_id, false);
-	partition = user_partition(user_id);
+	partition = pgm_user_partition(user_id);
 
 	for (attempt = 0; attempt < 5 && !inserted; attempt++)
 	{
-		unsigned char id[(APIKEY_PUBLIC_HEX - 4) / 2];
-		char		idhex[APIKEY_PUBLIC_HEX - 4 + 1];
-
 		pgm_random_uuid(key_id);
-		randombytes_buf(id, sizeof(id));
-		sodium_bin2hex(idhex, sizeof(idhex), id, sizeof(id));
-		snprintf(raw, APIKEY_PREFIX_LEN + 2, "sk_%s_%04x%s_", env, partition, idhex);
-		randombytes_buf(secret, sizeof(secret));
-		sodium_bin2base64(raw + APIKEY_PREFIX_LEN + 1, APIKEY_SECRET_CHARS + 1,
-						  secret, sizeof(secret),
-						  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-		sodium_memzero(secret, sizeof(secret));
-		Assert(strlen(raw) == APIKEY_LEN);
-
-		if (!key_hash(version, raw, APIKEY_LEN, hash))
-			elog(ERROR, "newest master key version is not loaded");
-		hash_datum = palloc(VARHDRSZ + APIKEY_HASH_BYTES);
-		SET_VARSIZE(hash_datum, VARHDRSZ + APIKEY_HASH_BYTES);
-		memcpy(VARDATA(hash_datum), hash, APIKEY_HASH_BYTES);
+		mint_raw_key(raw, env, partition);
+		hash_datum = raw_key_hash(version, raw);
 
 		memset(nulls, ' ', sizeof(nulls));
 		values[0] = UUIDPGetDatum(key_id);

@@ -14,6 +14,7 @@
  */
 #include "pgmarket.h"
 
+#include "catalog/pg_collation.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/uuid.h"
@@ -111,6 +112,22 @@ char *
 pgm_uuid_cstring(Datum uuid)
 {
 	return DatumGetCString(DirectFunctionCall1(uuid_out, uuid));
+}
+
+/*
+ * The routing partition of a user, hashtext(user_id::text) & 65535: the
+ * hash PL/Proxy's "RUN ON hashtext(user_id::text)" routes by, written into
+ * platform keys and reset tokens so that a proxy finds the owner's node
+ * from them alone.
+ */
+int
+pgm_user_partition(Datum user_id)
+{
+	char	   *s = pgm_uuid_cstring(user_id);
+	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
+														  CStringGetTextDatum(s)));
+
+	return h & 0xffff;
 }
 
 /* A required short text argument: not NULL (22004), then as above. */

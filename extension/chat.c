@@ -414,25 +414,36 @@ same_text(Datum a, Datum b)
 	return DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, a, b));
 }
 
-/*
- * The message that m's uuid already names, if any: its id (and in
- * *entry_id its ledger charge, 0 for none) when it is the same message of
- * the same user and session; PM003 when it is anything else, naming
- * nothing of it (it may be another user's).  False when the uuid is free.
- */
+/* Run a kept plan that reads at most one row: true when it found one. */
 static bool
-find_by_uuid(const NewMessage *m, int64 *message_id, int64 *entry_id)
+found_row(SPIPlanPtr plan, Datum *values)
 {
-	Datum		values[1] = {m->message_uuid};
+	pgm_exec(plan, values, NULL, false);
+	return SPI_processed == 1;
+}
+
+/* PM003 for a message uuid taken by something else; detail says what. */
+static void raise_uuid_taken(Datum message_uuid, const char *detail) pg_attribute_noreturn();
+
+static void
+raise_uuid_taken(Datum message_uuid, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
+			 errmsg("message_uuid %s was already used with other arguments",
+					pgm_uuid_cstring(message_uuid)),
+			 errdetail_internal("%s", detail)));
+}
+
+/* Is the row plan_find_uuid found the message m, to the letter? */
+static bool
+same_message(const NewMessage *m)
+{
 	bool		isnull;
 	bool		model_null;
 	bool		same;
-	Datum		model;
+	Datum		model = pgm_col(0, 7, &model_null);
 
-	pgm_exec(plan_find_uuid, values, NULL, false);
-	if (SPI_processed != 1)
-		return false;
-	model = pgm_col(0, 7, &model_null);
 	same = same_uuid(pgm_col(0, 1, &isnull), m->user_id) &&
 		same_uuid(pgm_col(0, 2, &isnull), m->session_id) &&
 		same_text(pgm_col(0, 3, &isnull), CStringGetTextDatum(m->role)) &&
@@ -449,12 +460,25 @@ find_by_uuid(const NewMessage *m, int64 *message_id, int64 *entry_id)
 			!tools_null && DatumGetBool(DirectFunctionCall2(jsonb_eq, tools,
 															m->tool_calls));
 	}
-	if (!same)
-		ereport(ERROR,
-				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
-				 errmsg("message_uuid %s was already used with other arguments",
-						pgm_uuid_cstring(m->message_uuid)),
-				 errdetail("A message uuid names one message: the same role, content, tokens, cost, model and tool calls in the same session of the same user.")));
+	return same;
+}
+
+/*
+ * The message that m's uuid already names, if any: its id (and in
+ * *entry_id its ledger charge, 0 for none) when it is the same message of
+ * the same user and session; PM003 when it is anything else, naming
+ * nothing of it (it may be another user's).  False when the uuid is free.
+ */
+static bool
+find_by_uuid(const NewMessage *m, int64 *message_id, int64 *entry_id)
+{
+	Datum		uuid = m->message_uuid;
+
+	if (!found_row(plan_find_uuid, &uuid))
+		return false;
+	if (!same_message(m))
+		raise_uuid_taken(m->message_uuid,
+						 "A message uuid names one message: the same role, content, tokens, cost, model and tool calls in the same session of the same user.");
 	*message_id = pgm_col_int64(0, 8);
 	*entry_id = pgm_col_int64(0, 9);
 	return true;
@@ -651,8 +675,7 @@ same_model(Datum prior, bool prior_null, const NewMessage *m)
 		return false;
 	if (m->model_id != NULL)
 		return same_text(prior, PointerGetDatum(m->model_id));
-	pgm_exec(plan_session_of_id, values, NULL, false);
-	if (SPI_processed != 1)
+	if (!found_row(plan_session_of_id, values))
 		return false;
 	model = pgm_col(0, 2, &isnull);
 	return same_text(prior, model);
@@ -676,8 +699,7 @@ replay_by_key(const NewMessage *m, text *key, PgmLedgerOutcome *out)
 	Datum		prior_model;
 	Datum		prior_uuid;
 
-	pgm_exec(plan_find_completion, kv, NULL, false);
-	if (SPI_processed != 1)
+	if (!found_row(plan_find_completion, kv))
 		return false;
 	prior_entry = pgm_col_int64(0, 1);
 	out->entry_id = prior_entry;
@@ -730,23 +752,16 @@ replay_by_uuid(const NewMessage *m, text *key, PgmLedgerOutcome *out)
 		return false;
 	/* the key, when one came too, named nothing: not this completion's */
 	if (key != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
-				 errmsg("message_uuid %s was already used with other arguments",
-						pgm_uuid_cstring(m->message_uuid)),
-				 errdetail("It names a completion recorded without idempotency key \"%s\".",
-						   text_to_cstring(key))));
+		raise_uuid_taken(m->message_uuid,
+						 psprintf("It names a completion recorded without idempotency key \"%s\".",
+								  text_to_cstring(key)));
 	if (entry_id == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
-				 errmsg("message_uuid %s was already used with other arguments",
-						pgm_uuid_cstring(m->message_uuid)),
-				 errdetail("It names message %lld, which is not a completion.",
-						   (long long) message_id)));
+		raise_uuid_taken(m->message_uuid,
+						 psprintf("It names message %lld, which is not a completion.",
+								  (long long) message_id));
 	values[0] = m->user_id;
 	values[1] = Int64GetDatum(entry_id);
-	pgm_exec(plan_entry, values, NULL, false);
-	if (SPI_processed != 1)
+	if (!found_row(plan_entry, values))
 		elog(ERROR, "the charge of message %lld is missing", (long long) message_id);
 	out->entry_id = entry_id;
 	out->kind = "charge";
@@ -810,11 +825,8 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 
 	m.entry_id = out.entry_id;
 	if (insert_message(&m) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_PGM_IDEMPOTENCY_CONFLICT),
-				 errmsg("message_uuid %s was already used with other arguments",
-						pgm_uuid_cstring(m.message_uuid)),
-				 errdetail("Another message took it while this completion was being recorded.")));
+		raise_uuid_taken(m.message_uuid,
+						 "Another message took it while this completion was being recorded.");
 
 	SPI_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));

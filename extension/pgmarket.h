@@ -85,6 +85,7 @@ extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern char *pgm_shown_value(const char *value, int maxchars);
 extern char *pgm_uuid_cstring(Datum uuid);
+extern int	pgm_user_partition(Datum user_id);
 
 /* spi.c: kept plans and the columns of SPI results */
 #define PGM_MAX_PLAN_ARGS		12
@@ -276,6 +277,9 @@ extern bool pgm_hash_costs_at_least_standard(const char *hash);
 
 /* accounts.c: the username rule, for profiles.c */
 extern void pgm_check_username(const char *username);
+/* the 23505 of an email or username taken, for profiles.c */
+extern void pgm_raise_account_taken(bool email_taken, const char *email,
+									const char *username) pg_attribute_noreturn();
 /* the tombstone shapes of erase_user, which no other call writes */
 #define PGM_TOMBSTONE_DOMAIN		"@erased.invalid"
 #define PGM_TOMBSTONE_USER_PREFIX	"erased-"

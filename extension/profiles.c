@@ -259,14 +259,9 @@ pgm_update_user(PG_FUNCTION_ARGS)
 		pgm_exec(plan_taken, values, nulls, false);
 		if (SPI_processed == 1)
 		{
-			if (DatumGetBool(pgm_col(0, 1, &isnull)) && !isnull)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNIQUE_VIOLATION),
-						 errmsg("email \"%s\" is already registered", email)));
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("username \"%s\" is already taken", username),
-					 errdetail("Usernames are unique without regard to case.")));
+			bool		email_taken = DatumGetBool(pgm_col(0, 1, &isnull));
+
+			pgm_raise_account_taken(email_taken && !isnull, email, username);
 		}
 		/* a new recovery address: tokens mailed to the old one die */
 		if (email != NULL)

@@ -86,6 +86,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -374,23 +375,89 @@ clock_now(int64 *second)
  */
 
 /*
- * The limits of a tier by name; false when it has none (no row, both
- * limits NULL, or the tiers table of 0.7.0 not installed yet: between a
- * library update and ALTER EXTENSION UPDATE, keys work as in 0.6.0).
+ * The tiers, kept per backend
+ * ---------------------------
+ * Every charge and reservation through a platform key asks its tier's
+ * limits, also for keys whose tier has none; reading the schema, the table
+ * and the tier's row each time cost more than the limiter itself.  So a
+ * backend keeps what it read: whether the tiers table is there (forgotten
+ * at any relcache invalidation: it may be the extension dropped, created
+ * or updated), and the limits of the last TIER_CACHE_SIZE tiers asked for,
+ * found or not (forgotten at a relcache invalidation of tiers, or of all).
+ *
+ * Rows of tiers are written only by set_tier, which invalidates the
+ * table's relcache entry: at its commit every backend forgets the tiers
+ * (and the writer itself at its next command, or at its abort), so a
+ * change takes effect at the next call of every key of the tier.  A value
+ * is kept only when no invalidation came while it was read, and only when
+ * it was read under a new snapshot (not a repeatable read transaction's
+ * older one), so a backend never keeps a tier older than the last
+ * invalidation it processed.
  */
+#define TIER_CACHE_SIZE			16
+
+typedef struct TierCacheEntry
+{
+	char		name[RL_TIER_MAX + 1];
+	RateLimits	limits;			/* all false: the tier has no limits */
+} TierCacheEntry;
+
+static TierCacheEntry tier_cache[TIER_CACHE_SIZE];
+static int	tier_cache_used = 0;
+static int	tier_cache_next = 0;	/* the entry to replace when full */
+static Oid	tiers_relid = InvalidOid;
+static bool tiers_checked = false;	/* tiers_relid is what the catalog says */
+static uint64 tier_cache_generation = 0;
+static bool tier_callback_registered = false;
+
+static void
+tier_relcache_callback(Datum arg, Oid relid)
+{
+	tier_cache_generation++;
+	tiers_checked = false;
+	if (relid == InvalidOid || relid == tiers_relid)
+	{
+		tier_cache_used = 0;
+		tier_cache_next = 0;
+	}
+}
+
+/* The tiers table, or InvalidOid while the 0.7.0 schema is not installed. */
+static Oid
+tiers_table(void)
+{
+	Oid			nsp;
+	Oid			relid;
+
+	if (!tier_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(tier_relcache_callback, (Datum) 0);
+		tier_callback_registered = true;
+	}
+	if (tiers_checked)
+		return tiers_relid;
+	nsp = get_namespace_oid("pgmarket", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("tiers", nsp) : InvalidOid;
+	if (relid != tiers_relid)
+	{
+		tier_cache_used = 0;
+		tier_cache_next = 0;
+		tiers_relid = relid;
+	}
+	tiers_checked = true;
+	return tiers_relid;
+}
+
+/* Read a tier's row: true when there is one (*l then holds its limits). */
 static bool
-tier_limits(Datum tier, RateLimits *l)
+tier_read(Datum tier, RateLimits *l)
 {
 	PgmIndexScan scan;
-	Oid			nsp = get_namespace_oid("pgmarket", true);
 	bool		isnull;
 	bool		found;
 	Datum		d;
 
 	memset(l, 0, sizeof(*l));
-	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("tiers", nsp)))
-		return false;
-
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgm_index_begin(&scan, &tier_by_name, GetActiveSnapshot(), 1, &tier);
 	found = pgm_index_next(&scan, ForwardScanDirection);
@@ -407,6 +474,53 @@ tier_limits(Datum tier, RateLimits *l)
 	}
 	pgm_index_end(&scan);
 	PopActiveSnapshot();
+	return found;
+}
+
+/*
+ * The limits of a tier by name; false when it has none (no row, both
+ * limits NULL, or the tiers table of 0.7.0 not installed yet: between a
+ * library update and ALTER EXTENSION UPDATE, keys work as in 0.6.0).
+ */
+static bool
+tier_limits(Datum tier, RateLimits *l)
+{
+	text	   *t = DatumGetTextPP(tier);
+	size_t		len = VARSIZE_ANY_EXHDR(t);
+	uint64		generation;
+	int			i;
+
+	memset(l, 0, sizeof(*l));
+	AcceptInvalidationMessages();	/* a set_tier committed meanwhile */
+	if (!OidIsValid(tiers_table()))
+		return false;
+	if (len <= RL_TIER_MAX)
+		for (i = 0; i < tier_cache_used; i++)
+			if (strncmp(tier_cache[i].name, VARDATA_ANY(t), len) == 0 &&
+				tier_cache[i].name[len] == '\0')
+			{
+				*l = tier_cache[i].limits;
+				return l->has_requests || l->has_tokens;
+			}
+
+	generation = tier_cache_generation;
+	(void) tier_read(tier, l);
+	if (generation == tier_cache_generation && tiers_checked &&
+		!IsolationUsesXactSnapshot() && len <= RL_TIER_MAX)
+	{
+		TierCacheEntry *e;
+
+		if (tier_cache_used < TIER_CACHE_SIZE)
+			e = &tier_cache[tier_cache_used++];
+		else
+		{
+			e = &tier_cache[tier_cache_next];
+			tier_cache_next = (tier_cache_next + 1) % TIER_CACHE_SIZE;
+		}
+		memcpy(e->name, VARDATA_ANY(t), len);
+		e->name[len] = '\0';
+		e->limits = *l;
+	}
 	return l->has_requests || l->has_tokens;
 }
 
@@ -440,19 +554,11 @@ pgm_tier_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 void
 pgm_tier_must_exist(text *tier)
 {
-	PgmIndexScan scan;
-	Datum		d = PointerGetDatum(tier);
-	Oid			nsp = get_namespace_oid("pgmarket", true);
-	bool		found;
+	RateLimits	l;
 
-	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("tiers", nsp)))
+	if (!OidIsValid(tiers_table()))
 		return;
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgm_index_begin(&scan, &tier_by_name, GetActiveSnapshot(), 1, &d);
-	found = pgm_index_next(&scan, ForwardScanDirection);
-	pgm_index_end(&scan);
-	PopActiveSnapshot();
-	if (!found)
+	if (!tier_read(PointerGetDatum(tier), &l))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("rate_limit_tier \"%s\" is not a tier", text_to_cstring(tier)),
@@ -799,7 +905,8 @@ pgm_ratelimit_admit(const pg_uuid_t *key_id, Datum tier, int64 tokens,
 						key_prefix, TextDatumGetCString(tier),
 						remaining == 0 && l.has_requests ? "requests" : "tokens",
 						retry_ms),
-				 errdetail("The tier allows %s in any 60 seconds.",
+				 errdetail("retry_after_ms=" INT64_FORMAT ": the tier allows %s in any 60 seconds.",
+						   retry_ms,
 						   psprintf("%s requests%s and %s tokens",
 									l.has_requests ? psprintf(INT64_FORMAT, l.per_minute) : "unlimited",
 									l.burst > 0 ? psprintf(" (plus a burst of " INT64_FORMAT ")", l.burst) : "",
@@ -869,5 +976,7 @@ pgm_set_tier(PG_FUNCTION_ARGS)
 	prepare_plans();
 	pgm_exec(plan_set_tier, values, nulls, false);
 	SPI_finish();
+	/* every backend forgets the tiers it kept: at commit, or here at once */
+	CacheInvalidateRelcacheByRelid(tiers_table());
 	PG_RETURN_VOID();
 }

@@ -180,17 +180,6 @@ token_version(const char *token, size_t len)
 	return (v >= 1 && v <= PG_INT32_MAX) ? (int32) v : 0;
 }
 
-/* The routing partition of a user: hashtext(user_id::text) & 65535. */
-static int
-user_partition(Datum user_id)
-{
-	char	   *s = pgm_uuid_cstring(user_id);
-	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
-														  CStringGetTextDatum(s)));
-
-	return h & 0xffff;
-}
-
 /*
  * The ttl of a reset: required (22004), 1 second to 7 days (22023), in
  * days and time (months have no fixed length); its parts are bounded
@@ -290,7 +279,7 @@ pgm_create_password_reset(PG_FUNCTION_ARGS)
 	pgm_check_user(user_id, false);
 
 	snprintf(token, RESET_PREFIX_LEN + RESET_PUBLIC_HEX + 2, RESET_PREFIX "%04x%08x_",
-			 user_partition(user_id), (unsigned int) version);
+			 pgm_user_partition(user_id), (unsigned int) version);
 	randombytes_buf(secret, sizeof(secret));
 	sodium_bin2base64(token + RESET_PREFIX_LEN + RESET_PUBLIC_HEX + 1,
 					  RESET_SECRET_CHARS + 1, secret, sizeof(secret),

@@ -97,6 +97,20 @@ EXCEPTION WHEN SQLSTATE 'PM005' THEN
     RAISE NOTICE 'PM005, says when: %',
         SQLERRM ~ 'retry after [0-9]+ ms$';
 END $$;
+-- and the DETAIL begins with the same wait in a fixed form, for programs
+DO $$
+DECLARE
+    msg text;
+    detail text;
+BEGIN
+    PERFORM pgmarket.charge_api_key(current_setting('my.a1'), 1, 'm');
+EXCEPTION WHEN SQLSTATE 'PM005' THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE 'PM005 detail: %, the same wait: %',
+        regexp_replace(detail, '^retry_after_ms=[0-9]+: ', 'retry_after_ms=<n>: '),
+        substring(detail FROM '^retry_after_ms=([0-9]+):') =
+        substring(msg FROM 'retry after ([0-9]+) ms$');
+END $$;
 
 -------------------------------------------------------------------------------
 -- a call whose charge fails gives its request back; so does a rollback
@@ -149,6 +163,23 @@ SELECT count((pgmarket.charge_api_key(:'a4', 0.01, 'm', 9000000000000000000)).en
   FROM generate_series(1, 3);
 SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
 SELECT pgmarket.set_tier('open', NULL, NULL);
+-- a session keeps the tiers it read, and forgets them when set_tier
+-- changes one: at once in its own transaction, and back again when that
+-- transaction (or the savepoint the change was made under) rolls back
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
+BEGIN;
+SELECT pgmarket.set_tier('open', 1, NULL);
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
+SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.01, 'm')$$, :'a4'));
+ROLLBACK;
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
+BEGIN;
+SAVEPOINT s;
+SELECT pgmarket.set_tier('open', 1, NULL);
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
+ROLLBACK TO SAVEPOINT s;
+SELECT allowed, remaining_requests FROM pgmarket.check_rate_limit(:'a4');
+COMMIT;
 
 -------------------------------------------------------------------------------
 -- bad input to check_rate_limit

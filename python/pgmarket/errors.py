@@ -67,17 +67,22 @@ class ReservationState(Error):
 
 class RateLimited(Error):
     """PM005: a platform key's tier allows no more requests or tokens now;
-    ``retry_after_ms`` is when to retry, as the server's message says it."""
+    ``retry_after_ms`` is when to retry, as the server's DETAIL says it."""
     SQLSTATE = "PM005"
 
-    _RETRY = re.compile(r"retry after (\d+) ms")
+    #: the fixed form the server's DETAIL begins with
+    _DETAIL = re.compile(r"^retry_after_ms=(\d+)(?::|$)")
+    #: the message's words, for a server older than 0.8.0
+    _MESSAGE = re.compile(r"retry after (\d+) ms")
 
     @property
     def retry_after_ms(self) -> Optional[int]:
-        """Milliseconds until a retry is admitted (the server's "retry after
-        N ms"), or None when the message names no wait (a call that no window
-        of the tier could ever admit)."""
-        m = self._RETRY.search(self.message or "")
+        """Milliseconds until a retry is admitted (the DETAIL's
+        ``retry_after_ms=N``; from a server before 0.8.0, the message's "retry
+        after N ms"), or None when the error names no wait."""
+        m = self._DETAIL.match(self.detail or "")
+        if m is None:
+            m = self._MESSAGE.search(self.message or "")
         return int(m.group(1)) if m else None
 
 

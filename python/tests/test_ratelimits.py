@@ -25,6 +25,9 @@ def test_set_tier_then_charge_until_rate_limited(client, user):
     with pytest.raises(pgmarket.RateLimited) as e:
         client.charge_api_key(key, 1, "gpt-4")
     assert isinstance(e.value.retry_after_ms, int) and 0 < e.value.retry_after_ms <= 61000
+    # the wait comes in the DETAIL's fixed form, the same as the message's
+    assert e.value.detail.startswith("retry_after_ms=%d:" % e.value.retry_after_ms)
+    assert ("retry after %d ms" % e.value.retry_after_ms) in e.value.message
     with pytest.raises(pgmarket.RateLimited):
         client.reserve_api_key(key, 1)
     r = client.check_rate_limit(key)
@@ -58,6 +61,20 @@ def test_tokens_per_minute(client, user):
     with pytest.raises(pgmarket.InvalidValue):                   # no window could ever admit it
         client.charge_api_key(key, 1, "gpt-4", tokens_used=101)
     assert pgmarket.RateLimited("rate limited").retry_after_ms is None
+
+
+def test_retry_after_ms_is_read_from_the_detail():
+    # the DETAIL's fixed form wins over anything the message says
+    e = pgmarket.RateLimited("rate limited: ... retry after 99 ms",
+                             detail="retry_after_ms=1234: the tier allows 1 requests and unlimited tokens in any 60 seconds.")
+    assert e.retry_after_ms == 1234
+    assert pgmarket.RateLimited("x", detail="retry_after_ms=7").retry_after_ms == 7
+    # a server before 0.8.0: only the message names the wait
+    e = pgmarket.RateLimited("rate limited: ... retry after 250 ms",
+                             detail="The tier allows 1 requests and unlimited tokens in any 60 seconds.")
+    assert e.retry_after_ms == 250
+    # a DETAIL of another shape is not read as a wait
+    assert pgmarket.RateLimited("rate limited", detail="retry_after_ms=12x").retry_after_ms is None
 
 
 def test_check_rate_limit_plain_and_sealed_by_hand(client, user):
