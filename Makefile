@@ -51,6 +51,10 @@ PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # After the include, so that PGXS's "all" stays the default goal.
+
+# Every object reads the internal header, and PGM_VERSION comes from the
+# control file: a change to either rebuilds them all.
+$(OBJS): extension/pgmarket.h pgmarket.control
 .PHONY: fuzz
 fuzz:
 	$(MAKE) -C client fuzz
