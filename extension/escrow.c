@@ -57,6 +57,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 
 static SPIPlanPtr plan_gather;
@@ -216,12 +217,38 @@ holds_slot(Datum user_id)
  * Does this database have the escrow tables (pgmarket 0.8.0)?  Until ALTER
  * EXTENSION UPDATE, the calls of older versions run without slots.
  */
+static bool escrow_known = false;		/* escrow_present is up to date */
+static bool escrow_present = false;
+static bool escrow_callback_registered = false;
+
+/*
+ * Any relcache invalidation may be balance_slots created or dropped (ALTER
+ * EXTENSION UPDATE, DROP EXTENSION): look again at the next use, one
+ * catalog-cache look-up after a DDL, instead of two on every charge.
+ */
+static void
+escrow_relcache_callback(Datum arg, Oid relid)
+{
+	escrow_known = false;
+}
+
 bool
 pgm_escrow_on(void)
 {
-	Oid			nsp = get_namespace_oid("pgmarket", true);
+	Oid			nsp;
 
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("balance_slots", nsp));
+	if (escrow_known)
+		return escrow_present;
+	if (!escrow_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(escrow_relcache_callback, (Datum) 0);
+		escrow_callback_registered = true;
+	}
+	nsp = get_namespace_oid("pgmarket", true);
+	escrow_present = OidIsValid(nsp) &&
+		OidIsValid(get_relname_relid("balance_slots", nsp));
+	escrow_known = true;
+	return escrow_present;
 }
 
 /*
