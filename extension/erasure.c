@@ -3,8 +3,9 @@
  * erasure.c
  *	  erase_user: the right to be forgotten without breaking the books.
  *
- * In one transaction, under the user's lock (pgm_queue_for_user, then the
- * account row FOR UPDATE):
+ * In one transaction, under the user's lock (a hot user's escrow slots
+ * gathered first, then pgm_queue_for_user, then the account row FOR
+ * UPDATE):
  *
  *	 - the account keeps its id, roles and dates; its email becomes
  *	   "<id>@erased.invalid", its username "erased-<id in hex>", its
