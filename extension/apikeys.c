@@ -28,13 +28,16 @@
  * written, or counts the call (in shared memory, or under the key's row of
  * rate_counters, taken before and never after the user's lock).  Then they
  * lock the owner's balance row first (the
- * lock every ledger operation takes first, see ledger.c) and then the key's
- * row, FOR UPDATE; nothing locks them in the other order (revoke and the
- * last_used_at stamp of verify_api_key lock the key row only).  Under the
- * key row lock the call re-reads revoked_at and expires_at, so a revocation
- * committed before the lock takes effect at once, and checks and updates the
- * key's spend in its period, so concurrent charges through one key never
- * take it past its limit.  The charge itself is deduct_balance (reserve for
+ * lock every ledger operation takes first, see ledger.c), then the key's
+ * row FOR NO KEY UPDATE, then the key's spend row (api_key_spend); nothing
+ * locks them in another order (revoke and the last_used_at stamp of
+ * verify_api_key lock the key row only).  Under the key row lock the call
+ * re-reads revoked_at and expires_at, so a revocation committed before the
+ * lock takes effect at once, and under the spend row's it checks and
+ * updates the key's spend in its period, so concurrent charges through one
+ * key never take it past its limit.  The key's row itself is not written by
+ * a charge (its last_used_at at most once a minute), so a charge adds no
+ * row to the audit trail.  The charge itself is the ledger's (reserve for
  * reserve_api_key) in the same transaction.
  *
  * A replay of an idempotency key returns the first result even when the
@@ -50,6 +53,7 @@
 
 #include "access/nbtree.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
@@ -57,6 +61,8 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -86,8 +92,6 @@ static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
-static SPIPlanPtr plan_lock_and_spend;
-static SPIPlanPtr plan_ledger_key;
 static SPIPlanPtr plan_hold_key;
 static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_list;
@@ -98,77 +102,19 @@ static SPIPlanPtr plan_list;
 	" WHEN 'day' THEN date_trunc('day', now(), 'UTC')" \
 	" WHEN 'month' THEN date_trunc('month', now(), 'UTC') END"
 
-/* What a key has spent in the current period (its row as k). */
-#define PERIOD_SPENT_SQL \
-	"CASE WHEN k.period_start IS NOT DISTINCT FROM " PERIOD_START_SQL \
-	" THEN k.period_spent ELSE 0 END"
+/* What a key has spent in the current period (its spend row as s, its start as start). */
+#define PERIOD_SPENT_SQL(start) \
+	"CASE WHEN s.period_start IS NOT DISTINCT FROM " start \
+	" THEN s.period_spent ELSE 0 END"
 
+/* The statements that do not read the spend table (0.8.0's schema has them). */
 static const PgmPlanDef apikey_plans[] = {
-	{&plan_insert,
-		"INSERT INTO pgmarket.api_keys (key_id, user_id, name, prefix, hash,"
-		"       hash_version, scopes, rate_limit_tier, environment,"
-		"       expires_at, spend_limit, spend_period)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-		" ON CONFLICT (prefix) DO NOTHING RETURNING key_id",
-		12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID}},
-
 	/* last_used_at to the minute: at most one write per key and minute */
 	{&plan_stamp,
 		"UPDATE pgmarket.api_keys SET last_used_at = date_trunc('minute', now())"
 		" WHERE key_id = $1 AND (last_used_at IS NULL OR"
 		"       last_used_at < date_trunc('minute', now()))",
 		1, {UUIDOID}},
-
-	/* under the key's row lock: still usable? what has it spent? */
-	{&plan_lock_key,
-		"SELECT k.revoked_at IS NULL AND"
-		"       (k.expires_at IS NULL OR k.expires_at > now()),"
-		"       k.spend_limit, k.spend_period, p.start,"
-		"       CASE WHEN k.period_start IS NOT DISTINCT FROM p.start"
-		"            THEN k.period_spent ELSE 0 END,"
-		"       k.total_spent"
-		"  FROM pgmarket.api_keys k,"
-		"       LATERAL (SELECT " PERIOD_START_SQL " AS start) p"
-		" WHERE k.key_id = $1 FOR UPDATE OF k",
-		1, {UUIDOID}},
-
-	{&plan_spend,
-		"UPDATE pgmarket.api_keys"
-		"   SET period_start = $2, period_spent = $3,"
-		"       total_spent = $4,"
-		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
-		"                last_used_at < date_trunc('minute', now())"
-		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
-		" WHERE key_id = $1",
-		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
-
-	/*
-	 * A charge without an idempotency key, under the user's lock: lock the
-	 * key's row and count the charge in one statement when the key is still
-	 * usable and the charge fits its limit and its counters (the same row
-	 * that plan_lock_key and plan_spend would leave).  No row: the two-step
-	 * path finds out why and raises what it raises.
-	 */
-	{&plan_lock_and_spend,
-		"UPDATE pgmarket.api_keys k"
-		"   SET period_start = " PERIOD_START_SQL ","
-		"       period_spent = " PERIOD_SPENT_SQL " + $2,"
-		"       total_spent = k.total_spent + $2,"
-		"       last_used_at = CASE WHEN last_used_at IS NULL OR"
-		"                last_used_at < date_trunc('minute', now())"
-		"           THEN date_trunc('minute', now()) ELSE last_used_at END"
-		" WHERE k.key_id = $1 AND k.revoked_at IS NULL"
-		"   AND (k.expires_at IS NULL OR k.expires_at > now())"
-		"   AND (k.spend_limit IS NULL OR"
-		"        $2 <= k.spend_limit - " PERIOD_SPENT_SQL ")"
-		"   AND " PERIOD_SPENT_SQL " < 9000000000000000000 - $2"
-		"   AND k.total_spent < 9000000000000000000 - $2",
-		2, {UUIDOID, INT8OID}},
-
-	{&plan_ledger_key,
-		"SELECT 1 FROM pgmarket.ledger"
-		" WHERE user_id = $1 AND idempotency_key = $2",
-		2, {UUIDOID, TEXTOID}},
 
 	{&plan_hold_key,
 		"SELECT 1 FROM pgmarket.reservations"
@@ -180,20 +126,130 @@ static const PgmPlanDef apikey_plans[] = {
 		" WHERE user_id = $1 AND key_id = $2 AND revoked_at IS NULL"
 		" RETURNING key_id",
 		2, {UUIDOID, UUIDOID}},
+};
 
+/*
+ * The statements over a key's spend, written once for two schemas: 0.9.0's
+ * spend rows (pgmarket.api_key_spend, s) and, until ALTER EXTENSION
+ * UPDATE, 0.8.0's counters in the key's own row (s is then a LATERAL view
+ * of k's columns).  A key's row is locked FOR NO KEY UPDATE before its
+ * spend row, by every charge and reservation: a revocation (which updates
+ * the key's row) waits for them and they wait for it, and under the lock
+ * they re-read revoked_at and expires_at.
+ */
+#define KEY_INSERT_SQL \
+	"INSERT INTO pgmarket.api_keys (key_id, user_id, name, prefix, hash," \
+	"       hash_version, scopes, rate_limit_tier, environment," \
+	"       expires_at, spend_limit, spend_period)" \
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)" \
+	" ON CONFLICT (prefix) DO NOTHING RETURNING key_id"
+#define KEY_INSERT_TYPES \
+	12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTARRAYOID, \
+	TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID}
+
+/* under the key's row lock: still usable? what has it spent? */
+#define LOCK_KEY_SQL(from, locked) \
+	"SELECT k.revoked_at IS NULL AND" \
+	"       (k.expires_at IS NULL OR k.expires_at > now())," \
+	"       k.spend_limit, k.spend_period, p.start," \
+	"       " PERIOD_SPENT_SQL("p.start") ", s.total_spent" \
+	"  FROM " from "," \
+	"       LATERAL (SELECT " PERIOD_START_SQL " AS start) p" \
+	" WHERE k.key_id = $1 FOR NO KEY UPDATE OF " locked
+
+#define SPEND_SQL(table) \
+	"UPDATE " table \
+	"   SET period_start = $2, period_spent = $3, total_spent = $4" \
+	" WHERE key_id = $1"
+
+#define LIST_SQL(from) \
+	"SELECT k.key_id, k.name, k.prefix, k.scopes, k.rate_limit_tier," \
+	"       k.environment, k.spend_limit, k.spend_period," \
+	"       coalesce(" PERIOD_SPENT_SQL("(" PERIOD_START_SQL ")") ", 0)," \
+	"       coalesce(s.total_spent, 0), k.created_at, k.expires_at," \
+	"       k.last_used_at, k.revoked_at" \
+	"  FROM " from \
+	" WHERE k.user_id = $1" \
+	" ORDER BY k.created_at, k.key_id"
+
+#define SPEND_ROWS \
+	"pgmarket.api_keys k JOIN pgmarket.api_key_spend s ON s.key_id = k.key_id"
+#define SPEND_COLUMNS \
+	"pgmarket.api_keys k CROSS JOIN LATERAL" \
+	" (SELECT k.period_start, k.period_spent, k.total_spent) s"
+
+static SPIPlanPtr plan_insert_v8;
+static SPIPlanPtr plan_lock_key_v8;
+static SPIPlanPtr plan_spend_v8;
+static SPIPlanPtr plan_list_v8;
+
+static const PgmPlanDef spend_plans[] = {
+	{&plan_insert,
+		"WITH k AS (" KEY_INSERT_SQL ")"
+		" INSERT INTO pgmarket.api_key_spend (key_id) SELECT key_id FROM k"
+		" RETURNING key_id",
+		KEY_INSERT_TYPES},
+	{&plan_lock_key, LOCK_KEY_SQL(SPEND_ROWS, "k, s"), 1, {UUIDOID}},
+	{&plan_spend, SPEND_SQL("pgmarket.api_key_spend"),
+		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
 	{&plan_list,
-		"SELECT k.key_id, k.name, k.prefix, k.scopes, k.rate_limit_tier,"
-		"       k.environment, k.spend_limit, k.spend_period,"
-		"       CASE WHEN k.period_start IS NOT DISTINCT FROM " PERIOD_START_SQL
-		"            THEN k.period_spent ELSE 0 END,"
-		"       k.total_spent, k.created_at, k.expires_at, k.last_used_at,"
-		"       k.revoked_at"
-		"  FROM pgmarket.api_keys k WHERE k.user_id = $1"
-		" ORDER BY k.created_at, k.key_id",
+		LIST_SQL("pgmarket.api_keys k"
+				 " LEFT JOIN pgmarket.api_key_spend s ON s.key_id = k.key_id"),
 		1, {UUIDOID}},
 };
 
+static const PgmPlanDef spend_plans_v8[] = {
+	{&plan_insert_v8, KEY_INSERT_SQL, KEY_INSERT_TYPES},
+	{&plan_lock_key_v8, LOCK_KEY_SQL(SPEND_COLUMNS, "k"), 1, {UUIDOID}},
+	{&plan_spend_v8, SPEND_SQL("pgmarket.api_keys"),
+		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
+	{&plan_list_v8, LIST_SQL(SPEND_COLUMNS), 1, {UUIDOID}},
+};
+
 #define prepare_plans() PGM_PREPARE_PLANS(apikey_plans)
+
+/*
+ * Which of the two is this database's (pgmarket.api_key_spend is there)?
+ * Looked up again after any relcache invalidation (ALTER EXTENSION UPDATE,
+ * DROP EXTENSION), not on every call.  With 0.8.0's schema the spend goes
+ * through SQL only (no direct write of the spend row).
+ */
+static bool spend_table_known = false;
+static bool spend_table_present = false;
+static bool spend_callback_registered = false;
+
+static void
+spend_relcache_callback(Datum arg, Oid relid)
+{
+	spend_table_known = false;
+}
+
+/* prepare_plans() and the spend statements of this schema */
+static void
+prepare_spend_plans(void)
+{
+	if (!spend_table_known)
+	{
+		Oid			nsp = get_namespace_oid("pgmarket", true);
+
+		if (!spend_callback_registered)
+		{
+			CacheRegisterRelcacheCallback(spend_relcache_callback, (Datum) 0);
+			spend_callback_registered = true;
+		}
+		spend_table_present = OidIsValid(nsp) &&
+			OidIsValid(get_relname_relid("api_key_spend", nsp));
+		spend_table_known = true;
+	}
+	prepare_plans();
+	if (spend_table_present)
+		PGM_PREPARE_PLANS(spend_plans);
+	else
+		PGM_PREPARE_PLANS(spend_plans_v8);
+}
+
+/* This schema's plan of the two (prepare_spend_plans first). */
+#define SPEND_PLAN(name) (spend_table_present ? name : name##_v8)
 
 /*
  * A raw key is stored as its keyed hash under a master key version: the
@@ -266,6 +322,30 @@ static PgmIndexRef key_by_prefix = {
 static PgmIndexRef balance_by_user = {
 	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
 	1, {"active"}, {BOOLOID}
+};
+
+/* A key's row by id, as a charge locks it (see the top of the file). */
+enum
+{
+	KL_REVOKED_AT, KL_EXPIRES_AT, KL_SPEND_LIMIT, KL_SPEND_PERIOD
+};
+
+static PgmIndexRef key_by_id = {
+	"api_keys", "api_keys_pkey", 1, {BTEqualStrategyNumber},
+	4, {"revoked_at", "expires_at", "spend_limit", "spend_period"},
+	{TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID}
+};
+
+/* A key's spend row (pgm_index_update_row writes these columns). */
+enum
+{
+	KS_PERIOD_START, KS_PERIOD_SPENT, KS_TOTAL_SPENT
+};
+
+static PgmIndexRef spend_by_key = {
+	"api_key_spend", "api_key_spend_pkey", 1, {BTEqualStrategyNumber},
+	3, {"period_start", "period_spent", "total_spent"},
+	{TIMESTAMPTZOID, INT8OID, INT8OID}
 };
 
 /* Is the balance row of a user there, and active?  *exists says if there. */
@@ -375,6 +455,20 @@ verify_key(text *api_key, VerifiedKey *out)
 		found = false;
 	match = sodium_memcmp(expected, actual, APIKEY_HASH_BYTES) == 0;
 	return found && match && usable;
+}
+
+/*
+ * Keep last_used_at to the minute: write it when verify_key found it older
+ * than the current minute (plan_stamp writes only then, so two calls in one
+ * minute write once).  Needs prepare_plans().
+ */
+static void
+stamp_if_stale(const VerifiedKey *key)
+{
+	Datum		values[1] = {UUIDPGetDatum(&key->key_id)};
+
+	if (key->stale_stamp)
+		pgm_exec(plan_stamp, values, NULL, false);
 }
 
 /* Does a text[] hold a scope? */
@@ -588,7 +682,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	pgm_spi_connect();
-	prepare_plans();
+	prepare_spend_plans();
 	pgm_check_user(user_id, false);
 	partition = pgm_user_partition(user_id);
 
@@ -617,7 +711,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 			nulls[10] = 'n';
 		if (period == NULL)
 			nulls[11] = 'n';
-		pgm_exec(plan_insert, values, nulls, false);
+		pgm_exec(SPEND_PLAN(plan_insert), values, nulls, false);
 		inserted = SPI_processed == 1;
 	}
 	if (!inserted)
@@ -650,11 +744,9 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 	ok = verify_key(PG_GETARG_TEXT_PP(0), &key);
 	if (ok && key.stale_stamp && !XactReadOnly)
 	{
-		Datum		values[1] = {UUIDPGetDatum(&key.key_id)};
-
 		pgm_spi_connect();
 		prepare_plans();
-		pgm_exec(plan_stamp, values, NULL, false);
+		stamp_if_stale(&key);
 		SPI_finish();
 	}
 
@@ -694,13 +786,11 @@ typedef struct KeySpend
 } KeySpend;
 
 /*
- * Verify the key, check its write scope, admit the call under the key's
- * rate limit (a call of tokens) and lock its user's balance row.  Raises
- * 28000, 42501 or PM005.
+ * Verify the key, check its write scope and admit the call under the key's
+ * rate limit (a call of tokens).  Raises 28000, 42501 or PM005.
  */
 static void
-lock_user_for_spending(text *api_key, int64 tokens, int64 amount,
-					   VerifiedKey *key)
+admit_key(text *api_key, int64 tokens, VerifiedKey *key)
 {
 	if (!verify_key(api_key, key))
 		raise_invalid_key();
@@ -712,6 +802,14 @@ lock_user_for_spending(text *api_key, int64 tokens, int64 amount,
 
 	/* the tier's limits before any lock: a refused call is cheap (PM005) */
 	pgm_ratelimit_admit(&key->key_id, key->tier, tokens, key->prefix);
+}
+
+/* admit_key, then the user's lock as reserve_api_key takes it. */
+static void
+lock_user_for_spending(text *api_key, int64 tokens, int64 amount,
+					   VerifiedKey *key)
+{
+	admit_key(api_key, tokens, key);
 
 	/*
 	 * The user's lock first, as every ledger operation takes it; a hot
@@ -736,7 +834,7 @@ lock_key_for_spending(const VerifiedKey *key, KeySpend *spend)
 	Datum		d;
 
 	values[0] = UUIDPGetDatum(&key->key_id);
-	pgm_exec(plan_lock_key, values, NULL, false);
+	pgm_exec(SPEND_PLAN(plan_lock_key), values, NULL, false);
 	if (SPI_processed != 1 || !DatumGetBool(pgm_col(0, 1, &isnull)))
 		raise_invalid_key();	/* revoked or expired meanwhile */
 
@@ -774,13 +872,31 @@ check_limit(const VerifiedKey *key, const KeySpend *spend, int64 amount,
 }
 
 /*
- * Count amount against the key's spend (under its row lock).  Both counters
- * stay below the limit of every amount and balance, 9e18 micro-credits:
- * a charge that would take one past it is refused (22003), as a balance
- * would be, rather than wrapped or silently clamped.  With a spend limit the
- * period counter never gets there (check_limit came first); the lifetime
- * counter of a busy key, whose refunds do not lower it, could.
+ * The key's counters with amount counted (under its rows' locks).  Both
+ * counters stay below the limit of every amount and balance, 9e18
+ * micro-credits: a charge that would take one past it is refused (22003),
+ * as a balance would be, rather than wrapped or silently clamped.  With a
+ * spend limit the period counter never gets there (check_limit came
+ * first); the lifetime counter of a busy key, whose refunds do not lower
+ * it, could.
  */
+static void
+next_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount,
+		   int64 *spent, int64 *total)
+{
+	if (pg_add_s64_overflow(spend->spent, amount, spent) ||
+		pg_add_s64_overflow(spend->total_spent, amount, total) ||
+		*spent >= PGM_MAX_MICRO || *total >= PGM_MAX_MICRO)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s credits would take the spend of API key %s past its counter's limit",
+						pgm_micro_to_cstring(amount), key->prefix),
+				 errdetail("The key has spent %s credits in this period and %s credits in all; counters stay below 9000000000000 credits.",
+						   pgm_micro_to_cstring(spend->spent),
+						   pgm_micro_to_cstring(spend->total_spent))));
+}
+
+/* Count amount against the key's spend through SQL (plan_spend). */
 static void
 record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
 {
@@ -789,43 +905,179 @@ record_spend(const VerifiedKey *key, const KeySpend *spend, int64 amount)
 	int64		spent;
 	int64		total;
 
-	if (pg_add_s64_overflow(spend->spent, amount, &spent) ||
-		pg_add_s64_overflow(spend->total_spent, amount, &total) ||
-		spent >= PGM_MAX_MICRO || total >= PGM_MAX_MICRO)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("%s credits would take the spend of API key %s past its counter's limit",
-						pgm_micro_to_cstring(amount), key->prefix),
-				 errdetail("The key has spent %s credits in this period and %s credits in all; counters stay below 9000000000000 credits.",
-						   pgm_micro_to_cstring(spend->spent),
-						   pgm_micro_to_cstring(spend->total_spent))));
+	next_spend(key, spend, amount, &spent, &total);
 	values[0] = UUIDPGetDatum(&key->key_id);
 	values[1] = TimestampTzGetDatum(spend->start);
 	values[2] = Int64GetDatum(spent);
 	values[3] = Int64GetDatum(total);
 	if (!spend->has_start)
 		nulls[1] = 'n';
-	pgm_exec(plan_spend, values, nulls, false);
+	pgm_exec(SPEND_PLAN(plan_spend), values, nulls, false);
 }
 
 /*
- * What charge_api_key and reserve_api_key share: the key and amount
- * arguments, the key verified with its write scope, its user and its own
- * row locked, and the spend limit checked unless the idempotency key in
- * argument idem_arg was used before (the ledger then replays or conflicts).
- * Connects SPI; returns whether the call repeats an applied one.
- *
- * With counted (charge_api_key) and no idempotency key, the key's row is
- * locked and the amount counted in one statement when it fits (*counted
- * true: record_spend must not count it again); this writes the row that
- * lock, check and record_spend would write, in the same order of locks.
- * When it does not fit, or the key is no longer usable, the steps below
- * run as before and raise what they raise.
+ * The start of a key's current spend period, as PERIOD_START_SQL computes
+ * it: the current UTC day or month of the transaction's start, or none.
  */
 static bool
-begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
-			const char *what, int64 tokens, VerifiedKey *key, KeySpend *spend,
-			int64 *amount, bool *counted)
+period_start(const char *period, TimestampTz *start)
+{
+	if (period == NULL)
+		return false;
+	*start = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_trunc_zone,
+													 CStringGetTextDatum(period),
+													 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+													 CStringGetTextDatum("UTC")));
+	return true;
+}
+
+/*
+ * The spend row of a key whose row this transaction has locked: lock it
+ * too, read it into spend and leave the scan on it.
+ */
+static void
+lock_spend_row(const VerifiedKey *key, PgmIndexScan *scan, KeySpend *spend)
+{
+	Datum		id = UUIDPGetDatum(&key->key_id);
+	TimestampTz row_start;
+	bool		row_has_start;
+	bool		isnull;
+	Datum		d;
+
+	pgm_index_begin(scan, &spend_by_key, GetActiveSnapshot(), 1, &id);
+	if (!pgm_index_next(scan, ForwardScanDirection) ||
+		!pgm_index_lock_row(scan, LockTupleNoKeyExclusive))
+		elog(ERROR, "API key %s has no spend row", key->prefix);
+	d = pgm_index_col(scan, KS_PERIOD_START, &isnull);
+	row_has_start = !isnull;
+	row_start = isnull ? 0 : DatumGetTimestampTz(d);
+	spend->spent = DatumGetInt64(pgm_index_col(scan, KS_PERIOD_SPENT, &isnull));
+	spend->total_spent = DatumGetInt64(pgm_index_col(scan, KS_TOTAL_SPENT, &isnull));
+	/* CASE WHEN period_start IS NOT DISTINCT FROM start ... ELSE 0 END */
+	if (row_has_start != spend->has_start ||
+		(row_has_start && row_start != spend->start))
+		spend->spent = 0;
+}
+
+/*
+ * After the ledger's charge, under the user's lock: lock the key's row and
+ * check that it is still usable (28000: revoked or expired meanwhile), and
+ * with count lock its spend row, check its limit (PM001) and count amount.
+ * What plan_lock_key, check_limit and record_spend do through SQL, read and
+ * written directly (index_read.c); the spend row through SQL when the
+ * table has more than pgmarket put on it (a trigger, a constraint).
+ */
+static void
+lock_and_count(const VerifiedKey *key, int64 amount, bool count,
+			   const char *what)
+{
+	PgmIndexScan scan;
+	Datum		id = UUIDPGetDatum(&key->key_id);
+	KeySpend	spend;
+	bool		usable;
+	bool		isnull;
+	Datum		d;
+
+	if (!spend_table_present)
+	{
+		/* 0.8.0's schema: the counters in the key's row, through SQL */
+		lock_key_for_spending(key, &spend);
+		if (count)
+		{
+			check_limit(key, &spend, amount, what);
+			record_spend(key, &spend, amount);
+		}
+		return;
+	}
+
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgm_index_begin(&scan, &key_by_id, GetActiveSnapshot(), 1, &id);
+	if (!pgm_index_next(&scan, ForwardScanDirection) ||
+		!pgm_index_lock_row(&scan, LockTupleNoKeyExclusive))
+		raise_invalid_key();
+	(void) pgm_index_col(&scan, KL_REVOKED_AT, &isnull);
+	usable = isnull;
+	d = pgm_index_col(&scan, KL_EXPIRES_AT, &isnull);
+	if (!isnull && DatumGetTimestampTz(d) <= GetCurrentTransactionStartTimestamp())
+		usable = false;
+	if (!usable)
+		raise_invalid_key();	/* revoked or expired meanwhile */
+	d = pgm_index_col(&scan, KL_SPEND_LIMIT, &isnull);
+	spend.has_limit = !isnull;
+	spend.limit = isnull ? 0 : DatumGetInt64(d);
+	d = pgm_index_col(&scan, KL_SPEND_PERIOD, &isnull);
+	spend.period = isnull ? NULL : TextDatumGetCString(d);
+	pgm_index_end(&scan);
+
+	if (count)
+	{
+		spend.has_start = period_start(spend.period, &spend.start);
+		lock_spend_row(key, &scan, &spend);
+		check_limit(key, &spend, amount, what);
+		if (pgm_index_can_update(&scan, 1))
+		{
+			Datum		values[3];
+			bool		nulls[3] = {!spend.has_start, false, false};
+			int64		spent;
+			int64		total;
+
+			next_spend(key, &spend, amount, &spent, &total);
+			values[KS_PERIOD_START] = TimestampTzGetDatum(spend.start);
+			values[KS_PERIOD_SPENT] = Int64GetDatum(spent);
+			values[KS_TOTAL_SPENT] = Int64GetDatum(total);
+			pgm_index_update_row(&scan, values, nulls);
+		}
+		else
+			record_spend(key, &spend, amount);
+		pgm_index_end(&scan);
+	}
+	PopActiveSnapshot();
+}
+
+/*
+ * The ledger's charge for a key's user, which takes the user's lock as
+ * deduct_balance takes it (the queue lock and the balance row, or a hot
+ * user's escrow slot).  The key verified a moment ago with its user
+ * active; a user deactivated since then is the same invalid key (28000) as
+ * one that was deactivated before, not the ledger's PM002 that would tell
+ * why.
+ */
+static void
+charge_as_key(const VerifiedKey *key, int64 amount, text *model_id,
+			  int64 tokens, text *idem, PgmLedgerOutcome *out)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		pgm_ledger_charge(UUIDPGetDatum(&key->user_id), amount, model_id,
+						  tokens, idem, out);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		if (e->sqlerrcode != ERRCODE_PGM_UNKNOWN_ACCOUNT)
+			PG_RE_THROW();
+		FlushErrorState();
+		raise_invalid_key();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * reserve_api_key's way: the key and amount arguments, the key verified
+ * with its write scope, its user and its own rows locked, and the spend
+ * limit checked unless the idempotency key was used before (the ledger then
+ * replays or conflicts).  Connects SPI; returns whether the call repeats an
+ * applied one.
+ */
+static bool
+begin_spend(FunctionCallInfo fcinfo, int idem_arg, const char *what,
+			VerifiedKey *key, KeySpend *spend, int64 *amount)
 {
 	bool		repeat = false;
 
@@ -834,29 +1086,15 @@ begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
 	*amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
 
 	pgm_spi_connect();
-	prepare_plans();
-	lock_user_for_spending(PG_GETARG_TEXT_PP(0), tokens, *amount, key);
-	if (counted)
-	{
-		*counted = false;
-		if (PG_ARGISNULL(idem_arg))
-		{
-			Datum		values[2] = {UUIDPGetDatum(&key->key_id),
-			Int64GetDatum(*amount)};
-
-			pgm_exec(plan_lock_and_spend, values, NULL, false);
-			*counted = SPI_processed == 1;
-			if (*counted)
-				return false;
-		}
-	}
+	prepare_spend_plans();
+	lock_user_for_spending(PG_GETARG_TEXT_PP(0), 0, *amount, key);
 	lock_key_for_spending(key, spend);
 	if (!PG_ARGISNULL(idem_arg))
 	{
 		Datum		values[2] = {UUIDPGetDatum(&key->user_id),
 		PG_GETARG_DATUM(idem_arg)};
 
-		pgm_exec(*key_plan, values, NULL, false);
+		pgm_exec(plan_hold_key, values, NULL, false);
 		repeat = SPI_processed > 0;
 	}
 	if (!repeat)
@@ -868,33 +1106,37 @@ begin_spend(FunctionCallInfo fcinfo, SPIPlanPtr *key_plan, int idem_arg,
  * charge_api_key(api_key text, amount numeric, model_id text,
  *				  tokens_used bigint, idempotency_key text) RETURNS ledger_result
  *
- * The charge goes through the ledger's C entry point, with the arguments
- * checked as deduct_balance checks them, after the key's checks.
+ * The key's checks, then the ledger's charge (through its C entry point,
+ * with the arguments checked as deduct_balance checks them), then the key's
+ * rows: locked in the order of the top of the file, the user's first.  A
+ * charge that the key's limit refuses (PM001), or through a key revoked
+ * meanwhile (28000), raises after the ledger wrote, and the error undoes
+ * it with the rest of the statement.
  */
 Datum
 pgm_charge_api_key(PG_FUNCTION_ARGS)
 {
 	VerifiedKey key;
-	KeySpend	spend;
 	int64		amount;
 	text	   *model_id;
 	int64		tokens;
 	text	   *idem;
 	PgmLedgerOutcome out;
-	bool		counted;
 
 	/* the arguments first: the limiter counts tokens_used */
 	pgm_require_arg(fcinfo, 0, "api_key");
 	pgm_require_arg(fcinfo, 1, "amount");
-	(void) pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
+	amount = pgm_numeric_to_micro(PG_GETARG_DATUM(1), "amount");
 	pgm_charge_args(fcinfo, 2, 3, &model_id, &tokens);
-	(void) begin_spend(fcinfo, &plan_ledger_key, 4, "a charge", tokens, &key,
-					   &spend, &amount, &counted);
+
+	pgm_spi_connect();
+	prepare_spend_plans();
+	admit_key(PG_GETARG_TEXT_PP(0), tokens, &key);
 	idem = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
-	pgm_ledger_charge(UUIDPGetDatum(&key.user_id), amount, model_id, tokens,
-					  idem, &out);
-	if (!out.replayed && !counted)
-		record_spend(&key, &spend, amount);
+	charge_as_key(&key, amount, model_id, tokens, idem, &out);
+	/* a replay returns the first result and does not count twice */
+	lock_and_count(&key, amount, !out.replayed, "a charge");
+	stamp_if_stale(&key);
 
 	SPI_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, UUIDPGetDatum(&key.user_id), &out));
@@ -915,14 +1157,14 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 	int64		reservation_id;
 	bool		repeat;
 
-	repeat = begin_spend(fcinfo, &plan_hold_key, 3, "a reservation", 0, &key,
-						 &spend, &amount, NULL);
+	repeat = begin_spend(fcinfo, 3, "a reservation", &key, &spend, &amount);
 	ttl = pgm_ttl_arg(fcinfo, 2);
 	idem = pgm_optional_text(fcinfo, 3, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	reservation_id = pgm_ledger_reserve(UUIDPGetDatum(&key.user_id), amount,
 										ttl, idem);
 	if (!repeat)
 		record_spend(&key, &spend, amount);
+	stamp_if_stale(&key);
 
 	SPI_finish();
 	PG_RETURN_INT64(reservation_id);
@@ -947,8 +1189,15 @@ Datum
 pgm_list_api_keys(PG_FUNCTION_ARGS)
 {
 	pgm_user_arg(fcinfo, 0);
+	/* which schema's plans (a catalog look-up after an invalidation) */
+	pgm_spi_connect();
+	prepare_spend_plans();
+	SPI_finish();
 	/* spend_limit, period_spent and total_spent are money */
-	return pgm_user_rows(fcinfo, apikey_plans, lengthof(apikey_plans),
+	if (!spend_table_present)
+		return pgm_user_rows(fcinfo, spend_plans_v8, lengthof(spend_plans_v8),
+							 &plan_list_v8, (1U << 6) | (1U << 8) | (1U << 9));
+	return pgm_user_rows(fcinfo, spend_plans, lengthof(spend_plans),
 						 &plan_list, (1U << 6) | (1U << 8) | (1U << 9));
 }
 

@@ -30,17 +30,24 @@
 #include "pgmarket.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/nbtree.h"
+#include "access/xact.h"
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/index.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_trigger.h"
 #include "executor/tuptable.h"
+#include "storage/lmgr.h"
 #include "funcapi.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #define PGM_INDEX_SCHEMA		"pgmarket"
 #define PGM_INDEX_MAX_REFS		16
@@ -232,4 +239,162 @@ pgm_materialize(FunctionCallInfo fcinfo)
 		InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	else
 		InitMaterializedSRF(fcinfo, 0);
+}
+
+/* ----------------------------------------------------------------
+ * Locking and updating the row a scan found
+ *
+ * For the hot writes of one row that a caller has just found: what
+ * SELECT ... FOR NO KEY UPDATE and a one-row UPDATE of some of the ref's
+ * columns would do, without the executor.  Only for a table where that is
+ * all the executor would do (pgm_index_can_update): no trigger but the
+ * internal ones of foreign keys (which an UPDATE that leaves the key alone
+ * does not fire), no row-level security, the CHECK constraints the caller
+ * knows of (it writes values that satisfy them), and plain btree indexes
+ * on columns only.
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * May pgm_index_update_row write this table?  checks: how many CHECK
+ * constraints the caller's values are known to satisfy.  Reads only the
+ * relcache entry the scan holds open.
+ */
+bool
+pgm_index_can_update(PgmIndexScan *s, int checks)
+{
+	Relation	rel = s->heap;
+	TriggerDesc *trig = rel->trigdesc;
+	List	   *indexes;
+	ListCell   *lc;
+	bool		ok = true;
+	int			i;
+
+	if (rel->rd_rel->relrowsecurity ||
+		(rel->rd_att->constr ? rel->rd_att->constr->num_check : 0) != checks)
+		return false;
+	for (i = 0; trig != NULL && i < trig->numtriggers; i++)
+		if (!trig->triggers[i].tgisinternal)
+			return false;
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+
+		if (idx->rd_rel->relam != BTREE_AM_OID ||
+			RelationGetIndexExpressions(idx) != NIL ||
+			RelationGetIndexPredicate(idx) != NIL)
+			ok = false;
+		index_close(idx, NoLock);
+	}
+	list_free(indexes);
+	return ok;
+}
+
+/*
+ * Lock the scan's current row in mode, waiting for a transaction that
+ * holds it, and put its newest version in the scan's slot, as SELECT ...
+ * FOR UPDATE does: under READ COMMITTED a row updated meanwhile is followed
+ * to its newest version (the caller looks again at what it read), under
+ * REPEATABLE READ or SERIALIZABLE a row changed since the snapshot raises
+ * 40001.  False for a row deleted meanwhile or changed by this command.
+ */
+bool
+pgm_index_lock_row(PgmIndexScan *s, int lockmode)
+{
+	TM_FailureData tmfd;
+	TM_Result	res;
+	ItemPointerData tid = s->slot->tts_tid;
+	int			flags = TUPLE_LOCK_FLAG_LOCK_UPDATE_IN_PROGRESS;
+
+	if (!IsolationUsesXactSnapshot())
+		flags |= TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
+	LockRelationOid(RelationGetRelid(s->heap), RowShareLock);
+	res = table_tuple_lock(s->heap, &tid, s->scan->xs_snapshot, s->slot,
+						   GetCurrentCommandId(false), (LockTupleMode) lockmode, LockWaitBlock,
+						   flags, &tmfd);
+	switch (res)
+	{
+		case TM_Ok:
+			return true;
+		case TM_SelfModified:
+			return false;
+		case TM_Updated:
+		case TM_Deleted:
+			if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent update")));
+			if (res == TM_Deleted)
+				return false;
+			break;
+		default:
+			break;
+	}
+	elog(ERROR, "unexpected table_tuple_lock status: %d", (int) res);
+	return false;				/* not reached */
+}
+
+/* Index the new version of a row that could not stay on its page (not HOT). */
+static void
+insert_index_entries(Relation rel, HeapTuple tup)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *info = BuildIndexInfo(idx);
+		Datum		values[INDEX_MAX_KEYS];
+		bool		nulls[INDEX_MAX_KEYS];
+		int			i;
+
+		for (i = 0; i < info->ii_NumIndexAttrs; i++)
+			values[i] = heap_getattr(tup, info->ii_IndexAttrNumbers[i], desc,
+									 &nulls[i]);
+		index_insert(idx, values, nulls, &tup->t_self, rel,
+					 idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 true, info);
+		index_close(idx, NoLock);
+	}
+	list_free(indexes);
+}
+
+/*
+ * Replace the ref's columns of the scan's current row, which this
+ * transaction has locked (pgm_index_lock_row), by values/nulls (in the
+ * ref's order), as an UPDATE of them would: a new row version (HOT when
+ * no indexed column changes and the page has room, indexed otherwise),
+ * WAL, statistics.  The caller has checked pgm_index_can_update and writes
+ * values that satisfy the table's CHECK constraints.
+ */
+void
+pgm_index_update_row(PgmIndexScan *s, const Datum *values, const bool *nulls)
+{
+	TupleDesc	desc = RelationGetDescr(s->heap);
+	Datum	   *newvalues = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *newnulls = palloc0(sizeof(bool) * desc->natts);
+	bool	   *replace = palloc0(sizeof(bool) * desc->natts);
+	HeapTuple	oldtup;
+	HeapTuple	newtup;
+	bool		shouldfree;
+	int			i;
+
+	for (i = 0; i < s->ref->ncols; i++)
+	{
+		newvalues[s->attnums[i] - 1] = values[i];
+		newnulls[s->attnums[i] - 1] = nulls[i];
+		replace[s->attnums[i] - 1] = true;
+	}
+	LockRelationOid(RelationGetRelid(s->heap), RowExclusiveLock);
+	oldtup = ExecFetchSlotHeapTuple(s->slot, false, &shouldfree);
+	newtup = heap_modify_tuple(oldtup, desc, newvalues, newnulls, replace);
+	simple_heap_update(s->heap, &s->slot->tts_tid, newtup);
+	if (!HeapTupleIsHeapOnly(newtup))
+		insert_index_entries(s->heap, newtup);
+	if (shouldfree)
+		heap_freetuple(oldtup);
+	heap_freetuple(newtup);
 }

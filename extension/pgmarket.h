@@ -235,6 +235,10 @@ extern bool pgm_index_next(PgmIndexScan *s, ScanDirection dir);
 extern Datum pgm_index_col(PgmIndexScan *s, int col, bool *isnull);
 extern void pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls);
 extern void pgm_index_end(PgmIndexScan *s);
+extern bool pgm_index_can_update(PgmIndexScan *s, int checks);
+extern bool pgm_index_lock_row(PgmIndexScan *s, int lockmode);
+extern void pgm_index_update_row(PgmIndexScan *s, const Datum *values,
+								 const bool *nulls);
 extern void pgm_materialize(FunctionCallInfo fcinfo);
 
 /* ================================================================

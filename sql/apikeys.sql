@@ -186,12 +186,12 @@ SELECT pgmarket.reserve_api_key(:'a7', 0.4) > 0 AS reserved;
 SELECT amount FROM pgmarket.charge_api_key(:'a7', 0.6, 'gpt-4');
 SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.000001, 'gpt-4')$$, :'a7'));
 SELECT spent, total_spent FROM pgmarket.list_api_keys(:u1) WHERE key_id = :'k7';
-UPDATE pgmarket.api_keys SET period_start = period_start - interval '1 day' WHERE key_id = :'k7';
+UPDATE pgmarket.api_key_spend SET period_start = period_start - interval '1 day' WHERE key_id = :'k7';
 SELECT spent, total_spent FROM pgmarket.list_api_keys(:u1) WHERE key_id = :'k7';
 SELECT amount FROM pgmarket.charge_api_key(:'a7', 1, 'gpt-4');
 SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.000001, 'gpt-4')$$, :'a7'));
 SELECT l.spent, l.total_spent, k.period_start = date_trunc('day', now(), 'UTC') AS today
-  FROM pgmarket.list_api_keys(:u1) l JOIN pgmarket.api_keys k USING (key_id)
+  FROM pgmarket.list_api_keys(:u1) l JOIN pgmarket.api_key_spend k USING (key_id)
  WHERE key_id = :'k7';
 -- per month
 SELECT key_id AS k8, api_key AS a8
@@ -199,7 +199,7 @@ SELECT key_id AS k8, api_key AS a8
 SELECT amount FROM pgmarket.charge_api_key(:'a8', 0.000002, 'gpt-4');
 SELECT pg_temp.err(format($$SELECT pgmarket.charge_api_key(%L, 0.000001, 'gpt-4')$$, :'a8'));
 SELECT period_start = date_trunc('month', now(), 'UTC') AS this_month
-  FROM pgmarket.api_keys WHERE key_id = :'k8';
+  FROM pgmarket.api_key_spend WHERE key_id = :'k8';
 
 -------------------------------------------------------------------------------
 -- revocation, expiry, deactivation: no row, 28000, at once

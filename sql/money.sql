@@ -67,7 +67,8 @@ CREATE FUNCTION pg_temp.books() RETURNS text LANGUAGE sql AS $$
         (SELECT string_agg(concat_ws(',', reservation_id, amount, state, settled_amount),
                            ';' ORDER BY reservation_id) FROM pgmarket.reservations),
         (SELECT string_agg(concat_ws(',', key_id, spend_limit, period_spent, total_spent),
-                           ';' ORDER BY key_id) FROM pgmarket.api_keys),
+                           ';' ORDER BY key_id)
+           FROM pgmarket.api_keys JOIN pgmarket.api_key_spend USING (key_id)),
         (SELECT string_agg(concat_ws(',', message_id, tokens, cost),
                            ';' ORDER BY message_id) FROM pgmarket.chat_messages)))
 $$;
