@@ -108,7 +108,7 @@ check_roles_for_actor(ArrayType *roles)
 	bool	   *nulls;
 	int			n;
 
-	if (pgm_actor == NULL || pgm_actor[0] == '\0')
+	if (!pgm_actor_set())
 		return;
 	deconstruct_array(roles, TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);
