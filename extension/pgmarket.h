@@ -179,6 +179,7 @@ extern Datum pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 extern bool pgm_escrow_on(void);
 extern int64 pgm_escrow_reclaim(Datum user_id);
 extern bool pgm_escrow_gather(Datum user_id);
+extern void pgm_escrow_lock_account(Datum user_id, SPIPlanPtr plan);
 extern bool pgm_escrow_gather_if_short(Datum user_id, int64 amount);
 extern int64 pgm_escrow_refill(Datum user_id, int64 available, int64 amount);
 extern int64 pgm_escrow_money(Datum user_id);
