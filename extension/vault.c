@@ -199,6 +199,12 @@ static SPIPlanPtr plan_rotate_skip;
 static SPIPlanPtr plan_rotate_wait;
 static SPIPlanPtr plan_rekey;
 
+/* up to $2 rows not under key version $1, locked, in key order */
+#define ROTATE_SQL \
+	"SELECT key_id, user_id, provider, key_version, nonce, ciphertext" \
+	"  FROM pgmarket.provider_keys WHERE key_version <> $1" \
+	" ORDER BY key_id LIMIT $2 FOR UPDATE"
+
 static const PgmPlanDef vault_plans[] = {
 	{&plan_revoke_active,
 		"UPDATE pgmarket.provider_keys SET revoked_at = now()"
@@ -242,17 +248,10 @@ static const PgmPlanDef vault_plans[] = {
 		" RETURNING key_id",
 		2, {UUIDOID, UUIDOID}},
 
-	{&plan_rotate_skip,
-		"SELECT key_id, user_id, provider, key_version, nonce, ciphertext"
-		"  FROM pgmarket.provider_keys WHERE key_version <> $1"
-		" ORDER BY key_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-		2, {INT4OID, INT4OID}},
+	/* the rows rotate_master_key locks: first those no one holds */
+	{&plan_rotate_skip, ROTATE_SQL " SKIP LOCKED", 2, {INT4OID, INT4OID}},
 
-	{&plan_rotate_wait,
-		"SELECT key_id, user_id, provider, key_version, nonce, ciphertext"
-		"  FROM pgmarket.provider_keys WHERE key_version <> $1"
-		" ORDER BY key_id LIMIT $2 FOR UPDATE",
-		2, {INT4OID, INT4OID}},
+	{&plan_rotate_wait, ROTATE_SQL, 2, {INT4OID, INT4OID}},
 
 	{&plan_rekey,
 		"UPDATE pgmarket.provider_keys"
@@ -330,6 +329,15 @@ secret_hint(const char *secret, size_t len)
  * ----------------------------------------------------------------
  */
 
+/* Run a plan whose parameters are a user and a provider ($1, $2). */
+static void
+exec_user_provider(SPIPlanPtr plan, Datum user_id, const char *provider)
+{
+	Datum		values[2] = {user_id, CStringGetTextDatum(provider)};
+
+	pgm_exec(plan, values, NULL, false);
+}
+
 /*
  * Store a secret for (user, provider) under the newest key version, revoking
  * the user's active key for that provider.  Returns the new key id.
@@ -354,10 +362,7 @@ put_secret(Datum user_id, const char *provider, text *label,
 						secret, len, &nonce);
 
 	PGM_USER_BEGIN(user_id, vault_plans, true);
-
-	values[0] = user_id;
-	values[1] = CStringGetTextDatum(provider);
-	pgm_exec(plan_revoke_active, values, NULL, false);
+	exec_user_provider(plan_revoke_active, user_id, provider);
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = UUIDPGetDatum(key_id);
@@ -528,10 +533,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	(void) pgm_keyring_newest_version();	/* PM010 before anything else */
 
 	PGM_USER_BEGIN(user_id, vault_plans, false);
-
-	values[0] = user_id;
-	values[1] = CStringGetTextDatum(provider);
-	pgm_exec(plan_get, values, NULL, false);
+	exec_user_provider(plan_get, user_id, provider);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_KEY_NOT_FOUND),
