@@ -108,7 +108,7 @@ check_roles_for_actor(ArrayType *roles)
 	bool	   *nulls;
 	int			n;
 
-	if (pgm_actor == NULL || pgm_actor[0] == '\0')
+	if (!pgm_actor_set())
 		return;
 	deconstruct_array(roles, TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);
@@ -532,14 +532,10 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 			"  FROM b WHERE a.id = b.user_id", 1, types);
 	/*
 	 * A hot user's charges from escrow slots do not wait for the balance
-	 * row: wait for the ones in flight first (the slots before the queue,
-	 * escrow.c's order), and bring the slots' money back into the row.
+	 * row: wait for the ones in flight first, and bring the slots' money
+	 * back into the row.
 	 */
-	(void) pgm_escrow_gather(user_id);
-	pgm_queue_for_user(user_id);
-	pgm_exec(plan, &user_id, NULL, false);
-	if (SPI_processed != 1)
-		pgm_raise_unknown_account(user_id);
+	pgm_escrow_lock_account(user_id, plan);
 	pgm_escrow_reclaim(user_id);
 	/* a token sent before the account was locked must not reopen it */
 	pgm_use_up_resets(user_id);

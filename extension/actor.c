@@ -103,16 +103,37 @@ parse_actor(const char *s, pg_uuid_t *out)
  * The actor rule: when pgmarket.actor is set, user_id must be the actor's.
  * Raises 42501 naming both, and nothing else of the user.
  */
+/* Does the transaction act for a user (pgmarket.actor set, not empty)? */
+bool
+pgm_actor_set(void)
+{
+	return pgm_actor != NULL && pgm_actor[0] != '\0';
+}
+
 /* May this transaction act for user?  pgm_check_actor without the error. */
 bool
 pgm_actor_allows(const pg_uuid_t *user)
 {
 	pg_uuid_t	actor;
 
-	if (pgm_actor == NULL || pgm_actor[0] == '\0')
+	if (!pgm_actor_set())
 		return true;
 	return parse_actor(pgm_actor, &actor) &&
 		memcmp(actor.data, user->data, UUID_LEN) == 0;
+}
+
+/*
+ * The answer of a call that says whose a row is (user_by_identity,
+ * chat_session_owner): the owner, or NULL when there is none or when
+ * pgmarket.actor names another user, so that a connection acting for one
+ * user learns nothing of the others' rows.
+ */
+Datum
+pgm_owner_result(FunctionCallInfo fcinfo, pg_uuid_t *owner)
+{
+	if (owner == NULL || !pgm_actor_allows(owner))
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(owner);
 }
 
 void
@@ -133,7 +154,7 @@ pgm_current_actor(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *actor;
 
-	if (pgm_actor == NULL || pgm_actor[0] == '\0')
+	if (!pgm_actor_set())
 		PG_RETURN_NULL();
 	actor = palloc(sizeof(pg_uuid_t));
 	if (!parse_actor(pgm_actor, actor))

@@ -17,6 +17,7 @@
 #include "catalog/pg_collation.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 /*
@@ -112,6 +113,35 @@ char *
 pgm_uuid_cstring(Datum uuid)
 {
 	return DatumGetCString(DirectFunctionCall1(uuid_out, uuid));
+}
+
+/* An interval as SQL writes it, for messages. */
+char *
+pgm_interval_cstring(Interval *interval)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out,
+											   IntervalPGetDatum(interval)));
+}
+
+/*
+ * A required integer argument from min to max: 22004 when NULL, else 22023
+ * "<argname> <value> is out of range" with detail, a format that takes
+ * min and max (say "A page holds %d to %d messages.").
+ */
+int32
+pgm_int32_arg(FunctionCallInfo fcinfo, int argno, const char *argname,
+			  int32 min, int32 max, const char *detail)
+{
+	int32		value;
+
+	pgm_require_arg(fcinfo, argno, argname);
+	value = PG_GETARG_INT32(argno);
+	if (value < min || value > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %d is out of range", argname, value),
+				 errdetail(detail, min, max)));
+	return value;
 }
 
 /*

@@ -315,6 +315,17 @@ find_session(Datum user_id, Datum session_id, SessionLock lock,
 	}
 }
 
+/*
+ * Is status one of a session's: active, completed or failed (with ended,
+ * one that a session ends as: completed or failed)?
+ */
+static bool
+is_session_status(const char *status, bool ended)
+{
+	return (!ended && strcmp(status, "active") == 0) ||
+		strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0;
+}
+
 /* An ended session takes no new messages. */
 static void
 check_open(Datum session_id, const SessionInfo *info)
@@ -495,6 +506,18 @@ has_arg(FunctionCallInfo fcinfo, int argno)
 	return PG_NARGS() > argno && !PG_ARGISNULL(argno);
 }
 
+/*
+ * An optional argument as the parameter of the same number of a plan:
+ * SQL NULL when NULL or absent.
+ */
+static void
+bind_optional_arg(FunctionCallInfo fcinfo, int argno, Datum *values,
+				  char *nulls)
+{
+	values[argno] = has_arg(fcinfo, argno) ? PG_GETARG_DATUM(argno) : (Datum) 0;
+	nulls[argno] = has_arg(fcinfo, argno) ? ' ' : 'n';
+}
+
 /* The optional message_uuid argument: (Datum) 0 when NULL or absent. */
 static Datum
 uuid_arg_or_none(FunctionCallInfo fcinfo, int argno)
@@ -570,12 +593,8 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 
 	values[1] = user_id;
 	values[2] = PointerGetDatum(model_id);
-	values[3] = PointerGetDatum(title);
-	values[4] = PointerGetDatum(agent_id);
-	if (title == NULL)
-		nulls[3] = 'n';
-	if (agent_id == NULL)
-		nulls[4] = 'n';
+	pgm_bind_ptr(values, nulls, 3, title);
+	pgm_bind_ptr(values, nulls, 4, agent_id);
 	pgm_exec(plan_new_session, values, nulls, false);
 	if (SPI_processed != 1)
 		check_taken_id(values[0], user_id, model_id);
@@ -946,13 +965,9 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 2, "max_rows");
 	pgm_require_arg(fcinfo, 4, "oldest_first");
 	session_id = PG_GETARG_DATUM(1);
-	max_rows = PG_GETARG_INT32(2);
+	max_rows = pgm_int32_arg(fcinfo, 2, "max_rows", 1, PGM_MAX_PAGE_ROWS,
+							 "A page holds %d to %d messages.");
 	oldest_first = PG_GETARG_BOOL(4);
-	if (max_rows < 1 || max_rows > 1000)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_rows %d is out of range", max_rows),
-				 errdetail("A page holds 1 to 1000 messages.")));
 
 	pgm_materialize(fcinfo);
 	if (!chat_schema_checked)
@@ -1031,7 +1046,7 @@ pgm_end_chat_session(PG_FUNCTION_ARGS)
 	pgm_require_arg(fcinfo, 2, "status");
 	session_id = PG_GETARG_DATUM(1);
 	status = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strcmp(status, "completed") != 0 && strcmp(status, "failed") != 0)
+	if (!is_session_status(status, true))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("status \"%s\" is not an end of a chat session", status),
@@ -1049,9 +1064,7 @@ pgm_end_chat_session(PG_FUNCTION_ARGS)
 
 	values[0] = session_id;
 	values[1] = CStringGetTextDatum(status);
-	values[2] = PointerGetDatum(reason);
-	if (reason == NULL)
-		nulls[2] = 'n';
+	pgm_bind_ptr(values, nulls, 2, reason);
 	pgm_exec(plan_end, values, nulls, false);
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -1145,32 +1158,20 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 	{
 		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-		if (strcmp(status, "active") != 0 && strcmp(status, "completed") != 0 &&
-			strcmp(status, "failed") != 0)
+		if (!is_session_status(status, false))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("status \"%s\" is not a session status",
 							pgm_shown_value(status, 40)),
 					 errhint("A session is active, completed or failed.")));
 	}
-	pgm_require_arg(fcinfo, 2, "max_rows");
-	max_rows = PG_GETARG_INT32(2);
-	if (max_rows < 1 || max_rows > 1000)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_rows %d is out of range", max_rows),
-				 errdetail("A page holds 1 to 1000 sessions.")));
-	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	max_rows = pgm_int32_arg(fcinfo, 2, "max_rows", 1, PGM_MAX_PAGE_ROWS,
+							 "A page holds %d to %d sessions.");
+	bind_optional_arg(fcinfo, 1, values, nulls);
 	values[2] = Int32GetDatum(max_rows);
-	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	if (PG_ARGISNULL(1))
-		nulls[1] = 'n';
-	if (PG_ARGISNULL(3))
-		nulls[3] = 'n';
+	bind_optional_arg(fcinfo, 3, values, nulls);
 	/* among sessions made at `before`, those after the last row's id */
-	values[4] = has_arg(fcinfo, 4) ? PG_GETARG_DATUM(4) : (Datum) 0;
-	if (!has_arg(fcinfo, 4))
-		nulls[4] = 'n';
+	bind_optional_arg(fcinfo, 4, values, nulls);
 
 	InitMaterializedSRF(fcinfo, 0);
 	pgm_spi_connect();
@@ -1193,7 +1194,7 @@ Datum
 pgm_chat_session_owner(PG_FUNCTION_ARGS)
 {
 	Datum		values[1];
-	pg_uuid_t  *owner = NULL;
+	pg_uuid_t  *owner;
 
 	pgm_require_arg(fcinfo, 0, "session_id");
 	values[0] = PG_GETARG_DATUM(0);
@@ -1201,20 +1202,7 @@ pgm_chat_session_owner(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_exec(plan_owner, values, NULL, true);
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		pg_uuid_t  *found = DatumGetUUIDP(pgm_col(0, 1, &isnull));
-
-		/* copied into the caller's context, which outlives SPI_finish */
-		if (pgm_actor_allows(found))
-		{
-			owner = (pg_uuid_t *) SPI_palloc(sizeof(pg_uuid_t));
-			memcpy(owner, found, sizeof(pg_uuid_t));
-		}
-	}
+	owner = pgm_one_uuid(1);
 	SPI_finish();
-	if (owner == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_UUID_P(owner);
+	return pgm_owner_result(fcinfo, owner);
 }

@@ -158,6 +158,34 @@ erase_account_rows(Datum user_id, StringInfo counts)
 	return total;
 }
 
+static SPIPlanPtr plan_find;
+static SPIPlanPtr plan_tomb;
+static SPIPlanPtr plan_holder;
+
+static const PgmPlanDef erase_plans[] = {
+	{&plan_find,
+		"SELECT 1 FROM pgmarket.accounts WHERE id = $1 FOR UPDATE",
+		1, {UUIDOID}},
+
+	/* $2 and $3: the tombstone email and username */
+	{&plan_tomb,
+		"WITH b AS ("
+		"  UPDATE pgmarket.balances SET active = false, updated_at = now()"
+		"   WHERE user_id = $1 AND active RETURNING user_id)"
+		"UPDATE pgmarket.accounts"
+		"   SET email = $2, username = $3, password_hash = NULL,"
+		"       deleted_at = coalesce(deleted_at, now())"
+		" WHERE id = $1",
+		3, {UUIDOID, TEXTOID, TEXTOID}},
+
+	/* another account that holds the tombstone email or username */
+	{&plan_holder,
+		"SELECT id FROM pgmarket.accounts"
+		" WHERE id <> $1 AND (email = $2 OR lower(username) = lower($3))"
+		" LIMIT 1",
+		3, {UUIDOID, TEXTOID, TEXTOID}},
+};
+
 /*
  * erase_user(user_id uuid) RETURNS void, for pgmarket_admin.  22004 for a
  * NULL, PM002 for an unknown user (a deactivated one is erased all the
@@ -172,10 +200,6 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	char	   *id;
 	char	   *hex;
 	char	   *p;
-	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
-	static SPIPlanPtr plan_find = NULL;
-	static SPIPlanPtr plan_tomb = NULL;
-	static SPIPlanPtr plan_holder = NULL;
 	Datum		values[3];
 	StringInfoData counts;
 
@@ -183,35 +207,14 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	id = pgm_uuid_cstring(user_id);
 
 	pgm_spi_connect();
-	if (plan_find == NULL)
-	{
-		plan_find = pgm_prepare(
-			"SELECT 1 FROM pgmarket.accounts WHERE id = $1 FOR UPDATE",
-			1, types);
-		plan_tomb = pgm_prepare(
-			"WITH b AS ("
-			"  UPDATE pgmarket.balances SET active = false, updated_at = now()"
-			"   WHERE user_id = $1 AND active RETURNING user_id)"
-			"UPDATE pgmarket.accounts"
-			"   SET email = $2, username = $3, password_hash = NULL,"
-			"       deleted_at = coalesce(deleted_at, now())"
-			" WHERE id = $1", 3, types);
-		plan_holder = pgm_prepare(
-			"SELECT id FROM pgmarket.accounts"
-			" WHERE id <> $1 AND (email = $2 OR lower(username) = lower($3))"
-			" LIMIT 1", 3, types);
-	}
+	PGM_PREPARE_PLANS(erase_plans);
 	/*
 	 * A hot user's charges from escrow slots do not wait for the balance
-	 * row: wait for the ones in flight first (the slots before the queue,
-	 * escrow.c's order), so that none commits after the erasure with an
-	 * idempotency key or a note that the erasure did not see.
+	 * row: wait for the ones in flight first, so that none commits after
+	 * the erasure with an idempotency key or a note that the erasure did
+	 * not see.
 	 */
-	(void) pgm_escrow_gather(user_id);
-	pgm_queue_for_user(user_id);
-	pgm_exec(plan_find, &user_id, NULL, false);
-	if (SPI_processed != 1)
-		pgm_raise_unknown_account(user_id);
+	pgm_escrow_lock_account(user_id, plan_find);
 	initStringInfo(&counts);
 	appendStringInfo(&counts, "{\"user_id\": \"%s\"", id);
 

@@ -252,6 +252,28 @@ pgm_escrow_on(void)
 }
 
 /*
+ * Run one of the statements above when this database has the escrow
+ * tables; false, with nothing run, when it has none.  SPI must be
+ * connected.
+ */
+static bool
+escrow_exec(SPIPlanPtr *plan, Datum *values)
+{
+	if (!pgm_escrow_on())
+		return false;
+	prepare_plans();
+	pgm_exec(*plan, values, NULL, false);
+	return true;
+}
+
+/* The bigint column of the last statement's one row, or 0 without one. */
+static int64
+one_row_int64(int colno)
+{
+	return SPI_processed == 1 ? pgm_col_int64(0, colno) : 0;
+}
+
+/*
  * Lock all the user's slots, waiting for the transactions that are
  * charging them, when this transaction may wait for them without risk of a
  * deadlock (see the top of the file); true when it did.  A caller that is
@@ -268,9 +290,26 @@ pgm_escrow_gather(Datum user_id)
 	if (holds_slot(user_id) || pgm_queue_held(user_id) ||
 		pgm_user_row_held(user_id))
 		return false;
-	prepare_plans();
-	pgm_exec(plan_gather, values, NULL, false);
-	return true;
+	return escrow_exec(&plan_gather, values);
+}
+
+/*
+ * For a call that changes a user's whole account (deactivate_user,
+ * erase_user): wait for the charges in flight from the user's slots (the
+ * slots before the queue: the order at the top of this file), queue for
+ * the user, then run plan, the caller's statement that locks or changes the
+ * account row with the user as $1; PM002 when it finds no row.  The caller
+ * brings the slots' money back into the row (pgm_escrow_reclaim) when it
+ * has changed what it must.
+ */
+void
+pgm_escrow_lock_account(Datum user_id, SPIPlanPtr plan)
+{
+	(void) pgm_escrow_gather(user_id);
+	pgm_queue_for_user(user_id);
+	pgm_exec(plan, &user_id, NULL, false);
+	if (SPI_processed != 1)
+		pgm_raise_unknown_account(user_id);
 }
 
 /*
@@ -287,11 +326,8 @@ pgm_escrow_gather_if_short(Datum user_id, int64 amount)
 	Datum		values[2] = {user_id, Int64GetDatum(amount)};
 	bool		isnull;
 
-	if (!pgm_escrow_on())
-		return false;
-	prepare_plans();
-	pgm_exec(plan_row_short, values, NULL, false);
-	if (SPI_processed != 1 || !DatumGetBool(pgm_col(0, 1, &isnull)) || isnull)
+	if (!escrow_exec(&plan_row_short, values) || SPI_processed != 1 ||
+		!DatumGetBool(pgm_col(0, 1, &isnull)) || isnull)
 		return false;
 	return pgm_escrow_gather(user_id);
 }
@@ -310,14 +346,10 @@ pgm_escrow_reclaim(Datum user_id)
 {
 	Datum		values[1] = {user_id};
 
-	if (!pgm_escrow_on())
-		return 0;
-	prepare_plans();
-	pgm_exec(plan_escrowed, values, NULL, false);
-	if (SPI_processed != 1 || pgm_col_int64(0, 1) == 0)
+	if (!escrow_exec(&plan_escrowed, values) || one_row_int64(1) == 0)
 		return 0;
 	pgm_exec(plan_reclaim, values, NULL, false);
-	return SPI_processed == 1 ? pgm_col_int64(0, 1) : 0;
+	return one_row_int64(1);
 }
 
 /*
@@ -334,11 +366,8 @@ pgm_escrow_refill(Datum user_id, int64 available, int64 amount)
 	Datum		values[2] = {user_id};
 	int64		share = available / (2 * PGM_ESCROW_SLOTS);
 
-	if (!pgm_escrow_on() || amount <= 0 || share / 4 < amount)
-		return 0;
-	prepare_plans();
-	pgm_exec(plan_escrowed, values, NULL, false);
-	if (SPI_processed != 1)
+	if (amount <= 0 || share / 4 < amount ||
+		!escrow_exec(&plan_escrowed, values) || SPI_processed != 1)
 		return 0;
 	if (pgm_col_int64(0, 2) < PGM_ESCROW_SLOTS)
 	{
@@ -347,7 +376,7 @@ pgm_escrow_refill(Datum user_id, int64 available, int64 amount)
 	}
 	values[1] = Int64GetDatum(share);
 	pgm_exec(plan_refill, values, NULL, false);
-	return SPI_processed == 1 ? pgm_col_int64(0, 1) : 0;
+	return one_row_int64(1);
 }
 
 /*
@@ -360,9 +389,5 @@ pgm_escrow_money(Datum user_id)
 {
 	Datum		values[1] = {user_id};
 
-	if (!pgm_escrow_on())
-		return 0;
-	prepare_plans();
-	pgm_exec(plan_money, values, NULL, false);
-	return SPI_processed == 1 ? pgm_col_int64(0, 1) : 0;
+	return escrow_exec(&plan_money, values) ? one_row_int64(1) : 0;
 }

@@ -68,8 +68,6 @@ static const PgmPlanDef identity_plans[] = {
 		2, {TEXTOID, TEXTOID}},
 };
 
-#define prepare_plans() PGM_PREPARE_PLANS(identity_plans)
-
 /* An identity provider's name, lower-cased: 1 to 64 of [a-z0-9_.-]. */
 static text *
 provider_arg(FunctionCallInfo fcinfo, int argno)
@@ -129,9 +127,7 @@ pgm_link_identity(PG_FUNCTION_ARGS)
 	values[1] = PointerGetDatum(provider_arg(fcinfo, 1));
 	values[2] = PointerGetDatum(subject_arg(fcinfo, 2));
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_lock_user(values[0]);
+	PGM_USER_BEGIN(values[0], identity_plans, true);
 	pgm_exec(plan_find, values, NULL, false);
 	if (SPI_processed == 1)
 	{
@@ -149,7 +145,7 @@ pgm_link_identity(PG_FUNCTION_ARGS)
 		 * and names nobody.  That a taken identity cannot be linked is
 		 * told by necessity (a free one links), as an email taken is.
 		 */
-		if (same_subject && pgm_actor != NULL && pgm_actor[0] != '\0')
+		if (same_subject && pgm_actor_set())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("this %s identity cannot be linked while pgmarket.actor is set",
@@ -180,18 +176,11 @@ Datum
 pgm_unlink_identity(PG_FUNCTION_ARGS)
 {
 	Datum		values[2];
-	bool		removed;
 
 	values[0] = pgm_user_arg(fcinfo, 0);
 	values[1] = PointerGetDatum(provider_arg(fcinfo, 1));
-
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(values[0], false);
-	pgm_exec(plan_unlink, values, NULL, false);
-	removed = SPI_processed == 1;
-	SPI_finish();
-	PG_RETURN_BOOL(removed);
+	PG_RETURN_BOOL(pgm_user_exec(identity_plans, lengthof(identity_plans),
+								 &plan_unlink, values, NULL) == 1);
 }
 
 /*
@@ -202,24 +191,15 @@ Datum
 pgm_user_by_identity(PG_FUNCTION_ARGS)
 {
 	Datum		values[2];
-	pg_uuid_t  *user = palloc(sizeof(pg_uuid_t));
-	bool		found;
+	pg_uuid_t  *user;
 
 	values[0] = PointerGetDatum(provider_arg(fcinfo, 0));
 	values[1] = PointerGetDatum(subject_arg(fcinfo, 1));
 
 	pgm_spi_connect();
-	prepare_plans();
+	PGM_PREPARE_PLANS(identity_plans);
 	pgm_exec(plan_owner, values, NULL, true);
-	found = SPI_processed == 1;
-	if (found)
-	{
-		bool		isnull;
-
-		memcpy(user, DatumGetUUIDP(pgm_col(0, 1, &isnull)), sizeof(pg_uuid_t));
-	}
+	user = pgm_one_uuid(1);
 	SPI_finish();
-	if (!found || !pgm_actor_allows(user))
-		PG_RETURN_NULL();
-	PG_RETURN_UUID_P(user);
+	return pgm_owner_result(fcinfo, user);
 }

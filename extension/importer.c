@@ -880,6 +880,14 @@ quick_present(Batch *b, JsonbContainer *c)
 	return false;
 }
 
+/* How a record of each section is applied */
+static Outcome (*const appliers[]) (Batch *b, JsonbContainer *c) = {
+	[SEC_USERS] = apply_user,
+	[SEC_ENTRIES] = apply_entry,
+	[SEC_KEYS] = apply_key,
+	[SEC_CHATS] = apply_chat,
+};
+
 /*
  * Record i in a subtransaction of its own: its outcome, or, when its call
  * raised an error, the error as its reason and the subtransaction rolled
@@ -903,23 +911,7 @@ apply_record(Batch *b, int i, bool quick)
 	MemoryContextSwitchTo(b->rec_cxt);
 	PG_TRY();
 	{
-		JsonbContainer *c = record_at(b, i);
-
-		switch (b->section)
-		{
-			case SEC_USERS:
-				o = apply_user(b, c);
-				break;
-			case SEC_ENTRIES:
-				o = apply_entry(b, c);
-				break;
-			case SEC_KEYS:
-				o = apply_key(b, c);
-				break;
-			case SEC_CHATS:
-				o = apply_chat(b, c);
-				break;
-		}
+		o = appliers[b->section] (b, record_at(b, i));
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;

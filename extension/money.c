@@ -107,8 +107,27 @@ pgm_amount_error_sqlstate(PgmAmountError err)
 }
 
 /*
- * Parse a numeric argument into micro-credits, raising 22023 or 22003 with a
- * message that names the argument and its value.
+ * What pgm_numeric_to_micro says of each error, after the argument's name
+ * and its value, and the detail it adds (none where NULL).
+ */
+static const struct
+{
+	const char *message;
+	const char *detail;
+}			amount_errors[] = {
+	[PGM_AMOUNT_NOT_FINITE] = {"is not a finite number", NULL},
+	[PGM_AMOUNT_ZERO] = {"must be greater than zero", NULL},
+	[PGM_AMOUNT_NOT_POSITIVE] = {"must be greater than zero", NULL},
+	[PGM_AMOUNT_TOO_PRECISE] = {"is not a whole number of micro-credits",
+	"Amounts are exact to six fractional digits and are never rounded."},
+	[PGM_AMOUNT_TOO_LARGE] = {"is out of range",
+	"Amounts and balances stay below 9000000000000 credits."},
+};
+
+/*
+ * Parse a numeric argument into micro-credits, raising 22023 or 22003
+ * (pgm_amount_error_sqlstate) with a message that names the argument and
+ * its value.
  */
 int64
 pgm_numeric_to_micro(Datum num, const char *argname)
@@ -121,35 +140,11 @@ pgm_numeric_to_micro(Datum num, const char *argname)
 		return micro;
 
 	shown = pgm_shown_value(DatumGetCString(DirectFunctionCall1(numeric_out, num)), 60);
-	switch (err)
-	{
-		case PGM_AMOUNT_NOT_FINITE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s %s is not a finite number", argname, shown)));
-			break;
-		case PGM_AMOUNT_ZERO:
-		case PGM_AMOUNT_NOT_POSITIVE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s %s must be greater than zero", argname, shown)));
-			break;
-		case PGM_AMOUNT_TOO_PRECISE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s %s is not a whole number of micro-credits",
-							argname, shown),
-					 errdetail("Amounts are exact to six fractional digits and are never rounded.")));
-			break;
-		case PGM_AMOUNT_TOO_LARGE:
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("%s %s is out of range", argname, shown),
-					 errdetail("Amounts and balances stay below 9000000000000 credits.")));
-			break;
-		case PGM_AMOUNT_OK:
-			break;
-	}
+	ereport(ERROR,
+			(errcode(pgm_amount_error_sqlstate(err)),
+			 errmsg("%s %s %s", argname, shown, amount_errors[err].message),
+			 amount_errors[err].detail ?
+			 errdetail("%s", amount_errors[err].detail) : 0));
 	return 0;					/* keep compiler quiet */
 }
 

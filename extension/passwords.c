@@ -309,56 +309,37 @@ parse_text_salt(const char **p, PgmHash *h)
 	return true;
 }
 
-/* "pbkdf2_sha256$ROUNDS$SALT$BASE64" (Django, passlib's django_pbkdf2_sha256) */
-static PgmHashCheck
-parse_pbkdf2(const char *hash, PgmHash *h)
+/*
+ * The derived key of "pbkdf2_sha256$ROUNDS$SALT$BASE64" (Django, passlib's
+ * django_pbkdf2_sha256), after a text salt: padded base64 of 16 to 32
+ * bytes.
+ */
+static bool
+parse_django_digest(const char *p, PgmHash *h)
 {
-	const char *p = hash;
-	size_t		n;
+	size_t		n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=");
 
-	h->kind = PGM_HASH_PBKDF2_SHA256;
-	if (!skip(&p, "pbkdf2_sha256$") || !parse_decimal(&p, &h->rounds) ||
-		h->rounds < 1 || !skip(&p, "$"))
-		return PGM_HASH_MALFORMED;
-	/* the salt: 1 to 128 printable ASCII characters other than '$' */
-	if (!parse_text_salt(&p, h))
-		return PGM_HASH_MALFORMED;
-	/* the derived key: padded base64 of 16 to 32 bytes */
-	n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=");
-	if (p[n] != '\0' ||
-		!b64_decode(p, n, sodium_base64_VARIANT_ORIGINAL, h->digest,
-					sizeof(h->digest), &h->digest_len) ||
-		h->digest_len < 16)
-		return PGM_HASH_MALFORMED;
-	if (h->rounds > PGM_MAX_PBKDF2_ROUNDS)
-		return PGM_HASH_TOO_COSTLY;
-	return PGM_HASH_VALID;
+	return p[n] == '\0' &&
+		b64_decode(p, n, sodium_base64_VARIANT_ORIGINAL, h->digest,
+				   sizeof(h->digest), &h->digest_len) &&
+		h->digest_len >= 16;
 }
 
 /*
- * "pbkdf2:sha256:ROUNDS$SALT$HEX" (Werkzeug's generate_password_hash): the
- * salt as text, the derived key in lower-case hex, 32 bytes (SHA-256's
- * length, which Werkzeug always uses; a shorter key would be a prefix of
- * the right one).  The rounds must be written out (Werkzeug always does).
+ * The derived key of "pbkdf2:sha256:ROUNDS$SALT$HEX" (Werkzeug's
+ * generate_password_hash), after a text salt: lower-case hex, 32 bytes
+ * (SHA-256's length, which Werkzeug always uses; a shorter key would be a
+ * prefix of the right one).  The rounds must be written out (Werkzeug
+ * always does).
  */
-static PgmHashCheck
-parse_werkzeug(const char *hash, PgmHash *h)
+static bool
+parse_werkzeug_digest(const char *p, PgmHash *h)
 {
-	const char *p = hash;
-	size_t		n;
+	size_t		n = strspn(p, "0123456789abcdef");
 
-	h->kind = PGM_HASH_PBKDF2_SHA256;
-	if (!skip(&p, "pbkdf2:sha256:") || !parse_decimal(&p, &h->rounds) ||
-		h->rounds < 1 || !skip(&p, "$") || !parse_text_salt(&p, h))
-		return PGM_HASH_MALFORMED;
-	n = strspn(p, "0123456789abcdef");
-	if (p[n] != '\0' || n != 64 ||
+	return p[n] == '\0' && n == 64 &&
 		sodium_hex2bin(h->digest, sizeof(h->digest), p, n, NULL,
-					   &h->digest_len, NULL) != 0)
-		return PGM_HASH_MALFORMED;
-	if (h->rounds > PGM_MAX_PBKDF2_ROUNDS)
-		return PGM_HASH_TOO_COSTLY;
-	return PGM_HASH_VALID;
+					   &h->digest_len, NULL) == 0;
 }
 
 /*
@@ -388,30 +369,49 @@ ab64_span(const char *s)
 }
 
 /*
- * "$pbkdf2-sha256$ROUNDS$SALT$HASH" (passlib's pbkdf2_sha256): salt and
- * derived key in ab64; the salt 1 to 128 bytes, the key 32 bytes.
+ * The salt of "$pbkdf2-sha256$ROUNDS$SALT$HASH" (passlib's pbkdf2_sha256):
+ * 1 to 128 bytes in ab64, then '$'.
+ */
+static bool
+parse_ab64_salt(const char **p, PgmHash *h)
+{
+	size_t		n = ab64_span(*p);
+
+	if ((*p)[n] != '$' || n == 0 ||
+		!ab64_decode(*p, n, h->salt_buf, sizeof(h->salt_buf), &h->salt_len) ||
+		h->salt_len < 1)
+		return false;
+	h->salt = h->salt_buf;
+	*p += n + 1;
+	return true;
+}
+
+/* Its derived key: 32 bytes in ab64. */
+static bool
+parse_passlib_digest(const char *p, PgmHash *h)
+{
+	size_t		n = ab64_span(p);
+
+	return p[n] == '\0' &&
+		ab64_decode(p, n, h->digest, sizeof(h->digest), &h->digest_len) &&
+		h->digest_len == 32;
+}
+
+/*
+ * A PBKDF2-SHA256 hash in one of the dialects above: the dialect's prefix,
+ * the rounds (at least 1) and "$", then the salt and the derived key as
+ * the dialect writes them; too costly past PGM_MAX_PBKDF2_ROUNDS.
  */
 static PgmHashCheck
-parse_passlib(const char *hash, PgmHash *h)
+parse_pbkdf2(const char *hash, const char *prefix,
+			 bool (*salt) (const char **p, PgmHash *h),
+			 bool (*digest) (const char *p, PgmHash *h), PgmHash *h)
 {
 	const char *p = hash;
-	size_t		n;
 
 	h->kind = PGM_HASH_PBKDF2_SHA256;
-	if (!skip(&p, "$pbkdf2-sha256$") || !parse_decimal(&p, &h->rounds) ||
-		h->rounds < 1 || !skip(&p, "$"))
-		return PGM_HASH_MALFORMED;
-	n = ab64_span(p);
-	if (p[n] != '$' || n == 0 ||
-		!ab64_decode(p, n, h->salt_buf, sizeof(h->salt_buf), &h->salt_len) ||
-		h->salt_len < 1)
-		return PGM_HASH_MALFORMED;
-	h->salt = h->salt_buf;
-	p += n + 1;
-	n = ab64_span(p);
-	if (p[n] != '\0' ||
-		!ab64_decode(p, n, h->digest, sizeof(h->digest), &h->digest_len) ||
-		h->digest_len != 32)
+	if (!skip(&p, prefix) || !parse_decimal(&p, &h->rounds) ||
+		h->rounds < 1 || !skip(&p, "$") || !salt(&p, h) || !digest(p, h))
 		return PGM_HASH_MALFORMED;
 	if (h->rounds > PGM_MAX_PBKDF2_ROUNDS)
 		return PGM_HASH_TOO_COSTLY;
@@ -472,10 +472,13 @@ parse_hash(const char *hash, PgmHash *h)
 	if (strncmp(hash, "$2", 2) == 0)
 		return parse_bcrypt(hash, h);
 	if (strncmp(hash, "$pbkdf2-sha256$", 15) == 0)
-		return parse_passlib(hash, h);
+		return parse_pbkdf2(hash, "$pbkdf2-sha256$", parse_ab64_salt,
+							parse_passlib_digest, h);
 	if (strncmp(hash, "pbkdf2:", 7) == 0)
-		return parse_werkzeug(hash, h);
-	return parse_pbkdf2(hash, h);
+		return parse_pbkdf2(hash, "pbkdf2:sha256:", parse_text_salt,
+							parse_werkzeug_digest, h);
+	return parse_pbkdf2(hash, "pbkdf2_sha256$", parse_text_salt,
+						parse_django_digest, h);
 }
 
 /* Is this an Argon2id hash at exactly the cost pgmarket itself uses? */
@@ -641,14 +644,12 @@ pgm_verify_password(PG_FUNCTION_ARGS)
 {
 	size_t		len;
 	char	   *password;
-	char	   *hash;
 	int			ok;
 
 	pgm_require_arg(fcinfo, 0, "password");
 	pgm_require_arg(fcinfo, 1, "hash");
 	password = pgm_password_arg(fcinfo, 0, &len);
-	hash = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	ok = check_password(password, len, hash);
+	ok = check_password(password, len, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	sodium_memzero(password, len);
 	if (ok == PGM_PW_MALFORMED)
 		ereport(ERROR,

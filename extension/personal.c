@@ -116,6 +116,22 @@ personal_keys_owner(void)
 	return owner;
 }
 
+static SPIPlanPtr plan_get_key;
+static SPIPlanPtr plan_make_key;
+
+/* personal_key's statements, prepared and run as the table's owner */
+static const PgmPlanDef key_plans[] = {
+	{&plan_get_key,
+		"SELECT key FROM pgmarket.personal_keys WHERE user_id = $1",
+		1, {UUIDOID}},
+
+	{&plan_make_key,
+		"INSERT INTO pgmarket.personal_keys (user_id, key) VALUES ($1, $2)"
+		"  ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id"
+		"  RETURNING key",
+		2, {UUIDOID, BYTEAOID}},
+};
+
 /*
  * The key of a user into key[] (a buffer the caller wipes): true, or false
  * when the user has been erased.  With create, a user without a key gets a
@@ -124,9 +140,6 @@ personal_keys_owner(void)
 static bool
 personal_key(const pg_uuid_t *user, bool create, unsigned char *key)
 {
-	static SPIPlanPtr plan_get = NULL;
-	static SPIPlanPtr plan_make = NULL;
-	Oid			types[2] = {UUIDOID, BYTEAOID};
 	Datum		values[2];
 	OwnerSwitch sw;
 	bool		found = false;
@@ -135,18 +148,9 @@ personal_key(const pg_uuid_t *user, bool create, unsigned char *key)
 
 	as_owner_begin(personal_keys_owner(), &sw);
 	pgm_spi_connect();
-	if (plan_get == NULL)
-	{
-		plan_get = pgm_prepare(
-			"SELECT key FROM pgmarket.personal_keys WHERE user_id = $1",
-			1, types);
-		plan_make = pgm_prepare(
-			"INSERT INTO pgmarket.personal_keys (user_id, key) VALUES ($1, $2)"
-			"  ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id"
-			"  RETURNING key", 2, types);
-	}
+	PGM_PREPARE_PLANS(key_plans);
 	values[0] = UUIDPGetDatum(user);
-	pgm_exec(plan_get, values, NULL, false);
+	pgm_exec(plan_get_key, values, NULL, false);
 	found = SPI_processed == 1;
 	if (!found && create)
 	{
@@ -157,7 +161,7 @@ personal_key(const pg_uuid_t *user, bool create, unsigned char *key)
 		SET_VARSIZE(b, VARHDRSZ + PERSONAL_KEY_BYTES);
 		randombytes_buf(VARDATA(b), PERSONAL_KEY_BYTES);
 		values[1] = PointerGetDatum(b);
-		pgm_exec(plan_make, values, NULL, false);
+		pgm_exec(plan_make_key, values, NULL, false);
 		found = SPI_processed == 1;
 	}
 	if (found)

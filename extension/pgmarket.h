@@ -85,6 +85,11 @@ extern bool pgm_text_ok(const char *value, int maxlen);
 extern void pgm_check_text(const char *argname, const char *value, int maxlen);
 extern char *pgm_shown_value(const char *value, int maxchars);
 extern char *pgm_uuid_cstring(Datum uuid);
+extern char *pgm_interval_cstring(Interval *interval);
+#define PGM_MAX_PAGE_ROWS		1000	/* the max_rows of a page */
+extern int32 pgm_int32_arg(FunctionCallInfo fcinfo, int argno,
+						   const char *argname, int32 min, int32 max,
+						   const char *detail);
 extern int	pgm_user_partition(Datum user_id);
 
 /* spi.c: kept plans and the columns of SPI results */
@@ -110,6 +115,9 @@ extern bool pgm_col_bool(uint64 row, int colno);
 extern char *pgm_col_text(uint64 row, int colno);
 extern pg_uuid_t *pgm_col_uuid(uint64 row, int colno);
 extern struct varlena *pgm_col_varlena(uint64 row, int colno);
+extern pg_uuid_t *pgm_one_uuid(int colno);
+extern void pgm_bind_ptr(Datum *values, char *nulls, int i, const void *ptr);
+extern void pgm_bind_cstring(Datum *values, char *nulls, int i, const char *s);
 struct ReturnSetInfo;
 extern void pgm_put_rows(struct ReturnSetInfo *rsinfo, uint32 money_columns);
 extern Datum pgm_result_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls);
@@ -120,6 +128,8 @@ extern void pgm_actor_init(void);
 extern Datum pgm_user_arg(FunctionCallInfo fcinfo, int argno);
 extern void pgm_check_actor(Datum user_id);
 extern bool pgm_actor_allows(const pg_uuid_t *user);
+extern bool pgm_actor_set(void);
+extern Datum pgm_owner_result(FunctionCallInfo fcinfo, pg_uuid_t *owner);
 
 /* userlock.c: the per-user lock protocol and the account checks */
 typedef struct PgmAccountState
@@ -147,6 +157,12 @@ extern void pgm_lock_user(Datum user_id);
 extern void pgm_check_user(Datum user_id, bool lock);
 extern int64 pgm_sweep_expired_holds(Datum user_id, int64 *available);
 extern int64 pgm_sweep_user(Datum user_id);
+extern void pgm_user_begin(Datum user_id, const PgmPlanDef *defs, int ndefs,
+						   bool lock);
+#define PGM_USER_BEGIN(user_id, defs, lock) \
+	pgm_user_begin((user_id), (defs), lengthof(defs), (lock))
+extern uint64 pgm_user_exec(const PgmPlanDef *defs, int ndefs, SPIPlanPtr *plan,
+							Datum *values, const char *nulls);
 extern bool pgm_user_exec_one(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 							  int ndefs, SPIPlanPtr *plan, int nargs);
 extern Datum pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
@@ -163,6 +179,7 @@ extern Datum pgm_user_revoke(FunctionCallInfo fcinfo, const PgmPlanDef *defs,
 extern bool pgm_escrow_on(void);
 extern int64 pgm_escrow_reclaim(Datum user_id);
 extern bool pgm_escrow_gather(Datum user_id);
+extern void pgm_escrow_lock_account(Datum user_id, SPIPlanPtr plan);
 extern bool pgm_escrow_gather_if_short(Datum user_id, int64 amount);
 extern int64 pgm_escrow_refill(Datum user_id, int64 available, int64 amount);
 extern int64 pgm_escrow_money(Datum user_id);

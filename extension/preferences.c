@@ -57,8 +57,6 @@ static const PgmPlanDef preference_plans[] = {
 		2, {UUIDOID, TEXTOID}},
 };
 
-#define prepare_plans() PGM_PREPARE_PLANS(preference_plans)
-
 /* ----------------------------------------------------------------
  * rate_model(user_id, model_id, stars, review): one rating per user and
  * model; a second call replaces the first.
@@ -75,13 +73,7 @@ pgm_rate_model(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
 	model_id = pgm_required_text(fcinfo, 1, "model_id", PGM_MAX_MODEL_ID_LEN);
-	pgm_require_arg(fcinfo, 2, "stars");
-	stars = PG_GETARG_INT32(2);
-	if (stars < 1 || stars > 5)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("stars %d is out of range", stars),
-				 errdetail("A rating is 1 to 5 stars.")));
+	stars = pgm_int32_arg(fcinfo, 2, "stars", 1, 5, "A rating is %d to %d stars.");
 	if (!PG_ARGISNULL(3))
 	{
 		review = PG_GETARG_TEXT_PP(3);
@@ -93,17 +85,12 @@ pgm_rate_model(PG_FUNCTION_ARGS)
 							PGM_MAX_REVIEW_LEN)));
 	}
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
 	values[0] = user_id;
 	values[1] = PointerGetDatum(model_id);
 	values[2] = Int32GetDatum(stars);
-	values[3] = PointerGetDatum(review);
-	if (review == NULL)
-		nulls[3] = 'n';
-	pgm_exec(plan_rate, values, nulls, false);
-	SPI_finish();
+	pgm_bind_ptr(values, nulls, 3, review);
+	(void) pgm_user_exec(preference_plans, lengthof(preference_plans),
+						 &plan_rate, values, nulls);
 	PG_RETURN_VOID();
 }
 
@@ -122,14 +109,11 @@ pgm_set_preference(PG_FUNCTION_ARGS)
 	key = pgm_required_text(fcinfo, 1, "key", PGM_MAX_PREF_KEY_LEN);
 	pgm_require_arg(fcinfo, 2, "value");
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
 	values[0] = user_id;
 	values[1] = PointerGetDatum(key);
 	values[2] = PG_GETARG_DATUM(2);
-	pgm_exec(plan_set_pref, values, NULL, false);
-	SPI_finish();
+	(void) pgm_user_exec(preference_plans, lengthof(preference_plans),
+						 &plan_set_pref, values, NULL);
 	PG_RETURN_VOID();
 }
 

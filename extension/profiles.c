@@ -219,6 +219,38 @@ pgm_update_last_login(PG_FUNCTION_ARGS)
 }
 
 /*
+ * update_user's change, under the user's lock: the new email and/or
+ * username (NULL: the current one stays), refused (23505) when another
+ * user has it.
+ */
+static void
+rename_account(Datum user_id, const char *email, const char *username)
+{
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+
+	values[0] = user_id;
+	pgm_bind_cstring(values, nulls, 1, email);
+	pgm_bind_cstring(values, nulls, 2, username);
+	pgm_exec(plan_taken, values, nulls, false);
+	if (SPI_processed == 1)
+	{
+		bool		email_taken = DatumGetBool(pgm_col(0, 1, &isnull));
+
+		pgm_raise_account_taken(email_taken && !isnull, email, username);
+	}
+	/* a new recovery address: tokens mailed to the old one die */
+	if (email != NULL)
+	{
+		pgm_exec(plan_email_changes, values, nulls, false);
+		if (SPI_processed == 1)
+			pgm_use_up_resets(user_id);
+	}
+	pgm_exec(plan_update, values, nulls, false);
+}
+
+/*
  * update_user(user_id, email DEFAULT NULL, username DEFAULT NULL): a new
  * email and/or username, checked as create_user checks them (22023) and
  * free (23505), not a tombstone shape (22023); NULL keeps the current
@@ -231,9 +263,6 @@ pgm_update_user(PG_FUNCTION_ARGS)
 	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	char	   *email = NULL;
 	char	   *username = NULL;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	bool		isnull;
 
 	if (!PG_ARGISNULL(1))
 		email = pgm_normalize_email(PG_GETARG_TEXT_PP(1));
@@ -244,34 +273,9 @@ pgm_update_user(PG_FUNCTION_ARGS)
 	}
 	pgm_check_not_tombstone(email, username);
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_lock_user(user_id);
-	values[0] = user_id;
-	values[1] = email ? CStringGetTextDatum(email) : (Datum) 0;
-	values[2] = username ? CStringGetTextDatum(username) : (Datum) 0;
-	if (email == NULL)
-		nulls[1] = 'n';
-	if (username == NULL)
-		nulls[2] = 'n';
+	PGM_USER_BEGIN(user_id, profile_plans, true);	/* PM002 in any case */
 	if (email != NULL || username != NULL)
-	{
-		pgm_exec(plan_taken, values, nulls, false);
-		if (SPI_processed == 1)
-		{
-			bool		email_taken = DatumGetBool(pgm_col(0, 1, &isnull));
-
-			pgm_raise_account_taken(email_taken && !isnull, email, username);
-		}
-		/* a new recovery address: tokens mailed to the old one die */
-		if (email != NULL)
-		{
-			pgm_exec(plan_email_changes, values, nulls, false);
-			if (SPI_processed == 1)
-				pgm_use_up_resets(user_id);
-		}
-		pgm_exec(plan_update, values, nulls, false);
-	}
+		rename_account(user_id, email, username);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -290,7 +294,7 @@ pgm_reactivate_user(PG_FUNCTION_ARGS)
 	Datum		user_id = pgm_user_arg(fcinfo, 0);
 	PgmAccountState state;
 
-	if (pgm_actor != NULL && pgm_actor[0] != '\0')
+	if (pgm_actor_set())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("a user cannot be reactivated while pgmarket.actor is set"),

@@ -204,9 +204,7 @@ reset_ttl_arg(FunctionCallInfo fcinfo, int argno)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ttl %s is out of range",
-						DatumGetCString(DirectFunctionCall1(interval_out,
-															IntervalPGetDatum(ttl)))),
+				 errmsg("ttl %s is out of range", pgm_interval_cstring(ttl)),
 				 errdetail("A password reset lives from 1 second to 7 days.")));
 	return ttl;
 }
@@ -234,9 +232,7 @@ pgm_change_password(PG_FUNCTION_ARGS)
 	old_pw = pgm_password_arg(fcinfo, 1, &old_len);
 	new_pw = pgm_password_arg(fcinfo, 2, &new_len);
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
+	PGM_USER_BEGIN(user_id, reset_plans, false);
 	pgm_exec(plan_lock_account, &user_id, NULL, false);
 	if (SPI_processed != 1)
 		pgm_raise_unknown_account(user_id);
@@ -274,9 +270,7 @@ pgm_create_password_reset(PG_FUNCTION_ARGS)
 	pg_uuid_t	reset_id;
 	text	   *result;
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
+	PGM_USER_BEGIN(user_id, reset_plans, false);
 
 	snprintf(token, RESET_PREFIX_LEN + RESET_PUBLIC_HEX + 2, RESET_PREFIX "%04x%08x_",
 			 pgm_user_partition(user_id), (unsigned int) version);
@@ -324,8 +318,7 @@ pgm_reset_password(PG_FUNCTION_ARGS)
 	unsigned char digest[RESET_HASH_BYTES];
 	bytea	   *hash_datum;
 	Datum		values[2];
-	pg_uuid_t  *user = palloc(sizeof(pg_uuid_t));
-	bool		found;
+	pg_uuid_t  *user;
 
 	pgm_require_arg(fcinfo, 0, "token");
 	pgm_require_arg(fcinfo, 1, "new_password");
@@ -357,15 +350,9 @@ pgm_reset_password(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_exec(plan_use_reset, values, NULL, false);
-	found = SPI_processed == 1;
-	if (found)
-	{
-		bool		isnull;
-
-		memcpy(user, DatumGetUUIDP(pgm_col(0, 1, &isnull)), sizeof(pg_uuid_t));
-	}
+	user = pgm_one_uuid(1);
 	SPI_finish();
-	if (!found)
+	if (user == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_UUID_P(user);
 }

@@ -126,7 +126,7 @@ change_roles(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *what)
 
 	pgm_require_arg(fcinfo, 0, "user_id");
 	pgm_require_arg(fcinfo, 1, "role");
-	if (pgm_actor != NULL && pgm_actor[0] != '\0')
+	if (pgm_actor_set())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("account roles cannot be %s while pgmarket.actor is set", what),

@@ -137,6 +137,46 @@ pgm_col_uuid(uint64 row, int colno)
 	return copy;
 }
 
+/*
+ * The uuid in column colno of the last result's one row, copied into the
+ * upper (caller's) memory context, which outlives SPI_finish; NULL when
+ * the result is not one row or the value is NULL.
+ */
+pg_uuid_t *
+pgm_one_uuid(int colno)
+{
+	bool		isnull;
+	Datum		d;
+	pg_uuid_t  *copy;
+
+	if (SPI_processed != 1)
+		return NULL;
+	d = pgm_col(0, colno, &isnull);
+	if (isnull)
+		return NULL;
+	copy = SPI_palloc(sizeof(pg_uuid_t));
+	memcpy(copy, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+	return copy;
+}
+
+/*
+ * Parameter i of a plan (values and nulls as pgm_exec takes them) from a
+ * pointer that may be NULL: a NULL pointer is SQL NULL.
+ */
+void
+pgm_bind_ptr(Datum *values, char *nulls, int i, const void *ptr)
+{
+	values[i] = PointerGetDatum(ptr);
+	nulls[i] = ptr == NULL ? 'n' : ' ';
+}
+
+/* The same for a C string, bound as text. */
+void
+pgm_bind_cstring(Datum *values, char *nulls, int i, const char *s)
+{
+	pgm_bind_ptr(values, nulls, i, s == NULL ? NULL : cstring_to_text(s));
+}
+
 /* A varlena column (not NULL), copied into the upper memory context. */
 struct varlena *
 pgm_col_varlena(uint64 row, int colno)

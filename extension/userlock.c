@@ -270,28 +270,6 @@ pgm_user_row_held(Datum user_id)
 		 TransactionIdIsCurrentTransactionId(xmax));
 }
 
-void
-pgm_queue_for_user(Datum user_id)
-{
-	LOCKTAG		tag;
-	LockAcquireResult got;
-
-	queue_tag(&tag, user_id);
-	if (queue_locks_taken >= PGM_MAX_QUEUE_LOCKS)
-		return;
-
-	got = LockAcquire(&tag, ExclusiveLock, false, true);
-	if (got == LOCKACQUIRE_OK)
-		queue_locks_taken++;
-	if (got != LOCKACQUIRE_NOT_AVAIL)
-		return;
-
-	if (pgm_user_row_held(user_id))
-		return;
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-	queue_locks_taken++;
-}
-
 /*
  * Queue for a user without waiting: PGM_QUEUE_TAKEN when this call took
  * the lock, PGM_QUEUE_HELD when the transaction held it already (or takes
@@ -316,6 +294,25 @@ pgm_queue_try(Datum user_id)
 		return PGM_QUEUE_TAKEN;
 	}
 	return PGM_QUEUE_HELD;
+}
+
+/*
+ * Queue for a user, waiting while another transaction holds the lock,
+ * unless this transaction has locked or written the user's row (the rules
+ * above PGM_MAX_QUEUE_LOCKS).
+ */
+void
+pgm_queue_for_user(Datum user_id)
+{
+	LOCKTAG		tag;
+
+	if (pgm_queue_try(user_id) != PGM_QUEUE_BUSY)
+		return;
+	if (pgm_user_row_held(user_id))
+		return;
+	queue_tag(&tag, user_id);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	queue_locks_taken++;
 }
 
 /* Does this transaction hold the user's queue lock? */
@@ -349,29 +346,53 @@ pgm_queue_release(Datum user_id)
  */
 
 /*
- * The whole of a call that changes one row of a user: check the account of
- * the user in argument 0 (PM002), then run a plan of the caller's table
- * (prepared on first use) with arguments 0 to nargs - 1 as $1 to $nargs;
- * true when it touched one row.  The caller has checked the arguments and
- * the actor rule.
+ * The start of a call on one user's rows, after its arguments are
+ * checked: SPI connected, the plans of the caller's table prepared (on
+ * first use), and the user's account checked (PM002), with lock queued
+ * for and the balance row locked, as pgm_check_user does.
+ */
+void
+pgm_user_begin(Datum user_id, const PgmPlanDef *defs, int ndefs, bool lock)
+{
+	pgm_spi_connect();
+	pgm_prepare_plans(defs, ndefs);
+	pgm_check_user(user_id, lock);
+}
+
+/*
+ * The whole of a call that runs one statement on a user's rows: check the
+ * account of the user in values[0] (PM002), then run a plan of the
+ * caller's table (prepared on first use) with values and nulls as its
+ * parameters; returns how many rows it touched.  The caller has checked
+ * the arguments and the actor rule.
+ */
+uint64
+pgm_user_exec(const PgmPlanDef *defs, int ndefs, SPIPlanPtr *plan,
+			  Datum *values, const char *nulls)
+{
+	uint64		n;
+
+	pgm_user_begin(values[0], defs, ndefs, false);
+	pgm_exec(*plan, values, nulls, false);
+	n = SPI_processed;
+	SPI_finish();
+	return n;
+}
+
+/*
+ * The same with arguments 0 to nargs - 1 as $1 to $nargs (argument 0 the
+ * user); true when it touched one row.
  */
 bool
 pgm_user_exec_one(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
 				  SPIPlanPtr *plan, int nargs)
 {
 	Datum		values[FUNC_MAX_ARGS];
-	bool		one;
 	int			i;
 
-	pgm_spi_connect();
-	pgm_prepare_plans(defs, ndefs);
-	pgm_check_user(PG_GETARG_DATUM(0), false);
 	for (i = 0; i < nargs; i++)
 		values[i] = PG_GETARG_DATUM(i);
-	pgm_exec(*plan, values, NULL, false);
-	one = SPI_processed == 1;
-	SPI_finish();
-	return one;
+	return pgm_user_exec(defs, ndefs, plan, values, NULL) == 1;
 }
 
 /*
@@ -388,9 +409,7 @@ pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
 	Datum		values[1] = {PG_GETARG_DATUM(0)};
 
 	InitMaterializedSRF(fcinfo, 0);
-	pgm_spi_connect();
-	pgm_prepare_plans(defs, ndefs);
-	pgm_check_user(values[0], false);
+	pgm_user_begin(values[0], defs, ndefs, false);
 	pgm_exec(*plan, values, NULL, true);
 	pgm_put_rows((ReturnSetInfo *) fcinfo->resultinfo, money_columns);
 	SPI_finish();

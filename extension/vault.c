@@ -44,7 +44,6 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -200,6 +199,12 @@ static SPIPlanPtr plan_rotate_skip;
 static SPIPlanPtr plan_rotate_wait;
 static SPIPlanPtr plan_rekey;
 
+/* up to $2 rows not under key version $1, locked, in key order */
+#define ROTATE_SQL \
+	"SELECT key_id, user_id, provider, key_version, nonce, ciphertext" \
+	"  FROM pgmarket.provider_keys WHERE key_version <> $1" \
+	" ORDER BY key_id LIMIT $2 FOR UPDATE"
+
 static const PgmPlanDef vault_plans[] = {
 	{&plan_revoke_active,
 		"UPDATE pgmarket.provider_keys SET revoked_at = now()"
@@ -243,17 +248,10 @@ static const PgmPlanDef vault_plans[] = {
 		" RETURNING key_id",
 		2, {UUIDOID, UUIDOID}},
 
-	{&plan_rotate_skip,
-		"SELECT key_id, user_id, provider, key_version, nonce, ciphertext"
-		"  FROM pgmarket.provider_keys WHERE key_version <> $1"
-		" ORDER BY key_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-		2, {INT4OID, INT4OID}},
+	/* the rows rotate_master_key locks: first those no one holds */
+	{&plan_rotate_skip, ROTATE_SQL " SKIP LOCKED", 2, {INT4OID, INT4OID}},
 
-	{&plan_rotate_wait,
-		"SELECT key_id, user_id, provider, key_version, nonce, ciphertext"
-		"  FROM pgmarket.provider_keys WHERE key_version <> $1"
-		" ORDER BY key_id LIMIT $2 FOR UPDATE",
-		2, {INT4OID, INT4OID}},
+	{&plan_rotate_wait, ROTATE_SQL, 2, {INT4OID, INT4OID}},
 
 	{&plan_rekey,
 		"UPDATE pgmarket.provider_keys"
@@ -331,6 +329,15 @@ secret_hint(const char *secret, size_t len)
  * ----------------------------------------------------------------
  */
 
+/* Run a plan whose parameters are a user and a provider ($1, $2). */
+static void
+exec_user_provider(SPIPlanPtr plan, Datum user_id, const char *provider)
+{
+	Datum		values[2] = {user_id, CStringGetTextDatum(provider)};
+
+	pgm_exec(plan, values, NULL, false);
+}
+
 /*
  * Store a secret for (user, provider) under the newest key version, revoking
  * the user's active key for that provider.  Returns the new key id.
@@ -354,27 +361,18 @@ put_secret(Datum user_id, const char *provider, text *label,
 	ct = encrypt_secret(version, key_id, DatumGetUUIDP(user_id), provider,
 						secret, len, &nonce);
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, true);
-
-	values[0] = user_id;
-	values[1] = CStringGetTextDatum(provider);
-	pgm_exec(plan_revoke_active, values, NULL, false);
+	PGM_USER_BEGIN(user_id, vault_plans, true);
+	exec_user_provider(plan_revoke_active, user_id, provider);
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = UUIDPGetDatum(key_id);
 	values[1] = user_id;
 	values[2] = CStringGetTextDatum(provider);
-	values[3] = PointerGetDatum(label);
-	values[4] = PointerGetDatum(hint);
+	pgm_bind_ptr(values, nulls, 3, label);
+	pgm_bind_ptr(values, nulls, 4, hint);
 	values[5] = Int32GetDatum(version);
 	values[6] = PointerGetDatum(nonce);
 	values[7] = PointerGetDatum(ct);
-	if (label == NULL)
-		nulls[3] = 'n';
-	if (hint == NULL)
-		nulls[4] = 'n';
 	pgm_exec(plan_insert, values, nulls, false);
 
 	SPI_finish();
@@ -512,16 +510,6 @@ record_decrypt(Datum key_id, Datum user_id, const char *provider)
  * ----------------------------------------------------------------
  */
 
-/* The name of a role, or NULL. */
-static Datum
-role_name_datum(Oid roleid, bool *isnull)
-{
-	char	   *name = GetUserNameFromId(roleid, true);
-
-	*isnull = name == NULL;
-	return name ? CStringGetTextDatum(name) : (Datum) 0;
-}
-
 Datum
 pgm_get_provider_key(PG_FUNCTION_ARGS)
 {
@@ -536,7 +524,6 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	text	   *secret;
 	Datum		values[6];
 	char		nulls[6];
-	const char *actor;
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext old;
 
@@ -545,13 +532,8 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	provider = provider_arg(fcinfo, 1);
 	(void) pgm_keyring_newest_version();	/* PM010 before anything else */
 
-	pgm_spi_connect();
-	prepare_plans();
-	pgm_check_user(user_id, false);
-
-	values[0] = user_id;
-	values[1] = CStringGetTextDatum(provider);
-	pgm_exec(plan_get, values, NULL, false);
+	PGM_USER_BEGIN(user_id, vault_plans, false);
+	exec_user_provider(plan_get, user_id, provider);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGM_KEY_NOT_FOUND),
@@ -572,28 +554,17 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 							nonce, ct);
 	MemoryContextSwitchTo(old);
 
+	values[0] = UUIDPGetDatum(key_id);
 	if (touch)
-	{
-		values[0] = UUIDPGetDatum(key_id);
 		pgm_exec(plan_touch, values, NULL, false);
-	}
 
 	/* who read which key, when; never the secret */
 	memset(nulls, ' ', sizeof(nulls));
-	values[0] = UUIDPGetDatum(key_id);
 	values[1] = user_id;
 	values[2] = CStringGetTextDatum(provider);
-	values[3] = role_name_datum(GetSessionUserId(), &isnull);
-	if (isnull)
-		nulls[3] = 'n';
-	values[4] = role_name_datum(GetOuterUserId(), &isnull);
-	if (isnull)
-		nulls[4] = 'n';
-	actor = GetConfigOption("pgmarket.actor", true, false);
-	if (actor != NULL && actor[0] != '\0')
-		values[5] = CStringGetTextDatum(actor);
-	else
-		nulls[5] = 'n';
+	pgm_bind_cstring(values, nulls, 3, GetUserNameFromId(GetSessionUserId(), true));
+	pgm_bind_cstring(values, nulls, 4, GetUserNameFromId(GetOuterUserId(), true));
+	pgm_bind_cstring(values, nulls, 5, pgm_actor_set() ? pgm_actor : NULL);
 	pgm_exec(plan_log, values, nulls, false);
 	record_decrypt(values[0], user_id, provider);
 
@@ -646,13 +617,8 @@ pgm_rotate_master_key(PG_FUNCTION_ARGS)
 	uint64		i;
 	MemoryContext rowcxt;
 
-	pgm_require_arg(fcinfo, 0, "batch_size");
-	batch = PG_GETARG_INT32(0);
-	if (batch < 1 || batch > ROTATE_MAX_BATCH)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch_size %d is out of range", batch),
-				 errdetail("A batch holds 1 to %d keys.", ROTATE_MAX_BATCH)));
+	batch = pgm_int32_arg(fcinfo, 0, "batch_size", 1, ROTATE_MAX_BATCH,
+						  "A batch holds %d to %d keys.");
 	newest = pgm_keyring_newest_version();
 
 	pgm_spi_connect();
