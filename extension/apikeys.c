@@ -53,7 +53,6 @@
 
 #include "access/nbtree.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
@@ -61,8 +60,6 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
-#include "utils/inval.h"
-#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -216,13 +213,6 @@ static const PgmPlanDef spend_plans_v8[] = {
  */
 static bool spend_table_known = false;
 static bool spend_table_present = false;
-static bool spend_callback_registered = false;
-
-static void
-spend_relcache_callback(Datum arg, Oid relid)
-{
-	spend_table_known = false;
-}
 
 /* prepare_plans() and the spend statements of this schema */
 static void
@@ -230,15 +220,8 @@ prepare_spend_plans(void)
 {
 	if (!spend_table_known)
 	{
-		Oid			nsp = get_namespace_oid("pgmarket", true);
-
-		if (!spend_callback_registered)
-		{
-			CacheRegisterRelcacheCallback(spend_relcache_callback, (Datum) 0);
-			spend_callback_registered = true;
-		}
-		spend_table_present = OidIsValid(nsp) &&
-			OidIsValid(get_relname_relid("api_key_spend", nsp));
+		pgm_schema_flag_register(&spend_table_known);
+		spend_table_present = pgm_schema_has_table("api_key_spend");
 		spend_table_known = true;
 	}
 	prepare_plans();
@@ -505,6 +488,18 @@ raise_invalid_key(void)
 
 static const char *const known_scopes[] = {"read", "write", "admin"};
 
+/* 22023 unless value is one of the two an argument may take. */
+static void
+check_choice(const char *argname, const char *value, const char *a,
+			 const char *b, const char *detail)
+{
+	if (strcmp(value, a) != 0 && strcmp(value, b) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%s\" is not valid", argname, value),
+				 errdetail("%s", detail)));
+}
+
 /* Check scopes and return them in canonical order without duplicates. */
 static Datum
 scopes_arg(FunctionCallInfo fcinfo, int argno)
@@ -657,21 +652,15 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 						timestamptz_to_str(PG_GETARG_TIMESTAMPTZ(4)))));
 	pgm_require_arg(fcinfo, 5, "environment");
 	env = text_to_cstring(PG_GETARG_TEXT_PP(5));
-	if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("environment \"%s\" is not valid", env),
-				 errdetail("The environment is live or test.")));
+	check_choice("environment", env, "live", "test",
+				 "The environment is live or test.");
 	if (has_limit)
 		limit = pgm_numeric_to_micro(PG_GETARG_DATUM(6), "spend_limit");
 	if (!PG_ARGISNULL(7))
 	{
 		period = text_to_cstring(PG_GETARG_TEXT_PP(7));
-		if (strcmp(period, "day") != 0 && strcmp(period, "month") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("spend_period \"%s\" is not valid", period),
-					 errdetail("The period is day or month, or null for the key's lifetime.")));
+		check_choice("spend_period", period, "day", "month",
+					 "The period is day or month, or null for the key's lifetime.");
 		if (!has_limit)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -239,29 +239,13 @@ static const PgmPlanDef chat_plans[] = {
  * they are not prepared, and the calls say so (pgm_require_schema).
  */
 static bool chat_schema_checked = false;
-static bool chat_callback_registered = false;
-
-/*
- * Any relcache invalidation may be the chat's tables dropped and created
- * again, by another version of the extension: check again at the next use
- * (one catalog query after a DDL, cheap next to what invalidated it).
- */
-static void
-chat_relcache_callback(Datum arg, Oid relid)
-{
-	chat_schema_checked = false;
-}
 
 static void
 prepare_plans(void)
 {
 	if (!chat_schema_checked)
 	{
-		if (!chat_callback_registered)
-		{
-			CacheRegisterRelcacheCallback(chat_relcache_callback, (Datum) 0);
-			chat_callback_registered = true;
-		}
+		pgm_schema_flag_register(&chat_schema_checked);
 		pgm_require_schema();
 		chat_schema_checked = true;
 	}

@@ -219,35 +219,16 @@ holds_slot(Datum user_id)
  */
 static bool escrow_known = false;		/* escrow_present is up to date */
 static bool escrow_present = false;
-static bool escrow_callback_registered = false;
-
-/*
- * Any relcache invalidation may be balance_slots created or dropped (ALTER
- * EXTENSION UPDATE, DROP EXTENSION): look again at the next use, one
- * catalog-cache look-up after a DDL, instead of two on every charge.
- */
-static void
-escrow_relcache_callback(Datum arg, Oid relid)
-{
-	escrow_known = false;
-}
 
 bool
 pgm_escrow_on(void)
 {
-	Oid			nsp;
-
-	if (escrow_known)
-		return escrow_present;
-	if (!escrow_callback_registered)
+	if (!escrow_known)
 	{
-		CacheRegisterRelcacheCallback(escrow_relcache_callback, (Datum) 0);
-		escrow_callback_registered = true;
+		pgm_schema_flag_register(&escrow_known);
+		escrow_present = pgm_schema_has_table("balance_slots");
+		escrow_known = true;
 	}
-	nsp = get_namespace_oid("pgmarket", true);
-	escrow_present = OidIsValid(nsp) &&
-		OidIsValid(get_relname_relid("balance_slots", nsp));
-	escrow_known = true;
 	return escrow_present;
 }
 

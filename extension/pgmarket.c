@@ -37,6 +37,9 @@
 #include "commands/trigger.h"
 #include "access/htup_details.h"
 #include "utils/datum.h"
+#include "catalog/namespace.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
@@ -95,6 +98,53 @@ pgm_require_schema(void)
 			 errmsg("the pgmarket library is version %s, the extension in this database is %s",
 					PGM_VERSION, installed ? installed : "missing"),
 			 errhint("Run ALTER EXTENSION pgmarket UPDATE.")));
+}
+
+/*
+ * What a feature knows of this database's schema (is a table of a later
+ * version there, was the installed version checked) holds until the next
+ * relcache invalidation: any of them may be ALTER EXTENSION UPDATE or DROP
+ * EXTENSION.  The feature keeps a flag "known", registered here once; one
+ * callback clears every flag, and the next use looks again (a catalog-cache
+ * look-up after a DDL, instead of one on every call).  One callback for
+ * all: a backend has room for few.
+ */
+#define PGM_MAX_SCHEMA_FLAGS	8
+
+static bool *schema_flags[PGM_MAX_SCHEMA_FLAGS];
+static int	n_schema_flags = 0;
+
+static void
+schema_relcache_callback(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < n_schema_flags; i++)
+		*schema_flags[i] = false;
+}
+
+void
+pgm_schema_flag_register(bool *known)
+{
+	int			i;
+
+	for (i = 0; i < n_schema_flags; i++)
+		if (schema_flags[i] == known)
+			return;
+	if (n_schema_flags >= PGM_MAX_SCHEMA_FLAGS)
+		elog(ERROR, "too many schema flags registered");
+	if (n_schema_flags == 0)
+		CacheRegisterRelcacheCallback(schema_relcache_callback, (Datum) 0);
+	schema_flags[n_schema_flags++] = known;
+}
+
+/* Is there a table relname in schema pgmarket?  (catalog caches only) */
+bool
+pgm_schema_has_table(const char *relname)
+{
+	Oid			nsp = get_namespace_oid("pgmarket", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid(relname, nsp));
 }
 
 /*

@@ -27,6 +27,8 @@
 
 /* pgmarket.c: is the installed extension the one this library is for? */
 extern void pgm_require_schema(void);
+extern void pgm_schema_flag_register(bool *known);
+extern bool pgm_schema_has_table(const char *relname);
 /* set by erase_user around its rewrite of the ledger's free text (pgmarket.c) */
 extern bool pgm_erasing_ledger_text;
 
