@@ -1,8 +1,8 @@
 /*
  * bench/client/batch.c: charges through libpgmarket, three ways, on one
  * connection: one call at a time (a round trip and a commit each);
- * pgm_deduct_batch (libpq pipeline mode: transactions of 64 charges, a
- * savepoint each, a round trip and a commit a transaction);
+ * pgm_deduct_batch (libpq pipeline mode: transactions of 64 charges, one
+ * statement each, a round trip and a commit a transaction);
  * pgm_deduct_batch_array (the server's deduct_batch, 1,000 charges a
  * statement).  Each way runs REPEAT times, interleaved, the best kept.
  * Prints charges per second, the ratios to one call at a time and the
