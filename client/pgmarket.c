@@ -47,6 +47,8 @@ struct pgm_conn
 	/* the last pgm_deduct_batch's words, a charge each (NULL: none) */
 	struct pgm_batch_error *batch_errors;
 	size_t		batch_n;
+	/* deduct_balance's language, looked up once: 1 C, -1 another, 0 not yet */
+	int			batch_local;
 };
 
 struct pgm_result
@@ -93,6 +95,9 @@ struct pgm_result
 	Q(RELEASE, "SELECT * FROM pgmarket.release($1::uuid, $2::bigint)") \
 	Q(EXPIRE, "SELECT pgmarket.expire_reservations()") \
 	Q(VERIFY_LEDGER, "SELECT * FROM pgmarket.verify_ledger()") \
+	Q(DEDUCT_LANGUAGE, "SELECT l.lanname FROM pg_catalog.pg_proc p " \
+	  "JOIN pg_catalog.pg_language l ON l.oid = p.prolang WHERE p.oid = " \
+	  "'pgmarket.deduct_balance(uuid,numeric,text,bigint,text)'::pg_catalog.regprocedure") \
 	Q(DEDUCT_BATCH, "SELECT * FROM pgmarket.deduct_batch(ARRAY(" \
 	  "SELECT ROW(u, a, m, t, k)::pgmarket.charge " \
 	  "FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), " \
@@ -1676,6 +1681,14 @@ pgm_verify_ledger(pgm_conn *c, pgm_result **out)
  * keeps a batch exact behind PL/Proxy too, where each charge commits on
  * its node as it runs.
  *
+ * Behind PL/Proxy (deduct_balance is not the C function but a proxy's,
+ * and each charge commits on its node as it runs) nothing that ran may be
+ * sent again: there each charge gets a savepoint, never released (each
+ * nests in the one before, ROLLBACK TO SAVEPOINT finds the newest, the
+ * failed charge's, and COMMIT ends them all), a failed charge is rolled
+ * back to it, and the next round begins with ROLLBACK TO SAVEPOINT and
+ * COMMIT: the charges before it stand and are never sent again.
+ *
  * Locks: a charge locks its user until the transaction's commit.  A
  * transaction that held some users' locks while it waited for another's
  * could close a cycle with deduct_batch or expire_reservations (which lock
@@ -1687,6 +1700,8 @@ pgm_verify_ledger(pgm_conn *c, pgm_result **out)
  * ------------------------------------------------------------------------ */
 
 #define BATCH_TXN 64
+#define DONE 1					/* a charge's outcome is final */
+#define HELD 2					/* applied before a failed one, to commit */
 
 typedef enum
 {
@@ -1697,7 +1712,10 @@ typedef enum
 	B_DEDUCT,					/* a charge, its own Parse */
 	B_BOUND,					/* a charge bound to the unnamed statement */
 	B_COMMIT,
-	B_ROLLBACK
+	B_ROLLBACK,
+	B_SAVEPOINT,				/* behind a proxy: a savepoint a charge, */
+	B_UNDO,						/* rolled back to after a failed charge, */
+	B_COMMIT_HELD				/* and the charges before it committed */
 } bstep_kind;
 
 static const char *const bstep_sql[] = {
@@ -1709,6 +1727,9 @@ static const char *const bstep_sql[] = {
 	[B_BOUND] = NULL,
 	[B_COMMIT] = "COMMIT",
 	[B_ROLLBACK] = "ROLLBACK",
+	[B_SAVEPOINT] = "SAVEPOINT pgmarket_charge",
+	[B_UNDO] = "ROLLBACK TO SAVEPOINT pgmarket_charge",
+	[B_COMMIT_HELD] = "COMMIT",
 };
 
 typedef struct
@@ -1731,14 +1752,16 @@ typedef struct
 	pgm_charge_result *results;
 	size_t		n;
 	const char *stmt;			/* the named deduct statement, or NULL */
-	unsigned char *done;		/* a charge each: its outcome is final */
+	unsigned char *done;		/* a charge each: DONE, HELD or 0 (to send) */
+	int			savepoints;		/* a savepoint a charge, never sent again */
+	int			held;			/* some charges are HELD */
 	size_t		next;			/* the first charge not done */
 	size_t		alone;			/* a charge to begin a transaction, or n */
 	int			aborted;		/* the server's transaction is aborted */
 	int			stop;			/* every charge left is decided */
 	int			failed;			/* the round's failed step, or -1 */
 	int			commit;			/* the round's COMMIT step, or -1 */
-	bstep		steps[BATCH_TXN + 8];
+	bstep		steps[2 * BATCH_TXN + 8];
 	int			nsteps;
 } batch_run;
 
@@ -2093,7 +2116,12 @@ plan_round(batch_run *b)
 
 	b->nsteps = 0;
 	b->commit = -1;
-	if (b->aborted)
+	if (b->aborted && b->held)
+	{
+		add_step(b, B_UNDO, 0);
+		add_step(b, B_COMMIT_HELD, 0);
+	}
+	else if (b->aborted)
 		add_step(b, B_ROLLBACK, 0);
 	for (i = b->next; i < b->n && k < BATCH_TXN && !b->stop; i++)
 	{
@@ -2101,7 +2129,7 @@ plan_round(batch_run *b)
 			continue;
 		if (client_refuses(b, i))
 		{
-			b->done[i] = 1;
+			b->done[i] = DONE;
 			continue;
 		}
 		if (i == b->alone && k > 0)
@@ -2117,10 +2145,12 @@ plan_round(batch_run *b)
 		else if (k == 1)
 		{
 			add_step(b, B_TIMEOUT, 0);
-			if (b->stmt == NULL)
+			if (b->stmt == NULL && !b->savepoints)
 				add_step(b, B_PARSE, 0);
 		}
-		add_step(b, k == 0 || b->stmt ? B_DEDUCT : B_BOUND, i);
+		if (b->savepoints)
+			add_step(b, B_SAVEPOINT, 0);
+		add_step(b, k == 0 || b->stmt || b->savepoints ? B_DEDUCT : B_BOUND, i);
 		k++;
 	}
 	if (k > 0)
@@ -2201,7 +2231,25 @@ round_committed(batch_run *b)
 
 	for (k = 0; k < b->nsteps; k++)
 		if (is_charge(&b->steps[k]))
-			b->done[b->steps[k].charge] = 1;
+			b->done[b->steps[k].charge] = DONE;
+}
+
+/* The HELD charges committed, or not (lost; res: why, or NULL). */
+static void
+held_end(batch_run *b, int lost, const PGresult *res)
+{
+	size_t		i;
+
+	for (i = b->next; i < b->n && b->held; i++)
+		if (b->done[i] == HELD)
+		{
+			if (lost && res)
+				decide_error(b, i, res);
+			else if (lost)
+				decide(b, i, PGM_SERVER_ERROR, "", NULL, NULL, NULL);
+			b->done[i] = DONE;
+		}
+	b->held = 0;
 }
 
 /* It did not (res: why): its charges have that for outcome. */
@@ -2217,7 +2265,7 @@ round_lost(batch_run *b, const PGresult *res)
 				decide_error(b, b->steps[k].charge, res);
 			else
 				decide(b, b->steps[k].charge, PGM_SERVER_ERROR, "", NULL, NULL, NULL);
-			b->done[b->steps[k].charge] = 1;
+			b->done[b->steps[k].charge] = DONE;
 		}
 }
 
@@ -2234,7 +2282,14 @@ step_done(batch_run *b, const bstep *s, PGresult *res)
 			read_ledger_record(val(res, 0, 0), &b->results[s->charge]);
 			break;
 		case B_ROLLBACK:
+		case B_UNDO:
 			b->aborted = 0;
+			break;
+		case B_COMMIT_HELD:
+			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
+				held_end(b, 0, NULL);
+			else
+				held_end(b, 1, NULL);	/* cannot happen: the block was not aborted */
 			break;
 		case B_COMMIT:
 			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
@@ -2318,12 +2373,16 @@ step_failed(batch_run *b, int k, const PGresult *res)
 		case B_DEDUCT:
 		case B_BOUND:
 			b->aborted = 1;
-			if (!first_charge(b, k) && (locked || failure_depends(b, k)))
+			for (i = 0; b->savepoints && (int) i < k; i++)
+				if (is_charge(&b->steps[i]))
+					b->done[b->steps[i].charge] = HELD, b->held = 1;
+			if (!first_charge(b, k) &&
+				(locked || (!b->savepoints && failure_depends(b, k))))
 				b->alone = s->charge;	/* again, once those before it commit */
 			else
 			{
 				decide_error(b, s->charge, res);
-				b->done[s->charge] = 1;
+				b->done[s->charge] = DONE;
 			}
 			return 1;
 		case B_ACTOR:
@@ -2333,9 +2392,13 @@ step_failed(batch_run *b, int k, const PGresult *res)
 				if (!b->done[i])
 				{
 					decide_error(b, i, res);
-					b->done[i] = 1;
+					b->done[i] = DONE;
 				}
 			b->stop = 1;
+			return 1;
+		case B_COMMIT_HELD:
+			held_end(b, 1, res);
+			b->aborted = 0;
 			return 1;
 		case B_COMMIT:
 			round_lost(b, res);		/* rolled back: not applied */
@@ -2407,7 +2470,7 @@ run_round(batch_run *b, int *sent)
 		return PGM_CONNECTION_ERROR;
 	if (fatal != PGM_OK)
 		return fatal == PGM_CONNECTION_ERROR ? PGM_SERVER_ERROR : fatal;
-	while (b->next < b->n && b->done[b->next])
+	while (b->next < b->n && b->done[b->next] == DONE)
 		b->next++;
 	return PGM_OK;
 }
@@ -2424,6 +2487,12 @@ batch_broke(batch_run *b, int sent)
 	size_t		i;
 	int			k;
 
+	for (i = b->next; i < b->n && b->held; i++)
+		if (b->done[i] == HELD)
+		{
+			decide(b, i, PGM_OUTCOME_UNKNOWN, "", NULL, NULL, NULL);
+			b->done[i] = DONE;
+		}
 	for (k = 0; k < b->nsteps; k++)
 	{
 		const bstep *s = &b->steps[k];
@@ -2432,11 +2501,39 @@ batch_broke(batch_run *b, int sent)
 			continue;
 		decide(b, s->charge, sent && b->failed < 0 ? PGM_OUTCOME_UNKNOWN :
 			   PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
-		b->done[s->charge] = 1;
+		b->done[s->charge] = DONE;
 	}
 	for (i = b->next; i < b->n; i++)
 		if (!b->done[i])
 			decide(b, i, PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
+}
+
+/*
+ * Is deduct_balance the extension's C function, whose writes are undone
+ * with the transaction?  Anything else (PL/Proxy's function, or no answer)
+ * is taken to commit each charge by itself.  Looked up once a connection.
+ */
+static int
+batch_local(pgm_conn *c)
+{
+	PGresult   *res;
+
+	if (c->batch_local == 0)
+	{
+		res = call(c, Q_DEDUCT_LANGUAGE, 0, NULL);
+		c->batch_local = res && PQntuples(res) == 1 &&
+			strcmp(val(res, 0, 0), "c") == 0 ? 1 : -1;
+		PQclear(res);
+		clear_error(c);
+	}
+	return c->batch_local > 0;
+}
+
+void
+pgmi_batch_savepoints(pgm_conn *c, int on)
+{
+	if (c)
+		c->batch_local = on ? -1 : 0;
 }
 
 pgm_status
@@ -2474,6 +2571,7 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 	b->alone = n;
 	b->failed = -1;
 	b->commit = -1;
+	b->savepoints = !batch_local(c);
 	if (c->prepared)
 	{
 		if (ensure_prepared(c, Q_DEDUCT_RECORD, 5, name, sizeof(name)) != PGM_OK)
@@ -2496,7 +2594,7 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 		if (b->nsteps > 0)
 			st = run_round(b, &sent);
 		else
-			while (b->next < n && b->done[b->next])
+			while (b->next < n && b->done[b->next] == DONE)
 				b->next++;
 	}
 	if (st != PGM_OK)

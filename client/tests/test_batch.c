@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "check.h"
+#include "pgm_private.h"
 
 static char suffix[16];			/* per run, for unique emails */
 static int	user_seq;
@@ -768,7 +769,7 @@ test_lock_wait(pgm_conn *bc, pgm_conn *c)
  * was never sent is PGM_CONNECTION_ERROR and is not in the ledger.
  */
 static void
-test_broken(pgm_conn *c, const char *conninfo)
+test_broken(pgm_conn *c, const char *conninfo, int savepoints)
 {
 	enum
 	{
@@ -789,7 +790,8 @@ test_broken(pgm_conn *c, const char *conninfo)
 	char		byte;
 	pid_t		pid;
 
-	printf("# the connection breaks mid-pipeline\n");
+	printf("# the connection breaks mid-pipeline%s\n", savepoints ? ", savepoints" : "");
+	pgmi_batch_savepoints(bc, savepoints);
 	make_users(c, "100", ids);
 	for (i = 0; i < N; i++)
 	{
@@ -843,15 +845,23 @@ main(int argc, char **argv)
 	if (pgm_conn_status(c) == PGM_OK && pgm_conn_status(bc) == PGM_OK)
 	{
 		printf("# batches %s\n", conninfo[0] ? conninfo : "straight to the server");
-		test_every_error(bc, c);
-		test_actor(bc, c);
-		test_windows(bc, c);
-		test_positions(bc, c);
-		test_dependent(bc, c);
-		test_generated(bc, c);
+		int			savepoints;
+
+		/* then as behind PL/Proxy: a savepoint a charge, nothing sent again */
+		for (savepoints = 0; savepoints <= 1; savepoints++)
+		{
+			pgmi_batch_savepoints(bc, savepoints);
+			printf("# %s\n", savepoints ? "a savepoint a charge" : "one statement a charge");
+			test_every_error(bc, c);
+			test_actor(bc, c);
+			test_windows(bc, c);
+			test_positions(bc, c);
+			test_dependent(bc, c);
+			test_generated(bc, c);
+			test_lock_wait(bc, c);
+			test_broken(c, conninfo, savepoints);
+		}
 		test_arguments(bc);
-		test_lock_wait(bc, c);
-		test_broken(c, conninfo);
 	}
 	pgm_finish(c);
 	pgm_finish(bc);
