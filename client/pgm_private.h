@@ -25,4 +25,11 @@ pgm_status	pgmi_exec_passwords(pgm_conn *conn, const char *plain_sql,
 pgm_status	pgmi_exec_secret(pgm_conn *conn, const char *sql, int n,
 							 const char *const *vals, char **secret);
 
+/*
+ * on: pgm_deduct_batch on conn takes deduct_balance to commit each charge
+ * by itself, as behind PL/Proxy (a savepoint a charge, nothing sent
+ * again); off: it looks deduct_balance's language up again.  For tests.
+ */
+void		pgmi_batch_savepoints(pgm_conn *conn, int on);
+
 #endif

@@ -47,6 +47,8 @@ struct pgm_conn
 	/* the last pgm_deduct_batch's words, a charge each (NULL: none) */
 	struct pgm_batch_error *batch_errors;
 	size_t		batch_n;
+	/* deduct_balance's language, looked up once: 1 C, -1 another, 0 not yet */
+	int			batch_local;
 };
 
 struct pgm_result
@@ -93,6 +95,9 @@ struct pgm_result
 	Q(RELEASE, "SELECT * FROM pgmarket.release($1::uuid, $2::bigint)") \
 	Q(EXPIRE, "SELECT pgmarket.expire_reservations()") \
 	Q(VERIFY_LEDGER, "SELECT * FROM pgmarket.verify_ledger()") \
+	Q(DEDUCT_LANGUAGE, "SELECT l.lanname FROM pg_catalog.pg_proc p " \
+	  "JOIN pg_catalog.pg_language l ON l.oid = p.prolang WHERE p.oid = " \
+	  "'pgmarket.deduct_balance(uuid,numeric,text,bigint,text)'::pg_catalog.regprocedure") \
 	Q(DEDUCT_BATCH, "SELECT * FROM pgmarket.deduct_batch(ARRAY(" \
 	  "SELECT ROW(u, a, m, t, k)::pgmarket.charge " \
 	  "FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), " \
@@ -1644,67 +1649,93 @@ pgm_verify_ledger(pgm_conn *c, pgm_result **out)
 /* ------------------------------------------------------------------------
  * Pipelined batches (pgm_deduct_batch)
  *
- * A round trip sends one transaction of up to BATCH_TXN charges:
+ * A round trip sends one transaction of up to BATCH_TXN charges, one
+ * statement each and no savepoint:
  *
  *     BEGIN; [set_config(pgmarket.actor)];
- *     SAVEPOINT c; deduct_balance(1st); set_config(lock_timeout, 1ms);
- *     SAVEPOINT c; deduct_balance(2nd); ...
+ *     deduct_balance(1st); set_config(lock_timeout, 1ms);
+ *     Parse(deduct_balance); Bind/Execute(2nd); Bind/Execute(3rd); ...
  *     COMMIT; Sync
  *
  * and reads its results.  The charges share one commit (one WAL flush
- * instead of one each) and each has a savepoint, so a charge that fails
- * rolls back only itself.  The savepoints are never released: each nests
- * in the one before, ROLLBACK TO SAVEPOINT finds the newest of the name
- * (the failed charge's), COMMIT ends them all, and a charge costs two
- * statements instead of three.  A failure makes the server skip the rest of the
- * round up to the Sync, leaving the transaction aborted at that charge's
- * savepoint; the next round begins with ROLLBACK TO SAVEPOINT and COMMIT
- * (the charges before it stand) and sends the skipped charges again: none
- * of them ran, so none runs twice.  Nothing that ran is ever sent again,
- * which keeps a batch exact behind PL/Proxy too, where each charge commits
- * on its node as it runs.
+ * instead of one each), and from the second on they are bound to the
+ * transaction's unnamed statement, parsed once (each round parses it
+ * again, so that nothing outlives the round: pgbouncer in transaction mode
+ * may give the next one another server).
+ *
+ * A charge that fails makes the server skip the rest of the round and
+ * leaves the transaction aborted: nothing of it is committed.  The failed
+ * charge ran after the charges before it, in the state those left, as it
+ * would have run alone at that point of the sequence: its error is its
+ * outcome.  The next round rolls the transaction back and sends the
+ * charges before it and the ones after it again, in order, in a new
+ * transaction: none of them was committed, so running them again is
+ * exact, with idempotency keys or without.  Where the failure may have
+ * come from the charges before it (they touch its user or use its
+ * idempotency key), and they might not be what they were when they run
+ * again (another session may write between the two round trips), the
+ * failure is not kept: the charges before it are committed alone, and it
+ * runs again first of the next transaction, in the state they left.  What
+ * the client can refuse on its own (client_refuses) is refused without a
+ * statement.  Nothing is ever sent again once it was committed, which
+ * keeps a batch exact behind PL/Proxy too, where each charge commits on
+ * its node as it runs.
+ *
+ * Behind PL/Proxy (deduct_balance is not the C function but a proxy's,
+ * and each charge commits on its node as it runs) nothing that ran may be
+ * sent again: there each charge gets a savepoint, never released (each
+ * nests in the one before, ROLLBACK TO SAVEPOINT finds the newest, the
+ * failed charge's, and COMMIT ends them all), a failed charge is rolled
+ * back to it, and the next round begins with ROLLBACK TO SAVEPOINT and
+ * COMMIT: the charges before it stand and are never sent again.
  *
  * Locks: a charge locks its user until the transaction's commit.  A
  * transaction that held some users' locks while it waited for another's
  * could close a cycle with deduct_batch or expire_reservations (which lock
  * in uuid order) or with another batch; so every charge but a
  * transaction's first runs under lock_timeout = 1ms, and one that meets a
- * held lock (55P03, or 40P01) is put back and sent first in the next
- * transaction, where it waits holding nothing, as a call of its own does.
- * BATCH_TXN stays at the 64 subtransactions a backend caches, so no other
- * backend's snapshot overflows to pg_subtrans.
+ * held lock (55P03, or 40P01) runs again first of a transaction of its
+ * own, once the charges before it are committed, where it waits holding
+ * nothing, as a call of its own does.
  * ------------------------------------------------------------------------ */
 
 #define BATCH_TXN 64
-#define BATCH_SAVEPOINT "pgmarket_charge"
+#define DONE 1					/* a charge's outcome is final */
+#define HELD 2					/* applied before a failed one, to commit */
 
 typedef enum
 {
 	B_BEGIN,
 	B_ACTOR,
 	B_TIMEOUT,
-	B_SAVEPOINT,
-	B_DEDUCT,
-	B_UNDO,						/* ROLLBACK TO SAVEPOINT: after a failed charge */
+	B_PARSE,					/* the unnamed statement: deduct_balance */
+	B_DEDUCT,					/* a charge, its own Parse */
+	B_BOUND,					/* a charge bound to the unnamed statement */
 	B_COMMIT,
-	B_ROLLBACK
+	B_ROLLBACK,
+	B_SAVEPOINT,				/* behind a proxy: a savepoint a charge, */
+	B_UNDO,						/* rolled back to after a failed charge, */
+	B_COMMIT_HELD				/* and the charges before it committed */
 } bstep_kind;
 
 static const char *const bstep_sql[] = {
 	[B_BEGIN] = "BEGIN",
 	[B_ACTOR] = "SELECT pg_catalog.set_config('pgmarket.actor', $1, true)",
 	[B_TIMEOUT] = "SELECT pg_catalog.set_config('lock_timeout', '1ms', true)",
-	[B_SAVEPOINT] = "SAVEPOINT " BATCH_SAVEPOINT,
-	[B_DEDUCT] = NULL,			/* queries[Q_DEDUCT_RECORD] */
-	[B_UNDO] = "ROLLBACK TO SAVEPOINT " BATCH_SAVEPOINT,
+	[B_PARSE] = NULL,			/* queries[Q_DEDUCT_RECORD] */
+	[B_DEDUCT] = NULL,
+	[B_BOUND] = NULL,
 	[B_COMMIT] = "COMMIT",
 	[B_ROLLBACK] = "ROLLBACK",
+	[B_SAVEPOINT] = "SAVEPOINT pgmarket_charge",
+	[B_UNDO] = "ROLLBACK TO SAVEPOINT pgmarket_charge",
+	[B_COMMIT_HELD] = "COMMIT",
 };
 
 typedef struct
 {
 	bstep_kind	kind;
-	size_t		charge;			/* B_DEDUCT */
+	size_t		charge;			/* B_DEDUCT, B_BOUND */
 } bstep;
 
 struct pgm_batch_error
@@ -1721,14 +1752,15 @@ typedef struct
 	pgm_charge_result *results;
 	size_t		n;
 	const char *stmt;			/* the named deduct statement, or NULL */
-	size_t		next;			/* the first charge not yet decided or sent */
-	size_t		txn_first;		/* the open transaction's first charge */
-	size_t		held_lo;		/* charges applied in the open transaction, */
-	size_t		held_hi;		/* not yet committed: [held_lo, held_hi) */
-	int			aborted;		/* the transaction is aborted at a savepoint */
+	unsigned char *done;		/* a charge each: DONE, HELD or 0 (to send) */
+	int			savepoints;		/* a savepoint a charge, never sent again */
+	int			held;			/* some charges are HELD */
+	size_t		next;			/* the first charge not done */
+	size_t		alone;			/* a charge to begin a transaction, or n */
+	int			aborted;		/* the server's transaction is aborted */
 	int			stop;			/* every charge left is decided */
 	int			failed;			/* the round's failed step, or -1 */
-	size_t		resend;			/* a charge to send again first, or n */
+	int			commit;			/* the round's COMMIT step, or -1 */
 	bstep		steps[2 * BATCH_TXN + 8];
 	int			nsteps;
 } batch_run;
@@ -2064,35 +2096,68 @@ add_step(batch_run *b, bstep_kind kind, size_t charge)
 	b->nsteps++;
 }
 
-/* The steps of the next round: the way out of an aborted transaction, then
- * a transaction of up to BATCH_TXN charges that the client does not refuse. */
+static int
+is_charge(const bstep *s)
+{
+	return s->kind == B_DEDUCT || s->kind == B_BOUND;
+}
+
+/*
+ * The steps of the next round: the way out of an aborted transaction, then
+ * a transaction of up to BATCH_TXN charges not done that the client does
+ * not refuse, in order, ending before the charge that must run alone
+ * (b->alone) unless it is the transaction's first.
+ */
 static void
 plan_round(batch_run *b)
 {
+	size_t		i;
 	int			k = 0;
 
 	b->nsteps = 0;
-	if (b->aborted)
-		add_step(b, b->held_hi > b->held_lo ? B_UNDO : B_ROLLBACK, 0);
-	if (b->aborted && b->held_hi > b->held_lo)
-		add_step(b, B_COMMIT, 0);
-	for (; b->next < b->n && k < BATCH_TXN; b->next++)
+	b->commit = -1;
+	if (b->aborted && b->held)
 	{
-		if (client_refuses(b, b->next))
+		add_step(b, B_UNDO, 0);
+		add_step(b, B_COMMIT_HELD, 0);
+	}
+	else if (b->aborted)
+		add_step(b, B_ROLLBACK, 0);
+	for (i = b->next; i < b->n && k < BATCH_TXN && !b->stop; i++)
+	{
+		if (b->done[i])
 			continue;
+		if (client_refuses(b, i))
+		{
+			b->done[i] = DONE;
+			continue;
+		}
+		if (i == b->alone && k > 0)
+			break;
 		if (k == 0)
 		{
-			add_step(b, B_BEGIN, b->next);
+			add_step(b, B_BEGIN, i);
 			if (b->c->actor)
 				add_step(b, B_ACTOR, 0);
+			if (i == b->alone)
+				b->alone = b->n;
 		}
-		add_step(b, B_SAVEPOINT, b->next);
-		add_step(b, B_DEDUCT, b->next);
-		if (k++ == 0)
+		else if (k == 1)
+		{
 			add_step(b, B_TIMEOUT, 0);
+			if (b->stmt == NULL && !b->savepoints)
+				add_step(b, B_PARSE, 0);
+		}
+		if (b->savepoints)
+			add_step(b, B_SAVEPOINT, 0);
+		add_step(b, k == 0 || b->stmt || b->savepoints ? B_DEDUCT : B_BOUND, i);
+		k++;
 	}
 	if (k > 0)
-		add_step(b, B_COMMIT, 1);
+	{
+		b->commit = b->nsteps;
+		add_step(b, B_COMMIT, 0);
+	}
 }
 
 /* Queues one step; 1 on success. */
@@ -2103,41 +2168,28 @@ send_step(batch_run *b, const bstep *s)
 	char		tokens[I64BUF];
 	const char *vals[5];
 
-	if (s->kind == B_ACTOR)
-		return PQsendQueryParams(b->c->pg, bstep_sql[B_ACTOR], 1, NULL,
-								 (const char *const *) &b->c->actor, NULL, NULL, 0);
-	if (s->kind != B_DEDUCT)
-		return PQsendQueryParams(b->c->pg, bstep_sql[s->kind], 0, NULL, NULL, NULL, NULL, 0);
+	switch (s->kind)
+	{
+		case B_ACTOR:
+			return PQsendQueryParams(b->c->pg, bstep_sql[B_ACTOR], 1, NULL,
+									 (const char *const *) &b->c->actor, NULL, NULL, 0);
+		case B_PARSE:
+			return PQsendPrepare(b->c->pg, "", queries[Q_DEDUCT_RECORD], 5, NULL);
+		case B_DEDUCT:
+		case B_BOUND:
+			break;
+		default:
+			return PQsendQueryParams(b->c->pg, bstep_sql[s->kind], 0, NULL, NULL,
+									 NULL, NULL, 0);
+	}
 	ch = &b->charges[s->charge];
 	vals[0] = ch->user_id;
 	vals[1] = ch->amount;
 	vals[2] = ch->model_id;
 	vals[3] = fmt_i64(tokens, ch->tokens_used);
 	vals[4] = ch->idempotency_key;
-	return send_one(b->c, Q_DEDUCT_RECORD, NULL, b->stmt, 5, vals, NULL, NULL);
-}
-
-/* The charges the open transaction applied are committed. */
-static void
-held_committed(batch_run *b)
-{
-	b->held_lo = b->held_hi;
-}
-
-/* They are not: each gets why (res's error) or says it is unknown. */
-static void
-held_lost(batch_run *b, const PGresult *res)
-{
-	size_t		i;
-
-	for (i = b->held_lo; i < b->held_hi; i++)
-	{
-		if (res)
-			decide_error(b, i, res);
-		else
-			decide(b, i, PGM_OUTCOME_UNKNOWN, "", NULL, NULL, NULL);
-	}
-	b->held_lo = b->held_hi;
+	return send_one(b->c, Q_DEDUCT_RECORD, NULL,
+					s->kind == B_BOUND ? "" : b->stmt, 5, vals, NULL, NULL);
 }
 
 /*
@@ -2171,94 +2223,190 @@ read_ledger_record(const char *rec, pgm_charge_result *r)
 	r->replayed = to_bool(field[5]);
 }
 
+/* The round's transaction committed: its charges' outcomes are final. */
+static void
+round_committed(batch_run *b)
+{
+	int			k;
+
+	for (k = 0; k < b->nsteps; k++)
+		if (is_charge(&b->steps[k]))
+			b->done[b->steps[k].charge] = DONE;
+}
+
+/* The HELD charges committed, or not (lost; res: why, or NULL). */
+static void
+held_end(batch_run *b, int lost, const PGresult *res)
+{
+	size_t		i;
+
+	for (i = b->next; i < b->n && b->held; i++)
+		if (b->done[i] == HELD)
+		{
+			if (lost && res)
+				decide_error(b, i, res);
+			else if (lost)
+				decide(b, i, PGM_SERVER_ERROR, "", NULL, NULL, NULL);
+			b->done[i] = DONE;
+		}
+	b->held = 0;
+}
+
+/* It did not (res: why): its charges have that for outcome. */
+static void
+round_lost(batch_run *b, const PGresult *res)
+{
+	int			k;
+
+	for (k = 0; k < b->nsteps; k++)
+		if (is_charge(&b->steps[k]) && !b->done[b->steps[k].charge])
+		{
+			if (res)
+				decide_error(b, b->steps[k].charge, res);
+			else
+				decide(b, b->steps[k].charge, PGM_SERVER_ERROR, "", NULL, NULL, NULL);
+			b->done[b->steps[k].charge] = DONE;
+		}
+}
+
 /* A step's result that succeeded. */
 static void
 step_done(batch_run *b, const bstep *s, PGresult *res)
 {
-	pgm_charge_result *r;
-
 	switch (s->kind)
 	{
-		case B_BEGIN:
-			b->txn_first = b->held_lo = b->held_hi = s->charge;
-			break;
 		case B_DEDUCT:
+		case B_BOUND:
+			/* not final before the COMMIT's result */
 			decide(b, s->charge, PGM_OK, "00000", NULL, NULL, NULL);
-			r = &b->results[s->charge];
-			read_ledger_record(val(res, 0, 0), r);
-			b->held_hi = s->charge + 1;
+			read_ledger_record(val(res, 0, 0), &b->results[s->charge]);
 			break;
+		case B_ROLLBACK:
 		case B_UNDO:
 			b->aborted = 0;
 			break;
-		case B_ROLLBACK:
-			b->aborted = 0;
-			held_lost(b, NULL);
+		case B_COMMIT_HELD:
+			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
+				held_end(b, 0, NULL);
+			else
+				held_end(b, 1, NULL);	/* cannot happen: the block was not aborted */
 			break;
 		case B_COMMIT:
 			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
-				held_committed(b);
+				round_committed(b);
 			else
-				held_lost(b, NULL);		/* cannot happen: the block was not aborted */
+				round_lost(b, NULL);	/* cannot happen: the block was not aborted */
 			break;
 		default:
 			break;
 	}
 }
 
+/* Two charges' texts the same: NULL is no text. */
+static int
+same_text(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+/* Might charges a and b be of one user?  Plain uuids are compared. */
+static int
+same_user(const pgm_charge *a, const pgm_charge *b)
+{
+	if (a->user_id == NULL || b->user_id == NULL)
+		return 0;
+	if (!plain_uuid(a->user_id) || !plain_uuid(b->user_id))
+		return 1;
+	return strncasecmp(a->user_id, b->user_id, 36) == 0;
+}
+
 /*
- * A step that failed; 0 when the batch cannot go on (res is then the
- * error to report).  The server skips the rest of the round.
+ * Might the failure of the round's step f (a charge) come from the charges
+ * before it in the transaction: one of them of its user or with its key?
  */
 static int
-step_failed(batch_run *b, const bstep *s, const PGresult *res)
+failure_depends(const batch_run *b, int f)
 {
+	const pgm_charge *ch = &b->charges[b->steps[f].charge];
+	int			k;
+
+	for (k = 0; k < f; k++)
+	{
+		const pgm_charge *o;
+
+		if (!is_charge(&b->steps[k]))
+			continue;
+		o = &b->charges[b->steps[k].charge];
+		if (same_user(o, ch) || same_text(o->idempotency_key, ch->idempotency_key))
+			return 1;
+	}
+	return 0;
+}
+
+/* Is step k the first charge of the round's transaction? */
+static int
+first_charge(const batch_run *b, int k)
+{
+	int			j;
+
+	for (j = 0; j < k; j++)
+		if (is_charge(&b->steps[j]))
+			return 0;
+	return 1;
+}
+
+/*
+ * Step k failed; 0 when the batch cannot go on (res is then the error to
+ * report).  The server skips the rest of the round.
+ */
+static int
+step_failed(batch_run *b, int k, const PGresult *res)
+{
+	const bstep *s = &b->steps[k];
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	int			locked = state && (strcmp(state, "55P03") == 0 ||
+								   strcmp(state, "40P01") == 0);
 	size_t		i;
 
 	switch (s->kind)
 	{
 		case B_DEDUCT:
+		case B_BOUND:
 			b->aborted = 1;
-			if (s->charge != b->txn_first && state &&
-				(strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0))
-				b->resend = s->charge;	/* again, first of the next transaction */
+			for (i = 0; b->savepoints && (int) i < k; i++)
+				if (is_charge(&b->steps[i]))
+					b->done[b->steps[i].charge] = HELD, b->held = 1;
+			if (!first_charge(b, k) &&
+				(locked || (!b->savepoints && failure_depends(b, k))))
+				b->alone = s->charge;	/* again, once those before it commit */
 			else
+			{
 				decide_error(b, s->charge, res);
+				b->done[s->charge] = DONE;
+			}
 			return 1;
 		case B_ACTOR:
 			/* deterministic: each call of its own would meet it too */
 			b->aborted = 1;
-			for (i = b->txn_first; i < b->n; i++)
-				decide_error(b, i, res);
-			b->next = b->n;
+			for (i = b->next; i < b->n; i++)
+				if (!b->done[i])
+				{
+					decide_error(b, i, res);
+					b->done[i] = DONE;
+				}
 			b->stop = 1;
 			return 1;
+		case B_COMMIT_HELD:
+			held_end(b, 1, res);
+			b->aborted = 0;
+			return 1;
 		case B_COMMIT:
-			held_lost(b, res);		/* rolled back: not applied */
+			round_lost(b, res);		/* rolled back: not applied */
 			b->aborted = 0;
 			return 1;
 		default:
 			return 0;
 	}
-}
-
-/*
- * After a round with a failed step: the charges the server skipped (and
- * one to retry) go again, from the first of them.
- */
-static void
-round_skipped(batch_run *b)
-{
-	int			k;
-
-	if (b->stop)
-		return;
-	if (b->resend < b->next)
-		b->next = b->resend;
-	for (k = b->failed + 1; k < b->nsteps; k++)
-		if (b->steps[k].kind == B_DEDUCT && b->steps[k].charge < b->next)
-			b->next = b->steps[k].charge;
 }
 
 /* An error that ends the session (FATAL, PANIC), or no connection left. */
@@ -2272,29 +2420,31 @@ session_lost(pgm_conn *c, const PGresult *res)
 }
 
 /*
- * Sends and reads one round.  PGM_OK, or the status the batch ends with:
- * *unread is then the first step whose result did not come.
+ * Sends and reads one round.  PGM_OK, or the status the batch ends with
+ * (*sent: whether the round's COMMIT was queued).
  */
 static pgm_status
-run_round(batch_run *b, int *unread)
+run_round(batch_run *b, int *sent)
 {
 	pgm_conn   *c = b->c;
 	pgm_status	fatal = PGM_OK;
 	int			k;
 
-	*unread = 0;
+	*sent = 0;
 	b->failed = -1;
-	b->resend = b->n;
 	for (k = 0; k < b->nsteps; k++)
+	{
 		if (!send_step(b, &b->steps[k]))
 			return PGM_CONNECTION_ERROR;
+		if (k == b->commit)
+			*sent = 1;
+	}
 	if (!PQpipelineSync(c->pg))
 		return PGM_CONNECTION_ERROR;
 	for (k = 0; k < b->nsteps; k++)
 	{
 		PGresult   *res = read_one(c);
 
-		*unread = k;
 		if (res == NULL)
 			return PGM_CONNECTION_ERROR;
 		if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
@@ -2307,48 +2457,83 @@ run_round(batch_run *b, int *unread)
 			PQclear(res);
 			return PGM_CONNECTION_ERROR;
 		}
-		else if (fatal == PGM_OK && !step_failed(b, &b->steps[k], res))
-			fatal = set_result_error(c, res);	/* the rest is skipped: read on */
-		if (b->failed < 0 && !result_ok(res) &&
-			PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
-			b->failed = k;
+		else
+		{
+			if (b->failed < 0)
+				b->failed = k;
+			if (fatal == PGM_OK && !step_failed(b, k, res))
+				fatal = set_result_error(c, res);	/* the rest is skipped: read on */
+		}
 		PQclear(res);
 	}
-	*unread = b->nsteps;
 	if (!read_sync(c))
 		return PGM_CONNECTION_ERROR;
 	if (fatal != PGM_OK)
 		return fatal == PGM_CONNECTION_ERROR ? PGM_SERVER_ERROR : fatal;
-	if (b->failed >= 0)
-		round_skipped(b);
+	while (b->next < b->n && b->done[b->next] == DONE)
+		b->next++;
 	return PGM_OK;
 }
 
 /*
- * The batch cannot go on: what each charge not yet decided is.  Applied in
- * the open transaction, or sent and not answered: unknown; skipped by the
- * server after a failure in the round, or never sent: not applied.
+ * The batch cannot go on: what each charge not done is.  Run in a
+ * transaction whose COMMIT was sent and not answered: unknown; in one that
+ * failed before its COMMIT or whose COMMIT was never sent, or never sent:
+ * not applied.
  */
 static void
-batch_broke(batch_run *b, int unread)
+batch_broke(batch_run *b, int sent)
 {
 	size_t		i;
 	int			k;
 
-	held_lost(b, NULL);
+	for (i = b->next; i < b->n && b->held; i++)
+		if (b->done[i] == HELD)
+		{
+			decide(b, i, PGM_OUTCOME_UNKNOWN, "", NULL, NULL, NULL);
+			b->done[i] = DONE;
+		}
 	for (k = 0; k < b->nsteps; k++)
 	{
 		const bstep *s = &b->steps[k];
 
-		if (s->kind != B_DEDUCT)
+		if (!is_charge(s) || b->done[s->charge])
 			continue;
-		if (b->failed >= 0 && (k > b->failed || s->charge == b->resend))
-			decide(b, s->charge, PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
-		else if (k >= unread)
-			decide(b, s->charge, PGM_OUTCOME_UNKNOWN, "", NULL, NULL, NULL);
+		decide(b, s->charge, sent && b->failed < 0 ? PGM_OUTCOME_UNKNOWN :
+			   PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
+		b->done[s->charge] = DONE;
 	}
 	for (i = b->next; i < b->n; i++)
-		decide(b, i, PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
+		if (!b->done[i])
+			decide(b, i, PGM_CONNECTION_ERROR, "", NULL, NULL, NULL);
+}
+
+/*
+ * Is deduct_balance the extension's C function, whose writes are undone
+ * with the transaction?  Anything else (PL/Proxy's function, or no answer)
+ * is taken to commit each charge by itself.  Looked up once a connection.
+ */
+static int
+batch_local(pgm_conn *c)
+{
+	PGresult   *res;
+
+	if (c->batch_local == 0)
+	{
+		res = call(c, Q_DEDUCT_LANGUAGE, 0, NULL);
+		c->batch_local = res && PQntuples(res) == 1 &&
+			strcmp(val(res, 0, 0), "c") == 0 ? 1 : -1;
+		PQclear(res);
+		clear_error(c);
+	}
+	return c->batch_local > 0;
+}
+
+void
+pgmi_batch_savepoints(pgm_conn *c, int on)
+{
+	if (c)
+		c->batch_local = on ? -1 : 0;
 }
 
 pgm_status
@@ -2358,7 +2543,7 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 	char		name[32];
 	batch_run  *b;
 	pgm_status	st = PGM_OK;
-	int			unread = 0;
+	int			sent = 0;
 
 	if (c == NULL)
 		return PGM_CLIENT_ERROR;
@@ -2374,16 +2559,24 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 	if (n == 0)
 		return PGM_OK;
 	b = calloc(1, sizeof(*b));
-	if (b == NULL)
+	if (b == NULL || (b->done = calloc(n, 1)) == NULL)
+	{
+		free(b);
 		return set_error(c, PGM_CLIENT_ERROR, "out of memory");
+	}
 	b->c = c;
 	b->charges = charges;
 	b->results = results;
 	b->n = n;
+	b->alone = n;
+	b->failed = -1;
+	b->commit = -1;
+	b->savepoints = !batch_local(c);
 	if (c->prepared)
 	{
 		if (ensure_prepared(c, Q_DEDUCT_RECORD, 5, name, sizeof(name)) != PGM_OK)
 		{
+			free(b->done);
 			free(b);
 			return c->status;
 		}
@@ -2391,20 +2584,22 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 	}
 	if (!PQenterPipelineMode(c->pg))
 	{
+		free(b->done);
 		free(b);
 		return set_result_error(c, NULL);
 	}
-	b->failed = -1;
-	b->resend = n;
-	while (st == PGM_OK && (b->next < n || b->aborted))
+	while (st == PGM_OK && ((b->next < n && !b->stop) || b->aborted))
 	{
 		plan_round(b);
 		if (b->nsteps > 0)
-			st = run_round(b, &unread);
+			st = run_round(b, &sent);
+		else
+			while (b->next < n && b->done[b->next] == DONE)
+				b->next++;
 	}
 	if (st != PGM_OK)
 	{
-		batch_broke(b, unread);
+		batch_broke(b, sent);
 		if (c->status == PGM_OK)
 			set_result_error(c, NULL);
 		/* a broken connection says so, whatever its last words (57P01, ...) */
@@ -2416,6 +2611,7 @@ pgm_deduct_batch(pgm_conn *c, const pgm_charge *charges, size_t n,
 	/* a server error that ends the batch leaves no transaction open */
 	if (PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
 		PQclear(PQexec(c->pg, "ROLLBACK"));
+	free(b->done);
 	free(b);
 	if (st == PGM_OK)
 		clear_error(c);

@@ -388,10 +388,12 @@ typedef struct pgm_charge_result
  * or the error a pgm_deduct_balance call of its own would have given it:
  * results[i].status, .sqlstate, and pgm_batch_errmsg(conn, i) and friends.
  * A charge that fails undoes no other.  The charges travel in transactions
- * of up to 64, a savepoint each, one round trip and one commit a
- * transaction; a charge that would wait for a lock while its transaction
- * holds others' is put back and sent first in the next transaction, so a
- * batch never waits holding a lock.  What can be refused without the
+ * of up to 64, one statement each, one round trip and one commit a
+ * transaction; a charge that fails aborts its transaction, keeps its own
+ * error, and the others of that transaction (none of them committed) are
+ * sent again without it.  A charge that would wait for a lock while its
+ * transaction holds others' is put back and sent first in a transaction
+ * of its own, so a batch never waits holding a lock.  What can be refused without the
  * server (a NULL, an amount that is no whole positive number of
  * micro-credits, a negative token count, an empty or over-long model or
  * key) is refused on the client with the server's words, and sent not at

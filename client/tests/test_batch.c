@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "check.h"
+#include "pgm_private.h"
 
 static char suffix[16];			/* per run, for unique emails */
 static int	user_seq;
@@ -209,6 +210,43 @@ differences(const char *name, const outcome *batch, const outcome *single, size_
 	return bad;
 }
 
+/* A user's count of ledger entries and their sum, as one text. */
+static void
+books(pgm_conn *c, const char *user, char *out, size_t size)
+{
+	const char *p[1] = {user};
+	pgm_result *r = NULL;
+
+	snprintf(out, size, "?");
+	if (pgm_exec(c, "SELECT count(*) || '/' || coalesce(sum(amount), 0) AS b "
+				 "FROM pgmarket.ledger WHERE user_id = $1::uuid", 1, p, &r) == PGM_OK)
+		snprintf(out, size, "%s", pgm_result_value(r, 0, "b"));
+	pgm_result_free(r);
+}
+
+/* Has each twin as many ledger entries as the other, of the same sum? */
+static int
+same_books(pgm_conn *c, char a[U_COUNT][PGM_UUID_LEN], char b[U_COUNT][PGM_UUID_LEN])
+{
+	int			i,
+				same = 1;
+
+	for (i = 0; i < U_COUNT; i++)
+	{
+		char		x[128],
+					y[128];
+
+		books(c, a[i], x, sizeof(x));
+		books(c, b[i], y, sizeof(y));
+		if (strcmp(x, y) != 0 || strcmp(x, "?") == 0)
+		{
+			printf("# books of slot %d: batch %s, single %s\n", i, x, y);
+			same = 0;
+		}
+	}
+	return same;
+}
+
 /*
  * The sequence as a batch on one set of twins, call by call on the other:
  * each charge's outcome must be the same.  bc runs the batch (it may go
@@ -244,6 +282,7 @@ compare_run(const char *name, pgm_conn *bc, pgm_conn *c, const charge_spec *spec
 		EXPECT(pgm_set_actor(c, NULL), PGM_OK, c);
 	check(ob && os && differences(name, ob, os, n) == 0,
 		  "every charge of the batch as a call of its own", __FILE__, __LINE__, bc);
+	check(same_books(c, bids, sids), "the twins' books the same", __FILE__, __LINE__, c);
 	free_outcomes(ob, n);
 	free_outcomes(os, n);
 	free(ch);
@@ -434,6 +473,190 @@ test_arguments(pgm_conn *c)
 	pgm_set_prepared(c, 0);
 }
 
+/* ---- Failures inside a transaction, placed and generated ---------------- */
+
+static const char *const unknown_user = "c1ffffff-0000-4000-8000-00000000fffd";
+
+/*
+ * N charges of 0.01 spread over two users, those at fail[] replaced by
+ * failing ones (kind by kind: an unknown user, a deactivated one, beyond
+ * the balance, an amount the server reads and refuses, a model the server
+ * counts too long); compared with single calls.
+ */
+static pgm_charge_result *
+run_failing_at(const char *name, pgm_conn *bc, pgm_conn *c, int n, const int *fail,
+			   int nfail, const char *funds)
+{
+	charge_spec *spec = calloc(n, sizeof(*spec));
+	pgm_charge_result *res;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		spec[i] = (charge_spec) {i % 2 ? U_SECOND : U_MAIN, NULL, "0.01", "m", 1, NULL};
+	for (i = 0; i < nfail; i++)
+	{
+		charge_spec *f = &spec[fail[i]];
+
+		switch (i % 5)
+		{
+			case 0:
+				f->slot = -1, f->user = unknown_user;
+				break;
+			case 1:
+				f->slot = U_GONE;
+				break;
+			case 2:
+				f->amount = "1000";
+				break;
+			case 3:
+				f->amount = "1e400";
+				break;
+			default:
+				f->model_id = wide_model;
+				break;
+		}
+	}
+	res = compare_run(name, bc, c, spec, n, funds, 0);
+	free(spec);
+	return res;
+}
+
+/* Failures at a transaction's first, middle and last charge, several in one, all. */
+static void
+test_positions(pgm_conn *bc, pgm_conn *c)
+{
+	static const int edges[] = {0, 31, 63, 64, 65, 127, 128, 191, 199};
+	static const int several[] = {3, 4, 5, 17, 30, 31, 32, 50, 61, 62, 63};
+	static const int last[] = {63};
+	static const int middle[] = {40};
+	static int	every[130];
+	pgm_charge_result *res;
+	int			i,
+				bad = 0;
+
+	res = run_failing_at("a failure first in the first transaction", bc, c, 64, edges, 1, "5");
+	CHECK(res[0].status == PGM_UNKNOWN_ACCOUNT && res[1].status == PGM_OK &&
+		  res[63].status == PGM_OK, bc);
+	free(res);
+	res = run_failing_at("a failure last in the transaction", bc, c, 64, last, 1, "5");
+	CHECK(res[62].status == PGM_OK && res[63].status == PGM_UNKNOWN_ACCOUNT, bc);
+	free(res);
+	res = run_failing_at("a failure in the middle", bc, c, 100, middle, 1, "5");
+	CHECK(res[39].status == PGM_OK && res[40].status == PGM_UNKNOWN_ACCOUNT &&
+		  res[41].status == PGM_OK && strcmp(res[41].available_balance, "4.790000") == 0, bc);
+	free(res);
+	res = run_failing_at("failures at the transactions' edges", bc, c, 200, edges,
+						 (int) (sizeof(edges) / sizeof(edges[0])), "5");
+	free(res);
+	res = run_failing_at("several failures in one transaction", bc, c, 70, several,
+						 (int) (sizeof(several) / sizeof(several[0])), "5");
+	for (i = 0; i < 70; i++)
+		bad += (res[i].status == PGM_OK) == (i == 3 || i == 4 || i == 5 || i == 17 ||
+											 i == 30 || i == 31 || i == 32 || i == 50 ||
+											 i == 61 || i == 62 || i == 63);
+	CHECK(bad == 0, bc);
+	free(res);
+	for (i = 0; i < 130; i++)
+		every[i] = i;
+	res = run_failing_at("every charge fails", bc, c, 130, every, 130, "5");
+	for (i = 0, bad = 0; i < 130; i++)
+		bad += res[i].status == PGM_OK || res[i].entry_id != 0;
+	CHECK(bad == 0, bc);
+	free(res);
+}
+
+/*
+ * Failures that come from the charges before them in the same transaction
+ * (their user's balance spent, their key used): the charges before are
+ * committed, and the failure is met again after them.
+ */
+static void
+test_dependent(pgm_conn *bc, pgm_conn *c)
+{
+	enum
+	{
+		N = 140
+	};
+	static charge_spec spec[N];
+	static char keys[N][16];
+	pgm_charge_result *res;
+	int			i;
+
+	for (i = 0; i < N; i++)
+	{
+		snprintf(keys[i], sizeof(keys[i]), "d%d", i % 9);
+		spec[i] = (charge_spec) {i % 4 == 3 ? U_SECOND : U_MAIN, NULL, "0.02", "m", 1,
+			i % 3 == 0 ? keys[i] : NULL};
+		if (i % 11 == 10)
+			spec[i].amount = "0.03";	/* a key used with another amount: PM003 */
+		if (i == 20 || i == 45 || i == 46)
+			spec[i].amount = "0.9";		/* more than is left */
+	}
+	res = compare_run("failures from the charges before them", bc, c, spec, N, "1.5", 0);
+	CHECK(res[9].status == PGM_OK && res[9].replayed && res[0].entry_id == res[9].entry_id, bc);
+	free(res);
+	res = compare_run("the same under an actor", bc, c, spec, N, "1.5", 1);
+	free(res);
+}
+
+/* xorshift64*: the generated cases are the same for a seed everywhere. */
+static uint64_t
+next_random(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * UINT64_C(2685821657736338717);
+}
+
+/*
+ * Generated sequences: users, amounts, keys (few, so that they replay and
+ * conflict), inputs the client refuses and inputs only the server refuses,
+ * mixed at random and compared with single calls, seed by seed.
+ */
+static void
+test_generated(pgm_conn *bc, pgm_conn *c)
+{
+	static const char *const amounts[] = {
+		"0.01", "0.02", "0.05", "0.1", "0.25", "0.5", "1.5", "0", "-1", NULL,
+		"0.0000001", "1e400", "abc", "00.010000"
+	};
+	static const char *const keys[] = {"g1", "g2", "g3", "g4", "g5", "g6", "", NULL};
+	static charge_spec spec[260];
+	int			seed;
+
+	for (seed = 1; seed <= 14; seed++)
+	{
+		uint64_t	s = UINT64_C(0x9e3779b97f4a7c15) * (uint64_t) seed;
+		int			n = 1 + (int) (next_random(&s) % 259),
+					i;
+		char		name[64];
+		pgm_charge_result *res;
+
+		for (i = 0; i < n; i++)
+		{
+			uint64_t	r = next_random(&s);
+			int			u = (int) (r % 16),
+						a = (int) ((r >> 8) % 40),
+						m = (int) ((r >> 16) % 60),
+						k = (int) ((r >> 24) % 24);
+			charge_spec *sp = &spec[i];
+
+			sp->slot = u < 8 ? U_MAIN : u < 13 ? U_SECOND : u < 14 ? U_GONE : -1;
+			sp->user = u == 14 ? unknown_user : NULL;	/* 15: NULL */
+			sp->amount = a < (int) (sizeof(amounts) / sizeof(amounts[0])) ? amounts[a] :
+				amounts[a % 4];
+			sp->model_id = m == 0 ? NULL : m == 1 ? "" : m == 2 ? wide_model :
+				m == 3 ? long_model : "m";
+			sp->tokens = (int64_t) ((r >> 32) % 1000) - (r % 97 == 0 ? 2000 : 0);
+			sp->key = k < 8 ? keys[k] : NULL;
+		}
+		snprintf(name, sizeof(name), "generated, seed %d", seed);
+		res = compare_run(name, bc, c, spec, (size_t) n, seed % 3 ? "3" : "0.5", seed % 4 == 0);
+		free(res);
+	}
+}
+
 /* ---- Another session holding a user's lock ---------------------------- */
 
 /*
@@ -546,7 +769,7 @@ test_lock_wait(pgm_conn *bc, pgm_conn *c)
  * was never sent is PGM_CONNECTION_ERROR and is not in the ledger.
  */
 static void
-test_broken(pgm_conn *c, const char *conninfo)
+test_broken(pgm_conn *c, const char *conninfo, int savepoints)
 {
 	enum
 	{
@@ -567,7 +790,8 @@ test_broken(pgm_conn *c, const char *conninfo)
 	char		byte;
 	pid_t		pid;
 
-	printf("# the connection breaks mid-pipeline\n");
+	printf("# the connection breaks mid-pipeline%s\n", savepoints ? ", savepoints" : "");
+	pgmi_batch_savepoints(bc, savepoints);
 	make_users(c, "100", ids);
 	for (i = 0; i < N; i++)
 	{
@@ -621,12 +845,23 @@ main(int argc, char **argv)
 	if (pgm_conn_status(c) == PGM_OK && pgm_conn_status(bc) == PGM_OK)
 	{
 		printf("# batches %s\n", conninfo[0] ? conninfo : "straight to the server");
-		test_every_error(bc, c);
-		test_actor(bc, c);
-		test_windows(bc, c);
+		int			savepoints;
+
+		/* then as behind PL/Proxy: a savepoint a charge, nothing sent again */
+		for (savepoints = 0; savepoints <= 1; savepoints++)
+		{
+			pgmi_batch_savepoints(bc, savepoints);
+			printf("# %s\n", savepoints ? "a savepoint a charge" : "one statement a charge");
+			test_every_error(bc, c);
+			test_actor(bc, c);
+			test_windows(bc, c);
+			test_positions(bc, c);
+			test_dependent(bc, c);
+			test_generated(bc, c);
+			test_lock_wait(bc, c);
+			test_broken(c, conninfo, savepoints);
+		}
 		test_arguments(bc);
-		test_lock_wait(bc, c);
-		test_broken(c, conninfo);
 	}
 	pgm_finish(c);
 	pgm_finish(bc);
