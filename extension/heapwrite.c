@@ -20,8 +20,12 @@
  *	- no row-level security applies to the user that runs the write (the
  *	  functions are SECURITY DEFINER, owned by the table owner), who has
  *	  the privileges the statement would check;
- *	- the transaction is READ COMMITTED: REPEATABLE READ and SERIALIZABLE
- *	  keep their snapshot rules and predicate locks through the statements.
+ *	- no rule rewrites the statement, and balances has no inheritance
+ *	  child that the UPDATE would scan too;
+ *	- the transaction is READ COMMITTED and may write: REPEATABLE READ and
+ *	  SERIALIZABLE keep their snapshot rules and predicate locks through
+ *	  the statements, and a read-only transaction gets the executor's
+ *	  error from them.
  *
  * The writes themselves are the executor's: table_tuple_update (which
  * decides HOT and logs the update) and, when the update is not HOT, the new
@@ -321,9 +325,10 @@ has_triggers(Relation rel, CmdType cmd, bool *fk_check)
 
 /*
  * Whether the writers may write a table directly: a plain table that the
- * statement would write as it is, that is with no trigger for the command,
- * no row-level security that applies to the function's owner, and the
- * owner's privileges for it.
+ * statement would write as it is, that is with no rule (which would
+ * rewrite the statement), no inheritance child (which an UPDATE would scan
+ * too), no trigger for the command, no row-level security that applies to
+ * the function's owner, and the owner's privileges for it.
  */
 static bool
 direct_writable(Relation rel, CmdType cmd, AclMode mode, bool *fk_check)
@@ -331,6 +336,8 @@ direct_writable(Relation rel, CmdType cmd, AclMode mode, bool *fk_check)
 	Oid			relid = RelationGetRelid(rel);
 
 	return rel->rd_rel->relkind == RELKIND_RELATION &&
+		rel->rd_rules == NULL &&
+		(cmd == CMD_INSERT || !rel->rd_rel->relhassubclass) &&
 		!has_triggers(rel, cmd, fk_check) &&
 		check_enable_rls(relid, InvalidOid, true) != RLS_ENABLED &&
 		pg_class_aclcheck(relid, GetUserId(), mode) == ACLCHECK_OK;
@@ -359,7 +366,13 @@ pgm_writer_open(PgmLedgerWriter *w)
 	int			i;
 
 	memset(w, 0, sizeof(*w));
-	if (IsolationUsesXactSnapshot())
+
+	/*
+	 * The statements keep the snapshot rules of REPEATABLE READ and
+	 * SERIALIZABLE, and refuse to write in a read-only transaction (or a
+	 * parallel operation) with the executor's own error.
+	 */
+	if (IsolationUsesXactSnapshot() || XactReadOnly || IsInParallelMode())
 		return false;
 	nsp = get_namespace_oid("pgmarket", true);
 	balances_id = get_relname_relid("balances", nsp);

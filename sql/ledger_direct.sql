@@ -118,6 +118,14 @@ CREATE TRIGGER ledger_direct_noop AFTER INSERT ON pgmarket.ledger
 SELECT available_balance FROM pgmarket.deduct_balance(pg_temp.u(2, 1), 3.5, 'direct-cap');
 DROP TRIGGER ledger_direct_noop ON pgmarket.ledger;
 
+-- a read-only transaction: the statements' own errors, nothing written
+BEGIN READ ONLY;
+SELECT available_balance FROM pgmarket.deduct_balance(pg_temp.u(1, 2), 0.1, 'direct-ro');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT sqlstate FROM pgmarket.deduct_batch(ARRAY[(pg_temp.u(1, 2), 0.1, 'direct-ro', 0, NULL)]::pgmarket.charge[]);
+ROLLBACK;
+
 -- every index of the two tables holds exactly their rows, in order
 SELECT c.relname, bt_index_check(c.oid, true) IS NOT NULL AS checked
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
