@@ -14,7 +14,7 @@ MODULE_big   = pgmarket
 OBJS         = extension/pgmarket.o extension/money.o extension/args.o \
                extension/spi.o extension/actor.o extension/userlock.o \
                extension/escrow.o \
-               extension/keyring.o extension/index_read.o \
+               extension/keyring.o extension/index_read.o extension/heapwrite.o \
                extension/accounts.o extension/passwords.o extension/emails.o \
                extension/ledger.o extension/batch.o extension/vault.o \
                extension/apikeys.o extension/audit.o extension/audit_chain.o \

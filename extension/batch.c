@@ -23,19 +23,21 @@
  * Each step is a function below, batch_<step>, called in this order by
  * pgm_deduct_batch.
  *
- * Steps 2a and 5 have two ways of doing their work.  The direct path finds
- * each balance row through the primary key and locks it with
- * table_tuple_lock (as SELECT ... FOR UPDATE does under READ COMMITTED),
- * writes the entries with one table_multi_insert per chunk of BATCH_CHUNK
- * (a WAL record per heap page, not per row) and enters them in the
- * ledger's indexes in key order, and updates each balance row in place of
- * the version it locked (no second look-up).  It keeps every index, CHECK
+ * Steps 2a and 5 have two ways of doing their work.  The direct path
+ * (heapwrite.c's writer) finds each balance row through the primary key and
+ * locks it with table_tuple_lock (as SELECT ... FOR UPDATE does under READ
+ * COMMITTED), writes the entries with one table_multi_insert per chunk of
+ * BATCH_CHUNK (a WAL record per heap page, not per row) and enters them in
+ * the ledger's indexes in key order, and updates each balance row in place
+ * of the version it locked (no second look-up).  It keeps every index, CHECK
  * and NOT NULL constraint (ExecInsertIndexTuples, ExecConstraints).  The SQL
  * path runs one statement per step: SELECT ... FOR UPDATE of all users,
  * INSERT ... SELECT FROM unnest of all entries, UPDATE ... FROM unnest of
  * all balances.  batch_direct_open takes the direct path unless it would
- * not write exactly what those statements write (a trigger, row-level
- * security that applies, REPEATABLE READ or SERIALIZABLE, a changed table).
+ * not write exactly what those statements write (pgm_writer_open: a
+ * trigger, row-level security that applies, REPEATABLE READ or
+ * SERIALIZABLE, a changed table); the balances go through the UPDATE when
+ * it would fire their foreign key's check (a row this transaction wrote).
  *
  * One failing charge does not undo the others.  An error that is not about
  * one charge (say, the server running out of disk) still fails the call as a
@@ -162,50 +164,11 @@ typedef struct Batch
  */
 #define BATCH_CHUNK		1000	/* entries per table_multi_insert */
 
-/* the ledger's columns, by name; a charge sets all of them but three */
-enum
-{
-	L_ENTRY_ID, L_USER_ID, L_KIND, L_AMOUNT, L_AVAILABLE, L_MODEL_ID,
-	L_TOKENS_USED, L_IDEMPOTENCY_KEY, L_NOTE, L_REFUND_OF, L_RESERVATION_ID,
-	L_CREATED_AT, L_NCOLS
-};
-static const char *const ledger_cols[L_NCOLS] = {
-	"entry_id", "user_id", "kind", "amount", "available", "model_id",
-	"tokens_used", "idempotency_key", "note", "refund_of", "reservation_id",
-	"created_at"
-};
-
-/* the balance row's columns the batch reads or writes */
-enum
-{
-	B_USER_ID, B_TOTAL, B_SPENT, B_RESERVED, B_NEXT_EXPIRY, B_ACTIVE,
-	B_UPDATED_AT, B_NCOLS
-};
-static const char *const balance_cols[B_NCOLS] = {
-	"user_id", "total", "spent", "reserved", "next_expiry", "active",
-	"updated_at"
-};
-static const Oid balance_types[B_NCOLS] = {
-	UUIDOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BOOLOID,
-	TIMESTAMPTZOID
-};
-
 typedef struct BatchDirect
 {
-	Relation	balances;
-	Relation	balances_pkey;
-	Relation	ledger;
-	EState	   *estate;
-	ResultRelInfo *balances_rri;
-	ResultRelInfo *ledger_rri;
+	PgmLedgerWriter w;			/* the tables, their indexes (heapwrite.c) */
 	TupleTableSlot *row_slot;	/* a balance row as found and locked */
 	TupleTableSlot *new_slot;	/* its new version */
-	IndexScanDesc scan;			/* balances_pkey, open during step 2 */
-	Snapshot	snapshot;		/* registered, for that scan */
-	AttrNumber	bcol[B_NCOLS];	/* 1-based */
-	AttrNumber	lcol[L_NCOLS];
-	Datum		now;			/* now(): updated_at, created_at */
-	Datum		kind_charge;	/* 'charge' */
 } BatchDirect;
 
 static SPIPlanPtr plan_lock_users;
@@ -441,173 +404,27 @@ batch_read_charges(Batch *b, ArrayType *input)
 	b->col_null = palloc0(sizeof(bool) * b->n);
 }
 
-/* The attribute number of a table's column named so, or InvalidAttrNumber. */
-static AttrNumber
-column_number(TupleDesc desc, const char *name, Oid type, bool notnull)
-{
-	int			i;
-
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->atttypid == type && (att->attnotnull || !notnull) &&
-				!att->attgenerated ? att->attnum : InvalidAttrNumber;
-	}
-	return InvalidAttrNumber;
-}
-
-/*
- * Whether a statement of the command would fire a trigger on the table.  For
- * an UPDATE, the triggers of foreign keys do not count: the batch changes
- * spent and updated_at only, never a key, and PostgreSQL itself skips those
- * triggers when the key is unchanged (RI_FKey_fk_upd_check_required and
- * RI_FKey_pk_upd_check_required).
- */
-static bool
-has_triggers(Relation rel, CmdType cmd)
-{
-	TriggerDesc *t = rel->trigdesc;
-	int			i;
-
-	if (t == NULL)
-		return false;
-	if (cmd == CMD_INSERT)
-		return t->trig_insert_before_row || t->trig_insert_after_row ||
-			t->trig_insert_instead_row || t->trig_insert_before_statement ||
-			t->trig_insert_after_statement || t->trig_insert_new_table;
-	for (i = 0; i < t->numtriggers; i++)
-	{
-		Trigger    *trig = &t->triggers[i];
-
-		if (trig->tgenabled != TRIGGER_DISABLED &&
-			TRIGGER_FOR_UPDATE(trig->tgtype) &&
-			RI_FKey_trigger_type(trig->tgfoid) == RI_TRIGGER_NONE)
-			return true;
-	}
-	return false;
-}
-
-/*
- * Whether the batch may write a table directly: a plain table that the SQL
- * path's statement would write as it is, that is with no trigger for the
- * command, no row-level security that applies to the function's owner, and
- * the owner's privileges for it.
- */
-static bool
-direct_writable(Relation rel, CmdType cmd, AclMode mode)
-{
-	Oid			relid = RelationGetRelid(rel);
-
-	return rel->rd_rel->relkind == RELKIND_RELATION &&
-		!has_triggers(rel, cmd) &&
-		check_enable_rls(relid, InvalidOid, true) != RLS_ENABLED &&
-		pg_class_aclcheck(relid, GetUserId(), mode) == ACLCHECK_OK;
-}
-
 /*
  * Open the direct path (b->direct), or leave b->direct NULL for the SQL
  * path when the direct one would not write exactly what the SQL statements
- * write: under REPEATABLE READ or SERIALIZABLE (whose snapshot rules and
- * predicate locks the statements keep), when a table has a trigger for the
- * batch's command, row-level security that applies, a column the batch does
- * not know that has a default or must be set, or when balances is not
- * found by a one-column primary key on user_id.  Every index, CHECK and NOT
- * NULL constraint is kept on either path (ExecInsertIndexTuples,
- * ExecConstraints).
+ * write (pgm_writer_open says when: REPEATABLE READ or SERIALIZABLE, a
+ * trigger, row-level security that applies, a changed table).  Every
+ * index, CHECK and NOT NULL constraint is kept on either path.
  */
 static void
 batch_direct_open(Batch *b)
 {
-	Oid			nsp = get_namespace_oid("pgmarket", false);
-	Oid			balances_id = get_relname_relid("balances", nsp);
-	Oid			ledger_id = get_relname_relid("ledger", nsp);
-	static const Oid ledger_types[L_NCOLS] = {
-		INT8OID, UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID,
-		TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID
-	};
-	BatchDirect *d;
-	TupleDesc	desc;
-	Oid			pkey;
-	int			i;
+	BatchDirect *d = palloc0(sizeof(BatchDirect));
 
-	if (IsolationUsesXactSnapshot() || !OidIsValid(balances_id) ||
-		!OidIsValid(ledger_id))
+	if (!pgm_writer_open(&d->w))
+	{
+		pfree(d);
 		return;
-	d = palloc0(sizeof(BatchDirect));
-	d->balances = table_open(balances_id, RowExclusiveLock);
-	d->ledger = table_open(ledger_id, RowExclusiveLock);
-	if (!direct_writable(d->balances, CMD_UPDATE, ACL_SELECT | ACL_UPDATE) ||
-		!direct_writable(d->ledger, CMD_INSERT, ACL_INSERT))
-		goto refuse;
-
-	desc = RelationGetDescr(d->balances);
-	for (i = 0; i < B_NCOLS; i++)
-	{
-		d->bcol[i] = column_number(desc, balance_cols[i], balance_types[i],
-								   i != B_NEXT_EXPIRY);
-		if (d->bcol[i] == InvalidAttrNumber)
-			goto refuse;
 	}
-	if (desc->constr && desc->constr->has_generated_stored)
-		goto refuse;
-	pkey = RelationGetPrimaryKeyIndex(d->balances);
-	if (!OidIsValid(pkey))
-		goto refuse;
-	d->balances_pkey = index_open(pkey, AccessShareLock);
-	if (d->balances_pkey->rd_rel->relam != BTREE_AM_OID ||
-		d->balances_pkey->rd_index->indnatts != 1 ||
-		d->balances_pkey->rd_index->indkey.values[0] != d->bcol[B_USER_ID])
-		goto refuse;
-
-	desc = RelationGetDescr(d->ledger);
-	for (i = 0; i < L_NCOLS; i++)
-	{
-		d->lcol[i] = column_number(desc, ledger_cols[i], ledger_types[i], false);
-		if (d->lcol[i] == InvalidAttrNumber)
-			goto refuse;
-	}
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		int			c;
-
-		if (att->attisdropped)
-			continue;
-		for (c = 0; c < L_NCOLS; c++)
-			if (att->attnum == d->lcol[c])
-				break;
-		/* the SQL path's INSERT leaves note, refund_of, reservation_id out */
-		if ((c == L_NCOLS || c == L_NOTE || c == L_REFUND_OF ||
-			 c == L_RESERVATION_ID) &&
-			(att->atthasdef || att->attnotnull || att->attgenerated))
-			goto refuse;
-	}
-
-	CheckCmdReplicaIdentity(d->balances, CMD_UPDATE);
-	CheckCmdReplicaIdentity(d->ledger, CMD_INSERT);
-	d->estate = CreateExecutorState();
-	d->balances_rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(d->balances_rri, d->balances, 0, NULL, 0);
-	ExecOpenIndices(d->balances_rri, false);
-	d->ledger_rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(d->ledger_rri, d->ledger, 0, NULL, 0);
-	ExecOpenIndices(d->ledger_rri, false);
-	d->row_slot = table_slot_create(d->balances, NULL);
-	d->new_slot = MakeSingleTupleTableSlot(RelationGetDescr(d->balances),
+	d->row_slot = table_slot_create(d->w.balances, NULL);
+	d->new_slot = MakeSingleTupleTableSlot(RelationGetDescr(d->w.balances),
 										   &TTSOpsHeapTuple);
-	d->now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	d->kind_charge = CStringGetTextDatum("charge");
 	b->direct = d;
-	return;
-
-refuse:
-	if (d->balances_pkey)
-		index_close(d->balances_pkey, AccessShareLock);
-	table_close(d->ledger, RowExclusiveLock);
-	table_close(d->balances, RowExclusiveLock);
-	pfree(d);
 }
 
 /* Close the direct path; the tables stay locked to the end of the transaction. */
@@ -618,12 +435,7 @@ batch_direct_close(Batch *b)
 
 	ExecDropSingleTupleTableSlot(d->row_slot);
 	ExecDropSingleTupleTableSlot(d->new_slot);
-	ExecCloseIndices(d->balances_rri);
-	ExecCloseIndices(d->ledger_rri);
-	FreeExecutorState(d->estate);
-	index_close(d->balances_pkey, NoLock);
-	table_close(d->ledger, NoLock);
-	table_close(d->balances, NoLock);
+	pgm_writer_close(&d->w);
 	b->direct = NULL;
 }
 
@@ -686,22 +498,13 @@ static bool
 direct_lock_row(Batch *b, BatchUser *u)
 {
 	BatchDirect *d = b->direct;
-	ScanKeyData key;
-	TM_FailureData tmfd;
 	TM_Result	result;
 	ItemPointerData tid;
 
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ,
-				UUIDPGetDatum(&u->id));
-	index_rescan(d->scan, &key, 1, NULL, 0);
-	if (!index_getnext_slot(d->scan, ForwardScanDirection, d->row_slot))
+	if (!pgm_writer_find(&d->w, &u->id, d->row_slot))
 		return false;
 	tid = d->row_slot->tts_tid;
-	ExecClearTuple(d->row_slot);
-	result = table_tuple_lock(d->balances, &tid, d->snapshot, d->row_slot,
-							  GetCurrentCommandId(true), LockTupleExclusive,
-							  LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
-							  &tmfd);
+	result = pgm_writer_lock(&d->w, &tid, d->row_slot, LockTupleExclusive);
 	if (result == TM_Deleted)
 		return false;
 	if (result != TM_Ok)
@@ -720,42 +523,42 @@ static void
 direct_read_row(Batch *b, BatchUser *u)
 {
 	BatchDirect *d = b->direct;
-	TupleDesc	desc = RelationGetDescr(d->balances);
+	TupleDesc	desc = RelationGetDescr(d->w.balances);
+	AttrNumber *bcol = d->w.bcol;
 	bool		isnull;
 	Datum		expiry;
 	int64		total;
 	int64		spent;
 	int64		reserved;
 
-	/* active, total, spent and reserved are NOT NULL (batch_direct_open) */
-	u->usable = DatumGetBool(heap_getattr(u->row, d->bcol[B_ACTIVE], desc, &isnull));
-	total = DatumGetInt64(heap_getattr(u->row, d->bcol[B_TOTAL], desc, &isnull));
-	spent = DatumGetInt64(heap_getattr(u->row, d->bcol[B_SPENT], desc, &isnull));
-	reserved = DatumGetInt64(heap_getattr(u->row, d->bcol[B_RESERVED], desc, &isnull));
+	/* active, total, spent and reserved are NOT NULL (pgm_writer_open) */
+	u->usable = DatumGetBool(heap_getattr(u->row, bcol[PGM_B_ACTIVE], desc, &isnull));
+	total = DatumGetInt64(heap_getattr(u->row, bcol[PGM_B_TOTAL], desc, &isnull));
+	spent = DatumGetInt64(heap_getattr(u->row, bcol[PGM_B_SPENT], desc, &isnull));
+	reserved = DatumGetInt64(heap_getattr(u->row, bcol[PGM_B_RESERVED], desc, &isnull));
 	if (pg_sub_s64_overflow(total, spent, &u->row_available) ||
 		pg_sub_s64_overflow(u->row_available, reserved, &u->row_available))
 		elog(ERROR, "balance row of user %s out of range",
 			 pgm_uuid_cstring(UUIDPGetDatum(&u->id)));
-	expiry = heap_getattr(u->row, d->bcol[B_NEXT_EXPIRY], desc, &isnull);
+	expiry = heap_getattr(u->row, bcol[PGM_B_NEXT_EXPIRY], desc, &isnull);
 	u->needs_sweep = !isnull &&
-		DatumGetTimestampTz(expiry) <= DatumGetTimestampTz(d->now);
+		DatumGetTimestampTz(expiry) <= DatumGetTimestampTz(d->w.now);
 }
 
 /* Direct path: take a snapshot that sees everything committed until now. */
 static void
 direct_begin_scan(BatchDirect *d)
 {
-	d->snapshot = RegisterSnapshot(GetLatestSnapshot());
-	d->scan = index_beginscan(d->balances, d->balances_pkey, d->snapshot, 1, 0);
+	pgm_writer_scan_begin(&d->w, RegisterSnapshot(GetLatestSnapshot()));
 }
 
 static void
 direct_end_scan(BatchDirect *d)
 {
-	index_endscan(d->scan);
-	UnregisterSnapshot(d->snapshot);
-	d->scan = NULL;
-	d->snapshot = NULL;
+	Snapshot	snapshot = d->w.snapshot;
+
+	pgm_writer_scan_end(&d->w);
+	UnregisterSnapshot(snapshot);
 }
 
 /*
@@ -1100,11 +903,11 @@ sql_write_balances(Batch *b)
 
 /*
  * Direct path of step 5 for one chunk of entries (slots[i] holds the entry
- * of charges[i]): check the table's constraints, write the rows to the heap
- * with one table_multi_insert (a WAL record per page, not per row), then
- * enter them in every index of the ledger in key order, so that consecutive
- * insertions land on the same leaf pages.  A unique index raises 23505 as
- * the SQL path's INSERT would.
+ * of charges[i]): written with one table_multi_insert (a WAL record per
+ * page, not per row) and entered in every index of the ledger in key order,
+ * so that consecutive insertions land on the same leaf pages
+ * (pgm_writer_insert_entries: constraints checked, 23505 from a unique
+ * index as the SQL path's INSERT would raise it).
  */
 static void
 direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
@@ -1114,11 +917,6 @@ direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
 	TupleTableSlot **order = palloc(sizeof(TupleTableSlot *) * k);
 	int		   *start = palloc0(sizeof(int) * (b->nusers + 1));
 	int			i;
-
-	if (RelationGetDescr(d->ledger)->constr)
-		for (i = 0; i < k; i++)
-			ExecConstraints(d->ledger_rri, slots[i], d->estate);
-	table_multi_insert(d->ledger, slots, k, cid, 0, NULL);
 
 	/*
 	 * (user_id, entry_id) order, the order of ledger_pkey: a counting sort
@@ -1131,15 +929,7 @@ direct_flush_entries(Batch *b, TupleTableSlot **slots, BatchCharge **charges,
 		start[i] += start[i - 1];
 	for (i = 0; i < k; i++)
 		order[start[charges[i]->user->rank]++] = slots[i];
-	for (i = 0; i < k; i++)
-	{
-		List	   *recheck;
-
-		recheck = ExecInsertIndexTuples(d->ledger_rri, order[i], d->estate,
-										false, false, NULL, NIL);
-		list_free(recheck);
-	}
-	ResetPerTupleExprContext(d->estate);
+	pgm_writer_insert_entries(&d->w, slots, order, k, cid);
 	pfree(order);
 	pfree(start);
 }
@@ -1153,7 +943,7 @@ static void
 direct_write_entries(Batch *b)
 {
 	BatchDirect *d = b->direct;
-	TupleDesc	desc = CreateTupleDescCopy(RelationGetDescr(d->ledger));
+	TupleDesc	desc = CreateTupleDescCopy(RelationGetDescr(d->w.ledger));
 	int			nslots = Min(b->napplied, BATCH_CHUNK);
 	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nslots);
 	BatchCharge **charges = palloc(sizeof(BatchCharge *) * nslots);
@@ -1180,25 +970,12 @@ direct_write_entries(Batch *b)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		slot = slots[k];
-		ExecClearTuple(slot);
-		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
-#define SET(col, value) \
-	(slot->tts_values[d->lcol[col] - 1] = (value), \
-	 slot->tts_isnull[d->lcol[col] - 1] = false)
 		old = MemoryContextSwitchTo(chunk_cxt);
-		SET(L_ENTRY_ID, Int64GetDatum(c->entry_id));
-		SET(L_USER_ID, UUIDPGetDatum(&c->user_id));
-		SET(L_KIND, d->kind_charge);
-		SET(L_AMOUNT, Int64GetDatum(c->amount));
-		SET(L_AVAILABLE, Int64GetDatum(c->available));
-		SET(L_MODEL_ID, CStringGetTextDatum(c->model_id));
-		SET(L_TOKENS_USED, Int64GetDatum(c->tokens));
-		if (c->key)
-			SET(L_IDEMPOTENCY_KEY, CStringGetTextDatum(c->key));
-		SET(L_CREATED_AT, d->now);
-#undef SET
+		pgm_writer_charge_entry(&d->w, slot, c->entry_id, &c->user_id,
+								c->amount, c->available,
+								CStringGetTextDatum(c->model_id), c->tokens,
+								c->key ? CStringGetTextDatum(c->key) : (Datum) 0);
 		MemoryContextSwitchTo(old);
-		ExecStoreVirtualTuple(slot);
 		charges[k++] = c;
 		if (k == nslots)
 		{
@@ -1225,50 +1002,58 @@ static void
 direct_write_balances(Batch *b)
 {
 	BatchDirect *d = b->direct;
-	TupleDesc	desc = RelationGetDescr(d->balances);
+	TupleDesc	desc = RelationGetDescr(d->w.balances);
+	AttrNumber *bcol = d->w.bcol;
 	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
 	bool	   *nulls = palloc0(sizeof(bool) * desc->natts);
 	bool	   *replace = palloc0(sizeof(bool) * desc->natts);
 	CommandId	cid = GetCurrentCommandId(true);
 	int			i;
 
-	replace[d->bcol[B_SPENT] - 1] = true;
-	replace[d->bcol[B_UPDATED_AT] - 1] = true;
-	values[d->bcol[B_UPDATED_AT] - 1] = d->now;
+	replace[bcol[PGM_B_SPENT] - 1] = true;
+	replace[bcol[PGM_B_UPDATED_AT] - 1] = true;
+	values[bcol[PGM_B_UPDATED_AT] - 1] = d->w.now;
 	for (i = 0; i < b->nusers; i++)
 	{
 		BatchUser  *u = b->sorted[i];
-		TM_FailureData tmfd;
 		TM_Result	result;
 		LockTupleMode lockmode;
-		bool		update_indexes;
 		bool		isnull;
 		int64		spent;
 
 		if (u->spent_delta == 0)
 			continue;
 		CHECK_FOR_INTERRUPTS();
-		spent = DatumGetInt64(heap_getattr(u->row, d->bcol[B_SPENT], desc, &isnull));
+		spent = DatumGetInt64(heap_getattr(u->row, bcol[PGM_B_SPENT], desc, &isnull));
 		if (pg_add_s64_overflow(spent, u->spent_delta, &spent))
 			elog(ERROR, "spent balance of user %s out of range",
 				 pgm_uuid_cstring(UUIDPGetDatum(&u->id)));
-		values[d->bcol[B_SPENT] - 1] = Int64GetDatum(spent);
+		values[bcol[PGM_B_SPENT] - 1] = Int64GetDatum(spent);
 		ExecStoreHeapTuple(heap_modify_tuple(u->row, desc, values, nulls, replace),
 						   d->new_slot, true);
-		if (desc->constr)
-			ExecConstraints(d->balances_rri, d->new_slot, d->estate);
-		result = table_tuple_update(d->balances, &u->tid, d->new_slot, cid,
-									GetActiveSnapshot(), InvalidSnapshot, true,
-									&tmfd, &lockmode, &update_indexes);
+		result = pgm_writer_update(&d->w, &u->tid, d->new_slot, cid, &lockmode);
 		if (result != TM_Ok)
 			elog(ERROR, "could not update the balance row of user %s (%d)",
 				 pgm_uuid_cstring(UUIDPGetDatum(&u->id)), (int) result);
-		if (update_indexes && d->balances_rri->ri_NumIndices > 0)
-			list_free(ExecInsertIndexTuples(d->balances_rri, d->new_slot,
-											d->estate, true, false, NULL, NIL));
 		ExecClearTuple(d->new_slot);
-		ResetPerTupleExprContext(d->estate);
 	}
+}
+
+/*
+ * Would the SQL path's UPDATE fire the balance rows' foreign key check (on
+ * a row this transaction wrote before the batch locked it)?  Then it is the
+ * UPDATE that writes the balances.
+ */
+static bool
+direct_fires_fk(Batch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->nusers; i++)
+		if (b->sorted[i]->spent_delta != 0 &&
+			pgm_writer_update_fires_fk(&b->direct->w, b->sorted[i]->row))
+			return true;
+	return false;
 }
 
 /*
@@ -1285,7 +1070,10 @@ batch_write(Batch *b)
 	if (b->direct)
 	{
 		direct_write_entries(b);
-		direct_write_balances(b);
+		if (direct_fires_fk(b))
+			sql_write_balances(b);
+		else
+			direct_write_balances(b);
 	}
 	else
 	{

@@ -23,8 +23,15 @@
 #include "pgmarket.h"
 
 #include "access/htup_details.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "access/xact.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "common/hashfn.h"
 #include "common/int.h"
 #include "funcapi.h"
@@ -84,6 +91,24 @@ static SPIPlanPtr plan_entries_before;
 static SPIPlanPtr plan_expired_users;
 static SPIPlanPtr plan_charge;
 static SPIPlanPtr plan_insert_dated;
+
+/*
+ * A charge without a key in one statement: the conditional UPDATE of the
+ * balance row and the INSERT of its entry; the available recorded is the
+ * row's after the charge, plus what extra adds (the escrow slots' money,
+ * below).  charge_direct writes exactly this without the executor.
+ */
+#define CHARGE_SQL(extra) \
+	"WITH b AS (" \
+	"  UPDATE pgmarket.balances b SET spent = b.spent + $2, updated_at = now()" \
+	"   WHERE b.user_id = $1 AND b.active AND b.total - b.spent - b.reserved >= $2" \
+	"     AND (b.next_expiry IS NULL OR b.next_expiry > now())" \
+	"  RETURNING b.total - b.spent - b.reserved" extra " AS available)" \
+	"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount," \
+	"       available, model_id, tokens_used)" \
+	"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2," \
+	"       b.available, $3, $4 FROM b" \
+	" RETURNING entry_id, available"
 
 static const PgmPlanDef ledger_plans[] = {
 	{&plan_find_key,
@@ -215,18 +240,7 @@ static const PgmPlanDef ledger_plans[] = {
 		0, {InvalidOid}},
 
 	/* deduct_balance without a key, when nothing stands in the way */
-	{&plan_charge,
-		"WITH b AS ("
-		"  UPDATE pgmarket.balances SET spent = spent + $2, updated_at = now()"
-		"   WHERE user_id = $1 AND active AND total - spent - reserved >= $2"
-		"     AND (next_expiry IS NULL OR next_expiry > now())"
-		"  RETURNING total - spent - reserved AS available)"
-		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
-		"       available, model_id, tokens_used)"
-		"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2,"
-		"       b.available, $3, $4 FROM b"
-		" RETURNING entry_id, available",
-		4, {UUIDOID, INT8OID, TEXTOID, INT8OID}},
+	{&plan_charge, CHARGE_SQL(""), 4, {UUIDOID, INT8OID, TEXTOID, INT8OID}},
 
 	/* an imported entry, with the time its document gives it */
 	{&plan_insert_dated,
@@ -324,17 +338,7 @@ static const PgmPlanDef escrow_ledger_plans[] = {
 		"  FROM pgmarket.balances b WHERE b.user_id = $1",
 		1, {UUIDOID}},
 
-	{&plan_charge_e,
-		"WITH b AS ("
-		"  UPDATE pgmarket.balances b SET spent = b.spent + $2, updated_at = now()"
-		"   WHERE b.user_id = $1 AND b.active AND b.total - b.spent - b.reserved >= $2"
-		"     AND (b.next_expiry IS NULL OR b.next_expiry > now())"
-		"  RETURNING b.total - b.spent - b.reserved + " SLOT_MONEY("b") " AS available)"
-		"INSERT INTO pgmarket.ledger (entry_id, user_id, kind, amount,"
-		"       available, model_id, tokens_used)"
-		"SELECT nextval('pgmarket.ledger_entry_id_seq'), $1, 'charge', $2,"
-		"       b.available, $3, $4 FROM b"
-		" RETURNING entry_id, available",
+	{&plan_charge_e, CHARGE_SQL(" + " SLOT_MONEY("b")),
 		4, {UUIDOID, INT8OID, TEXTOID, INT8OID}},
 
 	{&plan_slot_charge,
@@ -732,9 +736,208 @@ take_available(SPIPlanPtr plan, Datum *values, Datum user_id, int64 amount,
 	}
 }
 
+/* What charge_direct did. */
+typedef enum DirectCharge
+{
+	DIRECT_CHARGED,				/* the charge is written, *out says how */
+	DIRECT_NO_ROW,				/* nothing written: CHARGE_SQL finds no row */
+	DIRECT_USE_SQL				/* nothing written: run CHARGE_SQL instead */
+} DirectCharge;
+
+/* int8 arithmetic as SQL's: 22003 when it wraps */
+static inline int64
+int8_add(int64 a, int64 b)
+{
+	int64		r;
+
+	if (pg_add_s64_overflow(a, b, &r))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+	return r;
+}
+
+static inline int64
+int8_sub(int64 a, int64 b)
+{
+	int64		r;
+
+	if (pg_sub_s64_overflow(a, b, &r))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+	return r;
+}
+
+/*
+ * charge_direct's writes, with the writer open and the statement's
+ * snapshot active: CHARGE_SQL step by step, as the executor runs it under
+ * READ COMMITTED.  The UPDATE: the version of the row the snapshot sees,
+ * its WHERE clause evaluated, the new version (spent + amount, updated_at
+ * now()) written in its place, waiting for a concurrent writer of the row;
+ * when that writer changed the row, the newest version is locked and
+ * evaluated again (EvalPlanQual), and a version that no longer qualifies
+ * means no row.  Then the INSERT: the next id of the ledger's sequence and
+ * the entry.  DIRECT_USE_SQL, before anything is written, where the
+ * statement would do more than this: a row whose available includes
+ * escrow slots (the statement adds their money), a row whose update would
+ * fire its foreign key's check (pgm_writer_update_fires_fk).
+ */
+static DirectCharge
+charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
+			 text *model_id, int64 tokens, PgmLedgerOutcome *out)
+{
+	TupleDesc	desc = RelationGetDescr(w->balances);
+	AttrNumber *bcol = w->bcol;
+	TupleTableSlot *row = table_slot_create(w->balances, NULL);
+	TupleTableSlot *newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	TupleTableSlot *entry = NULL;
+	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc0(sizeof(bool) * desc->natts);
+	bool	   *replace = palloc0(sizeof(bool) * desc->natts);
+	CommandId	cid = GetCurrentCommandId(true);
+	DirectCharge res = DIRECT_NO_ROW;
+	int64		available = 0;
+
+	replace[bcol[PGM_B_SPENT] - 1] = true;
+	replace[bcol[PGM_B_UPDATED_AT] - 1] = true;
+	values[bcol[PGM_B_UPDATED_AT] - 1] = w->now;
+
+	pgm_writer_scan_begin(w, GetActiveSnapshot());
+	if (pgm_writer_find(w, DatumGetUUIDP(user_id), row))
+	{
+		for (;;)
+		{
+			HeapTuple	tup = ExecFetchSlotHeapTuple(row, false, NULL);
+			bool		isnull;
+			Datum		expiry;
+			int64		total;
+			int64		spent;
+			int64		reserved;
+			ItemPointerData tid;
+			LockTupleMode lockmode;
+			TM_Result	result;
+
+			/* the UPDATE's WHERE clause; active, total, ... are NOT NULL */
+			if (esc && bcol[PGM_B_ESCROWED] != InvalidAttrNumber &&
+				DatumGetInt64(heap_getattr(tup, bcol[PGM_B_ESCROWED], desc,
+										   &isnull)) > 0)
+			{
+				res = DIRECT_USE_SQL;
+				break;
+			}
+			if (!DatumGetBool(heap_getattr(tup, bcol[PGM_B_ACTIVE], desc, &isnull)))
+				break;
+			total = DatumGetInt64(heap_getattr(tup, bcol[PGM_B_TOTAL], desc, &isnull));
+			spent = DatumGetInt64(heap_getattr(tup, bcol[PGM_B_SPENT], desc, &isnull));
+			reserved = DatumGetInt64(heap_getattr(tup, bcol[PGM_B_RESERVED], desc, &isnull));
+			if (int8_sub(int8_sub(total, spent), reserved) < amount)
+				break;
+			expiry = heap_getattr(tup, bcol[PGM_B_NEXT_EXPIRY], desc, &isnull);
+			if (!isnull &&
+				DatumGetTimestampTz(expiry) <= DatumGetTimestampTz(w->now))
+				break;
+			if (pgm_writer_update_fires_fk(w, tup))
+			{
+				res = DIRECT_USE_SQL;
+				break;
+			}
+
+			/* SET spent = spent + $2, updated_at = now() */
+			spent = int8_add(spent, amount);
+			values[bcol[PGM_B_SPENT] - 1] = Int64GetDatum(spent);
+			ExecStoreHeapTuple(heap_modify_tuple(tup, desc, values, nulls, replace),
+							   newslot, true);
+			tid = row->tts_tid;
+			result = pgm_writer_update(w, &tid, newslot, cid, &lockmode);
+			ExecClearTuple(newslot);
+			if (result == TM_Ok)
+			{
+				/* RETURNING total - spent - reserved */
+				available = int8_sub(int8_sub(total, spent), reserved);
+				res = DIRECT_CHARGED;
+				break;
+			}
+			if (result == TM_Deleted)
+				break;
+			if (result != TM_Updated)
+				elog(ERROR, "could not update the balance row of user %s (%d)",
+					 pgm_uuid_cstring(user_id), (int) result);
+			/* changed under us: lock the newest version, evaluate it again */
+			result = pgm_writer_lock(w, &tid, row, lockmode);
+			if (result == TM_Deleted)
+				break;
+			if (result != TM_Ok)
+				elog(ERROR, "could not lock the balance row of user %s (%d)",
+					 pgm_uuid_cstring(user_id), (int) result);
+		}
+	}
+	pgm_writer_scan_end(w);
+	ExecDropSingleTupleTableSlot(row);
+	ExecDropSingleTupleTableSlot(newslot);
+
+	if (res == DIRECT_CHARGED)
+	{
+		/* INSERT ... SELECT nextval(...), ... FROM b RETURNING entry_id */
+		out->entry_id = nextval_internal(seqid, true);
+		out->available = available;
+		entry = MakeSingleTupleTableSlot(RelationGetDescr(w->ledger),
+										 &TTSOpsHeapTuple);
+		pgm_writer_charge_entry(w, entry, out->entry_id,
+								DatumGetUUIDP(user_id), amount, available,
+								PointerGetDatum(model_id), tokens, (Datum) 0);
+		pgm_writer_insert_entries(w, &entry, NULL, 1, cid);
+		ExecDropSingleTupleTableSlot(entry);
+	}
+	return res;
+}
+
+/*
+ * CHARGE_SQL written directly (heapwrite.c): what the statement writes,
+ * without SPI, the plan cache and the executor.  The statement's rules of
+ * visibility are kept: the command counter advanced and a new snapshot
+ * taken as SPI does before a statement (READ COMMITTED only:
+ * pgm_writer_open refuses the others).  DIRECT_USE_SQL, having written
+ * nothing, where pgm_writer_open or charge_write say the statement would
+ * write something else.
+ */
+static DirectCharge
+charge_direct(Datum user_id, int64 amount, text *model_id, int64 tokens,
+			  PgmLedgerOutcome *out)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	PgmLedgerWriter w;
+	Oid			seqid;
+	DirectCharge res = DIRECT_USE_SQL;
+
+	if (model_id == NULL)
+		return DIRECT_USE_SQL;
+	seqid = get_relname_relid("ledger_entry_id_seq",
+							  get_namespace_oid("pgmarket", false));
+	if (!OidIsValid(seqid))
+		return DIRECT_USE_SQL;
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "pgmarket charge",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	if (pgm_writer_open(&w))
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		CommandCounterIncrement();
+		UpdateActiveSnapshotCommandId();
+		res = charge_write(&w, seqid, user_id, amount, model_id, tokens, out);
+		PopActiveSnapshot();
+		pgm_writer_close(&w);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return res;
+}
+
 /*
  * A charge without an idempotency key, in one statement: the conditional
- * UPDATE of the balance and the INSERT of its entry.  Returns false, having
+ * UPDATE of the balance and the INSERT of its entry (CHARGE_SQL), written
+ * directly where that is what the statement writes.  Returns false, having
  * changed nothing, when the user is unknown or short of money or has holds
  * that may have expired; the caller then takes the general path, which
  * tells those cases apart.
@@ -746,6 +949,15 @@ charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	Datum		values[4] = {user_id, Int64GetDatum(amount),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
+	switch (charge_direct(user_id, amount, model_id, tokens, out))
+	{
+		case DIRECT_CHARGED:
+			return true;
+		case DIRECT_NO_ROW:
+			return false;
+		case DIRECT_USE_SQL:
+			break;
+	}
 	pgm_exec(esc ? plan_charge_e : plan_charge, values, NULL, false);
 	if (SPI_processed != 1)
 		return false;

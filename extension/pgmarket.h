@@ -260,6 +260,71 @@ extern void pgm_index_update_row(PgmIndexScan *s, const Datum *values,
 								 const bool *nulls);
 extern void pgm_materialize(FunctionCallInfo fcinfo);
 
+/*
+ * heapwrite.c: pgmarket.balances and pgmarket.ledger written without the
+ * executor (its comment says when that is what the statements write)
+ */
+#include "access/htup.h"
+#include "access/tableam.h"
+#include "nodes/lockoptions.h"
+
+enum
+{
+	PGM_L_ENTRY_ID, PGM_L_USER_ID, PGM_L_KIND, PGM_L_AMOUNT, PGM_L_AVAILABLE,
+	PGM_L_MODEL_ID, PGM_L_TOKENS_USED, PGM_L_IDEMPOTENCY_KEY, PGM_L_NOTE,
+	PGM_L_REFUND_OF, PGM_L_RESERVATION_ID, PGM_L_CREATED_AT, PGM_L_NCOLS
+};
+enum
+{
+	PGM_B_USER_ID, PGM_B_TOTAL, PGM_B_SPENT, PGM_B_RESERVED,
+	PGM_B_NEXT_EXPIRY, PGM_B_ACTIVE, PGM_B_UPDATED_AT,
+	PGM_B_ESCROWED,				/* 0.8.0; InvalidAttrNumber before */
+	PGM_B_NCOLS
+};
+struct EState;
+struct ResultRelInfo;
+typedef struct PgmLedgerWriter
+{
+	struct RelationData *balances;
+	struct RelationData *balances_pkey;
+	struct RelationData *ledger;
+	struct EState *estate;
+	struct ResultRelInfo *balances_rri;
+	struct ResultRelInfo *ledger_rri;
+	bool		balances_fk_check;	/* a foreign key's UPDATE trigger */
+	struct IndexScanDescData *scan; /* balances_pkey, between scan_begin/end */
+	Snapshot	snapshot;		/* the scan's */
+	AttrNumber	bcol[PGM_B_NCOLS];	/* 1-based */
+	AttrNumber	lcol[PGM_L_NCOLS];
+	Datum		now;			/* now(): updated_at, created_at */
+	Datum		kind_charge;	/* 'charge' */
+} PgmLedgerWriter;
+extern bool pgm_writer_open(PgmLedgerWriter *w);
+extern void pgm_writer_close(PgmLedgerWriter *w);
+extern void pgm_writer_check(PgmLedgerWriter *w, struct ResultRelInfo *rri,
+							 struct TupleTableSlot *slot);
+extern void pgm_writer_scan_begin(PgmLedgerWriter *w, Snapshot snapshot);
+extern void pgm_writer_scan_end(PgmLedgerWriter *w);
+extern bool pgm_writer_find(PgmLedgerWriter *w, const pg_uuid_t *user,
+							struct TupleTableSlot *slot);
+extern TM_Result pgm_writer_lock(PgmLedgerWriter *w, ItemPointer tid,
+								 struct TupleTableSlot *slot,
+								 LockTupleMode mode);
+extern bool pgm_writer_update_fires_fk(PgmLedgerWriter *w,
+									   HeapTuple oldtup);
+extern TM_Result pgm_writer_update(PgmLedgerWriter *w, ItemPointer tid,
+								   struct TupleTableSlot *newslot,
+								   CommandId cid, LockTupleMode *lockmode);
+extern void pgm_writer_charge_entry(PgmLedgerWriter *w,
+									struct TupleTableSlot *slot,
+									int64 entry_id, const pg_uuid_t *user,
+									int64 amount, int64 available,
+									Datum model_id, int64 tokens, Datum key);
+extern void pgm_writer_insert_entries(PgmLedgerWriter *w,
+									  struct TupleTableSlot **slots,
+									  struct TupleTableSlot **index_order,
+									  int k, CommandId cid);
+
 /* ================================================================
  * Features: C entry points that other features may call
  * ================================================================
