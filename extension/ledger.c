@@ -746,11 +746,9 @@ typedef enum DirectCharge
 
 /* int8 arithmetic as SQL's: 22003 when it wraps */
 static inline int64
-int8_add(int64 a, int64 b)
+int8_checked(bool wrapped, int64 r)
 {
-	int64		r;
-
-	if (pg_add_s64_overflow(a, b, &r))
+	if (wrapped)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("bigint out of range")));
@@ -758,15 +756,21 @@ int8_add(int64 a, int64 b)
 }
 
 static inline int64
+int8_add(int64 a, int64 b)
+{
+	int64		r;
+	bool		wrapped = pg_add_s64_overflow(a, b, &r);
+
+	return int8_checked(wrapped, r);
+}
+
+static inline int64
 int8_sub(int64 a, int64 b)
 {
 	int64		r;
+	bool		wrapped = pg_sub_s64_overflow(a, b, &r);
 
-	if (pg_sub_s64_overflow(a, b, &r))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("bigint out of range")));
-	return r;
+	return int8_checked(wrapped, r);
 }
 
 /*

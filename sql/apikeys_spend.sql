@@ -13,7 +13,9 @@
 -- rows that could not stay on their page.
 \set VERBOSITY terse
 LOAD 'pgmarket';
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS amcheck;
+RESET client_min_messages;
 CREATE FUNCTION pg_temp.write_key_file(q text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format('COPY (%s) TO PROGRAM %L', q,

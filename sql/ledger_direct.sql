@@ -5,7 +5,9 @@
 -- it).  Both must give every charge the same outcome, write the same
 -- ledger, and leave indexes that hold exactly the tables' rows.
 \set VERBOSITY terse
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS amcheck;
+RESET client_min_messages;
 
 -- Four twin sets of 12 users with the same funds: set 1 is charged on the
 -- direct path (a transaction per charge), set 2 on the SQL path (a
