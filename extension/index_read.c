@@ -41,6 +41,7 @@
 #include "catalog/index.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_trigger.h"
+#include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "storage/lmgr.h"
 #include "funcapi.h"
@@ -249,7 +250,8 @@ pgm_materialize(FunctionCallInfo fcinfo)
  * columns would do, without the executor.  Only for a table where that is
  * all the executor would do (pgm_index_can_update): no trigger but the
  * internal ones of foreign keys (which an UPDATE that leaves the key alone
- * does not fire), no row-level security, the CHECK constraints the caller
+ * does not fire), no rule, no stored generated column, no row-level
+ * security, the CHECK constraints the caller
  * knows of (it writes values that satisfy them), and plain btree indexes
  * on columns only.
  * ----------------------------------------------------------------
@@ -270,9 +272,14 @@ pgm_index_can_update(PgmIndexScan *s, int checks)
 	bool		ok = true;
 	int			i;
 
-	if (rel->rd_rel->relrowsecurity ||
-		(rel->rd_att->constr ? rel->rd_att->constr->num_check : 0) != checks)
+	/* the executor's lock for an UPDATE, before what it decides is read */
+	LockRelationOid(RelationGetRelid(rel), RowExclusiveLock);
+	if (rel->rd_rel->relrowsecurity || rel->rd_rules != NULL ||
+		(rel->rd_att->constr ? rel->rd_att->constr->num_check : 0) != checks ||
+		(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored))
 		return false;
+	/* a publication that cannot replicate an UPDATE refuses it, as SQL does */
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
 	for (i = 0; trig != NULL && i < trig->numtriggers; i++)
 		if (!trig->triggers[i].tgisinternal)
 			return false;
@@ -351,6 +358,12 @@ insert_index_entries(Relation rel, HeapTuple tup)
 		bool		nulls[INDEX_MAX_KEYS];
 		int			i;
 
+		/* an index being built concurrently takes no entries yet */
+		if (!info->ii_ReadyForInserts)
+		{
+			index_close(idx, NoLock);
+			continue;
+		}
 		for (i = 0; i < info->ii_NumIndexAttrs; i++)
 			values[i] = heap_getattr(tup, info->ii_IndexAttrNumbers[i], desc,
 									 &nulls[i]);

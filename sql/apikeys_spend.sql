@@ -139,4 +139,21 @@ SELECT l.total_spent = (SELECT sum(charged) FILTER (WHERE NOT replayed) FROM spe
   FROM pgmarket.list_api_keys('5d000000-0000-4000-8000-000000000001') l
   JOIN spend_keys k ON k.key_id = l.key_id AND k.run = 1 AND k.name = 'open';
 
+-- what the owner puts on the spend table is honoured as an UPDATE would:
+-- a stored generated column and a rule send the spend through SQL
+ALTER TABLE pgmarket.api_key_spend
+    ADD COLUMN doubled bigint GENERATED ALWAYS AS (total_spent * 2) STORED;
+CREATE TABLE spend_log (key_id uuid, total bigint);
+CREATE RULE spend_logged AS ON UPDATE TO pgmarket.api_key_spend
+    DO ALSO INSERT INTO spend_log VALUES (NEW.key_id, NEW.total_spent);
+SELECT (pg_temp.charge(api_key, 0.000001, NULL)).state
+  FROM spend_keys WHERE run = 2 AND name = 'open';
+SELECT s.doubled = 2 * s.total_spent AS generated_kept,
+       (SELECT count(*) FROM spend_log l WHERE l.key_id = s.key_id) AS logged
+  FROM pgmarket.api_key_spend s JOIN spend_keys k USING (key_id)
+ WHERE k.run = 2 AND k.name = 'open';
+DROP RULE spend_logged ON pgmarket.api_key_spend;
+DROP TABLE spend_log;
+ALTER TABLE pgmarket.api_key_spend DROP COLUMN doubled;
+
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
