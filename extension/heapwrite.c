@@ -330,8 +330,8 @@ has_triggers(Relation rel, CmdType cmd, bool *fk_check)
  * too), no trigger for the command, no row-level security that applies to
  * the function's owner, and the owner's privileges for it.
  */
-static bool
-direct_writable(Relation rel, CmdType cmd, AclMode mode, bool *fk_check)
+bool
+pgm_direct_writable(Relation rel, CmdType cmd, AclMode mode, bool *fk_check)
 {
 	Oid			relid = RelationGetRelid(rel);
 
@@ -381,9 +381,9 @@ pgm_writer_open(PgmLedgerWriter *w)
 		return false;
 	w->balances = table_open(balances_id, RowExclusiveLock);
 	w->ledger = table_open(ledger_id, RowExclusiveLock);
-	if (!direct_writable(w->balances, CMD_UPDATE, ACL_SELECT | ACL_UPDATE,
+	if (!pgm_direct_writable(w->balances, CMD_UPDATE, ACL_SELECT | ACL_UPDATE,
 						 &w->balances_fk_check) ||
-		!direct_writable(w->ledger, CMD_INSERT, ACL_INSERT, &fk_ledger))
+		!pgm_direct_writable(w->ledger, CMD_INSERT, ACL_INSERT, &fk_ledger))
 		goto refuse;
 
 	desc = RelationGetDescr(w->balances);

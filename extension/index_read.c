@@ -248,12 +248,13 @@ pgm_materialize(FunctionCallInfo fcinfo)
  * For the hot writes of one row that a caller has just found: what
  * SELECT ... FOR NO KEY UPDATE and a one-row UPDATE of some of the ref's
  * columns would do, without the executor.  Only for a table where that is
- * all the executor would do (pgm_index_can_update): no trigger but the
- * internal ones of foreign keys (which an UPDATE that leaves the key alone
- * does not fire), no rule, no stored generated column, no row-level
- * security, the CHECK constraints the caller
- * knows of (it writes values that satisfy them), and plain btree indexes
- * on columns only.
+ * all the executor would do (pgm_index_can_update): heapwrite.c's rule of
+ * what a direct write may skip (pgm_direct_writable: no trigger but the
+ * foreign keys' own, which an UPDATE that leaves the key alone does not
+ * fire unless this transaction wrote the row; no rule, no inheritance
+ * child, no row-level security that applies), no stored generated column,
+ * the CHECK constraints the caller knows of (it writes values that satisfy
+ * them), and plain btree indexes on columns only.
  * ----------------------------------------------------------------
  */
 
@@ -266,23 +267,30 @@ bool
 pgm_index_can_update(PgmIndexScan *s, int checks)
 {
 	Relation	rel = s->heap;
-	TriggerDesc *trig = rel->trigdesc;
 	List	   *indexes;
 	ListCell   *lc;
 	bool		ok = true;
-	int			i;
+	bool		fk_check;
+	bool		shouldfree;
+	HeapTuple	row;
 
 	/* the executor's lock for an UPDATE, before what it decides is read */
 	LockRelationOid(RelationGetRelid(rel), RowExclusiveLock);
-	if (rel->rd_rel->relrowsecurity || rel->rd_rules != NULL ||
+	if (!pgm_direct_writable(rel, CMD_UPDATE, ACL_SELECT | ACL_UPDATE, &fk_check) ||
 		(rel->rd_att->constr ? rel->rd_att->constr->num_check : 0) != checks ||
 		(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored))
 		return false;
+	/* a foreign key checks a row this transaction wrote, even unchanged */
+	row = ExecFetchSlotHeapTuple(s->slot, false, &shouldfree);
+	if (fk_check &&
+		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(row->t_data)))
+		ok = false;
+	if (shouldfree)
+		heap_freetuple(row);
+	if (!ok)
+		return false;
 	/* a publication that cannot replicate an UPDATE refuses it, as SQL does */
 	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
-	for (i = 0; trig != NULL && i < trig->numtriggers; i++)
-		if (!trig->triggers[i].tgisinternal)
-			return false;
 	indexes = RelationGetIndexList(rel);
 	foreach(lc, indexes)
 	{

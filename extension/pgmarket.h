@@ -299,6 +299,8 @@ typedef struct PgmLedgerWriter
 	Datum		now;			/* now(): updated_at, created_at */
 	Datum		kind_charge;	/* 'charge' */
 } PgmLedgerWriter;
+extern bool pgm_direct_writable(Relation rel, CmdType cmd, AclMode mode,
+								bool *fk_check);
 extern bool pgm_writer_open(PgmLedgerWriter *w);
 extern void pgm_writer_close(PgmLedgerWriter *w);
 extern void pgm_writer_check(PgmLedgerWriter *w, struct ResultRelInfo *rri,
