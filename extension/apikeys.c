@@ -795,10 +795,9 @@ admit_key(text *api_key, int64 tokens, VerifiedKey *key)
 
 /* admit_key, then the user's lock as reserve_api_key takes it. */
 static void
-lock_user_for_spending(text *api_key, int64 tokens, int64 amount,
-					   VerifiedKey *key)
+lock_user_for_spending(text *api_key, int64 amount, VerifiedKey *key)
 {
-	admit_key(api_key, tokens, key);
+	admit_key(api_key, 0, key);	/* a hold counts as a request, no tokens */
 
 	/*
 	 * The user's lock first, as every ledger operation takes it; a hot
@@ -1076,7 +1075,7 @@ begin_spend(FunctionCallInfo fcinfo, int idem_arg, const char *what,
 
 	pgm_spi_connect();
 	prepare_spend_plans();
-	lock_user_for_spending(PG_GETARG_TEXT_PP(0), 0, *amount, key);
+	lock_user_for_spending(PG_GETARG_TEXT_PP(0), *amount, key);
 	lock_key_for_spending(key, spend);
 	if (!PG_ARGISNULL(idem_arg))
 	{
