@@ -295,7 +295,7 @@ create_account(const NewAccount *a, const char *hash)
 	check_roles(a->roles);
 	insert_account(a->id, a->email, a->username, hash,
 				   PointerGetDatum(a->roles), (Datum) 0, false);
-	SPI_finish();
+	pgm_spi_finish();
 	return a->id;
 }
 
@@ -395,7 +395,7 @@ pgm_import_user(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
 					 errmsg("user id %s already exists with another email or username",
 							pgm_uuid_cstring(id))));
-		SPI_finish();
+		pgm_spi_finish();
 		PG_RETURN_DATUM(id);
 	}
 
@@ -403,7 +403,7 @@ pgm_import_user(PG_FUNCTION_ARGS)
 				   PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4),
 				   !PG_ARGISNULL(4));
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(id);
 }
 
@@ -482,7 +482,7 @@ authenticate_login(const char *login, const char *password, size_t len,
 			nulls[1] = 'n';
 		pgm_exec(plan_stamp, values, nulls, false);
 	}
-	SPI_finish();
+	pgm_spi_finish();
 	return ok;
 }
 
@@ -539,6 +539,6 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 	pgm_escrow_reclaim(user_id);
 	/* a token sent before the account was locked must not reopen it */
 	pgm_use_up_resets(user_id);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }

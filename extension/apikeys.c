@@ -705,7 +705,7 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 	}
 	if (!inserted)
 		elog(ERROR, "could not find a free API key prefix");
-	SPI_finish();
+	pgm_spi_finish();
 
 	result[0] = UUIDPGetDatum(key_id);
 	result[1] = PointerGetDatum(cstring_to_text_with_len(raw, APIKEY_LEN));
@@ -736,7 +736,7 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 		pgm_spi_connect();
 		prepare_plans();
 		stamp_if_stale(&key);
-		SPI_finish();
+		pgm_spi_finish();
 	}
 
 	if (ok)
@@ -1126,7 +1126,7 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	lock_and_count(&key, amount, !out.replayed, "a charge");
 	stamp_if_stale(&key);
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, UUIDPGetDatum(&key.user_id), &out));
 }
 
@@ -1154,7 +1154,7 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 		record_spend(&key, &spend, amount);
 	stamp_if_stale(&key);
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_INT64(reservation_id);
 }
 
@@ -1180,7 +1180,7 @@ pgm_list_api_keys(PG_FUNCTION_ARGS)
 	/* which schema's plans (a catalog look-up after an invalidation) */
 	pgm_spi_connect();
 	prepare_spend_plans();
-	SPI_finish();
+	pgm_spi_finish();
 	/* spend_limit, period_spent and total_spent are money */
 	if (!spend_table_present)
 		return pgm_user_rows(fcinfo, spend_plans_v8, lengthof(spend_plans_v8),

@@ -1313,6 +1313,6 @@ pgm_audit_restored(PG_FUNCTION_ARGS)
 
 	if (RelationGetRelid(td->tg_relation) == rels.log)
 		pgm_audit_log_event("RESTORE", nrows, maxid);
-	SPI_finish();
+	pgm_spi_finish();
 	return PointerGetDatum(NULL);
 }

@@ -420,7 +420,7 @@ static void
 chain_end(void)
 {
 	PopActiveSnapshot();
-	SPI_finish();
+	pgm_spi_finish();
 }
 
 /* ----------------------------------------------------------------
@@ -957,7 +957,7 @@ pgm_verify_audit(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	verify_chain(PG_INT64_MAX, have_anchor ? anchor : NULL, &r);
-	SPI_finish();
+	pgm_spi_finish();
 
 	if (r.first_bad_id != 0 && strict)
 		raise_chain_broken(&r);

@@ -1255,7 +1255,7 @@ pgm_deduct_batch(PG_FUNCTION_ARGS)
 			batch_write(&b);
 		if (b.direct)
 			batch_direct_close(&b);
-		SPI_finish();
+		pgm_spi_finish();
 		batch_put_result(&b, rsinfo);
 	}
 	MemoryContextSwitchTo(caller_cxt);

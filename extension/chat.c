@@ -583,7 +583,7 @@ pgm_create_chat_session(PG_FUNCTION_ARGS)
 	if (SPI_processed != 1)
 		check_taken_id(values[0], user_id, model_id);
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(values[0]);
 }
 
@@ -654,7 +654,7 @@ pgm_save_chat_message(PG_FUNCTION_ARGS)
 		if (message_id == 0 && !find_by_uuid(&m, &message_id, &entry_id))
 			elog(ERROR, "message_uuid conflict without a visible message");
 	}
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_INT64(message_id);
 }
 
@@ -807,7 +807,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 		pgm_check_user(m.user_id, true);
 	if (key != NULL && replay_by_key(&m, key, &out))
 	{
-		SPI_finish();
+		pgm_spi_finish();
 		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
 	}
 
@@ -815,7 +815,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 	m.model_id = model_id ? model_id : info.model_id;
 	if (replay_by_uuid(&m, key, &out))
 	{
-		SPI_finish();
+		pgm_spi_finish();
 		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
 	}
 	check_open(m.session_id, &info);
@@ -831,7 +831,7 @@ pgm_record_completion(PG_FUNCTION_ARGS)
 		raise_uuid_taken(m.message_uuid,
 						 "Another message took it while this completion was being recorded.");
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, m.user_id, &out));
 }
 
@@ -958,7 +958,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	{
 		pgm_spi_connect();
 		prepare_plans();
-		SPI_finish();
+		pgm_spi_finish();
 	}
 
 	/* the snapshot of the statement, as a read-only SPI plan would use */
@@ -969,7 +969,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 		pgm_spi_connect();
 		prepare_plans();
 		find_session(user_id, session_id, SESSION_READ, NULL);
-		SPI_finish();
+		pgm_spi_finish();
 		return (Datum) 0;
 	}
 
@@ -1050,7 +1050,7 @@ pgm_end_chat_session(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(status);
 	pgm_bind_ptr(values, nulls, 2, reason);
 	pgm_exec(plan_end, values, nulls, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }
 
@@ -1086,7 +1086,7 @@ pgm_update_chat_context(PG_FUNCTION_ARGS)
 	/* the row lock first: a merge reads the context the last one committed */
 	find_session(user_id, values[0], SESSION_UPDATE, NULL);
 	pgm_exec(merge ? plan_merge_context : plan_context, values, NULL, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }
 
@@ -1108,7 +1108,7 @@ pgm_delete_chat_session(PG_FUNCTION_ARGS)
 	prepare_plans();
 	find_session(user_id, values[0], SESSION_UPDATE, NULL);
 	pgm_exec(plan_delete, values, NULL, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }
 
@@ -1163,7 +1163,7 @@ pgm_list_chat_sessions(PG_FUNCTION_ARGS)
 	pgm_check_user(values[0], false);
 	pgm_exec(plan_sessions, values, nulls, true);
 	pgm_put_rows((ReturnSetInfo *) fcinfo->resultinfo, 0);
-	SPI_finish();
+	pgm_spi_finish();
 	return (Datum) 0;
 }
 
@@ -1187,6 +1187,6 @@ pgm_chat_session_owner(PG_FUNCTION_ARGS)
 	prepare_plans();
 	pgm_exec(plan_owner, values, NULL, true);
 	owner = pgm_one_uuid(1);
-	SPI_finish();
+	pgm_spi_finish();
 	return pgm_owner_result(fcinfo, owner);
 }

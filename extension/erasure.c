@@ -232,7 +232,7 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 								   DirectFunctionCall1(jsonb_in,
 													   CStringGetDatum(counts.data)));
 		}
-		SPI_finish();
+		pgm_spi_finish();
 		PG_RETURN_VOID();
 	}
 
@@ -271,6 +271,6 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	pgm_audit_record_event("pgmarket.accounts", "ERASE",
 						   DirectFunctionCall1(jsonb_in,
 											   CStringGetDatum(counts.data)));
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }

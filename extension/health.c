@@ -209,6 +209,6 @@ pgm_health(PG_FUNCTION_ARGS)
 	if (SPI_processed != 1)
 		elog(ERROR, "health query returned %d rows", (int) SPI_processed);
 	result = SPI_datumTransfer(pgm_col(0, 1, &isnull), false, -1);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(result);
 }

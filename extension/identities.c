@@ -136,7 +136,7 @@ pgm_link_identity(PG_FUNCTION_ARGS)
 
 		if (same_user && same_subject)
 		{
-			SPI_finish();
+			pgm_spi_finish();
 			PG_RETURN_VOID();
 		}
 		/*
@@ -164,7 +164,7 @@ pgm_link_identity(PG_FUNCTION_ARGS)
 				 errhint("Unlink it first (unlink_identity).")));
 	}
 	pgm_exec(plan_link, values, NULL, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }
 
@@ -200,6 +200,6 @@ pgm_user_by_identity(PG_FUNCTION_ARGS)
 	PGM_PREPARE_PLANS(identity_plans);
 	pgm_exec(plan_owner, values, NULL, true);
 	user = pgm_one_uuid(1);
-	SPI_finish();
+	pgm_spi_finish();
 	return pgm_owner_result(fcinfo, user);
 }

@@ -1032,7 +1032,7 @@ pgm_import_batch(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		apply_record(&b, i, quick[i]);
 	}
-	SPI_finish();
+	pgm_spi_finish();
 	MemoryContextSwitchTo(caller_cxt);
 	MemoryContextDelete(b.cxt);
 	return (Datum) 0;
@@ -1060,6 +1060,6 @@ pgm_export_accounts(PG_FUNCTION_ARGS)
 						   " ORDER BY created_at, id", 0, NULL);
 	pgm_exec(plan, NULL, NULL, true);
 	pgm_put_rows(rsinfo, 0);
-	SPI_finish();
+	pgm_spi_finish();
 	return (Datum) 0;
 }

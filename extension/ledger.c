@@ -629,7 +629,7 @@ pgm_add_funds(PG_FUNCTION_ARGS)
 		}
 	}
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
@@ -1142,7 +1142,7 @@ pgm_deduct_balance(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	pgm_ledger_charge(user_id, amount, model_id, tokens, key, &out);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
@@ -1188,7 +1188,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 			   str_eq(prior.kind, "refund") && !prior.refund_of_null &&
 			   prior.refund_of == charge_id &&
 			   (whole || prior.amount == amount), &out);
-		SPI_finish();
+		pgm_spi_finish();
 		PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 	}
 
@@ -1237,7 +1237,7 @@ pgm_refund(PG_FUNCTION_ARGS)
 		elog(ERROR, "idempotency key \"%s\" was inserted under a held lock",
 			 text_to_cstring(key));
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
@@ -1305,7 +1305,7 @@ pgm_get_balance(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	(void) prepare_ledger();
 	read_balance(user_id, true, &row);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(balance_datum(fcinfo, user_id, &row));
 }
 
@@ -1345,7 +1345,7 @@ pgm_ledger_entries(PG_FUNCTION_ARGS)
 
 	pgm_put_rows(rsinfo, (1U << 2) | (1U << 3));	/* amount, available */
 
-	SPI_finish();
+	pgm_spi_finish();
 	return (Datum) 0;
 }
 
@@ -1484,7 +1484,7 @@ pgm_reserve(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	reservation_id = pgm_ledger_reserve(user_id, amount, ttl, key);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_INT64(reservation_id);
 }
 
@@ -1572,7 +1572,7 @@ pgm_settle(PG_FUNCTION_ARGS)
 				 NULL, NULL, 0, false, reservation_id, true, &out.entry_id);
 	close_hold(reservation_id, "settled", amount, out.entry_id, true);
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, user_id, &out));
 }
 
@@ -1601,7 +1601,7 @@ pgm_release(PG_FUNCTION_ARGS)
 	close_hold(reservation_id, "released", 0, 0, false);
 	read_balance(user_id, false, &row);
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_DATUM(balance_datum(fcinfo, user_id, &row));
 }
 
@@ -1636,7 +1636,7 @@ pgm_expire_reservations(PG_FUNCTION_ARGS)
 		swept += pgm_sweep_user(users[i]);
 	}
 
-	SPI_finish();
+	pgm_spi_finish();
 	if (swept > PG_INT32_MAX)
 		swept = PG_INT32_MAX;
 	PG_RETURN_INT32((int32) swept);

@@ -181,7 +181,7 @@ personal_key(const pg_uuid_t *user, bool create, unsigned char *key)
 	}
 	if (fresh != NULL)
 		sodium_memzero(fresh, VARHDRSZ + PERSONAL_KEY_BYTES);
-	SPI_finish();
+	pgm_spi_finish();
 	as_owner_end(&sw);
 	return have;
 }

@@ -136,7 +136,7 @@ lookup_rows(FunctionCallInfo fcinfo, SPIPlanPtr *plan, Datum value)
 			values[c] = pgm_col(i, c + 1, &nulls[c]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	SPI_finish();
+	pgm_spi_finish();
 	return (Datum) 0;
 }
 
@@ -214,7 +214,7 @@ pgm_update_last_login(PG_FUNCTION_ARGS)
 	if (SPI_processed != 1)
 		pgm_raise_unknown_account(user_id);
 	at = DatumGetTimestampTz(pgm_col(0, 1, &isnull));
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_TIMESTAMPTZ(at);
 }
 
@@ -276,7 +276,7 @@ pgm_update_user(PG_FUNCTION_ARGS)
 	PGM_USER_BEGIN(user_id, profile_plans, true);	/* PM002 in any case */
 	if (email != NULL || username != NULL)
 		rename_account(user_id, email, username);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }
 
@@ -313,6 +313,6 @@ pgm_reactivate_user(PG_FUNCTION_ARGS)
 		pgm_account_state(user_id, &state);	/* PM002 unless already active */
 	else
 		pgm_use_up_resets(user_id);	/* none from before the lock survives */
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }

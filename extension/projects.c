@@ -33,6 +33,6 @@ pgm_user_scope(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	pgm_check_user(user_id, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }

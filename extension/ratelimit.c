@@ -847,7 +847,7 @@ table_decide(const pg_uuid_t *key_id, const RateLimits *l, int64 tokens,
 			pgm_exec(plan_create, values, NULL, false);
 			if (SPI_processed != 1)
 			{
-				SPI_finish();
+				pgm_spi_finish();
 				table_decide(key_id, l, tokens, consume, admitted, retry_ms,
 							 remaining);
 				return;
@@ -856,7 +856,7 @@ table_decide(const pg_uuid_t *key_id, const RateLimits *l, int64 tokens,
 		else
 			pgm_exec(plan_store, values, NULL, false);
 	}
-	SPI_finish();
+	pgm_spi_finish();
 }
 
 static void
@@ -975,7 +975,7 @@ pgm_set_tier(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_exec(plan_set_tier, values, nulls, false);
-	SPI_finish();
+	pgm_spi_finish();
 	/* every backend forgets the tiers it kept: at commit, or here at once */
 	CacheInvalidateRelcacheByRelid(tiers_table());
 	PG_RETURN_VOID();

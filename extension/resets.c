@@ -248,7 +248,7 @@ pgm_change_password(PG_FUNCTION_ARGS)
 		pgm_exec(plan_set_password, values, NULL, false);
 	}
 	sodium_memzero(new_pw, new_len);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_BOOL(ok);
 }
 
@@ -293,7 +293,7 @@ pgm_create_password_reset(PG_FUNCTION_ARGS)
 	pgm_random_uuid(&reset_id);
 	values[4] = UUIDPGetDatum(&reset_id);
 	pgm_exec(plan_new_reset, values, NULL, false);
-	SPI_finish();
+	pgm_spi_finish();
 
 	result = cstring_to_text_with_len(token, RESET_TOKEN_LEN);
 	sodium_memzero(token, RESET_TOKEN_LEN + 1);
@@ -351,7 +351,7 @@ pgm_reset_password(PG_FUNCTION_ARGS)
 	prepare_plans();
 	pgm_exec(plan_use_reset, values, NULL, false);
 	user = pgm_one_uuid(1);
-	SPI_finish();
+	pgm_spi_finish();
 	if (user == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_UUID_P(user);

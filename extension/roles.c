@@ -141,7 +141,7 @@ change_roles(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *what)
 	check_registered(role);
 	pgm_lock_user(values[0]);
 	pgm_exec(*plan, values, NULL, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }
 
@@ -175,7 +175,7 @@ pgm_has_role(PG_FUNCTION_ARGS)
 	pgm_check_user(values[0], false);
 	pgm_exec(plan_has, values, NULL, true);
 	has = SPI_processed == 1 && pgm_col_bool(0, 1);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_BOOL(has);
 }
 
@@ -202,6 +202,6 @@ pgm_add_account_role(PG_FUNCTION_ARGS)
 	pgm_spi_connect();
 	prepare_plans();
 	pgm_exec(plan_register, values, NULL, false);
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_VOID();
 }

@@ -14,16 +14,65 @@
 #include "pgmarket.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 
+/*
+ * The search path of pgmarket's own SQL
+ * -------------------------------------
+ * Every statement pgmarket runs through SPI is resolved under the search
+ * path "pg_catalog, pg_temp": the catalog first, the session's temporary
+ * schema after it for relations only (PostgreSQL never looks functions or
+ * operators up there), never a schema of the caller's.  Its SQL names its
+ * own tables with the schema and leaves operators and functions to
+ * pg_catalog, so a caller who puts a schema of look-alike operators first
+ * in its search_path reaches none of them.
+ *
+ * Most API functions have that path as a SET clause.  A SET clause costs
+ * a GUC switch and restore around every call, and the caller's path is
+ * computed anew after each (about a tenth of what verify_api_key costs),
+ * so the functions whose common path runs no SQL at all (they read and
+ * write by index, index_read.c and heapwrite.c) have none, and their SQL,
+ * when they run some, gets the same path here: pgm_spi_connect pushes it
+ * as an override search path and pgm_spi_finish pops it.  An error pops
+ * it with the (sub)transaction it aborts.  The override holds the same
+ * schemas in the same order as the SET clause gives (the temporary schema
+ * once the session has one), so that a kept plan is not parsed again when
+ * functions of both kinds use it.  Which functions go without the SET
+ * clause, and why nothing on their way resolves a name outside SPI: the
+ * README's Security section; sql/spi_search_path.sql calls them under a
+ * search path that shadows every catalog operator and many functions.
+ */
 void
 pgm_spi_connect(void)
 {
+	OverrideSearchPath path = {NIL, false, false, 0};
+	Oid			temp_nsp;
+	Oid			temp_toast_nsp;
 	int			rc = SPI_connect();
 
 	if (rc != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
+	path.schemas = list_make1_oid(PG_CATALOG_NAMESPACE);
+	if (OidIsValid(temp_nsp))
+		path.schemas = lappend_oid(path.schemas, temp_nsp);
+	PushOverrideSearchPath(&path);
+	list_free(path.schemas);
+}
+
+/* The end of what pgm_spi_connect began. */
+void
+pgm_spi_finish(void)
+{
+	int			rc;
+
+	PopOverrideSearchPath();
+	rc = SPI_finish();
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
 }
 
 /*

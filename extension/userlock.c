@@ -375,7 +375,7 @@ pgm_user_exec(const PgmPlanDef *defs, int ndefs, SPIPlanPtr *plan,
 	pgm_user_begin(values[0], defs, ndefs, false);
 	pgm_exec(*plan, values, nulls, false);
 	n = SPI_processed;
-	SPI_finish();
+	pgm_spi_finish();
 	return n;
 }
 
@@ -412,7 +412,7 @@ pgm_user_rows(FunctionCallInfo fcinfo, const PgmPlanDef *defs, int ndefs,
 	pgm_user_begin(values[0], defs, ndefs, false);
 	pgm_exec(*plan, values, NULL, true);
 	pgm_put_rows((ReturnSetInfo *) fcinfo->resultinfo, money_columns);
-	SPI_finish();
+	pgm_spi_finish();
 	return (Datum) 0;
 }
 

@@ -375,7 +375,7 @@ put_secret(Datum user_id, const char *provider, text *label,
 	values[7] = PointerGetDatum(ct);
 	pgm_exec(plan_insert, values, nulls, false);
 
-	SPI_finish();
+	pgm_spi_finish();
 	return key_id;
 }
 
@@ -568,7 +568,7 @@ pgm_get_provider_key(PG_FUNCTION_ARGS)
 	pgm_exec(plan_log, values, nulls, false);
 	record_decrypt(values[0], user_id, provider);
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_TEXT_P(secret);
 }
 
@@ -674,6 +674,6 @@ pgm_rotate_master_key(PG_FUNCTION_ARGS)
 		MemoryContextDelete(rowcxt);
 	}
 
-	SPI_finish();
+	pgm_spi_finish();
 	PG_RETURN_INT64((int64) n);
 }

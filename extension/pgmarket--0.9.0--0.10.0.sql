@@ -1,0 +1,20 @@
+\echo Use "ALTER EXTENSION pgmarket UPDATE TO '0.10.0'" to load this file. \quit
+
+-- pgmarket 0.10.0: the read paths of platform keys and chat history without
+-- a SET clause.
+--
+-- verify_api_key, charge_api_key and get_chat_history read (and a charge
+-- writes) by index in C; on their common path they run no SQL and resolve
+-- no name.  A SET search_path clause switched and restored a GUC around
+-- every call and left the caller's search path to be computed again, about
+-- a tenth of a verification.  The SQL they do run (a key's last_used_at
+-- stamp, the ledger's SQL path, a first call's plans) is resolved under
+-- the same path as before, "pg_catalog, pg_temp", which extension/spi.c
+-- now pushes itself for every statement pgmarket runs through SPI.  They
+-- stay SECURITY DEFINER.
+
+ALTER FUNCTION @extschema@.verify_api_key(text) RESET search_path;
+ALTER FUNCTION @extschema@.charge_api_key(text, numeric, text, bigint, text)
+    RESET search_path;
+ALTER FUNCTION @extschema@.get_chat_history(uuid, uuid, int, bigint, boolean)
+    RESET search_path;
