@@ -983,6 +983,18 @@ trigger_operation(TriggerData *td)
 }
 
 /*
+ * Which versions of a row the trigger's event has (trigger_operation has
+ * checked that it is one of the three): the old one for UPDATE and DELETE,
+ * the new one for INSERT and UPDATE.
+ */
+static void
+event_versions(TriggerData *td, bool *has_old, bool *has_new)
+{
+	*has_old = !TRIGGER_FIRED_BY_INSERT(td->tg_event);
+	*has_new = !TRIGGER_FIRED_BY_DELETE(td->tg_event);
+}
+
+/*
  * The row form: one row change, from the row versions of the trigger.
  */
 static void
@@ -991,23 +1003,19 @@ audit_row_trigger(TriggerData *td)
 	Relation	rel = td->tg_relation;
 	TupleDesc	desc = RelationGetDescr(rel);
 	const char *op = trigger_operation(td);
-	HeapTuple	oldtup = NULL;
-	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup;
+	HeapTuple	newtup;
 	Datum	   *ov = NULL,
 			   *nv = NULL;
 	bool	   *on = NULL,
 			   *nn = NULL;
 	StmtAudit  *sa;
+	bool		has_old,
+				has_new;
 
-	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		newtup = td->tg_trigtuple;
-	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-	{
-		oldtup = td->tg_trigtuple;
-		newtup = td->tg_newtuple;
-	}
-	else
-		oldtup = td->tg_trigtuple;
+	event_versions(td, &has_old, &has_new);
+	oldtup = has_old ? td->tg_trigtuple : NULL;
+	newtup = !has_new ? NULL : has_old ? td->tg_newtuple : td->tg_trigtuple;
 	if (oldtup != NULL)
 	{
 		ov = palloc(sizeof(Datum) * desc->natts);
@@ -1065,26 +1073,20 @@ audit_statement_trigger(TriggerData *td)
 {
 	Relation	rel = td->tg_relation;
 	const char *op = trigger_operation(td);
-	Tuplestorestate *oldts = NULL;
-	Tuplestorestate *newts = NULL;
+	Tuplestorestate *oldts;
+	Tuplestorestate *newts;
 	TupleDesc	desc;
 	StmtAudit  *sa;
 	int64		n;
+	bool		has_old,
+				has_new;
 
-	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		newts = td->tg_newtable;
-	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-	{
-		oldts = td->tg_oldtable;
-		newts = td->tg_newtable;
-	}
-	else
-		oldts = td->tg_oldtable;
-	if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
-		newts == NULL)
+	event_versions(td, &has_old, &has_new);
+	oldts = has_old ? td->tg_oldtable : NULL;
+	newts = has_new ? td->tg_newtable : NULL;
+	if (has_new && newts == NULL)
 		elog(ERROR, "audit_trigger for %s must reference the new rows' transition table", op);
-	if ((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
-		oldts == NULL)
+	if (has_old && oldts == NULL)
 		elog(ERROR, "audit_trigger for %s must reference the old rows' transition table", op);
 
 	n = tuplestore_tuple_count(newts != NULL ? newts : oldts);

@@ -449,19 +449,13 @@ insert_entry(Datum user_id, const char *kind, int64 amount, int64 available,
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = Int64GetDatum(amount);
 	values[3] = Int64GetDatum(available);
-	values[4] = PointerGetDatum(model_id);
 	values[5] = Int64GetDatum(tokens);
-	values[6] = PointerGetDatum(key);
-	values[7] = PointerGetDatum(note);
 	values[8] = Int64GetDatum(refund_of);
 	values[9] = Int64GetDatum(reservation_id);
 	memset(nulls, ' ', sizeof(nulls));
-	if (model_id == NULL)
-		nulls[4] = 'n';
-	if (key == NULL)
-		nulls[6] = 'n';
-	if (note == NULL)
-		nulls[7] = 'n';
+	pgm_bind_ptr(values, nulls, 4, model_id);
+	pgm_bind_ptr(values, nulls, 6, key);
+	pgm_bind_ptr(values, nulls, 7, note);
 	if (!has_refund_of)
 		nulls[8] = 'n';
 	if (!has_reservation)
@@ -1706,16 +1700,12 @@ pgm_ledger_import_entry(Datum user_id, bool charge, int64 amount,
 	values[1] = CStringGetTextDatum(out->kind);
 	values[2] = Int64GetDatum(amount);
 	values[3] = Int64GetDatum(out->available);
-	values[4] = PointerGetDatum(model_id);
 	values[5] = Int64GetDatum(tokens);
 	values[6] = PointerGetDatum(key);
-	values[7] = PointerGetDatum(note);
 	values[8] = created_at;
 	memset(nulls, ' ', sizeof(nulls));
-	if (model_id == NULL)
-		nulls[4] = 'n';
-	if (note == NULL)
-		nulls[7] = 'n';
+	pgm_bind_ptr(values, nulls, 4, model_id);
+	pgm_bind_ptr(values, nulls, 7, note);
 	if (!has_created_at)
 		nulls[8] = 'n';
 	pgm_exec(plan_insert_dated, values, nulls, false);

@@ -391,16 +391,27 @@ test_actor(pgm_conn *bc, pgm_conn *c)
 	free(res);
 }
 
+/*
+ * The charges of a generated test (at most GEN_MAX) and their idempotency
+ * keys: gen_key(i, prefix, n) makes charge i's key "<prefix><n>".
+ */
+#define GEN_MAX 300
+static charge_spec gen_spec[GEN_MAX];
+static char gen_keys[GEN_MAX][16];
+
+static const char *
+gen_key(int i, const char *prefix, int n)
+{
+	snprintf(gen_keys[i], sizeof(gen_keys[i]), "%s%d", prefix, n);
+	return gen_keys[i];
+}
+
 /* More charges than a transaction of the pipeline holds, failures at its edges. */
 static void
 test_windows(pgm_conn *bc, pgm_conn *c)
 {
-	enum
-	{
-		N = 300
-	};
-	static charge_spec spec[N];
-	static char keys[N][16];
+	const int	N = 300;
+	charge_spec *spec = gen_spec;
 	pgm_charge_result *res;
 	int			i,
 				good = 0;
@@ -410,10 +421,9 @@ test_windows(pgm_conn *bc, pgm_conn *c)
 		int			fails = i == 0 || i == 62 || i == 63 || i == 64 || i == 127 ||
 			i == 128 || i == 129 || i == 200 || i == 299;
 
-		snprintf(keys[i], sizeof(keys[i]), "w%d", i);
 		spec[i] = (charge_spec) {
 			i % 3 == 0 ? U_SECOND : U_MAIN, NULL, fails ? "1000" : "0.01", "m", i,
-				i % 7 == 0 ? keys[i] : NULL
+				i % 7 == 0 ? gen_key(i, "w", i) : NULL
 		};
 		if (i == 150)
 			spec[i].amount = NULL;	/* refused on the client, mid-window */
@@ -573,20 +583,15 @@ test_positions(pgm_conn *bc, pgm_conn *c)
 static void
 test_dependent(pgm_conn *bc, pgm_conn *c)
 {
-	enum
-	{
-		N = 140
-	};
-	static charge_spec spec[N];
-	static char keys[N][16];
+	const int	N = 140;
+	charge_spec *spec = gen_spec;
 	pgm_charge_result *res;
 	int			i;
 
 	for (i = 0; i < N; i++)
 	{
-		snprintf(keys[i], sizeof(keys[i]), "d%d", i % 9);
 		spec[i] = (charge_spec) {i % 4 == 3 ? U_SECOND : U_MAIN, NULL, "0.02", "m", 1,
-			i % 3 == 0 ? keys[i] : NULL};
+			i % 3 == 0 ? gen_key(i, "d", i % 9) : NULL};
 		if (i % 11 == 10)
 			spec[i].amount = "0.03";	/* a key used with another amount: PM003 */
 		if (i == 20 || i == 45 || i == 46)
