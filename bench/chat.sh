@@ -76,7 +76,7 @@ log "setup: $USERS users, a session each, one session of 10000 messages"
 psql_do -v users="$USERS" -f "$BASE/setup.sql" >"$BASE/setup.log" 2>&1 ||
     { tail -n 30 "$BASE/setup.log" >&2; die "setup failed (see $BASE/setup.log)"; }
 VERSION=$(psql_val -c "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")
-[ "$VERSION" \> "0.3.9" ] || die "pgmarket $VERSION is installed; this benchmark needs 0.4.0"
+printf "%s\n" 0.4.0 "$VERSION" | sort -V -C || die "pgmarket $VERSION is installed; this benchmark needs 0.4.0"
 psql_do -c "CHECKPOINT" >/dev/null
 
 # --- runs -----------------------------------------------------------------------
