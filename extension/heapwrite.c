@@ -232,11 +232,23 @@ pgm_constraint_exprs(Relation rel)
 	c->exprs = palloc(sizeof(ExprState *) * c->ncheck);
 	for (i = 0; i < c->ncheck; i++)
 	{
+		Node	   *stored;
 		Expr	   *expr;
 
 		c->ccbin[i] = pstrdup(constr->check[i].ccbin);
-		/* what ExecRelCheck and ExecPrepareExpr do, kept */
-		expr = expression_planner(stringToNode(constr->check[i].ccbin));
+		/*
+		 * What ExecRelCheck and ExecPrepareExpr do, kept.  The stored tree
+		 * is checked too: planning inlines an SQL function, whose body a
+		 * CREATE OR REPLACE could change without an invalidation of the
+		 * table.
+		 */
+		stored = stringToNode(constr->check[i].ccbin);
+		if (keepable_walker(stored, NULL))
+		{
+			c->exprs = NULL;
+			break;
+		}
+		expr = expression_planner((Expr *) stored);
 		if (keepable_walker((Node *) expr, NULL))
 		{
 			c->exprs = NULL;

@@ -3,18 +3,15 @@
 -- pgmarket 0.10.0: the read paths of platform keys and chat history without
 -- a SET clause.
 --
--- verify_api_key, charge_api_key and get_chat_history read (and a charge
--- writes) by index in C; on their common path they run no SQL and resolve
--- no name.  A SET search_path clause switched and restored a GUC around
--- every call and left the caller's search path to be computed again, about
--- a tenth of a verification.  The SQL they do run (a key's last_used_at
--- stamp, the ledger's SQL path, a first call's plans) is resolved under
--- the same path as before, "pg_catalog, pg_temp", which extension/spi.c
--- now pushes itself for every statement pgmarket runs through SPI.  They
--- stay SECURITY DEFINER.
+-- verify_api_key and get_chat_history read by index in C; on their common
+-- path they run no SQL and resolve no name.  A SET search_path clause set
+-- and restored a GUC around every call and left the caller's search path
+-- to be computed again, about a tenth of a verification.  The SQL they do
+-- run (a key's last_used_at stamp, a first call's plans, the error paths)
+-- is resolved under the same path as before, "pg_catalog, pg_temp", which
+-- extension/spi.c sets itself, as a SET clause sets it, whenever pgmarket
+-- connects to SPI under another path.  They stay SECURITY DEFINER.
 
 ALTER FUNCTION @extschema@.verify_api_key(text) RESET search_path;
-ALTER FUNCTION @extschema@.charge_api_key(text, numeric, text, bigint, text)
-    RESET search_path;
 ALTER FUNCTION @extschema@.get_chat_history(uuid, uuid, int, bigint, boolean)
     RESET search_path;

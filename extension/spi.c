@@ -14,62 +14,118 @@
 #include "pgmarket.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_namespace.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 /*
  * The search path of pgmarket's own SQL
  * -------------------------------------
  * Every statement pgmarket runs through SPI is resolved under the search
- * path "pg_catalog, pg_temp": the catalog first, the session's temporary
- * schema after it for relations only (PostgreSQL never looks functions or
- * operators up there), never a schema of the caller's.  Its SQL names its
- * own tables with the schema and leaves operators and functions to
- * pg_catalog, so a caller who puts a schema of look-alike operators first
- * in its search_path reaches none of them.
+ * path PGM_SEARCH_PATH, "pg_catalog, pg_temp": the catalog first, the
+ * session's temporary schema after it for relations only (PostgreSQL never
+ * looks functions or operators up there), never a schema of the caller's.
+ * Its SQL names its own tables with the schema and leaves operators and
+ * functions to pg_catalog, so a caller who puts a schema of look-alike
+ * operators first in its search_path reaches none of them.
  *
- * Most API functions have that path as a SET clause.  A SET clause costs
- * a GUC switch and restore around every call, and the caller's path is
- * computed anew after each (about a tenth of what verify_api_key costs),
- * so the functions whose common path runs no SQL at all (they read and
- * write by index, index_read.c and heapwrite.c) have none, and their SQL,
- * when they run some, gets the same path here: pgm_spi_connect pushes it
- * as an override search path and pgm_spi_finish pops it.  An error pops
- * it with the (sub)transaction it aborts.  The override holds the same
- * schemas in the same order as the SET clause gives (the temporary schema
- * once the session has one), so that a kept plan is not parsed again when
- * functions of both kinds use it.  Which functions go without the SET
- * clause, and why nothing on their way resolves a name outside SPI: the
- * README's Security section; sql/spi_search_path.sql calls them under a
- * search path that shadows every catalog operator and many functions.
+ * Most API functions carry that path as a SET clause, and then it is
+ * already in force here.  A SET clause sets the GUC and restores it around
+ * every call, and the caller's path is computed anew after each: about a
+ * tenth of what verify_api_key costs.  So verify_api_key and
+ * get_chat_history, whose common path runs no SQL (they read by index,
+ * index_read.c), have none, and their SQL, when they run some, gets the
+ * same path here, set the way a SET clause sets it: pgm_spi_connect opens a
+ * GUC nest level and sets search_path in it (GUC_ACTION_SAVE), and
+ * pgm_spi_finish closes the level, which restores the caller's path.  So
+ * everything inside behaves as under a SET clause: a function it calls
+ * (an owner's trigger, a function in a CHECK constraint) with a SET clause
+ * of its own gets its own path, and a search_path set locally inside does
+ * not outlive the call.  An error that aborts the (sub)transaction closes
+ * the level itself; the levels this file opened are then forgotten
+ * (forget_levels).  sql/spi_search_path.sql calls the two under a search
+ * path that shadows every catalog operator, plain function and aggregate,
+ * and with an owner's trigger that relies on its own SET clause.
  */
+#define PGM_SEARCH_PATH "pg_catalog, pg_temp"
+#define PGM_MAX_SPI_DEPTH 64
+
+/* One pgm_spi_connect: the GUC nest level it opened (0: none). */
+typedef struct SpiLevel
+{
+	int			guc_level;
+	SubTransactionId subxid;
+} SpiLevel;
+
+static SpiLevel spi_levels[PGM_MAX_SPI_DEPTH];
+static int	spi_depth = 0;
+static bool spi_callbacks_registered = false;
+
+/*
+ * A (sub)transaction that ends takes the SPI connections and GUC levels
+ * opened in it (AtEOSubXact_SPI, AtEOSubXact_GUC); forget ours with them.
+ */
+static void
+forget_levels_xact(XactEvent event, void *arg)
+{
+	spi_depth = 0;
+}
+
+static void
+forget_levels_subxact(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	while (spi_depth > 0 && spi_levels[spi_depth - 1].subxid == mySubid)
+		spi_depth--;
+}
+
 void
 pgm_spi_connect(void)
 {
-	OverrideSearchPath path = {NIL, false, false, 0};
-	Oid			temp_nsp;
-	Oid			temp_toast_nsp;
-	int			rc = SPI_connect();
+	int			rc;
+	SpiLevel   *level;
 
+	if (!spi_callbacks_registered)
+	{
+		RegisterXactCallback(forget_levels_xact, NULL);
+		RegisterSubXactCallback(forget_levels_subxact, NULL);
+		spi_callbacks_registered = true;
+	}
+	if (spi_depth >= PGM_MAX_SPI_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("pgmarket calls nested more than %d deep", PGM_MAX_SPI_DEPTH)));
+	rc = SPI_connect();
 	if (rc != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
-	path.schemas = list_make1_oid(PG_CATALOG_NAMESPACE);
-	if (OidIsValid(temp_nsp))
-		path.schemas = lappend_oid(path.schemas, temp_nsp);
-	PushOverrideSearchPath(&path);
-	list_free(path.schemas);
+	level = &spi_levels[spi_depth++];
+	level->subxid = GetCurrentSubTransactionId();
+	level->guc_level = 0;
+	if (strcmp(namespace_search_path, PGM_SEARCH_PATH) != 0)
+	{
+		level->guc_level = NewGUCNestLevel();
+		(void) set_config_option("search_path", PGM_SEARCH_PATH, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+								 false);
+	}
 }
 
-/* The end of what pgm_spi_connect began. */
+/* The end of what pgm_spi_connect began: the caller's search path back. */
 void
 pgm_spi_finish(void)
 {
 	int			rc;
 
-	PopOverrideSearchPath();
+	if (spi_depth == 0 ||
+		spi_levels[spi_depth - 1].subxid != GetCurrentSubTransactionId())
+		elog(ERROR, "pgm_spi_finish without its pgm_spi_connect");
+	spi_depth--;
+	if (spi_levels[spi_depth].guc_level != 0)
+		AtEOXact_GUC(true, spi_levels[spi_depth].guc_level);
 	rc = SPI_finish();
 	if (rc != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));

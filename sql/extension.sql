@@ -25,9 +25,8 @@ SELECT c.relname
 -- rotate_all_keys() a procedure that commits, which PostgreSQL does not allow
 -- to be SECURITY DEFINER; proxy_actor() checks its caller's role and sets
 -- pgmarket.actor for the transaction, which a SET clause would undo;
--- verify_api_key, charge_api_key and get_chat_history have no SET clause
--- and get the same path for their SQL from extension/spi.c (tested in
--- spi_search_path)
+-- verify_api_key and get_chat_history have no SET clause and get the same
+-- path for their SQL from extension/spi.c (tested in spi_search_path)
 SELECT p.proname, p.prosecdef, p.proisstrict, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'pgmarket' AND p.prorettype <> 'trigger'::regtype

@@ -179,3 +179,31 @@ SELECT i, count(DISTINCT (b.total_balance, b.spent_balance, b.reserved_balance,
 SELECT count(*) = count(DISTINCT entry_id) AS ids_unique FROM pgmarket.ledger;
 SELECT * FROM pgmarket.verify_ledger();
 DROP EXTENSION amcheck;
+
+-- an owner's CHECK constraint on the ledger that calls an SQL function: the
+-- direct write evaluates it, and a new body of the function (CREATE OR
+-- REPLACE, which invalidates no table) takes effect at the next charge of
+-- the same session, as it does for a statement
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+SELECT pgmarket.create_user('direct-check@example.com', 'directcheck',
+                            id => '5fc00000-0000-4000-8000-000000000001');
+SELECT amount FROM pgmarket.add_funds('5fc00000-0000-4000-8000-000000000001', 10);
+CREATE SCHEMA ledger_direct_ops;
+CREATE FUNCTION ledger_direct_ops.tokens_ok(bigint) RETURNS boolean
+    LANGUAGE sql IMMUTABLE AS 'SELECT $1 < 1000';
+ALTER TABLE pgmarket.ledger ADD CONSTRAINT ledger_tokens_ok
+    CHECK (ledger_direct_ops.tokens_ok(tokens_used)) NOT VALID;
+SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 500);
+CREATE OR REPLACE FUNCTION ledger_direct_ops.tokens_ok(bigint) RETURNS boolean
+    LANGUAGE sql IMMUTABLE AS 'SELECT $1 < 10';
+SELECT pg_temp.err($$SELECT pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 500)$$);
+SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 5);
+ALTER TABLE pgmarket.ledger DROP CONSTRAINT ledger_tokens_ok;
+DROP SCHEMA ledger_direct_ops CASCADE;
+SELECT available_balance FROM pgmarket.get_balance('5fc00000-0000-4000-8000-000000000001');

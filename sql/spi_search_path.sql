@@ -1,16 +1,19 @@
--- The search path of pgmarket's own SQL (extension/spi.c).  verify_api_key,
--- charge_api_key and get_chat_history have no SET search_path clause: they
--- run with the caller's search path, and every statement they run through
--- SPI must still resolve its operators, functions and aggregates in
--- pg_catalog.  Here the caller puts a schema first that shadows, generated
--- from the catalog, every pg_catalog operator, every plain function and
--- every aggregate of ordinary argument types with one that raises; then it
--- calls the three functions on each of their paths (a first call that
--- prepares the plans, the stamp of a key's last use, the ledger's SQL path,
--- a charge's spend row through SQL, errors, a savepoint rolled back).  A
--- shadow reached is an error "trap: ... reached" in the output.  After
--- every call the caller's search path is what it set, and no override is
--- left behind (PostgreSQL would warn of a leaked one at commit).
+-- The search path of pgmarket's own SQL (extension/spi.c).  verify_api_key
+-- and get_chat_history have no SET search_path clause: they run with the
+-- caller's search path, and every statement they run through SPI must
+-- still resolve its operators, functions and aggregates in pg_catalog.
+-- Here the caller puts a schema first that shadows, generated from the
+-- catalog, every pg_catalog operator, every plain function and every
+-- aggregate of ordinary argument types with one that raises; then it calls
+-- them (and charge_api_key, which keeps its SET clause) on each of their
+-- paths (a first call that prepares the plans, the stamp of a key's last
+-- use, the ledger's SQL path, a charge's spend row through SQL, errors, a
+-- savepoint rolled back).  A shadow reached is an error "trap: ... reached"
+-- in the output.  After every call the caller's search path is what it
+-- set.  Last, an owner's trigger that relies on its own SET clause, fired
+-- by verify_api_key's stamp while the caller has a temporary table of the
+-- name it uses, writes the owner's table, and a trigger that sets
+-- search_path locally does not change the caller's.
 \set VERBOSITY terse
 CREATE FUNCTION pg_temp.write_key_file(q text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -19,7 +22,7 @@ BEGIN
 END $$;
 SELECT pg_temp.write_key_file($$SELECT '1:' || md5(random()::text) || md5(random()::text)$$);
 
--- the API functions without a SET clause: these three and no other
+-- the API functions without a SET clause: these two and no other
 SELECT p.oid::regprocedure AS without_set_clause
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'pgmarket' AND p.prosecdef AND p.proconfig IS NULL
@@ -32,6 +35,7 @@ SELECT pgmarket.create_user('sp2@example.com', 'searchpath2', id => '5f000000-00
 SELECT amount FROM pgmarket.add_funds('5f000000-0000-4000-8000-000000000001', 100);
 SELECT api_key AS key_open FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'open') \gset
 SELECT api_key AS key_limited FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'limited', spend_limit => 2) \gset
+SELECT api_key AS key_watched FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'watched') \gset
 SELECT pgmarket.create_chat_session('5f000000-0000-4000-8000-000000000001', 'gpt-4') AS s_mine \gset
 SELECT pgmarket.create_chat_session('5f000000-0000-4000-8000-000000000002', 'gpt-4') AS s_other \gset
 SELECT count(pgmarket.save_chat_message('5f000000-0000-4000-8000-000000000001', :'s_mine',
@@ -126,7 +130,23 @@ BEGIN
 END $$;
 GRANT USAGE ON SCHEMA trap TO PUBLIC;
 
--- a new session, so that the three functions prepare their plans under the
+-- an owner's triggers on api_keys: one writes a table of the owner's by an
+-- unqualified name under its own SET clause, one sets search_path locally
+CREATE SCHEMA ops;
+CREATE TABLE ops.key_usage (key_id uuid, seen timestamptz);
+CREATE FUNCTION ops.note_usage() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = ops, pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO key_usage VALUES (NEW.key_id, NEW.last_used_at);
+    RETURN NULL;
+END $$;
+CREATE FUNCTION ops.switch_path() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'ops, pg_catalog, pg_temp', true);
+    RETURN NULL;
+END $$;
+
+-- a new session, so that the functions prepare their plans under the
 -- caller's search path below
 \c
 \set VERBOSITY terse
@@ -204,15 +224,39 @@ SELECT amount, replayed FROM pgmarket.charge_api_key(:'key_open', 0.0625, 'gpt-4
 RESET search_path;
 DROP TRIGGER spend_seen ON pgmarket.api_key_spend;
 
+-- the owner's triggers, fired by the stamp of a key not used yet, while
+-- the caller has a temporary table called key_usage whose trigger raises
+RESET search_path;
+CREATE TRIGGER note_usage AFTER UPDATE OF last_used_at ON pgmarket.api_keys
+    FOR EACH ROW EXECUTE FUNCTION ops.note_usage();
+CREATE TRIGGER switch_path AFTER UPDATE OF last_used_at ON pgmarket.api_keys
+    FOR EACH ROW EXECUTE FUNCTION ops.switch_path();
+CREATE TEMP TABLE key_usage (key_id uuid, seen timestamptz);
+CREATE FUNCTION pg_temp.hijacked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'trap: the caller''s key_usage reached';
+END $$;
+CREATE TRIGGER hijacked BEFORE INSERT ON pg_temp.key_usage
+    FOR EACH ROW EXECUTE FUNCTION pg_temp.hijacked();
+SET search_path = trap, pg_catalog;
+SELECT user_id FROM pgmarket.verify_api_key(:'key_watched');
+SHOW search_path;
+RESET search_path;
+SELECT pg_catalog.count(*) AS owner_rows FROM ops.key_usage;
+SELECT pg_catalog.count(*) AS caller_rows FROM pg_temp.key_usage;
+DROP TRIGGER note_usage ON pgmarket.api_keys;
+DROP TRIGGER switch_path ON pgmarket.api_keys;
+
 -- what all that did, read with the catalog's operators
 SELECT k.name, s.total_spent
   FROM pgmarket.api_keys k JOIN pgmarket.api_key_spend s USING (key_id)
  WHERE k.user_id = '5f000000-0000-4000-8000-000000000001' ORDER BY k.name;
 SELECT available_balance FROM pgmarket.get_balance('5f000000-0000-4000-8000-000000000001');
 SELECT pg_catalog.count(*) AS ledger_problems FROM pgmarket.verify_ledger();
-SELECT pg_catalog.count(*) AS stamped FROM pgmarket.api_keys
+SELECT count(*) AS stamped FROM pgmarket.api_keys
  WHERE user_id = '5f000000-0000-4000-8000-000000000001' AND last_used_at IS NOT NULL;
 
 SET client_min_messages = warning;
 DROP SCHEMA trap CASCADE;
+DROP SCHEMA ops CASCADE;
 RESET client_min_messages;
