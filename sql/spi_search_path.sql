@@ -260,3 +260,4 @@ SET client_min_messages = warning;
 DROP SCHEMA trap CASCADE;
 DROP SCHEMA ops CASCADE;
 RESET client_min_messages;
+COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
