@@ -733,7 +733,7 @@ pgm_verify_api_key(PG_FUNCTION_ARGS)
 	ok = verify_key(PG_GETARG_TEXT_PP(0), &key);
 	if (ok && key.stale_stamp && !XactReadOnly)
 	{
-		pgm_spi_connect();
+		pgm_spi_connect_pinned();
 		prepare_plans();
 		stamp_if_stale(&key);
 		pgm_spi_finish();

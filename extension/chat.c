@@ -956,7 +956,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	pgm_materialize(fcinfo);
 	if (!chat_schema_checked)
 	{
-		pgm_spi_connect();
+		pgm_spi_connect_pinned();
 		prepare_plans();
 		pgm_spi_finish();
 	}
@@ -966,7 +966,7 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 	if (!session_readable(snapshot, user_id, session_id, &model))
 	{
 		/* raises unless the session is the user's */
-		pgm_spi_connect();
+		pgm_spi_connect_pinned();
 		prepare_plans();
 		find_session(user_id, session_id, SESSION_READ, NULL);
 		pgm_spi_finish();

@@ -9,8 +9,8 @@
 -- to be computed again, about a tenth of a verification.  The SQL they do
 -- run (a key's last_used_at stamp, a first call's plans, the error paths)
 -- is resolved under the same path as before, "pg_catalog, pg_temp", which
--- extension/spi.c sets itself, as a SET clause sets it, whenever pgmarket
--- connects to SPI under another path.  They stay SECURITY DEFINER.
+-- extension/spi.c sets itself, as a SET clause sets it, whenever they
+-- connect to SPI.  They stay SECURITY DEFINER.
 
 ALTER FUNCTION @extschema@.verify_api_key(text) RESET search_path;
 ALTER FUNCTION @extschema@.get_chat_history(uuid, uuid, int, bigint, boolean)

@@ -106,6 +106,7 @@ typedef struct PgmPlanDef
 } PgmPlanDef;
 
 extern void pgm_spi_connect(void);
+extern void pgm_spi_connect_pinned(void);
 extern void pgm_spi_finish(void);
 extern SPIPlanPtr pgm_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void pgm_prepare_plans(const PgmPlanDef *defs, int ndefs);

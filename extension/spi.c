@@ -37,9 +37,12 @@
  * tenth of what verify_api_key costs.  So verify_api_key and
  * get_chat_history, whose common path runs no SQL (they read by index,
  * index_read.c), have none, and their SQL, when they run some, gets the
- * same path here, set the way a SET clause sets it: pgm_spi_connect opens a
- * GUC nest level and sets search_path in it (GUC_ACTION_SAVE), and
- * pgm_spi_finish closes the level, which restores the caller's path.  So
+ * same path here, set the way a SET clause sets it: pgm_spi_connect_pinned
+ * opens a GUC nest level and sets search_path in it (GUC_ACTION_SAVE), and
+ * pgm_spi_finish closes the level, which restores the caller's path.  (A
+ * function with a SET clause calls pgm_spi_connect, which does the same
+ * only when the path in force is another, that is when it runs under a
+ * caller of no SET clause.)  So
  * everything inside behaves as under a SET clause: a function it calls
  * (an owner's trigger, a function in a CHECK constraint) with a SET clause
  * of its own gets its own path, and a search_path set locally inside does
@@ -83,8 +86,8 @@ forget_levels_subxact(SubXactEvent event, SubTransactionId mySubid,
 		spi_depth--;
 }
 
-void
-pgm_spi_connect(void)
+static void
+spi_connect(bool always_set)
 {
 	int			rc;
 	SpiLevel   *level;
@@ -105,13 +108,32 @@ pgm_spi_connect(void)
 	level = &spi_levels[spi_depth++];
 	level->subxid = GetCurrentSubTransactionId();
 	level->guc_level = 0;
-	if (strcmp(namespace_search_path, PGM_SEARCH_PATH) != 0)
+	if (always_set || strcmp(namespace_search_path, PGM_SEARCH_PATH) != 0)
 	{
 		level->guc_level = NewGUCNestLevel();
 		(void) set_config_option("search_path", PGM_SEARCH_PATH, PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
 								 false);
 	}
+}
+
+/* SPI for a function with a SET clause: the path is set only if need be. */
+void
+pgm_spi_connect(void)
+{
+	spi_connect(false);
+}
+
+/*
+ * SPI for verify_api_key and get_chat_history, which have no SET clause:
+ * the path set always, also when the caller's is the same, so that a path
+ * set locally inside (an owner's trigger) goes with the level, as it goes
+ * with a SET clause's.
+ */
+void
+pgm_spi_connect_pinned(void)
+{
+	spi_connect(true);
 }
 
 /* The end of what pgm_spi_connect began: the caller's search path back. */

@@ -36,6 +36,7 @@ SELECT amount FROM pgmarket.add_funds('5f000000-0000-4000-8000-000000000001', 10
 SELECT api_key AS key_open FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'open') \gset
 SELECT api_key AS key_limited FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'limited', spend_limit => 2) \gset
 SELECT api_key AS key_watched FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'watched') \gset
+SELECT api_key AS key_watched2 FROM pgmarket.create_api_key('5f000000-0000-4000-8000-000000000001', 'watched2') \gset
 SELECT pgmarket.create_chat_session('5f000000-0000-4000-8000-000000000001', 'gpt-4') AS s_mine \gset
 SELECT pgmarket.create_chat_session('5f000000-0000-4000-8000-000000000002', 'gpt-4') AS s_other \gset
 SELECT count(pgmarket.save_chat_message('5f000000-0000-4000-8000-000000000001', :'s_mine',
@@ -240,6 +241,11 @@ CREATE TRIGGER hijacked BEFORE INSERT ON pg_temp.key_usage
     FOR EACH ROW EXECUTE FUNCTION pg_temp.hijacked();
 SET search_path = trap, pg_catalog;
 SELECT user_id FROM pgmarket.verify_api_key(:'key_watched');
+SHOW search_path;
+-- and once more with the caller's path exactly pgmarket's own (a second
+-- key not used yet): the path the trigger set locally goes with the call
+SET search_path = pg_catalog, pg_temp;
+SELECT user_id FROM pgmarket.verify_api_key(:'key_watched2');
 SHOW search_path;
 RESET search_path;
 SELECT pg_catalog.count(*) AS owner_rows FROM ops.key_usage;
