@@ -42,13 +42,15 @@
  * pgm_spi_finish closes the level, which restores the caller's path.  (A
  * function with a SET clause calls pgm_spi_connect, which does the same
  * only when the path in force is another, that is when it runs under a
- * caller of no SET clause.)  So
- * everything inside behaves as under a SET clause: a function it calls
- * (an owner's trigger, a function in a CHECK constraint) with a SET clause
- * of its own gets its own path, and a search_path set locally inside does
- * not outlive the call.  An error that aborts the (sub)transaction closes
- * the level itself; the levels this file opened are then forgotten
- * (forget_levels).  sql/spi_search_path.sql calls the two under a search
+ * caller of no SET clause.)  So everything inside behaves as under a SET
+ * clause: a function it calls (an owner's trigger, a function in a CHECK
+ * constraint) with a SET clause of its own gets its own path, and a
+ * search_path set locally inside does not outlive the call.  An error that
+ * aborts the (sub)transaction closes the level itself; the levels this
+ * file opened are then forgotten (forget_levels_xact, _subxact).  An
+ * override search path (PushOverrideSearchPath) would be cheaper, but it
+ * takes precedence over the SET clauses of the functions called inside.
+ * sql/spi_search_path.sql calls the two under a search
  * path that shadows every catalog operator, plain function and aggregate,
  * and with an owner's trigger that relies on its own SET clause.
  */
