@@ -55,7 +55,6 @@
  * and with an owner's trigger that relies on its own SET clause.
  */
 #define PGM_SEARCH_PATH "pg_catalog, pg_temp"
-#define PGM_MAX_SPI_DEPTH 64
 
 /* One pgm_spi_connect: the GUC nest level it opened (0: none). */
 typedef struct SpiLevel
@@ -64,7 +63,8 @@ typedef struct SpiLevel
 	SubTransactionId subxid;
 } SpiLevel;
 
-static SpiLevel spi_levels[PGM_MAX_SPI_DEPTH];
+static SpiLevel *spi_levels = NULL;	/* in TopMemoryContext */
+static int	spi_levels_size = 0;
 static int	spi_depth = 0;
 static bool spi_callbacks_registered = false;
 
@@ -100,10 +100,15 @@ spi_connect(bool always_set)
 		RegisterSubXactCallback(forget_levels_subxact, NULL);
 		spi_callbacks_registered = true;
 	}
-	if (spi_depth >= PGM_MAX_SPI_DEPTH)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("pgmarket calls nested more than %d deep", PGM_MAX_SPI_DEPTH)));
+	if (spi_depth == spi_levels_size)
+	{
+		int			size = spi_levels_size == 0 ? 16 : 2 * spi_levels_size;
+
+		spi_levels = spi_levels == NULL ?
+			MemoryContextAlloc(TopMemoryContext, size * sizeof(SpiLevel)) :
+			repalloc(spi_levels, size * sizeof(SpiLevel));
+		spi_levels_size = size;
+	}
 	rc = SPI_connect();
 	if (rc != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));

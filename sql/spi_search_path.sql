@@ -198,6 +198,24 @@ SELECT pg_catalog.replace(pg_temp.try(pg_catalog.format($$SELECT pgmarket.get_ch
 SELECT pg_temp.try($$SELECT pgmarket.get_chat_history('5f000000-0000-4000-8000-000000000001', '5f000000-0000-4000-9000-00000000dead', 5)$$);
 SHOW search_path;
 
+-- the calls inside a CTE and a LATERAL join, and an error of the history's
+-- SQL caught by a PL/pgSQL block, the path checked inside the block
+WITH h AS (SELECT * FROM pgmarket.get_chat_history('5f000000-0000-4000-8000-000000000001', :'s_mine', 4))
+SELECT pg_catalog.count(*) FROM h;
+SELECT pg_catalog.count(*) FROM (VALUES (:'key_open'), (:'key_limited')) k(api_key),
+       LATERAL pgmarket.verify_api_key(k.api_key) v;
+DO $$
+BEGIN
+    BEGIN
+        PERFORM pgmarket.get_chat_history('5f000000-0000-4000-8000-000000000001',
+                                          '5f000000-0000-4000-9000-00000000dead', 5);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'caught %, search_path %', SQLSTATE,
+            pg_catalog.current_setting('search_path');
+    END;
+END $$;
+SHOW search_path;
+
 -- errors inside savepoints: what the rolled back subtransaction pushed goes
 -- with it, the next calls still resolve in pg_catalog, nothing leaks
 BEGIN;
