@@ -537,6 +537,7 @@ pgm_deactivate_user(PG_FUNCTION_ARGS)
 	 */
 	pgm_escrow_lock_account(user_id, plan);
 	pgm_escrow_reclaim(user_id);
+	pgm_api_keys_follow_user(user_id);
 	/* a token sent before the account was locked must not reopen it */
 	pgm_use_up_resets(user_id);
 	pgm_spi_finish();

@@ -40,6 +40,15 @@
  * row to the audit trail.  The charge itself is the ledger's (reserve for
  * reserve_api_key) in the same transaction.
  *
+ * A key's row carries its user's active flag (user_active), a copy of
+ * balances.active that verify_api_key reads so that it reads one row:
+ * create_api_key inserts a key under the user's balance row lock (taken as
+ * a charge takes it), and the calls that change the flag (deactivate_user,
+ * reactivate_user, erase_user) write it into the user's key rows under the
+ * same lock, with a snapshot taken after the lock was granted
+ * (pgm_api_keys_follow_user).  So no key is created for a user being
+ * deactivated, and none created just before escapes the deactivation.
+ *
  * A replay of an idempotency key returns the first result even when the
  * key's limit is now reached, and does not count twice.  A reservation
  * counts in full against the key's limit when it is made (settling for less
@@ -91,6 +100,8 @@ static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
 static SPIPlanPtr plan_hold_key;
 static SPIPlanPtr plan_revoke;
+static SPIPlanPtr plan_user_row;
+static SPIPlanPtr plan_follow;
 static SPIPlanPtr plan_list;
 
 /* The start of the current spend period of a key (NULL: lifetime). */
@@ -108,9 +119,9 @@ static SPIPlanPtr plan_list;
 static const PgmPlanDef apikey_plans[] = {
 	/* last_used_at to the minute: at most one write per key and minute */
 	{&plan_stamp,
-		"UPDATE pgmarket.api_keys SET last_used_at = date_trunc('minute', now())"
+		"UPDATE pgmarket.api_keys SET last_used_at = date_trunc('minute', now(), 'UTC')"
 		" WHERE key_id = $1 AND (last_used_at IS NULL OR"
-		"       last_used_at < date_trunc('minute', now()))",
+		"       last_used_at < date_trunc('minute', now(), 'UTC'))",
 		1, {UUIDOID}},
 
 	{&plan_hold_key,
@@ -123,6 +134,17 @@ static const PgmPlanDef apikey_plans[] = {
 		" WHERE user_id = $1 AND key_id = $2 AND revoked_at IS NULL"
 		" RETURNING key_id",
 		2, {UUIDOID, UUIDOID}},
+};
+
+/* pgm_api_keys_follow_user's (the keys' user_active is 0.11.0's) */
+static const PgmPlanDef follow_plans[] = {
+	{&plan_user_row,
+		"SELECT active FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE",
+		1, {UUIDOID}},
+	{&plan_follow,
+		"UPDATE pgmarket.api_keys SET user_active = $2"
+		" WHERE user_id = $1 AND user_active IS DISTINCT FROM $2",
+		2, {UUIDOID, BOOLOID}},
 };
 
 /*
@@ -284,17 +306,29 @@ typedef struct VerifiedKey
 } VerifiedKey;
 
 /*
- * The rows verify_key reads, by index and without SPI: the hot path of
- * every API call is one lookup of one key and its user, and a kept plan
- * costs more to start than the two index probes themselves.
+ * The row verify_key reads, by index and without SPI: the hot path of every
+ * API call is one lookup of one key, and a kept plan costs more to start
+ * than the index probe itself.  The key row carries its user's active flag
+ * (user_active, kept in step by pgm_api_keys_follow_user), so the call
+ * reads no other row.  Until ALTER EXTENSION UPDATE from 0.10.0, whose keys
+ * lack the column, the flag comes from the user's balance row, a second
+ * probe (key_by_prefix_v10, then pgm_user_active_read).
  */
 enum
 {
 	KC_KEY_ID, KC_USER_ID, KC_SCOPES, KC_TIER, KC_HASH, KC_HASH_VERSION,
-	KC_REVOKED_AT, KC_EXPIRES_AT, KC_LAST_USED_AT
+	KC_REVOKED_AT, KC_EXPIRES_AT, KC_LAST_USED_AT, KC_USER_ACTIVE
 };
 
 static PgmIndexRef key_by_prefix = {
+	"api_keys", "api_keys_prefix", 1, {BTEqualStrategyNumber},
+	10, {"key_id", "user_id", "scopes", "rate_limit_tier", "hash",
+	"hash_version", "revoked_at", "expires_at", "last_used_at", "user_active"},
+	{UUIDOID, UUIDOID, TEXTARRAYOID, TEXTOID, BYTEAOID, INT4OID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID}
+};
+
+static PgmIndexRef key_by_prefix_v10 = {
 	"api_keys", "api_keys_prefix", 1, {BTEqualStrategyNumber},
 	9, {"key_id", "user_id", "scopes", "rate_limit_tier", "hash",
 	"hash_version", "revoked_at", "expires_at", "last_used_at"},
@@ -302,10 +336,21 @@ static PgmIndexRef key_by_prefix = {
 	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
-static PgmIndexRef balance_by_user = {
-	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
-	1, {"active"}, {BOOLOID}
-};
+/* Do this database's key rows carry user_active?  (as spend_table_present) */
+static bool key_flag_known = false;
+static bool key_flag_present = false;
+
+static bool
+keys_carry_user_flag(void)
+{
+	if (!key_flag_known)
+	{
+		pgm_schema_flag_register(&key_flag_known);
+		key_flag_present = pgm_schema_has_column("api_keys", "user_active");
+		key_flag_known = true;
+	}
+	return key_flag_present;
+}
 
 /* A key's row by id, as a charge locks it (see the top of the file). */
 enum
@@ -331,26 +376,24 @@ static PgmIndexRef spend_by_key = {
 	{TIMESTAMPTZOID, INT8OID, INT8OID}
 };
 
-/* Is the balance row of a user there, and active?  *exists says if there. */
-static bool
-user_active(Snapshot snapshot, Datum user_id, bool *exists)
+/*
+ * The start of the minute of a time, in UTC (plan_stamp writes the same):
+ * last_used_at is kept to the minute, and a key whose stamp is older than
+ * the current minute is stamped again.
+ */
+static TimestampTz
+minute_start(TimestampTz t)
 {
-	PgmIndexScan scan;
-	bool		active = false;
-	bool		isnull;
+	TimestampTz r = t % USECS_PER_MINUTE;
 
-	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
-	*exists = pgm_index_next(&scan, ForwardScanDirection);
-	if (*exists)
-		active = DatumGetBool(pgm_index_col(&scan, 0, &isnull));
-	pgm_index_end(&scan);
-	return active;
+	return t - (r < 0 ? r + USECS_PER_MINUTE : r);
 }
 
 /*
  * Look a raw key up by its prefix and compare its keyed hash in constant
  * time; true when it is known, not revoked, not expired and its user is
- * active.  A malformed or unknown key costs one hash too.
+ * active (the key row's user_active).  A malformed or unknown key costs one
+ * hash too.
  *
  * The rows are read as the kept plan that this replaces read them: under a
  * new snapshot after a command counter increment (SPI's rule for a
@@ -377,6 +420,7 @@ verify_key(text *api_key, VerifiedKey *out)
 		Snapshot	snapshot;
 		Datum		prefix;
 		bool		isnull;
+		bool		flag = keys_carry_user_flag();
 
 		memcpy(out->prefix, raw, APIKEY_PREFIX_LEN);
 		out->prefix[APIKEY_PREFIX_LEN] = '\0';
@@ -385,50 +429,32 @@ verify_key(text *api_key, VerifiedKey *out)
 		CommandCounterIncrement();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		snapshot = GetActiveSnapshot();
-		pgm_index_begin(&scan, &key_by_prefix, snapshot, 1, &prefix);
+		pgm_index_begin(&scan, flag ? &key_by_prefix : &key_by_prefix_v10,
+						snapshot, 1, &prefix);
 		if (pgm_index_next(&scan, ForwardScanDirection))
 		{
 			TimestampTz now = GetCurrentTransactionStartTimestamp();
 			bytea	   *h = DatumGetByteaPP(pgm_index_col(&scan, KC_HASH, &isnull));
-			int32		row_version;
-			bool		row_usable;
-			bool		exists;
 			Datum		d;
 
-			/* the JOIN: a key whose user has no balance row is unknown */
 			memcpy(&out->key_id, DatumGetUUIDP(pgm_index_col(&scan, KC_KEY_ID, &isnull)), UUID_LEN);
 			memcpy(&out->user_id, DatumGetUUIDP(pgm_index_col(&scan, KC_USER_ID, &isnull)), UUID_LEN);
-			row_version = DatumGetInt32(pgm_index_col(&scan, KC_HASH_VERSION, &isnull));
+			version = DatumGetInt32(pgm_index_col(&scan, KC_HASH_VERSION, &isnull));
 			(void) pgm_index_col(&scan, KC_REVOKED_AT, &isnull);
-			row_usable = isnull;
+			usable = isnull;
 			d = pgm_index_col(&scan, KC_EXPIRES_AT, &isnull);
 			if (!isnull && DatumGetTimestampTz(d) <= now)
-				row_usable = false;
+				usable = false;
+			if (flag ? !DatumGetBool(pgm_index_col(&scan, KC_USER_ACTIVE, &isnull)) :
+				!pgm_user_active_read(snapshot, UUIDPGetDatum(&out->user_id)))
+				usable = false;
 			d = pgm_index_col(&scan, KC_LAST_USED_AT, &isnull);
-			out->stale_stamp = isnull ||
-				DatumGetTimestampTz(d) <
-				DatumGetTimestampTz(DirectFunctionCall2(timestamptz_trunc,
-														CStringGetTextDatum("minute"),
-														TimestampTzGetDatum(now)));
+			out->stale_stamp = isnull || DatumGetTimestampTz(d) < minute_start(now);
 			out->scopes = datumCopy(pgm_index_col(&scan, KC_SCOPES, &isnull), false, -1);
 			out->tier = datumCopy(pgm_index_col(&scan, KC_TIER, &isnull), false, -1);
-			if (VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES)
-				memcpy(expected, VARDATA_ANY(h), APIKEY_HASH_BYTES);
 			found = VARSIZE_ANY_EXHDR(h) == APIKEY_HASH_BYTES;
-
-			if (!user_active(snapshot, UUIDPGetDatum(&out->user_id), &exists) ||
-				!exists)
-				row_usable = false;
-			if (exists)
-			{
-				version = row_version;
-				usable = row_usable;
-			}
-			else
-			{
-				found = false;
-				memset(expected, 0xa5, sizeof(expected));
-			}
+			if (found)
+				memcpy(expected, VARDATA_ANY(h), APIKEY_HASH_BYTES);
 		}
 		pgm_index_end(&scan);
 		PopActiveSnapshot();
@@ -672,7 +698,8 @@ pgm_create_api_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_connect();
 	prepare_spend_plans();
-	pgm_check_user(user_id, false);
+	/* under the balance row's lock: see pgm_api_keys_follow_user */
+	pgm_check_user(user_id, true);
 	partition = pgm_user_partition(user_id);
 
 	for (attempt = 0; attempt < 5 && !inserted; attempt++)
@@ -1156,6 +1183,35 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 
 	pgm_spi_finish();
 	PG_RETURN_INT64(reservation_id);
+}
+
+/*
+ * Carry a user's active flag from the balance row into the user's API key
+ * rows (api_keys.user_active, which verify_api_key reads instead of the
+ * balance row), for the calls that change it: deactivate_user,
+ * reactivate_user, erase_user, after their change.  SPI connected.
+ *
+ * Under the balance row's lock (taken here, if the caller has not taken it
+ * already), the flag cannot change, and create_api_key inserts a key only
+ * under the same lock; so the keys are written under a snapshot taken after
+ * the lock was granted (pgm_exec_latest), which holds every key committed
+ * before, also in REPEATABLE READ.  The row lock comes before the key rows,
+ * the order of every charge through a key.  A database still on 0.10.0's
+ * schema has no such column: nothing to do.
+ */
+void
+pgm_api_keys_follow_user(Datum user_id)
+{
+	Datum		values[2] = {user_id, (Datum) 0};
+
+	if (!keys_carry_user_flag())
+		return;
+	PGM_PREPARE_PLANS(follow_plans);
+	pgm_exec(plan_user_row, values, NULL, false);
+	if (SPI_processed != 1)
+		pgm_raise_unknown_account(user_id);
+	values[1] = BoolGetDatum(pgm_col_bool(0, 1));
+	pgm_exec_latest(plan_follow, values, NULL);
 }
 
 /* ----------------------------------------------------------------

@@ -860,11 +860,6 @@ static PgmIndexRef session_by_id = {
 	3, {"user_id", "deleted_at", "model_id"}, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 };
 
-static PgmIndexRef balance_by_user = {
-	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
-	1, {"active"}, {BOOLOID}
-};
-
 /*
  * Is the session the user's, not deleted, and the user active?  What the
  * EXISTS of the history query asked; false says find_session must tell why.
@@ -894,11 +889,7 @@ session_readable(Snapshot snapshot, Datum user_id, Datum session_id,
 	if (!ok)
 		return false;
 
-	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
-	ok = pgm_index_next(&scan, ForwardScanDirection) &&
-		DatumGetBool(pgm_index_col(&scan, 0, &isnull));
-	pgm_index_end(&scan);
-	return ok;
+	return pgm_user_active_read(snapshot, user_id);
 }
 
 /*

@@ -262,6 +262,7 @@ pgm_erase_user(PG_FUNCTION_ARGS)
 	}
 	pgm_exec(plan_tomb, values, NULL, false);
 	pgm_escrow_reclaim(user_id);	/* the slots' money back into the row */
+	pgm_api_keys_follow_user(user_id);
 
 	erase_account_rows(user_id, &counts);
 	appendStringInfoChar(&counts, '}');

@@ -20,7 +20,8 @@
  *				pgm_audit_record_event, the single calls' own C functions
  *				that importer.c applies an import's records with,
  *				the password floor of passwords.c, personal.c's
- *				pgm_personal_*; never through SQL)
+ *				pgm_personal_*, apikeys.c's pgm_api_keys_follow_user;
+ *				never through SQL)
  *	floor		userlock.c (the per-user lock protocol), actor.c (the
  *				pgmarket.actor rule), keyring.c (master keys, subkeys,
  *				sealing key pairs, secret buffers, random ids), spi.c
@@ -145,6 +146,16 @@ pgm_schema_has_table(const char *relname)
 	Oid			nsp = get_namespace_oid("pgmarket", true);
 
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid(relname, nsp));
+}
+
+/* Does table relname of schema pgmarket have a column colname? */
+bool
+pgm_schema_has_column(const char *relname, const char *colname)
+{
+	Oid			nsp = get_namespace_oid("pgmarket", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, colname) != InvalidAttrNumber;
 }
 
 /*

@@ -29,6 +29,7 @@
 extern void pgm_require_schema(void);
 extern void pgm_schema_flag_register(bool *known);
 extern bool pgm_schema_has_table(const char *relname);
+extern bool pgm_schema_has_column(const char *relname, const char *colname);
 /* set by erase_user around its rewrite of the ledger's free text (pgmarket.c) */
 extern bool pgm_erasing_ledger_text;
 
@@ -113,6 +114,7 @@ extern void pgm_prepare_plans(const PgmPlanDef *defs, int ndefs);
 #define PGM_PREPARE_PLANS(defs) pgm_prepare_plans((defs), lengthof(defs))
 extern int	pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 					 bool read_only);
+extern int	pgm_exec_latest(SPIPlanPtr plan, Datum *values, const char *nulls);
 extern Datum pgm_col(uint64 row, int colno, bool *isnull);
 extern int64 pgm_col_int64(uint64 row, int colno);
 extern bool pgm_col_bool(uint64 row, int colno);
@@ -156,6 +158,7 @@ extern bool pgm_queue_held(Datum user_id);
 extern void pgm_queue_release(Datum user_id);
 extern bool pgm_user_row_held(Datum user_id);
 extern void pgm_account_state(Datum user_id, PgmAccountState *state);
+extern bool pgm_user_active_read(Snapshot snapshot, Datum user_id);
 extern bool pgm_try_lock_user(Datum user_id);
 extern void pgm_lock_user(Datum user_id);
 extern void pgm_check_user(Datum user_id, bool lock);
@@ -387,6 +390,10 @@ extern void pgm_login_forms(const char *login, char **email, char **username);
 extern void pgm_audit_init(void);
 extern void pgm_audit_record_event(const char *table_name,
 								   const char *operation, Datum details);
+
+/* apikeys.c: the keys follow their user's active flag, for accounts.c,
+ * profiles.c and erasure.c (SPI connected) */
+extern void pgm_api_keys_follow_user(Datum user_id);
 
 /* ratelimit.c: tiers and the rate limiter, for apikeys.c */
 extern void pgm_ratelimit_init(void);

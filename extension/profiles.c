@@ -312,7 +312,10 @@ pgm_reactivate_user(PG_FUNCTION_ARGS)
 	if (SPI_processed != 1)
 		pgm_account_state(user_id, &state);	/* PM002 unless already active */
 	else
+	{
+		pgm_api_keys_follow_user(user_id);
 		pgm_use_up_resets(user_id);	/* none from before the lock survives */
+	}
 	pgm_spi_finish();
 	PG_RETURN_VOID();
 }

@@ -19,6 +19,7 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 
 /*
  * The search path of pgmarket's own SQL
@@ -186,6 +187,28 @@ pgm_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
 
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+/*
+ * Run a kept plan that writes, under a snapshot taken now instead of the
+ * statement's or the transaction's.  For a write that must reach every row
+ * committed before a lock the caller holds, also in REPEATABLE READ, whose
+ * transaction snapshot may be older than the lock (as the foreign key
+ * triggers of PostgreSQL read the referenced rows).  Rows changed after that
+ * snapshot and before the write are then a serialization failure, as for
+ * any UPDATE in REPEATABLE READ.
+ */
+int
+pgm_exec_latest(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	CommandCounterIncrement();
+	rc = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
+							  InvalidSnapshot, false, true, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(rc));
 	return rc;
 }
 

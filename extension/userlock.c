@@ -138,6 +138,30 @@ pgm_sweep_expired_holds(Datum user_id, int64 *available)
 }
 
 /*
+ * Is the user's balance row there and active, under a snapshot?  Read by
+ * index without SPI, for the read paths that take no lock
+ * (get_chat_history; verify_api_key before 0.11.0's schema).
+ */
+static PgmIndexRef balance_by_user = {
+	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
+	1, {"active"}, {BOOLOID}
+};
+
+bool
+pgm_user_active_read(Snapshot snapshot, Datum user_id)
+{
+	PgmIndexScan scan;
+	bool		active = false;
+	bool		isnull;
+
+	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
+	if (pgm_index_next(&scan, ForwardScanDirection))
+		active = DatumGetBool(pgm_index_col(&scan, 0, &isnull));
+	pgm_index_end(&scan);
+	return active;
+}
+
+/*
  * Queue for a user, then lock the balance row, sweeping the user's expired
  * holds when the row says there are any.  False, with nothing locked, for
  * an unknown or deactivated user.

@@ -24,7 +24,7 @@ from .errors import (AppendOnly, AuditChainBroken, ConnectionFailed, DecryptionF
                      InvalidValue, KeyNotFound, NullValue, OutOfRange, PermissionDenied,
                      RateLimited, ReservationState, UnknownAccount, VaultUnavailable, error_class)
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 __all__ = [
     "Client", "AsyncClient", "actor", "Error", "InsufficientFunds", "UnknownAccount",
