@@ -19,11 +19,13 @@ BEGIN
                    'umask 077 && cat > pgmarket_test.key.new && mv pgmarket_test.key.new pgmarket_test.key');
 END $$;
 SELECT pg_temp.write_key_file($$SELECT '1:' || md5(random()::text) || md5(random()::text)$$);
--- keys whose flag differs from their user's balance row (always none)
-CREATE TEMP VIEW out_of_step AS
-    SELECT count(*) AS keys_out_of_step
+-- keys whose flag differs from their user's balance row (always none); a
+-- SQL function, which outlives the DROP EXTENSION below
+CREATE FUNCTION pg_temp.keys_out_of_step() RETURNS bigint LANGUAGE sql AS $$
+    SELECT count(*)
       FROM pgmarket.api_keys k JOIN pgmarket.balances b USING (user_id)
-     WHERE k.user_active IS DISTINCT FROM b.active;
+     WHERE k.user_active IS DISTINCT FROM b.active
+$$;
 
 SELECT pgmarket.create_user('flag1@example.com', 'flag1', id => '5c000000-0000-4000-8000-000000000001');
 SELECT pgmarket.create_user('flag2@example.com', 'flag2', id => '5c000000-0000-4000-8000-000000000002');
@@ -44,7 +46,7 @@ SELECT name, user_active FROM pgmarket.api_keys
 SELECT (SELECT count(*) FROM pgmarket.verify_api_key(:'a1')) AS one,
        (SELECT count(*) FROM pgmarket.verify_api_key(:'a2')) AS two,
        (SELECT count(*) FROM pgmarket.verify_api_key(:'b1')) AS other;
-SELECT * FROM out_of_step;
+SELECT pg_temp.keys_out_of_step();
 -- the audit trail shows the change on each key row
 SELECT count(*) AS audited_flag_changes
   FROM pgmarket.audit_log
@@ -60,7 +62,7 @@ SELECT name, user_active FROM pgmarket.api_keys
  WHERE user_id IN (:u1, :u2) ORDER BY created_at, name;
 SELECT (SELECT count(*) FROM pgmarket.verify_api_key(:'a1')) AS one,
        (SELECT count(*) FROM pgmarket.verify_api_key(:'a3')) AS revoked;
-SELECT * FROM out_of_step;
+SELECT pg_temp.keys_out_of_step();
 -- a deactivation rolled back leaves the keys as they were
 BEGIN;
 SELECT pgmarket.deactivate_user(:u1);
@@ -73,7 +75,7 @@ SELECT count(*) AS verifies_before FROM pgmarket.verify_api_key(:'a2');
 SELECT pgmarket.deactivate_user(:u1);
 SELECT count(*) AS verifies_inside FROM pgmarket.verify_api_key(:'a2');
 COMMIT;
-SELECT * FROM out_of_step;
+SELECT pg_temp.keys_out_of_step();
 SELECT pgmarket.reactivate_user(:u1);
 
 -- erasure: the keys are revoked and their user inactive
@@ -81,7 +83,7 @@ SELECT pgmarket.erase_user(:u2);
 SELECT name, user_active, revoked_at IS NOT NULL AS revoked
   FROM pgmarket.api_keys WHERE user_id = :u2;
 SELECT count(*) AS verifies FROM pgmarket.verify_api_key(:'b1');
-SELECT * FROM out_of_step;
+SELECT pg_temp.keys_out_of_step();
 
 -- a superuser's hand edit of the flag is only that key's: verify reads the
 -- key row alone
@@ -93,7 +95,6 @@ UPDATE pgmarket.api_keys SET user_active = true WHERE name = 'two';
 -------------------------------------------------------------------------------
 -- 0.10.0's schema under this library, then ALTER EXTENSION UPDATE
 -------------------------------------------------------------------------------
-DROP VIEW out_of_step;
 DROP EXTENSION pgmarket;
 CREATE EXTENSION pgmarket VERSION '0.10.0';
 SELECT pgmarket.create_user('old1@example.com', 'old1', id => '5c000000-0000-4000-8000-000000000011');
@@ -113,16 +114,12 @@ SELECT count(*) AS user_active_columns
  WHERE attrelid = 'pgmarket.api_keys'::regclass AND attname = 'user_active';
 ALTER EXTENSION pgmarket UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pgmarket';
-CREATE TEMP VIEW out_of_step AS
-    SELECT count(*) AS keys_out_of_step
-      FROM pgmarket.api_keys k JOIN pgmarket.balances b USING (user_id)
-     WHERE k.user_active IS DISTINCT FROM b.active;
 SELECT name, user_active FROM pgmarket.api_keys ORDER BY name;
 SELECT (SELECT count(*) FROM pgmarket.verify_api_key(:'c1')) AS one,
        (SELECT count(*) FROM pgmarket.verify_api_key(:'c2')) AS two;
-SELECT * FROM out_of_step;
+SELECT pg_temp.keys_out_of_step();
 SELECT pgmarket.reactivate_user(:o1);
 SELECT count(*) AS verifies FROM pgmarket.verify_api_key(:'c1');
-SELECT * FROM out_of_step;
+SELECT pg_temp.keys_out_of_step();
 
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
