@@ -240,12 +240,8 @@ static bool spend_table_present = false;
 static void
 prepare_spend_plans(void)
 {
-	if (!spend_table_known)
-	{
-		pgm_schema_flag_register(&spend_table_known);
-		spend_table_present = pgm_schema_has_table("api_key_spend");
-		spend_table_known = true;
-	}
+	(void) pgm_schema_fact(&spend_table_known, &spend_table_present,
+						   "api_key_spend", NULL);
 	prepare_plans();
 	if (spend_table_present)
 		PGM_PREPARE_PLANS(spend_plans);
@@ -340,17 +336,8 @@ static PgmIndexRef key_by_prefix_v10 = {
 static bool key_flag_known = false;
 static bool key_flag_present = false;
 
-static bool
-keys_carry_user_flag(void)
-{
-	if (!key_flag_known)
-	{
-		pgm_schema_flag_register(&key_flag_known);
-		key_flag_present = pgm_schema_has_column("api_keys", "user_active");
-		key_flag_known = true;
-	}
-	return key_flag_present;
-}
+#define keys_carry_user_flag() \
+	pgm_schema_fact(&key_flag_known, &key_flag_present, "api_keys", "user_active")
 
 /* A key's row by id, as a charge locks it (see the top of the file). */
 enum

@@ -223,13 +223,7 @@ static bool escrow_present = false;
 bool
 pgm_escrow_on(void)
 {
-	if (!escrow_known)
-	{
-		pgm_schema_flag_register(&escrow_known);
-		escrow_present = pgm_schema_has_table("balance_slots");
-		escrow_known = true;
-	}
-	return escrow_present;
+	return pgm_schema_fact(&escrow_known, &escrow_present, "balance_slots", NULL);
 }
 
 /*

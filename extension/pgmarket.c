@@ -148,6 +148,25 @@ pgm_schema_has_table(const char *relname)
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid(relname, nsp));
 }
 
+/*
+ * A fact of the schema that a feature keeps in *value until the next
+ * relcache invalidation: is there a table relname (colname NULL), or does
+ * it have a column colname?  *known is the feature's registered flag.
+ */
+bool
+pgm_schema_fact(bool *known, bool *value, const char *relname,
+				const char *colname)
+{
+	if (!*known)
+	{
+		pgm_schema_flag_register(known);
+		*value = colname ? pgm_schema_has_column(relname, colname) :
+			pgm_schema_has_table(relname);
+		*known = true;
+	}
+	return *value;
+}
+
 /* Does table relname of schema pgmarket have a column colname? */
 bool
 pgm_schema_has_column(const char *relname, const char *colname)

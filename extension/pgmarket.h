@@ -30,6 +30,8 @@ extern void pgm_require_schema(void);
 extern void pgm_schema_flag_register(bool *known);
 extern bool pgm_schema_has_table(const char *relname);
 extern bool pgm_schema_has_column(const char *relname, const char *colname);
+extern bool pgm_schema_fact(bool *known, bool *value, const char *relname,
+							const char *colname);
 /* set by erase_user around its rewrite of the ledger's free text (pgmarket.c) */
 extern bool pgm_erasing_ledger_text;
 
