@@ -308,7 +308,9 @@ typedef struct VerifiedKey
  * (user_active, kept in step by pgm_api_keys_follow_user), so the call
  * reads no other row.  Until ALTER EXTENSION UPDATE from 0.10.0, whose keys
  * lack the column, the flag comes from the user's balance row, a second
- * probe (key_by_prefix_v10, then pgm_user_active_read).
+ * probe (key_by_prefix_v10, then pgm_user_active_read); so it does for a
+ * key row version from before the update, in which the column is NULL (a
+ * REPEATABLE READ snapshot older than the update sees those).
  */
 enum
 {
@@ -432,7 +434,9 @@ verify_key(text *api_key, VerifiedKey *out)
 			d = pgm_index_col(&scan, KC_EXPIRES_AT, &isnull);
 			if (!isnull && DatumGetTimestampTz(d) <= now)
 				usable = false;
-			if (flag ? !DatumGetBool(pgm_index_col(&scan, KC_USER_ACTIVE, &isnull)) :
+			/* NULL: a row version from before ALTER EXTENSION UPDATE */
+			d = flag ? pgm_index_col(&scan, KC_USER_ACTIVE, &isnull) : (Datum) 0;
+			if (flag && !isnull ? !DatumGetBool(d) :
 				!pgm_user_active_read(snapshot, UUIDPGetDatum(&out->user_id)))
 				usable = false;
 			d = pgm_index_col(&scan, KC_LAST_USED_AT, &isnull);

@@ -10,11 +10,23 @@
 -- under the balance row's lock (extension/apikeys.c,
 -- pgm_api_keys_follow_user); create_api_key takes that lock too.  The column
 -- is audited like the rest of the key row.  No function changes.
+--
+-- balances is locked against writes first, so that a deactivation or
+-- reactivation in flight (which on 0.10.0's schema writes no key row)
+-- commits before the flags are copied, or waits for the update.  The
+-- column is added without a default and filled for every key: a key row
+-- version from before the update (which a REPEATABLE READ snapshot older
+-- than the update may still see) reads NULL, and verify_api_key then asks
+-- the balance row under that snapshot, as 0.10.0 did.
+
+LOCK TABLE @extschema@.balances IN SHARE MODE;
+
+ALTER TABLE @extschema@.api_keys ADD COLUMN user_active boolean;
+
+UPDATE @extschema@.api_keys k
+   SET user_active = coalesce((SELECT b.active FROM @extschema@.balances b
+                                WHERE b.user_id = k.user_id), false);
 
 ALTER TABLE @extschema@.api_keys
-    ADD COLUMN user_active boolean NOT NULL DEFAULT true;
-
--- the keys of users deactivated or erased before this version
-UPDATE @extschema@.api_keys k SET user_active = false
-  FROM @extschema@.balances b
- WHERE b.user_id = k.user_id AND NOT b.active;
+    ALTER COLUMN user_active SET DEFAULT true,
+    ALTER COLUMN user_active SET NOT NULL;
