@@ -100,7 +100,6 @@ static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
 static SPIPlanPtr plan_hold_key;
 static SPIPlanPtr plan_revoke;
-static SPIPlanPtr plan_user_row;
 static SPIPlanPtr plan_follow;
 static SPIPlanPtr plan_list;
 
@@ -138,9 +137,6 @@ static const PgmPlanDef apikey_plans[] = {
 
 /* pgm_api_keys_follow_user's (the keys' user_active is 0.11.0's) */
 static const PgmPlanDef follow_plans[] = {
-	{&plan_user_row,
-		"SELECT active FROM pgmarket.balances WHERE user_id = $1 FOR UPDATE",
-		1, {UUIDOID}},
 	{&plan_follow,
 		"UPDATE pgmarket.api_keys SET user_active = $2"
 		" WHERE user_id = $1 AND user_active IS DISTINCT FROM $2",
@@ -434,10 +430,12 @@ verify_key(text *api_key, VerifiedKey *out)
 			d = pgm_index_col(&scan, KC_EXPIRES_AT, &isnull);
 			if (!isnull && DatumGetTimestampTz(d) <= now)
 				usable = false;
-			/* NULL: a row version from before ALTER EXTENSION UPDATE */
-			d = flag ? pgm_index_col(&scan, KC_USER_ACTIVE, &isnull) : (Datum) 0;
-			if (flag && !isnull ? !DatumGetBool(d) :
-				!pgm_user_active_read(snapshot, UUIDPGetDatum(&out->user_id)))
+			/* no flag: 0.10.0's schema, or a row version from before the update */
+			isnull = true;
+			if (flag)
+				d = pgm_index_col(&scan, KC_USER_ACTIVE, &isnull);
+			if (isnull ? !pgm_user_active_read(snapshot, UUIDPGetDatum(&out->user_id)) :
+				!DatumGetBool(d))
 				usable = false;
 			d = pgm_index_col(&scan, KC_LAST_USED_AT, &isnull);
 			out->stale_stamp = isnull || DatumGetTimestampTz(d) < minute_start(now);
@@ -1193,15 +1191,16 @@ pgm_reserve_api_key(PG_FUNCTION_ARGS)
 void
 pgm_api_keys_follow_user(Datum user_id)
 {
-	Datum		values[2] = {user_id, (Datum) 0};
+	Datum		values[2];
+	bool		active;
 
 	if (!keys_carry_user_flag())
 		return;
-	PGM_PREPARE_PLANS(follow_plans);
-	pgm_exec(plan_user_row, values, NULL, false);
-	if (SPI_processed != 1)
+	if (!pgm_lock_user_row(user_id, &active))
 		pgm_raise_unknown_account(user_id);
-	values[1] = BoolGetDatum(pgm_col_bool(0, 1));
+	PGM_PREPARE_PLANS(follow_plans);
+	values[0] = user_id;
+	values[1] = BoolGetDatum(active);
 	pgm_exec_latest(plan_follow, values, NULL);
 }
 

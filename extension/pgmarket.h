@@ -161,6 +161,7 @@ extern void pgm_queue_release(Datum user_id);
 extern bool pgm_user_row_held(Datum user_id);
 extern void pgm_account_state(Datum user_id, PgmAccountState *state);
 extern bool pgm_user_active_read(Snapshot snapshot, Datum user_id);
+extern bool pgm_lock_user_row(Datum user_id, bool *active);
 extern bool pgm_try_lock_user(Datum user_id);
 extern void pgm_lock_user(Datum user_id);
 extern void pgm_check_user(Datum user_id, bool lock);

@@ -197,15 +197,29 @@ pgm_lock_user(Datum user_id)
 int64
 pgm_sweep_user(Datum user_id)
 {
+	bool		active;
+
+	if (!pgm_lock_user_row(user_id, &active))
+		return 0;
+	return pgm_sweep_expired_holds(user_id, NULL);
+}
+
+/*
+ * Lock a user's balance row, active or not, without queueing; *active says
+ * which.  False when there is no such row.
+ */
+bool
+pgm_lock_user_row(Datum user_id, bool *active)
+{
 	Datum		values[1] = {user_id};
 
 	prepare_plans();
 	pgm_exec(plan_lock, values, NULL, false);
 	if (SPI_processed != 1)
-		return 0;
-	return pgm_sweep_expired_holds(user_id, NULL);
+		return false;
+	*active = pgm_col_bool(0, 1);
+	return true;
 }
-
 
 /*
  * Raise PM002 unless the user exists and is active; with lock, queue for the
