@@ -112,7 +112,7 @@ PG_VERSION_STR=$(psql_val -c "SHOW server_version")
 EXT_VERSION=$(psql_val -c "SELECT extversion FROM pg_extension WHERE extname = 'pgmarket'")
 
 # --- runs ---------------------------------------------------------------------
-declare -A RATE NOTE
+declare -A RATE NOTE WAL
 TABLES="none audited row plpgsql"
 WORKLOADS="update insert bulk_update bulk_insert"
 declare -A ROWS=([update]=1 [insert]=1 [bulk_update]=1000 [bulk_insert]=1000)
@@ -124,13 +124,23 @@ run_one() {
     local tbl=$1 wl=$2 clients=$3
     local jobs=$(( clients < 2 ? clients : 2 ))
     local out="$BASE/runs/${tbl}_${wl}_c${clients}.$REP.log" rc=0 tps failed rate
+    local lsn0 lsn1 done_tx
     psql_do -c "VACUUM t_$tbl" >/dev/null
     psql_do -c "CHECKPOINT" >/dev/null
+    lsn0=$(psql_val -c "SELECT pg_current_wal_insert_lsn()")
     as_pg "$PGBIN/pgbench" -h "$BASE" -p "$PORT" -U "$DBUSER" -n \
         -c "$clients" -j "$jobs" -T "$RUN_SECS" --random-seed="$SEED" \
         -D tbl="t_$tbl" -f "$SQLDIR/$wl.sql" "$DB" >"$out" 2>&1 || rc=$?
+    lsn1=$(psql_val -c "SELECT pg_current_wal_insert_lsn()")
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+    done_tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+    # WAL written by the run (the full-page images after the CHECKPOINT
+    # included: every run starts from one), per row written
+    if [ -n "$done_tx" ] && [ "$done_tx" -gt 0 ]; then
+        WAL[$tbl,$wl,$clients]=$(psql_val -c "SELECT round(pg_wal_lsn_diff('$lsn1', '$lsn0')
+                                               / ($done_tx * ${ROWS[$wl]}))")
+    fi
     if [ "$rc" -ne 0 ] || [ -z "$tps" ] || [ "${failed:-0}" != 0 ]; then
         NOTE[$tbl,$wl,$clients]="pgbench exit $rc, failed ${failed:-?}: $(grep -m 1 -E 'ERROR|error|FATAL' "$out" | cut -c 1-200)"
         log "$tbl $wl c=$clients: FAILED (${NOTE[$tbl,$wl,$clients]})"
@@ -192,6 +202,16 @@ report() {
         done
         echo
     done
+    echo "WAL bytes per row written (pg_current_wal_insert_lsn around each run, the last run of each)"
+    printf '%-27s %7s %9s %9s %9s %9s   %s\n' "workload" "clients" "none" "audited" "row" "plpgsql" "audited/none"
+    for c in $CLIENTS; do
+        for wl in $WORKLOADS; do
+            local wn=${WAL[none,$wl,$c]:-0} wa=${WAL[audited,$wl,$c]:-0}
+            printf '%-27s %7s %9s %9s %9s %9s   %11sx\n' "${WLABEL[$wl]%% (*}" "$c" "$wn" "$wa" \
+                "${WAL[row,$wl,$c]:-0}" "${WAL[plpgsql,$wl,$c]:-0}" "$(ratio "$wa" "$wn")"
+        done
+    done
+    echo
     echo "none: no audit; audited: enable_audit's statement triggers; row: the row trigger of 0.7.0 (same"
     echo "C function, FOR EACH ROW); plpgsql: a PL/pgSQL to_jsonb(OLD)/to_jsonb(NEW) trigger."
     echo "Over 1-row transactions the target compares with the row trigger (one-row transactions must not"
