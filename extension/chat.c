@@ -267,10 +267,75 @@ raise_session_not_found(Datum session_id, Datum user_id, bool deleted)
 			 deleted ? errdetail("The session was deleted.") : 0));
 }
 
+/* A session row read by its primary key, without SPI. */
+enum
+{
+	SC_USER_ID, SC_DELETED_AT, SC_MODEL_ID, SC_STATUS, SC_NCOLS
+};
+
+static PgmIndexRef session_by_id = {
+	"chat_sessions", "chat_sessions_pkey", 1, {BTEqualStrategyNumber},
+	SC_NCOLS, {"user_id", "deleted_at", "model_id", "status"},
+	{UUIDOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
+};
+
+static bool same_uuid(Datum a, Datum b);
+
+/*
+ * What plan_session[lock] does for SESSION_SHARE and SESSION_UPDATE, read
+ * and locked directly (index_read.c): after the command counter's step and
+ * under a new snapshot, as SPI runs a statement that writes; the session
+ * row locked FOR SHARE or FOR UPDATE, which in READ COMMITTED waits for a
+ * concurrent writer and then reads the row's latest version (40001 in
+ * REPEATABLE READ and SERIALIZABLE, as the statement raises); then the
+ * owner's balance row under the same snapshot.  True, with info filled,
+ * when the session is the user's, not deleted, and the user is active;
+ * false when anything of that does not hold, and the statement finds out
+ * what (the session row stays locked: the caller raises).
+ */
+static bool
+lock_session_direct(Datum user_id, Datum session_id, SessionLock lock,
+					SessionInfo *info)
+{
+	PgmIndexScan scan;
+	bool		ok = false;
+	bool		isnull;
+
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgm_index_begin(&scan, &session_by_id, GetActiveSnapshot(), 1, &session_id);
+	/* another user's session is not locked, as the statement's WHERE */
+	if (pgm_index_next(&scan, ForwardScanDirection) &&
+		same_uuid(pgm_index_col(&scan, SC_USER_ID, &isnull), user_id) &&
+		pgm_index_lock_row(&scan, lock == SESSION_UPDATE ?
+						   LockTupleExclusive : LockTupleShare))
+	{
+		/* the latest version's columns: the statement's recheck */
+		ok = same_uuid(pgm_index_col(&scan, SC_USER_ID, &isnull), user_id);
+		(void) pgm_index_col(&scan, SC_DELETED_AT, &isnull);
+		ok = ok && isnull;
+		if (ok && info)
+		{
+			Datum		model = pgm_index_col(&scan, SC_MODEL_ID, &isnull);
+			text	   *status = DatumGetTextPP(pgm_index_col(&scan, SC_STATUS,
+															  &isnull));
+
+			info->model_id = (text *) SPI_datumTransfer(model, false, -1);
+			text_to_cstring_buffer(status, info->status, sizeof(info->status));
+		}
+	}
+	pgm_index_end(&scan);
+	ok = ok && pgm_user_active_read(GetActiveSnapshot(), user_id);
+	PopActiveSnapshot();
+	return ok;
+}
+
 /*
  * Find a session of a user (SPI connected), with the lock asked for.  Raises
  * PM002 for an unknown or deactivated user, and for a session that does not
- * exist, is another user's or was deleted.  info may be NULL.
+ * exist, is another user's or was deleted.  info may be NULL.  A lock is
+ * taken directly; the statement runs when there is no lock to take, and
+ * when the direct read did not find a readable session, to say why.
  */
 static void
 find_session(Datum user_id, Datum session_id, SessionLock lock,
@@ -279,6 +344,9 @@ find_session(Datum user_id, Datum session_id, SessionLock lock,
 	Datum		values[2] = {session_id, user_id};
 	bool		isnull;
 
+	if (lock != SESSION_READ &&
+		lock_session_direct(user_id, session_id, lock, info))
+		return;
 	pgm_exec(plan_session[lock], values, NULL, lock == SESSION_READ);
 	if (SPI_processed != 1)
 	{
@@ -855,11 +923,6 @@ static PgmIndexRef messages_by_session = {
 	TEXTOID, UUIDOID}
 };
 
-static PgmIndexRef session_by_id = {
-	"chat_sessions", "chat_sessions_pkey", 1, {BTEqualStrategyNumber},
-	3, {"user_id", "deleted_at", "model_id"}, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
-};
-
 /*
  * Is the session the user's, not deleted, and the user active?  What the
  * EXISTS of the history query asked; false says find_session must tell why.
@@ -877,13 +940,14 @@ session_readable(Snapshot snapshot, Datum user_id, Datum session_id,
 	pgm_index_begin(&scan, &session_by_id, snapshot, 1, &session_id);
 	if (pgm_index_next(&scan, ForwardScanDirection))
 	{
-		Datum		owner = pgm_index_col(&scan, 0, &isnull);
+		Datum		owner = pgm_index_col(&scan, SC_USER_ID, &isnull);
 
 		ok = same_uuid(owner, user_id);
-		(void) pgm_index_col(&scan, 1, &isnull);
-		ok = ok && isnull;		/* deleted_at */
+		(void) pgm_index_col(&scan, SC_DELETED_AT, &isnull);
+		ok = ok && isnull;
 		if (ok)
-			*model = datumCopy(pgm_index_col(&scan, 2, &isnull), false, -1);
+			*model = datumCopy(pgm_index_col(&scan, SC_MODEL_ID, &isnull),
+							   false, -1);
 	}
 	pgm_index_end(&scan);
 	if (!ok)

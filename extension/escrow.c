@@ -54,9 +54,11 @@
  */
 #include "pgmarket.h"
 
+#include "access/nbtree.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 
@@ -365,4 +367,37 @@ pgm_escrow_money(Datum user_id)
 	Datum		values[1] = {user_id};
 
 	return escrow_exec(&plan_money, values) ? one_row_int64(1) : 0;
+}
+
+static PgmIndexRef slots_by_user = {
+	"balance_slots", "balance_slots_pkey", 1, {BTEqualStrategyNumber},
+	1, {"amount"}, {INT8OID}
+};
+
+/*
+ * The money in a user's slots as snapshot sees it, read by index without
+ * SPI: SLOT_MONEY's sum for a balance row whose escrowed is above zero
+ * (the caller looked), for the direct charge (ledger.c).  The sum stays
+ * below escrowed, but a hand-edited slot could take it past bigint: 22003,
+ * as the statement's cast to bigint raises.
+ */
+int64
+pgm_escrow_money_read(Snapshot snapshot, Datum user_id)
+{
+	PgmIndexScan scan;
+	int64		money = 0;
+	bool		isnull;
+
+	pgm_index_begin(&scan, &slots_by_user, snapshot, 1, &user_id);
+	while (pgm_index_next(&scan, ForwardScanDirection))
+	{
+		int64		amount = DatumGetInt64(pgm_index_col(&scan, 0, &isnull));
+
+		if (pg_add_s64_overflow(money, amount, &money))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("bigint out of range")));
+	}
+	pgm_index_end(&scan);
+	return money;
 }

@@ -776,10 +776,12 @@ int8_sub(int64 a, int64 b)
  * when that writer changed the row, the newest version is locked and
  * evaluated again (EvalPlanQual), and a version that no longer qualifies
  * means no row.  Then the INSERT: the next id of the ledger's sequence and
- * the entry.  DIRECT_USE_SQL, before anything is written, where the
- * statement would do more than this: a row whose available includes
- * escrow slots (the statement adds their money), a row whose update would
- * fire its foreign key's check (pgm_writer_update_fires_fk).
+ * the entry.  A row whose escrowed is above zero has money in escrow
+ * slots, which the statement's RETURNING adds to the available it reports
+ * (SLOT_MONEY, read under the same snapshot).  DIRECT_USE_SQL, before
+ * anything is written, where the statement would do more than this: a row
+ * whose update would fire its foreign key's check
+ * (pgm_writer_update_fires_fk).
  */
 static DirectCharge
 charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
@@ -817,13 +819,6 @@ charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
 			TM_Result	result;
 
 			/* the UPDATE's WHERE clause; active, total, ... are NOT NULL */
-			if (esc && bcol[PGM_B_ESCROWED] != InvalidAttrNumber &&
-				DatumGetInt64(heap_getattr(tup, bcol[PGM_B_ESCROWED], desc,
-										   &isnull)) > 0)
-			{
-				res = DIRECT_USE_SQL;
-				break;
-			}
 			if (!DatumGetBool(heap_getattr(tup, bcol[PGM_B_ACTIVE], desc, &isnull)))
 				break;
 			total = DatumGetInt64(heap_getattr(tup, bcol[PGM_B_TOTAL], desc, &isnull));
@@ -851,8 +846,14 @@ charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
 			ExecClearTuple(newslot);
 			if (result == TM_Ok)
 			{
-				/* RETURNING total - spent - reserved */
+				/* RETURNING total - spent - reserved [+ SLOT_MONEY] */
 				available = int8_sub(int8_sub(total, spent), reserved);
+				if (esc && bcol[PGM_B_ESCROWED] != InvalidAttrNumber &&
+					DatumGetInt64(heap_getattr(tup, bcol[PGM_B_ESCROWED],
+											   desc, &isnull)) > 0)
+					available = int8_add(available,
+										 pgm_escrow_money_read(GetActiveSnapshot(),
+															   user_id));
 				res = DIRECT_CHARGED;
 				break;
 			}

@@ -193,6 +193,7 @@ extern void pgm_escrow_lock_account(Datum user_id, SPIPlanPtr plan);
 extern bool pgm_escrow_gather_if_short(Datum user_id, int64 amount);
 extern int64 pgm_escrow_refill(Datum user_id, int64 available, int64 amount);
 extern int64 pgm_escrow_money(Datum user_id);
+extern int64 pgm_escrow_money_read(Snapshot snapshot, Datum user_id);
 extern void pgm_escrow_note_charge(Datum user_id);
 
 /* keyring.c: the master key file, subkeys, secret buffers, random ids */

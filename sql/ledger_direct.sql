@@ -27,6 +27,15 @@ SELECT count(pgmarket.add_funds(pg_temp.u(s, i), 2 + i % 5))
 SELECT count(pgmarket.deactivate_user(pg_temp.u(s, 12))) FROM generate_series(1, 4) s;
 UPDATE pgmarket.balances SET next_expiry = now() - interval '1 millisecond'
  WHERE user_id IN (SELECT pg_temp.u(s, 11) FROM generate_series(1, 4) s);
+-- users 10 have part of their money in escrow slots, as a hot user's
+-- refill leaves it (16 slots of 0.05 credits): a charge reports the whole
+-- available, slots included, on either path, until one that the row alone
+-- cannot cover brings the slots' money back
+INSERT INTO pgmarket.balance_slots (user_id, slot, amount)
+SELECT pg_temp.u(s, 10), g, 50000 FROM generate_series(1, 4) s, generate_series(0, 15) g;
+UPDATE pgmarket.balances SET spent = spent + 800000, escrowed = 800000
+ WHERE user_id IN (SELECT pg_temp.u(s, 10) FROM generate_series(1, 4) s);
+SELECT * FROM pgmarket.verify_ledger();
 
 -- 300 random charges: amounts mostly small, some too large for what is
 -- left, a model id of 200 characters now and then
