@@ -53,18 +53,25 @@
 #include <ctype.h>
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
 #include "access/nbtree.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -282,51 +289,68 @@ static PgmIndexRef session_by_id = {
 static bool same_uuid(Datum a, Datum b);
 
 /*
- * What plan_session[lock] does for SESSION_SHARE and SESSION_UPDATE, read
- * and locked directly (index_read.c): after the command counter's step and
- * under a new snapshot, as SPI runs a statement that writes; the session
- * row locked FOR SHARE or FOR UPDATE, which in READ COMMITTED waits for a
- * concurrent writer and then reads the row's latest version (40001 in
- * REPEATABLE READ and SERIALIZABLE, as the statement raises); then the
- * owner's balance row under the same snapshot.  True, with info filled,
- * when the session is the user's, not deleted, and the user is active;
- * false when anything of that does not hold, and the statement finds out
- * what (the session row stays locked: the caller raises).
+ * A session read by index, without SPI, under snapshot: the session row,
+ * then the owner's balance row.  True when the session is the user's, not
+ * deleted, and the user is active; false when anything of that does not
+ * hold (find_session's statement then tells why).  With lock (SESSION_SHARE
+ * or SESSION_UPDATE) the session row is locked FOR SHARE or FOR UPDATE as
+ * plan_session[lock] locks it: in READ COMMITTED after waiting for a
+ * concurrent writer, at its latest version, whose columns are the ones
+ * checked (40001 in REPEATABLE READ and SERIALIZABLE, as the statement
+ * raises); another user's session is not locked, as the statement's WHERE
+ * leaves it.  The session's model into *model (in the caller's context)
+ * and its status into info, each when not NULL.
  */
 static bool
-lock_session_direct(Datum user_id, Datum session_id, SessionLock lock,
-					SessionInfo *info)
+read_session(Snapshot snapshot, Datum user_id, Datum session_id,
+			 SessionLock lock, Datum *model, SessionInfo *info)
 {
 	PgmIndexScan scan;
 	bool		ok = false;
 	bool		isnull;
 
-	CommandCounterIncrement();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgm_index_begin(&scan, &session_by_id, GetActiveSnapshot(), 1, &session_id);
-	/* another user's session is not locked, as the statement's WHERE */
+	pgm_index_begin(&scan, &session_by_id, snapshot, 1, &session_id);
 	if (pgm_index_next(&scan, ForwardScanDirection) &&
 		same_uuid(pgm_index_col(&scan, SC_USER_ID, &isnull), user_id) &&
-		pgm_index_lock_row(&scan, lock == SESSION_UPDATE ?
-						   LockTupleExclusive : LockTupleShare))
+		(lock == SESSION_READ ||
+		 pgm_index_lock_row(&scan, lock == SESSION_UPDATE ?
+							LockTupleExclusive : LockTupleShare)))
 	{
-		/* the latest version's columns: the statement's recheck */
 		ok = same_uuid(pgm_index_col(&scan, SC_USER_ID, &isnull), user_id);
 		(void) pgm_index_col(&scan, SC_DELETED_AT, &isnull);
 		ok = ok && isnull;
+		if (ok && model)
+			*model = datumCopy(pgm_index_col(&scan, SC_MODEL_ID, &isnull),
+							   false, -1);
 		if (ok && info)
-		{
-			Datum		model = pgm_index_col(&scan, SC_MODEL_ID, &isnull);
-			text	   *status = DatumGetTextPP(pgm_index_col(&scan, SC_STATUS,
-															  &isnull));
-
-			info->model_id = (text *) SPI_datumTransfer(model, false, -1);
-			text_to_cstring_buffer(status, info->status, sizeof(info->status));
-		}
+			text_to_cstring_buffer(DatumGetTextPP(pgm_index_col(&scan, SC_STATUS,
+																&isnull)),
+								   info->status, sizeof(info->status));
 	}
 	pgm_index_end(&scan);
-	ok = ok && pgm_user_active_read(GetActiveSnapshot(), user_id);
+	return ok && pgm_user_active_read(snapshot, user_id);
+}
+
+/*
+ * plan_session[lock] for SESSION_SHARE and SESSION_UPDATE, directly: after
+ * the command counter's step and under a new snapshot, as SPI runs a
+ * statement that writes.  info filled when true (SPI connected: the model
+ * moved to the caller's context by SPI_datumTransfer).
+ */
+static bool
+lock_session_direct(Datum user_id, Datum session_id, SessionLock lock,
+					SessionInfo *info)
+{
+	Datum		model = (Datum) 0;
+	bool		ok;
+
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ok = read_session(GetActiveSnapshot(), user_id, session_id, lock,
+					  info ? &model : NULL, info);
 	PopActiveSnapshot();
+	if (ok && info)
+		info->model_id = (text *) SPI_datumTransfer(model, false, -1);
 	return ok;
 }
 
@@ -434,9 +458,197 @@ typedef struct NewMessage
 	text	   *model_id;		/* the message's, else the session's */
 } NewMessage;
 
+/* ----------------------------------------------------------------
+ * A message written directly
+ *
+ * plan_insert_message without SPI, the plan cache or the executor
+ * (heapwrite.c's pgm_insert_row), for a message without a message_uuid
+ * (the statement's ON CONFLICT arbiter is the uuid's index) in READ
+ * COMMITTED.  What the statement writes, and only while it is all the
+ * statement writes: chat_messages with the columns of 0.6.0 by name and
+ * type and no other that an INSERT leaving it out would fill or refuse;
+ * message_id's default nextval of chat_message_id_seq and created_at's
+ * now(), which the write computes alike; no trigger for INSERT but the
+ * check of the foreign key from session_id to chat_sessions, which the
+ * callers' FOR SHARE lock of the session row (find_session) already
+ * holds; no rule, no row security that applies.  The shape is read once
+ * per relcache invalidation; the triggers at every write.
+ * ----------------------------------------------------------------
+ */
+enum
+{
+	MW_SESSION_ID, MW_MESSAGE_ID, MW_USER_ID, MW_ROLE, MW_CONTENT, MW_TOKENS,
+	MW_COST, MW_TOOL_CALLS, MW_ENTRY_ID, MW_CREATED_AT, MW_MESSAGE_UUID,
+	MW_MODEL_ID, MW_NCOLS
+};
+
+static const char *const message_cols[MW_NCOLS] = {
+	"session_id", "message_id", "user_id", "role", "content", "tokens",
+	"cost", "tool_calls", "entry_id", "created_at", "message_uuid", "model_id"
+};
+static const Oid message_types[MW_NCOLS] = {
+	UUIDOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID,
+	INT8OID, TIMESTAMPTZOID, UUIDOID, TEXTOID
+};
+
+typedef struct MessageShape
+{
+	Oid			relid;
+	Oid			seqid;			/* chat_message_id_seq */
+	Oid			sessions_relid;
+	AttrNumber	sessions_key;	/* chat_sessions.session_id */
+	AttrNumber	col[MW_NCOLS];
+} MessageShape;
+
+static bool message_shape_known = false;
+static bool message_shape_ok = false;
+static MessageShape message_shape;
+
+/* Is node a call of function funcid with no argument, or with the one
+ * constant regclass arg (InvalidOid: none)? */
+static bool
+default_is_call(Node *node, Oid funcid, Oid arg)
+{
+	FuncExpr   *f = (FuncExpr *) node;
+	Const	   *c;
+
+	if (node == NULL || !IsA(node, FuncExpr) || f->funcid != funcid)
+		return false;
+	if (!OidIsValid(arg))
+		return f->args == NIL;
+	if (list_length(f->args) != 1 || !IsA(linitial(f->args), Const))
+		return false;
+	c = (Const *) linitial(f->args);
+	return c->consttype == REGCLASSOID && !c->constisnull &&
+		DatumGetObjectId(c->constvalue) == arg;
+}
+
+/* Read the shape of chat_messages that the direct write needs; false when
+ * the table is not that shape. */
+static bool
+read_message_shape(MessageShape *shape)
+{
+	Oid			nsp = get_namespace_oid("pgmarket", true);
+	Relation	rel;
+	TupleDesc	desc;
+	bool		ok = true;
+	int			i;
+	int			c;
+
+	shape->relid = get_relname_relid("chat_messages", nsp);
+	shape->seqid = get_relname_relid("chat_message_id_seq", nsp);
+	shape->sessions_relid = get_relname_relid("chat_sessions", nsp);
+	if (!OidIsValid(shape->relid) || !OidIsValid(shape->seqid) ||
+		!OidIsValid(shape->sessions_relid))
+		return false;
+	shape->sessions_key = get_attnum(shape->sessions_relid, "session_id");
+	if (shape->sessions_key == InvalidAttrNumber)
+		return false;
+
+	rel = table_open(shape->relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	if (desc->constr && desc->constr->has_generated_stored)
+		ok = false;
+	for (c = 0; ok && c < MW_NCOLS; c++)
+	{
+		shape->col[c] = InvalidAttrNumber;
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped &&
+				strcmp(NameStr(att->attname), message_cols[c]) == 0 &&
+				att->atttypid == message_types[c] && !att->attgenerated)
+				shape->col[c] = att->attnum;
+		}
+		ok = shape->col[c] != InvalidAttrNumber;
+	}
+	/* a column the write does not know: none an INSERT would fill */
+	for (i = 0; ok && i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		for (c = 0; c < MW_NCOLS; c++)
+			if (att->attnum == shape->col[c])
+				break;
+		if (c == MW_NCOLS && !att->attisdropped &&
+			(att->atthasdef || att->attnotnull || att->attgenerated))
+			ok = false;
+	}
+	ok = ok &&
+		default_is_call(pgm_column_default(rel, shape->col[MW_MESSAGE_ID]),
+						F_NEXTVAL, shape->seqid) &&
+		default_is_call(pgm_column_default(rel, shape->col[MW_CREATED_AT]),
+						F_NOW, InvalidOid);
+	table_close(rel, AccessShareLock);
+	return ok;
+}
+
+/*
+ * The message written directly, its id returned; 0 when this message or
+ * this transaction takes the statement.
+ */
+static int64
+insert_message_direct(const NewMessage *m)
+{
+	MessageShape *shape = &message_shape;
+	Relation	rel;
+	TupleTableSlot *slot;
+	int64		message_id;
+
+	if (m->message_uuid != (Datum) 0 || IsolationUsesXactSnapshot() ||
+		XactReadOnly || IsInParallelMode())
+		return 0;
+	if (!message_shape_known)
+	{
+		pgm_schema_flag_register(&message_shape_known);
+		message_shape_ok = read_message_shape(shape);
+		message_shape_known = true;
+	}
+	if (!message_shape_ok)
+		return 0;
+
+	rel = table_open(shape->relid, RowExclusiveLock);
+	if (!pgm_direct_insertable(rel, shape->col[MW_SESSION_ID],
+							   shape->sessions_relid, shape->sessions_key))
+	{
+		table_close(rel, NoLock);
+		return 0;
+	}
+	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	memset(slot->tts_isnull, true,
+		   sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	message_id = nextval_internal(shape->seqid, true);
+#define SET(which, value) \
+	(slot->tts_values[shape->col[which] - 1] = (value), \
+	 slot->tts_isnull[shape->col[which] - 1] = false)
+	SET(MW_SESSION_ID, m->session_id);
+	SET(MW_MESSAGE_ID, Int64GetDatum(message_id));
+	SET(MW_USER_ID, m->user_id);
+	SET(MW_ROLE, CStringGetTextDatum(m->role));
+	SET(MW_CONTENT, PointerGetDatum(m->content));
+	SET(MW_TOKENS, Int32GetDatum(m->tokens));
+	SET(MW_COST, Int64GetDatum(m->cost));
+	if (m->tool_calls != (Datum) 0)
+		SET(MW_TOOL_CALLS, m->tool_calls);
+	if (m->entry_id != 0)
+		SET(MW_ENTRY_ID, Int64GetDatum(m->entry_id));
+	SET(MW_CREATED_AT,
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+	if (m->model_id != NULL)
+		SET(MW_MODEL_ID, PointerGetDatum(m->model_id));
+#undef SET
+	ExecStoreVirtualTuple(slot);
+	pgm_insert_row(rel, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	return message_id;
+}
+
 /*
  * Insert a message into a locked, open session; returns its id, or 0 when
  * a concurrent call committed a message under the same uuid first.
+ * Directly where that is what the statement writes.
  */
 static int64
 insert_message(const NewMessage *m)
@@ -461,6 +673,9 @@ insert_message(const NewMessage *m)
 		nulls[7] = 'n';
 	if (m->message_uuid == (Datum) 0)
 		nulls[8] = 'n';
+	if ((values[0] = Int64GetDatum(insert_message_direct(m))) != 0)
+		return DatumGetInt64(values[0]);
+	values[0] = m->session_id;
 	pgm_exec(plan_insert_message, values, nulls, false);
 	return SPI_processed == 1 ? pgm_col_int64(0, 1) : 0;
 }
@@ -924,39 +1139,6 @@ static PgmIndexRef messages_by_session = {
 };
 
 /*
- * Is the session the user's, not deleted, and the user active?  What the
- * EXISTS of the history query asked; false says find_session must tell why.
- * *model receives the session's model_id (for messages stored before 0.6.0,
- * which have none of their own).
- */
-static bool
-session_readable(Snapshot snapshot, Datum user_id, Datum session_id,
-				 Datum *model)
-{
-	PgmIndexScan scan;
-	bool		ok = false;
-	bool		isnull;
-
-	pgm_index_begin(&scan, &session_by_id, snapshot, 1, &session_id);
-	if (pgm_index_next(&scan, ForwardScanDirection))
-	{
-		Datum		owner = pgm_index_col(&scan, SC_USER_ID, &isnull);
-
-		ok = same_uuid(owner, user_id);
-		(void) pgm_index_col(&scan, SC_DELETED_AT, &isnull);
-		ok = ok && isnull;
-		if (ok)
-			*model = datumCopy(pgm_index_col(&scan, SC_MODEL_ID, &isnull),
-							   false, -1);
-	}
-	pgm_index_end(&scan);
-	if (!ok)
-		return false;
-
-	return pgm_user_active_read(snapshot, user_id);
-}
-
-/*
  * One message into the result, its cost from micro-credits to credits, its
  * model the session's when it has none of its own.
  */
@@ -1018,7 +1200,8 @@ pgm_get_chat_history(PG_FUNCTION_ARGS)
 
 	/* the snapshot of the statement, as a read-only SPI plan would use */
 	snapshot = GetActiveSnapshot();
-	if (!session_readable(snapshot, user_id, session_id, &model))
+	if (!read_session(snapshot, user_id, session_id, SESSION_READ, &model,
+					  NULL))
 	{
 		/* raises unless the session is the user's */
 		pgm_spi_connect_pinned();

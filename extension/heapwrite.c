@@ -56,6 +56,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -70,6 +71,8 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/syscache.h"
+#include "utils/array.h"
 #include "utils/snapmgr.h"
 
 static const char *const ledger_cols[PGM_L_NCOLS] = {
@@ -162,6 +165,12 @@ keepable_walker(Node *node, void *context)
 		case T_NullTest:
 		case T_BooleanTest:
 		case T_RelabelType:
+		case T_ArrayExpr:
+			break;
+		case T_ScalarArrayOpExpr:
+			/* IN (...): a hashed one builds its table in per-query memory */
+			if (OidIsValid(((ScalarArrayOpExpr *) node)->hashfuncid))
+				return true;
 			break;
 		default:
 			return true;
@@ -230,12 +239,15 @@ pgm_constraint_exprs(Relation rel)
 	c->ncheck = constr->num_check;
 	c->ccbin = palloc(sizeof(char *) * c->ncheck);
 	c->exprs = palloc(sizeof(ExprState *) * c->ncheck);
+	/* every string, whether the expressions are kept or not: the next call
+	 * compares them all */
+	for (i = 0; i < c->ncheck; i++)
+		c->ccbin[i] = pstrdup(constr->check[i].ccbin);
 	for (i = 0; i < c->ncheck; i++)
 	{
 		Node	   *stored;
 		Expr	   *expr;
 
-		c->ccbin[i] = pstrdup(constr->check[i].ccbin);
 		/*
 		 * What ExecRelCheck and ExecPrepareExpr do, kept.  The stored tree
 		 * is checked too: planning inlines an SQL function, whose body a
@@ -265,14 +277,20 @@ pgm_constraint_exprs(Relation rel)
  * NOT NULL and CHECK constraints of a row about to be written, as the
  * executor checks them (23502, 23514 and their messages).
  */
-void
-pgm_writer_check(PgmLedgerWriter *w, ResultRelInfo *rri, TupleTableSlot *slot)
+static void
+check_row(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
 {
 	if (RelationGetDescr(rri->ri_RelationDesc)->constr == NULL)
 		return;
 	if (rri->ri_ConstraintExprs == NULL)
 		rri->ri_ConstraintExprs = pgm_constraint_exprs(rri->ri_RelationDesc);
-	ExecConstraints(rri, slot, w->estate);
+	ExecConstraints(rri, slot, estate);
+}
+
+void
+pgm_writer_check(PgmLedgerWriter *w, ResultRelInfo *rri, TupleTableSlot *slot)
+{
+	check_row(rri, slot, w->estate);
 }
 
 /* ----------------------------------------------------------------
@@ -353,6 +371,131 @@ pgm_direct_writable(Relation rel, CmdType cmd, AclMode mode, bool *fk_check)
 		!has_triggers(rel, cmd, fk_check) &&
 		check_enable_rls(relid, InvalidOid, true) != RLS_ENABLED &&
 		pg_class_aclcheck(relid, GetUserId(), mode) == ACLCHECK_OK;
+}
+
+/*
+ * Is constraint conoid a foreign key from column fk_col alone to column
+ * ref_col alone of table ref_relid?
+ */
+static bool
+foreign_key_is(Oid conoid, AttrNumber fk_col, Oid ref_relid, AttrNumber ref_col)
+{
+	HeapTuple	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	Form_pg_constraint con;
+	bool		same = false;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	con = (Form_pg_constraint) GETSTRUCT(tup);
+	if (con->contype == CONSTRAINT_FOREIGN && con->confrelid == ref_relid)
+	{
+		Datum		keys[2];
+		bool		isnull[2];
+		AttrNumber	want[2] = {fk_col, ref_col};
+		int			i;
+
+		keys[0] = SysCacheGetAttr(CONSTROID, tup, Anum_pg_constraint_conkey,
+								  &isnull[0]);
+		keys[1] = SysCacheGetAttr(CONSTROID, tup, Anum_pg_constraint_confkey,
+								  &isnull[1]);
+		same = true;
+		for (i = 0; i < 2 && same; i++)
+		{
+			ArrayType  *a = isnull[i] ? NULL : DatumGetArrayTypeP(keys[i]);
+
+			same = a != NULL && ARR_NDIM(a) == 1 && ARR_DIMS(a)[0] == 1 &&
+				!ARR_HASNULL(a) && ARR_ELEMTYPE(a) == INT2OID &&
+				((int16 *) ARR_DATA_PTR(a))[0] == want[i];
+		}
+	}
+	ReleaseSysCache(tup);
+	return same;
+}
+
+/*
+ * May a caller write a row into rel directly, as an INSERT would, when the
+ * row's column fk_col refers to the row of table ref_relid (by its column
+ * ref_col) that the caller has locked in this transaction, FOR SHARE or
+ * more?  pgm_direct_writable's rule, except that the checks of foreign
+ * keys from fk_col to that column do not count: such a check finds the
+ * referenced row and locks it FOR KEY SHARE, and the caller's lock holds
+ * it already, against any DELETE or change of its key.  Any other trigger
+ * for INSERT, enabled or not, or one that reads transition tables, does.
+ */
+bool
+pgm_direct_insertable(Relation rel, AttrNumber fk_col, Oid ref_relid,
+					  AttrNumber ref_col)
+{
+	TriggerDesc *t = rel->trigdesc;
+	Oid			relid = RelationGetRelid(rel);
+	int			i;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
+		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		return false;
+	if (t == NULL)
+		return true;
+	if (t->trig_insert_new_table)
+		return false;
+	for (i = 0; i < t->numtriggers; i++)
+	{
+		Trigger    *trig = &t->triggers[i];
+
+		if (!TRIGGER_FOR_INSERT(trig->tgtype))
+			continue;
+		if (RI_FKey_trigger_type(trig->tgfoid) != RI_TRIGGER_FK ||
+			!foreign_key_is(trig->tgconstraint, fk_col, ref_relid, ref_col))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The default of a column as the table stores it (a planned expression
+ * tree, not evaluated), or NULL for none: for a caller that checks what
+ * an INSERT leaving the column out would write.
+ */
+Node *
+pgm_column_default(Relation rel, AttrNumber attnum)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	int			i;
+
+	if (constr == NULL)
+		return NULL;
+	for (i = 0; i < constr->num_defval; i++)
+		if (constr->defval[i].adnum == attnum)
+			return stringToNode(constr->defval[i].adbin);
+	return NULL;
+}
+
+/*
+ * Write the row in slot (a virtual slot of rel, every column filled) as an
+ * INSERT of it does, for a caller that has checked that nothing else would
+ * be written (pgm_direct_insertable, the columns' defaults): the command
+ * counter advanced first as SPI does before a statement, the row's NOT
+ * NULL and CHECK constraints (23502, 23514), the heap (TOAST included),
+ * then every index, with its predicate and uniqueness (23505).
+ */
+void
+pgm_insert_row(Relation rel, TupleTableSlot *slot)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	CommandId	cid;
+
+	CommandCounterIncrement();
+	cid = GetCurrentCommandId(true);
+	CheckCmdReplicaIdentity(rel, CMD_INSERT);
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+	check_row(rri, slot, estate);
+	table_tuple_insert(rel, slot, cid, 0, NULL);
+	list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL,
+									NIL));
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
 }
 
 /*

@@ -271,7 +271,8 @@ extern void pgm_materialize(FunctionCallInfo fcinfo);
 
 /*
  * heapwrite.c: pgmarket.balances and pgmarket.ledger written without the
- * executor (its comment says when that is what the statements write)
+ * executor (its comment says when that is what the statements write), and
+ * the rule and the write of one row of any table (a chat message)
  */
 #include "access/htup.h"
 #include "access/tableam.h"
@@ -310,6 +311,10 @@ typedef struct PgmLedgerWriter
 } PgmLedgerWriter;
 extern bool pgm_direct_writable(Relation rel, CmdType cmd, AclMode mode,
 								bool *fk_check);
+extern bool pgm_direct_insertable(Relation rel, AttrNumber fk_col,
+								  Oid ref_relid, AttrNumber ref_col);
+extern struct Node *pgm_column_default(Relation rel, AttrNumber attnum);
+extern void pgm_insert_row(Relation rel, struct TupleTableSlot *slot);
 extern bool pgm_writer_open(PgmLedgerWriter *w);
 extern void pgm_writer_close(PgmLedgerWriter *w);
 extern void pgm_writer_check(PgmLedgerWriter *w, struct ResultRelInfo *rri,

@@ -215,3 +215,41 @@ SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001
 ALTER TABLE pgmarket.ledger DROP CONSTRAINT ledger_tokens_ok;
 DROP SCHEMA ledger_direct_ops CASCADE;
 SELECT available_balance FROM pgmarket.get_balance('5fc00000-0000-4000-8000-000000000001');
+
+-- a CHECK constraint that the direct write cannot keep prepared (a CASE),
+-- sorted before one it can: the second charge of the session finds the
+-- table's constraints as the first left them, and both are checked
+ALTER TABLE pgmarket.ledger ADD CONSTRAINT a_ledger_direct_kinds
+    CHECK (CASE WHEN kind = 'charge' THEN amount > 0 ELSE true END) NOT VALID;
+ALTER TABLE pgmarket.ledger ADD CONSTRAINT b_ledger_direct_tokens
+    CHECK (tokens_used < 100000) NOT VALID;
+SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 7);
+SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 8);
+SELECT sqlstate FROM pgmarket.deduct_batch(ARRAY[
+    ('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 9, NULL),
+    ('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 100000, NULL)]::pgmarket.charge[]);
+DO $$
+BEGIN
+    PERFORM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 100000);
+EXCEPTION WHEN check_violation THEN
+    RAISE NOTICE 'refused: %', SQLERRM;
+END $$;
+-- an IN list is kept prepared, and refuses what it refuses, every time
+ALTER TABLE pgmarket.ledger ADD CONSTRAINT c_ledger_direct_models
+    CHECK (model_id IN ('m', 'n') OR kind <> 'charge') NOT VALID;
+SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'n', 1);
+DO $$
+BEGIN
+    FOR i IN 1..2 LOOP
+        BEGIN
+            PERFORM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'z', 1);
+        EXCEPTION WHEN check_violation THEN
+            RAISE NOTICE 'refused: %', SQLERRM;
+        END;
+    END LOOP;
+END $$;
+SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 1);
+ALTER TABLE pgmarket.ledger DROP CONSTRAINT a_ledger_direct_kinds;
+ALTER TABLE pgmarket.ledger DROP CONSTRAINT b_ledger_direct_tokens;
+ALTER TABLE pgmarket.ledger DROP CONSTRAINT c_ledger_direct_models;
+SELECT available_balance FROM pgmarket.get_balance('5fc00000-0000-4000-8000-000000000001');
