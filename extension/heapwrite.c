@@ -166,6 +166,7 @@ keepable_walker(Node *node, void *context)
 		case T_BooleanTest:
 		case T_RelabelType:
 		case T_ArrayExpr:
+		case T_List:			/* an ArrayExpr's elements, walked as one */
 			break;
 		case T_ScalarArrayOpExpr:
 			/* IN (...): a hashed one builds its table in per-query memory */
