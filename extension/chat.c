@@ -523,30 +523,26 @@ default_is_call(Node *node, Oid funcid, Oid arg)
 		DatumGetObjectId(c->constvalue) == arg;
 }
 
-/* Read the shape of chat_messages that the direct write needs; false when
- * the table is not that shape. */
+/* Read the shape of chat_messages (rel, open and locked) that the direct
+ * write needs; false when the table is not that shape. */
 static bool
-read_message_shape(MessageShape *shape)
+read_message_shape(Relation rel, MessageShape *shape)
 {
-	Oid			nsp = get_namespace_oid("pgmarket", true);
-	Relation	rel;
-	TupleDesc	desc;
+	Oid			nsp = RelationGetNamespace(rel);
+	TupleDesc	desc = RelationGetDescr(rel);
 	bool		ok = true;
 	int			i;
 	int			c;
 
-	shape->relid = get_relname_relid("chat_messages", nsp);
+	shape->relid = RelationGetRelid(rel);
 	shape->seqid = get_relname_relid("chat_message_id_seq", nsp);
 	shape->sessions_relid = get_relname_relid("chat_sessions", nsp);
-	if (!OidIsValid(shape->relid) || !OidIsValid(shape->seqid) ||
-		!OidIsValid(shape->sessions_relid))
+	if (!OidIsValid(shape->seqid) || !OidIsValid(shape->sessions_relid))
 		return false;
 	shape->sessions_key = get_attnum(shape->sessions_relid, "session_id");
 	if (shape->sessions_key == InvalidAttrNumber)
 		return false;
 
-	rel = table_open(shape->relid, AccessShareLock);
-	desc = RelationGetDescr(rel);
 	if (desc->constr && desc->constr->has_generated_stored)
 		ok = false;
 	for (c = 0; ok && c < MW_NCOLS; c++)
@@ -571,17 +567,14 @@ read_message_shape(MessageShape *shape)
 		for (c = 0; c < MW_NCOLS; c++)
 			if (att->attnum == shape->col[c])
 				break;
-		if (c == MW_NCOLS && !att->attisdropped &&
-			(att->atthasdef || att->attnotnull || att->attgenerated))
+		if (c == MW_NCOLS && pgm_column_filled_by_insert(att))
 			ok = false;
 	}
-	ok = ok &&
+	return ok &&
 		default_is_call(pgm_column_default(rel, shape->col[MW_MESSAGE_ID]),
 						F_NEXTVAL, shape->seqid) &&
 		default_is_call(pgm_column_default(rel, shape->col[MW_CREATED_AT]),
 						F_NOW, InvalidOid);
-	table_close(rel, AccessShareLock);
-	return ok;
 }
 
 /*
@@ -592,6 +585,7 @@ static int64
 insert_message_direct(const NewMessage *m)
 {
 	MessageShape *shape = &message_shape;
+	Oid			relid;
 	Relation	rel;
 	TupleTableSlot *slot;
 	int64		message_id;
@@ -599,17 +593,26 @@ insert_message_direct(const NewMessage *m)
 	if (m->message_uuid != (Datum) 0 || IsolationUsesXactSnapshot() ||
 		XactReadOnly || IsInParallelMode())
 		return 0;
-	if (!message_shape_known)
+
+	/*
+	 * The table locked first, as the statement locks it: taking the lock
+	 * processes the invalidations of what another session changed and
+	 * committed meanwhile (a column, a default), and the shape is read
+	 * again after one.
+	 */
+	relid = get_relname_relid("chat_messages",
+							  get_namespace_oid("pgmarket", true));
+	if (!OidIsValid(relid) ||
+		(rel = try_table_open(relid, RowExclusiveLock)) == NULL)
+		return 0;
+	if (!message_shape_known || shape->relid != RelationGetRelid(rel))
 	{
 		pgm_schema_flag_register(&message_shape_known);
-		message_shape_ok = read_message_shape(shape);
+		message_shape_ok = read_message_shape(rel, shape);
 		message_shape_known = true;
 	}
-	if (!message_shape_ok)
-		return 0;
-
-	rel = table_open(shape->relid, RowExclusiveLock);
-	if (!pgm_direct_insertable(rel, shape->col[MW_SESSION_ID],
+	if (!message_shape_ok ||
+		!pgm_direct_insertable(rel, shape->col[MW_SESSION_ID],
 							   shape->sessions_relid, shape->sessions_key))
 	{
 		table_close(rel, NoLock);

@@ -58,6 +58,7 @@
 #include "catalog/pg_am.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
@@ -367,6 +368,7 @@ pgm_direct_writable(Relation rel, CmdType cmd, AclMode mode, bool *fk_check)
 	Oid			relid = RelationGetRelid(rel);
 
 	return rel->rd_rel->relkind == RELKIND_RELATION &&
+		!rel->rd_rel->relispartition &&
 		rel->rd_rules == NULL &&
 		(cmd == CMD_INSERT || !rel->rd_rel->relhassubclass) &&
 		!has_triggers(rel, cmd, fk_check) &&
@@ -431,7 +433,8 @@ pgm_direct_insertable(Relation rel, AttrNumber fk_col, Oid ref_relid,
 	Oid			relid = RelationGetRelid(rel);
 	int			i;
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relispartition || rel->rd_rules != NULL ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED ||
 		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
 		return false;
@@ -450,6 +453,19 @@ pgm_direct_insertable(Relation rel, AttrNumber fk_col, Oid ref_relid,
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Would an INSERT that leaves this column out write something into it, or
+ * check what it writes?  A default of the column's or of its type (a
+ * domain's), NOT NULL, a domain's constraints, a generated column.
+ */
+bool
+pgm_column_filled_by_insert(Form_pg_attribute att)
+{
+	return !att->attisdropped &&
+		(att->atthasdef || att->attnotnull || att->attgenerated ||
+		 get_typtype(att->atttypid) == TYPTYPE_DOMAIN);
 }
 
 /*
@@ -580,8 +596,7 @@ pgm_writer_open(PgmLedgerWriter *w)
 				break;
 		/* a charge's INSERT leaves note, refund_of, reservation_id out */
 		if ((c == PGM_L_NCOLS || c == PGM_L_NOTE || c == PGM_L_REFUND_OF ||
-			 c == PGM_L_RESERVATION_ID) &&
-			(att->atthasdef || att->attnotnull || att->attgenerated))
+			 c == PGM_L_RESERVATION_ID) && pgm_column_filled_by_insert(att))
 			goto refuse;
 	}
 

@@ -306,6 +306,8 @@ pgm_index_can_update(PgmIndexScan *s, int checks)
 	return ok;
 }
 
+static bool lock_row(PgmIndexScan *s, int lockmode, LockWaitPolicy wait);
+
 /*
  * Lock the scan's current row in mode, waiting for a transaction that
  * holds it, and put its newest version in the scan's slot, as SELECT ...
@@ -317,6 +319,51 @@ pgm_index_can_update(PgmIndexScan *s, int checks)
 bool
 pgm_index_lock_row(PgmIndexScan *s, int lockmode)
 {
+	return lock_row(s, lockmode, LockWaitBlock);
+}
+
+/*
+ * The same as FOR UPDATE SKIP LOCKED takes it: false, without waiting, when
+ * another transaction holds a conflicting lock on the row.
+ */
+bool
+pgm_index_try_lock_row(PgmIndexScan *s, int lockmode)
+{
+	return lock_row(s, lockmode, LockWaitSkip);
+}
+
+/*
+ * Does the row in the scan's slot still meet the scan's keys?  For a row
+ * version that a lock reached by following its update chain: the
+ * statement's recheck (EvalPlanQual), for a key that an UPDATE changed.
+ */
+static bool
+keys_still_match(PgmIndexScan *s)
+{
+	IndexScanDesc scan = s->scan;
+	int			i;
+
+	for (i = 0; i < scan->numberOfKeys; i++)
+	{
+		ScanKey		key = &scan->keyData[i];
+		AttrNumber	heapatt = s->index->rd_index->indkey.values[key->sk_attno - 1];
+		bool		isnull;
+		Datum		value;
+
+		if (heapatt == InvalidAttrNumber)
+			return false;
+		value = slot_getattr(s->slot, heapatt, &isnull);
+		if (isnull ||
+			!DatumGetBool(FunctionCall2Coll(&key->sk_func, key->sk_collation,
+											value, key->sk_argument)))
+			return false;
+	}
+	return true;
+}
+
+static bool
+lock_row(PgmIndexScan *s, int lockmode, LockWaitPolicy wait)
+{
 	TM_FailureData tmfd;
 	TM_Result	res;
 	ItemPointerData tid = s->slot->tts_tid;
@@ -326,12 +373,14 @@ pgm_index_lock_row(PgmIndexScan *s, int lockmode)
 		flags |= TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
 	LockRelationOid(RelationGetRelid(s->heap), RowShareLock);
 	res = table_tuple_lock(s->heap, &tid, s->scan->xs_snapshot, s->slot,
-						   GetCurrentCommandId(false), (LockTupleMode) lockmode, LockWaitBlock,
+						   GetCurrentCommandId(false), (LockTupleMode) lockmode, wait,
 						   flags, &tmfd);
 	switch (res)
 	{
 		case TM_Ok:
-			return true;
+			/* a newer version than the scan found: its keys again */
+			return !tmfd.traversed || keys_still_match(s);
+		case TM_WouldBlock:
 		case TM_SelfModified:
 			return false;
 		case TM_Updated:

@@ -23,6 +23,7 @@
 #include "pgmarket.h"
 
 #include "access/htup_details.h"
+#include "access/stratnum.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -900,9 +901,14 @@ charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
  * nothing, where pgm_writer_open or charge_write say the statement would
  * write something else.
  */
+typedef DirectCharge (*DirectWrite) (PgmLedgerWriter *w, Oid seqid,
+									 Datum user_id, int64 amount,
+									 text *model_id, int64 tokens,
+									 PgmLedgerOutcome *out);
+
 static DirectCharge
-charge_direct(Datum user_id, int64 amount, text *model_id, int64 tokens,
-			  PgmLedgerOutcome *out)
+charge_direct(DirectWrite write, Datum user_id, int64 amount, text *model_id,
+			  int64 tokens, PgmLedgerOutcome *out)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -924,7 +930,7 @@ charge_direct(Datum user_id, int64 amount, text *model_id, int64 tokens,
 		PushActiveSnapshot(GetTransactionSnapshot());
 		CommandCounterIncrement();
 		UpdateActiveSnapshotCommandId();
-		res = charge_write(&w, seqid, user_id, amount, model_id, tokens, out);
+		res = write(&w, seqid, user_id, amount, model_id, tokens, out);
 		PopActiveSnapshot();
 		pgm_writer_close(&w);
 	}
@@ -948,7 +954,7 @@ charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	Datum		values[4] = {user_id, Int64GetDatum(amount),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
-	switch (charge_direct(user_id, amount, model_id, tokens, out))
+	switch (charge_direct(charge_write, user_id, amount, model_id, tokens, out))
 	{
 		case DIRECT_CHARGED:
 			return true;
@@ -972,11 +978,148 @@ slot_offset(void)
 	return Int32GetDatum(MyProcPid % PGM_ESCROW_SLOTS);
 }
 
+/* A user's escrow slots by index, from a slot number on. */
+static PgmIndexRef slots_from = {
+	"balance_slots", "balance_slots_pkey", 2,
+	{BTEqualStrategyNumber, BTGreaterEqualStrategyNumber},
+	2, {"slot", "amount"}, {INT4OID, INT8OID}
+};
+
+/*
+ * SLOT_TAKE_SQL's p, over the slots of scan in its order and below slot
+ * number `below`: the first slot whose version the snapshot sees holds
+ * amount and that is locked FOR UPDATE without waiting (SKIP LOCKED), and
+ * whose newest version, now locked, still holds it (the statement's
+ * recheck; a slot that fails it stays locked, as the statement leaves it).
+ * True with the scan on that slot, *seen its amount as the snapshot saw it.
+ */
+static bool
+lock_free_slot(PgmIndexScan *scan, int32 below, int64 amount, int64 *seen)
+{
+	bool		isnull;
+
+	while (pgm_index_next(scan, ForwardScanDirection))
+	{
+		int64		have;
+
+		if (DatumGetInt32(pgm_index_col(scan, 0, &isnull)) >= below)
+			return false;
+		have = DatumGetInt64(pgm_index_col(scan, 1, &isnull));
+		if (have < amount || !pgm_index_try_lock_row(scan, LockTupleExclusive))
+			continue;
+		if (DatumGetInt64(pgm_index_col(scan, 1, &isnull)) >= amount)
+		{
+			*seen = have;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * plan_slot_charge written directly, with the writer open and the
+ * statement's snapshot active.  m: the balance row as the snapshot sees
+ * it, active, with slots, no hold that may have expired.  p: the slots
+ * tried in the order of (slot + slot_offset()) % PGM_ESCROW_SLOTS, that is
+ * from slot k on, then from 0 up to k.  u: the slot's newest version less
+ * amount.  The entry: its available the balance row's part, this slot's
+ * new amount and the other slots' as the snapshot sees them (SLOT_AVAILABLE).
+ * DIRECT_NO_ROW when the statement finds no slot (nothing written);
+ * DIRECT_USE_SQL when a slot was found that the statement must write (this
+ * transaction wrote it before, so a foreign key's check would fire; only
+ * the slot's lock is taken, which the statement takes again).
+ */
+static DirectCharge
+slot_charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
+				  text *model_id, int64 tokens, PgmLedgerOutcome *out)
+{
+	Snapshot	snapshot = GetActiveSnapshot();
+	TupleTableSlot *row = table_slot_create(w->balances, NULL);
+	TupleTableSlot *entry;
+	PgmIndexScan scan;
+	Datum		keys[2];
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	bool		usable = false;
+	bool		found;
+	int64		main = 0;
+	int64		seen = 0;
+	int64		left;
+	int32		k;
+
+	pgm_writer_scan_begin(w, snapshot);
+	if (pgm_writer_find(w, DatumGetUUIDP(user_id), row) &&
+		w->bcol[PGM_B_ESCROWED] != InvalidAttrNumber)
+	{
+		AttrNumber *bcol = w->bcol;
+		bool		isnull;
+		bool		no_expiry;
+		Datum		expiry;
+
+		/* active, escrowed, total, spent and reserved are NOT NULL */
+		expiry = slot_getattr(row, bcol[PGM_B_NEXT_EXPIRY], &no_expiry);
+		usable = DatumGetBool(slot_getattr(row, bcol[PGM_B_ACTIVE], &isnull)) &&
+			DatumGetInt64(slot_getattr(row, bcol[PGM_B_ESCROWED], &isnull)) > 0 &&
+			(no_expiry ||
+			 DatumGetTimestampTz(expiry) > DatumGetTimestampTz(w->now));
+		if (usable)
+			main = int8_sub(int8_sub(DatumGetInt64(slot_getattr(row, bcol[PGM_B_TOTAL], &isnull)),
+									 DatumGetInt64(slot_getattr(row, bcol[PGM_B_SPENT], &isnull))),
+							DatumGetInt64(slot_getattr(row, bcol[PGM_B_RESERVED], &isnull)));
+	}
+	pgm_writer_scan_end(w);
+	ExecDropSingleTupleTableSlot(row);
+	if (!usable)
+		return DIRECT_NO_ROW;
+
+	k = (PGM_ESCROW_SLOTS - DatumGetInt32(slot_offset())) % PGM_ESCROW_SLOTS;
+	keys[0] = user_id;
+	keys[1] = Int32GetDatum(k);
+	pgm_index_begin(&scan, &slots_from, snapshot, 2, keys);
+	found = lock_free_slot(&scan, PG_INT32_MAX, amount, &seen);
+	if (!found)
+	{
+		pgm_index_end(&scan);
+		pgm_index_begin(&scan, &slots_from, snapshot, 1, keys);
+		found = lock_free_slot(&scan, k, amount, &seen);
+	}
+	if (found && !pgm_index_can_update(&scan, 1))
+	{
+		pgm_index_end(&scan);
+		return DIRECT_USE_SQL;
+	}
+	if (!found)
+	{
+		pgm_index_end(&scan);
+		return DIRECT_NO_ROW;
+	}
+	values[0] = pgm_index_col(&scan, 0, &nulls[0]);
+	left = int8_sub(DatumGetInt64(pgm_index_col(&scan, 1, &nulls[1])), amount);
+	values[1] = Int64GetDatum(left);
+	pgm_index_update_row(&scan, values, nulls);
+	pgm_index_end(&scan);
+
+	/* the slots as the snapshot saw them, this one's old version included */
+	out->available = int8_add(int8_add(main, left),
+							  int8_sub(pgm_escrow_money_read(snapshot, user_id),
+									   seen));
+	out->entry_id = nextval_internal(seqid, true);
+	entry = MakeSingleTupleTableSlot(RelationGetDescr(w->ledger),
+									 &TTSOpsHeapTuple);
+	pgm_writer_charge_entry(w, entry, out->entry_id, DatumGetUUIDP(user_id),
+							amount, out->available, PointerGetDatum(model_id),
+							tokens, (Datum) 0);
+	pgm_writer_insert_entries(w, &entry, NULL, 1, GetCurrentCommandId(true));
+	ExecDropSingleTupleTableSlot(entry);
+	return DIRECT_CHARGED;
+}
+
 /*
  * A charge without a key from one of the user's escrow slots, in one
- * statement (the slot's UPDATE and the entry's INSERT); false, having
- * changed nothing, when no free slot holds enough or the user is not
- * active or may have expired holds.
+ * statement (the slot's UPDATE and the entry's INSERT), written directly
+ * where that is what the statement writes; false, having changed nothing,
+ * when no free slot holds enough or the user is not active or may have
+ * expired holds.
  */
 static bool
 charge_from_slot(Datum user_id, int64 amount, text *model_id, int64 tokens,
@@ -985,6 +1128,17 @@ charge_from_slot(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	Datum		values[5] = {user_id, Int64GetDatum(amount), slot_offset(),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
+	switch (charge_direct(slot_charge_write, user_id, amount, model_id,
+						  tokens, out))
+	{
+		case DIRECT_CHARGED:
+			pgm_escrow_note_charge(user_id);
+			return true;
+		case DIRECT_NO_ROW:
+			return false;
+		case DIRECT_USE_SQL:
+			break;
+	}
 	pgm_exec(plan_slot_charge, values, NULL, false);
 	if (SPI_processed != 1)
 		return false;

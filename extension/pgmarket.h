@@ -265,6 +265,7 @@ extern void pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls);
 extern void pgm_index_end(PgmIndexScan *s);
 extern bool pgm_index_can_update(PgmIndexScan *s, int checks);
 extern bool pgm_index_lock_row(PgmIndexScan *s, int lockmode);
+extern bool pgm_index_try_lock_row(PgmIndexScan *s, int lockmode);
 extern void pgm_index_update_row(PgmIndexScan *s, const Datum *values,
 								 const bool *nulls);
 extern void pgm_materialize(FunctionCallInfo fcinfo);
@@ -276,6 +277,7 @@ extern void pgm_materialize(FunctionCallInfo fcinfo);
  */
 #include "access/htup.h"
 #include "access/tableam.h"
+#include "catalog/pg_attribute.h"
 #include "nodes/lockoptions.h"
 
 enum
@@ -314,6 +316,7 @@ extern bool pgm_direct_writable(Relation rel, CmdType cmd, AclMode mode,
 extern bool pgm_direct_insertable(Relation rel, AttrNumber fk_col,
 								  Oid ref_relid, AttrNumber ref_col);
 extern struct Node *pgm_column_default(Relation rel, AttrNumber attnum);
+extern bool pgm_column_filled_by_insert(Form_pg_attribute att);
 extern void pgm_insert_row(Relation rel, struct TupleTableSlot *slot);
 extern bool pgm_writer_open(PgmLedgerWriter *w);
 extern void pgm_writer_close(PgmLedgerWriter *w);

@@ -100,6 +100,27 @@ ALTER TABLE pgmarket.chat_messages DROP COLUMN chat_direct_extra;
 -- a dropped column does not stand in the way
 SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'after the drop') > 0 AS saved;
 
+-- a column of a domain type with a default (the type's, not the column's):
+-- the statement writes it
+CREATE DOMAIN public.chat_direct_region AS text DEFAULT 'eu';
+ALTER TABLE pgmarket.chat_messages ADD COLUMN chat_direct_region public.chat_direct_region;
+SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'with a domain') > 0 AS saved;
+SELECT chat_direct_region FROM pgmarket.chat_messages WHERE content = 'with a domain';
+ALTER TABLE pgmarket.chat_messages DROP COLUMN chat_direct_region;
+DROP DOMAIN public.chat_direct_region;
+
+-- the table as a partition: the statement checks the partition's bound
+-- (here the message ids so far), which the next message is past
+SELECT max(message_id) + 1 AS bound FROM pgmarket.chat_messages \gset
+CREATE TABLE public.chat_direct_parent (LIKE pgmarket.chat_messages)
+    PARTITION BY RANGE (message_id);
+ALTER TABLE public.chat_direct_parent ATTACH PARTITION pgmarket.chat_messages
+    FOR VALUES FROM (MINVALUE) TO (:bound);
+SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'past the bound') > 0 AS saved;
+ALTER TABLE public.chat_direct_parent DETACH PARTITION pgmarket.chat_messages;
+DROP TABLE public.chat_direct_parent;
+SELECT count(*) AS past_the_bound FROM pgmarket.chat_messages WHERE content = 'past the bound';
+
 -- another default for created_at: the statement computes it
 ALTER TABLE pgmarket.chat_messages ALTER COLUMN created_at
     SET DEFAULT '2001-02-03 04:05:06+00';
