@@ -416,7 +416,7 @@ batch_direct_open(Batch *b)
 {
 	BatchDirect *d = palloc0(sizeof(BatchDirect));
 
-	if (!pgm_writer_open(&d->w))
+	if (!pgm_writer_open(&d->w, true))
 	{
 		pfree(d);
 		return;

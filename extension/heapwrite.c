@@ -524,11 +524,14 @@ pgm_insert_row(Relation rel, TupleTableSlot *slot)
  * found by a one-column primary key on user_id.  The optional balance
  * column escrowed (0.8.0) is InvalidAttrNumber in w->bcol when absent.
  * The tables are locked as the statements lock them, to the end of the
- * transaction.
+ * transaction: balances for an UPDATE when update_balances, else only
+ * read (a slot charge, whose statement reads the balance row: the writer
+ * then cannot update it, and balances' triggers do not matter).
  */
 bool
-pgm_writer_open(PgmLedgerWriter *w)
+pgm_writer_open(PgmLedgerWriter *w, bool update_balances)
 {
+	LOCKMODE	balances_lock = update_balances ? RowExclusiveLock : AccessShareLock;
 	Oid			nsp;
 	Oid			balances_id;
 	Oid			ledger_id;
@@ -551,10 +554,11 @@ pgm_writer_open(PgmLedgerWriter *w)
 	ledger_id = get_relname_relid("ledger", nsp);
 	if (!OidIsValid(balances_id) || !OidIsValid(ledger_id))
 		return false;
-	w->balances = table_open(balances_id, RowExclusiveLock);
+	w->balances = table_open(balances_id, balances_lock);
 	w->ledger = table_open(ledger_id, RowExclusiveLock);
-	if (!pgm_direct_writable(w->balances, CMD_UPDATE, ACL_SELECT | ACL_UPDATE,
-						 &w->balances_fk_check) ||
+	if ((update_balances &&
+		 !pgm_direct_writable(w->balances, CMD_UPDATE, ACL_SELECT | ACL_UPDATE,
+							  &w->balances_fk_check)) ||
 		!pgm_direct_writable(w->ledger, CMD_INSERT, ACL_INSERT, &fk_ledger))
 		goto refuse;
 
@@ -600,12 +604,15 @@ pgm_writer_open(PgmLedgerWriter *w)
 			goto refuse;
 	}
 
-	CheckCmdReplicaIdentity(w->balances, CMD_UPDATE);
 	CheckCmdReplicaIdentity(w->ledger, CMD_INSERT);
 	w->estate = CreateExecutorState();
-	w->balances_rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(w->balances_rri, w->balances, 0, NULL, 0);
-	ExecOpenIndices(w->balances_rri, false);
+	if (update_balances)
+	{
+		CheckCmdReplicaIdentity(w->balances, CMD_UPDATE);
+		w->balances_rri = makeNode(ResultRelInfo);
+		InitResultRelInfo(w->balances_rri, w->balances, 0, NULL, 0);
+		ExecOpenIndices(w->balances_rri, false);
+	}
 	w->ledger_rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->ledger_rri, w->ledger, 0, NULL, 0);
 	ExecOpenIndices(w->ledger_rri, false);
@@ -617,7 +624,7 @@ refuse:
 	if (w->balances_pkey)
 		index_close(w->balances_pkey, AccessShareLock);
 	table_close(w->ledger, RowExclusiveLock);
-	table_close(w->balances, RowExclusiveLock);
+	table_close(w->balances, balances_lock);
 	memset(w, 0, sizeof(*w));
 	return false;
 }
@@ -628,7 +635,8 @@ pgm_writer_close(PgmLedgerWriter *w)
 {
 	if (w->scan)
 		pgm_writer_scan_end(w);
-	ExecCloseIndices(w->balances_rri);
+	if (w->balances_rri)
+		ExecCloseIndices(w->balances_rri);
 	ExecCloseIndices(w->ledger_rri);
 	FreeExecutorState(w->estate);
 	index_close(w->balances_pkey, NoLock);

@@ -907,8 +907,8 @@ typedef DirectCharge (*DirectWrite) (PgmLedgerWriter *w, Oid seqid,
 									 PgmLedgerOutcome *out);
 
 static DirectCharge
-charge_direct(DirectWrite write, Datum user_id, int64 amount, text *model_id,
-			  int64 tokens, PgmLedgerOutcome *out)
+charge_direct(DirectWrite write, bool update_balances, Datum user_id,
+			  int64 amount, text *model_id, int64 tokens, PgmLedgerOutcome *out)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -925,7 +925,7 @@ charge_direct(DirectWrite write, Datum user_id, int64 amount, text *model_id,
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pgmarket charge",
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	if (pgm_writer_open(&w))
+	if (pgm_writer_open(&w, update_balances))
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
 		CommandCounterIncrement();
@@ -954,7 +954,8 @@ charge_at_once(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	Datum		values[4] = {user_id, Int64GetDatum(amount),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
-	switch (charge_direct(charge_write, user_id, amount, model_id, tokens, out))
+	switch (charge_direct(charge_write, true, user_id, amount, model_id,
+						  tokens, out))
 	{
 		case DIRECT_CHARGED:
 			return true;
@@ -985,15 +986,27 @@ static PgmIndexRef slots_from = {
 	2, {"slot", "amount"}, {INT4OID, INT8OID}
 };
 
+/* What lock_free_slot found. */
+typedef enum SlotFound
+{
+	SLOT_LOCKED,				/* a slot, locked: the scan is on it */
+	SLOT_NONE,					/* no slot that qualifies */
+	SLOT_STATEMENT				/* a slot the statement must write */
+} SlotFound;
+
 /*
  * SLOT_TAKE_SQL's p, over the slots of scan in its order and below slot
  * number `below`: the first slot whose version the snapshot sees holds
  * amount and that is locked FOR UPDATE without waiting (SKIP LOCKED), and
  * whose newest version, now locked, still holds it (the statement's
  * recheck; a slot that fails it stays locked, as the statement leaves it).
- * True with the scan on that slot, *seen its amount as the snapshot saw it.
+ * *seen gets its amount as the snapshot saw it.  Before a slot is locked,
+ * whether it may be written directly (pgm_index_can_update, which takes
+ * the table's lock for an UPDATE first, as the statement takes it when it
+ * starts): SLOT_STATEMENT, with no slot locked that this transaction did
+ * not hold before, when it may not.
  */
-static bool
+static SlotFound
 lock_free_slot(PgmIndexScan *scan, int32 below, int64 amount, int64 *seen)
 {
 	bool		isnull;
@@ -1003,17 +1016,21 @@ lock_free_slot(PgmIndexScan *scan, int32 below, int64 amount, int64 *seen)
 		int64		have;
 
 		if (DatumGetInt32(pgm_index_col(scan, 0, &isnull)) >= below)
-			return false;
+			return SLOT_NONE;
 		have = DatumGetInt64(pgm_index_col(scan, 1, &isnull));
-		if (have < amount || !pgm_index_try_lock_row(scan, LockTupleExclusive))
+		if (have < amount)
+			continue;
+		if (!pgm_index_can_update(scan, 1))
+			return SLOT_STATEMENT;
+		if (!pgm_index_try_lock_row(scan, LockTupleExclusive))
 			continue;
 		if (DatumGetInt64(pgm_index_col(scan, 1, &isnull)) >= amount)
 		{
 			*seen = have;
-			return true;
+			return SLOT_LOCKED;
 		}
 	}
-	return false;
+	return SLOT_NONE;
 }
 
 /*
@@ -1025,9 +1042,11 @@ lock_free_slot(PgmIndexScan *scan, int32 below, int64 amount, int64 *seen)
  * amount.  The entry: its available the balance row's part, this slot's
  * new amount and the other slots' as the snapshot sees them (SLOT_AVAILABLE).
  * DIRECT_NO_ROW when the statement finds no slot (nothing written);
- * DIRECT_USE_SQL when a slot was found that the statement must write (this
- * transaction wrote it before, so a foreign key's check would fire; only
- * the slot's lock is taken, which the statement takes again).
+ * DIRECT_USE_SQL, having written nothing, when a slot was found that the
+ * statement must write (this transaction wrote it before, so a foreign
+ * key's check would fire; a trigger) or balances has no escrowed column
+ * as 0.8.0 made it.  The balance row is only read (the writer opened for
+ * entries), as the statement reads it.
  */
 static DirectCharge
 slot_charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
@@ -1041,15 +1060,17 @@ slot_charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 	bool		usable = false;
-	bool		found;
+	SlotFound	found;
 	int64		main = 0;
 	int64		seen = 0;
 	int64		left;
 	int32		k;
 
+	/* escrowed as 0.8.0 made it (NOT NULL bigint), else the statement */
+	if (w->bcol[PGM_B_ESCROWED] == InvalidAttrNumber)
+		return DIRECT_USE_SQL;
 	pgm_writer_scan_begin(w, snapshot);
-	if (pgm_writer_find(w, DatumGetUUIDP(user_id), row) &&
-		w->bcol[PGM_B_ESCROWED] != InvalidAttrNumber)
+	if (pgm_writer_find(w, DatumGetUUIDP(user_id), row))
 	{
 		AttrNumber *bcol = w->bcol;
 		bool		isnull;
@@ -1077,21 +1098,16 @@ slot_charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
 	keys[1] = Int32GetDatum(k);
 	pgm_index_begin(&scan, &slots_from, snapshot, 2, keys);
 	found = lock_free_slot(&scan, PG_INT32_MAX, amount, &seen);
-	if (!found)
+	if (found == SLOT_NONE)
 	{
 		pgm_index_end(&scan);
 		pgm_index_begin(&scan, &slots_from, snapshot, 1, keys);
 		found = lock_free_slot(&scan, k, amount, &seen);
 	}
-	if (found && !pgm_index_can_update(&scan, 1))
+	if (found != SLOT_LOCKED)
 	{
 		pgm_index_end(&scan);
-		return DIRECT_USE_SQL;
-	}
-	if (!found)
-	{
-		pgm_index_end(&scan);
-		return DIRECT_NO_ROW;
+		return found == SLOT_NONE ? DIRECT_NO_ROW : DIRECT_USE_SQL;
 	}
 	values[0] = pgm_index_col(&scan, 0, &nulls[0]);
 	left = int8_sub(DatumGetInt64(pgm_index_col(&scan, 1, &nulls[1])), amount);
@@ -1128,7 +1144,8 @@ charge_from_slot(Datum user_id, int64 amount, text *model_id, int64 tokens,
 	Datum		values[5] = {user_id, Int64GetDatum(amount), slot_offset(),
 	PointerGetDatum(model_id), Int64GetDatum(tokens)};
 
-	switch (charge_direct(slot_charge_write, user_id, amount, model_id,
+	/* balances only read, as the statement reads it: no lock that waits */
+	switch (charge_direct(slot_charge_write, false, user_id, amount, model_id,
 						  tokens, out))
 	{
 		case DIRECT_CHARGED:

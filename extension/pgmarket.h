@@ -318,7 +318,7 @@ extern bool pgm_direct_insertable(Relation rel, AttrNumber fk_col,
 extern struct Node *pgm_column_default(Relation rel, AttrNumber attnum);
 extern bool pgm_column_filled_by_insert(Form_pg_attribute att);
 extern void pgm_insert_row(Relation rel, struct TupleTableSlot *slot);
-extern bool pgm_writer_open(PgmLedgerWriter *w);
+extern bool pgm_writer_open(PgmLedgerWriter *w, bool update_balances);
 extern void pgm_writer_close(PgmLedgerWriter *w);
 extern void pgm_writer_check(PgmLedgerWriter *w, struct ResultRelInfo *rri,
 							 struct TupleTableSlot *slot);
