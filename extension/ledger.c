@@ -999,7 +999,9 @@ typedef enum SlotFound
  * number `below`: the first slot whose version the snapshot sees holds
  * amount and that is locked FOR UPDATE without waiting (SKIP LOCKED), and
  * whose newest version, now locked, still holds it (the statement's
- * recheck; a slot that fails it stays locked, as the statement leaves it).
+ * recheck; a slot that fails it stays locked, as the statement leaves it,
+ * and is noted as held, so that this transaction does not wait to gather
+ * the user's slots later: escrow.c's lock order).
  * *seen gets its amount as the snapshot saw it.  Before a slot is locked,
  * whether it may be written directly (pgm_index_can_update, which takes
  * the table's lock for an UPDATE first, as the statement takes it when it
@@ -1007,7 +1009,8 @@ typedef enum SlotFound
  * not hold before, when it may not.
  */
 static SlotFound
-lock_free_slot(PgmIndexScan *scan, int32 below, int64 amount, int64 *seen)
+lock_free_slot(PgmIndexScan *scan, Datum user_id, int32 below, int64 amount,
+			   int64 *seen)
 {
 	bool		isnull;
 
@@ -1029,6 +1032,7 @@ lock_free_slot(PgmIndexScan *scan, int32 below, int64 amount, int64 *seen)
 			*seen = have;
 			return SLOT_LOCKED;
 		}
+		pgm_escrow_note_charge(user_id);
 	}
 	return SLOT_NONE;
 }
@@ -1097,12 +1101,12 @@ slot_charge_write(PgmLedgerWriter *w, Oid seqid, Datum user_id, int64 amount,
 	keys[0] = user_id;
 	keys[1] = Int32GetDatum(k);
 	pgm_index_begin(&scan, &slots_from, snapshot, 2, keys);
-	found = lock_free_slot(&scan, PG_INT32_MAX, amount, &seen);
+	found = lock_free_slot(&scan, user_id, PG_INT32_MAX, amount, &seen);
 	if (found == SLOT_NONE)
 	{
 		pgm_index_end(&scan);
 		pgm_index_begin(&scan, &slots_from, snapshot, 1, keys);
-		found = lock_free_slot(&scan, k, amount, &seen);
+		found = lock_free_slot(&scan, user_id, k, amount, &seen);
 	}
 	if (found != SLOT_LOCKED)
 	{
