@@ -530,8 +530,6 @@ read_message_shape(Relation rel, MessageShape *shape)
 {
 	Oid			nsp = RelationGetNamespace(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
-	bool		ok = true;
-	int			i;
 	int			c;
 
 	shape->relid = RelationGetRelid(rel);
@@ -544,33 +542,14 @@ read_message_shape(Relation rel, MessageShape *shape)
 		return false;
 
 	if (desc->constr && desc->constr->has_generated_stored)
-		ok = false;
-	for (c = 0; ok && c < MW_NCOLS; c++)
-	{
-		shape->col[c] = InvalidAttrNumber;
-		for (i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (!att->attisdropped &&
-				strcmp(NameStr(att->attname), message_cols[c]) == 0 &&
-				att->atttypid == message_types[c] && !att->attgenerated)
-				shape->col[c] = att->attnum;
-		}
-		ok = shape->col[c] != InvalidAttrNumber;
-	}
-	/* a column the write does not know: none an INSERT would fill */
-	for (i = 0; ok && i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		for (c = 0; c < MW_NCOLS; c++)
-			if (att->attnum == shape->col[c])
-				break;
-		if (c == MW_NCOLS && pgm_column_filled_by_insert(att))
-			ok = false;
-	}
-	return ok &&
+		return false;
+	for (c = 0; c < MW_NCOLS; c++)
+		if ((shape->col[c] = pgm_column_number(desc, message_cols[c],
+											   message_types[c], false)) ==
+			InvalidAttrNumber)
+			return false;
+	/* message_id and created_at by their defaults, checked below */
+	return pgm_insert_fills_nothing_else(desc, shape->col, MW_NCOLS) &&
 		default_is_call(pgm_column_default(rel, shape->col[MW_MESSAGE_ID]),
 						F_NEXTVAL, shape->seqid) &&
 		default_is_call(pgm_column_default(rel, shape->col[MW_CREATED_AT]),
@@ -658,7 +637,10 @@ insert_message(const NewMessage *m)
 {
 	Datum		values[10];
 	char		nulls[10];
+	int64		message_id = insert_message_direct(m);
 
+	if (message_id != 0)
+		return message_id;
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = m->session_id;
 	values[1] = m->user_id;
@@ -676,9 +658,6 @@ insert_message(const NewMessage *m)
 		nulls[7] = 'n';
 	if (m->message_uuid == (Datum) 0)
 		nulls[8] = 'n';
-	if ((values[0] = Int64GetDatum(insert_message_direct(m))) != 0)
-		return DatumGetInt64(values[0]);
-	values[0] = m->session_id;
 	pgm_exec(plan_insert_message, values, nulls, false);
 	return SPI_processed == 1 ? pgm_col_int64(0, 1) : 0;
 }

@@ -300,9 +300,12 @@ pgm_writer_check(PgmLedgerWriter *w, ResultRelInfo *rri, TupleTableSlot *slot)
  * ----------------------------------------------------------------
  */
 
-/* The attribute number of a table's column named so, or InvalidAttrNumber. */
-static AttrNumber
-column_number(TupleDesc desc, const char *name, Oid type, bool notnull)
+/*
+ * The attribute number of a table's column named so, of that type (NOT NULL
+ * when notnull) and not generated, or InvalidAttrNumber.
+ */
+AttrNumber
+pgm_column_number(TupleDesc desc, const char *name, Oid type, bool notnull)
 {
 	int			i;
 
@@ -469,6 +472,29 @@ pgm_column_filled_by_insert(Form_pg_attribute att)
 }
 
 /*
+ * Would an INSERT that writes just the n columns written[] fill or check
+ * nothing in the table's other columns (pgm_column_filled_by_insert)?
+ */
+bool
+pgm_insert_fills_nothing_else(TupleDesc desc, const AttrNumber *written, int n)
+{
+	int			i;
+	int			c;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		for (c = 0; c < n; c++)
+			if (att->attnum == written[c])
+				break;
+		if (c == n && pgm_column_filled_by_insert(att))
+			return false;
+	}
+	return true;
+}
+
+/*
  * The default of a column as the table stores it (a planned expression
  * tree, not evaluated), or NULL for none: for a caller that checks what
  * an INSERT leaving the column out would write.
@@ -538,6 +564,8 @@ pgm_writer_open(PgmLedgerWriter *w, bool update_balances)
 	TupleDesc	desc;
 	Oid			pkey;
 	bool		fk_ledger;
+	AttrNumber	written[PGM_L_NCOLS];
+	int			n;
 	int			i;
 
 	memset(w, 0, sizeof(*w));
@@ -565,7 +593,7 @@ pgm_writer_open(PgmLedgerWriter *w, bool update_balances)
 	desc = RelationGetDescr(w->balances);
 	for (i = 0; i < PGM_B_NCOLS; i++)
 	{
-		w->bcol[i] = column_number(desc, balance_cols[i], balance_types[i],
+		w->bcol[i] = pgm_column_number(desc, balance_cols[i], balance_types[i],
 								   i != PGM_B_NEXT_EXPIRY);
 		if (w->bcol[i] == InvalidAttrNumber && i != PGM_B_ESCROWED)
 			goto refuse;
@@ -584,25 +612,16 @@ pgm_writer_open(PgmLedgerWriter *w, bool update_balances)
 	desc = RelationGetDescr(w->ledger);
 	for (i = 0; i < PGM_L_NCOLS; i++)
 	{
-		w->lcol[i] = column_number(desc, ledger_cols[i], ledger_types[i], false);
+		w->lcol[i] = pgm_column_number(desc, ledger_cols[i], ledger_types[i], false);
 		if (w->lcol[i] == InvalidAttrNumber)
 			goto refuse;
 	}
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		int			c;
-
-		if (att->attisdropped)
-			continue;
-		for (c = 0; c < PGM_L_NCOLS; c++)
-			if (att->attnum == w->lcol[c])
-				break;
-		/* a charge's INSERT leaves note, refund_of, reservation_id out */
-		if ((c == PGM_L_NCOLS || c == PGM_L_NOTE || c == PGM_L_REFUND_OF ||
-			 c == PGM_L_RESERVATION_ID) && pgm_column_filled_by_insert(att))
-			goto refuse;
-	}
+	/* a charge's INSERT leaves note, refund_of, reservation_id out */
+	for (i = 0, n = 0; i < PGM_L_NCOLS; i++)
+		if (i != PGM_L_NOTE && i != PGM_L_REFUND_OF && i != PGM_L_RESERVATION_ID)
+			written[n++] = w->lcol[i];
+	if (!pgm_insert_fills_nothing_else(desc, written, n))
+		goto refuse;
 
 	CheckCmdReplicaIdentity(w->ledger, CMD_INSERT);
 	w->estate = CreateExecutorState();

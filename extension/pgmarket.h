@@ -317,6 +317,10 @@ extern bool pgm_direct_insertable(Relation rel, AttrNumber fk_col,
 								  Oid ref_relid, AttrNumber ref_col);
 extern struct Node *pgm_column_default(Relation rel, AttrNumber attnum);
 extern bool pgm_column_filled_by_insert(Form_pg_attribute att);
+extern bool pgm_insert_fills_nothing_else(TupleDesc desc,
+										  const AttrNumber *written, int n);
+extern AttrNumber pgm_column_number(TupleDesc desc, const char *name,
+									 Oid type, bool notnull);
 extern void pgm_insert_row(Relation rel, struct TupleTableSlot *slot);
 extern bool pgm_writer_open(PgmLedgerWriter *w, bool update_balances);
 extern void pgm_writer_close(PgmLedgerWriter *w);

@@ -146,6 +146,23 @@ SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'seen by a 
 DROP TRIGGER chat_direct_seen ON pgmarket.chat_messages;
 SELECT * FROM pg_temp.seen;
 
+-- the calls wrapped: three completions in one statement (each a step of
+-- the command counter: each finds the others' rows), one in a CTE, a
+-- message under COPY; every completion keeps its entry
+SELECT count(pgmarket.record_completion(pg_temp.u(), pg_temp.s(1),
+                                        'one statement ' || g, 1, 0.000001))
+  FROM generate_series(1, 3) g;
+WITH r AS (SELECT * FROM pgmarket.record_completion(pg_temp.u(), pg_temp.s(1),
+                                                    'in a CTE', 1, 0.000002))
+SELECT kind, amount, replayed FROM r;
+COPY (SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user',
+                                        'under COPY') > 0) TO STDOUT;
+SELECT m.content, l.amount FROM pgmarket.chat_messages m
+  JOIN pgmarket.ledger l ON l.entry_id = m.entry_id AND l.user_id = m.user_id
+ WHERE m.content LIKE 'one statement %' OR m.content = 'in a CTE'
+ ORDER BY m.message_id;
+SELECT count(*) AS under_copy FROM pgmarket.chat_messages WHERE content = 'under COPY';
+
 -- a read-only transaction gets the statement's error, and writes nothing
 BEGIN READ ONLY;
 SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'read only') > 0 AS saved;

@@ -249,6 +249,13 @@ BEGIN
     END LOOP;
 END $$;
 SELECT amount FROM pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001', 0.01, 'm', 1);
+-- three charges in one statement, under COPY: the first direct, the next
+-- ones through the statement (the row is this transaction's), one balance
+COPY (SELECT c.available_balance
+        FROM generate_series(1, 3) g,
+             LATERAL pgmarket.deduct_balance('5fc00000-0000-4000-8000-000000000001',
+                                             0.01, 'm', g) c
+       ORDER BY g) TO STDOUT;
 ALTER TABLE pgmarket.ledger DROP CONSTRAINT a_ledger_direct_kinds;
 ALTER TABLE pgmarket.ledger DROP CONSTRAINT b_ledger_direct_tokens;
 ALTER TABLE pgmarket.ledger DROP CONSTRAINT c_ledger_direct_models;
