@@ -98,7 +98,6 @@ static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
-static SPIPlanPtr plan_hold_key;
 static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_follow;
 static SPIPlanPtr plan_list;
@@ -122,11 +121,6 @@ static const PgmPlanDef apikey_plans[] = {
 		" WHERE key_id = $1 AND (last_used_at IS NULL OR"
 		"       last_used_at < date_trunc('minute', now(), 'UTC'))",
 		1, {UUIDOID}},
-
-	{&plan_hold_key,
-		"SELECT 1 FROM pgmarket.reservations"
-		" WHERE user_id = $1 AND idempotency_key = $2",
-		2, {UUIDOID, TEXTOID}},
 
 	{&plan_revoke,
 		"UPDATE pgmarket.api_keys SET revoked_at = now()"
@@ -414,9 +408,8 @@ verify_key(text *api_key, VerifiedKey *out)
 		CommandCounterIncrement();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		snapshot = GetActiveSnapshot();
-		pgm_index_begin(&scan, flag ? &key_by_prefix : &key_by_prefix_v10,
-						snapshot, 1, &prefix);
-		if (pgm_index_next(&scan, ForwardScanDirection))
+		if (pgm_index_find(&scan, flag ? &key_by_prefix : &key_by_prefix_v10,
+						   snapshot, 1, &prefix))
 		{
 			TimestampTz now = GetCurrentTransactionStartTimestamp();
 			bytea	   *h = DatumGetByteaPP(pgm_index_col(&scan, KC_HASH, &isnull));
@@ -948,8 +941,7 @@ lock_spend_row(const VerifiedKey *key, PgmIndexScan *scan, KeySpend *spend)
 	bool		isnull;
 	Datum		d;
 
-	pgm_index_begin(scan, &spend_by_key, GetActiveSnapshot(), 1, &id);
-	if (!pgm_index_next(scan, ForwardScanDirection) ||
+	if (!pgm_index_find(scan, &spend_by_key, GetActiveSnapshot(), 1, &id) ||
 		!pgm_index_lock_row(scan, LockTupleNoKeyExclusive))
 		elog(ERROR, "API key %s has no spend row", key->prefix);
 	d = pgm_index_col(scan, KS_PERIOD_START, &isnull);
@@ -996,8 +988,7 @@ lock_and_count(const VerifiedKey *key, int64 amount, bool count,
 
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgm_index_begin(&scan, &key_by_id, GetActiveSnapshot(), 1, &id);
-	if (!pgm_index_next(&scan, ForwardScanDirection) ||
+	if (!pgm_index_find(&scan, &key_by_id, GetActiveSnapshot(), 1, &id) ||
 		!pgm_index_lock_row(&scan, LockTupleNoKeyExclusive))
 		raise_invalid_key();
 	(void) pgm_index_col(&scan, KL_REVOKED_AT, &isnull);
@@ -1094,13 +1085,8 @@ begin_spend(FunctionCallInfo fcinfo, int idem_arg, const char *what,
 	lock_user_for_spending(PG_GETARG_TEXT_PP(0), *amount, key);
 	lock_key_for_spending(key, spend);
 	if (!PG_ARGISNULL(idem_arg))
-	{
-		Datum		values[2] = {UUIDPGetDatum(&key->user_id),
-		PG_GETARG_DATUM(idem_arg)};
-
-		pgm_exec(plan_hold_key, values, NULL, false);
-		repeat = SPI_processed > 0;
-	}
+		repeat = pgm_ledger_hold_key_used(UUIDPGetDatum(&key->user_id),
+										  PG_GETARG_TEXT_PP(idem_arg));
 	if (!repeat)
 		check_limit(key, spend, *amount, what);
 	return repeat;

@@ -146,10 +146,10 @@ pgm_audit_internal_active(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------
  */
 static AuditRels audit_rels = {InvalidOid, InvalidOid, InvalidOid, InvalidOid};
-static bool audit_callback_registered = false;
 
-static void
-audit_relcache_callback(Datum arg, Oid relid)
+/* Forget the relations on an invalidation (pgmarket.c's callback). */
+void
+pgm_audit_relcache(Oid relid)
 {
 	if (relid == InvalidOid || relid == audit_rels.log ||
 		relid == audit_rels.seq || relid == audit_rels.seals)
@@ -180,11 +180,6 @@ pgm_audit_rels(void)
 {
 	if (OidIsValid(audit_rels.log))
 		return audit_rels;
-	if (!audit_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(audit_relcache_callback, (Datum) 0);
-		audit_callback_registered = true;
-	}
 	audit_rels.nsp = get_namespace_oid(AUDIT_SCHEMA, false);
 	audit_rels.seq = audit_relid("audit_log_id_seq");
 	audit_rels.seals = audit_relid("audit_seals");

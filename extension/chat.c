@@ -309,8 +309,7 @@ read_session(Snapshot snapshot, Datum user_id, Datum session_id,
 	bool		ok = false;
 	bool		isnull;
 
-	pgm_index_begin(&scan, &session_by_id, snapshot, 1, &session_id);
-	if (pgm_index_next(&scan, ForwardScanDirection) &&
+	if (pgm_index_find(&scan, &session_by_id, snapshot, 1, &session_id) &&
 		same_uuid(pgm_index_col(&scan, SC_USER_ID, &isnull), user_id) &&
 		(lock == SESSION_READ ||
 		 pgm_index_lock_row(&scan, lock == SESSION_UPDATE ?

@@ -153,6 +153,12 @@ static const PgmPlanDef escrow_plans[] = {
 
 #define prepare_plans() PGM_PREPARE_PLANS(escrow_plans)
 
+/* The slots of a user read by index, without SPI (pgm_escrow_money_read) */
+static PgmIndexRef slots_by_user = {
+	"balance_slots", "balance_slots_pkey", 1, {BTEqualStrategyNumber},
+	1, {"amount"}, {INT8OID}
+};
+
 /* ----------------------------------------------------------------
  * The slots this transaction has charged
  * ----------------------------------------------------------------
@@ -162,10 +168,10 @@ static const PgmPlanDef escrow_plans[] = {
 static pg_uuid_t charged_users[PGM_ESCROW_TRACKED];
 static int	ncharged = 0;
 static bool charged_many = false;
-static bool callback_registered = false;
 
-static void
-forget_charged(XactEvent event, void *arg)
+/* The record goes with the transaction (pgmarket.c's callback). */
+void
+pgm_escrow_xact_end(void)
 {
 	ncharged = 0;
 	charged_many = false;
@@ -182,11 +188,6 @@ pgm_escrow_note_charge(Datum user_id)
 	pg_uuid_t  *u = DatumGetUUIDP(user_id);
 	int			i;
 
-	if (!callback_registered)
-	{
-		RegisterXactCallback(forget_charged, NULL);
-		callback_registered = true;
-	}
 	for (i = 0; i < ncharged; i++)
 		if (memcmp(charged_users[i].data, u->data, UUID_LEN) == 0)
 			return;
@@ -368,11 +369,6 @@ pgm_escrow_money(Datum user_id)
 
 	return escrow_exec(&plan_money, values) ? one_row_int64(1) : 0;
 }
-
-static PgmIndexRef slots_by_user = {
-	"balance_slots", "balance_slots_pkey", 1, {BTEqualStrategyNumber},
-	1, {"amount"}, {INT8OID}
-};
 
 /*
  * The money in a user's slots as snapshot sees it, read by index without

@@ -112,7 +112,6 @@ typedef struct ConstraintCache
 } ConstraintCache;
 
 static ConstraintCache constraint_cache[PGM_CONSTRAINT_RELS];
-static bool constraint_callback_registered = false;
 
 static void
 forget_constraints(ConstraintCache *c)
@@ -128,8 +127,9 @@ forget_constraints(ConstraintCache *c)
  * whenever a lock is taken).  The next call that asks for them, with a
  * ResultRelInfo of its own, frees them and prepares them again.
  */
-static void
-constraint_relcache_callback(Datum arg, Oid relid)
+/* Mark a table's kept constraints stale (pgmarket.c's callback). */
+void
+pgm_heapwrite_relcache(Oid relid)
 {
 	int			i;
 
@@ -198,11 +198,6 @@ pgm_constraint_exprs(Relation rel)
 
 	if (constr == NULL || constr->num_check == 0)
 		return NULL;
-	if (!constraint_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(constraint_relcache_callback, (Datum) 0);
-		constraint_callback_registered = true;
-	}
 	for (i = 0; i < PGM_CONSTRAINT_RELS; i++)
 		if (constraint_cache[i].relid == relid)
 		{

@@ -55,11 +55,13 @@
 
 static PgmIndexRef *known_refs[PGM_INDEX_MAX_REFS];
 static int	n_known_refs = 0;
-static bool callback_registered = false;
 
-/* Forget the OIDs of every ref on its table or index (or on all). */
-static void
-index_read_relcache_callback(Datum arg, Oid relid)
+/*
+ * Forget the OIDs of every ref on its table or index (or on all): the
+ * relcache invalidation, through pgmarket.c's callback.
+ */
+void
+pgm_index_read_relcache(Oid relid)
 {
 	int			i;
 
@@ -86,11 +88,6 @@ resolve_ref(PgmIndexRef *ref)
 	Relation	index;
 	int			i;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(index_read_relcache_callback, (Datum) 0);
-		callback_registered = true;
-	}
 	if (!ref->registered)
 	{
 		if (n_known_refs >= PGM_INDEX_MAX_REFS)
@@ -178,6 +175,19 @@ pgm_index_begin(PgmIndexScan *s, PgmIndexRef *ref, Snapshot snapshot,
 	s->slot = table_slot_create(s->heap, NULL);
 	s->scan = index_beginscan(s->heap, s->index, snapshot, nkeys, 0);
 	index_rescan(s->scan, keys, nkeys, NULL, 0);
+}
+
+/*
+ * The look-up of one key: pgm_index_begin, then the first row in the
+ * index's order.  False when there is none; the scan is open either way,
+ * for pgm_index_end.
+ */
+bool
+pgm_index_find(PgmIndexScan *s, PgmIndexRef *ref, Snapshot snapshot,
+			   int nkeys, const Datum *values)
+{
+	pgm_index_begin(s, ref, snapshot, nkeys, values);
+	return pgm_index_next(s, ForwardScanDirection);
 }
 
 /* The next row in direction dir, into s->slot; false at the end. */

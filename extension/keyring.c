@@ -143,9 +143,9 @@ assign_master_key_file(const char *newval, void *extra)
 	vault_checked = false;
 }
 
-/* A new transaction checks the file again. */
-static void
-vault_xact_callback(XactEvent event, void *arg)
+/* A new transaction checks the file again (pgmarket.c's callback). */
+void
+pgm_keyring_xact_end(void)
 {
 	vault_checked = false;
 }
@@ -168,7 +168,6 @@ pgm_keyring_init(void)
 							   NULL,
 							   assign_master_key_file,
 							   NULL);
-	RegisterXactCallback(vault_xact_callback, NULL);
 }
 
 /* Wipe and free the loaded keys. */

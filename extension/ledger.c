@@ -1601,6 +1601,21 @@ replay_reservation(Datum user_id, text *key, int64 amount, Interval *ttl)
 }
 
 /*
+ * Did the user make a reservation with idempotency key key?  (A repeat,
+ * which pgm_ledger_reserve replays; for reserve_api_key, whose spend limit
+ * does not count a repeat.)  Inside the caller's SPI connection.
+ */
+bool
+pgm_ledger_hold_key_used(Datum user_id, text *key)
+{
+	Datum		values[2] = {user_id, PointerGetDatum(key)};
+
+	(void) prepare_ledger();
+	pgm_exec(plan_find_hold_key, values, NULL, false);
+	return SPI_processed > 0;
+}
+
+/*
  * Reserve credits of a user as reserve does, inside the caller's SPI
  * connection: for the SQL function and for reserve_api_key.  The caller has
  * checked the arguments (pgm_ttl_arg, the key's length) and the actor rule.
@@ -1609,16 +1624,12 @@ replay_reservation(Datum user_id, text *key, int64 amount, Interval *ttl)
 int64
 pgm_ledger_reserve(Datum user_id, int64 amount, Interval *ttl, text *key)
 {
-	Datum		values[4] = {user_id, PointerGetDatum(key)};
+	Datum		values[4] = {user_id};
 	char		nulls[4] = {' ', ' ', ' ', key ? ' ' : 'n'};
 
 	(void) prepare_ledger();
-	if (key)
-	{
-		pgm_exec(plan_find_hold_key, values, NULL, false);
-		if (SPI_processed == 1)
-			return replay_reservation(user_id, key, amount, ttl);
-	}
+	if (key && pgm_ledger_hold_key_used(user_id, key))
+		return replay_reservation(user_id, key, amount, ttl);
 
 	values[1] = Int64GetDatum(amount);
 	values[2] = IntervalPGetDatum(ttl);

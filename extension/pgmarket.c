@@ -51,6 +51,11 @@ PG_FUNCTION_INFO_V1(pgm_forbid_change);
 
 void		_PG_init(void);
 
+static void relcache_changed(Datum arg, Oid relid);
+static void xact_ended(XactEvent event, void *arg);
+static void subxact_ended(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg);
+
 /*
  * Module load: libsodium must be initialised once per process before any of
  * its functions is used (it picks implementations and seeds its RNG).  Then
@@ -71,6 +76,10 @@ _PG_init(void)
 	pgm_sealed_init();
 	pgm_ratelimit_init();
 	MarkGUCPrefixReserved("pgmarket");
+
+	CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+	RegisterXactCallback(xact_ended, NULL);
+	RegisterSubXactCallback(subxact_ended, NULL);
 }
 
 /*
@@ -115,13 +124,45 @@ pgm_require_schema(void)
 static bool *schema_flags[PGM_MAX_SCHEMA_FLAGS];
 static int	n_schema_flags = 0;
 
+/* ----------------------------------------------------------------
+ * The library's callbacks
+ *
+ * One of each kind for the whole library, registered at load, calling each
+ * file's hook: a file that caches what the catalogs say forgets it on a
+ * relcache invalidation, a file that keeps per-transaction state drops it
+ * when the (sub)transaction ends.  A backend has room for ten relcache
+ * callbacks for all its libraries together; pgmarket takes one.
+ * ----------------------------------------------------------------
+ */
 static void
-schema_relcache_callback(Datum arg, Oid relid)
+relcache_changed(Datum arg, Oid relid)
 {
 	int			i;
 
 	for (i = 0; i < n_schema_flags; i++)
 		*schema_flags[i] = false;
+	pgm_index_read_relcache(relid);
+	pgm_heapwrite_relcache(relid);
+	pgm_audit_relcache(relid);
+	pgm_ratelimit_relcache(relid);
+}
+
+static void
+xact_ended(XactEvent event, void *arg)
+{
+	pgm_spi_xact_end();
+	pgm_userlock_xact_end();
+	pgm_escrow_xact_end();
+	pgm_keyring_xact_end();
+	pgm_ratelimit_xact_end(event);
+}
+
+static void
+subxact_ended(SubXactEvent event, SubTransactionId mySubid,
+			  SubTransactionId parentSubid, void *arg)
+{
+	pgm_spi_subxact_end(event, mySubid);
+	pgm_ratelimit_subxact_end(event, mySubid, parentSubid);
 }
 
 void
@@ -134,8 +175,6 @@ pgm_schema_flag_register(bool *known)
 			return;
 	if (n_schema_flags >= PGM_MAX_SCHEMA_FLAGS)
 		elog(ERROR, "too many schema flags registered");
-	if (n_schema_flags == 0)
-		CacheRegisterRelcacheCallback(schema_relcache_callback, (Datum) 0);
 	schema_flags[n_schema_flags++] = known;
 }
 

@@ -97,6 +97,25 @@ extern int32 pgm_int32_arg(FunctionCallInfo fcinfo, int argno,
 						   const char *detail);
 extern int	pgm_user_partition(Datum user_id);
 
+/*
+ * Each file's hook in the library's callbacks (pgmarket.c): the end of a
+ * (sub)transaction, a relcache invalidation of relid (InvalidOid: of all)
+ */
+#include "access/xact.h"
+extern void pgm_spi_xact_end(void);
+extern void pgm_spi_subxact_end(SubXactEvent event, SubTransactionId mySubid);
+extern void pgm_userlock_xact_end(void);
+extern void pgm_escrow_xact_end(void);
+extern void pgm_keyring_xact_end(void);
+extern void pgm_ratelimit_xact_end(XactEvent event);
+extern void pgm_ratelimit_subxact_end(SubXactEvent event,
+									  SubTransactionId mySubid,
+									  SubTransactionId parentSubid);
+extern void pgm_index_read_relcache(Oid relid);
+extern void pgm_heapwrite_relcache(Oid relid);
+extern void pgm_audit_relcache(Oid relid);
+extern void pgm_ratelimit_relcache(Oid relid);
+
 /* spi.c: kept plans and the columns of SPI results */
 #define PGM_MAX_PLAN_ARGS		12
 
@@ -259,6 +278,8 @@ typedef struct PgmIndexScan
 
 extern void pgm_index_begin(PgmIndexScan *s, PgmIndexRef *ref,
 							Snapshot snapshot, int nkeys, const Datum *values);
+extern bool pgm_index_find(PgmIndexScan *s, PgmIndexRef *ref,
+						   Snapshot snapshot, int nkeys, const Datum *values);
 extern bool pgm_index_next(PgmIndexScan *s, ScanDirection dir);
 extern Datum pgm_index_col(PgmIndexScan *s, int col, bool *isnull);
 extern void pgm_index_row(PgmIndexScan *s, Datum *values, bool *nulls);
@@ -368,6 +389,7 @@ extern void pgm_charge_args(FunctionCallInfo fcinfo, int model_arg,
 extern Interval *pgm_ttl_arg(FunctionCallInfo fcinfo, int argno);
 extern void pgm_ledger_charge(Datum user_id, int64 amount, text *model_id,
 							  int64 tokens, text *key, PgmLedgerOutcome *out);
+extern bool pgm_ledger_hold_key_used(Datum user_id, text *key);
 extern int64 pgm_ledger_reserve(Datum user_id, int64 amount,
 								Interval *ttl, text *key);
 extern Datum pgm_ledger_result(FunctionCallInfo fcinfo, Datum user_id,

@@ -155,7 +155,6 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static RatePending *pending = NULL; /* in TopTransactionContext */
 static int	npending = 0;
 static int	maxpending = 0;
-static bool callbacks_registered = false;
 
 /* ----------------------------------------------------------------
  * Prepared statements of the table mode and of set_tier
@@ -408,10 +407,10 @@ static int	tier_cache_next = 0;	/* the entry to replace when full */
 static Oid	tiers_relid = InvalidOid;
 static bool tiers_checked = false;	/* tiers_relid is what the catalog says */
 static uint64 tier_cache_generation = 0;
-static bool tier_callback_registered = false;
 
-static void
-tier_relcache_callback(Datum arg, Oid relid)
+/* The tiers' cache goes with an invalidation (pgmarket.c's callback). */
+void
+pgm_ratelimit_relcache(Oid relid)
 {
 	tier_cache_generation++;
 	tiers_checked = false;
@@ -429,11 +428,6 @@ tiers_table(void)
 	Oid			nsp;
 	Oid			relid;
 
-	if (!tier_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(tier_relcache_callback, (Datum) 0);
-		tier_callback_registered = true;
-	}
 	if (tiers_checked)
 		return tiers_relid;
 	nsp = get_namespace_oid("pgmarket", true);
@@ -459,8 +453,7 @@ tier_read(Datum tier, RateLimits *l)
 
 	memset(l, 0, sizeof(*l));
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgm_index_begin(&scan, &tier_by_name, GetActiveSnapshot(), 1, &tier);
-	found = pgm_index_next(&scan, ForwardScanDirection);
+	found = pgm_index_find(&scan, &tier_by_name, GetActiveSnapshot(), 1, &tier);
 	if (found)
 	{
 		d = pgm_index_col(&scan, 0, &isnull);
@@ -592,8 +585,13 @@ undo_pending(const RatePending *p)
 	LWLockRelease(lock);
 }
 
-static void
-rate_xact_callback(XactEvent event, void *arg)
+/*
+ * A call's counts stand when its transaction commits and are taken back
+ * when it aborts, the subtransaction's when that aborts (pgmarket.c's
+ * callbacks).
+ */
+void
+pgm_ratelimit_xact_end(XactEvent event)
 {
 	int			i;
 
@@ -609,9 +607,9 @@ rate_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-static void
-rate_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					  SubTransactionId parentSubid, void *arg)
+void
+pgm_ratelimit_subxact_end(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid)
 {
 	int			i;
 	int			kept = 0;
@@ -638,12 +636,6 @@ rate_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static void
 remember_pending(const RateKey *key, int64 second, int64 tokens)
 {
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(rate_xact_callback, NULL);
-		RegisterSubXactCallback(rate_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
 	if (npending == maxpending)
 	{
 		int			n = maxpending == 0 ? 8 : maxpending * 2;
@@ -784,8 +776,7 @@ table_read(const pg_uuid_t *key_id, RateWindow *w)
 	bool		found;
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgm_index_begin(&scan, &counter_by_key, GetActiveSnapshot(), 1, &key);
-	found = pgm_index_next(&scan, ForwardScanDirection);
+	found = pgm_index_find(&scan, &counter_by_key, GetActiveSnapshot(), 1, &key);
 	if (found)
 		window_from_datum(pgm_index_col(&scan, 0, &isnull), w);
 	else

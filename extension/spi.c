@@ -67,21 +67,20 @@ typedef struct SpiLevel
 static SpiLevel *spi_levels = NULL;	/* in TopMemoryContext */
 static int	spi_levels_size = 0;
 static int	spi_depth = 0;
-static bool spi_callbacks_registered = false;
 
 /*
  * A (sub)transaction that ends takes the SPI connections and GUC levels
- * opened in it (AtEOSubXact_SPI, AtEOSubXact_GUC); forget ours with them.
+ * opened in it (AtEOSubXact_SPI, AtEOSubXact_GUC); forget ours with them
+ * (pgmarket.c's callbacks call these).
  */
-static void
-forget_levels_xact(XactEvent event, void *arg)
+void
+pgm_spi_xact_end(void)
 {
 	spi_depth = 0;
 }
 
-static void
-forget_levels_subxact(SubXactEvent event, SubTransactionId mySubid,
-					  SubTransactionId parentSubid, void *arg)
+void
+pgm_spi_subxact_end(SubXactEvent event, SubTransactionId mySubid)
 {
 	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
 		return;
@@ -95,12 +94,6 @@ spi_connect(bool always_set)
 	int			rc;
 	SpiLevel   *level;
 
-	if (!spi_callbacks_registered)
-	{
-		RegisterXactCallback(forget_levels_xact, NULL);
-		RegisterSubXactCallback(forget_levels_subxact, NULL);
-		spi_callbacks_registered = true;
-	}
 	if (spi_depth == spi_levels_size)
 	{
 		int			size = spi_levels_size == 0 ? 16 : 2 * spi_levels_size;

@@ -91,6 +91,26 @@ static const PgmPlanDef lock_plans[] = {
 
 #define prepare_plans() PGM_PREPARE_PLANS(lock_plans)
 
+/* The balance row read by index, without SPI (pgm_user_active_read) */
+static PgmIndexRef balance_by_user = {
+	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
+	1, {"active"}, {BOOLOID}
+};
+
+/*
+ * Run one of the plans above, all of which take the user's id alone; true
+ * when it returned the user's row (the last SPI result).
+ */
+static bool
+exec_for_user(SPIPlanPtr *plan, Datum user_id)
+{
+	Datum		values[1] = {user_id};
+
+	prepare_plans();
+	pgm_exec(*plan, values, NULL, false);
+	return SPI_processed == 1;
+}
+
 void
 pgm_raise_unknown_account(Datum user_id)
 {
@@ -107,11 +127,7 @@ pgm_raise_unknown_account(Datum user_id)
 void
 pgm_account_state(Datum user_id, PgmAccountState *state)
 {
-	Datum		values[1] = {user_id};
-
-	prepare_plans();
-	pgm_exec(plan_state, values, NULL, false);
-	if (SPI_processed != 1 || !pgm_col_bool(0, 1))
+	if (!exec_for_user(&plan_state, user_id) || !pgm_col_bool(0, 1))
 		pgm_raise_unknown_account(user_id);
 	state->available = pgm_col_int64(0, 2);
 	state->total = pgm_col_int64(0, 3);
@@ -126,11 +142,7 @@ pgm_account_state(Datum user_id, PgmAccountState *state)
 int64
 pgm_sweep_expired_holds(Datum user_id, int64 *available)
 {
-	Datum		values[1] = {user_id};
-
-	prepare_plans();
-	pgm_exec(plan_sweep, values, NULL, false);
-	if (SPI_processed != 1)
+	if (!exec_for_user(&plan_sweep, user_id))
 		return 0;
 	if (available)
 		*available = pgm_col_int64(0, 2);
@@ -142,11 +154,6 @@ pgm_sweep_expired_holds(Datum user_id, int64 *available)
  * index without SPI, for the read paths that take no lock
  * (get_chat_history; verify_api_key before 0.11.0's schema).
  */
-static PgmIndexRef balance_by_user = {
-	"balances", "balances_pkey", 1, {BTEqualStrategyNumber},
-	1, {"active"}, {BOOLOID}
-};
-
 bool
 pgm_user_active_read(Snapshot snapshot, Datum user_id)
 {
@@ -154,8 +161,7 @@ pgm_user_active_read(Snapshot snapshot, Datum user_id)
 	bool		active = false;
 	bool		isnull;
 
-	pgm_index_begin(&scan, &balance_by_user, snapshot, 1, &user_id);
-	if (pgm_index_next(&scan, ForwardScanDirection))
+	if (pgm_index_find(&scan, &balance_by_user, snapshot, 1, &user_id))
 		active = DatumGetBool(pgm_index_col(&scan, 0, &isnull));
 	pgm_index_end(&scan);
 	return active;
@@ -169,12 +175,8 @@ pgm_user_active_read(Snapshot snapshot, Datum user_id)
 bool
 pgm_try_lock_user(Datum user_id)
 {
-	Datum		values[1] = {user_id};
-
-	prepare_plans();
 	pgm_queue_for_user(user_id);
-	pgm_exec(plan_lock, values, NULL, false);
-	if (SPI_processed != 1 || !pgm_col_bool(0, 1))
+	if (!exec_for_user(&plan_lock, user_id) || !pgm_col_bool(0, 1))
 		return false;
 	if (pgm_col_bool(0, 2))
 		pgm_sweep_expired_holds(user_id, NULL);
@@ -211,11 +213,7 @@ pgm_sweep_user(Datum user_id)
 bool
 pgm_lock_user_row(Datum user_id, bool *active)
 {
-	Datum		values[1] = {user_id};
-
-	prepare_plans();
-	pgm_exec(plan_lock, values, NULL, false);
-	if (SPI_processed != 1)
+	if (!exec_for_user(&plan_lock, user_id))
 		return false;
 	*active = pgm_col_bool(0, 1);
 	return true;
@@ -262,10 +260,10 @@ pgm_check_user(Datum user_id, bool lock)
 #define PGM_MAX_QUEUE_LOCKS	32
 
 static int	queue_locks_taken = 0;
-static bool queue_callback_registered = false;
 
-static void
-reset_queue_locks(XactEvent event, void *arg)
+/* The queue locks go with the transaction (pgmarket.c's callback). */
+void
+pgm_userlock_xact_end(void)
 {
 	queue_locks_taken = 0;
 }
@@ -275,11 +273,6 @@ queue_tag(LOCKTAG *tag, Datum user_id)
 {
 	pg_uuid_t  *u = DatumGetUUIDP(user_id);
 
-	if (!queue_callback_registered)
-	{
-		RegisterXactCallback(reset_queue_locks, NULL);
-		queue_callback_registered = true;
-	}
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0x706d6b74,
 						 hash_bytes(u->data, UUID_LEN), PGM_LOCKTAG_FIELD4);
 }
@@ -292,14 +285,11 @@ queue_tag(LOCKTAG *tag, Datum user_id)
 bool
 pgm_user_row_held(Datum user_id)
 {
-	Datum		values[1] = {user_id};
 	bool		isnull;
 	TransactionId xmin;
 	TransactionId xmax;
 
-	prepare_plans();
-	pgm_exec(plan_row_owner, values, NULL, false);
-	if (SPI_processed != 1)
+	if (!exec_for_user(&plan_row_owner, user_id))
 		return false;
 	xmin = DatumGetTransactionId(pgm_col(0, 1, &isnull));
 	xmax = DatumGetTransactionId(pgm_col(0, 2, &isnull));
