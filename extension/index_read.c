@@ -443,15 +443,11 @@ insert_index_entries(Relation rel, HeapTuple tup)
 }
 
 /*
- * Replace the ref's columns of the scan's current row, which this
- * transaction has locked (pgm_index_lock_row), by values/nulls (in the
- * ref's order), as an UPDATE of them would: a new row version (HOT when
- * no indexed column changes and the page has room, indexed otherwise),
- * WAL, statistics.  The caller has checked pgm_index_can_update and writes
- * values that satisfy the table's CHECK constraints.
+ * The new version of the scan's current row: its ref columns replaced by
+ * values/nulls (in the ref's order).
  */
-void
-pgm_index_update_row(PgmIndexScan *s, const Datum *values, const bool *nulls)
+static HeapTuple
+new_version(PgmIndexScan *s, const Datum *values, const bool *nulls)
 {
 	TupleDesc	desc = RelationGetDescr(s->heap);
 	Datum	   *newvalues = palloc0(sizeof(Datum) * desc->natts);
@@ -471,10 +467,60 @@ pgm_index_update_row(PgmIndexScan *s, const Datum *values, const bool *nulls)
 	LockRelationOid(RelationGetRelid(s->heap), RowExclusiveLock);
 	oldtup = ExecFetchSlotHeapTuple(s->slot, false, &shouldfree);
 	newtup = heap_modify_tuple(oldtup, desc, newvalues, newnulls, replace);
+	if (shouldfree)
+		heap_freetuple(oldtup);
+	pfree(newvalues);
+	pfree(newnulls);
+	pfree(replace);
+	return newtup;
+}
+
+/*
+ * Replace the ref's columns of the scan's current row, which this
+ * transaction has locked (pgm_index_lock_row), by values/nulls (in the
+ * ref's order), as an UPDATE of them would: a new row version (HOT when
+ * no indexed column changes and the page has room, indexed otherwise),
+ * WAL, statistics.  The caller has checked pgm_index_can_update and writes
+ * values that satisfy the table's CHECK constraints.
+ */
+void
+pgm_index_update_row(PgmIndexScan *s, const Datum *values, const bool *nulls)
+{
+	HeapTuple	newtup = new_version(s, values, nulls);
+
 	simple_heap_update(s->heap, &s->slot->tts_tid, newtup);
 	if (!HeapTupleIsHeapOnly(newtup))
 		insert_index_entries(s->heap, newtup);
-	if (shouldfree)
-		heap_freetuple(oldtup);
 	heap_freetuple(newtup);
+}
+
+/*
+ * The same for a row the scan read but did not lock, as an UPDATE's first
+ * try does: the update waits for a concurrent writer of the row, and
+ * writes only when the version read is still the newest.  False, with
+ * nothing written, when it is not (another transaction updated or deleted
+ * it, or this command did): the caller then locks the newest version
+ * (pgm_index_lock_row, which raises 40001 under REPEATABLE READ) and
+ * decides again on what it holds.  Saves the lock's WAL record for a row
+ * that is seldom written by two transactions at once (an API key's spend
+ * row).
+ */
+bool
+pgm_index_try_update_row(PgmIndexScan *s, const Datum *values,
+						 const bool *nulls)
+{
+	HeapTuple	newtup = new_version(s, values, nulls);
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	TM_Result	res;
+
+	res = heap_update(s->heap, &s->slot->tts_tid, newtup,
+					  GetCurrentCommandId(true), InvalidSnapshot, true,
+					  &tmfd, &lockmode);
+	if (res == TM_Ok && !HeapTupleIsHeapOnly(newtup))
+		insert_index_entries(s->heap, newtup);
+	heap_freetuple(newtup);
+	if (res == TM_Invisible)
+		elog(ERROR, "attempted to update invisible tuple");
+	return res == TM_Ok;
 }

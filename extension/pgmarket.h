@@ -289,6 +289,8 @@ extern bool pgm_index_lock_row(PgmIndexScan *s, int lockmode);
 extern bool pgm_index_try_lock_row(PgmIndexScan *s, int lockmode);
 extern void pgm_index_update_row(PgmIndexScan *s, const Datum *values,
 								 const bool *nulls);
+extern bool pgm_index_try_update_row(PgmIndexScan *s, const Datum *values,
+									 const bool *nulls);
 extern void pgm_materialize(FunctionCallInfo fcinfo);
 
 /*
