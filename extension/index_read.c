@@ -74,6 +74,7 @@ pgm_index_read_relcache(Oid relid)
 		{
 			ref->relid = InvalidOid;
 			ref->indexid = InvalidOid;
+			ref->plain_indexes = 0;
 		}
 	}
 }
@@ -269,6 +270,38 @@ pgm_materialize(FunctionCallInfo fcinfo)
  */
 
 /*
+ * Is every index of the scan's table a plain btree on columns (what
+ * insert_index_entries can fill)?  Kept in the ref until a relcache
+ * invalidation of the table, which a new or dropped index sends; the
+ * caller holds RowExclusiveLock, which CREATE INDEX waits for.
+ */
+static bool
+indexes_plain(PgmIndexScan *s)
+{
+	List	   *indexes;
+	ListCell   *lc;
+	bool		ok = true;
+
+	if (s->ref->plain_indexes != 0 && s->ref->relid == RelationGetRelid(s->heap))
+		return s->ref->plain_indexes == 1;
+	indexes = RelationGetIndexList(s->heap);
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+
+		if (idx->rd_rel->relam != BTREE_AM_OID ||
+			RelationGetIndexExpressions(idx) != NIL ||
+			RelationGetIndexPredicate(idx) != NIL)
+			ok = false;
+		index_close(idx, NoLock);
+	}
+	list_free(indexes);
+	if (s->ref->relid == RelationGetRelid(s->heap))
+		s->ref->plain_indexes = ok ? 1 : 2;
+	return ok;
+}
+
+/*
  * May pgm_index_update_row write this table?  checks: how many CHECK
  * constraints the caller's values are known to satisfy.  Reads only the
  * relcache entry the scan holds open.
@@ -277,8 +310,6 @@ bool
 pgm_index_can_update(PgmIndexScan *s, int checks)
 {
 	Relation	rel = s->heap;
-	List	   *indexes;
-	ListCell   *lc;
 	bool		ok = true;
 	bool		fk_check;
 	bool		shouldfree;
@@ -301,19 +332,7 @@ pgm_index_can_update(PgmIndexScan *s, int checks)
 		return false;
 	/* a publication that cannot replicate an UPDATE refuses it, as SQL does */
 	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
-	indexes = RelationGetIndexList(rel);
-	foreach(lc, indexes)
-	{
-		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
-
-		if (idx->rd_rel->relam != BTREE_AM_OID ||
-			RelationGetIndexExpressions(idx) != NIL ||
-			RelationGetIndexPredicate(idx) != NIL)
-			ok = false;
-		index_close(idx, NoLock);
-	}
-	list_free(indexes);
-	return ok;
+	return indexes_plain(s);
 }
 
 static bool lock_row(PgmIndexScan *s, int lockmode, LockWaitPolicy wait);

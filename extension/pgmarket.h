@@ -263,6 +263,8 @@ typedef struct PgmIndexRef
 	AttrNumber	attnums[PGM_INDEX_MAX_COLS];
 	RegProcedure procs[PGM_INDEX_MAX_KEYS];
 	Oid			collations[PGM_INDEX_MAX_KEYS];
+	int8		plain_indexes;	/* every index of the table a plain btree?
+								 * 0: not looked at yet, 1: yes, 2: no */
 } PgmIndexRef;
 
 typedef struct PgmIndexScan

@@ -156,4 +156,22 @@ DROP RULE spend_logged ON pgmarket.api_key_spend;
 DROP TABLE spend_log;
 ALTER TABLE pgmarket.api_key_spend DROP COLUMN doubled;
 
+-- an expression index created after this session's charges wrote the row
+-- directly (the table's indexes were found plain then): the next charge
+-- sees it and goes through SQL, which fills it
+SELECT (pg_temp.charge(api_key, 0.000001, NULL)).state
+  FROM spend_keys WHERE run = 2 AND name = 'open';
+CREATE INDEX spend_total_expr ON pgmarket.api_key_spend ((total_spent + 0));
+SELECT (pg_temp.charge(api_key, 0.000001, NULL)).state
+  FROM spend_keys WHERE run = 2 AND name = 'open';
+SET enable_seqscan = off;
+SELECT count(*) AS found_by_expression
+  FROM pgmarket.api_key_spend s JOIN spend_keys k USING (key_id)
+ WHERE k.run = 2 AND k.name = 'open'
+   AND s.total_spent + 0 = (SELECT total_spent FROM pgmarket.api_key_spend
+                             WHERE key_id = k.key_id);
+RESET enable_seqscan;
+SELECT bt_index_check('pgmarket.spend_total_expr', true);
+DROP INDEX pgmarket.spend_total_expr;
+
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
