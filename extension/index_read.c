@@ -45,6 +45,7 @@
 #include "executor/tuptable.h"
 #include "storage/lmgr.h"
 #include "funcapi.h"
+#include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -79,6 +80,22 @@ pgm_index_read_relcache(Oid relid)
 	}
 }
 
+/*
+ * A table or index of the extension that is no longer as pgmarket made it
+ * (an owner's ALTER): 55000, with what differs, rather than an internal
+ * error.
+ */
+static void
+raise_changed(const char *relname, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("%s.%s is not as the pgmarket extension made it",
+					PGM_INDEX_SCHEMA, relname),
+			 errdetail_internal("%s", detail),
+			 errhint("pgmarket reads its tables through their indexes; restore the table, or reinstall the extension.")));
+}
+
 /* Look up a ref's OIDs, attribute numbers and comparison procedures. */
 static void
 resolve_ref(PgmIndexRef *ref)
@@ -102,23 +119,25 @@ resolve_ref(PgmIndexRef *ref)
 	nsp = get_namespace_oid(PGM_INDEX_SCHEMA, false);
 	relid = get_relname_relid(ref->relname, nsp);
 	if (!OidIsValid(relid))
-		elog(ERROR, "relation %s.%s does not exist", PGM_INDEX_SCHEMA,
-			 ref->relname);
+		raise_changed(ref->relname, "It does not exist.");
 	indexid = get_relname_relid(ref->indexname, nsp);
 	if (!OidIsValid(indexid))
-		elog(ERROR, "index %s.%s does not exist", PGM_INDEX_SCHEMA,
-			 ref->indexname);
+		raise_changed(ref->relname, psprintf("Its index %s does not exist.",
+											 ref->indexname));
 
 	for (i = 0; i < ref->ncols; i++)
 	{
 		AttrNumber	attno = get_attnum(relid, ref->colnames[i]);
 
 		if (attno == InvalidAttrNumber)
-			elog(ERROR, "column %s of %s.%s does not exist", ref->colnames[i],
-				 PGM_INDEX_SCHEMA, ref->relname);
+			raise_changed(ref->relname, psprintf("Its column %s does not exist.",
+												 ref->colnames[i]));
 		if (get_atttype(relid, attno) != ref->coltypes[i])
-			elog(ERROR, "column %s of %s.%s has an unexpected type",
-				 ref->colnames[i], PGM_INDEX_SCHEMA, ref->relname);
+			raise_changed(ref->relname,
+						  psprintf("Its column %s is of type %s, not %s.",
+								   ref->colnames[i],
+								   format_type_be(get_atttype(relid, attno)),
+								   format_type_be(ref->coltypes[i])));
 		ref->attnums[i] = attno;
 	}
 
@@ -128,8 +147,9 @@ resolve_ref(PgmIndexRef *ref)
 		index->rd_index->indnkeyatts < ref->nkeys ||
 		RelationGetIndexExpressions(index) != NIL ||
 		RelationGetIndexPredicate(index) != NIL)
-		elog(ERROR, "index %s.%s is not a plain btree index of %s",
-			 PGM_INDEX_SCHEMA, ref->indexname, ref->relname);
+		raise_changed(ref->relname,
+					  psprintf("Its index %s is not a plain btree index of it.",
+							   ref->indexname));
 	for (i = 0; i < ref->nkeys; i++)
 	{
 		Oid			opcintype = index->rd_opcintype[i];
@@ -137,8 +157,9 @@ resolve_ref(PgmIndexRef *ref)
 											 opcintype, ref->strategies[i]);
 
 		if (!OidIsValid(op))
-			elog(ERROR, "index %s.%s has no operator of strategy %d on column %d",
-				 PGM_INDEX_SCHEMA, ref->indexname, ref->strategies[i], i + 1);
+			raise_changed(ref->relname,
+						  psprintf("Its index %s has no operator of strategy %d on column %d.",
+								   ref->indexname, ref->strategies[i], i + 1));
 		ref->procs[i] = get_opcode(op);
 		ref->collations[i] = index->rd_indcollation[i];
 	}

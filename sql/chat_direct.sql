@@ -168,6 +168,17 @@ BEGIN READ ONLY;
 SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'read only') > 0 AS saved;
 ROLLBACK;
 
+-- a table of the extension that an owner altered under a direct read: a
+-- clear 55000, not an internal error; as made again, it reads again
+BEGIN;
+ALTER TABLE pgmarket.chat_sessions ALTER COLUMN model_id TYPE varchar(200);
+\set VERBOSITY default
+SELECT count(*) FROM pgmarket.get_chat_history(pg_temp.u(), pg_temp.s(1), 5);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
+ROLLBACK;
+SELECT count(*) AS history FROM pgmarket.get_chat_history(pg_temp.u(), pg_temp.s(1), 5);
+
 -- every index of the table holds exactly its rows
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS amcheck;
