@@ -29,18 +29,15 @@
  * rate_counters, taken before and never after the user's lock).  Then they
  * lock the owner's balance row first (the
  * lock every ledger operation takes first, see ledger.c), then the key's
- * row, then the key's spend row (api_key_spend); nothing takes them in the
- * other order (revoke_api_key updates the key's row, then locks the spend
- * row; the last_used_at stamp writes the key's row only, and a charge
- * stamps before it counts).  reserve_api_key, and charge_api_key under
- * REPEATABLE READ or SERIALIZABLE, lock the key's row FOR NO KEY UPDATE;
- * charge_api_key under READ COMMITTED reads it, writes the spend row, then
- * reads the key's row again under a new snapshot (lock_and_count says why
- * a revocation cannot slip between).  Either way the call re-reads
- * revoked_at and expires_at after the lock, so a revocation committed
- * before it takes effect at once, and under the spend row's lock it checks
- * and updates the key's spend in its period, so concurrent charges through
- * one key never take it past its limit.  The key's row itself is not written by
+ * row FOR NO KEY UPDATE, then the key's spend row (api_key_spend); nothing
+ * locks them in another order (revoke and the last_used_at stamp of
+ * verify_api_key lock the key row only).  Under the key row lock the call
+ * re-reads revoked_at and expires_at, so a revocation committed before the
+ * lock takes effect at once, and under the spend row's it checks and
+ * updates the key's spend in its period, so concurrent charges through one
+ * key never take it past its limit.  Only these calls write a spend row,
+ * each under the key row's lock, so a charge updates the spend row without
+ * locking it first (count_spend).  The key's row itself is not written by
  * a charge (its last_used_at at most once a minute), so a charge adds no
  * row to the audit trail.  The charge itself is the ledger's (reserve for
  * reserve_api_key) in the same transaction.
@@ -103,6 +100,7 @@ static SPIPlanPtr plan_insert;
 static SPIPlanPtr plan_stamp;
 static SPIPlanPtr plan_lock_key;
 static SPIPlanPtr plan_spend;
+static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_follow;
 static SPIPlanPtr plan_list;
 
@@ -126,6 +124,11 @@ static const PgmPlanDef apikey_plans[] = {
 		"       last_used_at < date_trunc('minute', now(), 'UTC'))",
 		1, {UUIDOID}},
 
+	{&plan_revoke,
+		"UPDATE pgmarket.api_keys SET revoked_at = now()"
+		" WHERE user_id = $1 AND key_id = $2 AND revoked_at IS NULL"
+		" RETURNING key_id",
+		2, {UUIDOID, UUIDOID}},
 };
 
 /* pgm_api_keys_follow_user's (the keys' user_active is 0.11.0's) */
@@ -186,22 +189,10 @@ static const PgmPlanDef follow_plans[] = {
 	"pgmarket.api_keys k CROSS JOIN LATERAL" \
 	" (SELECT k.period_start, k.period_spent, k.total_spent) s"
 
-/*
- * Revoke a key: its row updated, then (with spend rows) its spend row
- * locked, which a charge in flight through the key holds until it commits
- * (see lock_and_count).
- */
-#define REVOKE_SQL \
-	"UPDATE pgmarket.api_keys SET revoked_at = now()" \
-	" WHERE user_id = $1 AND key_id = $2 AND revoked_at IS NULL" \
-	" RETURNING key_id"
-
-static SPIPlanPtr plan_revoke;
 static SPIPlanPtr plan_insert_v8;
 static SPIPlanPtr plan_lock_key_v8;
 static SPIPlanPtr plan_spend_v8;
 static SPIPlanPtr plan_list_v8;
-static SPIPlanPtr plan_revoke_v8;
 
 static const PgmPlanDef spend_plans[] = {
 	{&plan_insert,
@@ -216,12 +207,6 @@ static const PgmPlanDef spend_plans[] = {
 		LIST_SQL("pgmarket.api_keys k"
 				 " LEFT JOIN pgmarket.api_key_spend s ON s.key_id = k.key_id"),
 		1, {UUIDOID}},
-	{&plan_revoke,
-		"WITH k AS (" REVOKE_SQL ")"
-		" SELECT k.key_id FROM k LEFT JOIN LATERAL"
-		"   (SELECT 1 FROM pgmarket.api_key_spend s WHERE s.key_id = k.key_id"
-		"     FOR NO KEY UPDATE) s ON true",
-		2, {UUIDOID, UUIDOID}},
 };
 
 static const PgmPlanDef spend_plans_v8[] = {
@@ -230,7 +215,6 @@ static const PgmPlanDef spend_plans_v8[] = {
 	{&plan_spend_v8, SPEND_SQL("pgmarket.api_keys"),
 		4, {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
 	{&plan_list_v8, LIST_SQL(SPEND_COLUMNS), 1, {UUIDOID}},
-	{&plan_revoke_v8, REVOKE_SQL, 2, {UUIDOID, UUIDOID}},
 };
 
 #define prepare_plans() PGM_PREPARE_PLANS(apikey_plans)
@@ -969,12 +953,25 @@ read_spend_row(PgmIndexScan *scan, KeySpend *spend)
 		spend->spent = 0;
 }
 
+/*
+ * Every key has its spend row from its creation on; one deleted by hand
+ * leaves the key unusable for spending until it is put back.
+ */
+static void
+raise_no_spend_row(const VerifiedKey *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("API key %s has no row in pgmarket.api_key_spend", key->prefix),
+			 errhint("Insert its key_id into pgmarket.api_key_spend again (its counters start at zero).")));
+}
+
 /* Lock the spend row the scan is on, at its newest version, and read it. */
 static void
 lock_spend_row(const VerifiedKey *key, PgmIndexScan *scan, KeySpend *spend)
 {
 	if (!pgm_index_lock_row(scan, LockTupleNoKeyExclusive))
-		elog(ERROR, "API key %s has no spend row", key->prefix);
+		raise_no_spend_row(key);
 	read_spend_row(scan, spend);
 }
 
@@ -1004,13 +1001,14 @@ spend_row_write(const VerifiedKey *key, const KeySpend *spend, int64 amount,
 }
 
 /*
- * Count amount against the key's spend row, after checking its limit
- * (PM001).  The row is updated as an UPDATE tries it, without a lock of its
- * own first (one WAL record fewer): the update waits for a transaction that
- * holds the row (a charge through the same key of a hot user, whose charges
- * do not queue on the balance row; a revocation; a hand edit), and when
- * the version read is no longer the newest, the newest is locked, read and
- * checked again.  Through SQL, after the lock, when the table has more than
+ * Count amount against the spend row of a key whose row this transaction
+ * has locked, after checking its limit (PM001).  Only the calls that hold
+ * the key's row lock write its spend row, so the version the snapshot
+ * taken after that lock reads is the newest, and the row is updated as an
+ * UPDATE tries it, without a lock of its own first (one WAL record fewer);
+ * a version that is not (a hand edit committed meanwhile, or one in flight,
+ * which the update waits for) is locked at its newest, read and checked
+ * again.  Through SQL, after the lock, when the table has more than
  * pgmarket put on it (a trigger, a constraint).
  */
 static void
@@ -1021,7 +1019,7 @@ count_spend(const VerifiedKey *key, KeySpend *spend, int64 amount,
 	Datum		id = UUIDPGetDatum(&key->key_id);
 
 	if (!pgm_index_find(&scan, &spend_by_key, GetActiveSnapshot(), 1, &id))
-		elog(ERROR, "API key %s has no spend row", key->prefix);
+		raise_no_spend_row(key);
 	if (!pgm_index_can_update(&scan, 1))
 	{
 		lock_spend_row(key, &scan, spend);
@@ -1041,12 +1039,11 @@ count_spend(const VerifiedKey *key, KeySpend *spend, int64 amount,
 }
 
 /*
- * Read the key's row under the active snapshot (locked FOR NO KEY UPDATE
- * when lock): 28000 when it was revoked or expired meanwhile; its limit
- * and period into spend when that is not NULL.
+ * Lock the key's row FOR NO KEY UPDATE at its newest version: 28000 when it
+ * was revoked or expired meanwhile; its limit and period into spend.
  */
 static void
-read_key_row(const VerifiedKey *key, bool lock, KeySpend *spend)
+lock_key_row(const VerifiedKey *key, KeySpend *spend)
 {
 	PgmIndexScan scan;
 	Datum		id = UUIDPGetDatum(&key->key_id);
@@ -1055,7 +1052,7 @@ read_key_row(const VerifiedKey *key, bool lock, KeySpend *spend)
 	Datum		d;
 
 	if (!pgm_index_find(&scan, &key_by_id, GetActiveSnapshot(), 1, &id) ||
-		(lock && !pgm_index_lock_row(&scan, LockTupleNoKeyExclusive)))
+		!pgm_index_lock_row(&scan, LockTupleNoKeyExclusive))
 		raise_invalid_key();
 	(void) pgm_index_col(&scan, KL_REVOKED_AT, &isnull);
 	usable = isnull;
@@ -1064,41 +1061,37 @@ read_key_row(const VerifiedKey *key, bool lock, KeySpend *spend)
 		usable = false;
 	if (!usable)
 		raise_invalid_key();	/* revoked or expired meanwhile */
-	if (spend)
-	{
-		d = pgm_index_col(&scan, KL_SPEND_LIMIT, &isnull);
-		spend->has_limit = !isnull;
-		spend->limit = isnull ? 0 : DatumGetInt64(d);
-		d = pgm_index_col(&scan, KL_SPEND_PERIOD, &isnull);
-		spend->period = isnull ? NULL : TextDatumGetCString(d);
-	}
+	d = pgm_index_col(&scan, KL_SPEND_LIMIT, &isnull);
+	spend->has_limit = !isnull;
+	spend->limit = isnull ? 0 : DatumGetInt64(d);
+	d = pgm_index_col(&scan, KL_SPEND_PERIOD, &isnull);
+	spend->period = isnull ? NULL : TextDatumGetCString(d);
 	pgm_index_end(&scan);
 }
 
 /*
- * After the ledger's charge, under the user's lock: check that the key is
- * still usable (28000: revoked or expired meanwhile), and with count check
- * its limit (PM001) and count amount on its spend row.  What plan_lock_key,
- * check_limit and record_spend do through SQL, read and written directly
- * (index_read.c); the spend row through SQL when the table has more than
- * pgmarket put on it (a trigger, a constraint).
+ * After the ledger's charge, under the user's lock: lock the key's row and
+ * check that it is still usable (28000: revoked or expired meanwhile), and
+ * with count check its limit (PM001) and count amount on its spend row.
+ * What plan_lock_key, check_limit and record_spend do through SQL, read and
+ * written directly (index_read.c); the spend row through SQL when the
+ * table has more than pgmarket put on it (a trigger, a constraint).
  *
- * Under READ COMMITTED the key's row is read, not locked: the spend row is
- * where a charge and a revocation meet.  revoke_api_key updates the key's
- * row, then locks its spend row; a charge writes the spend row (waiting for
- * a revocation that holds it), then reads the key's row again under a new
- * snapshot.  So a revocation that committed before the charge got the spend
- * row refuses the charge, and one that did not waits for the charge to
- * commit: once revoke_api_key has returned, no charge through the key
- * commits.  Under REPEATABLE READ and SERIALIZABLE the key's row is locked
- * as the statement locks it (40001 for a key revoked since the snapshot).
+ * The key's row lock is what a charge and a revocation meet on, whatever
+ * the isolation level: revoke_api_key's UPDATE of the row waits for a
+ * charge in flight, and a charge waits for a revocation in flight and then
+ * sees it (40001 under REPEATABLE READ).  A charge that did not lock the
+ * row and met the revocation on the spend row instead was tried: a
+ * revocation under REPEATABLE READ then failed with 40001 whenever a
+ * charge through the key had committed since its snapshot (a key in use
+ * could not be revoked), and a transaction that charged and then revoked,
+ * reserved or deactivated deadlocked with a concurrent revocation.
  */
 static void
 lock_and_count(const VerifiedKey *key, int64 amount, bool count,
 			   const char *what)
 {
 	KeySpend	spend;
-	bool		lock = IsolationUsesXactSnapshot();
 
 	if (!spend_table_present)
 	{
@@ -1114,18 +1107,11 @@ lock_and_count(const VerifiedKey *key, int64 amount, bool count,
 
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	read_key_row(key, lock, &spend);
+	lock_key_row(key, &spend);
 	if (count)
 	{
 		spend.has_start = period_start(spend.period, &spend.start);
 		count_spend(key, &spend, amount, what);
-		if (!lock)
-		{
-			/* a revocation committed before the spend row was had */
-			PopActiveSnapshot();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			read_key_row(key, false, NULL);
-		}
 	}
 	PopActiveSnapshot();
 }
@@ -1225,9 +1211,8 @@ pgm_charge_api_key(PG_FUNCTION_ARGS)
 	idem = pgm_optional_text(fcinfo, 4, "idempotency_key", PGM_MAX_IDEM_KEY_LEN);
 	charge_as_key(&key, amount, model_id, tokens, idem, &out);
 	/* a replay returns the first result and does not count twice */
-	/* the key's row before its spend row, as revoke_api_key takes them */
-	stamp_if_stale(&key);
 	lock_and_count(&key, amount, !out.replayed, "a charge");
+	stamp_if_stale(&key);
 
 	pgm_spi_finish();
 	PG_RETURN_DATUM(pgm_ledger_result(fcinfo, UUIDPGetDatum(&key.user_id), &out));
@@ -1298,12 +1283,7 @@ pgm_api_keys_follow_user(Datum user_id)
 Datum
 pgm_revoke_api_key(PG_FUNCTION_ARGS)
 {
-	if (pgm_schema_fact(&spend_table_known, &spend_table_present,
-						"api_key_spend", NULL))
-		return pgm_user_revoke(fcinfo, spend_plans, lengthof(spend_plans),
-							   &plan_revoke);
-	return pgm_user_revoke(fcinfo, spend_plans_v8, lengthof(spend_plans_v8),
-						   &plan_revoke_v8);
+	return pgm_user_revoke(fcinfo, apikey_plans, lengthof(apikey_plans), &plan_revoke);
 }
 
 /* ----------------------------------------------------------------

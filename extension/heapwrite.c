@@ -126,8 +126,8 @@ forget_constraints(ConstraintCache *c)
  * of the call in progress may still point at them (an invalidation arrives
  * whenever a lock is taken).  The next call that asks for them, with a
  * ResultRelInfo of its own, frees them and prepares them again.
+ * (pgmarket.c's relcache callback calls this.)
  */
-/* Mark a table's kept constraints stale (pgmarket.c's callback). */
 void
 pgm_heapwrite_relcache(Oid relid)
 {

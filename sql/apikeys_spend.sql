@@ -174,4 +174,16 @@ RESET enable_seqscan;
 SELECT bt_index_check('pgmarket.spend_total_expr', true);
 DROP INDEX pgmarket.spend_total_expr;
 
+-- a spend row deleted by hand: the key's charge is 55000 (saying so) and
+-- charges nothing
+BEGIN;
+DELETE FROM pgmarket.api_key_spend
+ WHERE key_id = (SELECT key_id FROM spend_keys WHERE run = 2 AND name = 'open');
+CREATE TEMP TABLE entries_before AS SELECT count(*) AS n FROM pgmarket.ledger;
+SELECT (pg_temp.charge(api_key, 0.000001, NULL)).state
+  FROM spend_keys WHERE run = 2 AND name = 'open';
+SELECT (SELECT count(*) FROM pgmarket.ledger) = n AS nothing_charged
+  FROM entries_before;
+ROLLBACK;
+
 COPY (SELECT 1) TO PROGRAM 'cat > /dev/null && rm -f pgmarket_test.key';
