@@ -532,6 +532,9 @@ read_message_shape(Relation rel, MessageShape *shape)
 	int			c;
 
 	shape->relid = RelationGetRelid(rel);
+	if (strcmp(RelationGetRelationName(rel), "chat_messages") != 0 ||
+		nsp != get_namespace_oid("pgmarket", true))
+		return false;
 	shape->seqid = get_relname_relid("chat_message_id_seq", nsp);
 	shape->sessions_relid = get_relname_relid("chat_sessions", nsp);
 	if (!OidIsValid(shape->seqid) || !OidIsValid(shape->sessions_relid))
@@ -576,10 +579,11 @@ insert_message_direct(const NewMessage *m)
 	 * The table locked first, as the statement locks it: taking the lock
 	 * processes the invalidations of what another session changed and
 	 * committed meanwhile (a column, a default), and the shape is read
-	 * again after one.
+	 * again after one.  The table found by the shape's OID while the shape
+	 * is known (one dropped meanwhile is not found: the statement then).
 	 */
-	relid = get_relname_relid("chat_messages",
-							  get_namespace_oid("pgmarket", true));
+	relid = message_shape_known ? shape->relid :
+		get_relname_relid("chat_messages", get_namespace_oid("pgmarket", true));
 	if (!OidIsValid(relid) ||
 		(rel = try_table_open(relid, RowExclusiveLock)) == NULL)
 		return 0;

@@ -179,6 +179,17 @@ SELECT count(*) FROM pgmarket.get_chat_history(pg_temp.u(), pg_temp.s(1), 5);
 ROLLBACK;
 SELECT count(*) AS history FROM pgmarket.get_chat_history(pg_temp.u(), pg_temp.s(1), 5);
 
+-- the message table renamed in the transaction after a direct write: the
+-- next message is not written into it under its old identity, it takes
+-- the statement, which finds no chat_messages (42P01)
+BEGIN;
+SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'before the rename') > 0 AS saved;
+ALTER TABLE pgmarket.chat_messages RENAME TO chat_messages_renamed;
+SELECT pgmarket.save_chat_message(pg_temp.u(), pg_temp.s(1), 'user', 'after the rename') > 0 AS saved;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) AS after_rename FROM pgmarket.chat_messages WHERE content = 'after the rename';
+
 -- every index of the table holds exactly its rows
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS amcheck;
